@@ -1,0 +1,243 @@
+"""Configuration: environment variables (one place for their names) and the pipeline file.
+
+The pipeline file is one declarative TOML document describing every app and environment.
+It is loaded and validated at cold start; a bad file fails fast with the offending key named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ---- environment variable names (Terraform sets these on the functions) ---------------------
+ENV_PROJECT = "GOOGLE_CLOUD_PROJECT"
+ENV_PIPELINE_CONFIG = "PIPELINE_CONFIG"
+"""Path of the pipeline TOML file. Default: config/pipeline.toml in the bundle."""
+ENV_COMPUTE_EMULATOR_HOST = "COMPUTE_EMULATOR_HOST"
+"""host:port of a Compute emulator; unset on GCP, where the real API is used."""
+ENV_NOTIFICATIONS_FILE = "NOTIFICATIONS_FILE"
+"""Local only: every notification is also appended here as one JSON line."""
+ENV_ROLLBACK_AUDIENCE = "ROLLBACK_AUDIENCE"
+"""The audience an identity token must carry to call the rollback function (its URL)."""
+ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
+"""Where the token-signing keys are published. Default: Google's OAuth2 certificates."""
+ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
+"""Comma-separated accepted issuers. Default: Google's two issuer spellings."""
+ENV_LOG_LEVEL = "LOG_LEVEL"
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+"""App and environment names (CONTRACT §3)."""
+GCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """The pipeline file or an environment variable is invalid. The message names the key."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where notifications go. The webhook URL is a secret: it is read from an env var."""
+
+    kind: str  # "slack" | "google_chat" | "webhook"
+    url_env: str
+
+    KINDS = ("slack", "google_chat", "webhook")
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    app: str
+    name: str
+    region: str
+    instance_count: int
+    cool_down_seconds: int
+    provisioning_deadline_seconds: int
+    base_instance_template: str
+    health_check: str
+    backend_service: str
+    health_path: str
+    draining_timeout_seconds: int
+    url: str
+    channels: tuple[Channel, ...] = ()
+    rollback_callers: tuple[str, ...] = ()
+    auto_deploy: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}@{self.name}"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    first_version: str
+    environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    apps: Mapping[str, AppConfig]
+
+    def environment(self, app: str, environment: str) -> EnvironmentConfig | None:
+        app_config = self.apps.get(app)
+        return app_config.environments.get(environment) if app_config else None
+
+    def all_environments(self) -> list[EnvironmentConfig]:
+        return [env for app in self.apps.values() for env in app.environments.values()]
+
+
+_ENV_DEFAULTS: dict[str, Any] = {
+    "region": "us-central1",
+    "instance_count": 2,
+    "cool_down_seconds": 300,
+    "provisioning_deadline_seconds": 900,
+    "health_path": "/healthz",
+    "draining_timeout_seconds": 60,
+    "url": "",
+    "channels": [],
+    "rollback_callers": [],
+    "auto_deploy": False,
+}
+_ENV_KEYS = {
+    *_ENV_DEFAULTS,
+    "base_instance_template",
+    "health_check",
+    "backend_service",
+}
+_APP_KEYS = {"first_version", "environments", "defaults"}
+
+
+def _require(kind: type, value: Any, where: str) -> Any:
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive(value: Any, where: str) -> int:
+    number = _require(int, value, where)
+    if number <= 0:
+        raise ConfigError(f"{where}: must be > 0, got {number}")
+    return int(number)
+
+
+def _gce_name(value: Any, where: str) -> str:
+    name = _require(str, value, where)
+    if not GCE_NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
+    return str(name)
+
+
+def _environment(app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> EnvironmentConfig:
+    where = f"apps.{app}.environments.{name}"
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
+    _require(dict, raw, where)
+    unknown = set(raw) - _ENV_KEYS
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    merged = {**_ENV_DEFAULTS, **defaults, **raw}
+    for key in ("base_instance_template", "health_check", "backend_service"):
+        if key not in merged:
+            raise ConfigError(f"{where}.{key}: required")
+    channels = []
+    for index, raw_channel in enumerate(_require(list, merged["channels"], f"{where}.channels")):
+        channel_where = f"{where}.channels[{index}]"
+        _require(dict, raw_channel, channel_where)
+        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
+        if kind not in Channel.KINDS:
+            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
+        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
+        channels.append(Channel(kind=kind, url_env=url_env))
+    callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
+    for index, caller in enumerate(callers):
+        _require(str, caller, f"{where}.rollback_callers[{index}]")
+    health_path = _require(str, merged["health_path"], f"{where}.health_path")
+    if not health_path.startswith("/"):
+        raise ConfigError(f"{where}.health_path: must start with '/'")
+    return EnvironmentConfig(
+        app=app,
+        name=name,
+        region=_require(str, merged["region"], f"{where}.region"),
+        instance_count=_positive(merged["instance_count"], f"{where}.instance_count"),
+        cool_down_seconds=_positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds"),
+        provisioning_deadline_seconds=_positive(
+            merged["provisioning_deadline_seconds"], f"{where}.provisioning_deadline_seconds"
+        ),
+        base_instance_template=_gce_name(merged["base_instance_template"], f"{where}.base_instance_template"),
+        health_check=_gce_name(merged["health_check"], f"{where}.health_check"),
+        backend_service=_gce_name(merged["backend_service"], f"{where}.backend_service"),
+        health_path=health_path,
+        draining_timeout_seconds=_positive(merged["draining_timeout_seconds"], f"{where}.draining_timeout_seconds"),
+        url=_require(str, merged["url"], f"{where}.url"),
+        channels=tuple(channels),
+        rollback_callers=tuple(callers),
+        auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
+    )
+
+
+def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
+    unknown = set(document) - {"apps"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
+    raw_apps = _require(dict, document.get("apps", {}), "apps")
+    if not raw_apps:
+        raise ConfigError("apps: at least one app is required")
+    apps: dict[str, AppConfig] = {}
+    for app_name, raw_app in raw_apps.items():
+        where = f"apps.{app_name}"
+        if not NAME_PATTERN.match(app_name):
+            raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
+        _require(dict, raw_app, where)
+        unknown = set(raw_app) - _APP_KEYS
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        defaults = _require(dict, raw_app.get("defaults", {}), f"{where}.defaults")
+        unknown = set(defaults) - _ENV_KEYS
+        if unknown:
+            raise ConfigError(f"{where}.defaults.{sorted(unknown)[0]}: unknown key")
+        raw_envs = _require(dict, raw_app.get("environments", {}), f"{where}.environments")
+        if not raw_envs:
+            raise ConfigError(f"{where}.environments: at least one environment is required")
+        first_version = _require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
+        _check_semver(first_version, f"{where}.first_version")
+        apps[app_name] = AppConfig(
+            name=app_name,
+            first_version=first_version,
+            environments={
+                env_name: _environment(app_name, env_name, raw_env, defaults)
+                for env_name, raw_env in raw_envs.items()
+            },
+        )
+    return PipelineConfig(apps=apps)
+
+
+def _check_semver(text: str, where: str) -> None:
+    import semver
+
+    try:
+        semver.Version.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {text!r} is not a semantic version") from exc
+
+
+def load_pipeline_config(path: str | os.PathLike[str] | None = None) -> PipelineConfig:
+    """Load the pipeline file named by the argument, $PIPELINE_CONFIG, or the bundled default."""
+    resolved = Path(path or os.environ.get(ENV_PIPELINE_CONFIG) or DEFAULT_CONFIG_PATH)
+    try:
+        document = tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{ENV_PIPELINE_CONFIG}: no such file {resolved}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{resolved}: not valid TOML: {exc}") from exc
+    return parse_pipeline_config(document)

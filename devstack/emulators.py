@@ -1,0 +1,73 @@
+"""Locate and start Google's Pub/Sub and Firestore emulators.
+
+They come from the Cloud CLI install (its `platform/` directory). `EMULATORS_DIR` overrides
+that with a directory of the same layout (`pubsub-emulator/`, `cloud-firestore-emulator/`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.processes import ServiceError, http_ok, start_service, wait_until
+
+ENV_EMULATORS_DIR = "EMULATORS_DIR"
+START_TIMEOUT_SECONDS = 60.0
+
+
+def emulators_dir() -> Path:
+    override = os.environ.get(ENV_EMULATORS_DIR)
+    if override:
+        return Path(override)
+    candidates = [Path("/usr/lib/google-cloud-sdk/platform"), Path("/usr/share/google-cloud-sdk/platform")]
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        # gcloud lives in <sdk>/bin/gcloud, usually behind a symlink.
+        candidates.insert(0, Path(gcloud).resolve().parent.parent / "platform")
+    for candidate in candidates:
+        if (candidate / "pubsub-emulator").is_dir() and (candidate / "cloud-firestore-emulator").is_dir():
+            return candidate
+    raise ServiceError(
+        "Pub/Sub and Firestore emulators not found. Install them with "
+        "`gcloud components install pubsub-emulator cloud-firestore-emulator` (or the Debian packages "
+        f"google-cloud-cli-pubsub-emulator and google-cloud-cli-firestore-emulator), or set {ENV_EMULATORS_DIR}."
+    )
+
+
+@dataclass
+class RunningEmulator:
+    name: str
+    host: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def start_pubsub(port: int, log_path: Path, project: str) -> RunningEmulator:
+    launcher = emulators_dir() / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    process = start_service(
+        "pubsub-emulator", [str(launcher), "--host=127.0.0.1", f"--port={port}"], log_path
+    )
+    host = f"127.0.0.1:{port}"
+    # The REST facade answers GET /v1/projects/P/topics once the server is up.
+    wait_until(
+        http_ok(f"http://{host}/v1/projects/{project}/topics"),
+        START_TIMEOUT_SECONDS,
+        "Pub/Sub emulator",
+        process,
+        log_path,
+        interval=0.25,
+    )
+    return RunningEmulator("pubsub", host, process, log_path)
+
+
+def start_firestore(port: int, log_path: Path) -> RunningEmulator:
+    launcher = emulators_dir() / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+    process = start_service(
+        "firestore-emulator", [str(launcher), "--host=127.0.0.1", f"--port={port}"], log_path
+    )
+    host = f"127.0.0.1:{port}"
+    wait_until(http_ok(f"http://{host}/"), START_TIMEOUT_SECONDS, "Firestore emulator", process, log_path, 0.25)
+    return RunningEmulator("firestore", host, process, log_path)

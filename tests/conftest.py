@@ -1,0 +1,76 @@
+"""Shared fixtures: Google's emulators, started once per test session on free ports.
+
+Each fixture starts its own processes (never those of a running `make up` stack) and stops
+them at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.emulators import RunningEmulator, start_firestore, start_pubsub
+from devstack.processes import free_port, stop_process_group
+
+TEST_PROJECT = "release-pipeline-test"
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(session_dir: Path) -> Iterator[RunningEmulator]:
+    emulator = start_pubsub(free_port(), session_dir / "logs" / "pubsub.log", TEST_PROJECT)
+    try:
+        yield emulator
+    finally:
+        stop_process_group(emulator.process.pid)
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(session_dir: Path) -> Iterator[RunningEmulator]:
+    emulator = start_firestore(free_port(), session_dir / "logs" / "firestore.log")
+    try:
+        yield emulator
+    finally:
+        stop_process_group(emulator.process.pid)
+
+
+@pytest.fixture
+def emulator_env(
+    monkeypatch: pytest.MonkeyPatch, pubsub_emulator: RunningEmulator, firestore_emulator: RunningEmulator
+) -> dict[str, str]:
+    """Point the Google client libraries at the emulators for one test."""
+    env = {
+        "GOOGLE_CLOUD_PROJECT": TEST_PROJECT,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def clean_firestore(firestore_emulator: RunningEmulator) -> Iterator[str]:
+    """An empty Firestore database for the test; yields the emulator host."""
+    _wipe_firestore(firestore_emulator.host)
+    yield firestore_emulator.host
+
+
+def _wipe_firestore(host: str) -> None:
+    request = urllib.request.Request(
+        f"http://{host}/emulator/v1/projects/{TEST_PROJECT}/databases/(default)/documents", method="DELETE"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI") == "true"

@@ -69,5 +69,7 @@ def start_firestore(port: int, log_path: Path) -> RunningEmulator:
         "firestore-emulator", [str(launcher), "--host=127.0.0.1", f"--port={port}"], log_path
     )
     host = f"127.0.0.1:{port}"
-    wait_until(http_ok(f"http://{host}/"), START_TIMEOUT_SECONDS, "Firestore emulator", process, log_path, 0.25)
+    wait_until(
+        http_ok(f"http://{host}/"), START_TIMEOUT_SECONDS, "Firestore emulator", process, log_path, 0.25
+    )
     return RunningEmulator("firestore", host, process, log_path)

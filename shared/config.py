@@ -138,7 +138,9 @@ def _gce_name(value: Any, where: str) -> str:
     return str(name)
 
 
-def _environment(app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> EnvironmentConfig:
+def _environment(
+    app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
@@ -178,7 +180,9 @@ def _environment(app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[
         health_check=_gce_name(merged["health_check"], f"{where}.health_check"),
         backend_service=_gce_name(merged["backend_service"], f"{where}.backend_service"),
         health_path=health_path,
-        draining_timeout_seconds=_positive(merged["draining_timeout_seconds"], f"{where}.draining_timeout_seconds"),
+        draining_timeout_seconds=_positive(
+            merged["draining_timeout_seconds"], f"{where}.draining_timeout_seconds"
+        ),
         url=_require(str, merged["url"], f"{where}.url"),
         channels=tuple(channels),
         rollback_callers=tuple(callers),

@@ -5,7 +5,9 @@ from google.cloud import firestore, pubsub_v1
 from tests.conftest import TEST_PROJECT
 
 
-def test_firestore_emulator_round_trips_a_document(emulator_env: dict[str, str], clean_firestore: str) -> None:
+def test_firestore_emulator_round_trips_a_document(
+    emulator_env: dict[str, str], clean_firestore: str
+) -> None:
     client = firestore.Client(project=TEST_PROJECT)
     client.collection("probe").document("one").set({"value": 1})
     assert client.collection("probe").document("one").get().to_dict() == {"value": 1}

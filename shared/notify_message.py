@@ -1,0 +1,74 @@
+"""The internal `notify` event: what happened, for whom. `on_notify` enriches it from Firestore.
+
+Published by every step that reaches an outcome worth telling the team about. The dedupe key
+makes delivery exactly-once per outcome even when the event itself is redelivered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+NotifyKind = Literal["deployment", "rejected", "dead_letter"]
+_KINDS = ("deployment", "rejected", "dead_letter")
+
+
+class NotifyMessageError(ValueError):
+    """The notify event is malformed."""
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    kind: NotifyKind
+    app: str | None
+    environment: str | None
+    status: str
+    """A deployment status (CONTRACT §6) for kind=deployment; `rejected` or `dead_lettered` otherwise."""
+    detail: str
+    dedupe_key: str
+    """One notification per key: `<deployment_id>:<status>`, `rejected:<event id>`, `dead-letter:<message id>`."""
+    deployment_id: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def for_deployment(
+        cls,
+        *,
+        app: str,
+        environment: str,
+        deployment_id: str,
+        version: str | None,
+        status: str,
+        detail: str = "",
+    ) -> NotifyRequest:
+        return cls(
+            kind="deployment",
+            app=app,
+            environment=environment,
+            status=status,
+            detail=detail,
+            dedupe_key=f"{deployment_id}:{status}",
+            deployment_id=deployment_id,
+            version=version,
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NotifyRequest:
+        try:
+            raw: Any = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NotifyMessageError(f"notify event is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise NotifyMessageError("notify event is not a JSON object")
+        if raw.get("kind") not in _KINDS:
+            raise NotifyMessageError(f"notify event has unknown kind {raw.get('kind')!r}")
+        for required in ("status", "dedupe_key"):
+            if not isinstance(raw.get(required), str) or not raw[required]:
+                raise NotifyMessageError(f"notify event lacks {required}")
+        known = {name: raw.get(name) for name in cls.__dataclass_fields__}
+        known["detail"] = known.get("detail") or ""
+        return cls(**known)

@@ -69,6 +69,13 @@ class NotifyRequest:
         for required in ("status", "dedupe_key"):
             if not isinstance(raw.get(required), str) or not raw[required]:
                 raise NotifyMessageError(f"notify event lacks {required}")
-        known = {name: raw.get(name) for name in cls.__dataclass_fields__}
-        known["detail"] = known.get("detail") or ""
-        return cls(**known)
+        return cls(
+            kind=raw["kind"],
+            app=raw.get("app"),
+            environment=raw.get("environment"),
+            status=raw["status"],
+            detail=str(raw.get("detail") or ""),
+            dedupe_key=raw["dedupe_key"],
+            deployment_id=raw.get("deployment_id"),
+            version=raw.get("version"),
+        )

@@ -1,0 +1,100 @@
+"""The pipeline file is validated at cold start and errors name the offending key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import ConfigError, load_pipeline_config, parse_pipeline_config
+
+VALID: dict[str, Any] = {
+    "apps": {
+        "hello": {
+            "first_version": "1.0.0",
+            "defaults": {"region": "europe-west1"},
+            "environments": {
+                "staging": {
+                    "base_instance_template": "hello-staging-base",
+                    "health_check": "hello-staging-hc",
+                    "backend_service": "hello-staging-backend",
+                    "cool_down_seconds": 5,
+                    "channels": [{"kind": "slack", "url_env": "SLACK_URL"}],
+                    "rollback_callers": ["*@example.com"],
+                }
+            },
+        }
+    }
+}
+
+
+def with_change(path: list[str], value: Any) -> dict[str, Any]:
+    document = copy.deepcopy(VALID)
+    node = document
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return document
+
+
+def test_a_valid_file_gives_typed_environments_with_defaults_applied() -> None:
+    config = parse_pipeline_config(VALID)
+    staging = config.environment("hello", "staging")
+    assert staging is not None
+    assert staging.region == "europe-west1"
+    assert staging.cool_down_seconds == 5
+    assert staging.instance_count == 2
+    assert staging.health_path == "/healthz"
+    assert staging.channels[0].kind == "slack"
+    assert config.environment("hello", "nowhere") is None
+    assert config.environment("nobody", "staging") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named_key"),
+    [
+        (["apps", "hello", "environments", "staging", "cool_down_seconds"], -1, "cool_down_seconds"),
+        (["apps", "hello", "environments", "staging", "cool_down_seconds"], "5", "cool_down_seconds"),
+        (["apps", "hello", "environments", "staging", "instance_count"], True, "instance_count"),
+        (["apps", "hello", "environments", "staging", "backend_service"], "Bad_Name", "backend_service"),
+        (["apps", "hello", "environments", "staging", "health_path"], "healthz", "health_path"),
+        (["apps", "hello", "environments", "staging", "colour"], "blue", "colour"),
+        (["apps", "hello", "environments", "staging", "channels"], [{"kind": "pager"}], "channels[0].kind"),
+        (["apps", "hello", "first_version"], "one", "first_version"),
+        (["apps", "hello", "defaults", "regoin"], "x", "defaults.regoin"),
+    ],
+)
+def test_an_invalid_value_is_refused_naming_its_key(path: list[str], value: Any, named_key: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"apps\.hello\..*" + named_key.replace("[", r"\[").replace("]", r"\]")
+    ):
+        parse_pipeline_config(with_change(path, value))
+
+
+def test_a_missing_required_key_is_named() -> None:
+    document = copy.deepcopy(VALID)
+    del document["apps"]["hello"]["environments"]["staging"]["health_check"]
+    with pytest.raises(ConfigError, match=r"staging\.health_check: required"):
+        parse_pipeline_config(document)
+
+
+def test_bad_app_names_are_refused() -> None:
+    document = {"apps": {"Hello": VALID["apps"]["hello"]}}
+    with pytest.raises(ConfigError, match=r"apps\.Hello"):
+        parse_pipeline_config(document)
+
+
+def test_the_bundled_file_loads(tmp_path: Path) -> None:
+    config = load_pipeline_config()
+    assert {env.name for env in config.all_environments()} == {"staging", "production"}
+
+
+def test_a_missing_or_malformed_file_says_which(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_pipeline_config(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[apps\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_pipeline_config(broken)

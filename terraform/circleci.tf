@@ -1,0 +1,57 @@
+# CircleCI authenticates with its OIDC token (CIRCLE_OIDC_TOKEN_V2) through workload identity
+# federation; there is no service account key anywhere.
+resource "google_iam_workload_identity_pool" "circleci" {
+  workload_identity_pool_id = "${var.name_prefix}-circleci"
+  display_name              = "CircleCI"
+  description               = "CircleCI pipelines that publish builds to the release pipeline."
+
+  depends_on = [google_project_service.required]
+}
+
+resource "google_iam_workload_identity_pool_provider" "circleci" {
+  workload_identity_pool_id          = google_iam_workload_identity_pool.circleci.workload_identity_pool_id
+  workload_identity_pool_provider_id = "circleci-oidc"
+  display_name                       = "CircleCI OIDC"
+
+  # CircleCI tokens: iss https://oidc.circleci.com/org/<org id>, aud <org id>, and the
+  # project in the oidc.circleci.com/project-id claim.
+  oidc {
+    issuer_uri        = "https://oidc.circleci.com/org/${var.circleci.org_id}"
+    allowed_audiences = [var.circleci.org_id]
+  }
+
+  attribute_mapping = {
+    "google.subject"       = "assertion.sub"
+    "attribute.org_id"     = "assertion.aud"
+    "attribute.project_id" = "assertion['oidc.circleci.com/project-id']"
+  }
+
+  # Tokens from any other organisation or project are refused before any IAM check.
+  attribute_condition = "assertion.aud == '${var.circleci.org_id}' && assertion['oidc.circleci.com/project-id'] in ${jsonencode(var.circleci.project_ids)}"
+}
+
+# The identity CircleCI impersonates: upload artifacts, publish build-succeeded. Nothing more.
+resource "google_service_account" "circleci_publisher" {
+  account_id   = "${var.name_prefix}-circleci"
+  display_name = "CircleCI build publisher"
+}
+
+resource "google_service_account_iam_member" "circleci_impersonation" {
+  for_each = toset(var.circleci.project_ids)
+
+  service_account_id = google_service_account.circleci_publisher.name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.circleci.name}/attribute.project_id/${each.key}"
+}
+
+resource "google_storage_bucket_iam_member" "circleci_uploads_artifacts" {
+  bucket = google_storage_bucket.artifacts.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.circleci_publisher.member
+}
+
+resource "google_pubsub_topic_iam_member" "circleci_publishes_builds" {
+  topic  = google_pubsub_topic.topic["build-succeeded"].name
+  role   = "roles/pubsub.publisher"
+  member = google_service_account.circleci_publisher.member
+}

@@ -1,0 +1,45 @@
+resource "google_firestore_database" "default" {
+  project     = var.project_id
+  name        = "(default)"
+  location_id = var.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  # The release records are the audit trail: recoverable for 7 days, and never deleted by
+  # a careless destroy.
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+  deletion_policy                   = "ABANDON"
+
+  depends_on = [google_project_service.required]
+}
+
+resource "google_firestore_index" "composite" {
+  for_each = local.firestore_indexes
+
+  project     = var.project_id
+  database    = google_firestore_database.default.name
+  collection  = each.value.collection
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value.fields
+    content {
+      field_path = fields.value.field_path
+      order      = fields.value.order
+    }
+  }
+}
+
+# Idempotency records expire by themselves. Firestore deletes a document within about a day
+# after its expire_at passes. The field is never queried, so its single-field indexes are
+# switched off (a timestamp that only grows would also make them a write hotspot).
+resource "google_firestore_field" "idempotency_ttl" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = "idempotency_keys"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  index_config {}
+}

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Instance startup script of every release group (the base template's `startup-script`).
+#
+# Reads `release-artifact` (gs://... or file://...) and `release-version` from the instance
+# metadata, unpacks the artifact (CONTRACT §7: a tar.gz with a Procfile at its root), runs the
+# Procfile's `web:` command under systemd with PORT and RELEASE_VERSION, and puts nginx in
+# front on port 80. Run again with a different release in the metadata, it switches to it
+# and restarts both; run again with the same release, it changes nothing but makes sure
+# both are running.
+#
+# Two variables exist for tests and images, not for production:
+#   RELEASE_METADATA_URL  metadata server base (default: the real one)
+#   RELEASE_ROOT          prefix for every path written (default: the real root)
+set -euo pipefail
+
+METADATA_URL="${RELEASE_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}"
+ROOT="${RELEASE_ROOT:-}"
+
+# Paths as the instance sees them (unit files name these) and as this script writes them.
+APP_HOME=/opt/release
+ENV_FILE=/etc/release/app.env
+UNIT=release-app
+UNIT_FILE="/etc/systemd/system/${UNIT}.service"
+NGINX_SITE=/etc/nginx/conf.d/release.conf
+APP_USER=release
+
+log() {
+  # Serial console and journal both pick up stderr; one greppable prefix.
+  echo "release-startup: $*" >&2
+}
+
+die() {
+  log "error: $*"
+  exit 1
+}
+
+metadata() {
+  # $1: path under instance/attributes; $2: default when the attribute is absent ("" = required).
+  local name="$1" default="${2-}" value
+  if value="$(curl --silent --show-error --fail --retry 5 --retry-connrefused --retry-delay 1 \
+    --max-time 10 -H 'Metadata-Flavor: Google' "${METADATA_URL}/instance/attributes/${name}")"; then
+    printf '%s' "$value"
+  elif [ -n "$default" ]; then
+    printf '%s' "$default"
+  else
+    die "instance metadata ${name} is missing"
+  fi
+}
+
+access_token() {
+  curl --silent --show-error --fail --retry 5 --retry-connrefused --max-time 10 \
+    -H 'Metadata-Flavor: Google' \
+    "${METADATA_URL}/instance/service-accounts/default/token" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+urlencode() {
+  python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
+}
+
+fetch_artifact() {
+  # $1: artifact URI; $2: destination file.
+  local uri="$1" out="$2"
+  case "$uri" in
+    gs://*)
+      # The JSON API with the instance's own token: no SDK needed on the image.
+      local rest="${uri#gs://}"
+      local bucket="${rest%%/*}" object="${rest#*/}"
+      [ -n "$bucket" ] && [ "$object" != "$rest" ] || die "malformed artifact URI ${uri}"
+      curl --silent --show-error --fail --retry 5 --retry-connrefused --max-time 300 \
+        -H "Authorization: Bearer $(access_token)" -o "$out" \
+        "https://storage.googleapis.com/storage/v1/b/${bucket}/o/$(urlencode "$object")?alt=media"
+      ;;
+    file://*)
+      cp -- "${uri#file://}" "$out"
+      ;;
+    *)
+      die "unsupported artifact URI ${uri} (expected gs:// or file://)"
+      ;;
+  esac
+}
+
+web_command() {
+  # The `web:` line of the Procfile (first match), without the `web:` prefix.
+  sed -n -E 's/^[[:space:]]*web:[[:space:]]*(.+[^[:space:]])[[:space:]]*$/\1/p' "$1" | head -n 1
+}
+
+ensure_packages() {
+  # Images may come with these; a bare Debian image gets them once, at first boot.
+  if ! command -v nginx >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+    log "installing nginx and python3"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx python3 >/dev/null
+  fi
+  if ! id -u "$APP_USER" >/dev/null 2>&1; then
+    useradd --system --home-dir "$APP_HOME" --shell /usr/sbin/nologin "$APP_USER"
+  fi
+}
+
+install_release() {
+  # $1: version; $2: artifact URI. Unpacks into releases/<version> once; a retry after a
+  # failed unpack starts over from an empty directory.
+  local version="$1" uri="$2"
+  local releases="${ROOT}${APP_HOME}/releases"
+  local target="${releases}/${version}"
+  if [ -f "${target}/.complete" ]; then
+    log "release ${version} already unpacked"
+    return
+  fi
+  mkdir -p "$releases"
+  local work
+  work="$(mktemp -d "${releases}/.incoming.XXXXXX")"
+  fetch_artifact "$uri" "${work}/artifact.tar.gz"
+  mkdir "${work}/tree"
+  # --no-same-owner / --no-same-permissions: files belong to root and are read-only to the
+  # app user, whatever the archive says.
+  tar --extract --gzip --file "${work}/artifact.tar.gz" --directory "${work}/tree" \
+    --no-same-owner --no-same-permissions
+  [ -f "${work}/tree/Procfile" ] || die "artifact ${uri} has no Procfile at its root"
+  [ -n "$(web_command "${work}/tree/Procfile")" ] || die "artifact ${uri}: Procfile has no web: line"
+  touch "${work}/tree/.complete"
+  rm -rf "$target"
+  mv "${work}/tree" "$target"
+  rm -rf "$work"
+}
+
+write_if_changed() {
+  # $1: file; stdin: content. Exit status 0 if the file changed.
+  local file="$1" tmp
+  mkdir -p "$(dirname "$file")"
+  tmp="$(mktemp "${file}.XXXXXX")"
+  cat >"$tmp"
+  if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod 0644 "$tmp"
+  mv "$tmp" "$file"
+}
+
+configure() {
+  # $1: version; $2: port. Points `current` at the release and writes the unit, the
+  # environment file, the launcher and the nginx site.
+  local version="$1" port="$2" web
+  web="$(web_command "${ROOT}${APP_HOME}/releases/${version}/Procfile")"
+  ln -sfn "releases/${version}" "${ROOT}${APP_HOME}/current"
+
+  # Heroku semantics: the web command is a shell command line run from the app's root.
+  write_if_changed "${ROOT}${APP_HOME}/web.sh" <<EOF || true
+#!/bin/bash
+# Generated by the release startup script: runs the Procfile web: command of the current release.
+cd "\$(dirname "\$0")/current" || exit 1
+exec ${web}
+EOF
+  chmod 0755 "${ROOT}${APP_HOME}/web.sh"
+
+  write_if_changed "${ROOT}${ENV_FILE}" <<EOF || true
+PORT=${port}
+RELEASE_VERSION=${version}
+EOF
+
+  write_if_changed "${ROOT}${UNIT_FILE}" <<EOF || true
+[Unit]
+Description=Release pipeline app (Procfile web:)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=${APP_USER}
+EnvironmentFile=${ENV_FILE}
+ExecStart=${APP_HOME}/web.sh
+Restart=always
+RestartSec=2
+# The load balancer drains a group before it goes away; give open requests time to finish.
+TimeoutStopSec=30
+NoNewPrivileges=true
+ProtectSystem=strict
+ProtectHome=true
+PrivateTmp=true
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+  write_if_changed "${ROOT}${NGINX_SITE}" <<EOF || true
+# Generated by the release startup script.
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+
+    location / {
+        proxy_pass http://127.0.0.1:${port};
+        proxy_http_version 1.1;
+        proxy_set_header Host \$host;
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$http_x_forwarded_proto;
+        proxy_read_timeout 30s;
+    }
+}
+EOF
+  # The distribution's default site would also claim default_server on port 80.
+  rm -f "${ROOT}/etc/nginx/sites-enabled/default"
+}
+
+main() {
+  local version uri port previous=""
+  version="$(metadata release-version)"
+  uri="$(metadata release-artifact)"
+  port="$(metadata release-port 8080)"
+  [[ "$version" =~ ^[0-9A-Za-z.+-]+$ ]] || die "release-version ${version} is not a version"
+  [[ "$port" =~ ^[0-9]+$ ]] || die "release-port ${port} is not a port"
+
+  if [ -f "${ROOT}${ENV_FILE}" ]; then
+    previous="$(sed -n 's/^RELEASE_VERSION=//p' "${ROOT}${ENV_FILE}")"
+  fi
+
+  ensure_packages
+  install_release "$version" "$uri"
+  configure "$version" "$port"
+
+  systemctl daemon-reload
+  systemctl enable "$UNIT" nginx
+  if [ "$previous" != "$version" ]; then
+    log "switching ${previous:-nothing} -> ${version}"
+    systemctl restart "$UNIT"
+    nginx -t
+    systemctl restart nginx
+  else
+    log "release ${version} already configured"
+    systemctl start "$UNIT" nginx
+  fi
+  log "serving ${version}"
+}
+
+main "$@"

@@ -1,0 +1,206 @@
+# Everything that differs between installations is a variable; nothing below has a project,
+# an organisation or a secret baked in. See terraform.tfvars.example.
+
+variable "project_id" {
+  description = "Google Cloud project that hosts the pipeline and its environments."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id: 6-30 characters, lowercase letters, digits and hyphens."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, the Eventarc triggers, the scheduler job and the default region of environments."
+  type        = string
+  default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must look like us-central1."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of the functions, service accounts and buckets this stack creates."
+  type        = string
+  default     = "release"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must be 2-12 characters: lowercase letters, digits, hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that supports them."
+  type        = map(string)
+  default     = {}
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database (a region such as us-central1, or a multi-region such as nam5). Cannot change after creation."
+  type        = string
+  default     = "nam5"
+}
+
+variable "function_bundle" {
+  description = "Path of the functions bundle zip (main.py, functions/, shared/, config/, requirements.txt), built by the bundle step of cloudbuild.yaml."
+  type        = string
+  default     = "../build/functions.zip"
+
+  validation {
+    condition     = endswith(var.function_bundle, ".zip")
+    error_message = "function_bundle must be a .zip file."
+  }
+}
+
+variable "python_runtime" {
+  description = "Cloud Functions runtime for the bundle."
+  type        = string
+  default     = "python312"
+
+  validation {
+    condition     = can(regex("^python3(1[1-9])$", var.python_runtime))
+    error_message = "python_runtime must be python311 or newer (the code uses tomllib)."
+  }
+}
+
+variable "pipeline_config_path" {
+  description = "PIPELINE_CONFIG: where the functions find the pipeline file. Gen2 functions unpack the bundle in /workspace."
+  type        = string
+  default     = "/workspace/config/pipeline.toml"
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the functions."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "function_max_instances" {
+  description = "Upper bound on concurrent instances of each function; also bounds the damage of a retry storm."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.function_max_instances >= 1 && var.function_max_instances <= 100
+    error_message = "function_max_instances must be between 1 and 100."
+  }
+}
+
+variable "rollback_invoker_group" {
+  description = "Google group (e-mail) whose members may call the rollback function. The function also checks the per-environment allow-list of the pipeline file."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[a-z]+$", var.rollback_invoker_group))
+    error_message = "rollback_invoker_group must be a group e-mail address (never allUsers or allAuthenticatedUsers)."
+  }
+}
+
+variable "webhook_url_envs" {
+  description = "Environment variables that carry notification webhook URLs, as named by `url_env` in config/pipeline.toml. Each becomes a Secret Manager secret; the values are added out of band, never through Terraform."
+  type        = set(string)
+  default     = ["SLACK_WEBHOOK_URL"]
+
+  validation {
+    condition     = alltrue([for name in var.webhook_url_envs : can(regex("^[A-Z][A-Z0-9_]{0,62}$", name))])
+    error_message = "Each webhook env var must be UPPER_SNAKE_CASE."
+  }
+}
+
+variable "watchdog_schedule" {
+  description = "Cron schedule (UTC) of the watchdog tick."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "artifact_retention_days" {
+  description = "Days a release artifact is kept. Rollback needs the artifact of every version it may return to, so keep this longer than the oldest release you would roll back to."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.artifact_retention_days >= 7
+    error_message = "artifact_retention_days must be at least 7."
+  }
+}
+
+variable "circleci" {
+  description = "CircleCI organisation and the projects allowed to publish builds, for OIDC workload identity federation."
+  type = object({
+    org_id      = string
+    project_ids = list(string)
+  })
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.circleci.org_id))
+    error_message = "circleci.org_id must be the organisation's UUID (Organization Settings > Overview)."
+  }
+
+  validation {
+    condition     = length(var.circleci.project_ids) > 0 && alltrue([for id in var.circleci.project_ids : can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", id))])
+    error_message = "circleci.project_ids must list at least one project UUID (Project Settings > Overview)."
+  }
+}
+
+variable "environments" {
+  description = "Deployment targets, keyed by any unique name. app and environment must match config/pipeline.toml; the Compute resource names derive from them (<app>-<environment>-base, -hc, -backend)."
+  type = map(object({
+    app                      = string
+    environment              = string
+    region                   = optional(string)
+    machine_type             = optional(string, "e2-small")
+    health_path              = optional(string, "/healthz")
+    draining_timeout_seconds = optional(number, 60)
+    domains                  = optional(list(string), [])
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for env in values(var.environments) :
+      can(regex("^[a-z][a-z0-9-]{0,29}$", env.app)) && can(regex("^[a-z][a-z0-9-]{0,29}$", env.environment))
+    ])
+    error_message = "app and environment must match ^[a-z][a-z0-9-]{0,29}$ (CONTRACT §3)."
+  }
+
+  validation {
+    condition     = alltrue([for env in values(var.environments) : startswith(env.health_path, "/")])
+    error_message = "health_path must start with '/'."
+  }
+
+  validation {
+    condition     = alltrue([for env in values(var.environments) : env.draining_timeout_seconds >= 0 && env.draining_timeout_seconds <= 3600])
+    error_message = "draining_timeout_seconds must be between 0 and 3600."
+  }
+
+  validation {
+    condition     = length(distinct([for env in values(var.environments) : "${env.app}-${env.environment}"])) == length(var.environments)
+    error_message = "Each (app, environment) pair may appear only once."
+  }
+}
+
+variable "subnet_cidrs" {
+  description = "Primary range of the subnet the stack creates in each region that hosts an environment."
+  type        = map(string)
+  default     = { "us-central1" = "10.60.0.0/24" }
+
+  validation {
+    condition     = alltrue([for cidr in values(var.subnet_cidrs) : can(cidrhost(cidr, 0))])
+    error_message = "Each subnet_cidrs value must be a CIDR range."
+  }
+}
+
+variable "artifact_bucket_location" {
+  description = "Location of the artifact bucket; defaults to the region."
+  type        = string
+  default     = null
+}

@@ -107,14 +107,125 @@ def stop_process_group(pid: int, grace: float = 5.0) -> None:
 
 
 def group_alive(pid: int) -> bool:
+    """True while any member of the process group led by `pid` still runs.
+
+    Zombies do not count: once our parent process has exited, an exited member may wait a while
+    for a reaper, and waiting for it would only stretch every stop to the full grace period.
+    """
     try:
         os.killpg(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # After the command name: state, ppid, pgrp.
+        if int(fields[2]) == pid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; a zombie still "exists" for killpg.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def http_answers(url: str) -> Callable[[], bool]:
+    """Ready once the server answers HTTP at all: any status, even 4xx/5xx, proves it is listening."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    return check
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if it does not exist.
+
+    A pid alone can be reused by an unrelated process after ours exits; pid plus start time
+    cannot, so the stack records both and only ever signals a process that still matches.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the name: state is field 3, so starttime (field 22) is at index 22 - 3 = 19.
+    return int(fields[19])
+
+
+def process_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def process_matches(pid: int, start_time: int | None) -> bool:
+    """True if `pid` still runs (not a zombie) and is the same process that was recorded."""
+    current = process_start_time(pid)
+    if current is None or process_state(pid) in ("Z", "X"):
+        return False
+    return start_time is None or current == start_time
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """Every live descendant of `pid` as (pid, start_time), found through /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[tuple[int, int]] = []
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        start = process_start_time(child)
+        if start is not None:
+            found.append((child, start))
+        pending.extend(children.get(child, []))
+    return found
+
+
+def stop_process_tree(pid: int, start_time: int | None, grace: float = 5.0) -> None:
+    """Stop the process group led by `pid` and every descendant, even those in other sessions.
+
+    Descendants are listed before signalling: once their parent exits they are re-parented and
+    could no longer be found. Each is killed only if its pid still names the same process.
+    """
+    if not process_matches(pid, start_time):
+        _reap(pid)
+        return
+    tree = descendants(pid)
+    stop_process_group(pid, grace)
+    leftovers = [(child, start) for child, start in tree if process_matches(child, start)]
+    if leftovers:
+        for child, _ in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGTERM)
+        deadline = time.monotonic() + min(grace, 2.0)
+        while time.monotonic() < deadline and any(process_matches(c, s) for c, s in leftovers):
+            time.sleep(0.05)
+        for child, start in leftovers:
+            if process_matches(child, start):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)

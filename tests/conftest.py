@@ -1,7 +1,7 @@
-"""Shared fixtures: Google's emulators, started once per test session on free ports.
+"""Shared fixtures: Google's emulators and the whole local stack, started once per session on free ports.
 
-Each fixture starts its own processes (never those of a running `make up` stack) and stops
-them at the end of the session.
+Each fixture starts its own processes in a temporary directory (never those of a running `make up`
+stack) and stops them at the end of the session.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from devstack.emulators import RunningEmulator, start_firestore, start_pubsub
 from devstack.processes import free_port, stop_process_group
+from devstack.stack import Stack
 
 TEST_PROJECT = "release-pipeline-test"
 
@@ -70,6 +71,31 @@ def _wipe_firestore(host: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The full local stack (emulators, Compute emulator, token issuer, main.py's functions, push
+    subscriptions, scheduler) in its own temporary state directory, on free ports.
+
+    Offers `.env` (the variables of its `env` file, as `make up` writes `.local/env`), `.state_dir`,
+    `.config` (the generated PipelineConfig), `.url(app, environment)` (the load balancer),
+    `.function_url(entry_point)`, `.notifications_file` and `.webhook_record_file`.
+    """
+    stack = Stack(tmp_path_factory.mktemp("local-stack"), project=TEST_PROJECT, fixed_ports={})
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def local_stack_env(monkeypatch: pytest.MonkeyPatch, local_stack: Stack) -> dict[str, str]:
+    """Point this test's client libraries at `local_stack`, as `source .local/env` does."""
+    for name, value in local_stack.env.items():
+        monkeypatch.setenv(name, value)
+    return dict(local_stack.env)
 
 
 def running_in_ci() -> bool:

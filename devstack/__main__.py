@@ -1,0 +1,104 @@
+"""`python -m devstack up|down|status`: the local stack's lifecycle (what `make up` etc. run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from devstack.processes import ServiceError, http_ok, port_in_use
+from devstack.stack import (
+    DEFAULT_FUNCTIONS_SOURCE,
+    DEFAULT_STATE_DIR,
+    Stack,
+    StackAlreadyRunning,
+    ports_from_environment,
+)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def up(stack: Stack) -> int:
+    _print(f"Starting the local stack in {stack.state_dir} ...")
+    started = time.monotonic()
+    try:
+        stack.start()
+    except StackAlreadyRunning as exc:
+        _print(f"Already running: {exc}. Nothing to do (`make down` stops it).")
+        return 0
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print(f"Stack up in {time.monotonic() - started:.1f} s. Logs: {stack.logs_dir}/")
+    _print(f"Environment: source {stack.env_file}")
+    if stack.config:
+        for environment in stack.config.all_environments():
+            _print(f"  {environment.key:<24} {environment.url or '(no Compute emulator)'}")
+    return 0
+
+
+def down(stack: Stack) -> int:
+    if stack.stop():
+        _print("Local stack stopped.")
+    else:
+        _print("Local stack is not running; nothing to stop.")
+    return 0
+
+
+def status(stack: Stack) -> int:
+    services = stack.services()
+    if not services:
+        _print(f"Local stack is not running (no state in {stack.state_dir}).")
+        return 0
+    _print(f"{'SERVICE':<34} {'PID':>8}  {'PORT':>6}  {'PROCESS':<8} HEALTH")
+    all_healthy = True
+    for record in services:
+        alive = record.alive
+        if not alive:
+            health = "-"
+        elif record.port is None:
+            health = "ok"
+        elif record.health_url:
+            health = "ok" if http_ok(record.health_url)() else "no answer"
+        else:
+            health = "ok" if port_in_use(record.port) else "no answer"
+        all_healthy = all_healthy and alive and health == "ok"
+        port = str(record.port) if record.port else "-"
+        _print(
+            f"{record.name:<34} {record.pid:>8}  {port:>6}  {'running' if alive else 'stopped':<8} {health}"
+        )
+    _print(f"Environment: {stack.env_file}   Logs: {stack.logs_dir}/")
+    return 0 if all_healthy else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: .local/")
+    parser.add_argument(
+        "--functions-source", type=Path, default=DEFAULT_FUNCTIONS_SOURCE, help="default: main.py"
+    )
+    args = parser.parse_args(argv)
+    try:
+        stack = Stack(
+            args.state_dir,
+            functions_source=args.functions_source,
+            fixed_ports=ports_from_environment(),
+            progress=_print,
+        )
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    commands = {"up": up, "down": down, "status": status}
+    try:
+        return commands[args.command](stack)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

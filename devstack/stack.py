@@ -1,0 +1,685 @@
+"""The local stack: every service the pipeline needs on one machine, started and stopped as one.
+
+`Stack.start()` brings up, each waited for with a bound:
+  - Google's Pub/Sub and Firestore emulators, the Compute emulator and the local token issuer;
+  - the per-environment base resources (template, health check, backend service) on the Compute
+    emulator, and from them the local pipeline file with each environment's load-balancer URL;
+  - one functions-framework server per entry point, wired to its topic by a push subscription with
+    the trigger's retry and dead-letter policy, as Eventarc does on GCP;
+  - a local stand-in for Cloud Scheduler publishing the watchdog tick.
+It then writes the `env` file (`export NAME=value` lines). Everything it starts is recorded, pid and
+process start time, in the state file, so `stop()` (from this or any later process) ends exactly
+those processes and their descendants, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack import emulators
+from devstack.base_resources import create_base_resources, load_balancer_urls
+from devstack.processes import (
+    ServiceError,
+    free_port,
+    http_ok,
+    port_in_use,
+    process_matches,
+    process_start_time,
+    start_service,
+    stop_process_tree,
+    wait_until,
+)
+from devstack.token_issuer import local_identity
+from devstack.wiring import wire_pubsub
+from shared import config as shared_config
+from shared.topology import PUBSUB_TRIGGERS, WATCHDOG_TICK, Trigger, all_entry_points
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = REPO_ROOT / ".local"
+DEFAULT_FUNCTIONS_SOURCE = REPO_ROOT / "main.py"
+DEFAULT_PIPELINE_TEMPLATE = Path(__file__).resolve().parent / "pipeline.local.toml"
+DEFAULT_PROJECT = "hello-local"
+HOST = "127.0.0.1"
+
+STATE_FILE = "stack.json"
+ENV_FILE = "env"
+PIPELINE_FILE = "pipeline.toml"
+NOTIFICATIONS_FILE = "notifications.jsonl"
+WEBHOOK_RECORD_FILE = "webhook.jsonl"
+ACCESS_TOKEN_FILE = "access-token"
+LOCK_FILE = "stack.lock"
+
+# Services with a port of their own, and the environment variable that fixes it.
+PUBSUB = "pubsub-emulator"
+FIRESTORE = "firestore-emulator"
+COMPUTE = "compute-emulator"
+TOKEN_ISSUER = "token-issuer"
+WEBHOOK_RECEIVER = "webhook-receiver"
+SCHEDULER = "scheduler"
+FUNCTION_PREFIX = "function-"
+PORT_ENV_VARS = {
+    PUBSUB: "DEVSTACK_PUBSUB_PORT",
+    FIRESTORE: "DEVSTACK_FIRESTORE_PORT",
+    COMPUTE: "DEVSTACK_COMPUTE_PORT",
+    TOKEN_ISSUER: "DEVSTACK_TOKEN_ISSUER_PORT",
+    WEBHOOK_RECEIVER: "DEVSTACK_WEBHOOK_PORT",
+}
+FUNCTIONS_PORT_ENV_VAR = "DEVSTACK_FUNCTIONS_PORT"
+"""First of consecutive ports for the functions, in `all_entry_points()` order."""
+
+ENV_WEBHOOK_URL = "LOCAL_WEBHOOK_URL"
+"""The local pipeline file's webhook channel reads its URL from this variable."""
+ENV_TOKEN_URL = "RELEASECTL_TOKEN_URL"
+ENV_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
+
+START_TIMEOUT_SECONDS = 60.0
+FUNCTION_START_TIMEOUT_SECONDS = 60.0
+# The Compute emulator ends its instance processes on SIGTERM; give it time to do so cleanly.
+COMPUTE_STOP_GRACE_SECONDS = 15.0
+STOP_GRACE_SECONDS = 5.0
+SCHEDULER_INTERVAL_SECONDS = 3.0
+
+
+class StackAlreadyRunning(ServiceError):
+    """`start()` found the stack of this state directory already running; nothing was changed."""
+
+
+def function_service(entry_point: str) -> str:
+    return f"{FUNCTION_PREFIX}{entry_point}"
+
+
+def compute_emulator_available() -> bool:
+    """The Compute emulator is a package of its own; a checkout may not have it yet."""
+    try:
+        return importlib.util.find_spec("devstack.compute_emulator.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def ports_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
+    """Ports fixed by DEVSTACK_*_PORT variables; every other port is chosen free at start."""
+    fixed: dict[str, int] = {}
+    for service, variable in PORT_ENV_VARS.items():
+        if environ.get(variable):
+            fixed[service] = _parse_port(environ[variable], variable)
+    if environ.get(FUNCTIONS_PORT_ENV_VAR):
+        first = _parse_port(environ[FUNCTIONS_PORT_ENV_VAR], FUNCTIONS_PORT_ENV_VAR)
+        for offset, entry_point in enumerate(all_entry_points()):
+            fixed[function_service(entry_point)] = first + offset
+    return fixed
+
+
+def _parse_port(text: str, variable: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ServiceError(f"{variable}={text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise ServiceError(f"{variable}={port} is not a port number")
+    return port
+
+
+@dataclass
+class ServiceRecord:
+    """One started process, as the state file keeps it."""
+
+    name: str
+    pid: int
+    start_time: int | None
+    log: str
+    port: int | None = None
+    health_url: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return process_matches(self.pid, self.start_time)
+
+
+@dataclass
+class StackState:
+    project: str
+    started_at: str
+    complete: bool = False
+    services: list[ServiceRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> StackState | None:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ServiceError(f"{path}: unreadable state file ({exc}); remove it once nothing runs") from exc
+        return cls(
+            project=document["project"],
+            started_at=document["started_at"],
+            complete=document.get("complete", False),
+            services=[ServiceRecord(**service) for service in document.get("services", [])],
+        )
+
+    def save(self, path: Path) -> None:
+        # Written whole and renamed, so a reader (a concurrent `status`) never sees half a file.
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    def any_alive(self) -> bool:
+        return any(service.alive for service in self.services)
+
+
+@dataclass
+class _Launch:
+    """A process just started, not yet known to be ready."""
+
+    record: ServiceRecord
+    process: subprocess.Popen[bytes]
+    ready: Callable[[], bool]
+    started: float
+    timeout: float = START_TIMEOUT_SECONDS
+
+
+class Stack:
+    """The local stack living in `state_dir` (default `.local/` in the repository)."""
+
+    def __init__(
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        *,
+        project: str = DEFAULT_PROJECT,
+        functions_source: Path = DEFAULT_FUNCTIONS_SOURCE,
+        pipeline_template: Path = DEFAULT_PIPELINE_TEMPLATE,
+        fixed_ports: Mapping[str, int] | None = None,
+        with_compute: bool | None = None,
+        triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
+        extra_function_env: Mapping[str, str] | None = None,
+        scheduler_interval: float = SCHEDULER_INTERVAL_SECONDS,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.project = project
+        self.functions_source = Path(functions_source).resolve()
+        self.pipeline_template = Path(pipeline_template).resolve()
+        self.fixed_ports = dict(fixed_ports or {})
+        self.with_compute = compute_emulator_available() if with_compute is None else with_compute
+        self.triggers = tuple(triggers)
+        self.extra_function_env = dict(extra_function_env or {})
+        self.scheduler_interval = scheduler_interval
+        self.progress = progress or (lambda line: None)
+        self.env: dict[str, str] = {}
+        self.function_env: dict[str, str] = {}
+        self.config: shared_config.PipelineConfig | None = None
+        self._state: StackState | None = None
+
+    # ---- paths -----------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / ENV_FILE
+
+    @property
+    def pipeline_file(self) -> Path:
+        return self.state_dir / PIPELINE_FILE
+
+    @property
+    def notifications_file(self) -> Path:
+        return self.state_dir / NOTIFICATIONS_FILE
+
+    @property
+    def webhook_record_file(self) -> Path:
+        return self.state_dir / WEBHOOK_RECORD_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    # ---- what a running stack offers -------------------------------------------------------
+    def url(self, app: str, environment: str) -> str:
+        """The public URL (local load balancer) of `app` in `environment`."""
+        config = self.config or self._load_config()
+        found = config.environment(app, environment)
+        if found is None:
+            raise KeyError(f"{app}@{environment}: not in {self.pipeline_file}")
+        return found.url
+
+    def function_url(self, entry_point: str) -> str:
+        record = self._record(function_service(entry_point))
+        return f"http://{HOST}:{record.port}/"
+
+    def service(self, name: str) -> ServiceRecord:
+        return self._record(name)
+
+    def services(self) -> list[ServiceRecord]:
+        state = self._state or StackState.load(self.state_file)
+        return list(state.services) if state else []
+
+    def is_running(self) -> bool:
+        state = StackState.load(self.state_file)
+        return bool(state and state.any_alive())
+
+    def _record(self, name: str) -> ServiceRecord:
+        for record in self.services():
+            if record.name == name:
+                return record
+        raise KeyError(f"{name}: not part of the stack in {self.state_dir}")
+
+    def _load_config(self) -> shared_config.PipelineConfig:
+        self.config = shared_config.load_pipeline_config(self.pipeline_file)
+        return self.config
+
+    def load(self) -> Stack:
+        """Attach to the stack already running in `state_dir` (its env, config and services)."""
+        self._state = StackState.load(self.state_file)
+        if self.env_file.exists():
+            self.env = read_env_file(self.env_file)
+        if self.pipeline_file.exists():
+            self._load_config()
+        return self
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Stack:
+        """Start everything, or raise StackAlreadyRunning (having changed nothing)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._exclusive():
+            existing = StackState.load(self.state_file)
+            if existing and existing.any_alive():
+                raise StackAlreadyRunning(
+                    f"the stack in {self.state_dir} is already running (started {existing.started_at})"
+                )
+            if existing:
+                # A stack that died (machine rebooted, processes killed): clear what it left.
+                self._stop_records(existing.services)
+                self.state_file.unlink(missing_ok=True)
+            ports = self._choose_ports()
+            self._state = StackState(
+                project=self.project,
+                started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            )
+            self._state.save(self.state_file)
+            try:
+                self._start_all(ports)
+            except BaseException:
+                self.progress("start failed; stopping what was started")
+                self._stop_records(self._state.services)
+                self.state_file.unlink(missing_ok=True)
+                self.env_file.unlink(missing_ok=True)
+                raise
+            self._state.complete = True
+            self._state.save(self.state_file)
+        return self
+
+    def stop(self) -> bool:
+        """Stop exactly what the state file names. False if nothing was recorded. Safe to repeat."""
+        if not self.state_dir.exists():
+            return False
+        with self._exclusive():
+            state = StackState.load(self.state_file)
+            if state is None:
+                return False
+            self._stop_records(state.services)
+            self.env_file.unlink(missing_ok=True)
+            self.state_file.unlink(missing_ok=True)
+            self._state = None
+            return True
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `start`/`stop` at a time per state directory, across processes."""
+        with open(self.state_dir / LOCK_FILE, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _stop_records(self, records: Sequence[ServiceRecord]) -> None:
+        # Reverse start order: the scheduler and functions go before the emulators they call.
+        for record in reversed(records):
+            grace = COMPUTE_STOP_GRACE_SECONDS if record.name == COMPUTE else STOP_GRACE_SECONDS
+            stop_process_tree(record.pid, record.start_time, grace)
+
+    # ---- ports -------------------------------------------------------------------------------
+    def _service_names(self) -> list[str]:
+        names = [PUBSUB, FIRESTORE]
+        if self.with_compute:
+            names.append(COMPUTE)
+        names += [TOKEN_ISSUER, WEBHOOK_RECEIVER]
+        names += [function_service(entry_point) for entry_point in all_entry_points()]
+        return names
+
+    def _choose_ports(self) -> dict[str, int]:
+        ports: dict[str, int] = {}
+        for name in self._service_names():
+            fixed = self.fixed_ports.get(name)
+            if fixed is None:
+                continue
+            if port_in_use(fixed):
+                variable = PORT_ENV_VARS.get(name, FUNCTIONS_PORT_ENV_VAR)
+                raise ServiceError(
+                    f"port {fixed} for {name} is already in use (fixed by {variable}); "
+                    f"free it, or unset {variable} to let the stack choose free ports"
+                )
+            ports[name] = fixed
+        taken = set(ports.values())
+        for name in self._service_names():
+            if name in ports:
+                continue
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            ports[name] = port
+            taken.add(port)
+        return ports
+
+    # ---- starting ------------------------------------------------------------------------------
+    def _log(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def _launch(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready: Callable[[], bool],
+        port: int | None = None,
+        health_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = START_TIMEOUT_SECONDS,
+    ) -> _Launch:
+        assert self._state is not None
+        log = self._log(name)
+        started = time.monotonic()
+        process = start_service(name, argv, log, env=env, cwd=REPO_ROOT)
+        record = ServiceRecord(
+            name=name,
+            pid=process.pid,
+            start_time=process_start_time(process.pid),
+            log=str(log),
+            port=port,
+            health_url=health_url,
+        )
+        # Recorded before waiting, so a failure (or Ctrl-C) during the wait still stops it.
+        self._state.services.append(record)
+        self._state.save(self.state_file)
+        return _Launch(record, process, ready, started, timeout)
+
+    def _await(self, launch: _Launch) -> None:
+        record = launch.record
+        remaining = max(1.0, launch.timeout - (time.monotonic() - launch.started))
+        wait_until(launch.ready, remaining, record.name, launch.process, Path(record.log), interval=0.1)
+        where = f"{HOST}:{record.port}" if record.port else f"pid {record.pid}"
+        self._report(record.name, where, launch.started)
+
+    def _report(self, name: str, detail: str, started: float) -> None:
+        self.progress(f"  {name:<34} {detail:<22} ready in {time.monotonic() - started:5.1f} s")
+
+    def _start_all(self, ports: Mapping[str, int]) -> None:
+        python = sys.executable
+        emulator_dir = emulators.emulators_dir()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        pubsub_host = f"{HOST}:{ports[PUBSUB]}"
+        firestore_host = f"{HOST}:{ports[FIRESTORE]}"
+        issuer_url = f"http://{HOST}:{ports[TOKEN_ISSUER]}"
+        webhook_url = f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/hooks/notify"
+
+        # Slow starters first and all at once: the Java emulators take seconds each.
+        base_launches = [
+            self._launch(
+                PUBSUB,
+                [
+                    str(emulator_dir / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"),
+                    f"--host={HOST}",
+                    f"--port={ports[PUBSUB]}",
+                ],
+                http_ok(f"http://{pubsub_host}/v1/projects/{self.project}/topics"),
+                ports[PUBSUB],
+                f"http://{pubsub_host}/v1/projects/{self.project}/topics",
+            ),
+            self._launch(
+                FIRESTORE,
+                [
+                    str(emulator_dir / "cloud-firestore-emulator" / "cloud_firestore_emulator"),
+                    f"--host={HOST}",
+                    f"--port={ports[FIRESTORE]}",
+                ],
+                http_ok(f"http://{firestore_host}/"),
+                ports[FIRESTORE],
+                f"http://{firestore_host}/",
+            ),
+        ]
+        compute_host = ""
+        if self.with_compute:
+            compute_host = f"{HOST}:{ports[COMPUTE]}"
+            base_launches.append(
+                self._launch(
+                    COMPUTE,
+                    [
+                        python,
+                        "-m",
+                        "devstack.compute_emulator",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(ports[COMPUTE]),
+                        "--state-dir",
+                        str(self.state_dir / "compute"),
+                    ],
+                    http_ok(f"http://{compute_host}/healthz"),
+                    ports[COMPUTE],
+                    f"http://{compute_host}/healthz",
+                )
+            )
+        base_launches.append(
+            self._launch(
+                TOKEN_ISSUER,
+                [
+                    python,
+                    "-m",
+                    "devstack.token_issuer",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(ports[TOKEN_ISSUER]),
+                    "--state-dir",
+                    str(self.state_dir / "token-issuer"),
+                ],
+                http_ok(f"{issuer_url}/healthz"),
+                ports[TOKEN_ISSUER],
+                f"{issuer_url}/healthz",
+            )
+        )
+        base_launches.append(
+            self._launch(
+                WEBHOOK_RECEIVER,
+                [
+                    python,
+                    "-m",
+                    "devstack.webhook_receiver",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(ports[WEBHOOK_RECEIVER]),
+                    "--record-file",
+                    str(self.webhook_record_file),
+                ],
+                http_ok(f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/healthz"),
+                ports[WEBHOOK_RECEIVER],
+                f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/healthz",
+            )
+        )
+        for launch in base_launches:
+            self._await(launch)
+
+        started = time.monotonic()
+        backend_urls: dict[str, str] = {}
+        template_document = tomllib.loads(self.pipeline_template.read_text(encoding="utf-8"))
+        # Parsed once with placeholders intact (they sit inside strings) to learn the environments.
+        environments = shared_config.parse_pipeline_config(template_document).all_environments()
+        if self.with_compute:
+            create_base_resources(compute_host, self.project, environments)
+            backend_urls = load_balancer_urls(compute_host, self.project)
+            missing = [e.backend_service for e in environments if e.backend_service not in backend_urls]
+            if missing:
+                raise ServiceError(f"Compute emulator lists no load balancer for {', '.join(missing)}")
+            self._report(
+                "base resources", f"{len(environments)} environments", started
+            )  # template, health check, backend service each
+        self.pipeline_file.write_text(
+            render_pipeline_config(self.pipeline_template.read_text(encoding="utf-8"), backend_urls),
+            encoding="utf-8",
+        )
+        self._load_config()
+
+        function_ports = {entry: ports[function_service(entry)] for entry in all_entry_points()}
+        rollback_url = f"http://{HOST}:{function_ports['rollback']}/"
+        self.notifications_file.touch()
+        access_token_file = self.state_dir / ACCESS_TOKEN_FILE
+        # gcloud wants some token; the emulators accept any.
+        access_token_file.write_text("local-stack-token\n", encoding="utf-8")
+        self.env = {
+            shared_config.ENV_PROJECT: self.project,
+            "PUBSUB_EMULATOR_HOST": pubsub_host,
+            "FIRESTORE_EMULATOR_HOST": firestore_host,
+            **({shared_config.ENV_COMPUTE_EMULATOR_HOST: compute_host} if compute_host else {}),
+            ENV_ROLLBACK_URL: rollback_url,
+            "CLOUDSDK_CORE_PROJECT": self.project,
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub_host}/",
+            **(
+                {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://{compute_host}/compute/v1/"}
+                if compute_host
+                else {}
+            ),
+            "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(access_token_file),
+            shared_config.ENV_PIPELINE_CONFIG: str(self.pipeline_file),
+            shared_config.ENV_NOTIFICATIONS_FILE: str(self.notifications_file),
+            ENV_TOKEN_URL: f"{issuer_url}/token",
+            shared_config.ENV_ROLLBACK_AUDIENCE: rollback_url,
+            ENV_WEBHOOK_URL: webhook_url,
+        }
+        self.function_env = {
+            **self.env,
+            shared_config.ENV_ID_TOKEN_CERTS_URL: f"{issuer_url}/certs",
+            shared_config.ENV_ID_TOKEN_ISSUERS: issuer_url,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_function_env,
+        }
+        if not compute_host:
+            # Never let a developer's shell point the stack's functions at another stack.
+            self.function_env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = ""
+
+        function_launches = [
+            self._launch(
+                function_service(entry_point),
+                [
+                    _functions_framework(),
+                    "--source",
+                    str(self.functions_source),
+                    "--target",
+                    entry_point,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                ],
+                _listening(port),
+                port,
+                None,
+                env=self.function_env,
+                timeout=FUNCTION_START_TIMEOUT_SECONDS,
+            )
+            for entry_point, port in function_ports.items()
+        ]
+        for launch in function_launches:
+            self._await(launch)
+
+        started = time.monotonic()
+        function_urls = {entry: f"http://{HOST}:{port}/" for entry, port in function_ports.items()}
+        plan = wire_pubsub(pubsub_host, self.project, function_urls, self.triggers)
+        self._report("push subscriptions", f"{len(plan)} subscriptions", started)
+
+        scheduler = self._launch(
+            SCHEDULER,
+            [
+                python,
+                "-m",
+                "devstack.scheduler",
+                "--project",
+                self.project,
+                "--topic",
+                WATCHDOG_TICK,
+                "--interval",
+                f"{self.scheduler_interval:g}",
+            ],
+            lambda: True,
+            env={"PUBSUB_EMULATOR_HOST": pubsub_host},
+        )
+        self._await(scheduler)
+        write_env_file(self.env_file, self.env)
+
+
+def _listening(port: int) -> Callable[[], bool]:
+    # functions-framework imports the source before it binds, so a listening port means loaded.
+    return lambda: port_in_use(port)
+
+
+def _functions_framework() -> str:
+    beside_python = Path(sys.executable).parent / "functions-framework"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("functions-framework")
+    if not found:
+        raise ServiceError("functions-framework not found; run `make venv`")
+    return found
+
+
+def backend_placeholder(backend_service: str) -> str:
+    """The template placeholder for a backend service's URL: `lb_` + the name, dashes as underscores."""
+    return "lb_" + backend_service.replace("-", "_")
+
+
+def render_pipeline_config(template: str, backend_urls: Mapping[str, str]) -> str:
+    """Fill the local pipeline template: load-balancer URLs and the local identity."""
+    values: dict[str, Any] = {backend_placeholder(name): url for name, url in backend_urls.items()}
+    values["identity"] = local_identity()
+    document = tomllib.loads(template)
+    for environment in shared_config.parse_pipeline_config(document).all_environments():
+        values.setdefault(backend_placeholder(environment.backend_service), "")
+    rendered = string.Template(template).substitute(values)
+    shared_config.parse_pipeline_config(tomllib.loads(rendered))  # fail here, not in a function
+    return rendered
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    lines = ["# The local stack's endpoints. Use: source .local/env"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("export "):
+            continue
+        name, _, raw = line[len("export ") :].partition("=")
+        values = shlex.split(raw)
+        env[name] = values[0] if values else ""
+    return env

@@ -1,0 +1,82 @@
+"""Test-only functions source: every entry point of the topology, each recording what it receives.
+
+Each delivery is appended as one JSON line to $ECHO_RECORD_FILE. A message whose attributes carry
+`fail=yes` makes the function raise, so functions-framework answers 500 and Pub/Sub redelivers
+(and finally dead-letters) it, exactly as with the real functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+from typing import Any
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+
+
+class EchoFailure(RuntimeError):
+    """Raised on request, to exercise redelivery and dead-lettering."""
+
+
+def _record(entry_point: str, entry: dict[str, Any]) -> None:
+    line = json.dumps({"entry_point": entry_point, **entry}, sort_keys=True)
+    with open(os.environ["ECHO_RECORD_FILE"], "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(line + "\n")
+
+
+def _echo(entry_point: str, event: CloudEvent) -> None:
+    message = event.data.get("message", {}) if isinstance(event.data, dict) else {}
+    attributes = message.get("attributes") or {}
+    data = base64.b64decode(message.get("data") or b"").decode("utf-8", errors="replace")
+    _record(
+        entry_point,
+        {
+            "attributes": attributes,
+            "data": data,
+            "message_id": message.get("messageId") or message.get("message_id"),
+            "subscription": event.data.get("subscription") if isinstance(event.data, dict) else None,
+        },
+    )
+    if attributes.get("fail") == "yes":
+        raise EchoFailure(f"{entry_point}: failing as asked")
+
+
+@functions_framework.cloud_event
+def on_build_succeeded(event: CloudEvent) -> None:
+    _echo("on_build_succeeded", event)
+
+
+@functions_framework.cloud_event
+def on_start_rolling_replace(event: CloudEvent) -> None:
+    _echo("on_start_rolling_replace", event)
+
+
+@functions_framework.cloud_event
+def on_cool_down_complete(event: CloudEvent) -> None:
+    _echo("on_cool_down_complete", event)
+
+
+@functions_framework.cloud_event
+def on_notify(event: CloudEvent) -> None:
+    _echo("on_notify", event)
+
+
+@functions_framework.cloud_event
+def watchdog(event: CloudEvent) -> None:
+    _echo("watchdog", event)
+
+
+@functions_framework.cloud_event
+def on_dead_letter(event: CloudEvent) -> None:
+    _echo("on_dead_letter", event)
+
+
+@functions_framework.http
+def rollback(request: flask.Request) -> flask.Response:
+    _record("rollback", {"method": request.method, "body": request.get_data(as_text=True)})
+    return flask.jsonify({"echo": "rollback"})

@@ -1,0 +1,502 @@
+"""The HTTP surface: the Compute Engine v1 REST subset, the emulator's side API and /healthz."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ApiError, internal, invalid, not_found
+from .links import check_region, check_zone, parse_reference
+from .listing import aggregated_body, list_body
+from .operations import Operation
+from .schema import check_body, parse_json_body
+from .state import Emulator
+
+LOG = logging.getLogger(__name__)
+
+OPERATION_WAIT_SECONDS = 120.0
+EMULATOR_KEY = web.AppKey("emulator", Emulator)
+REPLY_WAIT_KEY = web.AppKey("reply_wait", float)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}/compute/v1/"
+
+
+def emulator_of(request: web.Request) -> Emulator:
+    return request.app[EMULATOR_KEY]
+
+
+def reply(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def google_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as Google's error JSON; a traceback never reaches a client."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return reply(exc.to_json(), exc.code)
+    except web.HTTPNotFound:
+        LOG.info("unsupported: %s %s", request.method, request.path)
+        error = ApiError(404, "notFound", f"The requested URL {request.path} was not found on this server.")
+        return reply(error.to_json(), 404)
+    except web.HTTPMethodNotAllowed:
+        error = ApiError(
+            405, "httpMethodNotAllowed", f"Method {request.method} is not allowed for {request.path}."
+        )
+        return reply(error.to_json(), 405)
+    except web.HTTPException:
+        raise
+    except Exception:
+        LOG.exception("%s %s failed", request.method, request.path)
+        return reply(internal().to_json(), 500)
+
+
+def _request_id(request: web.Request) -> str | None:
+    value = request.query.get("requestId")
+    if not value:
+        return None
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError as exc:
+        raise invalid(f"Invalid value for field 'requestId': '{value}'. It must be a UUID.") from exc
+    if parsed.int == 0:
+        raise invalid("Invalid value for field 'requestId': the zero UUID is not allowed.")
+    return value
+
+
+async def _body(request: web.Request, message: str) -> dict[str, Any]:
+    return check_body(parse_json_body(await request.read()), message)
+
+
+async def _operation_reply(request: web.Request, operation: Operation) -> web.Response:
+    # Answer once the operation is DONE (normally milliseconds): the client library polls
+    # operations through a second client that does not inherit the api_endpoint override, so an
+    # operation returned unfinished would send the caller's poll to the real Compute Engine.
+    await emulator_of(request).operations.wait(operation, request.app[REPLY_WAIT_KEY])
+    return reply(operation.to_json(base_url(request)))
+
+
+async def _mutate(request: web.Request, start: Callable[[str | None], Operation]) -> web.Response:
+    request_id = _request_id(request)
+    earlier = emulator_of(request).operations.replay(request.match_info["project"], request_id)
+    operation = earlier if earlier is not None else start(request_id)
+    return await _operation_reply(request, operation)
+
+
+def _zone_scope(request: web.Request) -> str:
+    if "zone" in request.match_info:
+        return "zones/" + check_zone(request.match_info["zone"])
+    return "regions/" + check_region(request.match_info["region"])
+
+
+def _list_id(request: web.Request) -> tuple[str, str]:
+    link = base_url(request) + request.path.split("/compute/v1/", 1)[1]
+    return request.path.split("/compute/v1/", 1)[1], link
+
+
+# -- instance templates ---------------------------------------------------------------------
+
+
+def _template_json(base: str, path: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "compute#instanceTemplate", **resource, "selfLink": base + path}
+
+
+async def insert_template(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    body = await _body(request, "InstanceTemplate")
+    return await _mutate(request, lambda rid: emulator_of(request).insert_template(project, body, rid))
+
+
+async def get_template(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    path = f"projects/{project}/global/instanceTemplates/{name}"
+    resource = emulator_of(request).templates.get(path)
+    if resource is None:
+        raise not_found(path)
+    return reply(_template_json(base_url(request), path, resource))
+
+
+async def delete_template(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    return await _mutate(request, lambda rid: emulator_of(request).delete_template(project, name, rid))
+
+
+def _templates(request: web.Request) -> list[dict[str, Any]]:
+    prefix = f"projects/{request.match_info['project']}/global/instanceTemplates/"
+    base = base_url(request)
+    return [
+        _template_json(base, path, resource)
+        for path, resource in emulator_of(request).templates.items()
+        if path.startswith(prefix)
+    ]
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#instanceTemplateList", list_id, link, _templates(request), request.query))
+
+
+async def aggregated_templates(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    scoped = [("global", item) for item in _templates(request)]
+    return reply(
+        aggregated_body(
+            "compute#instanceTemplateAggregatedList",
+            list_id,
+            link,
+            "instanceTemplates",
+            scoped,
+            request.query,
+        )
+    )
+
+
+# -- health checks --------------------------------------------------------------------------
+
+
+def _health_check_json(base: str, path: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "compute#healthCheck", **resource, "selfLink": base + path}
+
+
+async def insert_health_check(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    body = await _body(request, "HealthCheck")
+    return await _mutate(request, lambda rid: emulator_of(request).insert_health_check(project, body, rid))
+
+
+async def get_health_check(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    path = f"projects/{project}/global/healthChecks/{name}"
+    resource = emulator_of(request).health_checks.get(path)
+    if resource is None:
+        raise not_found(path)
+    return reply(_health_check_json(base_url(request), path, resource))
+
+
+async def delete_health_check(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    return await _mutate(request, lambda rid: emulator_of(request).delete_health_check(project, name, rid))
+
+
+def _health_checks(request: web.Request) -> list[dict[str, Any]]:
+    prefix = f"projects/{request.match_info['project']}/global/healthChecks/"
+    base = base_url(request)
+    return [
+        _health_check_json(base, path, resource)
+        for path, resource in emulator_of(request).health_checks.items()
+        if path.startswith(prefix)
+    ]
+
+
+async def list_health_checks(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#healthCheckList", list_id, link, _health_checks(request), request.query))
+
+
+async def aggregated_health_checks(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    scoped = [("global", item) for item in _health_checks(request)]
+    return reply(
+        aggregated_body(
+            "compute#healthChecksAggregatedList", list_id, link, "healthChecks", scoped, request.query
+        )
+    )
+
+
+# -- instance group managers (zonal and regional) -------------------------------------------
+
+
+async def insert_group(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _zone_scope(request)
+    body = await _body(request, "InstanceGroupManager")
+    return await _mutate(request, lambda rid: emulator_of(request).insert_group(project, scope, body, rid))
+
+
+async def get_group(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _zone_scope(request)
+    group = emulator_of(request).existing_group(project, scope, request.match_info["name"])
+    return reply(group.to_json(base_url(request)))
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
+    return await _mutate(request, lambda rid: emulator_of(request).delete_group(project, scope, name, rid))
+
+
+async def resize_group(request: web.Request) -> web.Response:
+    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
+    size = request.query.get("size")
+    return await _mutate(
+        request, lambda rid: emulator_of(request).resize_group(project, scope, name, size, rid)
+    )
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _zone_scope(request)
+    base = base_url(request)
+    items = [
+        g.to_json(base)
+        for g in emulator_of(request).groups.values()
+        if g.project == project and g.scope == scope
+    ]
+    kind = (
+        "compute#instanceGroupManagerList"
+        if scope.startswith("zones/")
+        else "compute#regionInstanceGroupManagerList"
+    )
+    list_id, link = _list_id(request)
+    return reply(list_body(kind, list_id, link, items, request.query))
+
+
+async def aggregated_groups(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    base = base_url(request)
+    scoped = [
+        (g.scope, g.to_json(base)) for g in emulator_of(request).groups.values() if g.project == project
+    ]
+    list_id, link = _list_id(request)
+    return reply(
+        aggregated_body(
+            "compute#instanceGroupManagerAggregatedList",
+            list_id,
+            link,
+            "instanceGroupManagers",
+            scoped,
+            request.query,
+        )
+    )
+
+
+async def list_managed_instances(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _zone_scope(request)
+    group = emulator_of(request).existing_group(project, scope, request.match_info["name"])
+    list_id, link = _list_id(request)
+    page = list_body("", list_id, link, group.managed_instances_json(base_url(request)), request.query)
+    body: dict[str, Any] = {"managedInstances": page["items"]}
+    if "nextPageToken" in page:
+        body["nextPageToken"] = page["nextPageToken"]
+    return reply(body)
+
+
+# -- autoscalers: none exist here, but gcloud looks them up when it shows a group -------------
+
+
+async def list_autoscalers(request: web.Request) -> web.Response:
+    _zone_scope(request)
+    list_id, link = _list_id(request)
+    kind = "compute#autoscalerList" if "zone" in request.match_info else "compute#regionAutoscalerList"
+    return reply(list_body(kind, list_id, link, [], request.query))
+
+
+async def aggregated_autoscalers(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    return reply(
+        aggregated_body("compute#autoscalerAggregatedList", list_id, link, "autoscalers", [], request.query)
+    )
+
+
+# -- backend services -----------------------------------------------------------------------
+
+
+async def insert_service(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    body = await _body(request, "BackendService")
+    return await _mutate(request, lambda rid: emulator_of(request).insert_service(project, body, rid))
+
+
+async def get_service(request: web.Request) -> web.Response:
+    service = emulator_of(request).existing_service(request.match_info["project"], request.match_info["name"])
+    return reply(service.to_json(base_url(request)))
+
+
+async def patch_service(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    body = await _body(request, "BackendService")
+    merge = request.method == "PATCH"
+    return await _mutate(
+        request, lambda rid: emulator_of(request).change_service(project, name, body, rid, merge=merge)
+    )
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    project, name = request.match_info["project"], request.match_info["name"]
+    return await _mutate(request, lambda rid: emulator_of(request).delete_service(project, name, rid))
+
+
+def _services(request: web.Request) -> list[dict[str, Any]]:
+    project = request.match_info["project"]
+    base = base_url(request)
+    return [s.to_json(base) for s in emulator_of(request).services.values() if s.project == project]
+
+
+async def list_services(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#backendServiceList", list_id, link, _services(request), request.query))
+
+
+async def aggregated_services(request: web.Request) -> web.Response:
+    list_id, link = _list_id(request)
+    scoped = [("global", item) for item in _services(request)]
+    return reply(
+        aggregated_body(
+            "compute#backendServiceAggregatedList", list_id, link, "backendServices", scoped, request.query
+        )
+    )
+
+
+async def service_health(request: web.Request) -> web.Response:
+    emulator = emulator_of(request)
+    project = request.match_info["project"]
+    service = emulator.existing_service(project, request.match_info["name"])
+    body = await _body(request, "ResourceGroupReference")
+    reference = parse_reference(body.get("group"), "resource.group", project, ("instanceGroups",))
+    group = emulator.group(reference.path)
+    if group is None:
+        raise not_found(reference.path)
+    if reference.path not in service.attached_groups():
+        raise invalid(f"Instance group '{reference.path}' is not a backend of '{service.path}'.")
+    return reply(
+        {
+            "kind": "compute#backendServiceGroupHealth",
+            "healthStatus": service.health_of(group, base_url(request)),
+        }
+    )
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+def _operation_scope(request: web.Request) -> str:
+    if "zone" in request.match_info or "region" in request.match_info:
+        return _zone_scope(request)
+    return "global"
+
+
+def _existing_operation(request: web.Request) -> Operation:
+    project, scope = request.match_info["project"], _operation_scope(request)
+    path = f"projects/{project}/{scope}/operations/{request.match_info['name']}"
+    operation = emulator_of(request).operations.get(path)
+    if operation is None:
+        raise not_found(path)
+    return operation
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    return reply(_existing_operation(request).to_json(base_url(request)))
+
+
+async def wait_operation(request: web.Request) -> web.Response:
+    operation = _existing_operation(request)
+    await emulator_of(request).operations.wait(operation, OPERATION_WAIT_SECONDS)
+    return reply(operation.to_json(base_url(request)))
+
+
+async def list_operations(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _operation_scope(request)
+    base = base_url(request)
+    items = [op.to_json(base) for op in emulator_of(request).operations.in_scope(project, scope)]
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#operationList", list_id, link, items, request.query))
+
+
+async def aggregated_operations(request: web.Request) -> web.Response:
+    base = base_url(request)
+    scoped = [
+        (op.scope, op.to_json(base))
+        for op in emulator_of(request).operations.all_in_project(request.match_info["project"])
+    ]
+    list_id, link = _list_id(request)
+    return reply(
+        aggregated_body("compute#operationAggregatedList", list_id, link, "operations", scoped, request.query)
+    )
+
+
+# -- side API and liveness ------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def load_balancers(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    items = [
+        {"backendService": s.name, "url": s.url}
+        for s in emulator_of(request).services.values()
+        if s.project == project and s.port is not None
+    ]
+    return reply({"items": items})
+
+
+async def processes(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    items = []
+    for group in emulator_of(request).groups.values():
+        if group.project != project:
+            continue
+        for instance in group.instances:
+            if instance.pid is not None:
+                items.append({"instance": instance.name, "pid": instance.pid, "group": group.name})
+    return reply({"items": items})
+
+
+def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
+    app = web.Application(middlewares=[google_errors], client_max_size=8 * 1024 * 1024)
+    app[EMULATOR_KEY] = emulator
+    app[REPLY_WAIT_KEY] = reply_wait
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/emulator/v1/projects/{project}/load-balancers", load_balancers)
+    r.add_get("/emulator/v1/projects/{project}/processes", processes)
+
+    p = "/compute/v1/projects/{project}"
+    r.add_get(p + "/global/instanceTemplates", list_templates)
+    r.add_post(p + "/global/instanceTemplates", insert_template)
+    r.add_get(p + "/global/instanceTemplates/{name}", get_template)
+    r.add_delete(p + "/global/instanceTemplates/{name}", delete_template)
+    r.add_get(p + "/aggregated/instanceTemplates", aggregated_templates)
+
+    r.add_get(p + "/global/healthChecks", list_health_checks)
+    r.add_post(p + "/global/healthChecks", insert_health_check)
+    r.add_get(p + "/global/healthChecks/{name}", get_health_check)
+    r.add_delete(p + "/global/healthChecks/{name}", delete_health_check)
+    r.add_get(p + "/aggregated/healthChecks", aggregated_health_checks)
+
+    for scope in ("/zones/{zone}", "/regions/{region}"):
+        groups = p + scope + "/instanceGroupManagers"
+        r.add_get(groups, list_groups)
+        r.add_post(groups, insert_group)
+        r.add_get(groups + "/{name}", get_group)
+        r.add_delete(groups + "/{name}", delete_group)
+        r.add_post(groups + "/{name}/resize", resize_group)
+        r.add_post(groups + "/{name}/listManagedInstances", list_managed_instances)
+        r.add_get(p + scope + "/autoscalers", list_autoscalers)
+        r.add_get(p + scope + "/operations", list_operations)
+        r.add_get(p + scope + "/operations/{name}", get_operation)
+        r.add_post(p + scope + "/operations/{name}/wait", wait_operation)
+    r.add_get(p + "/aggregated/instanceGroupManagers", aggregated_groups)
+    r.add_get(p + "/aggregated/autoscalers", aggregated_autoscalers)
+
+    r.add_get(p + "/global/backendServices", list_services)
+    r.add_post(p + "/global/backendServices", insert_service)
+    r.add_get(p + "/global/backendServices/{name}", get_service)
+    r.add_patch(p + "/global/backendServices/{name}", patch_service)
+    r.add_put(p + "/global/backendServices/{name}", patch_service)
+    r.add_delete(p + "/global/backendServices/{name}", delete_service)
+    r.add_post(p + "/global/backendServices/{name}/getHealth", service_health)
+    r.add_get(p + "/aggregated/backendServices", aggregated_services)
+
+    r.add_get(p + "/global/operations", list_operations)
+    r.add_get(p + "/global/operations/{name}", get_operation)
+    r.add_post(p + "/global/operations/{name}/wait", wait_operation)
+    r.add_get(p + "/aggregated/operations", aggregated_operations)
+    return app

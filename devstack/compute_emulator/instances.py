@@ -1,0 +1,187 @@
+"""Instances are real processes: the artifact's `web:` command in its own process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlparse
+
+from shared.artifact import ArtifactError, unpack_artifact
+
+from .clock import new_id, rfc3339_now
+
+STOP_GRACE_SECONDS = 3.0
+_REAP_TIMEOUT_SECONDS = 5.0
+
+
+class BootError(Exception):
+    """The instance cannot start its release; reported in the MIG's lastAttempt errors."""
+
+
+@dataclass
+class ProbeState:
+    """What one health check currently thinks of one instance."""
+
+    state: str = "UNKNOWN"  # HEALTHY, UNHEALTHY, UNKNOWN or TIMEOUT
+    consecutive_successes: int = 0
+    consecutive_failures: int = 0
+    last_detail: str = ""
+
+
+@dataclass
+class Release:
+    artifact_url: str | None
+    version: str
+
+
+@dataclass
+class Instance:
+    project: str
+    zone: str
+    name: str
+    template_path: str
+    release: Release
+    state_dir: Path
+    id: str = field(default_factory=new_id)
+    creation_timestamp: str = field(default_factory=rfc3339_now)
+    status: str = "PROVISIONING"
+    current_action: str = "CREATING"
+    process: asyncio.subprocess.Process | None = None
+    port: int | None = None
+    started_at: float | None = None  # loop time the web process started, for initialDelaySec
+    last_errors: list[dict[str, str]] = field(default_factory=list)
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    probe_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    in_flight: int = 0
+    draining: bool = False
+    task: asyncio.Task[None] | None = None
+    _exit_watch: asyncio.Task[None] | None = None
+
+    @property
+    def path(self) -> str:
+        return f"projects/{self.project}/zones/{self.zone}/instances/{self.name}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "instances" / self.project / self.zone / self.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "logs" / f"{self.project}.{self.zone}.{self.name}.log"
+
+    def log(self, line: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"[{rfc3339_now()}] compute-emulator: {line}\n")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    def is_serving(self) -> bool:
+        return self.status == "RUNNING" and self.pid is not None and not self.draining
+
+    async def boot(self) -> None:
+        """Unpack the release and start its web process (STAGING -> RUNNING)."""
+        self.status = "STAGING"
+        self.log(f"staging release {self.release.version!r} from {self.release.artifact_url!r}")
+        command = await asyncio.to_thread(self._prepare_work_dir)
+        self.port = free_port()
+        env = dict(os.environ)
+        env["PORT"] = str(self.port)
+        env["RELEASE_VERSION"] = self.release.version
+        log_handle: IO[Any] = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                cwd=self.work_dir / "app",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=asyncio.subprocess.STDOUT,
+                # Its own process group, so stopping the instance ends every process it spawned.
+                start_new_session=True,
+            )
+        finally:
+            log_handle.close()
+        self.started_at = asyncio.get_running_loop().time()
+        self.status = "RUNNING"
+        self.last_errors = []
+        self.log(f"web process {self.process.pid} started on port {self.port}: {command}")
+        self._exit_watch = asyncio.create_task(self._watch_exit(self.process))
+
+    def _prepare_work_dir(self) -> str:
+        archive = artifact_path(self.release.artifact_url)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        try:
+            return unpack_artifact(archive, self.work_dir / "app")
+        except ArtifactError as exc:
+            raise BootError(str(exc)) from exc
+
+    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if self.process is process and self.status == "RUNNING":
+            self.log(f"web process {process.pid} exited with code {code}; the instance stays up, unhealthy")
+
+    async def stop(self) -> None:
+        """End the whole process tree: SIGTERM to the group, SIGKILL after a grace period."""
+        process = self.process
+        if process is None:
+            return
+        self.status = "STOPPING"
+        group = process.pid
+        _signal_group(group, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            self.log(f"web process {group} ignored SIGTERM for {STOP_GRACE_SECONDS}s; killing")
+        # The leader may be gone while children it spawned still run in its group.
+        _signal_group(group, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
+        self.log(f"web process {group} stopped (exit code {process.returncode})")
+        self.process = None
+        self.port = None
+        self.status = "TERMINATED"
+
+    def stop_now(self) -> None:
+        """Last-resort synchronous kill, used when the emulator exits."""
+        if self.process is not None and self.process.returncode is None:
+            _signal_group(self.process.pid, signal.SIGKILL)
+
+
+def artifact_path(url: str | None) -> str:
+    if not url:
+        raise BootError("the instance template has no 'release-artifact' metadata item; nothing to run")
+    parsed = urlparse(url)
+    if parsed.scheme == "gs":
+        raise BootError(
+            f"cannot fetch {url}: the local Compute emulator has no Cloud Storage; "
+            "use a file:/// URL to a local tar.gz artifact"
+        )
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise BootError(f"cannot fetch {url}: only file:/// artifact URLs are supported locally")
+    path = unquote(parsed.path)
+    if not Path(path).is_file():
+        raise BootError(f"artifact {path} does not exist")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signum)

@@ -287,6 +287,44 @@ async def list_managed_instances(request: web.Request) -> web.Response:
     return reply(body)
 
 
+async def get_instance_group(request: web.Request) -> web.Response:
+    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
+    group = emulator_of(request).group(f"projects/{project}/{scope}/instanceGroups/{name}")
+    if group is None:
+        raise not_found(f"projects/{project}/{scope}/instanceGroups/{name}")
+    return reply(group.instance_group_json(base_url(request)))
+
+
+async def list_instance_groups(request: web.Request) -> web.Response:
+    project, scope = request.match_info["project"], _zone_scope(request)
+    base = base_url(request)
+    emulator = emulator_of(request)
+    items = [
+        g.instance_group_json(base)
+        for g in emulator.groups.values()
+        if g.project == project and g.scope == scope
+    ]
+    kind = "compute#instanceGroupList" if scope.startswith("zones/") else "compute#regionInstanceGroupList"
+    list_id, link = _list_id(request)
+    return reply(list_body(kind, list_id, link, items, request.query))
+
+
+async def aggregated_instance_groups(request: web.Request) -> web.Response:
+    project = request.match_info["project"]
+    base = base_url(request)
+    scoped = [
+        (g.scope, g.instance_group_json(base))
+        for g in emulator_of(request).groups.values()
+        if g.project == project
+    ]
+    list_id, link = _list_id(request)
+    return reply(
+        aggregated_body(
+            "compute#instanceGroupAggregatedList", list_id, link, "instanceGroups", scoped, request.query
+        )
+    )
+
+
 # -- autoscalers: none exist here, but gcloud looks them up when it shows a group -------------
 
 
@@ -479,11 +517,14 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
         r.add_delete(groups + "/{name}", delete_group)
         r.add_post(groups + "/{name}/resize", resize_group)
         r.add_post(groups + "/{name}/listManagedInstances", list_managed_instances)
+        r.add_get(p + scope + "/instanceGroups", list_instance_groups)
+        r.add_get(p + scope + "/instanceGroups/{name}", get_instance_group)
         r.add_get(p + scope + "/autoscalers", list_autoscalers)
         r.add_get(p + scope + "/operations", list_operations)
         r.add_get(p + scope + "/operations/{name}", get_operation)
         r.add_post(p + scope + "/operations/{name}/wait", wait_operation)
     r.add_get(p + "/aggregated/instanceGroupManagers", aggregated_groups)
+    r.add_get(p + "/aggregated/instanceGroups", aggregated_instance_groups)
     r.add_get(p + "/aggregated/autoscalers", aggregated_autoscalers)
 
     r.add_get(p + "/global/backendServices", list_services)

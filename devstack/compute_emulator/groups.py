@@ -317,7 +317,7 @@ class ManagedInstanceGroup:
             "creationTimestamp": self.creation_timestamp,
             "name": self.name,
             "instanceTemplate": base_url + self.template_path,
-            "versions": [{"instanceTemplate": base_url + self.template_path, "name": ""}],
+            "versions": [{"instanceTemplate": base_url + self.template_path}],
             "instanceGroup": base_url + self.group_path,
             "baseInstanceName": self.resource["baseInstanceName"],
             "fingerprint": self.fingerprint,
@@ -351,6 +351,25 @@ class ManagedInstanceGroup:
             ]
         if "updatePolicy" in self.resource:
             body["updatePolicy"] = self.resource["updatePolicy"]
+        return body
+
+    def instance_group_json(self, base_url: str) -> dict[str, Any]:
+        """The unmanaged view of the same group (instanceGroups), which backend services point at."""
+        body: dict[str, Any] = {
+            "kind": "compute#instanceGroup",
+            "id": self.id,
+            "creationTimestamp": self.creation_timestamp,
+            "name": self.name,
+            "description": "This instance group is controlled by Instance Group Manager "
+            f"'{self.name}'. To modify instances in this group, use the Instance Group Manager API.",
+            "fingerprint": self.fingerprint,
+            "size": len(self.instances),
+            "selfLink": base_url + self.group_path,
+        }
+        scope_key = "zone" if self.scope.startswith("zones/") else "region"
+        body[scope_key] = base_url + f"projects/{self.project}/{self.scope}"
+        if self.resource.get("namedPorts"):
+            body["namedPorts"] = self.resource["namedPorts"]
         return body
 
     def managed_instances_json(self, base_url: str) -> list[dict[str, Any]]:

@@ -1,0 +1,206 @@
+"""The `build-succeeded` message (CONTRACT §3): parsing and validation.
+
+A message that breaks a rule is permanent bad input: the caller records it as rejected and
+acknowledges it. `rollback_of` and `reason` are internal fields that only the rollback
+function sets when it republishes a release's event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared.domain.versioning import Bump
+
+MAX_MESSAGE_BYTES = 64 * 1024
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+ARTIFACT_PATTERN = re.compile(r"^(?:gs://[a-z0-9][a-z0-9._-]{1,221}/|file:///)\S+\.(?:tar\.gz|tgz)$")
+DEPLOYMENT_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,79}$")
+MAX_BUILD_ID = 128
+MAX_TEXT = 2048
+MAX_COMMIT_MESSAGES = 500
+_KNOWN_FIELDS = (
+    "app",
+    "environment",
+    "commit",
+    "build_id",
+    "artifact",
+    "branch",
+    "commit_messages",
+    "bump",
+    "build_url",
+    "triggered_by",
+    "rollback_of",
+    "reason",
+)
+
+
+class InvalidBuildEvent(ValueError):
+    """The message breaks a CONTRACT §3 rule. `reason` says which, for the rejected record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class BuildSucceeded:
+    app: str
+    environment: str
+    commit: str
+    build_id: str
+    artifact: str
+    branch: str | None = None
+    commit_messages: tuple[str, ...] = ()
+    bump: Bump | None = None
+    build_url: str | None = None
+    triggered_by: str | None = None
+    rollback_of: str | None = None
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Unknown fields: kept (so a republished event carries them) but ignored."""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object this event is published as; parsing it gives the same event back."""
+        payload: dict[str, Any] = dict(self.extra)
+        payload.update(
+            app=self.app,
+            environment=self.environment,
+            commit=self.commit,
+            build_id=self.build_id,
+            artifact=self.artifact,
+        )
+        optional: dict[str, Any] = {
+            "branch": self.branch,
+            "commit_messages": list(self.commit_messages) if self.commit_messages else None,
+            "bump": str(self.bump) if self.bump else None,
+            "build_url": self.build_url,
+            "triggered_by": self.triggered_by,
+            "rollback_of": self.rollback_of,
+            "reason": self.reason,
+        }
+        payload.update({k: v for k, v in optional.items() if v is not None})
+        return payload
+
+    def to_message(self) -> tuple[bytes, dict[str, str]]:
+        """Data and attributes, ready to publish on `build-succeeded`."""
+        data = json.dumps(self.to_payload(), sort_keys=True, separators=(",", ":")).encode()
+        return data, {"app": self.app, "environment": self.environment}
+
+    def as_rollback(
+        self, *, build_id: str, rollback_of: str, triggered_by: str, reason: str | None
+    ) -> BuildSucceeded:
+        """The same release, republished as a rollback: new build id, marked, attributed."""
+        return replace(
+            self,
+            build_id=build_id,
+            rollback_of=rollback_of,
+            triggered_by=triggered_by,
+            reason=reason,
+            bump=None,
+        )
+
+
+def parse_build_succeeded(data: bytes, attributes: Mapping[str, str]) -> BuildSucceeded:
+    """Validate a `build-succeeded` message, or raise `InvalidBuildEvent` saying why."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidBuildEvent(f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
+    try:
+        raw: Any = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidBuildEvent(f"message is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidBuildEvent(f"message is not JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidBuildEvent(f"message is a JSON {type(raw).__name__}, not an object")
+    return parse_build_payload(raw, attributes)
+
+
+def parse_build_payload(
+    raw: Mapping[str, Any], attributes: Mapping[str, str] | None = None
+) -> BuildSucceeded:
+    """Validate an already decoded payload (e.g. a stored one); attributes are checked if given."""
+    app = _name(raw, "app")
+    environment = _name(raw, "environment")
+    if attributes is not None:
+        for key, value in (("app", app), ("environment", environment)):
+            if key not in attributes:
+                raise InvalidBuildEvent(f"attribute {key!r} is missing (it must mirror the body)")
+            if attributes[key] != value:
+                raise InvalidBuildEvent(
+                    f"attribute {key}={attributes[key]!r} does not match the body's {key}={value!r}"
+                )
+    commit = _string(raw, "commit", required=True)
+    if not COMMIT_PATTERN.match(commit):
+        raise InvalidBuildEvent("commit: must be 40 lowercase hex characters")
+    build_id = _string(raw, "build_id", required=True)
+    if not 1 <= len(build_id) <= MAX_BUILD_ID:
+        raise InvalidBuildEvent(f"build_id: must be 1-{MAX_BUILD_ID} characters")
+    artifact = _string(raw, "artifact", required=True)
+    if not ARTIFACT_PATTERN.match(artifact):
+        raise InvalidBuildEvent("artifact: must be a gs://bucket/… or file:///… URL of a .tar.gz")
+    bump_text = _optional_string(raw, "bump")
+    bump: Bump | None = None
+    if bump_text is not None:
+        try:
+            bump = Bump(bump_text)
+        except ValueError as exc:
+            raise InvalidBuildEvent("bump: must be major, minor or patch") from exc
+    rollback_of = _optional_string(raw, "rollback_of")
+    if rollback_of is not None and not DEPLOYMENT_ID_PATTERN.match(rollback_of):
+        raise InvalidBuildEvent("rollback_of: not a deployment id")
+    return BuildSucceeded(
+        app=app,
+        environment=environment,
+        commit=commit,
+        build_id=build_id,
+        artifact=artifact,
+        branch=_optional_string(raw, "branch"),
+        commit_messages=_messages(raw),
+        bump=bump,
+        build_url=_optional_string(raw, "build_url"),
+        triggered_by=_optional_string(raw, "triggered_by"),
+        rollback_of=rollback_of,
+        reason=_optional_string(raw, "reason"),
+        extra={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _string(raw: Mapping[str, Any], key: str, *, required: bool) -> str:
+    if key not in raw or raw[key] is None:
+        if required:
+            raise InvalidBuildEvent(f"{key}: required")
+        return ""
+    value = raw[key]
+    if not isinstance(value, str):
+        raise InvalidBuildEvent(f"{key}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_string(raw: Mapping[str, Any], key: str) -> str | None:
+    value = _string(raw, key, required=False)
+    if len(value) > MAX_TEXT:
+        raise InvalidBuildEvent(f"{key}: longer than {MAX_TEXT} characters")
+    return value or None
+
+
+def _name(raw: Mapping[str, Any], key: str) -> str:
+    value = _string(raw, key, required=True)
+    if not NAME_PATTERN.match(value):
+        raise InvalidBuildEvent(f"{key}: {value!r} must match {NAME_PATTERN.pattern}")
+    return value
+
+
+def _messages(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    value = raw.get("commit_messages")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise InvalidBuildEvent("commit_messages: must be a list of strings")
+    if len(value) > MAX_COMMIT_MESSAGES:
+        raise InvalidBuildEvent(f"commit_messages: more than {MAX_COMMIT_MESSAGES} messages")
+    return tuple(value)

@@ -1,0 +1,54 @@
+"""One deployment per environment at a time; while it runs, the newest build waits.
+
+"Newest HEAD wins": a build that arrives while the environment is busy replaces whatever
+was queued before it (those are cancelled), so the environment goes straight from the
+running release to the latest one and never deploys a stale build in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Admission:
+    takes_lock: bool
+    queue: tuple[str, ...]
+    cancelled: tuple[str, ...]
+
+
+def admit(active_deployment_id: str | None, queue: Sequence[str], new_deployment_id: str) -> Admission:
+    """Where a new deployment goes: it takes a free lock, or it queues and supersedes the queued.
+
+    >>> admit(None, [], "d1")
+    Admission(takes_lock=True, queue=(), cancelled=())
+    >>> admit("d1", ["d2"], "d3")
+    Admission(takes_lock=False, queue=('d3',), cancelled=('d2',))
+    """
+    if active_deployment_id is None and not queue:
+        return Admission(takes_lock=True, queue=(), cancelled=())
+    return Admission(
+        takes_lock=False,
+        queue=(new_deployment_id,),
+        cancelled=tuple(d for d in queue if d != new_deployment_id),
+    )
+
+
+@dataclass(frozen=True)
+class Handover:
+    next_deployment_id: str | None
+    queue: tuple[str, ...]
+
+
+def release_lock(queue: Sequence[str]) -> Handover:
+    """When the running deployment ends, the oldest waiting one (there is at most one) goes next.
+
+    >>> release_lock(["d3"])
+    Handover(next_deployment_id='d3', queue=())
+    >>> release_lock([])
+    Handover(next_deployment_id=None, queue=())
+    """
+    if not queue:
+        return Handover(next_deployment_id=None, queue=())
+    return Handover(next_deployment_id=queue[0], queue=tuple(queue[1:]))

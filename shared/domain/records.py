@@ -1,0 +1,171 @@
+"""The pipeline's records as values: a deployment, a release, an environment's state.
+
+The store maps them to Firestore documents (CONTRACT §6); the use cases change them only
+through the methods here, so every status change goes through the state machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.status import FINISHED, DeploymentStatus, check_transition
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    status: DeploymentStatus
+    at: datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    deployment_id: str
+    app: str
+    environment: str
+    version: str
+    commit: str
+    build_id: str
+    artifact: str
+    status: DeploymentStatus
+    created_at: datetime
+    updated_at: datetime
+    history: tuple[HistoryEntry, ...]
+    event: Mapping[str, Any]
+    """The validated build-succeeded payload; a rollback republishes it."""
+    finished_at: datetime | None = None
+    rollback_of: str | None = None
+    triggered_by: str | None = None
+    reason: str | None = None
+    build_url: str | None = None
+    branch: str | None = None
+    commit_messages: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    """When it took the environment lock; the provisioning deadline counts from here."""
+    not_before: datetime | None = None
+    """End of the cool-down."""
+    went_live_at: datetime | None = None
+    retired_at: datetime | None = None
+    replaced_deployment_id: str | None = None
+    """The deployment that was live when this one went live (blue)."""
+    instance_template: str | None = None
+    instance_group: str | None = None
+    cleanup_due_at: datetime | None = None
+    """When this deployment's Compute resources may be deleted (after draining)."""
+    resources_deleted_at: datetime | None = None
+    last_kick_at: datetime | None = None
+    """When the watchdog last republished this deployment's pending step."""
+
+    @classmethod
+    def queued(
+        cls,
+        *,
+        deployment_id: str,
+        app: str,
+        environment: str,
+        version: str,
+        commit: str,
+        build_id: str,
+        artifact: str,
+        event: Mapping[str, Any],
+        at: datetime,
+        rollback_of: str | None = None,
+        triggered_by: str | None = None,
+        reason: str | None = None,
+        build_url: str | None = None,
+        branch: str | None = None,
+        commit_messages: tuple[str, ...] = (),
+        detail: str = "",
+    ) -> Deployment:
+        return cls(
+            deployment_id=deployment_id,
+            app=app,
+            environment=environment,
+            version=version,
+            commit=commit,
+            build_id=build_id,
+            artifact=artifact,
+            status=DeploymentStatus.QUEUED,
+            created_at=at,
+            updated_at=at,
+            history=(HistoryEntry(DeploymentStatus.QUEUED, at, detail),),
+            event=event,
+            rollback_of=rollback_of,
+            triggered_by=triggered_by,
+            reason=reason,
+            build_url=build_url,
+            branch=branch,
+            commit_messages=commit_messages,
+        )
+
+    def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:
+        """This deployment in `target` status, or `IllegalTransition`. Extra fields may change too."""
+        check_transition(self.status, target)
+        if target is DeploymentStatus.PROVISIONING:
+            changes.setdefault("started_at", at)
+        if target is DeploymentStatus.LIVE:
+            changes.setdefault("went_live_at", at)
+        if target is DeploymentStatus.RETIRED:
+            changes.setdefault("retired_at", at)
+        if target in FINISHED:
+            changes.setdefault("finished_at", at)
+        return replace(
+            self,
+            status=target,
+            updated_at=at,
+            history=(*self.history, HistoryEntry(target, at, detail)),
+            **changes,
+        )
+
+    def with_changes(self, at: datetime, **changes: Any) -> Deployment:
+        """Change bookkeeping fields without a status change."""
+        return replace(self, updated_at=at, **changes)
+
+    def is_past_deadline(self, now: datetime, deadline_seconds: int) -> bool:
+        started = self.started_at or self.created_at
+        return now >= started + timedelta(seconds=deadline_seconds)
+
+
+@dataclass(frozen=True)
+class Release:
+    app: str
+    version: str
+    commit: str
+    artifact: str
+    commit_messages: tuple[str, ...]
+    created_at: datetime
+
+    @property
+    def key(self) -> str:
+        return release_key(self.app, self.version)
+
+
+def release_key(app: str, version: str) -> str:
+    return f"{app}@{version}"
+
+
+def environment_key(app: str, environment: str) -> str:
+    return f"{app}@{environment}"
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    """Who is live, who holds the lock (one deployment at a time), who waits."""
+
+    app: str
+    environment: str
+    live_deployment_id: str | None = None
+    live_version: str | None = None
+    active_deployment_id: str | None = None
+    """The lock: the deployment now provisioning, cooling down or switching."""
+    locked_at: datetime | None = None
+    queue: tuple[str, ...] = ()
+    updated_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return environment_key(self.app, self.environment)

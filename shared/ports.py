@@ -1,0 +1,152 @@
+"""The pipeline's ports: what the use cases need from the outside world.
+
+Adapters implement them for Google Cloud (Firestore, Compute Engine, Pub/Sub); unit tests
+implement them in memory. Errors cross the boundary as the types defined here, never as
+SDK exceptions, so the use cases can tell permanent faults from transient ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from shared.config import EnvironmentConfig
+from shared.domain.records import Deployment, EnvironmentState, Release
+from shared.domain.status import DeploymentStatus
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """Worth retrying: an outage, contention, a timeout. Entry points let it raise."""
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad configuration, a refused request): fail the deployment."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware now."""
+        ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish one message and wait until the broker has it; returns its message id."""
+        ...
+
+
+class Transaction(Protocol):
+    """One atomic read-then-write unit. Reads first; writes are applied at commit."""
+
+    def deployment(self, deployment_id: str) -> Deployment | None: ...
+    def environment(self, app: str, environment: str) -> EnvironmentState | None: ...
+    def release(self, app: str, version: str) -> Release | None: ...
+    def release_for_commit(self, app: str, commit: str) -> Release | None: ...
+    def released_versions(self, app: str) -> list[str]: ...
+    def put_deployment(self, deployment: Deployment) -> None: ...
+    def put_environment(self, state: EnvironmentState) -> None: ...
+    def put_release(self, release: Release) -> None: ...
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    event_id: str
+    reason: str
+    payload: str
+    """The raw message, decoded leniently and truncated."""
+    attributes: Mapping[str, str]
+    received_at: datetime
+    topic: str
+
+
+@dataclass(frozen=True)
+class DeadLetteredEvent:
+    message_id: str
+    topic: str
+    subscription: str | None
+    delivery_attempts: int | None
+    payload: str
+    attributes: Mapping[str, str]
+    received_at: datetime
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    def atomically(self, work: Callable[[Transaction], T]) -> T:
+        """Run `work` in one transaction; it may run again on contention, so keep it pure."""
+        ...
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+    def get_environment(self, app: str, environment: str) -> EnvironmentState | None: ...
+    def get_release(self, app: str, version: str) -> Release | None: ...
+    def released_versions(self, app: str) -> list[str]: ...
+    def deployments_with_status(self, statuses: Sequence[DeploymentStatus]) -> list[Deployment]: ...
+    def deployments_due_for_cleanup(self, now: datetime) -> list[Deployment]: ...
+    def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
+        """Deployments of the environment that went live, most recent first."""
+        ...
+
+    def record_rejected(self, event: RejectedEvent) -> None:
+        """Idempotent per event id."""
+        ...
+
+    def record_dead_lettered(self, event: DeadLetteredEvent) -> None:
+        """Idempotent per message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class GroupHealth:
+    """A managed instance group as the cool-down sees it."""
+
+    exists: bool
+    target_size: int
+    healthy: int
+    instances: int
+    errors: tuple[str, ...] = ()
+    """Instances that cannot start (bad template, artifact that fails to run): permanent."""
+
+    @property
+    def all_healthy(self) -> bool:
+        return self.exists and self.target_size > 0 and self.healthy >= self.target_size
+
+
+class Compute(Protocol):
+    def ensure_instance_template(
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+    ) -> None:
+        """The environment's base template plus release metadata; an existing one is reused."""
+        ...
+
+    def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:
+        """A regional MIG of `env.instance_count` with autohealing; not attached to any backend."""
+        ...
+
+    def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth: ...
+
+    def attach_group(self, env: EnvironmentConfig, name: str) -> None:
+        """Add the group to the backend service (no-op if it is there)."""
+        ...
+
+    def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
+        """Whether the backend service sees every instance of the attached group as healthy."""
+        ...
+
+    def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
+        """Remove every other group from the backend service (their connections drain).
+
+        Returns the names of the groups removed; a repeated call removes nothing.
+        """
+        ...
+
+    def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
+        """Delete the MIG and its instances; no-op if it is gone."""
+        ...
+
+    def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
+        """No-op if it is gone."""
+        ...

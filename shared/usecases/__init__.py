@@ -1,0 +1,1 @@
+"""The service layer: one module per pipeline step, driving the domain through the ports."""

@@ -1,0 +1,183 @@
+"""on_build_succeeded: validate, version, record, take the environment lock or queue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from shared import topology
+from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
+from shared.domain.identifiers import deployment_id_for
+from shared.domain.queue import admit
+from shared.domain.records import Deployment, EnvironmentState, Release
+from shared.domain.status import DeploymentStatus
+from shared.domain.versioning import next_version
+from shared.logging import bind, get_logger
+from shared.notify_message import NotifyRequest
+from shared.ports import RejectedEvent, Transaction, TransientError
+from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
+
+log = get_logger("admit_build")
+
+MAX_STORED_PAYLOAD = 4096
+
+
+class Outcome(StrEnum):
+    REJECTED = "rejected"
+    STARTED = "started"
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    outcome: Outcome
+    deployment_id: str | None = None
+    version: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    deployment: Deployment
+    created: bool
+    cancelled: tuple[Deployment, ...] = ()
+
+
+def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], event_id: str) -> AdmitResult:
+    """Handle one build-succeeded message. Bad input is recorded and announced, never raised."""
+    try:
+        event = parse_build_succeeded(data, attributes)
+        services.environment_config(event.app, event.environment)
+    except InvalidBuildEvent as exc:  # permanent: the message itself is bad
+        return _reject(services, data, attributes, event_id, exc.reason)
+    except UnknownEnvironment as exc:  # permanent: the pipeline file does not declare it
+        return _reject(services, data, attributes, event_id, str(exc))
+
+    deployment_id = deployment_id_for(event.app, event.environment, event.build_id)
+    bind(deployment_id=deployment_id)
+    admitted = services.store.atomically(lambda tx: _admit(services, tx, event, deployment_id))
+    deployment = admitted.deployment
+
+    for cancelled in admitted.cancelled:
+        notify_status(services, cancelled)
+    if deployment.status is DeploymentStatus.PROVISIONING:
+        # Also on a duplicate: if the first delivery committed but crashed before publishing,
+        # this is what resumes it. The next step is idempotent, so a spare message is harmless.
+        publish_step(services, topology.START_ROLLING_REPLACE, deployment)
+    if not admitted.created:
+        log.info(
+            "duplicate build event; deployment already recorded",
+            extra={"fields": {"status": str(deployment.status)}},
+        )
+        return AdmitResult(Outcome.DUPLICATE, deployment_id, deployment.version)
+    outcome = Outcome.STARTED if deployment.status is DeploymentStatus.PROVISIONING else Outcome.QUEUED
+    log.info("deployment %s as version %s", outcome, deployment.version)
+    return AdmitResult(outcome, deployment_id, deployment.version)
+
+
+def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str) -> _Admitted:
+    existing = tx.deployment(deployment_id)
+    if existing is not None:
+        return _Admitted(existing, created=False)
+    now = services.clock.now()
+    state = tx.environment(event.app, event.environment) or EnvironmentState(event.app, event.environment)
+    release = tx.release_for_commit(event.app, event.commit)
+    new_release: Release | None = None
+    if release is None:
+        first_version = services.config.apps[event.app].first_version
+        version = next_version(
+            tx.released_versions(event.app), first_version, event.commit_messages, event.bump
+        )
+        # Reading the new release's document puts it in this transaction's read set, so two
+        # builds racing for the same version conflict and one of them re-runs with a fresh view.
+        clash = tx.release(event.app, version)
+        if clash is not None:
+            raise TransientError(f"version {version} was taken by commit {clash.commit} concurrently")
+        new_release = Release(
+            app=event.app,
+            version=version,
+            commit=event.commit,
+            artifact=event.artifact,
+            commit_messages=event.commit_messages,
+            created_at=now,
+        )
+    else:
+        version = release.version
+
+    admission = admit(state.active_deployment_id, state.queue, deployment_id)
+    cancelled: list[Deployment] = []
+    for superseded_id in admission.cancelled:
+        superseded = tx.deployment(superseded_id)
+        if superseded is not None and superseded.status is DeploymentStatus.QUEUED:
+            cancelled.append(
+                superseded.advance(
+                    DeploymentStatus.CANCELLED, now, f"superseded by {deployment_id} ({version})"
+                )
+            )
+
+    detail = f"rollback of {event.rollback_of}" if event.rollback_of else f"build {event.build_id}"
+    deployment = Deployment.queued(
+        deployment_id=deployment_id,
+        app=event.app,
+        environment=event.environment,
+        version=version,
+        commit=event.commit,
+        build_id=event.build_id,
+        artifact=event.artifact,
+        event=event.to_payload(),
+        at=now,
+        rollback_of=event.rollback_of,
+        triggered_by=event.triggered_by,
+        reason=event.reason,
+        build_url=event.build_url,
+        branch=event.branch,
+        commit_messages=event.commit_messages,
+        detail=detail,
+    )
+    if admission.takes_lock:
+        deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")
+        state = replace(state, active_deployment_id=deployment_id, locked_at=now, queue=(), updated_at=now)
+    else:
+        state = replace(state, queue=admission.queue, updated_at=now)
+
+    if new_release is not None:
+        tx.put_release(new_release)
+    for superseded in cancelled:
+        tx.put_deployment(superseded)
+    tx.put_deployment(deployment)
+    tx.put_environment(state)
+    return _Admitted(deployment, created=True, cancelled=tuple(cancelled))
+
+
+def _reject(
+    services: Services, data: bytes, attributes: Mapping[str, str], event_id: str, reason: str
+) -> AdmitResult:
+    log.warning("rejected build-succeeded event: %s", reason)
+    received_at: datetime = services.clock.now()
+    services.store.record_rejected(
+        RejectedEvent(
+            event_id=event_id,
+            reason=reason,
+            payload=data[:MAX_STORED_PAYLOAD].decode("utf-8", errors="replace"),
+            attributes=dict(attributes),
+            received_at=received_at,
+            topic=topology.BUILD_SUCCEEDED,
+        )
+    )
+    app = attributes.get("app")
+    environment = attributes.get("environment")
+    publish_notify(
+        services,
+        NotifyRequest(
+            kind="rejected",
+            app=app,
+            environment=environment,
+            status="rejected",
+            detail=f"build-succeeded message {event_id} rejected: {reason}",
+            dedupe_key=f"rejected:{event_id}",
+        ),
+    )
+    return AdmitResult(Outcome.REJECTED, reason=reason)

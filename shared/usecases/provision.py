@@ -1,0 +1,78 @@
+"""on_start_rolling_replace: build green beside blue, then start the cool-down."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared import topology
+from shared.domain.messages import StepMessage
+from shared.domain.naming import instance_group_name, instance_template_name
+from shared.domain.records import Deployment
+from shared.domain.status import DeploymentStatus
+from shared.logging import get_logger
+from shared.ports import PermanentError, Transaction
+from shared.usecases.lifecycle import delete_green, fail_deployment
+from shared.usecases.services import Services, publish_step
+
+log = get_logger("provision")
+
+
+def start_rolling_replace(services: Services, message: StepMessage) -> Deployment | None:
+    """Create this release's template and green MIG (not attached), then move to cooling_down.
+
+    Safe to repeat: names come from the deployment id, so a redelivery finds what an earlier
+    attempt made, and the status change only happens from `provisioning`.
+    """
+    deployment = services.store.get_deployment(message.deployment_id)
+    if deployment is None:
+        log.error("no such deployment; dropping the message")
+        return None
+    if deployment.status is DeploymentStatus.COOLING_DOWN:
+        # An earlier attempt committed but may have crashed before publishing: publish again;
+        # cool-down-complete is idempotent.
+        publish_step(services, topology.COOL_DOWN_COMPLETE, deployment)
+        return deployment
+    if deployment.status is not DeploymentStatus.PROVISIONING:
+        log.info("deployment is %s; nothing to provision", deployment.status)
+        return None
+
+    env = services.environment_config(deployment.app, deployment.environment)
+    template = instance_template_name(deployment.deployment_id)
+    group = instance_group_name(deployment.deployment_id)
+    try:
+        services.compute.ensure_instance_template(
+            env, template, version=deployment.version, artifact=deployment.artifact
+        )
+        services.compute.ensure_instance_group(env, group, template=template)
+    except PermanentError as exc:  # permanent: configuration or request refused; retrying cannot help
+        fail_deployment(services, deployment.deployment_id, f"cannot create green: {exc}")
+        return None
+
+    now = services.clock.now()
+    not_before = now + timedelta(seconds=env.cool_down_seconds)
+
+    def work(tx: Transaction) -> Deployment | None:
+        current = tx.deployment(deployment.deployment_id)
+        if current is None or current.status is not DeploymentStatus.PROVISIONING:
+            return None
+        cooling = current.advance(
+            DeploymentStatus.COOLING_DOWN,
+            now,
+            f"green {group} requested with {env.instance_count} instances; cool-down {env.cool_down_seconds} s",
+            instance_template=template,
+            instance_group=group,
+            not_before=not_before,
+        )
+        tx.put_deployment(cooling)
+        return cooling
+
+    cooling = services.store.atomically(work)
+    if cooling is None:
+        latest = services.store.get_deployment(deployment.deployment_id)
+        if latest is not None and latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
+            # It ended (e.g. the watchdog failed it) while green was being made: do not leak green.
+            delete_green(services, latest)
+        return latest
+    log.info("green requested; cooling down until %s", not_before.isoformat())
+    publish_step(services, topology.COOL_DOWN_COMPLETE, cooling)
+    return cooling

@@ -1,0 +1,155 @@
+"""watchdog: the safety net run on every scheduler tick.
+
+- fails deployments past their provisioning deadline (green deleted, lock freed, next started);
+- re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
+- deletes retired blue groups once their connections have drained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from shared import topology
+from shared.domain.records import Deployment
+from shared.domain.status import IN_PROGRESS, DeploymentStatus
+from shared.logging import get_logger, log_context
+from shared.ports import PermanentError, Transaction, TransientError
+from shared.usecases.lifecycle import delete_green, fail_deployment
+from shared.usecases.services import Services, publish_step
+
+log = get_logger("watchdog")
+
+STALL_SECONDS = 60
+"""A step that has not moved for this long gets its message published again."""
+
+
+@dataclass
+class WatchdogReport:
+    failed: list[str] = field(default_factory=list)
+    kicked: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> WatchdogReport:
+    report = WatchdogReport()
+    now = services.clock.now()
+    for deployment in services.store.deployments_with_status(sorted(IN_PROGRESS)):
+        with log_context(
+            app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
+        ):
+            try:
+                _check(services, deployment, now, report, stall_seconds)
+            except (TransientError, PermanentError) as exc:
+                # Either kind: the next tick looks again; one stuck deployment must not block the rest.
+                log.warning("watchdog could not handle deployment: %s", exc)
+                report.errors.append(f"{deployment.deployment_id}: {exc}")
+    for deployment in services.store.deployments_due_for_cleanup(now):
+        with log_context(
+            app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
+        ):
+            try:
+                _clean_up(services, deployment, now)
+                report.cleaned.append(deployment.deployment_id)
+            except (TransientError, PermanentError) as exc:  # either kind: retried on the next tick
+                log.warning("could not delete drained resources: %s", exc)
+                report.errors.append(f"{deployment.deployment_id}: {exc}")
+    return report
+
+
+def _check(
+    services: Services, deployment: Deployment, now: datetime, report: WatchdogReport, stall_seconds: int
+) -> None:
+    env = services.config.environment(deployment.app, deployment.environment)
+    if env is None:
+        if deployment.status is not DeploymentStatus.SWITCHING:
+            fail_deployment(services, deployment.deployment_id, "environment no longer configured")
+            report.failed.append(deployment.deployment_id)
+        return
+    status = deployment.status
+    if status in (
+        DeploymentStatus.PROVISIONING,
+        DeploymentStatus.COOLING_DOWN,
+    ) and deployment.is_past_deadline(now, env.provisioning_deadline_seconds):
+        if fail_deployment(
+            services,
+            deployment.deployment_id,
+            f"not live within the {env.provisioning_deadline_seconds} s deadline (watchdog)",
+        ):
+            report.failed.append(deployment.deployment_id)
+        return
+    if status is DeploymentStatus.QUEUED:
+        _start_if_orphaned(services, deployment, report)
+        return
+    if _stalled(deployment, now, stall_seconds):
+        topic = (
+            topology.START_ROLLING_REPLACE
+            if status is DeploymentStatus.PROVISIONING
+            else topology.COOL_DOWN_COMPLETE
+        )
+        _mark_kicked(services, deployment, now)
+        publish_step(services, topic, deployment)
+        log.info("re-published %s for a stalled deployment", topic)
+        report.kicked.append(deployment.deployment_id)
+
+
+def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
+    stall = timedelta(seconds=stall_seconds)
+    quiet_since = deployment.updated_at
+    if deployment.status is DeploymentStatus.COOLING_DOWN and deployment.not_before is not None:
+        quiet_since = max(quiet_since, deployment.not_before)
+    if deployment.last_kick_at is not None:
+        quiet_since = max(quiet_since, deployment.last_kick_at)
+    return now - quiet_since >= stall
+
+
+def _mark_kicked(services: Services, deployment: Deployment, now: datetime) -> None:
+    def work(tx: Transaction) -> None:
+        current = tx.deployment(deployment.deployment_id)
+        if current is not None and current.status is deployment.status:
+            tx.put_deployment(replace(current, last_kick_at=now))
+
+    services.store.atomically(work)
+
+
+def _start_if_orphaned(services: Services, deployment: Deployment, report: WatchdogReport) -> None:
+    """A queued deployment whose environment is free (its hand-over was lost) takes the lock."""
+    now = services.clock.now()
+
+    def work(tx: Transaction) -> Deployment | None:
+        current = tx.deployment(deployment.deployment_id)
+        state = tx.environment(deployment.app, deployment.environment)
+        if current is None or current.status is not DeploymentStatus.QUEUED or state is None:
+            return None
+        if state.active_deployment_id is not None:
+            return None
+        started = current.advance(DeploymentStatus.PROVISIONING, now, "environment free (watchdog)")
+        tx.put_environment(
+            replace(
+                state,
+                active_deployment_id=current.deployment_id,
+                locked_at=now,
+                queue=tuple(d for d in state.queue if d != current.deployment_id),
+                updated_at=now,
+            )
+        )
+        tx.put_deployment(started)
+        return started
+
+    started = services.store.atomically(work)
+    if started is not None:
+        publish_step(services, topology.START_ROLLING_REPLACE, started)
+        report.kicked.append(started.deployment_id)
+
+
+def _clean_up(services: Services, deployment: Deployment, now: datetime) -> None:
+    delete_green(services, deployment)
+
+    def work(tx: Transaction) -> None:
+        current = tx.deployment(deployment.deployment_id)
+        if current is not None and current.cleanup_due_at is not None:
+            tx.put_deployment(replace(current, cleanup_due_at=None, resources_deleted_at=now))
+
+    services.store.atomically(work)
+    log.info("deleted drained group %s", deployment.instance_group)

@@ -1,0 +1,257 @@
+"""In-memory fakes of the pipeline's own ports (never of a Google client)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_config
+from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
+from shared.domain.status import DeploymentStatus
+from shared.ports import DeadLetteredEvent, GroupHealth, PermanentError, RejectedEvent
+from shared.usecases.services import Services
+
+T = TypeVar("T")
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+class _FakeTransaction:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.deployments: dict[str, Deployment] = {}
+        self.environments: dict[str, EnvironmentState] = {}
+        self.releases: dict[str, Release] = {}
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return self.store.deployments.get(deployment_id)
+
+    def environment(self, app: str, environment: str) -> EnvironmentState | None:
+        return self.store.environments.get(environment_key(app, environment))
+
+    def release(self, app: str, version: str) -> Release | None:
+        return self.store.releases.get(release_key(app, version))
+
+    def release_for_commit(self, app: str, commit: str) -> Release | None:
+        return next((r for r in self.store.releases.values() if r.app == app and r.commit == commit), None)
+
+    def released_versions(self, app: str) -> list[str]:
+        return self.store.released_versions(app)
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        self.deployments[deployment.deployment_id] = deployment
+
+    def put_environment(self, state: EnvironmentState) -> None:
+        self.environments[state.key] = state
+
+    def put_release(self, release: Release) -> None:
+        self.releases[release.key] = release
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.deployments: dict[str, Deployment] = {}
+        self.environments: dict[str, EnvironmentState] = {}
+        self.releases: dict[str, Release] = {}
+        self.rejected: dict[str, RejectedEvent] = {}
+        self.dead_lettered: dict[str, DeadLetteredEvent] = {}
+        self._lock = threading.RLock()
+        self.fail_next_commit: Exception | None = None
+
+    def atomically(self, work: Callable[[Any], T]) -> T:
+        with self._lock:
+            tx = _FakeTransaction(self)
+            result = work(tx)
+            if self.fail_next_commit is not None:
+                error, self.fail_next_commit = self.fail_next_commit, None
+                raise error
+            self.deployments.update(tx.deployments)
+            self.environments.update(tx.environments)
+            for key, release in tx.releases.items():
+                self.releases.setdefault(key, release)
+            return result
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        return self.deployments.get(deployment_id)
+
+    def get_environment(self, app: str, environment: str) -> EnvironmentState | None:
+        return self.environments.get(environment_key(app, environment))
+
+    def get_release(self, app: str, version: str) -> Release | None:
+        return self.releases.get(release_key(app, version))
+
+    def released_versions(self, app: str) -> list[str]:
+        return [r.version for r in self.releases.values() if r.app == app]
+
+    def deployments_with_status(self, statuses: Sequence[DeploymentStatus]) -> list[Deployment]:
+        return [d for d in self.deployments.values() if d.status in statuses]
+
+    def deployments_due_for_cleanup(self, now: datetime) -> list[Deployment]:
+        return [
+            d for d in self.deployments.values() if d.cleanup_due_at is not None and d.cleanup_due_at <= now
+        ]
+
+    def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
+        went_live = [
+            d
+            for d in self.deployments.values()
+            if d.app == app and d.environment == environment and d.went_live_at is not None
+        ]
+        return sorted(went_live, key=lambda d: d.went_live_at or d.created_at, reverse=True)[:limit]
+
+    def record_rejected(self, event: RejectedEvent) -> None:
+        self.rejected.setdefault(event.event_id, event)
+
+    def record_dead_lettered(self, event: DeadLetteredEvent) -> None:
+        self.dead_lettered.setdefault(event.message_id, event)
+
+    def history_of(self, deployment_id: str) -> list[str]:
+        return [str(h.status) for h in self.deployments[deployment_id].history]
+
+
+@dataclass
+class FakeGroup:
+    template: str
+    size: int
+    healthy: int = 0
+    errors: tuple[str, ...] = ()
+
+
+@dataclass
+class FakeCompute:
+    templates: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    groups: dict[str, FakeGroup] = field(default_factory=dict)
+    attached: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    lb_healthy: bool = True
+    refuse_templates: str | None = None
+    """When set, template creation is refused as a configuration error with this message."""
+
+    def ensure_instance_template(
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+    ) -> None:
+        self.calls.append(f"template {name}")
+        if self.refuse_templates:
+            raise PermanentError(self.refuse_templates)
+        self.templates.setdefault(name, {"release-version": version, "release-artifact": artifact})
+
+    def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:
+        self.calls.append(f"group {name}")
+        self.groups.setdefault(name, FakeGroup(template=template, size=env.instance_count))
+
+    def make_healthy(self, name: str) -> None:
+        self.groups[name].healthy = self.groups[name].size
+
+    def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth:
+        group = self.groups.get(name)
+        if group is None:
+            return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
+        return GroupHealth(True, group.size, group.healthy, group.size, group.errors)
+
+    def attach_group(self, env: EnvironmentConfig, name: str) -> None:
+        self.calls.append(f"attach {name}")
+        if name not in self.attached:
+            self.attached.append(name)
+
+    def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
+        return self.lb_healthy and name in self.attached and self.groups[name].healthy > 0
+
+    def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
+        removed = [g for g in self.attached if g != name]
+        self.attached = [name]
+        if removed:
+            self.calls.append(f"detach {','.join(removed)}")
+        return removed
+
+    def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
+        if self.groups.pop(name, None) is not None:
+            self.calls.append(f"delete group {name}")
+
+    def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
+        if self.templates.pop(name, None) is not None:
+            self.calls.append(f"delete template {name}")
+
+
+@dataclass
+class Published:
+    topic: str
+    data: bytes
+    attributes: Mapping[str, str]
+
+
+@dataclass
+class FakePublisher:
+    messages: list[Published] = field(default_factory=list)
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        self.messages.append(Published(topic, data, dict(attributes)))
+        return str(len(self.messages))
+
+    def on(self, topic: str) -> list[Published]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def take(self, topic: str) -> list[Published]:
+        taken = self.on(topic)
+        self.messages = [m for m in self.messages if m.topic != topic]
+        return taken
+
+
+TEST_CONFIG = {
+    "apps": {
+        "hello": {
+            "first_version": "1.0.0",
+            "defaults": {
+                "instance_count": 2,
+                "cool_down_seconds": 5,
+                "provisioning_deadline_seconds": 60,
+                "draining_timeout_seconds": 10,
+                "rollback_callers": ["*@example.com"],
+            },
+            "environments": {
+                "staging": {
+                    "base_instance_template": "hello-staging-base",
+                    "health_check": "hello-staging-hc",
+                    "backend_service": "hello-staging-backend",
+                },
+                "production": {
+                    "base_instance_template": "hello-production-base",
+                    "health_check": "hello-production-hc",
+                    "backend_service": "hello-production-backend",
+                },
+            },
+        }
+    }
+}
+
+
+def pipeline_config() -> PipelineConfig:
+    return parse_pipeline_config(TEST_CONFIG)
+
+
+@dataclass
+class FakeWorld:
+    services: Services
+    store: FakeStore
+    compute: FakeCompute
+    publisher: FakePublisher
+    clock: FakeClock
+
+
+def fake_world() -> FakeWorld:
+    store, compute, publisher, clock = FakeStore(), FakeCompute(), FakePublisher(), FakeClock()
+    services = Services(
+        config=pipeline_config(), store=store, compute=compute, publisher=publisher, clock=clock
+    )
+    return FakeWorld(services, store, compute, publisher, clock)

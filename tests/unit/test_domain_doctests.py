@@ -1,0 +1,20 @@
+"""The domain's docstring examples are tests too."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "shared.domain.status",
+    "shared.domain.versioning",
+    "shared.domain.queue",
+    "shared.domain.naming",
+    "shared.domain.identifiers",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_hold(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0

@@ -1,0 +1,485 @@
+"""Consistency checks between the code and the Terraform under terraform/.
+
+Terraform cannot be planned offline (no provider registry, no project), so these checks read
+the HCL itself, parsed with python-hcl2, and compare what it declares with the names the code
+uses: topics and delivery policy (shared/topology.py), entry points (main.py), environment
+variables (shared/config.py), webhook variables (config/pipeline.toml), Firestore queries
+(shared/queries.py) and the Compute names of each environment.
+
+Every checker takes the parsed model (plain dicts and lists, see `load_terraform`) and returns
+a list of human-readable problems; an empty list means consistent. Taking plain data keeps the
+checkers testable on mutated copies, which is how the tests prove that each check can fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hcl2
+
+Model = dict[str, Any]
+"""One parsed Terraform module: {"resource": {type: {name: body}}, "locals": {...},
+"variable": {...}, "module": {...}, "output": {...}}, plus "modules": {dir name: Model}
+for the root module's local child modules."""
+
+PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+_EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+def _normalise(value: Any) -> Any:
+    """python-hcl2 keeps string quotes and marks blocks; strip both so values compare as data."""
+    if isinstance(value, dict):
+        return {_normalise(k): _normalise(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _merge_blocks(model: Model, parsed: Mapping[str, Any]) -> None:
+    for kind, blocks in parsed.items():
+        if kind == "locals":
+            for block in blocks:
+                model.setdefault("locals", {}).update(block)
+        elif kind == "resource" or kind == "data":
+            for block in blocks:
+                for rtype, named in block.items():
+                    model.setdefault(kind, {}).setdefault(rtype, {}).update(named)
+        elif kind in ("variable", "module", "output"):
+            for block in blocks:
+                model.setdefault(kind, {}).update(block)
+        else:
+            model.setdefault(kind, []).extend(blocks)
+
+
+def load_module(directory: Path) -> Model:
+    model: Model = {}
+    for path in sorted(directory.glob("*.tf")):
+        with path.open(encoding="utf-8") as handle:
+            _merge_blocks(model, _normalise(hcl2.load(handle)))
+    return model
+
+
+def load_terraform(root: Path) -> Model:
+    """The root module, with each local child module under "modules" by directory name."""
+    model = load_module(root)
+    model["modules"] = {
+        child.name: load_module(child) for child in sorted((root / "modules").iterdir()) if child.is_dir()
+    }
+    return model
+
+
+def load_tfvars(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        return dict(_normalise(hcl2.load(handle)))
+
+
+# ---- names from the code ------------------------------------------------------------------
+
+
+def entry_points_from_main(main_py: Path) -> list[str]:
+    """The names main.py exports: its `__all__` if it has one, else its public top-level
+    functions and imported names (the bundle's root re-exports the entry points)."""
+    tree = ast.parse(main_py.read_text(encoding="utf-8"), filename=str(main_py))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            return [str(name) for name in value]
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.append(node.name)
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            names.extend(alias.asname or alias.name for alias in node.names)
+    return [name for name in names if not name.startswith("_")]
+
+
+def env_var_names(config_module: Any) -> dict[str, str]:
+    """Every ENV_* constant of the config module: constant name -> variable name."""
+    return {
+        name: value
+        for name, value in vars(config_module).items()
+        if name.startswith("ENV_") and isinstance(value, str)
+    }
+
+
+# ---- helpers over the model ---------------------------------------------------------------
+
+
+def _locals(model: Model) -> dict[str, Any]:
+    return dict(model.get("locals", {}))
+
+
+def _resource(model: Model, rtype: str, name: str) -> dict[str, Any] | None:
+    body = model.get("resource", {}).get(rtype, {}).get(name)
+    return body if isinstance(body, dict) else None
+
+
+def _block(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The first (and in practice only) nested block `name` of a resource body."""
+    value = body.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _expression(value: Any) -> str | None:
+    if isinstance(value, str):
+        match = _EXPRESSION.match(value)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+def _all_modules(model: Model) -> Iterator[tuple[str, Model]]:
+    yield "root", model
+    for name, child in model.get("modules", {}).items():
+        yield f"modules/{name}", child
+
+
+# ---- topics and delivery policy -----------------------------------------------------------
+
+
+def declared_topics(model: Model) -> set[str]:
+    """Topics Terraform creates: the trigger topics and their dead-letter topics, provided the
+    topic resource iterates over exactly those."""
+    topic = _resource(model, "google_pubsub_topic", "topic")
+    if topic is None or _expression(topic.get("for_each")) != "local.all_topics":
+        return set()
+    triggers = _locals(model).get("pubsub_triggers", {})
+    names = set(triggers)
+    names.update(spec["dead_letter_topic"] for spec in triggers.values() if spec.get("dead_letter_topic"))
+    return names
+
+
+def topic_problems(model: Model, topics_in_code: Iterable[str]) -> list[str]:
+    declared = declared_topics(model)
+    used = list(topics_in_code)
+    problems = [
+        f"topic {t!r} is used by the code but not declared in Terraform" for t in used if t not in declared
+    ]
+    problems.extend(
+        f"topic {t!r} is declared in Terraform but the code never uses it"
+        for t in sorted(declared - set(used))
+    )
+    return problems
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    topic: str
+    entry_point: str
+    min_backoff_seconds: int
+    max_backoff_seconds: int
+    max_delivery_attempts: int
+    dead_letter_topic: str | None
+
+
+def delivery_policy_problems(model: Model, expected: Iterable[DeliveryPolicy]) -> list[str]:
+    triggers = _locals(model).get("pubsub_triggers", {})
+    problems: list[str] = []
+    seen: set[str] = set()
+    for policy in expected:
+        seen.add(policy.topic)
+        spec = triggers.get(policy.topic)
+        if spec is None:
+            problems.append(f"trigger topic {policy.topic!r} has no entry in local.pubsub_triggers")
+            continue
+        for field in (
+            "entry_point",
+            "min_backoff_seconds",
+            "max_backoff_seconds",
+            "max_delivery_attempts",
+            "dead_letter_topic",
+        ):
+            want, got = getattr(policy, field), spec.get(field)
+            if want != got:
+                problems.append(f"{policy.topic}: {field} is {got!r} in Terraform but {want!r} in the code")
+    problems.extend(
+        f"local.pubsub_triggers has {topic!r}, which the code does not trigger on"
+        for topic in sorted(set(triggers) - seen)
+    )
+    return problems
+
+
+# ---- functions ----------------------------------------------------------------------------
+
+
+def function_entry_points(model: Model) -> set[str]:
+    """Entry points that get a function: the keys of local.functions, provided the function
+    resource iterates over them and uses the key as its entry point."""
+    function = _resource(model, "google_cloudfunctions2_function", "fn")
+    if function is None or _expression(function.get("for_each")) != "local.functions":
+        return set()
+    if _expression(_block(function, "build_config").get("entry_point")) != "each.key":
+        return set()
+    return set(_locals(model).get("functions", {}))
+
+
+def entry_point_problems(model: Model, entry_points: Iterable[str]) -> list[str]:
+    wanted = set(entry_points)
+    declared = function_entry_points(model)
+    problems = [f"entry point {name!r} has no function resource" for name in sorted(wanted - declared)]
+    problems.extend(
+        f"function resource {name!r} has no entry point in main.py" for name in sorted(declared - wanted)
+    )
+    return problems
+
+
+def trigger_wiring_problems(
+    model: Model, policies: Iterable[DeliveryPolicy], dead_letter_entry_point: str
+) -> list[str]:
+    """Each trigger topic invokes its entry point's function, and the dead-letter function
+    listens on every dead-letter topic."""
+    functions = _locals(model).get("functions", {})
+    problems: list[str] = []
+    for policy in policies:
+        topics = functions.get(policy.entry_point, {}).get("trigger_topics", [])
+        if not isinstance(topics, list) or not topics or topics[0] != policy.topic:
+            problems.append(f"function {policy.entry_point!r} is not triggered by {policy.topic!r}")
+    dead_letter = functions.get(dead_letter_entry_point, {}).get("trigger_topics")
+    if _expression(dead_letter) != "local.dead_letter_topics":
+        problems.append(f"function {dead_letter_entry_point!r} does not listen on local.dead_letter_topics")
+    return problems
+
+
+def env_var_problems(model: Model, required: Iterable[str]) -> list[str]:
+    function = _resource(model, "google_cloudfunctions2_function", "fn")
+    if function is None:
+        return ["no google_cloudfunctions2_function.fn resource"]
+    problems: list[str] = []
+    if (
+        _expression(_block(function, "service_config").get("environment_variables"))
+        != "local.function_environment"
+    ):
+        problems.append("the functions' environment_variables is not local.function_environment")
+    environment = _locals(model).get("function_environment", {})
+    problems.extend(
+        f"environment variable {name!r} is read by the code but not set on the functions"
+        for name in sorted(set(required) - set(environment))
+    )
+    return problems
+
+
+def webhook_problems(model: Model, url_envs: Iterable[str], notify_entry_point: str) -> list[str]:
+    variable = model.get("variable", {}).get("webhook_url_envs", {})
+    declared = set(variable.get("default") or [])
+    problems = [
+        f"webhook variable {name!r} of the pipeline file has no secret in webhook_url_envs"
+        for name in sorted(set(url_envs) - declared)
+    ]
+    if _locals(model).get("functions", {}).get(notify_entry_point, {}).get("webhook_secrets") is not True:
+        problems.append(f"function {notify_entry_point!r} does not receive the webhook secrets")
+    return problems
+
+
+# ---- public access ------------------------------------------------------------------------
+
+
+def public_access_problems(model: Model) -> list[str]:
+    """No IAM member anywhere may be allUsers or allAuthenticatedUsers, not even through a
+    local or a variable's default, and the rollback function's invoker must be a group."""
+    problems: list[str] = []
+    for where, module in _all_modules(model):
+        scanned: list[tuple[str, Any]] = [(f"{where}:locals", module.get("locals", {}))]
+        scanned.extend(
+            (f"{where}:var.{name}.default", body.get("default"))
+            for name, body in module.get("variable", {}).items()
+        )
+        for rtype, named in module.get("resource", {}).items():
+            for name, body in named.items():
+                scanned.extend(
+                    (path, value)
+                    for path, value in _walk(body, f"{where}:{rtype}.{name}")
+                    if isinstance(value, str)
+                    and path.rsplit(".", 1)[-1].startswith(("member", "policy_data"))
+                )
+        for root, value in scanned:
+            for path, item in _walk(value, root):
+                if isinstance(item, str) and any(public in item for public in PUBLIC_MEMBERS):
+                    problems.append(f"{path} grants access to {item!r}")
+    invoker = _resource(model, "google_cloud_run_v2_service_iam_member", "rollback_invoker")
+    if invoker is None:
+        problems.append("no invoker binding for the rollback function")
+    elif not str(invoker.get("member", "")).startswith("group:"):
+        problems.append(f"the rollback function's invoker is {invoker.get('member')!r}, not a group")
+    return problems
+
+
+# ---- Firestore indexes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexField:
+    field: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class CompositeIndex:
+    name: str
+    collection: str
+    fields: tuple[IndexField, ...]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A Firestore query reduced to what decides its index: equality (==, in) filters, at
+    most one inequality field, and the order."""
+
+    name: str
+    collection: str
+    equality: frozenset[str]
+    inequality: str | None
+    order_by: tuple[IndexField, ...]
+
+    def index_suffix(self) -> tuple[IndexField, ...]:
+        # Firestore orders by the inequality field first (ascending unless the query says).
+        order = list(self.order_by)
+        if self.inequality and (not order or order[0].field != self.inequality):
+            order.insert(0, IndexField(self.inequality, False))
+        return tuple(order)
+
+    def needs_composite_index(self) -> bool:
+        """Equality-only queries merge single-field indexes, and a single field sorts by its
+        own index; anything that filters on one field and orders by another needs a composite."""
+        suffix = self.index_suffix()
+        fields = set(self.equality) | {f.field for f in suffix}
+        return bool(suffix) and len(fields) > 1
+
+
+def indexes_from_terraform(model: Model) -> list[CompositeIndex]:
+    index = _resource(model, "google_firestore_index", "composite")
+    if index is None or _expression(index.get("for_each")) != "local.firestore_indexes":
+        return []
+    declared = _locals(model).get("firestore_indexes", {})
+    return [
+        CompositeIndex(
+            name=name,
+            collection=spec["collection"],
+            fields=tuple(IndexField(f["field_path"], f["order"] == "DESCENDING") for f in spec["fields"]),
+        )
+        for name, spec in declared.items()
+    ]
+
+
+def index_covers(index: CompositeIndex, query: Query) -> bool:
+    if index.collection != query.collection:
+        return False
+    suffix = query.index_suffix()
+    equality = query.equality - {f.field for f in suffix}
+    head, tail = index.fields[: len(equality)], index.fields[len(equality) :]
+    if {f.field for f in head} != equality:
+        return False
+    # An index also serves the exact reverse order.
+    reversed_suffix = tuple(IndexField(f.field, not f.descending) for f in suffix)
+    return tail in (suffix, reversed_suffix)
+
+
+def index_problems(indexes: Sequence[CompositeIndex], queries: Sequence[Query]) -> list[str]:
+    problems: list[str] = []
+    used: set[str] = set()
+    for query in queries:
+        if not query.needs_composite_index():
+            continue
+        covering = [index.name for index in indexes if index_covers(index, query)]
+        if covering:
+            used.update(covering)
+        else:
+            problems.append(f"query {query.name!r} on {query.collection!r} has no composite index")
+    problems.extend(
+        f"index {index.name!r} serves no declared query (it only costs writes)"
+        for index in indexes
+        if index.name not in used
+    )
+    return problems
+
+
+def _get(item: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(item, Mapping) and name in item:
+            return item[name]
+        if hasattr(item, name):
+            return getattr(item, name)
+    return default
+
+
+def _order(entry: Any) -> IndexField:
+    """An order-by entry: ("field", "DESCENDING"), "field desc", "-field", or an object with
+    field/direction attributes."""
+    if isinstance(entry, str):
+        parts = entry.split()
+        if entry.startswith("-"):
+            return IndexField(entry[1:], True)
+        return IndexField(parts[0], len(parts) > 1 and parts[1].lower().startswith("desc"))
+    if isinstance(entry, tuple | list):
+        field, direction = entry[0], entry[1] if len(entry) > 1 else "ASCENDING"
+    else:
+        field = _get(entry, "field", "field_path", "name")
+        direction = _get(entry, "direction", "order", default="ASCENDING")
+    return IndexField(str(field), str(direction).upper().startswith("DESC"))
+
+
+def queries_from_module(module: Any) -> list[Query]:
+    """Read shared/queries.py's QUERIES: items with `collection`, equality fields
+    (`equality`, `equals` or `where`), an optional inequality field (`inequality` or
+    `range`) and `order_by`, as attributes or mapping keys."""
+    found = _get(module, "QUERIES", default=None)
+    if found is None:
+        raise ValueError("shared/queries.py has no QUERIES")
+    items = found.items() if isinstance(found, Mapping) else enumerate(found)
+    queries: list[Query] = []
+    for key, item in items:
+        equality = _get(item, "equality", "equals", "where", default=()) or ()
+        inequality = _get(item, "inequality", "range", default=None)
+        queries.append(
+            Query(
+                name=str(_get(item, "name", default=key)),
+                collection=str(_get(item, "collection")),
+                equality=frozenset(str(field) for field in equality),
+                inequality=str(inequality) if inequality else None,
+                order_by=tuple(_order(entry) for entry in (_get(item, "order_by", default=()) or ())),
+            )
+        )
+    return queries
+
+
+# ---- environments -------------------------------------------------------------------------
+
+
+def module_compute_names(model: Model, module: str, app: str, environment: str) -> dict[str, str]:
+    """The Compute names the environment module gives (app, environment), rendered from its
+    locals (name = "${var.app}-${var.environment}", base_instance_template = "${local.name}-base", ...)."""
+    local_values = _locals(model["modules"][module])
+
+    def render(template: str) -> str:
+        text = template.replace("${var.app}", app).replace("${var.environment}", environment)
+        return (
+            text.replace("${local.name}", render(local_values["name"])) if "${local.name}" in text else text
+        )
+
+    return {
+        key: render(local_values[key])
+        for key in ("base_instance_template", "health_check", "backend_service")
+    }

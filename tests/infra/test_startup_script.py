@@ -1,0 +1,254 @@
+"""The instances' startup script, run for real: real bash, curl and tar against a metadata
+server on 127.0.0.1 and a temporary root. Only systemctl, nginx and useradd are stand-ins
+(PATH shims that record their calls), since the test must not touch the machine's services
+or users. The generated launcher is then started to show the unpacked release really serves.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from shared.artifact import build_artifact
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "terraform" / "modules" / "environment" / "startup.sh"
+SAMPLE_APP = REPO / "examples" / "hello"
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("bash", "curl", "tar", "python3")),
+    reason="needs bash, curl, tar and python3",
+)
+
+
+class MetadataServer:
+    """Serves instance attributes the way the metadata server does, header check included."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, str] = {}
+        attributes = self.attributes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                prefix = "/computeMetadata/v1/instance/attributes/"
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    self._answer(403, "Missing Metadata-Flavor:Google header")
+                elif self.path.startswith(prefix) and self.path[len(prefix) :] in attributes:
+                    self._answer(200, attributes[self.path[len(prefix) :]])
+                else:
+                    self._answer(404, "not found")
+
+            def _answer(self, status: int, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/computeMetadata/v1"
+
+    def __enter__(self) -> MetadataServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Instance:
+    """A temporary root, the shims, and how to boot the script in them."""
+
+    root: Path
+    shims: Path
+    calls: Path
+    metadata: MetadataServer
+    runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+
+    def boot(self) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "PATH": f"{self.shims}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RELEASE_METADATA_URL": self.metadata.url,
+            "RELEASE_ROOT": str(self.root),
+        }
+        result = subprocess.run(
+            ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        self.runs.append(result)
+        return result
+
+    def recorded_calls(self) -> list[str]:
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Instance]:
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    calls = tmp_path / "calls.log"
+    for tool in ("systemctl", "nginx", "useradd"):
+        shim = shims / tool
+        shim.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n')
+        shim.chmod(0o755)
+    # Installing packages would touch the machine: make it an error if the script tries.
+    apt = shims / "apt-get"
+    apt.write_text('#!/bin/sh\necho "apt-get must not run here" >&2\nexit 1\n')
+    apt.chmod(0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    with MetadataServer() as metadata:
+        yield Instance(root=root, shims=shims, calls=calls, metadata=metadata)
+
+
+def release(instance: Instance, tmp_path: Path, version: str) -> None:
+    artifact = build_artifact(SAMPLE_APP, tmp_path / "dist")
+    instance.metadata.attributes.update(
+        {"release-artifact": artifact.as_uri(), "release-version": version, "release-port": "8080"}
+    )
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_first_boot_unpacks_the_artifact_and_writes_unit_env_and_nginx(
+    instance: Instance, tmp_path: Path
+) -> None:
+    release(instance, tmp_path, "1.2.3")
+
+    result = instance.boot()
+
+    assert result.returncode == 0, result.stderr
+    unpacked = instance.root / "opt/release/releases/1.2.3"
+    assert (unpacked / "Procfile").read_text().strip() == "web: python3 app.py"
+    assert (unpacked / "app.py").is_file() and (unpacked / "static/app.css").is_file()
+    assert os.readlink(instance.root / "opt/release/current") == "releases/1.2.3"
+    assert (instance.root / "etc/release/app.env").read_text().splitlines() == [
+        "PORT=8080",
+        "RELEASE_VERSION=1.2.3",
+    ]
+    unit = (instance.root / "etc/systemd/system/release-app.service").read_text()
+    assert "EnvironmentFile=/etc/release/app.env" in unit
+    assert "ExecStart=/opt/release/web.sh" in unit
+    assert "User=release" in unit
+    assert "exec python3 app.py" in (instance.root / "opt/release/web.sh").read_text()
+    assert (
+        "proxy_pass http://127.0.0.1:8080;" in (instance.root / "etc/nginx/conf.d/release.conf").read_text()
+    )
+    calls = instance.recorded_calls()
+    if not user_exists("release"):
+        assert "useradd --system --home-dir /opt/release --shell /usr/sbin/nologin release" in calls
+    assert calls[-4:] == [
+        "systemctl enable release-app nginx",
+        "systemctl restart release-app",
+        "nginx -t",
+        "systemctl restart nginx",
+    ]
+
+
+def test_a_new_release_switches_and_restarts_both_and_the_same_release_restarts_nothing(
+    instance: Instance, tmp_path: Path
+) -> None:
+    release(instance, tmp_path, "1.2.3")
+    assert instance.boot().returncode == 0
+    instance.metadata.attributes["release-version"] = "1.3.0"
+
+    assert instance.boot().returncode == 0, instance.runs[-1].stderr
+    assert os.readlink(instance.root / "opt/release/current") == "releases/1.3.0"
+    assert "RELEASE_VERSION=1.3.0" in (instance.root / "etc/release/app.env").read_text()
+    assert instance.recorded_calls()[-2:] == ["nginx -t", "systemctl restart nginx"]
+    assert "switching 1.2.3 -> 1.3.0" in instance.runs[-1].stderr
+
+    before = len(instance.recorded_calls())
+    assert instance.boot().returncode == 0
+    again = instance.recorded_calls()[before:]
+    assert not any("restart" in call for call in again), again
+    assert again[-1] == "systemctl start release-app nginx"
+
+
+def test_the_generated_launcher_serves_the_release(instance: Instance, tmp_path: Path) -> None:
+    release(instance, tmp_path, "2.0.0")
+    assert instance.boot().returncode == 0
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "RELEASE_VERSION": "2.0.0"}
+    server = subprocess.Popen(
+        [str(instance.root / "opt/release/web.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.read().decode().strip() == "2.0.0"
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            assert response.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_missing_metadata_fails_the_boot_with_a_reason(instance: Instance) -> None:
+    instance.metadata.attributes["release-version"] = "1.0.0"
+
+    result = instance.boot()
+
+    assert result.returncode != 0
+    assert "instance metadata release-artifact is missing" in result.stderr
+    assert not (instance.root / "etc/systemd/system/release-app.service").exists()
+
+
+def test_an_artifact_without_procfile_is_refused(instance: Instance, tmp_path: Path) -> None:
+    source = tmp_path / "no-procfile"
+    source.mkdir()
+    (source / "app.py").write_text("print('hi')\n")
+    bad = tmp_path / "bad.tar.gz"
+    subprocess.run(["tar", "-czf", str(bad), "-C", str(source), "."], check=True)
+    instance.metadata.attributes.update({"release-artifact": bad.as_uri(), "release-version": "1.0.1"})
+
+    result = instance.boot()
+
+    assert result.returncode != 0
+    assert "has no Procfile" in result.stderr
+    assert not (instance.root / "opt/release/releases/1.0.1").exists()
+    assert instance.recorded_calls() == [] or all("restart" not in call for call in instance.recorded_calls())

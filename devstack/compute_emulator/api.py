@@ -81,7 +81,9 @@ async def _operation_reply(request: web.Request, operation: Operation) -> web.Re
     # Answer once the operation is DONE (normally milliseconds): the client library polls
     # operations through a second client that does not inherit the api_endpoint override, so an
     # operation returned unfinished would send the caller's poll to the real Compute Engine.
-    await emulator_of(request).operations.wait(operation, request.app[REPLY_WAIT_KEY])
+    reply_wait = request.app[REPLY_WAIT_KEY]
+    if reply_wait > 0:
+        await emulator_of(request).operations.wait(operation, reply_wait)
     return reply(operation.to_json(base_url(request)))
 
 

@@ -148,6 +148,13 @@ class Instance:
         _signal_group(group, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
+        # Orphaned children are reaped by init, not by us: wait until none is left running, so a
+        # finished delete really means the processes are gone.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REAP_TIMEOUT_SECONDS
+        while running_group_members(group) and loop.time() < deadline:
+            _signal_group(group, signal.SIGKILL)
+            await asyncio.sleep(0.02)
         self.log(f"web process {group} stopped (exit code {process.returncode})")
         self.process = None
         self.port = None
@@ -180,6 +187,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def running_group_members(group: int) -> list[int]:
+    """Processes of a process group that are not zombies (Linux /proc; elsewhere, a signal probe)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [group]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _signal_group(group: int, signum: int) -> None:

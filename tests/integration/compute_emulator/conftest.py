@@ -1,0 +1,55 @@
+"""Fixtures: one emulator process for the package (each test uses its own project id), artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.artifact import build_artifact
+
+from .helpers import REPO_ROOT, Emulator, pid_alive, start_emulator, stop_emulator
+
+TESTAPP = Path(__file__).resolve().parent / "testapp"
+
+
+@pytest.fixture(scope="package")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    running = start_emulator(tmp_path_factory.mktemp("compute-emulator"))
+    try:
+        yield running
+    finally:
+        pids = [item["pid"] for project in running.projects for item in running.processes(project)]
+        code = stop_emulator(running)
+        assert code == 0, f"the emulator exited with {code}:\n{running.log_tail()}"
+        leftovers = [pid for pid in pids if pid_alive(pid)]
+        assert not leftovers, f"instance processes outlived the emulator: {leftovers}"
+
+
+@pytest.fixture
+def project(emulator: Emulator) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    emulator.projects.add(name)
+    return name
+
+
+def _app(tmp: Path, name: str, procfile: str) -> str:
+    source = tmp / name
+    source.mkdir()
+    (source / "app.py").write_text((TESTAPP / "app.py").read_text())
+    (source / "Procfile").write_text(procfile)
+    return f"file://{build_artifact(source, tmp / 'dist')}"
+
+
+@pytest.fixture(scope="package")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """file:// URLs: the sample app, the test app, one whose /healthz fails, one whose process exits."""
+    tmp = tmp_path_factory.mktemp("artifacts")
+    return {
+        "hello": f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp / 'dist')}",
+        "testapp": _app(tmp, "testapp", "web: python3 app.py\n"),
+        "unhealthy": _app(tmp, "unhealthy", "web: python3 app.py --healthz-status 500\n"),
+        "exits": _app(tmp, "exits", "web: python3 -c 'import sys; print(\"crashing\"); sys.exit(3)'\n"),
+    }

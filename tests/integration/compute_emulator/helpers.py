@@ -1,0 +1,238 @@
+"""Shared helpers for the Compute emulator tests: starting it, clients, bounded waits, resources."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ZONE = "us-central1-a"
+REGION = "us-central1"
+READY_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 40.0
+HEALTHY_TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+        last = check()
+    return last
+
+
+def process_group_alive(pid: int) -> bool:
+    """True while any process of the group `pid` leads still runs (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it no longer runs anything.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return True
+
+
+@dataclass
+class Emulator:
+    endpoint: str
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    projects: set[str] = field(default_factory=set)
+
+    @property
+    def api_root(self) -> str:
+        return f"{self.endpoint}/compute/v1/"
+
+    def client(self, client_class: type[T]) -> T:
+        return client_class(  # type: ignore[call-arg]
+            credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=self.endpoint)
+        )
+
+    def processes(self, project: str) -> list[dict[str, Any]]:
+        response = requests.get(f"{self.endpoint}/emulator/v1/projects/{project}/processes", timeout=10)
+        response.raise_for_status()
+        return list(response.json()["items"])
+
+    def load_balancer_url(self, project: str, service: str) -> str:
+        response = requests.get(f"{self.endpoint}/emulator/v1/projects/{project}/load-balancers", timeout=10)
+        response.raise_for_status()
+        for item in response.json()["items"]:
+            if item["backendService"] == service:
+                return str(item["url"])
+        raise AssertionError(f"no load balancer for {service}: {response.json()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_emulator(state_dir: Path, *extra: str) -> Emulator:
+    port = free_port()
+    log_path = state_dir / "emulator.log"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack.compute_emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(state_dir),
+                *extra,
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    emulator = Emulator(f"http://127.0.0.1:{port}", state_dir, process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the emulator exited early:\n{emulator.log_tail()}")
+        try:
+            return requests.get(f"{emulator.endpoint}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until(ready, READY_TIMEOUT_SECONDS, "the emulator's /healthz")
+    except BaseException:
+        stop_emulator(emulator)
+        raise
+    return emulator
+
+
+def stop_emulator(emulator: Emulator) -> int:
+    """SIGTERM, bounded wait, SIGKILL as a last resort; returns the exit code."""
+    if emulator.process.poll() is None:
+        emulator.process.send_signal(signal.SIGTERM)
+    try:
+        return emulator.process.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        emulator.process.kill()
+        emulator.process.wait(10)
+        raise AssertionError("the emulator did not stop within the bound after SIGTERM") from None
+
+
+# -- resources ------------------------------------------------------------------------------
+
+
+def insert_template(emulator: Emulator, project: str, name: str, artifact: str, version: str) -> None:
+    templates = emulator.client(compute_v1.InstanceTemplatesClient)
+    resource = compute_v1.InstanceTemplate(
+        name=name,
+        properties=compute_v1.InstanceProperties(
+            machine_type="e2-small",
+            metadata=compute_v1.Metadata(
+                items=[
+                    compute_v1.Items(key="release-artifact", value=artifact),
+                    compute_v1.Items(key="release-version", value=version),
+                ]
+            ),
+        ),
+    )
+    templates.insert(project=project, instance_template_resource=resource).result(timeout=30)
+
+
+def insert_health_check(emulator: Emulator, project: str, name: str = "hc") -> str:
+    checks = emulator.client(compute_v1.HealthChecksClient)
+    resource = compute_v1.HealthCheck(
+        name=name,
+        type_="HTTP",
+        check_interval_sec=1,
+        timeout_sec=1,
+        healthy_threshold=1,
+        unhealthy_threshold=2,
+        http_health_check=compute_v1.HTTPHealthCheck(
+            port_specification="USE_NAMED_PORT", port_name="http", request_path="/healthz"
+        ),
+    )
+    checks.insert(project=project, health_check_resource=resource).result(timeout=30)
+    return f"projects/{project}/global/healthChecks/{name}"
+
+
+def group_resource(project: str, name: str, template: str, size: int, health_check: str) -> Any:
+    return compute_v1.InstanceGroupManager(
+        name=name,
+        base_instance_name=name,
+        instance_template=f"projects/{project}/global/instanceTemplates/{template}",
+        target_size=size,
+        named_ports=[compute_v1.NamedPort(name="http", port=8080)],
+        auto_healing_policies=[
+            compute_v1.InstanceGroupManagerAutoHealingPolicy(health_check=health_check, initial_delay_sec=3)
+        ],
+    )
+
+
+def insert_zonal_group(
+    emulator: Emulator, project: str, name: str, template: str, size: int, health_check: str
+) -> compute_v1.InstanceGroupManager:
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    resource = group_resource(project, name, template, size, health_check)
+    groups.insert(project=project, zone=ZONE, instance_group_manager_resource=resource).result(timeout=30)
+    return groups.get(project=project, zone=ZONE, instance_group_manager=name)
+
+
+def health_states(emulator: Emulator, project: str, group: str) -> list[tuple[str, str, list[str]]]:
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    return [
+        (m.instance_status, m.current_action, [h.detailed_health_state for h in m.instance_health])
+        for m in groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager=group)
+    ]
+
+
+def wait_group_healthy(emulator: Emulator, project: str, group: str, size: int) -> None:
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+
+    def healthy() -> bool:
+        states = health_states(emulator, project, group)
+        stable = groups.get(project=project, zone=ZONE, instance_group_manager=group).status.is_stable
+        return stable and len(states) == size and all(s == ("RUNNING", "NONE", ["HEALTHY"]) for s in states)
+
+    wait_until(healthy, HEALTHY_TIMEOUT_SECONDS, f"{group}: {size} instances RUNNING and HEALTHY")

@@ -1,0 +1,287 @@
+"""Managed instance groups through the unchanged google-cloud-compute client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import compute_v1
+
+from .helpers import (
+    HEALTHY_TIMEOUT_SECONDS,
+    REGION,
+    ZONE,
+    Emulator,
+    health_states,
+    insert_health_check,
+    insert_template,
+    insert_zonal_group,
+    pid_alive,
+    process_group_alive,
+    start_emulator,
+    stop_emulator,
+    wait_group_healthy,
+    wait_until,
+)
+
+
+def test_zonal_group_of_two_with_autohealing_gets_two_healthy_instances_and_delete_ends_their_processes(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    started = time.monotonic()
+    group = insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
+
+    wait_group_healthy(emulator, project, "blue", 2)
+    assert time.monotonic() - started < HEALTHY_TIMEOUT_SECONDS
+    assert group.instance_group.endswith(f"/projects/{project}/zones/{ZONE}/instanceGroups/blue")
+    described = emulator.client(compute_v1.InstanceGroupManagersClient).get(
+        project=project, zone=ZONE, instance_group_manager="blue"
+    )
+    assert described.current_actions.none == 2
+    assert described.current_actions.creating == 0
+    assert [p.name for p in described.named_ports] == ["http"]
+    assert described.auto_healing_policies[0].initial_delay_sec == 3
+    pids = [item["pid"] for item in emulator.processes(project)]
+    assert len(pids) == 2
+    assert all(pid_alive(pid) for pid in pids)
+
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    groups.delete(project=project, zone=ZONE, instance_group_manager="blue").result(timeout=60)
+
+    assert not [pid for pid in pids if pid_alive(pid) or process_group_alive(pid)]
+    assert emulator.processes(project) == []
+    with pytest.raises(exceptions.NotFound):
+        groups.get(project=project, zone=ZONE, instance_group_manager="blue")
+
+
+def test_regional_group_spreads_instances_over_zones_and_gets_them_healthy(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    groups = emulator.client(compute_v1.RegionInstanceGroupManagersClient)
+    resource = compute_v1.InstanceGroupManager(
+        name="regional",
+        base_instance_name="regional",
+        instance_template=f"projects/{project}/global/instanceTemplates/hello-1-0-0",
+        target_size=3,
+        named_ports=[compute_v1.NamedPort(name="http", port=8080)],
+        auto_healing_policies=[
+            compute_v1.InstanceGroupManagerAutoHealingPolicy(health_check=health_check, initial_delay_sec=3)
+        ],
+    )
+    groups.insert(project=project, region=REGION, instance_group_manager_resource=resource).result(timeout=30)
+
+    def all_healthy() -> list[compute_v1.ManagedInstance]:
+        managed = list(
+            groups.list_managed_instances(project=project, region=REGION, instance_group_manager="regional")
+        )
+        stable = groups.get(
+            project=project, region=REGION, instance_group_manager="regional"
+        ).status.is_stable
+        healthy = [m for m in managed if [h.detailed_health_state for h in m.instance_health] == ["HEALTHY"]]
+        return managed if stable and len(healthy) == 3 else []
+
+    managed = wait_until(all_healthy, HEALTHY_TIMEOUT_SECONDS, "3 HEALTHY instances in the regional group")
+    zones = {m.instance.split("/zones/")[1].split("/")[0] for m in managed}
+    assert zones == {f"{REGION}-a", f"{REGION}-b", f"{REGION}-c"}
+    described = groups.get(project=project, region=REGION, instance_group_manager="regional")
+    assert described.region.endswith(f"/regions/{REGION}")
+    assert len(described.distribution_policy.zones) == 3
+
+    pids = [item["pid"] for item in emulator.processes(project)]
+    groups.delete(project=project, region=REGION, instance_group_manager="regional").result(timeout=60)
+    assert not [pid for pid in pids if pid_alive(pid) or process_group_alive(pid)]
+
+
+def test_resize_down_ends_the_removed_instance_process_tree(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
+    wait_group_healthy(emulator, project, "blue", 2)
+    before = {item["pid"] for item in emulator.processes(project)}
+
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    groups.resize(project=project, zone=ZONE, instance_group_manager="blue", size=1).result(timeout=30)
+
+    wait_until(lambda: len(emulator.processes(project)) == 1, 20, "one instance left")
+    wait_group_healthy(emulator, project, "blue", 1)
+    after = {item["pid"] for item in emulator.processes(project)}
+    (removed,) = before - after
+    wait_until(lambda: not process_group_alive(removed), 10, "the removed instance's process group to end")
+    assert groups.get(project=project, zone=ZONE, instance_group_manager="blue").target_size == 1
+
+
+def test_autohealing_recreates_an_instance_whose_web_process_died(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 1, health_check)
+    wait_group_healthy(emulator, project, "blue", 1)
+    (victim,) = emulator.processes(project)
+
+    os.killpg(victim["pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        items = emulator.processes(project)
+        return len(items) == 1 and items[0]["pid"] != victim["pid"]
+
+    wait_until(replaced, 30, "autohealing to restart the instance")
+    (fresh,) = emulator.processes(project)
+    assert fresh["instance"] == victim["instance"], "a recreated instance keeps its name"
+    wait_group_healthy(emulator, project, "blue", 1)
+
+
+def test_artifacts_that_exit_or_fail_their_health_check_never_become_healthy(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "exits", artifacts["exits"], "9.9.9")
+    insert_template(emulator, project, "unhealthy", artifacts["unhealthy"], "9.9.8")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "exits", "exits", 1, health_check)
+    insert_zonal_group(emulator, project, "unhealthy", "unhealthy", 1, health_check)
+
+    # Long enough for several probes, the initial delay and at least one autohealing round.
+    deadline = time.monotonic() + 6
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        for group in ("exits", "unhealthy"):
+            for _, _, states in health_states(emulator, project, group):
+                seen.update(states)
+        time.sleep(0.3)
+    assert "HEALTHY" not in seen
+    assert "UNHEALTHY" in seen
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    for group in ("exits", "unhealthy"):
+        assert not groups.get(
+            project=project, zone=ZONE, instance_group_manager=group
+        ).status.is_stable or any(
+            states != ["HEALTHY"] for _, _, states in health_states(emulator, project, group)
+        )
+        groups.delete(project=project, zone=ZONE, instance_group_manager=group).result(timeout=60)
+    log_text = "".join(p.read_text() for p in (emulator.state_dir / "logs").glob(f"{project}.*.log"))
+    assert "crashing" in log_text
+    assert "exited with code 3" in log_text
+
+
+def test_gs_artifact_is_refused_with_a_clear_message_and_the_group_shows_it(
+    emulator: Emulator, project: str
+) -> None:
+    insert_template(emulator, project, "from-gcs", "gs://bucket/hello.tar.gz", "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "blue", "from-gcs", 1, health_check)
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+
+    def failing_attempt() -> list[compute_v1.ManagedInstance]:
+        managed = list(
+            groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="blue")
+        )
+        return [m for m in managed if m.last_attempt.errors.errors]
+
+    (instance,) = wait_until(failing_attempt, 10, "the failed creation to show in lastAttempt")
+    assert instance.current_action == "CREATING"
+    assert "gs://bucket/hello.tar.gz" in instance.last_attempt.errors.errors[0].message
+    described = groups.get(project=project, zone=ZONE, instance_group_manager="blue")
+    assert described.current_actions.creating == 1
+    assert not described.status.is_stable
+    log_text = "".join(p.read_text() for p in (emulator.state_dir / "logs").glob(f"{project}.*.log"))
+    assert "no Cloud Storage" in log_text
+    assert emulator.processes(project) == []
+    groups.delete(project=project, zone=ZONE, instance_group_manager="blue").result(timeout=60)
+
+
+def test_operations_are_done_on_return_and_answer_get_and_wait(emulator: Emulator, project: str) -> None:
+    templates = emulator.client(compute_v1.InstanceTemplatesClient)
+    operation = templates.insert(
+        project=project,
+        instance_template_resource=compute_v1.InstanceTemplate(
+            name="t", properties=compute_v1.InstanceProperties()
+        ),
+    )
+    operation.result(timeout=30)
+    assert operation.status == compute_v1.Operation.Status.DONE
+    global_operations = emulator.client(compute_v1.GlobalOperationsClient)
+    fetched = global_operations.get(project=project, operation=operation.name)
+    assert fetched.status == compute_v1.Operation.Status.DONE
+    assert fetched.target_link.endswith(f"/projects/{project}/global/instanceTemplates/t")
+    assert fetched.self_link.endswith(f"/projects/{project}/global/operations/{operation.name}")
+    assert (
+        global_operations.wait(project=project, operation=operation.name).status
+        == compute_v1.Operation.Status.DONE
+    )
+    with pytest.raises(exceptions.NotFound):
+        global_operations.get(project=project, operation="operation-missing")
+
+
+def test_a_failed_operation_carries_its_error_and_the_client_raises_it(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 0, health_check)
+    templates = emulator.client(compute_v1.InstanceTemplatesClient)
+
+    operation = templates.delete(project=project, instance_template="hello-1-0-0")
+    with pytest.raises(exceptions.BadRequest, match="already being used"):
+        operation.result(timeout=30)
+    fetched = emulator.client(compute_v1.GlobalOperationsClient).get(
+        project=project, operation=operation.name
+    )
+    assert fetched.error.errors[0].code == "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE"
+    assert fetched.http_error_status_code == 400
+    templates.get(project=project, instance_template="hello-1-0-0")
+
+
+def test_with_async_operations_they_go_pending_to_done_and_zone_operations_wait_returns_done(
+    tmp_path: Path, artifacts: dict[str, str]
+) -> None:
+    emulator = start_emulator(tmp_path / "async", "--async-operations")
+    try:
+        project = "async-project"
+        # insert_unary + an operations client built with the same endpoint: ExtendedOperation.result()
+        # would poll through an operations client that ignores the api_endpoint override.
+        template = emulator.client(compute_v1.InstanceTemplatesClient).insert_unary(
+            project=project,
+            instance_template_resource=compute_v1.InstanceTemplate(
+                name="hello-1-0-0",
+                properties=compute_v1.InstanceProperties(
+                    metadata=compute_v1.Metadata(
+                        items=[compute_v1.Items(key="release-artifact", value=artifacts["hello"])]
+                    )
+                ),
+            ),
+        )
+        emulator.client(compute_v1.GlobalOperationsClient).wait(project=project, operation=template.name)
+        groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+        pending = groups.insert_unary(
+            project=project,
+            zone=ZONE,
+            instance_group_manager_resource=compute_v1.InstanceGroupManager(
+                name="blue",
+                base_instance_name="blue",
+                instance_template=f"projects/{project}/global/instanceTemplates/hello-1-0-0",
+                target_size=1,
+            ),
+        )
+        assert pending.status == compute_v1.Operation.Status.PENDING
+        assert pending.zone.endswith(f"/zones/{ZONE}")
+        done = emulator.client(compute_v1.ZoneOperationsClient).wait(
+            project=project, zone=ZONE, operation=pending.name
+        )
+        assert done.status == compute_v1.Operation.Status.DONE
+        assert done.start_time and done.end_time
+        wait_until(lambda: len(emulator.processes(project)) == 1, 20, "the instance's process")
+        pids = [item["pid"] for item in emulator.processes(project)]
+    finally:
+        code = stop_emulator(emulator)
+    assert code == 0
+    assert not [pid for pid in pids if pid_alive(pid) or process_group_alive(pid)]

@@ -1,0 +1,1 @@
+"""Adapters: the ports implemented on Google Cloud (Firestore, Compute Engine, Pub/Sub)."""

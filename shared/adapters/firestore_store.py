@@ -1,0 +1,387 @@
+"""The Store port on Firestore: records as CONTRACT §6 documents, changes in transactions.
+
+Timestamps are written as timezone-aware datetimes, which Firestore stores as timestamps.
+Queries are built from the declarations in `shared.queries`, so the declared list (which
+the Terraform indexes are checked against) is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as google_exceptions
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.query import Query
+
+from shared import queries
+from shared.domain.records import (
+    Deployment,
+    EnvironmentState,
+    HistoryEntry,
+    Release,
+    environment_key,
+    release_key,
+)
+from shared.domain.status import DeploymentStatus
+from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
+
+T = TypeVar("T")
+
+TRANSACTION_ATTEMPTS = 10
+
+_RETRYABLE = (
+    google_exceptions.Aborted,
+    google_exceptions.DeadlineExceeded,
+    google_exceptions.ServiceUnavailable,
+    google_exceptions.InternalServerError,
+    google_exceptions.TooManyRequests,
+    google_exceptions.ResourceExhausted,
+    google_exceptions.Unknown,
+)
+
+
+class StoreUnavailable(TransientError):
+    """Firestore failed or the transaction kept conflicting; the step is retried."""
+
+
+# ---- documents <-> records -----------------------------------------------------------------
+
+
+def deployment_to_document(d: Deployment) -> dict[str, Any]:
+    document = {
+        # CONTRACT §6
+        "app": d.app,
+        "environment": d.environment,
+        "version": d.version,
+        "commit": d.commit,
+        "build_id": d.build_id,
+        "artifact": d.artifact,
+        "status": str(d.status),
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "finished_at": d.finished_at,
+        "rollback_of": d.rollback_of,
+        "triggered_by": d.triggered_by,
+        "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+    }
+    # Beyond the contract (additions only). Unset ones are left out rather than written as null:
+    # the rollback's history query orders by `went_live_at`, and Firestore sorts nulls first.
+    extra = {
+        "deployment_id": d.deployment_id,
+        "reason": d.reason,
+        "build_url": d.build_url,
+        "branch": d.branch,
+        "commit_messages": list(d.commit_messages),
+        # Stored as JSON text: unknown fields of the event may hold shapes Firestore cannot
+        # (arrays of arrays), and rollback republishes it byte for byte in meaning.
+        "event": json.dumps(dict(d.event), sort_keys=True),
+        "started_at": d.started_at,
+        "not_before": d.not_before,
+        "went_live_at": d.went_live_at,
+        "retired_at": d.retired_at,
+        "replaced_deployment_id": d.replaced_deployment_id,
+        "instance_template": d.instance_template,
+        "instance_group": d.instance_group,
+        "cleanup_due_at": d.cleanup_due_at,
+        "resources_deleted_at": d.resources_deleted_at,
+        "last_kick_at": d.last_kick_at,
+    }
+    document.update({k: v for k, v in extra.items() if v is not None})
+    return document
+
+
+def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Deployment:
+    event_text = doc.get("event") or "{}"
+    return Deployment(
+        deployment_id=deployment_id,
+        app=doc["app"],
+        environment=doc["environment"],
+        version=doc["version"],
+        commit=doc["commit"],
+        build_id=doc["build_id"],
+        artifact=doc["artifact"],
+        status=DeploymentStatus(doc["status"]),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        history=tuple(
+            HistoryEntry(DeploymentStatus(h["status"]), h["at"], h.get("detail") or "")
+            for h in doc.get("history", [])
+        ),
+        event=json.loads(event_text) if isinstance(event_text, str) else dict(event_text),
+        finished_at=doc.get("finished_at"),
+        rollback_of=doc.get("rollback_of"),
+        triggered_by=doc.get("triggered_by"),
+        reason=doc.get("reason"),
+        build_url=doc.get("build_url"),
+        branch=doc.get("branch"),
+        commit_messages=tuple(doc.get("commit_messages") or ()),
+        started_at=doc.get("started_at"),
+        not_before=doc.get("not_before"),
+        went_live_at=doc.get("went_live_at"),
+        retired_at=doc.get("retired_at"),
+        replaced_deployment_id=doc.get("replaced_deployment_id"),
+        instance_template=doc.get("instance_template"),
+        instance_group=doc.get("instance_group"),
+        cleanup_due_at=doc.get("cleanup_due_at"),
+        resources_deleted_at=doc.get("resources_deleted_at"),
+        last_kick_at=doc.get("last_kick_at"),
+    )
+
+
+def release_to_document(r: Release) -> dict[str, Any]:
+    return {
+        "app": r.app,
+        "version": r.version,
+        "commit": r.commit,
+        "artifact": r.artifact,
+        "commit_messages": list(r.commit_messages),
+        "created_at": r.created_at,
+    }
+
+
+def release_from_document(doc: Mapping[str, Any]) -> Release:
+    return Release(
+        app=doc["app"],
+        version=doc["version"],
+        commit=doc["commit"],
+        artifact=doc["artifact"],
+        commit_messages=tuple(doc.get("commit_messages") or ()),
+        created_at=doc["created_at"],
+    )
+
+
+_ENVIRONMENT_FIELDS = {
+    "app",
+    "environment",
+    "live_deployment_id",
+    "live_version",
+    "active_deployment_id",
+    "locked_at",
+    "queue",
+    "updated_at",
+}
+
+
+def environment_to_document(e: EnvironmentState) -> dict[str, Any]:
+    return {
+        **dict(e.extra),
+        "app": e.app,
+        "environment": e.environment,
+        "live_deployment_id": e.live_deployment_id,
+        "live_version": e.live_version,
+        "active_deployment_id": e.active_deployment_id,
+        "locked_at": e.locked_at,
+        "queue": list(e.queue),
+        "updated_at": e.updated_at,
+    }
+
+
+def environment_from_document(doc: Mapping[str, Any]) -> EnvironmentState:
+    return EnvironmentState(
+        app=doc["app"],
+        environment=doc["environment"],
+        live_deployment_id=doc.get("live_deployment_id"),
+        live_version=doc.get("live_version"),
+        active_deployment_id=doc.get("active_deployment_id"),
+        locked_at=doc.get("locked_at"),
+        queue=tuple(doc.get("queue") or ()),
+        updated_at=doc.get("updated_at"),
+        # Fields other components add to the document are carried along, never dropped.
+        extra={k: v for k, v in doc.items() if k not in _ENVIRONMENT_FIELDS},
+    )
+
+
+def document_id(text: str) -> str:
+    """A Firestore-safe document id for an external identifier (message ids, event ids)."""
+    safe = text.replace("/", "_")
+    if safe in {"", ".", ".."} or (safe.startswith("__") and safe.endswith("__")):
+        safe = f"id-{safe}"
+    return safe[:1500]
+
+
+# ---- the store -----------------------------------------------------------------------------
+
+
+class _Transaction:
+    """The Transaction port over a Firestore transaction. Writes are buffered until the end,
+    because Firestore refuses reads after writes in a transaction."""
+
+    def __init__(self, store: FirestoreStore, transaction: firestore.Transaction) -> None:
+        self._store = store
+        self._transaction = transaction
+        self._writes: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+    def _get(self, ref: Any) -> Mapping[str, Any] | None:
+        snapshot = next(iter(self._transaction.get(ref)), None)
+        return snapshot.to_dict() if snapshot is not None and snapshot.exists else None
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        doc = self._get(self._store.deployments.document(deployment_id))
+        return deployment_from_document(deployment_id, doc) if doc else None
+
+    def environment(self, app: str, environment: str) -> EnvironmentState | None:
+        doc = self._get(self._store.environments.document(environment_key(app, environment)))
+        return environment_from_document(doc) if doc else None
+
+    def release(self, app: str, version: str) -> Release | None:
+        doc = self._get(self._store.releases.document(release_key(app, version)))
+        return release_from_document(doc) if doc else None
+
+    def release_for_commit(self, app: str, commit: str) -> Release | None:
+        query = self._store.query(queries.RELEASE_BY_COMMIT, app=app, commit=commit).limit(1)
+        for snapshot in self._transaction.get(query):
+            return release_from_document(snapshot.to_dict() or {})
+        return None
+
+    def released_versions(self, app: str) -> list[str]:
+        query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
+        return [s.get("version") for s in self._transaction.get(query)]
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        ref = self._store.deployments.document(deployment.deployment_id)
+        self._writes[ref.path] = (ref, deployment_to_document(deployment))
+
+    def put_environment(self, state: EnvironmentState) -> None:
+        ref = self._store.environments.document(state.key)
+        self._writes[ref.path] = (ref, environment_to_document(state))
+
+    def put_release(self, release: Release) -> None:
+        ref = self._store.releases.document(release.key)
+        self._writes[ref.path] = (ref, release_to_document(release))
+
+    def commit_writes(self) -> None:
+        for ref, data in self._writes.values():
+            self._transaction.set(ref, data)
+
+
+class FirestoreStore:
+    def __init__(self, client: firestore.Client) -> None:
+        self._client = client
+        self.deployments = client.collection(queries.DEPLOYMENTS)
+        self.releases = client.collection(queries.RELEASES)
+        self.environments = client.collection(queries.ENVIRONMENTS)
+        self.rejected_events = client.collection(queries.REJECTED_EVENTS)
+        self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)
+
+    @classmethod
+    def from_environment(cls, project: str) -> FirestoreStore:
+        # FIRESTORE_EMULATOR_HOST, when set, points the client at the emulator.
+        return cls(firestore.Client(project=project))
+
+    def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:
+        """The declared query with its filter values; the only way this adapter queries."""
+        query: Any = self._client.collection(declared.collection)
+        for field in declared.equality:
+            query = query.where(filter=FieldFilter(field, "==", values[field]))
+        for field in declared.membership:
+            query = query.where(filter=FieldFilter(field, "in", list(values[field])))
+        for field in declared.range:
+            query = query.where(filter=FieldFilter(field, values.get(f"{field}__op", "<="), values[field]))
+        for field, direction in declared.order_by:
+            query = query.order_by(
+                field,
+                direction=firestore.Query.DESCENDING
+                if direction == "DESCENDING"
+                else firestore.Query.ASCENDING,
+            )
+        return query
+
+    def atomically(self, work: Callable[[Any], T]) -> T:
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> T:
+            view = _Transaction(self, transaction)
+            result = work(view)
+            view.commit_writes()
+            return result
+
+        try:
+            return run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        except _RETRYABLE as exc:  # transient: Firestore outage or contention
+            raise StoreUnavailable(f"Firestore transaction failed: {exc}") from exc
+        except ValueError as exc:
+            if isinstance(
+                exc.__cause__, google_exceptions.Aborted
+            ):  # transient: contention outlasted the attempts
+                raise StoreUnavailable(f"Firestore transaction kept conflicting: {exc}") from exc
+            raise
+
+    def _read(self, ref: Any) -> Mapping[str, Any] | None:
+        try:
+            snapshot = ref.get()
+        except _RETRYABLE as exc:  # transient
+            raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
+        return snapshot.to_dict() if snapshot.exists else None
+
+    def _stream(self, query: Any) -> list[Any]:
+        try:
+            return list(query.stream())
+        except _RETRYABLE as exc:  # transient
+            raise StoreUnavailable(f"Firestore query failed: {exc}") from exc
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        doc = self._read(self.deployments.document(deployment_id))
+        return deployment_from_document(deployment_id, doc) if doc else None
+
+    def get_environment(self, app: str, environment: str) -> EnvironmentState | None:
+        doc = self._read(self.environments.document(environment_key(app, environment)))
+        return environment_from_document(doc) if doc else None
+
+    def get_release(self, app: str, version: str) -> Release | None:
+        doc = self._read(self.releases.document(release_key(app, version)))
+        return release_from_document(doc) if doc else None
+
+    def released_versions(self, app: str) -> list[str]:
+        query = self.query(queries.RELEASES_OF_APP, app=app).select(["version"])
+        return [s.get("version") for s in self._stream(query)]
+
+    def deployments_with_status(self, statuses: Sequence[DeploymentStatus]) -> list[Deployment]:
+        query = self.query(queries.DEPLOYMENTS_IN_PROGRESS, status=[str(s) for s in statuses])
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def deployments_due_for_cleanup(self, now: datetime) -> list[Deployment]:
+        query = self.query(queries.DEPLOYMENTS_DUE_FOR_CLEANUP, cleanup_due_at=now)
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
+        query = self.query(queries.LIVE_HISTORY, app=app, environment=environment).limit(limit)
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def record_rejected(self, event: RejectedEvent) -> None:
+        self._create(
+            self.rejected_events.document(document_id(event.event_id)),
+            {
+                "event_id": event.event_id,
+                "topic": event.topic,
+                "reason": event.reason,
+                "payload": event.payload,
+                "attributes": dict(event.attributes),
+                "received_at": event.received_at,
+            },
+        )
+
+    def record_dead_lettered(self, event: DeadLetteredEvent) -> None:
+        self._create(
+            self.dead_lettered_events.document(document_id(event.message_id)),
+            {
+                "message_id": event.message_id,
+                "topic": event.topic,
+                "subscription": event.subscription,
+                "delivery_attempts": event.delivery_attempts,
+                "payload": event.payload,
+                "attributes": dict(event.attributes),
+                "received_at": event.received_at,
+                **dict(event.extra),
+            },
+        )
+
+    def _create(self, ref: Any, data: dict[str, Any]) -> None:
+        try:
+            ref.create(data)
+        except google_exceptions.AlreadyExists:  # permanent and expected: a redelivery, already recorded
+            return
+        except _RETRYABLE as exc:  # transient
+            raise StoreUnavailable(f"Firestore write failed: {exc}") from exc

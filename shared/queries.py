@@ -1,0 +1,92 @@
+"""Every Firestore query the store runs, declared so the indexes can be checked against it.
+
+Terraform declares a composite index for each query that `needs_composite_index`; a test
+of the infrastructure compares the two. Keep this list equal to what
+`shared.adapters.firestore_store` runs (a unit test checks the collection and field names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["ASCENDING", "DESCENDING"]
+
+DEPLOYMENTS = "deployments"
+RELEASES = "releases"
+ENVIRONMENTS = "environments"
+REJECTED_EVENTS = "rejected_events"
+DEAD_LETTERED_EVENTS = "dead_lettered_events"
+
+
+@dataclass(frozen=True)
+class FirestoreQuery:
+    name: str
+    collection: str
+    equality: tuple[str, ...] = ()
+    """Fields filtered with `==`."""
+    membership: tuple[str, ...] = ()
+    """Fields filtered with `in`."""
+    range: tuple[str, ...] = ()
+    """Fields filtered with `<`, `<=`, `>` or `>=`."""
+    order_by: tuple[tuple[str, Direction], ...] = ()
+    purpose: str = ""
+
+    @property
+    def needs_composite_index(self) -> bool:
+        """Equality on several fields alone is served by single-field indexes (index merging);
+        an order or range on another field after equality filters needs a composite index."""
+        ordered = {field for field, _ in self.order_by} | set(self.range)
+        filtered = set(self.equality) | set(self.membership)
+        return bool(filtered and ordered - filtered)
+
+    def composite_index_fields(self) -> list[tuple[str, Direction]]:
+        fields: list[tuple[str, Direction]] = [(f, "ASCENDING") for f in (*self.equality, *self.membership)]
+        fields += [(f, "ASCENDING") for f in self.range if f not in {o for o, _ in self.order_by}]
+        fields += list(self.order_by)
+        return fields
+
+
+RELEASE_BY_COMMIT = FirestoreQuery(
+    name="release_by_commit",
+    collection=RELEASES,
+    equality=("app", "commit"),
+    purpose="the same commit always gets the same version",
+)
+RELEASES_OF_APP = FirestoreQuery(
+    name="releases_of_app",
+    collection=RELEASES,
+    equality=("app",),
+    purpose="the highest version ever released, to bump from",
+)
+DEPLOYMENTS_IN_PROGRESS = FirestoreQuery(
+    name="deployments_with_status",
+    collection=DEPLOYMENTS,
+    membership=("status",),
+    purpose="watchdog: deadlines and stalled steps",
+)
+DEPLOYMENTS_DUE_FOR_CLEANUP = FirestoreQuery(
+    name="deployments_due_for_cleanup",
+    collection=DEPLOYMENTS,
+    range=("cleanup_due_at",),
+    purpose="watchdog: delete blue groups after draining",
+)
+LIVE_HISTORY = FirestoreQuery(
+    name="live_history",
+    collection=DEPLOYMENTS,
+    equality=("app", "environment"),
+    order_by=(("went_live_at", "DESCENDING"),),
+    purpose="rollback: the release live before the current one",
+)
+
+ALL_QUERIES: tuple[FirestoreQuery, ...] = (
+    RELEASE_BY_COMMIT,
+    RELEASES_OF_APP,
+    DEPLOYMENTS_IN_PROGRESS,
+    DEPLOYMENTS_DUE_FOR_CLEANUP,
+    LIVE_HISTORY,
+)
+
+
+def composite_indexes() -> list[FirestoreQuery]:
+    return [q for q in ALL_QUERIES if q.needs_composite_index]

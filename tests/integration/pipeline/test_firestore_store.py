@@ -1,0 +1,211 @@
+"""The Firestore store: CONTRACT §6 documents, transactions, idempotency, lock and queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from typing import Any
+
+from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+from google.cloud import firestore
+
+from shared import topology
+from shared.adapters.firestore_store import FirestoreStore
+from shared.domain.messages import StepMessage
+from shared.domain.naming import instance_group_name
+from shared.domain.status import DeploymentStatus as S
+from shared.ports import RejectedEvent
+from shared.usecases.admit_build import Outcome, admit_build
+from shared.usecases.provision import start_rolling_replace
+from shared.usecases.switch import complete_cool_down
+from tests.unit.fakes import FakeWorld
+
+COMMITS = [f"{i:x}" * 40 for i in range(1, 8)]
+
+
+def publish_build(
+    world: FakeWorld, build_id: str, commit: str, environment: str = "staging", **extra: Any
+) -> Any:
+    body = {
+        "app": "hello",
+        "environment": environment,
+        "commit": commit,
+        "build_id": build_id,
+        "artifact": "file:///artifacts/hello.tar.gz",
+        **extra,
+    }
+    return admit_build(
+        world.services,
+        json.dumps(body).encode(),
+        {"app": "hello", "environment": environment},
+        f"evt-{build_id}",
+    )
+
+
+def take_step(world: FakeWorld, topic: str) -> StepMessage:
+    return StepMessage.from_message(world.publisher.take(topic)[-1].data)
+
+
+def go_live(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> str:
+    result = publish_build(world, build_id, commit, **extra)
+    start_rolling_replace(world.services, take_step(world, topology.START_ROLLING_REPLACE))
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.clock.advance(5)
+    complete_cool_down(world.services, take_step(world, topology.COOL_DOWN_COMPLETE))
+    return str(result.deployment_id)
+
+
+def raw(client: firestore.Client, collection: str, doc_id: str) -> dict[str, Any]:
+    snapshot = client.collection(collection).document(doc_id).get()
+    assert snapshot.exists, f"{collection}/{doc_id} missing"
+    return snapshot.to_dict() or {}
+
+
+def test_documents_have_the_contract_fields_with_firestore_timestamps_and_ordered_history(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    first = go_live(world, "b1", COMMITS[0], triggered_by="ci@example.com", build_url="https://ci/1")
+    second = go_live(world, "b2", COMMITS[1], commit_messages=["feat: more"])
+
+    deployment = raw(firestore_client, "deployments", second)
+    contract = {
+        "app", "environment", "version", "commit", "build_id", "artifact", "status", "created_at",
+        "updated_at", "finished_at", "rollback_of", "triggered_by", "history",
+    }  # fmt: skip
+    assert contract <= set(deployment)
+    assert deployment["status"] == "live" and deployment["version"] == "1.1.0"
+    for key in ("created_at", "updated_at", "finished_at"):
+        assert isinstance(deployment[key], DatetimeWithNanoseconds), key
+        assert deployment[key].tzinfo is not None
+    statuses = [h["status"] for h in deployment["history"]]
+    assert statuses == ["queued", "provisioning", "cooling_down", "switching", "live"]
+    times = [h["at"] for h in deployment["history"]]
+    assert all(isinstance(t, DatetimeWithNanoseconds) for t in times) and times == sorted(times)
+    assert deployment["commit_messages"] == ["feat: more"]
+
+    retired = raw(firestore_client, "deployments", first)
+    assert retired["status"] == "retired" and retired["triggered_by"] == "ci@example.com"
+    assert retired["build_url"] == "https://ci/1" and retired["rollback_of"] is None
+    assert json.loads(retired["event"])["build_id"] == "b1"
+
+    release = raw(firestore_client, "releases", "hello@1.1.0")
+    assert set(release) >= {"app", "version", "commit", "artifact", "commit_messages", "created_at"}
+    assert isinstance(release["created_at"], DatetimeWithNanoseconds)
+    assert release["commit"] == COMMITS[1] and release["commit_messages"] == ["feat: more"]
+
+    environment = raw(firestore_client, "environments", "hello@staging")
+    assert environment["live_deployment_id"] == second and environment["live_version"] == "1.1.0"
+    assert environment["app"] == "hello" and environment["environment"] == "staging"
+    assert environment["active_deployment_id"] is None and environment["queue"] == []
+
+
+def test_the_same_build_delivered_three_times_makes_one_deployment(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    outcomes = [publish_build(world, "b1", COMMITS[0]).outcome for _ in range(3)]
+    assert outcomes == [Outcome.STARTED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert len(list(firestore_client.collection("deployments").stream())) == 1
+    assert len(list(firestore_client.collection("releases").stream())) == 1
+
+
+def test_concurrent_deliveries_of_one_build_make_one_deployment(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    outcomes: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(publish_build(world, "b1", COMMITS[0]).outcome))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == sorted([Outcome.STARTED] + [Outcome.DUPLICATE] * 3)
+    assert len(list(firestore_client.collection("deployments").stream())) == 1
+
+
+def test_concurrent_builds_of_different_commits_get_distinct_versions_and_one_lock_holder(
+    world: FakeWorld, store: FirestoreStore
+) -> None:
+    go_live(world, "b0", COMMITS[0])
+    results: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: results.append(
+                publish_build(world, f"c{i}", COMMITS[i], commit_messages=["fix: x"])
+            )
+        )
+        for i in range(1, 4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    versions = sorted(r.version for r in results)
+    assert versions == ["1.0.1", "1.0.2", "1.0.3"]
+    assert sum(r.outcome is Outcome.STARTED for r in results) == 1
+    state = store.get_environment("hello", "staging")
+    assert state is not None and state.active_deployment_id is not None and len(state.queue) == 1
+
+
+def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> None:
+    go_live(world, "b1", COMMITS[0])
+    staging = publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
+    production = publish_build(world, "b2", COMMITS[1], environment="production", commit_messages=["feat: x"])
+    assert staging.version == production.version == "1.1.0"
+    assert staging.deployment_id != production.deployment_id
+
+
+def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
+    world: FakeWorld, store: FirestoreStore
+) -> None:
+    running = publish_build(world, "b1", COMMITS[0])
+    older = publish_build(world, "b2", COMMITS[1])
+    newest = publish_build(world, "b3", COMMITS[2])
+    cancelled = store.get_deployment(older.deployment_id)
+    assert cancelled is not None and cancelled.status is S.CANCELLED and cancelled.finished_at is not None
+    state = store.get_environment("hello", "staging")
+    assert state is not None
+    assert state.active_deployment_id == running.deployment_id and state.queue == (newest.deployment_id,)
+
+
+def test_a_status_change_from_the_wrong_status_changes_nothing(
+    world: FakeWorld, store: FirestoreStore
+) -> None:
+    result = publish_build(world, "b1", COMMITS[0])
+    message = take_step(world, topology.START_ROLLING_REPLACE)
+    start_rolling_replace(world.services, message)
+    before = store.get_deployment(result.deployment_id)
+    start_rolling_replace(world.services, message)  # duplicate delivery
+    after = store.get_deployment(result.deployment_id)
+    assert before is not None and after is not None
+    assert after.history == before.history and after.status is S.COOLING_DOWN
+
+
+def test_queries_find_in_progress_live_history_and_cleanup(world: FakeWorld, store: FirestoreStore) -> None:
+    first = go_live(world, "b1", COMMITS[0])
+    second = go_live(world, "b2", COMMITS[1])
+    third = publish_build(world, "b3", COMMITS[2]).deployment_id
+    assert [d.deployment_id for d in store.deployments_with_status([S.PROVISIONING])] == [third]
+    assert [d.deployment_id for d in store.live_history("hello", "staging")] == [second, first]
+    assert store.deployments_due_for_cleanup(world.clock.now()) == []
+    world.clock.advance(10)
+    assert [d.deployment_id for d in store.deployments_due_for_cleanup(world.clock.now())] == [first]
+    assert sorted(store.released_versions("hello")) == ["1.0.0", "1.0.1", "1.0.2"]
+
+
+def test_rejected_events_are_recorded_once(store: FirestoreStore, firestore_client: firestore.Client) -> None:
+    event = RejectedEvent(
+        event_id="123",
+        reason="commit: must be 40 lowercase hex characters",
+        payload='{"commit": "x"}',
+        attributes={"app": "hello"},
+        received_at=datetime.now().astimezone(),
+        topic=topology.BUILD_SUCCEEDED,
+    )
+    store.record_rejected(event)
+    store.record_rejected(event)
+    doc = raw(firestore_client, "rejected_events", "123")
+    assert doc["reason"].startswith("commit:") and isinstance(doc["received_at"], DatetimeWithNanoseconds)
+    assert doc["attributes"] == {"app": "hello"} and doc["payload"] == '{"commit": "x"}'

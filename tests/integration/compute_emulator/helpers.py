@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,3 +237,64 @@ def wait_group_healthy(emulator: Emulator, project: str, group: str, size: int) 
         return stable and len(states) == size and all(s == ("RUNNING", "NONE", ["HEALTHY"]) for s in states)
 
     wait_until(healthy, HEALTHY_TIMEOUT_SECONDS, f"{group}: {size} instances RUNNING and HEALTHY")
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    started: float
+    finished: float
+    status: int  # 0 when the request failed without an HTTP answer
+    body: str
+
+
+class Load:
+    """Worker threads sending requests to `url + path` back to back until stopped (bounded)."""
+
+    MAX_SECONDS = 90.0
+
+    def __init__(self, url: str, path: str, workers: int = 8) -> None:
+        self.url = url
+        self.path = path
+        self.workers = workers
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Load:
+        deadline = time.monotonic() + self.MAX_SECONDS
+        for _ in range(self.workers):
+            thread = threading.Thread(target=self._work, args=(deadline,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _work(self, deadline: float) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                try:
+                    response = session.get(self.url + self.path, timeout=10)
+                    outcome = Outcome(started, time.monotonic(), response.status_code, response.text.strip())
+                except requests.RequestException as exc:
+                    outcome = Outcome(started, time.monotonic(), 0, type(exc).__name__)
+                with self._lock:
+                    self.outcomes.append(outcome)
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.snapshot() if o.status != 200]
+
+    def versions_since(self, moment: float) -> set[str]:
+        return {o.body for o in self.snapshot() if o.started >= moment and o.status == 200}

@@ -257,6 +257,7 @@ def test_a_channel_that_refuses_for_good_does_not_loop(
     assert len(receiver.received["/webhook"]) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_deliveries_of_one_event_send_each_channel_one_message(
     app: Flask, notify_env: Path, receiver: WebhookReceiver, deployment: dict[str, Any]
 ) -> None:

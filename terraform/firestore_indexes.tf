@@ -1,32 +1,18 @@
-# The composite indexes behind the queries the functions and releasectl run. Each entry names
-# the query it serves; tests/infra compares this list with the queries declared in code
-# (shared/queries.py). Single-field and equality-only queries need no entry: Firestore serves
-# them from its automatic single-field indexes.
+# The composite indexes behind the queries the store runs. shared/queries.py declares every
+# query; tests/infra checks that each one needing a composite index has one here, and that
+# nothing here is unused (an unused index only costs writes). The other declared queries
+# (release by commit, an app's releases, deployments by status, deployments due for cleanup)
+# filter on equality alone or on a single field, which Firestore's automatic single-field
+# indexes serve.
 locals {
   firestore_indexes = {
-    # releasectl releases / status: an environment's deployments, newest first.
-    deployments_by_environment = {
+    # live_history. Rollback: an environment's releases in the order they went live, newest first.
+    deployments_live_history = {
       collection = "deployments"
       fields = [
         { field_path = "app", order = "ASCENDING" },
         { field_path = "environment", order = "ASCENDING" },
-        { field_path = "created_at", order = "DESCENDING" },
-      ]
-    }
-    # watchdog: non-terminal deployments (status in [...]) not updated since the deadline.
-    deployments_by_status_age = {
-      collection = "deployments"
-      fields = [
-        { field_path = "status", order = "ASCENDING" },
-        { field_path = "updated_at", order = "ASCENDING" },
-      ]
-    }
-    # version resolution and rollback targets: an app's releases, newest first.
-    releases_by_app = {
-      collection = "releases"
-      fields = [
-        { field_path = "app", order = "ASCENDING" },
-        { field_path = "created_at", order = "DESCENDING" },
+        { field_path = "went_live_at", order = "DESCENDING" },
       ]
     }
   }

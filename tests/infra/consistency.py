@@ -345,21 +345,21 @@ class CompositeIndex:
 
 @dataclass(frozen=True)
 class Query:
-    """A Firestore query reduced to what decides its index: equality (==, in) filters, at
-    most one inequality field, and the order."""
+    """A Firestore query reduced to what decides its index: equality (`==`, `in`) filters,
+    inequality (range) filters, and the order."""
 
     name: str
     collection: str
     equality: frozenset[str]
-    inequality: str | None
+    inequality: tuple[str, ...]
     order_by: tuple[IndexField, ...]
 
     def index_suffix(self) -> tuple[IndexField, ...]:
-        # Firestore orders by the inequality field first (ascending unless the query says).
-        order = list(self.order_by)
-        if self.inequality and (not order or order[0].field != self.inequality):
-            order.insert(0, IndexField(self.inequality, False))
-        return tuple(order)
+        # After the equality fields an index lists the inequality fields the query does not
+        # order by (ascending), then the order-by fields in their order.
+        ordered = {f.field for f in self.order_by}
+        implicit = tuple(IndexField(field, False) for field in self.inequality if field not in ordered)
+        return implicit + self.order_by
 
     def needs_composite_index(self) -> bool:
         """Equality-only queries merge single-field indexes, and a single field sorts by its
@@ -441,24 +441,31 @@ def _order(entry: Any) -> IndexField:
     return IndexField(str(field), str(direction).upper().startswith("DESC"))
 
 
+def _fields(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(field) for field in value)
+
+
 def queries_from_module(module: Any) -> list[Query]:
-    """Read shared/queries.py's QUERIES: items with `collection`, equality fields
-    (`equality`, `equals` or `where`), an optional inequality field (`inequality` or
-    `range`) and `order_by`, as attributes or mapping keys."""
-    found = _get(module, "QUERIES", default=None)
+    """Read the queries shared/queries.py declares (`ALL_QUERIES`, or `QUERIES`): items with
+    `collection`, equality fields (`equality` and `membership`), inequality fields (`range`)
+    and `order_by`, as attributes or mapping keys."""
+    found = _get(module, "ALL_QUERIES", "QUERIES", default=None)
     if found is None:
-        raise ValueError("shared/queries.py has no QUERIES")
+        raise ValueError("shared/queries.py declares neither ALL_QUERIES nor QUERIES")
     items = found.items() if isinstance(found, Mapping) else enumerate(found)
     queries: list[Query] = []
     for key, item in items:
-        equality = _get(item, "equality", "equals", "where", default=()) or ()
-        inequality = _get(item, "inequality", "range", default=None)
+        equality = _fields(_get(item, "equality", default=())) + _fields(_get(item, "membership", default=()))
         queries.append(
             Query(
                 name=str(_get(item, "name", default=key)),
                 collection=str(_get(item, "collection")),
-                equality=frozenset(str(field) for field in equality),
-                inequality=str(inequality) if inequality else None,
+                equality=frozenset(equality),
+                inequality=_fields(_get(item, "range", "inequality", default=())),
                 order_by=tuple(_order(entry) for entry in (_get(item, "order_by", default=()) or ())),
             )
         )

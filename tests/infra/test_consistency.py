@@ -240,7 +240,7 @@ def test_a_query_without_index_and_an_unused_index_are_reported(model: c.Model) 
         name="served-by-the-dropped-index",
         collection=dropped.collection,
         equality=frozenset(f.field for f in dropped.fields[:-1]),
-        inequality=None,
+        inequality=(),
         order_by=dropped.fields[-1:],
     )
     assert c.index_problems(indexes, [query]) == [
@@ -257,7 +257,7 @@ def test_index_coverage_follows_firestore_rules() -> None:
     index = c.CompositeIndex("i", "deployments", (asc("status"), asc("updated_at")))
 
     def query(equality: set[str], inequality: str | None, order: tuple[c.IndexField, ...]) -> c.Query:
-        return c.Query("q", "deployments", frozenset(equality), inequality, order)
+        return c.Query("q", "deployments", frozenset(equality), (inequality,) if inequality else (), order)
 
     assert c.index_covers(index, query({"status"}, "updated_at", ()))
     assert c.index_covers(index, query({"status"}, None, (desc("updated_at"),)))  # reverse order

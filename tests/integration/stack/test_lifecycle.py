@@ -1,0 +1,185 @@
+"""Start, refuse a second start, refuse a busy fixed port, stop everything (twice)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.processes import ServiceError, descendants, process_matches
+from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, compute_emulator_available
+from tests.conftest import TEST_PROJECT
+from tests.integration.stack.conftest import ECHO_SOURCE, EchoStack
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _devstack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_second_start_says_already_running_and_changes_nothing(echo_stack: EchoStack) -> None:
+    stack = echo_stack.stack
+    pids_before = [(s.name, s.pid) for s in stack.services()]
+    env_before = stack.env_file.read_text(encoding="utf-8")
+    with pytest.raises(StackAlreadyRunning, match="already running"):
+        Stack(stack.state_dir, project=TEST_PROJECT, functions_source=ECHO_SOURCE, fixed_ports={}).start()
+    completed = _devstack("up", "--state-dir", str(stack.state_dir))
+    assert completed.returncode == 0, completed.stderr
+    assert "Already running" in completed.stdout
+    assert [(s.name, s.pid) for s in stack.services()] == pids_before
+    assert stack.env_file.read_text(encoding="utf-8") == env_before
+    assert all(s.alive for s in stack.services())
+
+
+def test_status_lists_every_service_as_healthy(echo_stack: EchoStack) -> None:
+    completed = _devstack("status", "--state-dir", str(echo_stack.stack.state_dir))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    for record in echo_stack.stack.services():
+        line = next(line for line in completed.stdout.splitlines() if line.startswith(record.name + " "))
+        assert str(record.pid) in line and "running" in line and line.rstrip().endswith("ok")
+
+
+def test_a_busy_fixed_port_is_named_in_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServiceError, match=rf"port {port} for {PUBSUB} is already in use"):
+            Stack(tmp_path / "api", functions_source=ECHO_SOURCE, fixed_ports={PUBSUB: port}).start()
+        assert not (tmp_path / "api" / "stack.json").exists()
+
+        completed = _devstack(
+            "up", "--state-dir", str(tmp_path / "cli"), env={"DEVSTACK_PUBSUB_PORT": str(port)}
+        )
+        assert completed.returncode == 1
+        assert f"port {port}" in completed.stderr and "DEVSTACK_PUBSUB_PORT" in completed.stderr
+        assert not (tmp_path / "cli" / "stack.json").exists()
+
+
+def _stop_and_check(stack: Stack, extra: list[tuple[int, int]]) -> None:
+    tracked = [(s.pid, s.start_time) for s in stack.services()]
+    for record in stack.services():
+        tracked.extend(descendants(record.pid))
+    tracked.extend(extra)
+    assert tracked and all(process_matches(pid, start) for pid, start in tracked)
+    assert stack.stop() is True
+    survivors = [pid for pid, start in tracked if process_matches(pid, start)]
+    assert survivors == [], f"still running after stop: {survivors}"
+    assert not stack.state_file.exists() and not stack.env_file.exists()
+
+
+def _echo_stack(tmp_path: Path) -> Stack:
+    return Stack(
+        tmp_path / "stack",
+        project=TEST_PROJECT,
+        functions_source=ECHO_SOURCE,
+        fixed_ports={},
+        extra_function_env={"ECHO_RECORD_FILE": str(tmp_path / "echo.jsonl")},
+    )
+
+
+def test_stop_leaves_no_process_behind_and_is_safe_twice(tmp_path: Path) -> None:
+    stack = _echo_stack(tmp_path).start()
+    try:
+        _stop_and_check(stack, [])
+    finally:
+        stack.stop()
+    assert stack.stop() is False  # twice is fine
+    completed = _devstack("down", "--state-dir", str(stack.state_dir))
+    assert completed.returncode == 0 and "not running" in completed.stdout
+
+
+@pytest.mark.skipif(
+    not compute_emulator_available(), reason="the Compute emulator package is not in this checkout"
+)
+def test_stop_ends_the_compute_emulator_instances(tmp_path: Path) -> None:
+    stack = _echo_stack(tmp_path).start()
+    try:
+        instance_processes = _start_an_instance(stack)
+        _stop_and_check(stack, instance_processes)
+    finally:
+        stack.stop()
+
+
+def _start_an_instance(stack: Stack) -> list[tuple[int, int]]:
+    """A one-instance MIG on the Compute emulator; returns its processes (pid, start time)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    options = {"api_endpoint": f"http://{stack.env['COMPUTE_EMULATOR_HOST']}"}
+    credentials = AnonymousCredentials()
+    assert stack.config is not None
+    environment = stack.config.environment("hello", "staging")
+    assert environment is not None
+    compute = stack.service("compute-emulator")
+    before = {pid for pid, _ in descendants(compute.pid)}
+    artifact = _tiny_artifact(stack.state_dir)
+    templates = compute_v1.InstanceTemplatesClient(credentials=credentials, client_options=options)
+    base = templates.get(project=stack.project, instance_template=environment.base_instance_template)
+    template = compute_v1.InstanceTemplate(
+        name="lifecycle-probe",
+        properties=compute_v1.InstanceProperties(
+            machine_type=base.properties.machine_type,
+            disks=list(base.properties.disks),
+            network_interfaces=list(base.properties.network_interfaces),
+            metadata=compute_v1.Metadata(
+                items=[
+                    compute_v1.Items(key="release-artifact", value=artifact.as_uri()),
+                    compute_v1.Items(key="release-version", value="0.0.1"),
+                ]
+            ),
+        ),
+    )
+    templates.insert(project=stack.project, instance_template_resource=template).result(timeout=30)
+    link = templates.get(project=stack.project, instance_template="lifecycle-probe").self_link
+    groups = compute_v1.InstanceGroupManagersClient(credentials=credentials, client_options=options)
+    zone = f"{environment.region}-a"
+    groups.insert(
+        project=stack.project,
+        zone=zone,
+        instance_group_manager_resource=compute_v1.InstanceGroupManager(
+            name="lifecycle-probe",
+            base_instance_name="lifecycle-probe",
+            instance_template=link,
+            target_size=1,
+        ),
+    ).result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        managed = list(
+            groups.list_managed_instances(
+                project=stack.project, zone=zone, instance_group_manager="lifecycle-probe"
+            )
+        )
+        new = [(pid, start) for pid, start in descendants(compute.pid) if pid not in before]
+        if managed and managed[0].instance_status == "RUNNING" and new:
+            return new
+        time.sleep(0.2)
+    raise AssertionError("the probe instance did not reach RUNNING with a process within 30 s")
+
+
+def _tiny_artifact(directory: Path) -> Path:
+    import io
+    import tarfile
+
+    procfile = f"web: {sys.executable} -m http.server $PORT --bind 127.0.0.1\n".encode()
+    path = directory / "probe-artifact.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("Procfile")
+        info.size = len(procfile)
+        archive.addfile(info, io.BytesIO(procfile))
+    return path

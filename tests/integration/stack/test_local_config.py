@@ -1,0 +1,45 @@
+"""The local pipeline file: rendered from the template with load-balancer URLs and the local identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import DEFAULT_PIPELINE_TEMPLATE, render_pipeline_config
+from devstack.token_issuer import DEFAULT_IDENTITY, ENV_IDENTITY
+from shared.config import load_pipeline_config
+
+URLS = {"hello-staging-backend": "http://127.0.0.1:4001", "hello-production-backend": "http://127.0.0.1:4002"}
+
+
+def test_the_rendered_file_meets_the_local_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_IDENTITY, raising=False)
+    path = tmp_path / "pipeline.toml"
+    path.write_text(render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), URLS))
+    config = load_pipeline_config(path)
+    assert set(config.apps) == {"hello"}
+    assert set(config.apps["hello"].environments) == {"staging", "production"}
+    for environment in config.all_environments():
+        assert environment.cool_down_seconds <= 5
+        assert environment.provisioning_deadline_seconds <= 60
+        assert environment.instance_count == 2
+        assert environment.url == URLS[environment.backend_service]
+        assert DEFAULT_IDENTITY in environment.rollback_callers
+        assert [c.kind for c in environment.channels] == ["webhook"]
+    staging, production = config.environment("hello", "staging"), config.environment("hello", "production")
+    assert staging is not None and staging.auto_deploy
+    assert production is not None and not production.auto_deploy
+
+
+def test_the_local_identity_may_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_IDENTITY, "oncall@hello.local")
+    path = tmp_path / "pipeline.toml"
+    path.write_text(render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), URLS))
+    for environment in load_pipeline_config(path).all_environments():
+        assert environment.rollback_callers == ("oncall@hello.local",)
+
+
+def test_without_the_compute_emulator_urls_are_empty() -> None:
+    rendered = render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), {})
+    assert 'url = ""' in rendered

@@ -187,7 +187,7 @@ resource "google_eventarc_trigger" "extra" {
 
   destination {
     cloud_run_service {
-      service = google_cloudfunctions2_function.fn[each.value.function].service_config[0].service
+      service = google_cloudfunctions2_function.fn[each.value.function].name
       region  = var.region
     }
   }

@@ -29,13 +29,13 @@ resource "google_pubsub_topic_iam_member" "function_publishes" {
 }
 
 # Each Pub/Sub-triggered function's account is also its trigger's identity; it may invoke its
-# own service and nothing else.
+# own service and nothing else. A gen2 function runs as the Cloud Run service of its name.
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_function" {
   for_each = local.pubsub_functions
 
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.fn[each.key].service_config[0].service
+  name     = google_cloudfunctions2_function.fn[each.key].name
   role     = "roles/run.invoker"
   member   = google_service_account.function[each.key].member
 }
@@ -55,7 +55,7 @@ resource "google_service_account_iam_member" "pubsub_signs_trigger_tokens" {
 resource "google_cloud_run_v2_service_iam_member" "rollback_invoker" {
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.fn["rollback"].service_config[0].service
+  name     = google_cloudfunctions2_function.fn["rollback"].name
   role     = "roles/run.invoker"
   member   = "group:${var.rollback_invoker_group}"
 }

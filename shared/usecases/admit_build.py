@@ -52,9 +52,9 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
         event = parse_build_succeeded(data, attributes)
         services.environment_config(event.app, event.environment)
     except InvalidBuildEvent as exc:  # permanent: the message itself is bad
-        return _reject(services, data, attributes, event_id, exc.reason)
+        return reject_build_event(services, data, attributes, event_id, exc.reason)
     except UnknownEnvironment as exc:  # permanent: the pipeline file does not declare it
-        return _reject(services, data, attributes, event_id, str(exc))
+        return reject_build_event(services, data, attributes, event_id, str(exc))
 
     deployment_id = deployment_id_for(event.app, event.environment, event.build_id)
     bind(deployment_id=deployment_id)
@@ -152,7 +152,7 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
     return _Admitted(deployment, created=True, cancelled=tuple(cancelled))
 
 
-def _reject(
+def reject_build_event(
     services: Services, data: bytes, attributes: Mapping[str, str], event_id: str, reason: str
 ) -> AdmitResult:
     log.warning("rejected build-succeeded event: %s", reason)

@@ -1,0 +1,119 @@
+"""`rollback` (HTTP, CONTRACT §4): roll an environment back by republishing an earlier release.
+
+Answers: 202 accepted; 400 malformed body; 401 no or bad token; 403 caller not allowed for
+the environment; 404 unknown app, environment or version; 409 nothing earlier, or already
+live; 503 when a dependency (keys, Firestore, Pub/Sub) is briefly unavailable. A client's
+mistake is never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import flask
+import functions_framework
+
+from shared.adapters.wiring import rollback_audience, services
+from shared.auth import (
+    CertificatesUnavailableError,
+    InvalidTokenError,
+    bearer_token,
+    caller_allowed,
+    verify_identity_token,
+)
+from shared.config import NAME_PATTERN
+from shared.domain.rollback import RollbackRefused
+from shared.domain.versioning import is_version
+from shared.logging import get_logger, log_context
+from shared.ports import TransientError
+from shared.usecases.rollback import request_rollback
+
+log = get_logger("rollback")
+
+MAX_REASON = 500
+_ALLOWED_FIELDS = {"app", "environment", "to_version", "reason"}
+
+
+class BadRequest(ValueError):
+    """The body or one of its fields is malformed (400)."""
+
+
+def _answer(status: int, body: dict[str, Any]) -> flask.Response:
+    response = flask.jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _parse(request: flask.Request) -> tuple[str, str, str | None, str | None]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object sent with Content-Type: application/json")
+    unknown = set(body) - _ALLOWED_FIELDS
+    if unknown:
+        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
+    fields: dict[str, str | None] = {}
+    for name in ("app", "environment"):
+        value = body.get(name)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            raise BadRequest(f"{name}: required, matching {NAME_PATTERN.pattern}")
+        fields[name] = value
+    to_version = body.get("to_version")
+    if to_version is not None and (not isinstance(to_version, str) or not is_version(to_version)):
+        raise BadRequest("to_version: must be a semantic version such as 1.2.3")
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+        raise BadRequest(f"reason: must be a string of at most {MAX_REASON} characters")
+    return str(fields["app"]), str(fields["environment"]), to_version, reason
+
+
+@functions_framework.http
+def rollback(request: flask.Request) -> flask.Response:
+    pipeline = services()
+    audience = rollback_audience()
+    request_id = re.sub(r"[^A-Za-z0-9/;=-]", "", request.headers.get("X-Cloud-Trace-Context", ""))[:100]
+    with log_context(event_id=request_id or f"rollback-{uuid.uuid4().hex[:12]}"):
+        if request.method != "POST":
+            return _answer(405, {"error": "use POST"})
+        try:
+            caller = verify_identity_token(bearer_token(request.headers.get("Authorization")), audience)
+        except InvalidTokenError as exc:  # permanent for this request: the caller's token
+            log.warning("rollback refused: %s", exc)
+            return _answer(401, {"error": "a valid identity token is required"})
+        except CertificatesUnavailableError as exc:  # transient: the key endpoint is down
+            log.error("cannot verify tokens: %s", exc)
+            return _answer(503, {"error": "cannot verify identity tokens right now; retry"})
+        try:
+            app, environment, to_version, reason = _parse(request)
+        except BadRequest as exc:  # permanent: the client's body
+            return _answer(400, {"error": str(exc)})
+        with log_context(app=app, environment=environment):
+            env = pipeline.config.environment(app, environment)
+            if env is None:
+                return _answer(404, {"error": f"unknown app or environment {app}/{environment}"})
+            if not caller_allowed(caller.email, env.rollback_callers):
+                log.warning("rollback refused: %s may not roll back %s", caller.email, env.key)
+                return _answer(403, {"error": f"{caller.email} may not roll back {app}/{environment}"})
+            try:
+                accepted = request_rollback(
+                    pipeline,
+                    app=app,
+                    environment=environment,
+                    caller=caller.email,
+                    to_version=to_version,
+                    reason=reason,
+                )
+            except RollbackRefused as exc:  # permanent: 404 or 409, as the domain decided
+                return _answer(exc.http_status, {"error": str(exc)})
+            except TransientError as exc:  # transient: Firestore or Pub/Sub; the client may retry
+                log.error("rollback could not be published: %s", exc)
+                return _answer(503, {"error": "temporarily unavailable; retry"})
+            return _answer(
+                202,
+                {
+                    "deployment_id": accepted.deployment_id,
+                    "version": accepted.version,
+                    "rollback_of": accepted.rollback_of,
+                },
+            )

@@ -1,0 +1,63 @@
+"""Builds the adapters once per function instance (cold start), from the environment.
+
+Environment variable names come only from `shared.config`. A missing or invalid setting
+fails the cold start with an error naming it, instead of failing later mid-deployment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from shared.config import (
+    ENV_COMPUTE_EMULATOR_HOST,
+    ENV_PROJECT,
+    ENV_ROLLBACK_AUDIENCE,
+    ConfigError,
+    PipelineConfig,
+    load_pipeline_config,
+)
+from shared.usecases.services import Services
+
+
+def project_id() -> str:
+    project = os.environ.get(ENV_PROJECT, "").strip()
+    if not project:
+        raise ConfigError(f"{ENV_PROJECT}: required (the Google Cloud project id)")
+    return project
+
+
+@functools.cache
+def pipeline_config() -> PipelineConfig:
+    return load_pipeline_config()
+
+
+@functools.cache
+def services() -> Services:
+    from shared.adapters.clock import SystemClock
+    from shared.adapters.compute_engine import ComputeEngine
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.pubsub_publisher import PubSubPublisher
+
+    project = project_id()
+    config = pipeline_config()
+    compute_host = os.environ.get(ENV_COMPUTE_EMULATOR_HOST, "").strip()
+    if compute_host and ("/" in compute_host or ":" not in compute_host):
+        raise ConfigError(f"{ENV_COMPUTE_EMULATOR_HOST}: expected host:port, got {compute_host!r}")
+    return Services(
+        config=config,
+        store=FirestoreStore.from_environment(project),
+        compute=ComputeEngine(project, endpoint=f"http://{compute_host}" if compute_host else None),
+        publisher=PubSubPublisher(project),
+        clock=SystemClock(),
+    )
+
+
+@functools.cache
+def rollback_audience() -> str:
+    audience = os.environ.get(ENV_ROLLBACK_AUDIENCE, "").strip()
+    if not audience:
+        raise ConfigError(
+            f"{ENV_ROLLBACK_AUDIENCE}: required (the rollback function's URL, the token audience)"
+        )
+    return audience

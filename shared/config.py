@@ -29,6 +29,12 @@ ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
 """Comma-separated accepted issuers. Default: Google's two issuer spellings."""
 ENV_LOG_LEVEL = "LOG_LEVEL"
+ENV_RELEASECTL_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
+"""releasectl: the rollback function's URL (CONTRACT §4)."""
+ENV_RELEASECTL_TOKEN_URL = "RELEASECTL_TOKEN_URL"
+"""releasectl, local only: the local issuer's mint endpoint; unset on GCP, where gcloud mints tokens."""
+ENV_RELEASECTL_IDENTITY = "RELEASECTL_IDENTITY"
+"""releasectl, local only: the e-mail to ask the local issuer for (default developer@hello.local)."""
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")

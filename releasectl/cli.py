@@ -1,0 +1,344 @@
+"""`releasectl`: publish builds, read release state, watch deployments, roll back (CONTRACT §5).
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or input (one line on stderr).
+`--json` prints exactly one JSON document on stdout; progress then goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from releasectl.records import RecordsUnavailable, environment_releases, environment_status, firestore_client
+from releasectl.remote import (
+    BadInput,
+    OperationFailed,
+    build_message,
+    identity_token,
+    publish_build_succeeded,
+    request_rollback,
+)
+from releasectl.watch import watch_deployment
+from shared.artifact import ArtifactError, build_artifact
+from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_WATCH_TIMEOUT_SECONDS = 600.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with one line on stderr, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"releasectl: {message} (see releasectl {self.prog.split()[-1]} --help)\n")
+
+
+def _name(kind: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise argparse.ArgumentTypeError(f"{kind} {value!r} must match {NAME_PATTERN.pattern}")
+        return value
+
+    return check
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from exc
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="releasectl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def target(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--app", required=True, type=_name("app"))
+        sub.add_argument("--env", required=True, type=_name("environment"), dest="environment")
+
+    def json_flag(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="print exactly one JSON document")
+
+    publish = commands.add_parser("publish", help="publish build-succeeded (what CI runs)")
+    target(publish)
+    publish.add_argument("--commit", required=True)
+    publish.add_argument("--build-id", required=True)
+    publish.add_argument("--artifact", required=True, help="gs://… or file:///… URL of the .tar.gz")
+    publish.add_argument("--commit-message", action="append", default=[], dest="commit_messages")
+    publish.add_argument("--bump", choices=("major", "minor", "patch"))
+    publish.add_argument("--branch")
+    publish.add_argument("--build-url")
+    publish.add_argument("--triggered-by")
+    json_flag(publish)
+
+    status = commands.add_parser("status", help="what is live in an environment, and what is coming")
+    target(status)
+    json_flag(status)
+
+    releases = commands.add_parser("releases", help="an environment's deployments, newest first")
+    target(releases)
+    releases.add_argument("--limit", type=_positive_int, default=20)
+    json_flag(releases)
+
+    rollback = commands.add_parser("rollback", help="roll an environment back (CONTRACT §4)")
+    target(rollback)
+    rollback.add_argument(
+        "--to", dest="to_version", help="the version to go back to (default: the previous one)"
+    )
+    rollback.add_argument("--reason")
+    json_flag(rollback)
+
+    watch = commands.add_parser("watch", help="follow a deployment until it is live or has failed")
+    watch.add_argument("deployment_id")
+    watch.add_argument(
+        "--timeout", type=_positive_float, default=DEFAULT_WATCH_TIMEOUT_SECONDS, help="seconds"
+    )
+    json_flag(watch)
+
+    package = commands.add_parser("package", help="build the release artifact (CONTRACT §7)")
+    package.add_argument("source_dir", type=Path)
+    package.add_argument("--out", required=True, type=Path)
+    json_flag(package)
+
+    token = commands.add_parser("token", help="print an identity token the rollback endpoint accepts")
+    json_flag(token)
+    return parser
+
+
+def _url_of(app: str, environment: str) -> str | None:
+    """The environment's public URL from the pipeline file; an unknown app or environment is bad input."""
+    try:
+        config = load_pipeline_config()
+    except ConfigError:
+        return None  # Without the pipeline file (e.g. on a CI runner) the URL is simply unknown.
+    if app not in config.apps:
+        raise BadInput(f"unknown app {app!r}")
+    found = config.environment(app, environment)
+    if found is None:
+        raise BadInput(f"app {app!r} has no environment {environment!r}")
+    return found.url or None
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _short_time(text: str | None) -> str | None:
+    return text.replace("T", " ")[:19] if text else None
+
+
+class _Output:
+    def __init__(self, as_json: bool, stdout: TextIO, stderr: TextIO) -> None:
+        self.as_json = as_json
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def document(self, value: Any) -> None:
+        self.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+    def line(self, text: str = "") -> None:
+        """Human output; in JSON mode it goes to stderr, keeping stdout one document."""
+        (self.stderr if self.as_json else self.stdout).write(text + "\n")
+        (self.stderr if self.as_json else self.stdout).flush()
+
+
+def _publish(args: argparse.Namespace, out: _Output) -> int:
+    data, attributes = build_message(
+        app=args.app,
+        environment=args.environment,
+        commit=args.commit,
+        build_id=args.build_id,
+        artifact=args.artifact,
+        commit_messages=args.commit_messages,
+        bump=args.bump,
+        branch=args.branch,
+        build_url=args.build_url,
+        triggered_by=args.triggered_by,
+    )
+    message_id = publish_build_succeeded(data, attributes)
+    if out.as_json:
+        out.document({"message_id": message_id})
+    else:
+        out.line(message_id)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, out: _Output) -> int:
+    url = _url_of(args.app, args.environment)
+    status = environment_status(firestore_client(), args.app, args.environment, url)
+    if out.as_json:
+        out.document(status)
+        return EXIT_OK
+    out.line(f"{args.app} on {args.environment}" + (f"   {url}" if url else ""))
+    live = status["live"]
+    if live:
+        commit = (live["commit"] or "")[:7] or "-"
+        out.line(
+            f"  live:         {live['version']}  ({live['deployment_id']}, commit {commit},"
+            f" since {_short_time(live['since']) or '-'})"
+        )
+    else:
+        out.line("  live:         nothing yet")
+    if status["in_progress"]:
+        out.line("  in progress:")
+        for row in status["in_progress"]:
+            out.line(
+                f"    {row['version'] or '(version pending)'}  {row['status']}  ({row['deployment_id']})"
+            )
+    else:
+        out.line("  in progress:  none")
+    return EXIT_OK
+
+
+def _releases(args: argparse.Namespace, out: _Output) -> int:
+    _url_of(args.app, args.environment)
+    rows = environment_releases(firestore_client(), args.app, args.environment, args.limit)
+    if out.as_json:
+        out.document(rows)
+        return EXIT_OK
+    if not rows:
+        out.line(f"no deployments of {args.app} on {args.environment} yet")
+        return EXIT_OK
+    out.line(
+        _table(
+            [
+                "version",
+                "status",
+                "deployment",
+                "commit",
+                "created",
+                "finished",
+                "triggered by",
+                "rollback of",
+            ],
+            [
+                [
+                    r["version"],
+                    r["status"],
+                    r["deployment_id"],
+                    (r["commit"] or "")[:7] or None,
+                    _short_time(r["created_at"]),
+                    _short_time(r["finished_at"]),
+                    r["triggered_by"],
+                    r["rollback_of"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace, out: _Output) -> int:
+    accepted = request_rollback(args.app, args.environment, args.to_version, args.reason)
+    if out.as_json:
+        out.document(accepted.body)
+    else:
+        out.line(
+            f"rollback accepted: {args.app} {accepted.version} is being deployed to {args.environment}"
+            f" as {accepted.deployment_id}"
+            + (f" (rolling back {accepted.rollback_of})" if accepted.rollback_of else "")
+        )
+        out.line(f"follow it with: releasectl watch {accepted.deployment_id}")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace, out: _Output) -> int:
+    outcome = watch_deployment(firestore_client(), args.deployment_id, args.timeout, out.line)
+    if outcome.timed_out:
+        state = outcome.status or "not recorded"
+        out.line(f"gave up after {args.timeout:g} s: {args.deployment_id} is still {state}")
+    elif outcome.succeeded:
+        out.line(f"{args.deployment_id} is {outcome.status} ({outcome.elapsed_seconds:.1f} s watched)")
+    else:
+        out.line(f"{args.deployment_id} ended {outcome.status}")
+    if out.as_json:
+        out.document(outcome.as_json())
+    return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def _package(args: argparse.Namespace, out: _Output) -> int:
+    try:
+        artifact = build_artifact(args.source_dir, args.out)
+    except (ArtifactError, FileNotFoundError, NotADirectoryError) as exc:
+        raise BadInput(str(exc)) from exc
+    resolved = artifact.resolve()
+    if out.as_json:
+        out.document({"path": str(resolved), "uri": resolved.as_uri()})
+    else:
+        out.line(str(resolved))
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace, out: _Output) -> int:
+    token = identity_token()
+    if out.as_json:
+        out.document({"token": token})
+    else:
+        out.line(token)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+    "publish": _publish,
+    "status": _status,
+    "releases": _releases,
+    "rollback": _rollback,
+    "watch": _watch,
+    "package": _package,
+    "token": _token,
+}
+
+
+def run(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one command and return its exit code (for tests and embedding)."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    out = _Output(bool(getattr(args, "json", False)), stdout, stderr)
+    try:
+        return _COMMANDS[args.command](args, out)
+    except BadInput as exc:  # permanent for this invocation: the user must change the input
+        stderr.write(f"releasectl: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    except (OperationFailed, RecordsUnavailable) as exc:  # may be transient; rerunning may help
+        stderr.write(f"releasectl: {_one_line(exc)}\n")
+        return EXIT_FAILED
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,190 @@
+"""Talking to the pipeline: publish `build-succeeded`, get an identity token, call the rollback.
+
+Each failure is classified for the CLI's exit code: `BadInput` (2) for what the user can fix in
+the command line or environment, `OperationFailed` (1) for everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+from shared.config import (
+    ENV_PROJECT,
+    ENV_RELEASECTL_IDENTITY,
+    ENV_RELEASECTL_ROLLBACK_URL,
+    ENV_RELEASECTL_TOKEN_URL,
+    ENV_ROLLBACK_AUDIENCE,
+)
+from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
+from shared.topology import BUILD_SUCCEEDED
+
+DEFAULT_IDENTITY = "developer@hello.local"
+PUBLISH_TIMEOUT_SECONDS = 30.0
+HTTP_TIMEOUT_SECONDS = 30.0
+GCLOUD_TIMEOUT_SECONDS = 60.0
+
+
+class BadInput(Exception):
+    """Bad usage or input: exit 2 with this one-line reason."""
+
+
+class OperationFailed(Exception):
+    """The operation did not succeed: exit 1 with this reason."""
+
+
+def build_message(
+    *,
+    app: str,
+    environment: str,
+    commit: str,
+    build_id: str,
+    artifact: str,
+    commit_messages: Sequence[str] = (),
+    bump: str | None = None,
+    branch: str | None = None,
+    build_url: str | None = None,
+    triggered_by: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The CONTRACT §3 message, validated by the same parser the pipeline runs."""
+    payload: dict[str, Any] = {
+        "app": app,
+        "environment": environment,
+        "commit": commit,
+        "build_id": build_id,
+        "artifact": artifact,
+    }
+    optional: dict[str, Any] = {
+        "commit_messages": list(commit_messages) or None,
+        "bump": bump,
+        "branch": branch,
+        "build_url": build_url,
+        "triggered_by": triggered_by,
+    }
+    payload.update({key: value for key, value in optional.items() if value is not None})
+    data = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    attributes = {"app": app, "environment": environment}
+    try:
+        event: BuildSucceeded = parse_build_succeeded(data, attributes)
+    except InvalidBuildEvent as exc:
+        raise BadInput(exc.reason) from exc
+    return event.to_message()
+
+
+def publish_build_succeeded(data: bytes, attributes: Mapping[str, str], project: str | None = None) -> str:
+    """Publish on `build-succeeded`; returns the message id. Honours $PUBSUB_EMULATOR_HOST."""
+    project = project or os.environ.get(ENV_PROJECT)
+    if not project:
+        raise BadInput(f"{ENV_PROJECT} is not set; it names the project whose topic to publish to")
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(project, BUILD_SUCCEEDED)
+    try:
+        return str(publisher.publish(topic, data, **attributes).result(timeout=PUBLISH_TIMEOUT_SECONDS))
+    except api_exceptions.NotFound as exc:  # permanent: the topic does not exist in this project
+        raise OperationFailed(f"topic {topic} does not exist") from exc
+    except (api_exceptions.GoogleAPICallError, TimeoutError) as exc:  # transient: CI can rerun the step
+        raise OperationFailed(f"publishing to {topic} failed: {exc}") from exc
+    finally:
+        publisher.stop()
+
+
+def rollback_url() -> str:
+    url = os.environ.get(ENV_RELEASECTL_ROLLBACK_URL, "").strip()
+    if not url:
+        raise BadInput(f"{ENV_RELEASECTL_ROLLBACK_URL} is not set (the rollback function's URL)")
+    return url
+
+
+def identity_token() -> str:
+    """A token the rollback function accepts: from the local issuer, or from gcloud on GCP."""
+    audience = os.environ.get(ENV_ROLLBACK_AUDIENCE, "").strip() or rollback_url()
+    token_url = os.environ.get(ENV_RELEASECTL_TOKEN_URL, "").strip()
+    if token_url:
+        identity = os.environ.get(ENV_RELEASECTL_IDENTITY, "").strip() or DEFAULT_IDENTITY
+        query = urllib.parse.urlencode({"audience": audience, "email": identity})
+        separator = "&" if "?" in token_url else "?"
+        try:
+            response = requests.get(f"{token_url}{separator}{query}", timeout=HTTP_TIMEOUT_SECONDS)
+        except requests.RequestException as exc:  # transient: the local issuer is not running
+            raise OperationFailed(f"cannot reach the token issuer at {token_url}: {exc}") from exc
+        if response.status_code != 200:
+            raise OperationFailed(
+                f"token issuer answered HTTP {response.status_code}: {response.text.strip()}"
+            )
+        return response.text.strip()
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        raise BadInput(
+            f"gcloud is not installed and {ENV_RELEASECTL_TOKEN_URL} is not set; cannot get a token"
+        )
+    try:
+        completed = subprocess.run(
+            [gcloud, "auth", "print-identity-token", f"--audiences={audience}"],
+            capture_output=True,
+            text=True,
+            timeout=GCLOUD_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # transient: gcloud hung (network, prompt)
+        raise OperationFailed("gcloud auth print-identity-token timed out") from exc
+    if completed.returncode != 0:
+        last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OperationFailed(f"gcloud auth print-identity-token failed: {last_line}")
+    return completed.stdout.strip()
+
+
+@dataclass(frozen=True)
+class RollbackAccepted:
+    deployment_id: str
+    version: str
+    rollback_of: str | None
+    body: dict[str, Any]
+
+
+def request_rollback(
+    app: str, environment: str, to_version: str | None, reason: str | None, token: str | None = None
+) -> RollbackAccepted:
+    """POST CONTRACT §4. 400/404 are the caller's input (BadInput); 401/403/409/5xx fail the operation."""
+    url = rollback_url()
+    body: dict[str, Any] = {"app": app, "environment": environment}
+    if to_version:
+        body["to_version"] = to_version
+    if reason:
+        body["reason"] = reason
+    bearer = token or identity_token()
+    try:
+        response = requests.post(
+            url, json=body, headers={"Authorization": f"Bearer {bearer}"}, timeout=HTTP_TIMEOUT_SECONDS
+        )
+    except requests.RequestException as exc:  # transient: the function is unreachable
+        raise OperationFailed(f"cannot reach the rollback endpoint {url}: {exc}") from exc
+    answer = _json_or_text(response)
+    if response.status_code == 202 and isinstance(answer, dict):
+        return RollbackAccepted(
+            deployment_id=str(answer.get("deployment_id")),
+            version=str(answer.get("version")),
+            rollback_of=answer.get("rollback_of"),
+            body=answer,
+        )
+    reason_text = answer.get("error") if isinstance(answer, dict) else str(answer)
+    message = f"rollback refused (HTTP {response.status_code}): {reason_text or response.reason}"
+    if response.status_code in (400, 404):
+        raise BadInput(message)
+    raise OperationFailed(message)
+
+
+def _json_or_text(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text.strip()

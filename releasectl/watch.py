@@ -1,0 +1,118 @@
+"""Follow one deployment until it ends: print each status change as it happens, with elapsed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from releasectl.records import get_deployment, history_entries, iso
+
+POLL_SECONDS = 0.5
+SUCCEEDED = ("live", "retired")
+"""`retired` was live and has since been replaced: the deployment itself succeeded."""
+UNSUCCESSFUL = ("failed", "cancelled")
+
+
+@dataclass
+class WatchOutcome:
+    deployment_id: str
+    status: str | None
+    succeeded: bool
+    timed_out: bool
+    elapsed_seconds: float
+    deployment: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        d = self.deployment
+        return {
+            "deployment_id": self.deployment_id,
+            "app": d.get("app"),
+            "environment": d.get("environment"),
+            "version": d.get("version"),
+            "status": self.status,
+            "succeeded": self.succeeded,
+            "timed_out": self.timed_out,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "history": [
+                {
+                    "status": entry.get("status"),
+                    "at": iso(entry.get("at")),
+                    "detail": entry.get("detail") or "",
+                }
+                for entry in history_entries(d)
+            ],
+        }
+
+
+def _offset(at: Any, origin: Any) -> str:
+    if isinstance(at, datetime) and isinstance(origin, datetime):
+        return f"+{(at - origin).total_seconds():6.1f} s"
+    return "        "
+
+
+def watch_deployment(
+    client: firestore.Client,
+    deployment_id: str,
+    timeout_seconds: float,
+    say: Callable[[str], None],
+    *,
+    poll_seconds: float = POLL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WatchOutcome:
+    """Poll the deployment record until it ends or `timeout_seconds` pass (the record may not exist
+    yet: a rollback's 202 names the deployment its event is about to create)."""
+    started = clock()
+    printed = 0
+    last_status: str | None = None
+    waiting_said = False
+    deployment: dict[str, Any] = {}
+    while True:
+        found = get_deployment(client, deployment_id)
+        if found is None:
+            if not waiting_said:
+                say(f"waiting for {deployment_id} to be recorded…")
+                waiting_said = True
+        else:
+            deployment = found
+            if printed == 0 and last_status is None:
+                say(
+                    f"{deployment_id}: {deployment.get('app')} {deployment.get('version') or '(version pending)'}"
+                    f" on {deployment.get('environment')}"
+                )
+            history = history_entries(deployment)
+            origin = deployment.get("created_at")
+            for entry in history[printed:]:
+                detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
+                say(f"  {_offset(entry.get('at'), origin)}  {entry.get('status')}{detail}")
+                last_status = str(entry.get("status"))
+            printed = len(history)
+            status = deployment.get("status")
+            if status != last_status and status is not None:
+                say(f"  {'':8}  {status}")
+                last_status = str(status)
+            if status in SUCCEEDED or status in UNSUCCESSFUL:
+                return WatchOutcome(
+                    deployment_id,
+                    str(status),
+                    succeeded=status in SUCCEEDED,
+                    timed_out=False,
+                    elapsed_seconds=clock() - started,
+                    deployment=deployment,
+                )
+        remaining = timeout_seconds - (clock() - started)
+        if remaining <= 0:
+            return WatchOutcome(
+                deployment_id,
+                deployment.get("status"),
+                succeeded=False,
+                timed_out=True,
+                elapsed_seconds=clock() - started,
+                deployment=deployment,
+            )
+        sleep(min(poll_seconds, remaining))

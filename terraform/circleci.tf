@@ -20,14 +20,25 @@ resource "google_iam_workload_identity_pool_provider" "circleci" {
     allowed_audiences = [var.circleci.org_id]
   }
 
+  # CIRCLE_OIDC_TOKEN_V2's `sub` (org/<uuid>/project/<uuid>/user/<uuid>/vcs-origin/.../vcs-ref/...)
+  # is longer than the 127 bytes google.subject allows, so the subject is built from the
+  # project and the git ref instead; both claims exist only in V2 tokens, which the jobs use.
   attribute_mapping = {
-    "google.subject"       = "assertion.sub"
+    "google.subject"       = "assertion['oidc.circleci.com/project-id'] + ':' + assertion['oidc.circleci.com/vcs-ref']"
     "attribute.org_id"     = "assertion.aud"
     "attribute.project_id" = "assertion['oidc.circleci.com/project-id']"
+    "attribute.vcs_ref"    = "assertion['oidc.circleci.com/vcs-ref']"
   }
 
-  # Tokens from any other organisation or project are refused before any IAM check.
-  attribute_condition = "assertion.aud == '${var.circleci.org_id}' && assertion['oidc.circleci.com/project-id'] in ${jsonencode(var.circleci.project_ids)}"
+  # Tokens from any other organisation or project (or, if configured, git ref) are refused
+  # before any IAM check.
+  attribute_condition = join(" && ", concat(
+    [
+      "assertion.aud == '${var.circleci.org_id}'",
+      "assertion['oidc.circleci.com/project-id'] in ${jsonencode(var.circleci.project_ids)}",
+    ],
+    length(var.circleci.allowed_vcs_refs) > 0 ? ["assertion['oidc.circleci.com/vcs-ref'] in ${jsonencode(var.circleci.allowed_vcs_refs)}"] : [],
+  ))
 }
 
 # The identity CircleCI impersonates: upload artifacts, publish build-succeeded. Nothing more.

@@ -134,10 +134,11 @@ variable "artifact_retention_days" {
 }
 
 variable "circleci" {
-  description = "CircleCI organisation and the projects allowed to publish builds, for OIDC workload identity federation."
+  description = "CircleCI organisation and the projects allowed to publish builds, for OIDC workload identity federation. allowed_vcs_refs, when set, also limits the git refs (e.g. [\"refs/heads/develop\"])."
   type = object({
-    org_id      = string
-    project_ids = list(string)
+    org_id           = string
+    project_ids      = list(string)
+    allowed_vcs_refs = optional(list(string), [])
   })
 
   validation {
@@ -148,6 +149,11 @@ variable "circleci" {
   validation {
     condition     = length(var.circleci.project_ids) > 0 && alltrue([for id in var.circleci.project_ids : can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", id))])
     error_message = "circleci.project_ids must list at least one project UUID (Project Settings > Overview)."
+  }
+
+  validation {
+    condition     = alltrue([for ref in var.circleci.allowed_vcs_refs : startswith(ref, "refs/")])
+    error_message = "circleci.allowed_vcs_refs entries are full refs such as refs/heads/develop."
   }
 }
 

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the operation failed, 2 bad usage or input (one line on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -32,11 +33,15 @@ EXIT_USAGE = 2
 DEFAULT_WATCH_TIMEOUT_SECONDS = 600.0
 
 
+class _UsageError(Exception):
+    """Bad command line: exit 2 with this one line."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 with one line on stderr, not argparse's usage block."""
+    """Usage errors become one line on stderr and exit 2, not argparse's usage block."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"releasectl: {message} (see releasectl {self.prog.split()[-1]} --help)\n")
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _name(kind: str) -> Callable[[str], str]:
@@ -322,8 +327,12 @@ def run(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr:
     stderr = stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:
+        with contextlib.redirect_stdout(stdout):
+            args = parser.parse_args(argv)
+    except _UsageError as exc:
+        stderr.write(f"releasectl: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    except SystemExit as exit_request:  # --help has been printed
         return int(exit_request.code or 0)
     out = _Output(bool(getattr(args, "json", False)), stdout, stderr)
     try:

@@ -1,0 +1,502 @@
+"""releasectl against the Pub/Sub and Firestore emulators, a real local token issuer, and a
+rollback endpoint that verifies tokens with the pipeline's own code. In-process and as a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
+
+from devstack.processes import free_port, http_ok, start_service, stop_process_group, wait_until
+from releasectl.cli import run
+from shared.auth import CachingRequest, InvalidTokenError, bearer_token, caller_allowed, verify_identity_token
+from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS, ENV_PIPELINE_CONFIG
+from shared.topology import BUILD_SUCCEEDED
+from tests.conftest import TEST_PROJECT
+
+REPO = Path(__file__).resolve().parents[2]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+
+PIPELINE_TOML = """
+[apps.hello.defaults]
+base_instance_template = "hello-staging-base"
+health_check = "hello-staging-hc"
+backend_service = "hello-staging-backend"
+
+[apps.hello.environments.staging]
+url = "http://127.0.0.1:18080"
+
+[apps.hello.environments.production]
+"""
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def releasectl(*argv: str) -> Result:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = run(list(argv), stdout=stdout, stderr=stderr)
+    return Result(code, stdout.getvalue(), stderr.getvalue())
+
+
+def releasectl_process(env: dict[str, str], *argv: str) -> Result:
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "releasectl"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def cli_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator_env: dict[str, str], clean_firestore: str
+) -> dict[str, str]:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(PIPELINE_TOML)
+    monkeypatch.setenv(ENV_PIPELINE_CONFIG, str(config))
+    return {**emulator_env, ENV_PIPELINE_CONFIG: str(config)}
+
+
+def deployment(
+    version: str, status: str, created: datetime, *, rollback_of: str | None = None, finished: bool = True
+) -> dict[str, Any]:
+    history = [{"status": "queued", "at": created, "detail": ""}]
+    if status != "queued":
+        history.append({"status": "provisioning", "at": created + timedelta(seconds=1), "detail": ""})
+    if status in ("live", "retired"):
+        history.append({"status": "cooling_down", "at": created + timedelta(seconds=2), "detail": ""})
+        history.append({"status": "switching", "at": created + timedelta(seconds=5), "detail": ""})
+        history.append({"status": "live", "at": created + timedelta(seconds=6), "detail": ""})
+    if status == "retired":
+        history.append({"status": "retired", "at": created + timedelta(minutes=5), "detail": ""})
+    if status == "failed":
+        history.append({"status": "failed", "at": created + timedelta(seconds=45), "detail": "never healthy"})
+    return {
+        "app": "hello",
+        "environment": "staging",
+        "version": version,
+        "commit": COMMIT,
+        "build_id": f"build-{version}",
+        "artifact": "file:///tmp/hello.tar.gz",
+        "status": status,
+        "created_at": created,
+        "updated_at": created + timedelta(seconds=6),
+        "finished_at": created + timedelta(seconds=6) if finished else None,
+        "rollback_of": rollback_of,
+        "triggered_by": "circleci",
+        "history": history,
+    }
+
+
+@pytest.fixture
+def seeded(cli_env: dict[str, str]) -> firestore.Client:
+    client = firestore.Client()
+    deployments = client.collection("deployments")
+    deployments.document("hello-staging-aaa").set(deployment("1.0.0", "retired", T0))
+    deployments.document("hello-staging-bbb").set(deployment("1.1.0", "live", T0 + timedelta(hours=1)))
+    deployments.document("hello-staging-ccc").set(deployment("1.2.0", "failed", T0 + timedelta(hours=2)))
+    deployments.document("hello-staging-ddd").set(
+        deployment("1.3.0", "provisioning", T0 + timedelta(hours=3), finished=False)
+    )
+    deployments.document("hello-production-eee").set(
+        {**deployment("1.0.0", "live", T0), "environment": "production"}
+    )
+    client.collection("environments").document("hello@staging").set(
+        {
+            "app": "hello",
+            "environment": "staging",
+            "live_deployment_id": "hello-staging-bbb",
+            "live_version": "1.1.0",
+            "queue": [],
+        }
+    )
+    return client
+
+
+def test_status_json_has_exactly_the_contract_shape(seeded: firestore.Client) -> None:
+    result = releasectl("status", "--app", "hello", "--env", "staging", "--json")
+
+    assert result.code == 0, result.stderr
+    assert result.json() == {
+        "app": "hello",
+        "environment": "staging",
+        "url": "http://127.0.0.1:18080",
+        "live": {
+            "version": "1.1.0",
+            "deployment_id": "hello-staging-bbb",
+            "commit": COMMIT,
+            "since": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
+        },
+        "in_progress": [{"deployment_id": "hello-staging-ddd", "version": "1.3.0", "status": "provisioning"}],
+    }
+
+
+def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, str]) -> None:
+    result = releasectl("status", "--app", "hello", "--env", "production", "--json")
+
+    assert result.code == 0, result.stderr
+    assert result.json() == {
+        "app": "hello",
+        "environment": "production",
+        "url": None,
+        "live": None,
+        "in_progress": [],
+    }
+
+
+def test_status_for_humans_names_the_live_version_and_what_is_coming(seeded: firestore.Client) -> None:
+    result = releasectl("status", "--app", "hello", "--env", "staging")
+
+    assert result.code == 0
+    assert "live:         1.1.0  (hello-staging-bbb, commit 0123456" in result.stdout
+    assert "1.3.0  provisioning  (hello-staging-ddd)" in result.stdout
+
+
+def test_releases_json_lists_the_environment_newest_first_in_the_contract_shape(
+    seeded: firestore.Client,
+) -> None:
+    result = releasectl("releases", "--app", "hello", "--env", "staging", "--limit", "3", "--json")
+
+    assert result.code == 0, result.stderr
+    rows = result.json()
+    assert [row["deployment_id"] for row in rows] == [
+        "hello-staging-ddd",
+        "hello-staging-ccc",
+        "hello-staging-bbb",
+    ]
+    assert rows[2] == {
+        "deployment_id": "hello-staging-bbb",
+        "version": "1.1.0",
+        "commit": COMMIT,
+        "status": "live",
+        "created_at": (T0 + timedelta(hours=1)).isoformat(),
+        "finished_at": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
+        "rollback_of": None,
+        "triggered_by": "circleci",
+    }
+    assert rows[0]["finished_at"] is None
+
+
+def test_releases_for_humans_is_a_table(seeded: firestore.Client) -> None:
+    result = releasectl("releases", "--app", "hello", "--env", "staging")
+
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["VERSION", "STATUS", "DEPLOYMENT"]
+    assert [line.split()[0] for line in lines[1:]] == ["1.3.0", "1.2.0", "1.1.0", "1.0.0"]
+
+
+def test_an_unknown_app_or_environment_is_bad_input(cli_env: dict[str, str]) -> None:
+    for argv in (["--app", "nope", "--env", "staging"], ["--app", "hello", "--env", "nope"]):
+        result = releasectl("status", *argv, "--json")
+        assert result.code == 2
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_publish_sends_a_valid_build_succeeded_message(cli_env: dict[str, str]) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(TEST_PROJECT, BUILD_SUCCEEDED)
+    subscription = subscriber.subscription_path(TEST_PROJECT, f"releasectl-test-{time.monotonic_ns()}")
+    try:
+        publisher.create_topic(name=topic)
+    except Exception as exc:  # the topic survives from an earlier test in this session
+        assert "AlreadyExists" in type(exc).__name__ or "409" in str(exc)
+    subscriber.create_subscription(name=subscription, topic=topic)
+    try:
+        result = releasectl(
+            "publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "ci-42",
+            "--artifact", "file:///tmp/hello-abc.tar.gz", "--commit-message", "feat: hello",
+            "--commit-message", "fix: typo", "--json",
+        )  # fmt: skip
+        assert result.code == 0, result.stderr
+        message_id = result.json()["message_id"]
+
+        response = subscriber.pull(subscription=subscription, max_messages=5, timeout=30)
+        [received] = response.received_messages
+        assert received.message.message_id == message_id
+        assert dict(received.message.attributes) == {"app": "hello", "environment": "staging"}
+        assert json.loads(received.message.data) == {
+            "app": "hello",
+            "environment": "staging",
+            "commit": COMMIT,
+            "build_id": "ci-42",
+            "artifact": "file:///tmp/hello-abc.tar.gz",
+            "commit_messages": ["feat: hello", "fix: typo"],
+        }
+    finally:
+        subscriber.delete_subscription(subscription=subscription)
+
+
+def test_publish_refuses_an_invalid_message_before_sending_it(cli_env: dict[str, str]) -> None:
+    result = releasectl(
+        "publish", "--app", "hello", "--env", "staging", "--commit", "not-a-sha", "--build-id", "1",
+        "--artifact", "file:///tmp/a.tar.gz",
+    )  # fmt: skip
+
+    assert result.code == 2
+    assert result.stderr.strip() == "releasectl: commit: must be 40 lowercase hex characters"
+
+
+def test_watch_follows_a_deployment_until_it_is_live(cli_env: dict[str, str]) -> None:
+    client = firestore.Client()
+    ref = client.collection("deployments").document("hello-staging-www")
+    record = deployment("2.0.0", "queued", datetime.now(UTC), finished=False)
+
+    def advance() -> None:
+        # The record appears late (as after a rollback's 202), then moves on step by step.
+        for status in ("queued", "provisioning", "cooling_down", "switching", "live"):
+            time.sleep(0.3)
+            if status != "queued":
+                record["history"].append({"status": status, "at": datetime.now(UTC), "detail": ""})
+            record["status"] = status
+            ref.set(record)
+
+    writer = threading.Thread(target=advance)
+    writer.start()
+    try:
+        result = releasectl("watch", "hello-staging-www", "--timeout", "30")
+    finally:
+        writer.join(timeout=30)
+
+    assert result.code == 0, result.stdout + result.stderr
+    printed = result.stdout
+    assert "waiting for hello-staging-www to be recorded" in printed
+    positions = [printed.index(status) for status in ("provisioning", "cooling_down", "switching", "live")]
+    assert positions == sorted(positions)
+
+
+def test_watch_exits_1_when_the_deployment_fails(seeded: firestore.Client) -> None:
+    result = releasectl("watch", "hello-staging-ccc", "--timeout", "10", "--json")
+
+    assert result.code == 1
+    document = result.json()
+    assert document["status"] == "failed"
+    assert document["history"][-1]["detail"] == "never healthy"
+
+
+def test_watch_gives_up_after_its_timeout(seeded: firestore.Client) -> None:
+    started = time.monotonic()
+    result = releasectl("watch", "hello-staging-ddd", "--timeout", "1")
+
+    assert result.code == 1
+    assert "still provisioning" in result.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_package_builds_the_artifact_and_prints_its_path(tmp_path: Path) -> None:
+    result = releasectl("package", str(REPO / "examples" / "hello"), "--out", str(tmp_path))
+
+    assert result.code == 0
+    path = Path(result.stdout.strip())
+    assert path.parent == tmp_path.resolve()
+    assert path.name.startswith("hello-") and path.name.endswith(".tar.gz")
+    assert releasectl("package", str(tmp_path / "missing"), "--out", str(tmp_path)).code == 2
+
+
+# ---- token and rollback, against a real issuer and a verifying endpoint ---------------------------
+
+
+@pytest.fixture
+def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "issuer.log"
+    process = start_service(
+        "token-issuer",
+        [
+            sys.executable,
+            "-m",
+            "devstack.token_issuer",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path / "issuer"),
+        ],
+        log,
+        cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(http_ok(f"{url}/healthz"), 30, "token issuer", process, log)
+        monkeypatch.setenv(ENV_ID_TOKEN_CERTS_URL, f"{url}/certs")
+        monkeypatch.setenv(ENV_ID_TOKEN_ISSUERS, url)
+        yield url
+    finally:
+        stop_process_group(process.pid)
+
+
+@dataclass
+class RollbackEndpoint:
+    """Answers CONTRACT §4 the way the rollback function does, verifying tokens with shared.auth."""
+
+    url: str = ""
+    allowed: tuple[str, ...] = ("developer@hello.local",)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def rollback_endpoint(issuer: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RollbackEndpoint]:
+    state = RollbackEndpoint()
+    keys = CachingRequest()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            try:
+                caller = verify_identity_token(
+                    bearer_token(self.headers.get("Authorization")), state.url, request=keys
+                )
+            except InvalidTokenError as exc:
+                self._reply(401, {"error": str(exc)})
+                return
+            if not caller_allowed(caller.email, state.allowed):
+                self._reply(403, {"error": f"{caller.email} may not roll back hello/staging"})
+                return
+            state.calls.append({**body, "caller": caller.email})
+            if body.get("to_version") == "9.9.9":
+                self._reply(404, {"error": "hello has no release 9.9.9"})
+                return
+            self._reply(
+                202,
+                {
+                    "deployment_id": "hello-staging-rrr",
+                    "version": "1.0.0",
+                    "rollback_of": "hello-staging-bbb",
+                },
+            )
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setenv("RELEASECTL_ROLLBACK_URL", state.url)
+    monkeypatch.setenv("RELEASECTL_TOKEN_URL", f"{issuer}/token")
+    monkeypatch.delenv("ROLLBACK_AUDIENCE", raising=False)
+    monkeypatch.delenv("RELEASECTL_IDENTITY", raising=False)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_token_prints_a_token_the_rollback_endpoint_verifies(rollback_endpoint: RollbackEndpoint) -> None:
+    result = releasectl("token")
+
+    assert result.code == 0
+    caller = verify_identity_token(result.stdout.strip(), rollback_endpoint.url, request=CachingRequest())
+    assert caller.email == "developer@hello.local"
+
+
+def test_rollback_posts_the_request_with_a_token_and_prints_the_202(
+    rollback_endpoint: RollbackEndpoint,
+) -> None:
+    result = releasectl("rollback", "--app", "hello", "--env", "staging", "--reason", "500s on /", "--json")
+
+    assert result.code == 0, result.stderr
+    assert result.json() == {
+        "deployment_id": "hello-staging-rrr",
+        "version": "1.0.0",
+        "rollback_of": "hello-staging-bbb",
+    }
+    assert rollback_endpoint.calls == [
+        {"app": "hello", "environment": "staging", "reason": "500s on /", "caller": "developer@hello.local"}
+    ]
+
+
+def test_rollback_for_humans_says_how_to_follow_it(rollback_endpoint: RollbackEndpoint) -> None:
+    result = releasectl("rollback", "--app", "hello", "--env", "staging", "--to", "1.0.0")
+
+    assert result.code == 0
+    assert "releasectl watch hello-staging-rrr" in result.stdout
+    assert rollback_endpoint.calls[0]["to_version"] == "1.0.0"
+
+
+def test_a_caller_who_may_not_roll_back_gets_exit_1_with_the_servers_reason(
+    rollback_endpoint: RollbackEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELEASECTL_IDENTITY", "intruder@elsewhere.example.com")
+
+    result = releasectl("rollback", "--app", "hello", "--env", "staging")
+
+    assert result.code == 1
+    assert result.stderr.strip() == (
+        "releasectl: rollback refused (HTTP 403): intruder@elsewhere.example.com may not roll back hello/staging"
+    )
+
+
+def test_an_unknown_version_is_bad_input(rollback_endpoint: RollbackEndpoint) -> None:
+    result = releasectl("rollback", "--app", "hello", "--env", "staging", "--to", "9.9.9")
+
+    assert result.code == 2
+    assert "HTTP 404" in result.stderr
+
+
+def test_rollback_without_the_endpoint_configured_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELEASECTL_ROLLBACK_URL", raising=False)
+
+    result = releasectl("rollback", "--app", "hello", "--env", "staging")
+
+    assert result.code == 2
+    assert "RELEASECTL_ROLLBACK_URL" in result.stderr
+
+
+def test_the_console_script_works_as_a_subprocess(
+    seeded: firestore.Client, cli_env: dict[str, str], rollback_endpoint: RollbackEndpoint
+) -> None:
+    env = {
+        **cli_env,
+        "RELEASECTL_ROLLBACK_URL": rollback_endpoint.url,
+        "RELEASECTL_TOKEN_URL": os.environ["RELEASECTL_TOKEN_URL"],
+    }
+
+    status = releasectl_process(env, "status", "--app", "hello", "--env", "staging", "--json")
+    assert status.code == 0, status.stderr
+    assert status.json()["live"]["version"] == "1.1.0"
+
+    rollback = releasectl_process(env, "rollback", "--app", "hello", "--env", "staging", "--json")
+    assert rollback.code == 0, rollback.stderr
+    assert rollback.json()["deployment_id"] == "hello-staging-rrr"
+
+    usage = releasectl_process(env, "releases", "--app", "hello")
+    assert usage.code == 2
+    assert len(usage.stderr.strip().splitlines()) == 1
+    assert requests.get(f"{os.environ['RELEASECTL_TOKEN_URL']}?audience=x", timeout=10).status_code == 200

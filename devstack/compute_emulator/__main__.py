@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import atexit
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -48,7 +49,8 @@ async def serve(args: argparse.Namespace) -> None:
     # Whatever happens to the event loop, no instance process may outlive the emulator.
     atexit.register(emulator.kill_everything_now)
     app = build_app(emulator, reply_wait=0.0 if args.async_operations else OPERATION_WAIT_SECONDS)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # In-flight API calls (an operation wait can last minutes) get a short grace on shutdown.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
@@ -63,6 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
     LOG.info("stopping: ending every instance's process tree")
     await runner.cleanup()
     await emulator.shutdown()
+    LOG.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +76,12 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
     )
     asyncio.run(serve(args))
-    sys.exit(0)
+    # Everything is closed by now. Skip interpreter teardown: unloading the Compute message
+    # classes (used for request validation) takes seconds, and callers wait for our exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""CircleCI and Cloud Build say what the contract and the code expect.
+
+The JSON schemas (scripts/check-infra.sh) prove the files are well formed; these tests prove
+they do the right thing: OIDC without keys, production behind an approval, releasectl called
+with flags it accepts, a plan-only mode that applies nothing, and a functions bundle that
+imports on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from shared import topology
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE_ROOTS = ("main.py", "requirements.txt", "functions", "shared", "config")
+
+
+def load_yaml(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def circleci() -> dict[str, Any]:
+    return dict(load_yaml(REPO / ".circleci" / "config.yml"))
+
+
+@pytest.fixture(scope="module")
+def cloudbuild() -> dict[str, Any]:
+    return dict(load_yaml(REPO / "cloudbuild.yaml"))
+
+
+def step(cloudbuild: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in cloudbuild["steps"] if s["id"] == step_id)
+
+
+def releasectl_flags(subcommand: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "releasectl", subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"releasectl {subcommand} --help is not available yet: {result.stderr.strip()[-200:]}")
+    return set(re.findall(r"(--[a-z][a-z-]*)", result.stdout))
+
+
+# ---- CircleCI ---------------------------------------------------------------------------
+
+
+def test_circleci_authenticates_with_oidc_and_never_with_a_key(circleci: dict[str, Any]) -> None:
+    auth = circleci["commands"]["gcp-oidc-auth"]["steps"][0]["run"]["command"]
+    assert "CIRCLE_OIDC_TOKEN_V2" in auth
+    assert "gcloud iam workload-identity-pools create-cred-config" in auth
+    text = (REPO / ".circleci" / "config.yml").read_text(encoding="utf-8")
+    for key_pattern in ("--key-file", "GCLOUD_SERVICE_KEY", "GOOGLE_CREDENTIALS", "private_key", "base64 -d"):
+        assert key_pattern not in text
+
+
+def test_develop_reaches_staging_by_itself_and_production_only_after_approval(
+    circleci: dict[str, Any],
+) -> None:
+    jobs = {}
+    for entry in circleci["workflows"]["hello-release"]["jobs"]:
+        ((job, params),) = entry.items()
+        jobs[params.get("name", job)] = (job, params)
+
+    def upstream(name: str) -> set[str]:
+        found: set[str] = set()
+        for required in jobs[name][1].get("requires", []):
+            found |= {required, *upstream(required)}
+        return found
+
+    deploys = {params["environment"]: name for name, (job, params) in jobs.items() if job == "app-deploy"}
+    approvals = {name for name, (_, params) in jobs.items() if params.get("type") == "approval"}
+    assert approvals & upstream(deploys["production"]), "production deploys without an approval"
+    assert not approvals & upstream(deploys["staging"]), "staging waits for an approval"
+    for name in (deploys["staging"], deploys["production"], *approvals):
+        assert jobs[name][1]["filters"]["branches"]["only"] == "develop"
+
+
+def test_publish_sends_the_commit_messages_since_the_base_revision(circleci: dict[str, Any]) -> None:
+    publish = circleci["commands"]["publish-build"]["steps"][0]["run"]["command"]
+    assert "<< pipeline.git.base_revision >>" in publish
+    assert "--commit-message=" in publish
+
+
+def test_circleci_calls_releasectl_with_flags_it_accepts(circleci: dict[str, Any]) -> None:
+    publish = circleci["commands"]["publish-build"]["steps"][0]["run"]["command"]
+    used = set(re.findall(r"(--[a-z][a-z-]*)", publish.split("releasectl publish", 1)[1]))
+    assert used <= releasectl_flags("publish")
+    package = circleci["commands"]["package-artifact"]["steps"][0]["run"]["command"]
+    assert set(re.findall(r"(--[a-z][a-z-]*)", package)) <= releasectl_flags("package")
+
+
+# ---- Cloud Build ------------------------------------------------------------------------
+
+
+def test_plan_only_is_the_default_and_applies_nothing(cloudbuild: dict[str, Any]) -> None:
+    assert cloudbuild["substitutions"]["_PLAN_ONLY"] == "true"
+    actions = {
+        "apply": "terraform -chdir=terraform apply",
+        "delivery-policy": "bash terraform/scripts/apply-delivery-policy.sh",
+    }
+    for step_id, action in actions.items():
+        script = step(cloudbuild, step_id)["args"][-1]
+        guard = script.index('if [ "${_PLAN_ONLY}" = "true" ]; then')
+        assert guard < script.index("exit 0", guard) < script.index(action), step_id
+    plan = step(cloudbuild, "plan")["args"]
+    assert "plan" in plan and "-out=tfplan" in plan
+
+
+def test_the_functions_bundle_holds_every_entry_point_and_imports_on_its_own(
+    cloudbuild: dict[str, Any], tmp_path: Path
+) -> None:
+    if not (REPO / "main.py").exists():
+        pytest.skip("main.py does not exist yet")
+    source = tmp_path / "source"
+    source.mkdir()
+    for root in BUNDLE_ROOTS:
+        path = REPO / root
+        if path.is_dir():
+            shutil.copytree(path, source / root, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / root)
+    bundle_step = step(cloudbuild, "bundle")
+    subprocess.run(
+        [sys.executable, *bundle_step["args"]], cwd=source, check=True, timeout=60, capture_output=True
+    )
+
+    with zipfile.ZipFile(source / "build" / "functions.zip") as bundle:
+        names = bundle.namelist()
+        assert {"main.py", "requirements.txt", "config/pipeline.toml"} <= set(names)
+        assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
+        unpacked = tmp_path / "workspace"
+        bundle.extractall(unpacked)
+
+    # Cloud Functions imports main.py from the unpacked bundle; nothing outside it may be needed
+    # (the development install would otherwise hide an import of devstack or releasectl).
+    probe = (
+        "import sys, main\n"
+        f"missing = [n for n in {topology.all_entry_points()!r} if not callable(getattr(main, n, None))]\n"
+        "assert not missing, missing\n"
+        "ours = ('shared', 'functions', 'devstack', 'releasectl', 'main')\n"
+        "outside = [n for n, m in sys.modules.items() if n.split('.')[0] in ours\n"
+        "           and getattr(m, '__file__', None) and not m.__file__.startswith(sys.path[0])]\n"
+        "assert not outside, outside\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(unpacked)!r})\n{probe}"],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

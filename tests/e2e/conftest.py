@@ -18,8 +18,7 @@ import pytest
 import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import compute_v1, firestore
-from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from shared.artifact import build_artifact
 from shared.config import PipelineConfig

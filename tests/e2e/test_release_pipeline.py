@@ -6,10 +6,14 @@ which is what the next one starts from. Bounded polls everywhere; no test sleeps
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+from google.cloud.firestore_v1.base_query import FieldFilter
 
+from shared.domain.naming import instance_group_name
 from tests.e2e.conftest import Load, Pipeline, new_commit, wait_for
 
 CONTRACT_DEPLOYMENT_FIELDS = {
@@ -51,7 +55,7 @@ def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_reque
     assert environment["live_deployment_id"] == second and environment["live_version"] == "1.1.0"
 
     # CONTRACT §6: field names, Firestore timestamps, ordered history.
-    assert CONTRACT_DEPLOYMENT_FIELDS <= set(after)
+    assert set(after) >= CONTRACT_DEPLOYMENT_FIELDS
     assert [h["status"] for h in after["history"]] == HAPPY_PATH
     assert [h["status"] for h in retired["history"]] == [*HAPPY_PATH, "retired"]
     stamps = [h["at"] for h in after["history"]]
@@ -65,3 +69,179 @@ def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_reque
     assert isinstance(release["created_at"], DatetimeWithNanoseconds)
     notified = {(n["deployment_id"], n["status"]) for n in pipeline.notifications()}
     assert {(first, "live"), (second, "live")} <= notified
+
+
+def test_the_same_build_three_times_is_one_deployment_and_promotion_keeps_the_version(
+    pipeline: Pipeline,
+) -> None:
+    commit = new_commit()
+    for _ in range(3):
+        staging = pipeline.publish_build("staging", commit, "ci-3", messages=["fix: typo"])
+    live = pipeline.wait_status(staging, "live", "failed")
+    assert live["status"] == "live" and live["version"] == "1.1.1"
+    same_build = list(
+        pipeline.db.collection("deployments")
+        .where(filter=FieldFilter("environment", "==", "staging"))
+        .where(filter=FieldFilter("build_id", "==", "ci-3"))
+        .stream()
+    )
+    assert [d.id for d in same_build] == [staging]
+    assert [h["status"] for h in live["history"]] == HAPPY_PATH
+
+    production = pipeline.publish_build("production", commit, "ci-3-production", messages=["fix: typo"])
+    promoted = pipeline.wait_status(production, "live", "failed")
+    assert promoted["status"] == "live" and promoted["version"] == "1.1.1"
+    releases = list(
+        pipeline.db.collection("releases").where(filter=FieldFilter("commit", "==", commit)).stream()
+    )
+    assert [r.id for r in releases] == ["hello@1.1.1"]
+    wait_for(lambda: pipeline.serving("production") == "1.1.1", 10, "production to serve 1.1.1")
+    lines = wait_for(
+        lambda: [
+            n for n in pipeline.notifications() if n["deployment_id"] == staging and n["status"] == "live"
+        ],
+        15,
+        "the live notification",
+    )
+    assert len(lines) == 1
+
+
+def test_a_busy_environment_cancels_the_older_queued_build_and_deploys_the_newest_after(
+    pipeline: Pipeline,
+) -> None:
+    running = pipeline.publish_build("staging", new_commit(), "ci-4", messages=["fix: a"])
+    pipeline.wait_status(running, "provisioning", "cooling_down", timeout=30)
+    older = pipeline.publish_build("staging", new_commit(), "ci-5", messages=["fix: b"])
+    pipeline.wait_status(older, "queued", "cancelled", timeout=30)
+    newest = pipeline.publish_build("staging", new_commit(), "ci-6", messages=["fix: c"])
+
+    cancelled = pipeline.wait_status(older, "cancelled", timeout=30)
+    assert [h["status"] for h in cancelled["history"]] == ["queued", "cancelled"]
+    first = pipeline.wait_status(running, "live", "failed")
+    last = pipeline.wait_status(newest, "live", "failed")
+    assert first["status"] == "live" and last["status"] == "live"
+    assert last["version"] == "1.1.4" and cancelled["version"] == "1.1.3"
+    # No interleaving: the newest only took the environment once the running one was live.
+    first_live_at = next(h["at"] for h in first["history"] if h["status"] == "live")
+    last_started_at = next(h["at"] for h in last["history"] if h["status"] == "provisioning")
+    assert last_started_at >= first_live_at
+    assert [h["status"] for h in last["history"]] == HAPPY_PATH
+    assert pipeline.wait_status(running, "retired")["status"] == "retired"
+    assert not pipeline.group_exists("staging", instance_group_name(older))
+    wait_for(
+        lambda: any(
+            n["deployment_id"] == older and n["status"] == "cancelled" for n in pipeline.notifications()
+        ),
+        15,
+        "the cancelled notification",
+    )
+    assert pipeline.serving("staging") == "1.1.4"
+
+
+def test_a_release_that_never_gets_healthy_fails_at_the_deadline_and_traffic_stays(
+    pipeline: Pipeline,
+) -> None:
+    environment = pipeline.config.apps["hello"].environments["staging"]
+    before = pipeline.environment("staging")
+    with Load(pipeline.url("staging")) as load:
+        broken = pipeline.publish_build(
+            "staging", new_commit(), "ci-7", artifact="unhealthy", messages=["feat: broken"]
+        )
+        green = instance_group_name(broken)
+        wait_for(lambda: pipeline.group_exists("staging", green), 30, "green to be created")
+        failed = pipeline.wait_status(
+            broken, "failed", "live", timeout=environment.provisioning_deadline_seconds + 30
+        )
+    assert failed["status"] == "failed", "a release that never got healthy went live"
+    started = next(h["at"] for h in failed["history"] if h["status"] == "provisioning")
+    assert (failed["finished_at"] - started).total_seconds() <= environment.provisioning_deadline_seconds + 15
+    assert not pipeline.group_exists("staging", green), "green was not deleted"
+    assert load.result.failures == [], f"{len(load.result.failures)} of {load.result.total} requests failed"
+    assert set(load.result.bodies) == {before["live_version"]}
+    after = pipeline.environment("staging")
+    assert (
+        after["live_deployment_id"] == before["live_deployment_id"] and after["active_deployment_id"] is None
+    )
+    alert = wait_for(
+        lambda: [
+            n for n in pipeline.notifications() if n["deployment_id"] == broken and n["status"] == "failed"
+        ],
+        15,
+        "the failure alert",
+    )
+    assert alert[0]["version"] == failed["version"] and alert[0]["text"]
+
+    repaired = pipeline.publish_build("staging", new_commit(), "ci-8", messages=["fix: repair"])
+    assert pipeline.wait_status(repaired, "live", "failed")["status"] == "live"
+    wait_for(
+        lambda: pipeline.serving("staging") == pipeline.environment("staging")["live_version"], 10, "the fix"
+    )
+
+
+BAD_MESSAGES: dict[str, tuple[bytes, dict[str, str]]] = {
+    "non-JSON": (b"{not json", {"app": "hello", "environment": "staging"}),
+    "non-object": (b'["hello", "staging"]', {"app": "hello", "environment": "staging"}),
+    "oversized": (
+        json.dumps({"app": "hello", "environment": "staging", "padding": "x" * 70_000}).encode(),
+        {"app": "hello", "environment": "staging"},
+    ),
+}
+
+
+def _body(**changes: Any) -> bytes:
+    body = {
+        "app": "hello",
+        "environment": "staging",
+        "commit": "0" * 40,
+        "build_id": "bad-1",
+        "artifact": "file:///nowhere/hello.tar.gz",
+    }
+    body.update(changes)
+    return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+
+
+BAD_MESSAGES.update(
+    {
+        "missing commit": (_body(commit=None), {"app": "hello", "environment": "staging"}),
+        "bad commit": (_body(commit="abc123"), {"app": "hello", "environment": "staging"}),
+        "bad artifact": (
+            _body(artifact="https://example.com/a.zip"),
+            {"app": "hello", "environment": "staging"},
+        ),
+        "bad bump": (_body(bump="huge"), {"app": "hello", "environment": "staging"}),
+        "attribute mismatch": (_body(), {"app": "hello", "environment": "production"}),
+        "unknown app": (_body(app="ghost"), {"app": "ghost", "environment": "staging"}),
+        "unknown environment": (_body(environment="qa"), {"app": "hello", "environment": "qa"}),
+    }
+)
+
+
+def test_every_bad_message_is_recorded_and_announced_and_the_pipeline_carries_on(pipeline: Pipeline) -> None:
+    before = pipeline.environment("staging")
+    message_ids = {
+        kind: pipeline.publish_raw(data, attributes) for kind, (data, attributes) in BAD_MESSAGES.items()
+    }
+    reasons: dict[str, str] = {}
+    for kind, message_id in message_ids.items():
+
+        def recorded(message_id: str = message_id) -> dict[str, Any] | None:
+            return pipeline.document("rejected_events", message_id)
+
+        record = wait_for(recorded, 20, f"the {kind} message to be rejected")
+        assert isinstance(record["received_at"], DatetimeWithNanoseconds)
+        reasons[kind] = record["reason"]
+    assert "bytes" in reasons["oversized"] and "not JSON" in reasons["non-JSON"]
+    assert "not an object" in reasons["non-object"] and "commit" in reasons["bad commit"]
+    assert "does not match" in reasons["attribute mismatch"] and "ghost" in reasons["unknown app"]
+
+    expected = {f"rejected:{m}" for m in message_ids.values()}
+
+    def announced() -> set[str] | None:
+        keys = {n["dedupe_key"] for n in pipeline.notifications() if n["status"] == "rejected"} & expected
+        return keys if keys == expected else None
+
+    wait_for(announced, 20, "a notification per rejected message")
+    after = pipeline.environment("staging")
+    assert after["live_deployment_id"] == before["live_deployment_id"] and after["queue"] == []
+    good = pipeline.publish_build("staging", new_commit(), "ci-9", messages=["fix: after the noise"])
+    assert pipeline.wait_status(good, "live", "failed")["status"] == "live"

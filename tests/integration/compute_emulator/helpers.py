@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,20 +16,14 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
+from devstack.compute_emulator.launcher import EmulatorProcess
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ZONE = "us-central1-a"
 REGION = "us-central1"
-READY_TIMEOUT_SECONDS = 20.0
-STOP_TIMEOUT_SECONDS = 40.0
 HEALTHY_TIMEOUT_SECONDS = 30.0
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -77,15 +67,22 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass
 class Emulator:
-    endpoint: str
-    state_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    """The emulator under test, with the side API and client construction the tests use."""
+
+    running: EmulatorProcess
     projects: set[str] = field(default_factory=set)
 
     @property
+    def endpoint(self) -> str:
+        return self.running.endpoint
+
+    @property
     def api_root(self) -> str:
-        return f"{self.endpoint}/compute/v1/"
+        return self.running.api_root
+
+    @property
+    def state_dir(self) -> Path:
+        return self.running.state_dir
 
     def client(self, client_class: type[T]) -> T:
         return client_class(  # type: ignore[call-arg]
@@ -105,60 +102,16 @@ class Emulator:
                 return str(item["url"])
         raise AssertionError(f"no load balancer for {service}: {response.json()}")
 
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def log_tail(self) -> str:
+        return self.running.log_tail()
 
 
 def start_emulator(state_dir: Path, *extra: str) -> Emulator:
-    port = free_port()
-    log_path = state_dir / "emulator.log"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devstack.compute_emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(state_dir),
-                *extra,
-            ],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    emulator = Emulator(f"http://127.0.0.1:{port}", state_dir, process, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the emulator exited early:\n{emulator.log_tail()}")
-        try:
-            return requests.get(f"{emulator.endpoint}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_until(ready, READY_TIMEOUT_SECONDS, "the emulator's /healthz")
-    except BaseException:
-        stop_emulator(emulator)
-        raise
-    return emulator
+    return Emulator(EmulatorProcess.start(state_dir, *extra))
 
 
 def stop_emulator(emulator: Emulator) -> int:
-    """SIGTERM, bounded wait, SIGKILL as a last resort; returns the exit code."""
-    if emulator.process.poll() is None:
-        emulator.process.send_signal(signal.SIGTERM)
-    try:
-        return emulator.process.wait(STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        emulator.process.kill()
-        emulator.process.wait(10)
-        raise AssertionError("the emulator did not stop within the bound after SIGTERM") from None
+    return emulator.running.stop()
 
 
 # -- resources ------------------------------------------------------------------------------

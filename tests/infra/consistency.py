@@ -29,6 +29,8 @@ for the root module's local child modules."""
 
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 _EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+# python-hcl2 bookkeeping: block markers and the comments it keeps.
+_PARSER_KEYS = {"__is_block__", "__comments__", "__inline_comments__"}
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -37,7 +39,7 @@ _EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
 def _normalise(value: Any) -> Any:
     """python-hcl2 keeps string quotes and marks blocks; strip both so values compare as data."""
     if isinstance(value, dict):
-        return {_normalise(k): _normalise(v) for k, v in value.items() if k != "__is_block__"}
+        return {_normalise(k): _normalise(v) for k, v in value.items() if k not in _PARSER_KEYS}
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':

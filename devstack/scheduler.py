@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 from types import FrameType
 
 from shared.topology import WATCHDOG_TICK
@@ -35,7 +36,7 @@ def publish(emulator_host: str, project: str, topic: str, payload: dict[str, str
         response.read()
 
 
-def run(emulator_host: str, project: str, topic: str, interval: float) -> None:
+def run(emulator_host: str, project: str, topic: str, interval: float, ready_file: Path | None) -> None:
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -44,13 +45,19 @@ def run(emulator_host: str, project: str, topic: str, interval: float) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sys.stderr.write(f"scheduler: publishing to {topic} every {interval:g} s\n")
-    while not stopping.wait(interval):
+    # The first tick goes out at once: it proves the topic is reachable before `up` reports ready.
+    while True:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         try:
             publish(emulator_host, project, topic, {"scheduled_at": now})
         except (urllib.error.URLError, OSError) as exc:
             # A missed tick is harmless (the next one comes soon); keep ticking.
             sys.stderr.write(f"scheduler: publish failed: {exc}\n")
+        else:
+            if ready_file is not None and not ready_file.exists():
+                ready_file.touch()
+        if stopping.wait(interval):
+            return
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,11 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), required=False)
     parser.add_argument("--topic", default=WATCHDOG_TICK)
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between ticks")
+    parser.add_argument("--ready-file", type=Path, help="created once the first tick is published")
     args = parser.parse_args(argv)
     emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST")
     if not emulator_host or not args.project:
         parser.error("PUBSUB_EMULATOR_HOST and a project (--project or GOOGLE_CLOUD_PROJECT) are required")
-    run(emulator_host, args.project, args.topic, args.interval)
+    run(emulator_host, args.project, args.topic, args.interval, args.ready_file)
 
 
 if __name__ == "__main__":

@@ -438,20 +438,36 @@ class Stack:
         where = f"{HOST}:{record.port}" if record.port else f"pid {record.pid}"
         self._report(record.name, where, launch.started)
 
-    def _report(self, name: str, detail: str, started: float) -> None:
-        self.progress(f"  {name:<34} {detail:<22} ready in {time.monotonic() - started:5.1f} s")
+    def _report(self, name: str, detail: str, started: float, verb: str = "ready") -> None:
+        self.progress(f"  {name:<34} {detail:<22} {verb} in {time.monotonic() - started:5.1f} s")
 
     def _start_all(self, ports: Mapping[str, int]) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        endpoints = _Endpoints(
+            pubsub_host=f"{HOST}:{ports[PUBSUB]}",
+            firestore_host=f"{HOST}:{ports[FIRESTORE]}",
+            compute_host=f"{HOST}:{ports[COMPUTE]}" if self.with_compute else "",
+            issuer_url=f"http://{HOST}:{ports[TOKEN_ISSUER]}",
+            webhook_url=f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/hooks/notify",
+            function_ports={entry: ports[function_service(entry)] for entry in all_entry_points()},
+        )
+        self._start_base_services(endpoints, ports)
+        self._create_environments(endpoints)
+        self._compose_env(endpoints)
+        self._start_functions(endpoints)
+        started = time.monotonic()
+        plan = wire_pubsub(endpoints.pubsub_host, self.project, endpoints.function_urls(), self.triggers)
+        self._report("push subscriptions", f"{len(plan)} subscriptions", started, "created")
+        self._start_scheduler(endpoints)
+        write_env_file(self.env_file, self.env)
+
+    def _start_base_services(self, endpoints: _Endpoints, ports: Mapping[str, int]) -> None:
         python = sys.executable
         emulator_dir = emulators.emulators_dir()
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        pubsub_host = f"{HOST}:{ports[PUBSUB]}"
-        firestore_host = f"{HOST}:{ports[FIRESTORE]}"
-        issuer_url = f"http://{HOST}:{ports[TOKEN_ISSUER]}"
-        webhook_url = f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/hooks/notify"
-
-        # Slow starters first and all at once: the Java emulators take seconds each.
-        base_launches = [
+        pubsub_health = f"http://{endpoints.pubsub_host}/v1/projects/{self.project}/topics"
+        firestore_health = f"http://{endpoints.firestore_host}/"
+        # All at once, then awaited in turn: the Java emulators take seconds each to boot.
+        launches = [
             self._launch(
                 PUBSUB,
                 [
@@ -459,9 +475,9 @@ class Stack:
                     f"--host={HOST}",
                     f"--port={ports[PUBSUB]}",
                 ],
-                http_ok(f"http://{pubsub_host}/v1/projects/{self.project}/topics"),
+                http_ok(pubsub_health),
                 ports[PUBSUB],
-                f"http://{pubsub_host}/v1/projects/{self.project}/topics",
+                pubsub_health,
             ),
             self._launch(
                 FIRESTORE,
@@ -470,144 +486,119 @@ class Stack:
                     f"--host={HOST}",
                     f"--port={ports[FIRESTORE]}",
                 ],
-                http_ok(f"http://{firestore_host}/"),
+                http_ok(firestore_health),
                 ports[FIRESTORE],
-                f"http://{firestore_host}/",
+                firestore_health,
             ),
         ]
-        compute_host = ""
-        if self.with_compute:
-            compute_host = f"{HOST}:{ports[COMPUTE]}"
-            base_launches.append(
+        if endpoints.compute_host:
+            compute_health = f"http://{endpoints.compute_host}/healthz"
+            launches.append(
                 self._launch(
                     COMPUTE,
                     [
-                        python,
-                        "-m",
-                        "devstack.compute_emulator",
-                        "--host",
-                        HOST,
-                        "--port",
-                        str(ports[COMPUTE]),
-                        "--state-dir",
-                        str(self.state_dir / "compute"),
+                        *(python, "-m", "devstack.compute_emulator"),
+                        *("--host", HOST, "--port", str(ports[COMPUTE])),
+                        *("--state-dir", str(self.state_dir / "compute")),
                     ],
-                    http_ok(f"http://{compute_host}/healthz"),
+                    http_ok(compute_health),
                     ports[COMPUTE],
-                    f"http://{compute_host}/healthz",
+                    compute_health,
                 )
             )
-        base_launches.append(
+        issuer_health = f"{endpoints.issuer_url}/healthz"
+        launches.append(
             self._launch(
                 TOKEN_ISSUER,
                 [
-                    python,
-                    "-m",
-                    "devstack.token_issuer",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports[TOKEN_ISSUER]),
-                    "--state-dir",
-                    str(self.state_dir / "token-issuer"),
+                    *(python, "-m", "devstack.token_issuer"),
+                    *("--host", HOST, "--port", str(ports[TOKEN_ISSUER])),
+                    *("--state-dir", str(self.state_dir / "token-issuer")),
                 ],
-                http_ok(f"{issuer_url}/healthz"),
+                http_ok(issuer_health),
                 ports[TOKEN_ISSUER],
-                f"{issuer_url}/healthz",
+                issuer_health,
             )
         )
-        base_launches.append(
+        receiver_health = f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/healthz"
+        launches.append(
             self._launch(
                 WEBHOOK_RECEIVER,
                 [
-                    python,
-                    "-m",
-                    "devstack.webhook_receiver",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports[WEBHOOK_RECEIVER]),
-                    "--record-file",
-                    str(self.webhook_record_file),
+                    *(python, "-m", "devstack.webhook_receiver"),
+                    *("--host", HOST, "--port", str(ports[WEBHOOK_RECEIVER])),
+                    *("--record-file", str(self.webhook_record_file)),
                 ],
-                http_ok(f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/healthz"),
+                http_ok(receiver_health),
                 ports[WEBHOOK_RECEIVER],
-                f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/healthz",
+                receiver_health,
             )
         )
-        for launch in base_launches:
+        for launch in launches:
             self._await(launch)
 
-        started = time.monotonic()
+    def _create_environments(self, endpoints: _Endpoints) -> None:
+        """Base resources per environment, then the local pipeline file with their URLs."""
+        template = self.pipeline_template.read_text(encoding="utf-8")
+        # Placeholders sit inside TOML strings, so the template parses as it is.
+        environments = shared_config.parse_pipeline_config(tomllib.loads(template)).all_environments()
         backend_urls: dict[str, str] = {}
-        template_document = tomllib.loads(self.pipeline_template.read_text(encoding="utf-8"))
-        # Parsed once with placeholders intact (they sit inside strings) to learn the environments.
-        environments = shared_config.parse_pipeline_config(template_document).all_environments()
-        if self.with_compute:
-            create_base_resources(compute_host, self.project, environments)
-            backend_urls = load_balancer_urls(compute_host, self.project)
+        if endpoints.compute_host:
+            started = time.monotonic()
+            create_base_resources(endpoints.compute_host, self.project, environments)
+            backend_urls = load_balancer_urls(endpoints.compute_host, self.project)
             missing = [e.backend_service for e in environments if e.backend_service not in backend_urls]
             if missing:
-                raise ServiceError(f"Compute emulator lists no load balancer for {', '.join(missing)}")
-            self._report(
-                "base resources", f"{len(environments)} environments", started
-            )  # template, health check, backend service each
-        self.pipeline_file.write_text(
-            render_pipeline_config(self.pipeline_template.read_text(encoding="utf-8"), backend_urls),
-            encoding="utf-8",
-        )
+                raise ServiceError(f"the Compute emulator lists no load balancer for {', '.join(missing)}")
+            names = ", ".join(e.name for e in environments)
+            self._report("base resources", names, started, "created")
+        self.pipeline_file.write_text(render_pipeline_config(template, backend_urls), encoding="utf-8")
         self._load_config()
 
-        function_ports = {entry: ports[function_service(entry)] for entry in all_entry_points()}
-        rollback_url = f"http://{HOST}:{function_ports['rollback']}/"
+    def _compose_env(self, endpoints: _Endpoints) -> None:
+        rollback_url = endpoints.function_urls()["rollback"]
         self.notifications_file.touch()
         access_token_file = self.state_dir / ACCESS_TOKEN_FILE
-        # gcloud wants some token; the emulators accept any.
+        # gcloud insists on some credential; the emulators accept any token.
         access_token_file.write_text("local-stack-token\n", encoding="utf-8")
-        self.env = {
+        env = {
             shared_config.ENV_PROJECT: self.project,
-            "PUBSUB_EMULATOR_HOST": pubsub_host,
-            "FIRESTORE_EMULATOR_HOST": firestore_host,
-            **({shared_config.ENV_COMPUTE_EMULATOR_HOST: compute_host} if compute_host else {}),
-            ENV_ROLLBACK_URL: rollback_url,
-            "CLOUDSDK_CORE_PROJECT": self.project,
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub_host}/",
-            **(
-                {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://{compute_host}/compute/v1/"}
-                if compute_host
-                else {}
-            ),
-            "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(access_token_file),
-            shared_config.ENV_PIPELINE_CONFIG: str(self.pipeline_file),
-            shared_config.ENV_NOTIFICATIONS_FILE: str(self.notifications_file),
-            ENV_TOKEN_URL: f"{issuer_url}/token",
-            shared_config.ENV_ROLLBACK_AUDIENCE: rollback_url,
-            ENV_WEBHOOK_URL: webhook_url,
+            "PUBSUB_EMULATOR_HOST": endpoints.pubsub_host,
+            "FIRESTORE_EMULATOR_HOST": endpoints.firestore_host,
         }
+        if endpoints.compute_host:
+            env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = endpoints.compute_host
+        env[ENV_ROLLBACK_URL] = rollback_url
+        env["CLOUDSDK_CORE_PROJECT"] = self.project
+        env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
+        if endpoints.compute_host:
+            env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] = f"http://{endpoints.compute_host}/compute/v1/"
+        env["CLOUDSDK_AUTH_ACCESS_TOKEN_FILE"] = str(access_token_file)
+        env[shared_config.ENV_PIPELINE_CONFIG] = str(self.pipeline_file)
+        env[shared_config.ENV_NOTIFICATIONS_FILE] = str(self.notifications_file)
+        env[ENV_TOKEN_URL] = f"{endpoints.issuer_url}/token"
+        env[shared_config.ENV_ROLLBACK_AUDIENCE] = rollback_url
+        env[ENV_WEBHOOK_URL] = endpoints.webhook_url
+        self.env = env
         self.function_env = {
-            **self.env,
-            shared_config.ENV_ID_TOKEN_CERTS_URL: f"{issuer_url}/certs",
-            shared_config.ENV_ID_TOKEN_ISSUERS: issuer_url,
+            **env,
+            shared_config.ENV_ID_TOKEN_CERTS_URL: f"{endpoints.issuer_url}/certs",
+            shared_config.ENV_ID_TOKEN_ISSUERS: endpoints.issuer_url,
             "PYTHONUNBUFFERED": "1",
             **self.extra_function_env,
         }
-        if not compute_host:
-            # Never let a developer's shell point the stack's functions at another stack.
+        if not endpoints.compute_host:
+            # Never let a developer's shell point this stack's functions at another stack.
             self.function_env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = ""
 
-        function_launches = [
+    def _start_functions(self, endpoints: _Endpoints) -> None:
+        launches = [
             self._launch(
                 function_service(entry_point),
                 [
                     _functions_framework(),
-                    "--source",
-                    str(self.functions_source),
-                    "--target",
-                    entry_point,
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
+                    *("--source", str(self.functions_source), "--target", entry_point),
+                    *("--host", HOST, "--port", str(port)),
                 ],
                 _listening(port),
                 port,
@@ -615,34 +606,38 @@ class Stack:
                 env=self.function_env,
                 timeout=FUNCTION_START_TIMEOUT_SECONDS,
             )
-            for entry_point, port in function_ports.items()
+            for entry_point, port in endpoints.function_ports.items()
         ]
-        for launch in function_launches:
+        for launch in launches:
             self._await(launch)
 
-        started = time.monotonic()
-        function_urls = {entry: f"http://{HOST}:{port}/" for entry, port in function_ports.items()}
-        plan = wire_pubsub(pubsub_host, self.project, function_urls, self.triggers)
-        self._report("push subscriptions", f"{len(plan)} subscriptions", started)
-
-        scheduler = self._launch(
+    def _start_scheduler(self, endpoints: _Endpoints) -> None:
+        ready_file = self.state_dir / "scheduler.ready"
+        ready_file.unlink(missing_ok=True)
+        launch = self._launch(
             SCHEDULER,
             [
-                python,
-                "-m",
-                "devstack.scheduler",
-                "--project",
-                self.project,
-                "--topic",
-                WATCHDOG_TICK,
-                "--interval",
-                f"{self.scheduler_interval:g}",
+                *(sys.executable, "-m", "devstack.scheduler", "--project", self.project),
+                *("--topic", WATCHDOG_TICK, "--interval", f"{self.scheduler_interval:g}"),
+                *("--ready-file", str(ready_file)),
             ],
-            lambda: True,
-            env={"PUBSUB_EMULATOR_HOST": pubsub_host},
+            ready_file.exists,
+            env={"PUBSUB_EMULATOR_HOST": endpoints.pubsub_host},
         )
-        self._await(scheduler)
-        write_env_file(self.env_file, self.env)
+        self._await(launch)
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    pubsub_host: str
+    firestore_host: str
+    compute_host: str  # empty without the Compute emulator
+    issuer_url: str
+    webhook_url: str
+    function_ports: Mapping[str, int]
+
+    def function_urls(self) -> dict[str, str]:
+        return {entry: f"http://{HOST}:{port}/" for entry, port in self.function_ports.items()}
 
 
 def _stop_record(record: ServiceRecord) -> None:

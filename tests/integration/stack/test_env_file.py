@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from devstack.stack import read_env_file
 from tests.integration.stack.conftest import EchoStack
@@ -91,3 +95,31 @@ def test_sourcing_the_env_file_lets_the_client_libraries_reach_the_stack(echo_st
         assert result["backend_services"] == sorted(
             e.backend_service for e in stack.config.all_environments()
         )
+
+
+@pytest.mark.gcloud
+@pytest.mark.skipif(shutil.which("gcloud") is None, reason="the gcloud CLI is not installed")
+def test_sourcing_the_env_file_points_gcloud_at_the_stack(echo_stack: EchoStack) -> None:
+    stack = echo_stack.stack
+    commands = ["gcloud pubsub topics list --format='value(name)'"]
+    if stack.with_compute:
+        commands.append("gcloud compute backend-services list --format='value(name)'")
+    completed = subprocess.run(
+        ["bash", "-c", f'source "{stack.env_file}" && ' + " && ".join(commands)],
+        # A fresh configuration directory: no login, no default project, nothing but the env file.
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(stack.state_dir),
+            "CLOUDSDK_CONFIG": str(stack.state_dir / "gcloud"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    names = completed.stdout.split()
+    assert f"projects/{stack.project}/topics/build-succeeded" in names
+    if stack.with_compute:
+        assert stack.config is not None
+        assert {e.backend_service for e in stack.config.all_environments()} <= set(names)

@@ -89,7 +89,7 @@ def watch_deployment(
             origin = deployment.get("created_at")
             for entry in history[printed:]:
                 detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
-                say(f"  {_offset(entry.get('at'), origin)}  {entry.get('status')}{detail}")
+                say(f"  {_offset(entry.get('at'), origin)}  {entry.get('status')!s:<13}{detail}")
                 last_status = str(entry.get("status"))
             printed = len(history)
             status = deployment.get("status")

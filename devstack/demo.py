@@ -282,7 +282,7 @@ class Demo:
                 break
             time.sleep(0.25)
         for (deployment_id, status), count in sorted(counts.items()):
-            say(f"    {deployment_id}: {count} × {status}")
+            say(f"    {deployment_id}: {status} notification (x{count})")
         problems = [f"no {status} notification for {deployment}" for deployment, status in missing.items()]
         problems += [f"{n} {status} notifications for {d}" for (d, status), n in counts.items() if n > 1]
         return problems

@@ -6,6 +6,7 @@ or users. The generated launcher is then started to show the unpacked release re
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -42,17 +43,21 @@ class MetadataServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                # Query parameters (wait_for_change, last_etag) are accepted and ignored: this
+                # server answers at once, which the watcher must tolerate without spinning.
                 prefix = "/computeMetadata/v1/instance/attributes/"
+                path = self.path.split("?", 1)[0]
                 if self.headers.get("Metadata-Flavor") != "Google":
                     self._answer(403, "Missing Metadata-Flavor:Google header")
-                elif self.path.startswith(prefix) and self.path[len(prefix) :] in attributes:
-                    self._answer(200, attributes[self.path[len(prefix) :]])
+                elif path.startswith(prefix) and path[len(prefix) :] in attributes:
+                    self._answer(200, attributes[path[len(prefix) :]])
                 else:
                     self._answer(404, "not found")
 
             def _answer(self, status: int, body: str) -> None:
                 data = body.encode()
                 self.send_response(status)
+                self.send_header("ETag", hashlib.sha1(data).hexdigest()[:16])
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -87,15 +92,17 @@ class Instance:
     metadata: MetadataServer
     runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
 
-    def boot(self) -> subprocess.CompletedProcess[str]:
-        env = {
+    def env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "PATH": f"{self.shims}{os.pathsep}{os.environ.get('PATH', '')}",
             "RELEASE_METADATA_URL": self.metadata.url,
             "RELEASE_ROOT": str(self.root),
         }
+
+    def boot(self) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+            ["bash", str(SCRIPT)], env=self.env(), capture_output=True, text=True, timeout=60, check=False
         )
         self.runs.append(result)
         return result
@@ -171,12 +178,17 @@ def test_first_boot_unpacks_the_artifact_and_writes_unit_env_and_nginx(
     calls = instance.recorded_calls()
     if not user_exists("release"):
         assert "useradd --system --home-dir /opt/release --shell /usr/sbin/nologin release" in calls
-    assert calls[-4:] == [
+    assert calls[-6:] == [
         "systemctl enable release-app nginx",
         "systemctl restart release-app",
         "nginx -t",
         "systemctl restart nginx",
+        "systemctl daemon-reload",
+        "systemctl enable --now release-watch",
     ]
+    watcher = (instance.root / "etc/systemd/system/release-watch.service").read_text()
+    assert "ExecStart=/opt/release/bin/release-apply watch" in watcher
+    assert (instance.root / "opt/release/bin/release-apply").read_bytes() == SCRIPT.read_bytes()
 
 
 def test_a_new_release_switches_and_restarts_both_and_the_same_release_restarts_nothing(
@@ -189,14 +201,14 @@ def test_a_new_release_switches_and_restarts_both_and_the_same_release_restarts_
     assert instance.boot().returncode == 0, instance.runs[-1].stderr
     assert os.readlink(instance.root / "opt/release/current") == "releases/1.3.0"
     assert "RELEASE_VERSION=1.3.0" in (instance.root / "etc/release/app.env").read_text()
-    assert instance.recorded_calls()[-2:] == ["nginx -t", "systemctl restart nginx"]
+    assert instance.recorded_calls()[-4:-2] == ["nginx -t", "systemctl restart nginx"]
     assert "switching 1.2.3 -> 1.3.0" in instance.runs[-1].stderr
 
     before = len(instance.recorded_calls())
     assert instance.boot().returncode == 0
     again = instance.recorded_calls()[before:]
     assert not any("restart" in call for call in again), again
-    assert again[-1] == "systemctl start release-app nginx"
+    assert "systemctl start release-app nginx" in again
 
 
 def test_the_generated_launcher_serves_the_release(instance: Instance, tmp_path: Path) -> None:
@@ -226,6 +238,33 @@ def test_the_generated_launcher_serves_the_release(instance: Instance, tmp_path:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_watcher_applies_a_release_whose_metadata_changes(instance: Instance, tmp_path: Path) -> None:
+    release(instance, tmp_path, "1.2.3")
+    assert instance.boot().returncode == 0
+    watcher = subprocess.Popen(
+        ["bash", str(instance.root / "opt/release/bin/release-apply"), "watch"],
+        env=instance.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # a few polls of the unchanged version: nothing happens
+        assert (instance.root / "etc/release/app.env").read_text().endswith("RELEASE_VERSION=1.2.3\n")
+        instance.metadata.attributes["release-version"] = "1.2.4"
+        deadline = time.monotonic() + 20
+        env_file = instance.root / "etc/release/app.env"
+        while "RELEASE_VERSION=1.2.4" not in env_file.read_text():
+            assert watcher.poll() is None, "the watcher exited"
+            assert time.monotonic() < deadline, "the watcher did not apply the new release"
+            time.sleep(0.2)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    assert os.readlink(instance.root / "opt/release/current") == "releases/1.2.4"
+    assert "systemctl restart release-app" in instance.recorded_calls()[-6:]
 
 
 def test_missing_metadata_fails_the_boot_with_a_reason(instance: Instance) -> None:

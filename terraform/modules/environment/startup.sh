@@ -8,6 +8,10 @@
 # and restarts both; run again with the same release, it changes nothing but makes sure
 # both are running.
 #
+# Modes: `boot` (the default, what the metadata script runner calls) applies the release and
+# installs `release-watch`, a service running a copy of this script in `watch` mode, which
+# long-polls the metadata and runs `apply` when release-version changes.
+#
 # Two variables exist for tests and images, not for production:
 #   RELEASE_METADATA_URL  metadata server base (default: the real one)
 #   RELEASE_ROOT          prefix for every path written (default: the real root)
@@ -22,6 +26,8 @@ ENV_FILE=/etc/release/app.env
 UNIT=release-app
 UNIT_FILE="/etc/systemd/system/${UNIT}.service"
 NGINX_SITE=/etc/nginx/conf.d/release.conf
+WATCH_UNIT=release-watch
+WATCH_UNIT_FILE="/etc/systemd/system/${WATCH_UNIT}.service"
 APP_USER=release
 
 log() {
@@ -202,17 +208,20 @@ EOF
   rm -f "${ROOT}/etc/nginx/sites-enabled/default"
 }
 
-main() {
-  local version uri port previous=""
+current_version() {
+  if [ -f "${ROOT}${ENV_FILE}" ]; then
+    sed -n 's/^RELEASE_VERSION=//p' "${ROOT}${ENV_FILE}"
+  fi
+}
+
+apply_release() {
+  local version uri port previous
   version="$(metadata release-version)"
   uri="$(metadata release-artifact)"
   port="$(metadata release-port 8080)"
   [[ "$version" =~ ^[0-9A-Za-z.+-]+$ ]] || die "release-version ${version} is not a version"
   [[ "$port" =~ ^[0-9]+$ ]] || die "release-port ${port} is not a port"
-
-  if [ -f "${ROOT}${ENV_FILE}" ]; then
-    previous="$(sed -n 's/^RELEASE_VERSION=//p' "${ROOT}${ENV_FILE}")"
-  fi
+  previous="$(current_version)"
 
   ensure_packages
   install_release "$version" "$uri"
@@ -230,6 +239,72 @@ main() {
     systemctl start "$UNIT" nginx
   fi
   log "serving ${version}"
+}
+
+install_watcher() {
+  # The startup script runs at boot only. A copy of it, run as a service in `watch` mode,
+  # applies a release whose metadata changes while the instance runs (e.g. a rollback that
+  # re-points an existing group), restarting the app and nginx as a boot would.
+  local target="${ROOT}${APP_HOME}/bin/release-apply"
+  mkdir -p "$(dirname "$target")"
+  if [ -f "$0" ] && ! [ "$0" -ef "$target" ]; then
+    install -m 0755 "$0" "$target"
+  fi
+  write_if_changed "${ROOT}${WATCH_UNIT_FILE}" <<EOF || true
+[Unit]
+Description=Release pipeline: apply a release whose instance metadata changed
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=${APP_HOME}/bin/release-apply watch
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  systemctl daemon-reload
+  systemctl enable --now "$WATCH_UNIT"
+}
+
+watch_release() {
+  # Long-polls release-version (wait_for_change with the last ETag). A new value re-runs this
+  # script in apply mode, in its own process, so a failed apply leaves the watcher running
+  # and the current release serving.
+  local etag="NONE" value started
+  WATCH_HEADERS="$(mktemp)"
+  trap 'rm -f "$WATCH_HEADERS"' EXIT
+  while true; do
+    started=$SECONDS
+    if value="$(curl --silent --fail --max-time 330 -D "$WATCH_HEADERS" -H 'Metadata-Flavor: Google' \
+      "${METADATA_URL}/instance/attributes/release-version?wait_for_change=true&timeout_sec=300&last_etag=${etag}")"; then
+      etag="$(sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*\([^[:space:]]*\).*/\1/p' "$WATCH_HEADERS")"
+      etag="${etag:-NONE}"
+      if [ "$value" != "$(current_version)" ]; then
+        log "release-version changed to ${value}"
+        bash "$0" apply || log "applying ${value} failed; the current release keeps serving"
+      fi
+    else
+      sleep 5
+    fi
+    # A metadata server that answers at once (no long poll) must not make this loop spin.
+    if [ $((SECONDS - started)) -lt 1 ]; then
+      sleep 1
+    fi
+  done
+}
+
+main() {
+  case "${1:-boot}" in
+    boot)
+      apply_release
+      install_watcher
+      ;;
+    apply) apply_release ;;
+    watch) watch_release ;;
+    *) die "usage: $0 [boot|apply|watch]" ;;
+  esac
 }
 
 main "$@"

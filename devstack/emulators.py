@@ -37,6 +37,25 @@ def emulators_dir() -> Path:
     )
 
 
+def pubsub_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    launcher = emulators_dir() / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    return [str(launcher), f"--host={host}", f"--port={port}"]
+
+
+def firestore_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    launcher = emulators_dir() / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+    return [str(launcher), f"--host={host}", f"--port={port}"]
+
+
+def pubsub_ready_url(host: str, project: str) -> str:
+    # The REST facade answers GET /v1/projects/P/topics once the server is up.
+    return f"http://{host}/v1/projects/{project}/topics"
+
+
+def firestore_ready_url(host: str) -> str:
+    return f"http://{host}/"
+
+
 @dataclass
 class RunningEmulator:
     name: str
@@ -46,14 +65,10 @@ class RunningEmulator:
 
 
 def start_pubsub(port: int, log_path: Path, project: str) -> RunningEmulator:
-    launcher = emulators_dir() / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
-    process = start_service(
-        "pubsub-emulator", [str(launcher), "--host=127.0.0.1", f"--port={port}"], log_path
-    )
+    process = start_service("pubsub-emulator", pubsub_command(port), log_path)
     host = f"127.0.0.1:{port}"
-    # The REST facade answers GET /v1/projects/P/topics once the server is up.
     wait_until(
-        http_ok(f"http://{host}/v1/projects/{project}/topics"),
+        http_ok(pubsub_ready_url(host, project)),
         START_TIMEOUT_SECONDS,
         "Pub/Sub emulator",
         process,
@@ -64,12 +79,14 @@ def start_pubsub(port: int, log_path: Path, project: str) -> RunningEmulator:
 
 
 def start_firestore(port: int, log_path: Path) -> RunningEmulator:
-    launcher = emulators_dir() / "cloud-firestore-emulator" / "cloud_firestore_emulator"
-    process = start_service(
-        "firestore-emulator", [str(launcher), "--host=127.0.0.1", f"--port={port}"], log_path
-    )
+    process = start_service("firestore-emulator", firestore_command(port), log_path)
     host = f"127.0.0.1:{port}"
     wait_until(
-        http_ok(f"http://{host}/"), START_TIMEOUT_SECONDS, "Firestore emulator", process, log_path, 0.25
+        http_ok(firestore_ready_url(host)),
+        START_TIMEOUT_SECONDS,
+        "Firestore emulator",
+        process,
+        log_path,
+        0.25,
     )
     return RunningEmulator("firestore", host, process, log_path)

@@ -463,29 +463,20 @@ class Stack:
 
     def _start_base_services(self, endpoints: _Endpoints, ports: Mapping[str, int]) -> None:
         python = sys.executable
-        emulator_dir = emulators.emulators_dir()
-        pubsub_health = f"http://{endpoints.pubsub_host}/v1/projects/{self.project}/topics"
-        firestore_health = f"http://{endpoints.firestore_host}/"
+        pubsub_health = emulators.pubsub_ready_url(endpoints.pubsub_host, self.project)
+        firestore_health = emulators.firestore_ready_url(endpoints.firestore_host)
         # All at once, then awaited in turn: the Java emulators take seconds each to boot.
         launches = [
             self._launch(
                 PUBSUB,
-                [
-                    str(emulator_dir / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"),
-                    f"--host={HOST}",
-                    f"--port={ports[PUBSUB]}",
-                ],
+                emulators.pubsub_command(ports[PUBSUB], HOST),
                 http_ok(pubsub_health),
                 ports[PUBSUB],
                 pubsub_health,
             ),
             self._launch(
                 FIRESTORE,
-                [
-                    str(emulator_dir / "cloud-firestore-emulator" / "cloud_firestore_emulator"),
-                    f"--host={HOST}",
-                    f"--port={ports[FIRESTORE]}",
-                ],
+                emulators.firestore_command(ports[FIRESTORE], HOST),
                 http_ok(firestore_health),
                 ports[FIRESTORE],
                 firestore_health,

@@ -116,6 +116,37 @@ def env_var_names(config_module: Any) -> dict[str, str]:
     }
 
 
+def literal_env_reads(files: Iterable[Path]) -> dict[str, list[str]]:
+    """Environment variables read by literal name (os.environ.get("X"), os.environ["X"],
+    os.getenv("X")) in the given files: name -> ["file:line", ...]. Reads through the
+    ENV_* constants are not listed; env_var_names covers those."""
+    found: dict[str, list[str]] = {}
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            name: ast.expr | None = None
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                if isinstance(func, ast.Attribute) and (
+                    (func.attr == "get" and _is_os_environ(func.value))
+                    or (func.attr == "getenv" and _is_name(func.value, "os"))
+                ):
+                    name = node.args[0]
+            elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
+                name = node.slice
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                found.setdefault(name.value, []).append(f"{path}:{node.lineno}")
+    return found
+
+
+def _is_name(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _is_os_environ(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ" and _is_name(node.value, "os")
+
+
 # ---- helpers over the model ---------------------------------------------------------------
 
 

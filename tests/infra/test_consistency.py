@@ -111,6 +111,18 @@ def test_every_environment_variable_the_config_reads_is_set_on_the_functions(mod
     assert c.env_var_problems(model, function_env_names()) == []
 
 
+def test_variables_the_bundle_reads_by_literal_name_are_set_on_the_functions(model: c.Model) -> None:
+    bundle = [REPO / "main.py", *(REPO / "functions").rglob("*.py"), *(REPO / "shared").rglob("*.py")]
+    reads = c.literal_env_reads(path for path in bundle if path.exists())
+    exempt = set(c.env_var_names(config).values()) - function_env_names()
+    unset = {
+        name: where
+        for name, where in reads.items()
+        if name not in model["locals"]["function_environment"] and name not in exempt
+    }
+    assert unset == {}
+
+
 def test_local_and_client_only_variables_are_not_set_on_the_functions(model: c.Model) -> None:
     exempt = set(c.env_var_names(config).values()) - function_env_names()
     assert exempt.isdisjoint(model["locals"]["function_environment"])

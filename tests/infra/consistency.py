@@ -135,7 +135,7 @@ def literal_env_reads(files: Iterable[Path]) -> dict[str, list[str]]:
             elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
                 name = node.slice
             if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                found.setdefault(name.value, []).append(f"{path}:{node.lineno}")
+                found.setdefault(name.value, []).append(f"{path}:{name.lineno}")
     return found
 
 

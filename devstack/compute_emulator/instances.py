@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +22,28 @@ from .clock import new_id, rfc3339_now
 
 STOP_GRACE_SECONDS = 3.0
 _REAP_TIMEOUT_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# A single command (no lists, pipes, substitutions), whose first word names a program.
+_SIMPLE_COMMAND = re.compile(r"^(?![^ ]*=)[A-Za-z0-9_./+-]+(\s[^;&|`\n]*)?$")
+_SHELL_BUILTINS = {"cd", "exec", "export", "set", "source", ".", "ulimit", "umask", "eval", "trap"}
+
+
+def shell_command(web_command: str) -> str:
+    """The `/bin/sh -c` script for a Procfile command: `exec` it when it is a single command, so the
+    app itself is the instance's main process (and dies with the emulator, see `_die_with_parent`)."""
+    command = web_command.strip()
+    first = command.split(maxsplit=1)[0] if command else ""
+    if "$(" in command or first in _SHELL_BUILTINS or not _SIMPLE_COMMAND.match(command):
+        return command
+    return f"exec {command}"
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the emulator is killed outright (SIGKILL), the kernel
+    kills the instance's main process too instead of leaving it orphaned."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class BootError(Exception):
@@ -102,7 +127,7 @@ class Instance:
             self.process = await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
-                command,
+                shell_command(command),
                 cwd=self.work_dir / "app",
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -110,6 +135,7 @@ class Instance:
                 stderr=asyncio.subprocess.STDOUT,
                 # Its own process group, so stopping the instance ends every process it spawned.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log_handle.close()

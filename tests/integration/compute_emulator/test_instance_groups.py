@@ -285,3 +285,28 @@ def test_with_async_operations_they_go_pending_to_done_and_zone_operations_wait_
         code = stop_emulator(emulator)
     assert code == 0
     assert not [pid for pid in pids if pid_alive(pid) or process_group_alive(pid)]
+
+
+def test_instance_processes_die_with_the_emulator_even_when_it_is_killed_outright(
+    tmp_path: Path, artifacts: dict[str, str]
+) -> None:
+    emulator = start_emulator(tmp_path / "killed")
+    try:
+        project = "killed"
+        insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+        emulator.client(compute_v1.InstanceGroupManagersClient).insert(
+            project=project,
+            zone=ZONE,
+            instance_group_manager_resource=compute_v1.InstanceGroupManager(
+                name="blue",
+                base_instance_name="blue",
+                instance_template=f"projects/{project}/global/instanceTemplates/hello-1-0-0",
+                target_size=2,
+            ),
+        ).result(timeout=30)
+        wait_until(lambda: len(emulator.processes(project)) == 2, 20, "two instance processes")
+        pids = [item["pid"] for item in emulator.processes(project)]
+    finally:
+        emulator.running.process.kill()
+        emulator.running.process.wait(10)
+    wait_until(lambda: not [pid for pid in pids if pid_alive(pid)], 10, "instances to die with the emulator")

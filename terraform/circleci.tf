@@ -45,6 +45,8 @@ resource "google_iam_workload_identity_pool_provider" "circleci" {
 resource "google_service_account" "circleci_publisher" {
   account_id   = "${var.name_prefix}-circleci"
   display_name = "CircleCI build publisher"
+
+  depends_on = [google_project_service.required]
 }
 
 resource "google_service_account_iam_member" "circleci_impersonation" {

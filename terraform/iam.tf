@@ -5,6 +5,8 @@ resource "google_service_account" "function" {
 
   account_id   = "${var.name_prefix}-fn-${each.value.short}"
   display_name = "Release pipeline function ${each.key}"
+
+  depends_on = [google_project_service.required]
 }
 
 # Every function reads or writes the release records (deployments, releases, environments,
@@ -124,6 +126,8 @@ resource "google_project_iam_custom_role" "compute" {
   role_id     = "${replace(var.name_prefix, "-", "_")}_${each.key}"
   title       = each.value.title
   permissions = each.value.permissions
+
+  depends_on = [google_project_service.required]
 }
 
 resource "google_project_iam_member" "function_compute" {
@@ -149,6 +153,8 @@ resource "google_service_account_iam_member" "provisioner_acts_as_instances" {
 resource "google_service_account" "function_builder" {
   account_id   = "${var.name_prefix}-fn-builder"
   display_name = "Release pipeline function builds"
+
+  depends_on = [google_project_service.required]
 }
 
 resource "google_project_iam_member" "function_builder" {

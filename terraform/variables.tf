@@ -43,6 +43,11 @@ variable "firestore_location" {
   description = "Location of the Firestore database (a region such as us-central1, or a multi-region such as nam5). Cannot change after creation."
   type        = string
   default     = "nam5"
+
+  validation {
+    condition     = can(regex("^[a-z]+[0-9]*(-[a-z]+[0-9]+)?$", var.firestore_location))
+    error_message = "firestore_location must be a Firestore location such as nam5, eur3 or us-central1."
+  }
 }
 
 variable "function_bundle" {
@@ -71,6 +76,11 @@ variable "pipeline_config_path" {
   description = "PIPELINE_CONFIG: where the functions find the pipeline file. Gen2 functions unpack the bundle in /workspace."
   type        = string
   default     = "/workspace/config/pipeline.toml"
+
+  validation {
+    condition     = endswith(var.pipeline_config_path, ".toml")
+    error_message = "pipeline_config_path must name a .toml file."
+  }
 }
 
 variable "log_level" {
@@ -120,6 +130,11 @@ variable "watchdog_schedule" {
   description = "Cron schedule (UTC) of the watchdog tick."
   type        = string
   default     = "* * * * *"
+
+  validation {
+    condition     = can(regex("^\\S+( \\S+){4}$", var.watchdog_schedule))
+    error_message = "watchdog_schedule must be a five-field cron expression."
+  }
 }
 
 variable "artifact_retention_days" {

@@ -268,13 +268,13 @@ class ManagedInstanceGroup:
             instance.status = "PROVISIONING"
             instance.last_errors = [{"code": "CONDITION_NOT_MET", "message": message}]
             instance.log(f"instance creation failed, retrying in {delay:.0f}s: {message}")
-            await self._sleep_unless_deleted(delay)
+            await self._sleep_unless_removed(instance, delay)
             delay = min(delay * 2, _BOOT_RETRY_MAX_SECONDS)
 
-    async def _sleep_unless_deleted(self, seconds: float) -> None:
+    async def _sleep_unless_removed(self, instance: Instance, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while not self.deleted and loop.time() < deadline:
+        while not self.deleted and instance.current_action != "DELETING" and loop.time() < deadline:
             await asyncio.sleep(min(0.2, deadline - loop.time()))
 
     async def _remove(self, instance: Instance, drain: bool) -> None:

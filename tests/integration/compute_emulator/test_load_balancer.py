@@ -77,10 +77,11 @@ def test_attaching_a_healthy_group_makes_the_load_balancer_serve_its_version(
     wait_group_healthy(emulator, project, "blue", 2)
     set_backends(emulator, project, [blue])
 
-    response = wait_until(
-        lambda: (r := requests.get(url + "/", timeout=5)).status_code == 200 and r, 10, "the LB to serve"
-    )
-    assert response.text.strip() == "1.0.0"
+    def served_body() -> str:
+        response = requests.get(url + "/", timeout=5)
+        return response.text.strip() if response.status_code == 200 else ""
+
+    assert wait_until(served_body, 10, "the LB to serve") == "1.0.0"
     health = emulator.client(compute_v1.BackendServicesClient).get_health(
         project=project,
         backend_service="web",

@@ -109,7 +109,7 @@ class ManagedInstanceGroup:
         policies = self.resource.get("autoHealingPolicies") or []
         if not policies or not policies[0].get("healthCheck"):
             return None
-        return str(policies[0]["healthCheck"]), float(policies[0].get("initialDelaySec", 300))
+        return str(policies[0]["healthCheck"]), float(policies[0].get("initialDelaySec", 0))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -200,21 +200,31 @@ class ManagedInstanceGroup:
         for instance in active:
             per_zone[instance.zone] = per_zone.get(instance.zone, 0) + 1
         zone = min(self.zones, key=lambda z: per_zone[z])
-        taken = {i.name for i in self.instances}
-        base = str(self.resource["baseInstanceName"])
-        while True:
-            suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
-            if f"{base}-{suffix}" not in taken:
-                break
+        name = self._free_instance_name({i.name for i in self.instances})
         template = self.context.template_resource(self.template_path) or {}
         return Instance(
             project=self.project,
             zone=zone,
-            name=f"{base}-{suffix}",
+            name=name,
             template_path=self.template_path,
             release=release_from_template(template),
             state_dir=self.context.state_dir,
         )
+
+    def _free_instance_name(self, taken: set[str]) -> str:
+        """`base-xxxx` with a random suffix, or `vm-001`, `vm-002`... for a base like `vm-###`."""
+        base = str(self.resource["baseInstanceName"])
+        if base.endswith("#"):
+            digits = len(base) - len(base.rstrip("#"))
+            prefix = base[: len(base) - digits]
+            number = 1
+            while f"{prefix}{number:0{digits}d}" in taken:
+                number += 1
+            return f"{prefix}{number:0{digits}d}"
+        while True:
+            suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+            if f"{base}-{suffix}" not in taken:
+                return f"{base}-{suffix}"
 
     def _pick_victims(self, active: list[Instance], count: int) -> list[Instance]:
         """Like a real MIG: first instances that are not running, then unhealthy ones, newest first."""
@@ -378,12 +388,13 @@ class ManagedInstanceGroup:
         for instance in self.instances:
             item: dict[str, Any] = {
                 "instance": base_url + instance.path,
-                "id": instance.id,
                 "name": instance.name,
                 "currentAction": instance.current_action,
                 "version": {"instanceTemplate": base_url + instance.template_path},
             }
             if instance.status != "PROVISIONING":
+                # Before its first start the instance does not exist yet: no id, no status.
+                item["id"] = instance.id
                 item["instanceStatus"] = instance.status
             if autohealing is not None:
                 probe = instance.probes.get(autohealing[0])

@@ -106,15 +106,17 @@ class HealthChecker:
             await asyncio.sleep(max(0.0, spec.interval - (loop.time() - started)))
 
     async def _probe_once(self, spec: ProbeSpec, port: int) -> tuple[str, str]:
+        # Outcomes follow detailedHealthState: "timeout" when no connection can be made or no answer
+        # comes in time (TIMEOUT), "fail" when the instance answers but not as required (UNHEALTHY).
         if spec.missing_named_port is not None:
-            return "fail", f"the group has no named port {spec.missing_named_port!r}"
+            return "timeout", f"the group has no named port {spec.missing_named_port!r}"
         if spec.kind == "TCP":
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), spec.timeout)
             except TimeoutError:
                 return "timeout", f"no connection within {spec.timeout}s"
             except OSError as exc:
-                return "fail", str(exc)
+                return "timeout", str(exc)
             writer.close()
             return "ok", "connected"
         headers = {"Host": spec.host} if spec.host else {}
@@ -128,6 +130,8 @@ class HealthChecker:
                 body = await response.read()
         except TimeoutError:
             return "timeout", f"no answer within {spec.timeout}s"
+        except aiohttp.ClientConnectionError as exc:
+            return "timeout", str(exc) or type(exc).__name__
         except aiohttp.ClientError as exc:
             return "fail", str(exc) or type(exc).__name__
         if response.status != 200:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from .errors import ApiError, invalid
 
 NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-# A MIG appends "-xxxx" to the base instance name, so it is at most 58 characters.
-BASE_INSTANCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,56}[a-z0-9])?$")
+# A MIG appends "-xxxx" to the base instance name, so it is at most 58 characters; "vm-###" asks
+# for sequential numbers instead.
+BASE_INSTANCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,57}|[-a-z0-9]{0,51}-#{1,10})$")
 ZONE_PATTERN = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 REGION_PATTERN = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 

@@ -261,7 +261,7 @@ class Emulator:
         if not BASE_INSTANCE_NAME_PATTERN.match(str(base)):
             raise invalid(
                 f"Invalid value for field 'resource.baseInstanceName': '{base}'. "
-                "Must be a match of regex '[a-z](?:[-a-z0-9]{0,56}[a-z0-9])?'"
+                "Must be a match of regex '[a-z]([-a-z0-9]{0,57}|[-a-z0-9]{0,51}-#{1,10})'"
             )
         resource["baseInstanceName"] = base
         resource["instanceTemplate"] = self._template_reference(project, body)
@@ -284,7 +284,7 @@ class Emulator:
                 raise invalid("Regional health checks are not supported by the local Compute emulator.")
             if reference.path not in self.health_checks:
                 raise not_found(reference.path)
-            delay = _int_in_range(policy, "initialDelaySec", 300, 0, 3600)
+            delay = _int_in_range(policy, "initialDelaySec", 0, 0, 3600)
             resource["autoHealingPolicies"] = [{"healthCheck": reference.path, "initialDelaySec": delay}]
         for field in IGNORED_GROUP_FIELDS:
             if field in body:
@@ -447,7 +447,7 @@ class Emulator:
         if "connectionDraining" in body:
             _int_in_range(body["connectionDraining"], "drainingTimeoutSec", 0, 0, 3600)
         if "timeoutSec" in body:
-            _int_in_range(body, "timeoutSec", 30, 1, 86400)
+            _int_in_range(body, "timeoutSec", 30, 1, 2_147_483_647)
         return resource
 
     def insert_service(self, project: str, body: dict[str, Any], request_id: str | None) -> Operation:

@@ -63,3 +63,23 @@ def test_group_aggregated_list_holds_zonal_and_regional_groups(
     assert [g.name for g in regional.list(project=project, region=REGION)] == ["r"]
     assert [g.name for g in zonal.list(project=project, zone=ZONE)] == ["z"]
     assert [h.name for h in emulator.client(compute_v1.HealthChecksClient).list(project=project)] == ["hc"]
+
+
+def test_a_base_instance_name_ending_in_hashes_numbers_the_instances(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "t", artifacts["hello"], "1.0.0")
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    resource = compute_v1.InstanceGroupManager(
+        name="numbered",
+        base_instance_name="web-##",
+        instance_template=f"projects/{project}/global/instanceTemplates/t",
+        target_size=2,
+    )
+    groups.insert(project=project, zone=ZONE, instance_group_manager_resource=resource).result(timeout=30)
+    names = sorted(
+        m.name
+        for m in groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="numbered")
+    )
+    assert names == ["web-01", "web-02"]
+    groups.delete(project=project, zone=ZONE, instance_group_manager="numbered").result(timeout=60)

@@ -11,6 +11,8 @@ import aiohttp
 
 from .instances import Instance, ProbeState
 
+_FIRST_PROBE_SECONDS = 0.25
+
 
 @dataclass(frozen=True)
 class ProbeSpec:
@@ -97,12 +99,19 @@ class HealthChecker:
 
     async def _loop(self, instance: Instance, spec: ProbeSpec) -> None:
         loop = asyncio.get_running_loop()
+        # The first probe of a freshly started process waits a moment instead of racing its bind.
+        first_probe_after = min(spec.interval, _FIRST_PROBE_SECONDS)
         while True:
             started = loop.time()
             port = instance.port
-            if instance.status == "RUNNING" and port is not None:
-                outcome, detail = await self._probe_once(spec, port)
-                self._record(instance.probes.setdefault(spec.path, ProbeState()), spec, outcome, detail)
+            if instance.status != "RUNNING" or port is None or instance.started_at is None:
+                await asyncio.sleep(first_probe_after)
+                continue
+            if started < instance.started_at + first_probe_after:
+                await asyncio.sleep(instance.started_at + first_probe_after - started)
+                continue
+            outcome, detail = await self._probe_once(spec, port)
+            self._record(instance.probes.setdefault(spec.path, ProbeState()), spec, outcome, detail)
             await asyncio.sleep(max(0.0, spec.interval - (loop.time() - started)))
 
     async def _probe_once(self, spec: ProbeSpec, port: int) -> tuple[str, str]:

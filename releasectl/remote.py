@@ -127,9 +127,21 @@ def identity_token() -> str:
         raise BadInput(
             f"gcloud is not installed and {ENV_RELEASECTL_TOKEN_URL} is not set; cannot get a token"
         )
+    completed = _gcloud_identity_token(gcloud, [f"--audiences={audience}"])
+    if completed.returncode != 0 and "service account" in completed.stderr.lower():
+        # gcloud names an audience only for service accounts; a person's token carries gcloud's
+        # own client id as its audience, which the rollback function can be told to accept.
+        completed = _gcloud_identity_token(gcloud, [])
+    if completed.returncode != 0:
+        reason = " ".join(completed.stderr.split())[:400] or "no output"
+        raise OperationFailed(f"gcloud auth print-identity-token failed: {reason}")
+    return completed.stdout.strip()
+
+
+def _gcloud_identity_token(gcloud: str, flags: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        completed = subprocess.run(
-            [gcloud, "auth", "print-identity-token", f"--audiences={audience}"],
+        return subprocess.run(
+            [gcloud, "auth", "print-identity-token", *flags],
             capture_output=True,
             text=True,
             timeout=GCLOUD_TIMEOUT_SECONDS,
@@ -137,10 +149,6 @@ def identity_token() -> str:
         )
     except subprocess.TimeoutExpired as exc:  # transient: gcloud hung (network, prompt)
         raise OperationFailed("gcloud auth print-identity-token timed out") from exc
-    if completed.returncode != 0:
-        last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OperationFailed(f"gcloud auth print-identity-token failed: {last_line}")
-    return completed.stdout.strip()
 
 
 @dataclass(frozen=True)

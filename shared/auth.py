@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,16 +170,21 @@ def accepted_issuers() -> tuple[str, ...]:
 
 def verify_identity_token(
     token: str,
-    audience: str,
+    audience: str | Sequence[str],
     *,
     request: CachingRequest | None = None,
 ) -> Caller:
     """Verify signature, expiry, audience, issuer and a verified e-mail; return who called.
 
+    `audience` is the one audience a token must carry, or several accepted ones (e.g. the
+    function's URL, and gcloud's client id for people whose `gcloud auth print-identity-token`
+    cannot name an audience because they are not a service account).
+
     Raises InvalidTokenError for anything the caller got wrong, and CertificatesUnavailableError
     when the key endpoint cannot be reached.
     """
-    if not audience:
+    audiences = [audience] if isinstance(audience, str) else [a for a in audience if a]
+    if not audiences:
         # A deployment mistake, not the caller's: refuse rather than accept any audience.
         raise ValueError("verify_identity_token needs the expected audience")
     if not token:
@@ -187,7 +192,7 @@ def verify_identity_token(
     transport = request or _shared_request
     url = certs_url()
     try:
-        claims = _verify(token, transport, audience, url)
+        claims = _verify(token, transport, audiences, url)
     except ValueError as exc:
         if _UNKNOWN_KEY_ID not in str(exc):
             # Bad signature, expired, wrong audience, malformed: permanent for this token.
@@ -195,13 +200,13 @@ def verify_identity_token(
         # The issuer may have rotated its keys since we cached them: fetch once more.
         transport.forget(url)
         try:
-            claims = _verify(token, transport, audience, url)
+            claims = _verify(token, transport, audiences, url)
         except ValueError as retry_exc:  # permanent: the key really is not the issuer's
             raise InvalidTokenError(f"identity token rejected: {retry_exc}") from retry_exc
     return _caller_from(claims)
 
 
-def _verify(token: str, transport: CachingRequest, audience: str, url: str) -> Mapping[str, Any]:
+def _verify(token: str, transport: CachingRequest, audience: list[str], url: str) -> Mapping[str, Any]:
     try:
         return id_token.verify_token(
             token,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -500,3 +501,20 @@ def test_the_console_script_works_as_a_subprocess(
     assert usage.code == 2
     assert len(usage.stderr.strip().splitlines()) == 1
     assert requests.get(f"{os.environ['RELEASECTL_TOKEN_URL']}?audience=x", timeout=10).status_code == 200
+
+
+@pytest.mark.gcloud
+@pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed")
+def test_without_a_local_issuer_token_asks_gcloud_and_reports_its_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RELEASECTL_TOKEN_URL", raising=False)
+    monkeypatch.setenv("RELEASECTL_ROLLBACK_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no account logged in
+
+    result = releasectl("token")
+
+    assert result.code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("releasectl: gcloud auth print-identity-token failed: ")
+    assert len(result.stderr.strip().splitlines()) == 1

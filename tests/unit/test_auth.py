@@ -261,3 +261,23 @@ def test_callers_match_exact_addresses_or_whole_domains(email: str, allowed: boo
 
 def test_no_patterns_allow_nobody() -> None:
     assert caller_allowed("ada@hello.example.com", []) is False
+
+
+def test_any_of_several_accepted_audiences_verifies(
+    certs_server: CertsServer, signing_key: SigningKey
+) -> None:
+    gcloud_client_id = "32555940559.apps.googleusercontent.com"
+    token = signing_key.token(aud=gcloud_client_id)
+
+    caller = verify_identity_token(token, [AUDIENCE, gcloud_client_id], request=CachingRequest())
+
+    assert caller.email == "ada@hello.example.com"
+    with pytest.raises(InvalidTokenError, match="audience"):
+        verify_identity_token(token, [AUDIENCE], request=CachingRequest())
+
+
+def test_no_expected_audience_is_a_configuration_error(
+    certs_server: CertsServer, signing_key: SigningKey
+) -> None:
+    with pytest.raises(ValueError, match="audience"):
+        verify_identity_token(signing_key.token(), [], request=CachingRequest())

@@ -295,7 +295,7 @@ class Demo:
         for line in self.notifications_file.read_text(encoding="utf-8").splitlines():
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError:  # a line being appended right now: read it next poll
                 continue
             if entry.get("deployment_id") in ours:
                 key = (str(entry["deployment_id"]), str(entry.get("status")))
@@ -359,9 +359,9 @@ def run_demo(url: str, notifications_file: Path) -> int:
         demo = Demo(url, notifications_file, Path(scratch))
         try:
             _story(demo)
-        except DemoFailure as exc:
+        except DemoFailure as exc:  # a step misbehaved: report it, skip the steps that need it
             problems.append(str(exc))
-        except (BadInput, OperationFailed) as exc:
+        except (BadInput, OperationFailed) as exc:  # publish or rollback refused: report it
             problems.append(f"releasectl: {exc}")
         heading("Checking notifications")
         problems += demo.check_notifications()

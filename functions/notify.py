@@ -51,7 +51,7 @@ def decode_pubsub_data(event: CloudEvent) -> bytes:
         raise NotifyMessageError("event carries no Pub/Sub message data")
     try:
         return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError) as exc:  # permanent: these bytes never decode
         raise NotifyMessageError(f"Pub/Sub message data is not base64: {exc}") from exc
 
 

@@ -56,7 +56,7 @@ def _name(kind: str) -> Callable[[str], str]:
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
-    except ValueError as exc:
+    except ValueError as exc:  # permanent: bad command line
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from exc
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
@@ -66,7 +66,7 @@ def _positive_int(value: str) -> int:
 def _positive_float(value: str) -> float:
     try:
         number = float(value)
-    except ValueError as exc:
+    except ValueError as exc:  # permanent: bad command line
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
@@ -291,7 +291,7 @@ def _watch(args: argparse.Namespace, out: _Output) -> int:
 def _package(args: argparse.Namespace, out: _Output) -> int:
     try:
         artifact = build_artifact(args.source_dir, args.out)
-    except (ArtifactError, FileNotFoundError, NotADirectoryError) as exc:
+    except (ArtifactError, FileNotFoundError, NotADirectoryError) as exc:  # permanent: fix the source tree
         raise BadInput(str(exc)) from exc
     resolved = artifact.resolve()
     if out.as_json:
@@ -329,7 +329,7 @@ def run(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr:
     try:
         with contextlib.redirect_stdout(stdout):
             args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except _UsageError as exc:  # permanent: fix the command line
         stderr.write(f"releasectl: {_one_line(exc)}\n")
         return EXIT_USAGE
     except SystemExit as exit_request:  # --help has been printed

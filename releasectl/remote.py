@@ -76,7 +76,7 @@ def build_message(
     attributes = {"app": app, "environment": environment}
     try:
         event: BuildSucceeded = parse_build_succeeded(data, attributes)
-    except InvalidBuildEvent as exc:
+    except InvalidBuildEvent as exc:  # permanent: the pipeline would reject it too
         raise BadInput(exc.reason) from exc
     return event.to_message()
 
@@ -194,5 +194,5 @@ def request_rollback(
 def _json_or_text(response: requests.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except ValueError:  # not JSON (a proxy's error page): show the text
         return response.text.strip()

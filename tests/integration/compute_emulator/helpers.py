@@ -213,6 +213,7 @@ class Load:
         self.path = path
         self.workers = workers
         self.outcomes: list[Outcome] = []
+        self._started = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -234,6 +235,8 @@ class Load:
         with requests.Session() as session:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
+                with self._lock:
+                    self._started += 1
                 try:
                     response = session.get(self.url + self.path, timeout=10)
                     outcome = Outcome(started, time.monotonic(), response.status_code, response.text.strip())
@@ -241,6 +244,10 @@ class Load:
                     outcome = Outcome(started, time.monotonic(), 0, type(exc).__name__)
                 with self._lock:
                     self.outcomes.append(outcome)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._started - len(self.outcomes)
 
     def snapshot(self) -> list[Outcome]:
         with self._lock:

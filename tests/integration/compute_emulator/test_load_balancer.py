@@ -200,3 +200,41 @@ def test_groups_that_exit_or_fail_health_checks_never_receive_traffic(
             resource_group_reference_resource=compute_v1.ResourceGroupReference(group=group),
         )
         assert {s.health_state for s in health.health_status} <= {"UNHEALTHY"}
+
+
+def test_requests_still_in_flight_when_the_draining_timeout_ends_are_cut(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    health_check = insert_health_check(emulator, project)
+    blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
+    green = healthy_group(emulator, project, "green", artifacts["testapp"], "2.0.0", health_check)
+    insert_service(emulator, project, health_check, [blue], draining=1)
+    url = emulator.load_balancer_url(project, "web")
+
+    with Load(url, "/slow?ms=4000", workers=2) as load:
+        wait_until(lambda: load.in_flight() == 2, 10, "slow requests in flight on blue")
+        set_backends(emulator, project, [green])
+        detached_at = time.monotonic()
+        wait_until(lambda: load.failures(), 10, "the draining timeout to cut blue's requests")
+    cut = load.failures()[0]
+    assert cut.finished - detached_at < 3.5, "cut at the 1 s draining timeout, long before the 4 s answer"
+
+
+def test_resizing_down_an_attached_group_lets_its_requests_finish(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    health_check = insert_health_check(emulator, project)
+    blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
+    insert_service(emulator, project, health_check, [blue])
+    url = emulator.load_balancer_url(project, "web")
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+
+    with Load(url, "/slow?ms=300", workers=6) as load:
+        wait_until(lambda: len(load.snapshot()) >= 12, 20, "traffic on both instances")
+        groups.resize(project=project, zone="us-central1-a", instance_group_manager="blue", size=1).result(
+            timeout=30
+        )
+        wait_until(lambda: len(emulator.processes(project)) == 1, 20, "one instance left")
+        after_resize = time.monotonic()
+        wait_until(lambda: load.versions_since(after_resize), 10, "traffic after the resize")
+    assert load.failures() == []

@@ -444,6 +444,13 @@ class Emulator:
             stored.update({"group": reference.path, "balancingMode": mode, "capacityScaler": scaler})
             backends.append(stored)
         resource["backends"] = backends
+        if backends and not checks:
+            raise invalid("Backend services with instance group backends must have a health check.")
+        if len(backends) == 1 and backends[0]["capacityScaler"] == 0.0:
+            raise invalid(
+                "Invalid value for field 'resource.backends[0].capacityScaler': '0'. "
+                "A capacityScaler of 0 needs another backend attached to the backend service."
+            )
         if "connectionDraining" in body:
             _int_in_range(body["connectionDraining"], "drainingTimeoutSec", 0, 0, 3600)
         if "timeoutSec" in body:

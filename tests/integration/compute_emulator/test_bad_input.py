@@ -121,6 +121,17 @@ def test_fields_the_emulator_cannot_honour_are_refused_not_ignored(emulator: Emu
     assert_google_error(response, 400, "invalid", "HTTPS")
 
 
+def test_a_backend_service_with_group_backends_needs_a_health_check(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "t", artifacts["hello"], "1.0.0")
+    group = {"name": "blue", "baseInstanceName": "blue", "instanceTemplate": "global/instanceTemplates/t"}
+    assert call(emulator, "POST", f"projects/{project}/zones/{ZONE}/instanceGroupManagers", group).ok
+    body = {"name": "web", "backends": [{"group": f"zones/{ZONE}/instanceGroups/blue"}]}
+    response = call(emulator, "POST", f"projects/{project}/global/backendServices", body)
+    assert_google_error(response, 400, "invalid", "must have a health check")
+
+
 def test_unknown_paths_and_methods_answer_in_the_same_shape(emulator: Emulator, project: str) -> None:
     assert_google_error(
         call(emulator, "GET", f"projects/{project}/global/networks"), 404, "notFound", "networks"

@@ -27,7 +27,7 @@ from .links import (
     parse_reference,
     region_of_zone,
 )
-from .operations import Operation, OperationRegistry
+from .operations import Operation, OperationRegistry, Work
 
 LOG = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Emulator:
         operation_type: str,
         target_path: str,
         target_id: str,
-        work: Any,
+        work: Work,
         request_id: str | None,
     ) -> Operation:
         return self.operations.start(project, scope, operation_type, target_path, target_id, work, request_id)
@@ -297,7 +297,7 @@ class Emulator:
             zones = [scope.split("/", 1)[1]]
         else:
             region = scope.split("/", 1)[1]
-            zones = self._distribution_zones(project, region, body.get("distributionPolicy") or {})
+            zones = self._distribution_zones(region, body.get("distributionPolicy") or {})
             if "distributionPolicy" in body:
                 resource["distributionPolicy"] = {
                     "targetShape": body["distributionPolicy"].get("targetShape", "EVEN")
@@ -340,7 +340,7 @@ class Emulator:
         return result
 
     @staticmethod
-    def _distribution_zones(project: str, region: str, policy: dict[str, Any]) -> list[str]:
+    def _distribution_zones(region: str, policy: dict[str, Any]) -> list[str]:
         zones = []
         for index, entry in enumerate(policy.get("zones", [])):
             # A zone URL, `zones/us-central1-a` or the bare zone name.

@@ -1,0 +1,98 @@
+"""The emulator's pure helpers, without a server: filters, references, Procfile commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devstack.compute_emulator.errors import ApiError
+from devstack.compute_emulator.instances import BootError, artifact_path, shell_command
+from devstack.compute_emulator.links import parse_reference
+from devstack.compute_emulator.listing import apply_filter, page
+
+ITEMS: list[dict[str, Any]] = [
+    {"name": "web-1", "status": {"isStable": True}},
+    {"name": "web-2"},
+    {"name": "worker"},
+]
+
+
+@pytest.mark.parametrize(
+    ("expression", "names"),
+    [
+        ('name = "web-*"', ["web-1", "web-2"]),
+        ("name != worker", ["web-1", "web-2"]),
+        ("name eq web-[0-9]", ["web-1", "web-2"]),
+        ("name ne web-.*", ["worker"]),
+        ("status.isStable = true", ["web-1"]),
+        ('(name = "web-*") (name != web-2)', ["web-1"]),
+        ('name = "web-*" AND name != web-1', ["web-2"]),
+    ],
+)
+def test_filters_read_like_compute_engine_list_filters(expression: str, names: list[str]) -> None:
+    assert [item["name"] for item in apply_filter(ITEMS, expression)] == names
+
+
+def test_a_filter_it_cannot_read_is_a_400() -> None:
+    with pytest.raises(ApiError) as caught:
+        apply_filter(ITEMS, "name ~~ web")
+    assert caught.value.code == 400
+
+
+def test_pages_chain_through_their_tokens() -> None:
+    first, token = page(ITEMS, {"maxResults": "2"})
+    assert [i["name"] for i in first] == ["web-1", "web-2"] and token
+    second, last = page(ITEMS, {"maxResults": "2", "pageToken": token})
+    assert [i["name"] for i in second] == ["worker"] and last is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://www.googleapis.com/compute/v1/projects/p/global/instanceTemplates/t",
+        "http://127.0.0.1:9/compute/v1/projects/p/global/instanceTemplates/t",
+        "projects/p/global/instanceTemplates/t",
+        "global/instanceTemplates/t",
+        "t",
+    ],
+)
+def test_references_accept_the_forms_compute_engine_accepts(value: str) -> None:
+    reference = parse_reference(value, "instanceTemplate", "p", ("instanceTemplates",))
+    assert reference.path == "projects/p/global/instanceTemplates/t"
+
+
+def test_a_reference_to_the_wrong_collection_is_a_400() -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_reference("global/healthChecks/hc", "instanceTemplate", "p", ("instanceTemplates",))
+    assert caught.value.code == 400
+
+
+@pytest.mark.parametrize(
+    ("procfile_command", "script"),
+    [
+        ("python3 app.py", "exec python3 app.py"),
+        ("gunicorn -b 127.0.0.1:$PORT app:app", "exec gunicorn -b 127.0.0.1:$PORT app:app"),
+        ("cd web && python3 app.py", "cd web && python3 app.py"),
+        ("FOO=1 python3 app.py", "FOO=1 python3 app.py"),
+        ("exec ./run", "exec ./run"),
+    ],
+)
+def test_single_commands_are_execed_and_compound_ones_left_to_the_shell(
+    procfile_command: str, script: str
+) -> None:
+    assert shell_command(procfile_command) == script
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("gs://bucket/app.tar.gz", "no Cloud Storage"),
+        ("https://example.com/app.tar.gz", "only file:///"),
+        ("file:///nowhere/app.tar.gz", "does not exist"),
+        (None, "release-artifact"),
+    ],
+)
+def test_artifacts_that_cannot_be_fetched_say_why(url: str | None, words: str) -> None:
+    with pytest.raises(BootError, match=words):
+        artifact_path(url)

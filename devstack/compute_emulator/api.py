@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -10,11 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from .errors import ApiError, internal, invalid, not_found
-from .links import check_region, check_zone, parse_reference
+from .links import check_region, check_zone, parse_reference, region_of_zone
 from .listing import aggregated_body, list_body
 from .operations import Operation
 from .schema import check_body, parse_json_body
-from .state import Emulator
+from .state import Emulator, default_zones
 
 LOG = logging.getLogger(__name__)
 
@@ -460,6 +461,63 @@ async def aggregated_operations(request: web.Request) -> web.Response:
     )
 
 
+# -- zones and regions: any well-formed name exists (gcloud looks zones up before some commands) ---
+
+KNOWN_REGIONS = ("us-central1", "us-east1", "us-west1", "europe-west1", "asia-east1")
+
+
+def _stable_id(name: str) -> str:
+    return str(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16))
+
+
+def _zone_json(base: str, project: str, zone: str) -> dict[str, Any]:
+    return {
+        "kind": "compute#zone",
+        "id": _stable_id(zone),
+        "name": zone,
+        "description": zone,
+        "status": "UP",
+        "region": base + f"projects/{project}/regions/{region_of_zone(zone)}",
+        "selfLink": base + f"projects/{project}/zones/{zone}",
+    }
+
+
+def _region_json(base: str, project: str, region: str) -> dict[str, Any]:
+    return {
+        "kind": "compute#region",
+        "id": _stable_id(region),
+        "name": region,
+        "description": region,
+        "status": "UP",
+        "zones": [base + f"projects/{project}/zones/{zone}" for zone in default_zones(region)],
+        "selfLink": base + f"projects/{project}/regions/{region}",
+    }
+
+
+async def get_zone(request: web.Request) -> web.Response:
+    zone = check_zone(request.match_info["zone"])
+    return reply(_zone_json(base_url(request), request.match_info["project"], zone))
+
+
+async def list_zones(request: web.Request) -> web.Response:
+    base, project = base_url(request), request.match_info["project"]
+    items = [_zone_json(base, project, zone) for region in KNOWN_REGIONS for zone in default_zones(region)]
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#zoneList", list_id, link, items, request.query))
+
+
+async def get_region(request: web.Request) -> web.Response:
+    region = check_region(request.match_info["region"])
+    return reply(_region_json(base_url(request), request.match_info["project"], region))
+
+
+async def list_regions(request: web.Request) -> web.Response:
+    base, project = base_url(request), request.match_info["project"]
+    items = [_region_json(base, project, region) for region in KNOWN_REGIONS]
+    list_id, link = _list_id(request)
+    return reply(list_body("compute#regionList", list_id, link, items, request.query))
+
+
 # -- side API and liveness ------------------------------------------------------------------
 
 
@@ -537,6 +595,11 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
     r.add_delete(p + "/global/backendServices/{name}", delete_service)
     r.add_post(p + "/global/backendServices/{name}/getHealth", service_health)
     r.add_get(p + "/aggregated/backendServices", aggregated_services)
+
+    r.add_get(p + "/zones", list_zones)
+    r.add_get(p + "/zones/{zone}", get_zone)
+    r.add_get(p + "/regions", list_regions)
+    r.add_get(p + "/regions/{region}", get_region)
 
     r.add_get(p + "/global/operations", list_operations)
     r.add_get(p + "/global/operations/{name}", get_operation)

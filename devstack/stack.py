@@ -84,6 +84,9 @@ PORT_ENV_VARS = {
 FUNCTIONS_PORT_ENV_VAR = "DEVSTACK_FUNCTIONS_PORT"
 """First of consecutive ports for the functions, in `all_entry_points()` order."""
 
+RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
+"""Set to 1 to give the push subscriptions the topology's retry policies (see devstack/wiring.py)."""
+
 ENV_WEBHOOK_URL = "LOCAL_WEBHOOK_URL"
 """The local pipeline file's webhook channel reads its URL from this variable."""
 ENV_TOKEN_URL = "RELEASECTL_TOKEN_URL"
@@ -210,6 +213,7 @@ class Stack:
         triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
         extra_function_env: Mapping[str, str] | None = None,
         scheduler_interval: float = SCHEDULER_INTERVAL_SECONDS,
+        retry_policies: bool | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
@@ -221,6 +225,10 @@ class Stack:
         self.triggers = tuple(triggers)
         self.extra_function_env = dict(extra_function_env or {})
         self.scheduler_interval = scheduler_interval
+        # Off unless asked for: see devstack/wiring.py for the emulator fault this avoids.
+        self.retry_policies = (
+            os.environ.get(RETRY_POLICY_ENV_VAR) == "1" if retry_policies is None else retry_policies
+        )
         self.progress = progress or (lambda line: None)
         self.env: dict[str, str] = {}
         self.function_env: dict[str, str] = {}
@@ -456,7 +464,9 @@ class Stack:
         self._compose_env(endpoints)
         self._start_functions(endpoints)
         started = time.monotonic()
-        plan = wire_pubsub(endpoints.pubsub_host, self.project, endpoints.function_urls(), self.triggers)
+        plan = wire_pubsub(
+            endpoints.pubsub_host, self.project, endpoints.function_urls(), self.triggers, self.retry_policies
+        )
         self._report("push subscriptions", f"{len(plan)} subscriptions", started, "created")
         self._start_scheduler(endpoints)
         write_env_file(self.env_file, self.env)

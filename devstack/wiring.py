@@ -1,8 +1,21 @@
 """Wire topics to functions with push subscriptions, as Eventarc does on GCP.
 
 Every trigger in `shared.topology` gets its topic, its dead-letter topic, and a push subscription
-to its function's URL carrying the trigger's retry policy (exponential backoff) and dead-letter
-policy. Every dead-letter topic gets a push subscription to `on_dead_letter`.
+to its function's URL carrying the trigger's dead-letter policy and, where asked, its retry policy
+(exponential backoff). Every dead-letter topic gets a push subscription to `on_dead_letter`.
+
+Why the retry policy is off by default: the Pub/Sub emulator (Cloud CLI 528) stops redelivering on
+a subscription with a retry policy once several messages have failed on it at the same time: its
+delayed-redelivery task ends on an internal error and never runs again, so every later failed
+message waits forever. It is a race, so not every run shows it, but pipeline runs did: a green
+group's cool-down-complete message was never redelivered and the deployment missed its deadline.
+As far as the emulator's compiled MessageBacklog shows, its schedule of delayed redeliveries can
+hold one ack id twice; the second redelivery finds no record of it, raises, and a periodic Java
+task that raises is never run again. Without a retry
+policy the emulator redelivers a failed push every second, reliably, and still counts attempts
+for the dead-letter policy. So locally a handler that raises is retried each second until
+`max_delivery_attempts`, instead of with exponential backoff; what is retried, how often in
+total, and where it then goes are exactly as on GCP, where Terraform sets the full policy.
 """
 
 from __future__ import annotations
@@ -42,10 +55,13 @@ class PushSubscription:
     max_backoff_seconds: int
     dead_letter_topic: str | None
     max_delivery_attempts: int | None
+    with_retry_policy: bool = False
 
 
 def plan_subscriptions(
-    function_urls: Mapping[str, str], triggers: Sequence[Trigger] = PUBSUB_TRIGGERS
+    function_urls: Mapping[str, str],
+    triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
+    retry_policies: bool = False,
 ) -> list[PushSubscription]:
     """Every push subscription the topology calls for, given each entry point's URL."""
     plan: list[PushSubscription] = []
@@ -60,6 +76,7 @@ def plan_subscriptions(
                 max_backoff_seconds=trigger.max_backoff_seconds,
                 dead_letter_topic=trigger.dead_letter_topic,
                 max_delivery_attempts=trigger.max_delivery_attempts if trigger.dead_letter_topic else None,
+                with_retry_policy=retry_policies,
             )
         )
         if trigger.dead_letter_topic:
@@ -73,6 +90,7 @@ def plan_subscriptions(
                     max_backoff_seconds=DEAD_LETTER_MAX_BACKOFF_SECONDS,
                     dead_letter_topic=None,
                     max_delivery_attempts=None,
+                    with_retry_policy=retry_policies,
                 )
             )
     return plan
@@ -98,9 +116,10 @@ def wire_pubsub(
     project: str,
     function_urls: Mapping[str, str],
     triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
+    retry_policies: bool = False,
 ) -> list[PushSubscription]:
     """Create every topic and push subscription; existing ones are left as they are."""
-    plan = plan_subscriptions(function_urls, triggers)
+    plan = plan_subscriptions(function_urls, triggers, retry_policies)
     topics = {t.topic for t in triggers} | {t.dead_letter_topic for t in triggers if t.dead_letter_topic}
     with emulator_clients(emulator_host) as (publisher, subscriber):
         for topic in sorted(topics):
@@ -112,11 +131,12 @@ def wire_pubsub(
                 "topic": publisher.topic_path(project, subscription.topic),
                 "push_config": pubsub_v1.types.PushConfig(push_endpoint=subscription.push_endpoint),
                 "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-                "retry_policy": pubsub_v1.types.RetryPolicy(
+            }
+            if subscription.with_retry_policy:
+                request["retry_policy"] = pubsub_v1.types.RetryPolicy(
                     minimum_backoff=duration_pb2.Duration(seconds=subscription.min_backoff_seconds),
                     maximum_backoff=duration_pb2.Duration(seconds=subscription.max_backoff_seconds),
-                ),
-            }
+                )
             if subscription.dead_letter_topic and subscription.max_delivery_attempts:
                 request["dead_letter_policy"] = pubsub_v1.types.DeadLetterPolicy(
                     dead_letter_topic=publisher.topic_path(project, subscription.dead_letter_topic),

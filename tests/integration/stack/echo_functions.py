@@ -1,7 +1,7 @@
 """Test-only functions source: every entry point of the topology, each recording what it receives.
 
 Each delivery is appended as one JSON line to $ECHO_RECORD_FILE. A message whose attributes carry
-`fail=yes` makes the function raise, so functions-framework answers 500 and Pub/Sub redelivers
+`fail=yes` (or `fail_until=<epoch seconds>`, until then) makes the function raise, so functions-framework answers 500 and Pub/Sub redelivers
 (and finally dead-letters) it, exactly as with the real functions.
 """
 
@@ -11,6 +11,7 @@ import base64
 import fcntl
 import json
 import os
+import time
 from typing import Any
 
 import flask
@@ -23,7 +24,7 @@ class EchoFailure(RuntimeError):
 
 
 def _record(entry_point: str, entry: dict[str, Any]) -> None:
-    line = json.dumps({"entry_point": entry_point, **entry}, sort_keys=True)
+    line = json.dumps({"entry_point": entry_point, "at": time.time(), **entry}, sort_keys=True)
     with open(os.environ["ECHO_RECORD_FILE"], "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write(line + "\n")
@@ -44,6 +45,8 @@ def _echo(entry_point: str, event: CloudEvent) -> None:
     )
     if attributes.get("fail") == "yes":
         raise EchoFailure(f"{entry_point}: failing as asked")
+    if time.time() < float(attributes.get("fail_until", 0)):
+        raise EchoFailure(f"{entry_point}: failing until {attributes['fail_until']} as asked")
 
 
 @functions_framework.cloud_event

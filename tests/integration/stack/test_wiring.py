@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 import uuid
 
 from devstack.stack import function_service
-from devstack.wiring import emulator_clients, plan_subscriptions
-from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, all_entry_points
+from devstack.wiring import emulator_clients, plan_subscriptions, wire_pubsub
+from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, Trigger, all_entry_points
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import DEAD_LETTER_PROBE, EchoStack
 
@@ -27,8 +28,8 @@ def test_every_subscription_carries_the_topology_policies(echo_stack: EchoStack)
             )
             assert actual.topic == publisher.topic_path(TEST_PROJECT, planned.topic)
             assert actual.push_config.push_endpoint == function_urls[planned.entry_point]
-            assert actual.retry_policy.minimum_backoff.total_seconds() == planned.min_backoff_seconds
-            assert actual.retry_policy.maximum_backoff.total_seconds() == planned.max_backoff_seconds
+            # Off by default: the emulator stalls with retry policies (devstack/wiring.py).
+            assert not actual.retry_policy.maximum_backoff
             if planned.dead_letter_topic:
                 assert actual.dead_letter_policy.dead_letter_topic == publisher.topic_path(
                     TEST_PROJECT, planned.dead_letter_topic
@@ -42,6 +43,44 @@ def test_every_subscription_carries_the_topology_policies(echo_stack: EchoStack)
         assert (trigger.topic, trigger.entry_point) in entry_points
         if trigger.dead_letter_topic:
             assert (trigger.dead_letter_topic, DEAD_LETTER_ENTRY_POINT) in entry_points
+
+
+def test_retry_policies_are_wired_from_the_topology_when_asked(echo_stack: EchoStack) -> None:
+    probe = Trigger(f"retry-probe-{uuid.uuid4().hex[:8]}", "on_notify", 2, 30, 7)
+    function_urls = {entry: echo_stack.stack.function_url(entry) for entry in all_entry_points()}
+    host = echo_stack.stack.env["PUBSUB_EMULATOR_HOST"]
+    plan = wire_pubsub(host, TEST_PROJECT, function_urls, [probe], retry_policies=True)
+    with emulator_clients(host) as (_, subscriber):
+        for planned in plan:
+            actual = subscriber.get_subscription(
+                subscription=subscriber.subscription_path(TEST_PROJECT, planned.name), timeout=10
+            )
+            assert actual.retry_policy.minimum_backoff.total_seconds() == planned.min_backoff_seconds
+            assert actual.retry_policy.maximum_backoff.total_seconds() == planned.max_backoff_seconds
+    assert (plan[0].min_backoff_seconds, plan[0].max_backoff_seconds) == (2, 30)
+
+
+def _fail_concurrently_then_once_more(stack: EchoStack, topic: str) -> tuple[str, float]:
+    """Three messages fail together for 2 s; then one more fails for 3 s. Returns its tag and end."""
+    tag = uuid.uuid4().hex
+    until = time.time() + 2
+    for index in range(3):
+        _publish(stack, topic, b"first", tag=f"{tag}-first-{index}", fail_until=str(until))
+    stack.wait_for_records(
+        lambda r: r["attributes"].get("tag", "").startswith(f"{tag}-first") and r["at"] >= until, 3
+    )
+    until = time.time() + 3
+    _publish(stack, topic, b"later", tag=f"{tag}-later", fail_until=str(until))
+    return f"{tag}-later", until
+
+
+def test_a_failed_message_keeps_being_redelivered_after_concurrent_failures(echo_stack: EchoStack) -> None:
+    trigger = Trigger(f"redelivery-probe-{uuid.uuid4().hex[:8]}", "on_notify", 1, 10, 50)
+    function_urls = {entry: echo_stack.stack.function_url(entry) for entry in all_entry_points()}
+    wire_pubsub(echo_stack.stack.env["PUBSUB_EMULATOR_HOST"], TEST_PROJECT, function_urls, [trigger])
+    tag, until = _fail_concurrently_then_once_more(echo_stack, trigger.topic)
+    # Delivered once more after it stopped failing: it was retried throughout.
+    echo_stack.wait_for_records(lambda r: r["attributes"].get("tag") == tag and r["at"] >= until, timeout=15)
 
 
 def test_each_topic_is_pushed_to_its_own_function(echo_stack: EchoStack) -> None:

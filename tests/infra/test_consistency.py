@@ -289,3 +289,9 @@ def test_index_coverage_follows_firestore_rules() -> None:
     assert not c.index_covers(index, query({"updated_at"}, "status", ()))
     assert not query({"status", "app"}, None, ()).needs_composite_index()  # equality-only merges
     assert not query(set(), None, (desc("created_at"),)).needs_composite_index()
+
+
+def test_the_base_template_boots_the_startup_script_that_is_tested(model: c.Model) -> None:
+    template = model["modules"]["environment"]["resource"]["google_compute_instance_template"]["base"]
+    assert template["metadata"]["startup-script"] == '${file("${path.module}/startup.sh")}'
+    assert (TERRAFORM / "modules" / "environment" / "startup.sh").is_file()

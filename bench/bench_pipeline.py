@@ -5,8 +5,9 @@
   the two), split per hop from the deployment's history timestamps.
 - Rollback latency: from the endpoint's 202 until the URL serves the target version.
 - A zero-downtime run: requests, failures, p50/p99 before, during and after a release.
-- Firestore reads and writes and Pub/Sub messages per deployment, counted in the functions'
-  own processes at the gRPC boundary (see rpc_counting/sitecustomize.py), in billing units.
+- Firestore reads and writes, Pub/Sub messages and push deliveries per deployment, counted in
+  the functions' own processes at the gRPC and WSGI boundaries (see rpc_counting/sitecustomize.py),
+  Firestore in billing units.
 
 The watchdog's scheduled tick is slowed to once an hour so its cost is not mixed into a
 deployment's; one tick is measured on its own instead. Prints tables; asserts nothing.
@@ -75,6 +76,8 @@ class Counts:
     writes: int = 0
     published: dict[str, int] = field(default_factory=dict)
     rpcs: dict[str, int] = field(default_factory=dict)
+    deliveries: dict[str, int] = field(default_factory=dict)
+    """`<entry point>` (acknowledged) and `<entry point> retried` (answered non-2xx) push deliveries."""
 
     def minus(self, earlier: Counts) -> Counts:
         return Counts(
@@ -82,6 +85,7 @@ class Counts:
             writes=self.writes - earlier.writes,
             published={k: v - earlier.published.get(k, 0) for k, v in self.published.items()},
             rpcs={k: v - earlier.rpcs.get(k, 0) for k, v in self.rpcs.items()},
+            deliveries={k: v - earlier.deliveries.get(k, 0) for k, v in self.deliveries.items()},
         )
 
     @property
@@ -102,6 +106,12 @@ def read_counts(directory: Path) -> Counts:
             total.published[topic] = total.published.get(topic, 0) + int(n)
         for method, n in document.get("rpcs", {}).items():
             total.rpcs[method] = total.rpcs.get(method, 0) + int(n)
+        for target, outcome in document.get("deliveries", {}).items():
+            for key, n in (
+                (target, outcome.get("acknowledged", 0)),
+                (f"{target} retried", outcome.get("retried", 0)),
+            ):
+                total.deliveries[key] = total.deliveries.get(key, 0) + int(n)
     return total
 
 
@@ -339,10 +349,20 @@ def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
             rows.append(["  build-succeeded (published by CI)", *["1" for _ in timings]])
         else:
             rows.append([f"  {topic}", *[str(t.counts.published.get(topic, 0)) for t in timings]])
+    targets = sorted(
+        {target for t in timings for target, n in t.counts.deliveries.items() if n},
+        key=lambda name: (name.removesuffix(" retried"), name.endswith(" retried")),
+    )
+    rows.append(
+        ["Push deliveries (function invocations)", *[str(sum(t.counts.deliveries.values())) for t in timings]]
+    )
+    for target in targets:
+        label = target.replace(" retried", " answered non-2xx (redelivered)")
+        rows.append([f"  {label}", *[str(t.counts.deliveries.get(target, 0)) for t in timings]])
     say(table(["per deployment", *[f"#{i + 1}" for i in range(len(timings))]], rows))
     say(
         f"One watchdog tick (not per deployment; hourly on GCP): {tick.reads} reads, {tick.writes} writes,"
-        f" {tick.messages} messages."
+        f" {tick.messages} messages, {sum(tick.deliveries.values())} deliveries."
     )
 
 
@@ -449,7 +469,7 @@ def run(progress: Callable[[str], None] = say) -> None:
             say()
             say(
                 "Goals: 0 failed requests, under 2 s of total overhead locally, per-hop p50 under 200 ms."
-                " Reads and writes are Firestore billing units; messages exclude redeliveries."
+                " Reads and writes are Firestore billing units; deliveries include redeliveries."
             )
         finally:
             for name, value in saved.items():

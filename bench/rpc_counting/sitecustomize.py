@@ -6,7 +6,9 @@ BENCH_RPC_COUNTS_DIR set; Python imports `sitecustomize` at start-up, and this o
 interceptor. Nothing in the pipeline's code changes. Counts follow Firestore's billing units:
 - a read is a document returned by a get, batch get or query (an empty query counts one);
 - a write is a document write in a commit or batch write;
-- a Pub/Sub message is one message in a Publish request, per topic.
+- a Pub/Sub message is one message in a Publish request, per topic;
+- a delivery is one push request a function answered (2xx acknowledged, anything else makes
+  Pub/Sub redeliver), counted by wrapping the WSGI app functions-framework creates.
 Each process keeps its totals in `<dir>/<pid>.json`, rewritten after every counted call.
 """
 
@@ -24,7 +26,13 @@ if _DIRECTORY:
     import grpc
 
     _lock = threading.Lock()
-    _counts: dict[str, Any] = {"firestore_reads": 0, "firestore_writes": 0, "rpcs": {}, "published": {}}
+    _counts: dict[str, Any] = {
+        "firestore_reads": 0,
+        "firestore_writes": 0,
+        "rpcs": {},
+        "published": {},
+        "deliveries": {},
+    }
 
     def _save() -> None:
         path = os.path.join(str(_DIRECTORY), f"{os.getpid()}.json")
@@ -114,3 +122,60 @@ if _DIRECTORY:
         return grpc.intercept_channel(_original_insecure_channel(target, *args, **kwargs), _Counter())
 
     grpc.insecure_channel = _counting_insecure_channel
+
+    # ---- push deliveries: wrap the app functions-framework builds, once it is imported ------
+
+    import importlib.abc
+    import importlib.machinery
+    import sys
+
+    def _count_delivery(target: str, acknowledged: bool) -> None:
+        with _lock:
+            per_target = _counts["deliveries"].setdefault(target, {"acknowledged": 0, "retried": 0})
+            per_target["acknowledged" if acknowledged else "retried"] += 1
+            _save()
+
+    def _counting_wsgi(wsgi_app: Callable[..., Any], target: str) -> Callable[..., Any]:
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("REQUEST_METHOD") != "POST":
+                return wsgi_app(environ, start_response)
+
+            def counting_start_response(status: str, headers: Any, *args: Any) -> Any:
+                _count_delivery(target, status.startswith("2"))
+                return start_response(status, headers, *args)
+
+            return wsgi_app(environ, counting_start_response)
+
+        return app
+
+    def _patch_functions_framework(module: Any) -> None:
+        original_create_app = module.create_app
+
+        def create_app(target: str | None = None, *args: Any, **kwargs: Any) -> Any:
+            app = original_create_app(target, *args, **kwargs)
+            name = target or os.environ.get("FUNCTION_TARGET", "function")
+            app.wsgi_app = _counting_wsgi(app.wsgi_app, name)
+            return app
+
+        module.create_app = create_app
+
+    class _FunctionsFrameworkFinder(importlib.abc.MetaPathFinder):
+        """Lets functions_framework import normally, then patches `create_app` before anyone uses it."""
+
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+            if fullname != "functions_framework":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is None or spec.loader is None:
+                return spec
+            loader = spec.loader
+            original_exec = loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                original_exec(module)
+                _patch_functions_framework(module)
+
+            loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    sys.meta_path.insert(0, _FunctionsFrameworkFinder())

@@ -318,6 +318,9 @@ class Stack:
                 self._stop_records(existing.services)
                 self.state_file.unlink(missing_ok=True)
             ports = self._choose_ports()
+            # Every service but the Compute emulator keeps its data in memory; its working files
+            # (unpacked artifacts, instance logs) would otherwise outlive the resources they serve.
+            shutil.rmtree(self.state_dir / "compute", ignore_errors=True)
             self._state = StackState(
                 project=self.project,
                 started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -424,6 +427,10 @@ class Stack:
     ) -> _Launch:
         assert self._state is not None
         log = self._log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as handle:
+            # Logs are kept across runs; a banner tells one run from the next.
+            handle.write(f"\n===== {name} started {datetime.datetime.now(datetime.UTC).isoformat()} =====\n")
         started = time.monotonic()
         process = start_service(name, argv, log, env=env, cwd=REPO_ROOT)
         record = ServiceRecord(

@@ -69,8 +69,19 @@ def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_reque
     assert release is not None and release["commit"] == after["commit"]
     assert release["commit_messages"] == ["feat: greet by name"]
     assert isinstance(release["created_at"], DatetimeWithNanoseconds)
-    notified = {(n["deployment_id"], n["status"]) for n in pipeline.notifications()}
-    assert {(first, "live"), (second, "live")} <= notified
+    wait_for(
+        lambda: (
+            {(first, "live"), (second, "live")}
+            <= {(n["deployment_id"], n["status"]) for n in pipeline.notifications()}
+        ),
+        15,
+        "a live notification for each release",
+    )
+    # Blue's group outlives the switch only by its draining timeout (the watchdog deletes it).
+    wait_for(
+        lambda: not pipeline.group_exists("staging", instance_group_name(first)), 30, "blue to be deleted"
+    )
+    assert (pipeline.deployment(first) or {}).get("resources_deleted_at") is not None
 
 
 def test_the_same_build_three_times_is_one_deployment_and_promotion_keeps_the_version(

@@ -166,12 +166,18 @@ class Pipeline:
         snapshot = self.db.collection(collection).document(doc_id).get()
         return snapshot.to_dict() if snapshot.exists else None
 
-    def wait_status(self, deployment_id: str, *statuses: str, timeout: float = 90) -> dict[str, Any]:
+    def wait_status(self, deployment_id: str, *statuses: str, timeout: float = 120) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             doc = self.deployment(deployment_id)
             return doc if doc and doc["status"] in statuses else None
 
-        return wait_for(reached, timeout, f"{deployment_id} to be {'/'.join(statuses)}", interval=0.25)
+        try:
+            return wait_for(reached, timeout, f"{deployment_id} to be {'/'.join(statuses)}", interval=0.25)
+        except AssertionError as exc:
+            doc = self.deployment(deployment_id) or {}
+            story = [(h["status"], h.get("detail")) for h in doc.get("history", [])]
+            environment = self.environment(doc.get("environment", "staging"))
+            raise AssertionError(f"{exc}; history {story}; environment {environment}") from None
 
     def environment(self, environment: str, app: str = "hello") -> dict[str, Any]:
         return self.document("environments", f"{app}@{environment}") or {}

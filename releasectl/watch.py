@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -13,6 +13,8 @@ from google.cloud import firestore
 from releasectl.records import get_deployment, history_entries, iso
 
 POLL_SECONDS = 0.5
+STILL_SECONDS = 10.0
+"""A status unchanged this long gets a `still …` line, so a long cool-down does not look stuck."""
 SUCCEEDED = ("live", "retired")
 """`retired` was live and has since been replaced: the deployment itself succeeded."""
 UNSUCCESSFUL = ("failed", "cancelled")
@@ -64,6 +66,7 @@ def watch_deployment(
     poll_seconds: float = POLL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    still_seconds: float = STILL_SECONDS,
 ) -> WatchOutcome:
     """Poll the deployment record until it ends or `timeout_seconds` pass (the record may not exist
     yet: a rollback's 202 names the deployment its event is about to create)."""
@@ -71,6 +74,7 @@ def watch_deployment(
     printed = 0
     last_status: str | None = None
     waiting_said = False
+    last_said = started
     deployment: dict[str, Any] = {}
     while True:
         found = get_deployment(client, deployment_id)
@@ -91,11 +95,16 @@ def watch_deployment(
                 detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
                 say(f"  {_offset(entry.get('at'), origin)}  {entry.get('status')!s:<13}{detail}")
                 last_status = str(entry.get("status"))
+                last_said = clock()
             printed = len(history)
             status = deployment.get("status")
             if status != last_status and status is not None:
                 say(f"  {'':8}  {status}")
                 last_status = str(status)
+                last_said = clock()
+            elif clock() - last_said >= still_seconds and status not in (*SUCCEEDED, *UNSUCCESSFUL):
+                say(f"  {_offset(datetime.now(UTC), origin)}  still {status}")
+                last_said = clock()
             if status in SUCCEEDED or status in UNSUCCESSFUL:
                 return WatchOutcome(
                     deployment_id,

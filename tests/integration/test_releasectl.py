@@ -24,6 +24,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from devstack.processes import free_port, http_ok, start_service, stop_process_group, wait_until
 from releasectl.cli import run
+from releasectl.watch import watch_deployment
 from shared.auth import CachingRequest, InvalidTokenError, bearer_token, caller_allowed, verify_identity_token
 from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS, ENV_PIPELINE_CONFIG
 from shared.topology import BUILD_SUCCEEDED
@@ -518,3 +519,14 @@ def test_without_a_local_issuer_token_asks_gcloud_and_reports_its_refusal(
     assert result.stdout == ""
     assert result.stderr.startswith("releasectl: gcloud auth print-identity-token failed: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_watch_says_a_long_status_is_still_going(seeded: firestore.Client) -> None:
+    lines: list[str] = []
+
+    outcome = watch_deployment(
+        seeded, "hello-staging-ddd", 1.0, lines.append, poll_seconds=0.1, still_seconds=0.3
+    )
+
+    assert outcome.timed_out
+    assert any(line.strip().endswith("still provisioning") for line in lines), lines

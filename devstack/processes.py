@@ -13,6 +13,9 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+KILL_SETTLE_SECONDS = 2.0
+"""How long to wait for SIGKILLed processes to disappear."""
+
 
 class ServiceError(RuntimeError):
     """A service did not start, or did not become ready in time."""
@@ -103,6 +106,10 @@ def stop_process_group(pid: int, grace: float = 5.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_SETTLE_SECONDS
+    while time.monotonic() < deadline and group_alive(pid):
+        _reap(pid)
+        time.sleep(0.02)
     _reap(pid)
 
 
@@ -229,3 +236,7 @@ def stop_process_tree(pid: int, start_time: int | None, grace: float = 5.0) -> N
             if process_matches(child, start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(child, signal.SIGKILL)
+        # SIGKILL is delivered asynchronously; return only once they are really gone.
+        deadline = time.monotonic() + KILL_SETTLE_SECONDS
+        while time.monotonic() < deadline and any(process_matches(c, s) for c, s in leftovers):
+            time.sleep(0.02)

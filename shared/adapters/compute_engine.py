@@ -245,6 +245,8 @@ class ComputeEngine:
                 and all(s == "HEALTHY" for s in states)
             ):
                 healthy += 1
+            if instance.instance_status == "RUNNING":
+                continue  # a past failed attempt that a later one overcame
             for error in instance.last_attempt.errors.errors:
                 if error.code not in _TRANSIENT_INSTANCE_ERRORS:
                     errors.append(f"{instance.name or instance.instance}: {error.message or error.code}")

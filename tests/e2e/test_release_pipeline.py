@@ -191,6 +191,26 @@ def test_a_release_that_never_gets_healthy_fails_at_the_deadline_and_traffic_sta
     )
 
 
+def test_a_release_whose_instances_cannot_start_fails_at_once_without_waiting_for_the_deadline(
+    pipeline: Pipeline,
+) -> None:
+    environment = pipeline.config.apps["hello"].environments["staging"]
+    before = pipeline.environment("staging")
+    missing = pipeline.publish_build(
+        "staging", new_commit(), "ci-missing-artifact", artifact="file:///nowhere/hello-missing.tar.gz"
+    )
+    failed = pipeline.wait_status(
+        missing, "failed", "live", timeout=environment.provisioning_deadline_seconds
+    )
+    assert failed["status"] == "failed"
+    started = next(h["at"] for h in failed["history"] if h["status"] == "provisioning")
+    assert (failed["finished_at"] - started).total_seconds() < environment.provisioning_deadline_seconds / 2
+    assert "cannot start" in failed["history"][-1]["detail"]
+    assert not pipeline.group_exists("staging", instance_group_name(missing))
+    assert pipeline.environment("staging")["live_deployment_id"] == before["live_deployment_id"]
+    assert pipeline.serving("staging") == before["live_version"]
+
+
 BAD_MESSAGES: dict[str, tuple[bytes, dict[str, str]]] = {
     "non-JSON": (b"{not json", {"app": "hello", "environment": "staging"}),
     "non-object": (b'["hello", "staging"]', {"app": "hello", "environment": "staging"}),

@@ -32,6 +32,10 @@ def up(stack: Stack) -> int:
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Stack.start() has already stopped whatever it had started.
+        print("interrupted: nothing left running", file=sys.stderr)
+        return 130
     _print(f"Stack up in {time.monotonic() - started:.1f} s. Logs: {stack.logs_dir}/")
     _print(f"Environment: source {stack.env_file}")
     if stack.config:
@@ -70,7 +74,12 @@ def status(stack: Stack) -> int:
         _print(
             f"{record.name:<34} {record.pid:>8}  {port:>6}  {'running' if alive else 'stopped':<8} {health}"
         )
+    stack.load()
+    if stack.config:
+        for environment in stack.config.all_environments():
+            _print(f"{environment.key:<34} {environment.url or '(no Compute emulator)'}")
     _print(f"Environment: {stack.env_file}   Logs: {stack.logs_dir}/")
+    # Non-zero when something is down, so scripts can wait on `python -m devstack status`.
     return 0 if all_healthy else 1
 
 

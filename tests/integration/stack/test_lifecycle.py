@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import ServiceError, descendants, process_matches
+from devstack.processes import ServiceError, descendants, process_matches, wait_until
 from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, compute_emulator_available
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import ECHO_SOURCE, EchoStack
@@ -183,3 +185,43 @@ def _tiny_artifact(directory: Path) -> Path:
         info.size = len(procfile)
         archive.addfile(info, io.BytesIO(procfile))
     return path
+
+
+def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
+    state_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--functions-source",
+            str(ECHO_SOURCE),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_file = state_dir / "stack.json"
+    seen: list[tuple[int, int | None]] = []
+
+    def some_services_started() -> bool:
+        if not state_file.exists():
+            return False
+        try:
+            services = json.loads(state_file.read_text())["services"]
+        except (ValueError, KeyError):
+            return False
+        seen[:] = [(s["pid"], s["start_time"]) for s in services]
+        return len(seen) >= 2
+
+    wait_until(some_services_started, 60, "the first services of the stack", None)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert seen and not any(process_matches(pid, start) for pid, start in seen)
+    assert not state_file.exists() and not (state_dir / "env").exists()

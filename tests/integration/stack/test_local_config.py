@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from devstack.stack import DEFAULT_PIPELINE_TEMPLATE, render_pipeline_config
+from devstack.processes import ServiceError
+from devstack.stack import (
+    DEFAULT_PIPELINE_TEMPLATE,
+    PUBSUB,
+    function_service,
+    ports_from_environment,
+    read_env_file,
+    render_pipeline_config,
+    write_env_file,
+)
 from devstack.token_issuer import DEFAULT_IDENTITY, ENV_IDENTITY
 from shared.config import load_pipeline_config
+from shared.topology import all_entry_points
 
 URLS = {"hello-staging-backend": "http://127.0.0.1:4001", "hello-production-backend": "http://127.0.0.1:4002"}
 
@@ -43,3 +54,28 @@ def test_the_local_identity_may_be_overridden(tmp_path: Path, monkeypatch: pytes
 def test_without_the_compute_emulator_urls_are_empty() -> None:
     rendered = render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), {})
     assert 'url = ""' in rendered
+
+
+def test_the_env_file_round_trips_values_that_need_quoting(tmp_path: Path) -> None:
+    env = {"PLAIN": "127.0.0.1:8085", "SPACED": "/a path/with 'quotes'", "EMPTY": ""}
+    path = tmp_path / "env"
+    write_env_file(path, env)
+    assert read_env_file(path) == env
+    completed = subprocess.run(
+        ["bash", "-c", f'source "{path}" && printf "%s|%s|%s" "$PLAIN" "$SPACED" "$EMPTY"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    assert completed.stdout == "|".join(env.values())
+
+
+def test_ports_are_fixed_only_by_the_devstack_variables() -> None:
+    fixed = ports_from_environment({"DEVSTACK_PUBSUB_PORT": "8085", "DEVSTACK_FUNCTIONS_PORT": "9100"})
+    assert fixed[PUBSUB] == 8085
+    entry_points = all_entry_points()
+    assert [fixed[function_service(e)] for e in entry_points] == list(range(9100, 9100 + len(entry_points)))
+    assert ports_from_environment({}) == {}
+    with pytest.raises(ServiceError, match="DEVSTACK_PUBSUB_PORT"):
+        ports_from_environment({"DEVSTACK_PUBSUB_PORT": "eighty"})

@@ -171,3 +171,64 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
     while time.monotonic() < deadline:
         assert len(live_lines()) == 1, "the live notification was sent twice"
         time.sleep(0.2)
+
+
+def test_a_crash_after_the_commit_and_before_the_publish_is_resumed_by_the_redelivery(
+    pipeline: Pipeline,
+) -> None:
+    publisher = HoldingPublisher(PubSubPublisher(pipeline.project))
+    services = Services(
+        config=pipeline.config,
+        store=FirestoreStore(pipeline.db),
+        compute=ComputeEngine(
+            pipeline.project, endpoint=f"http://{pipeline.stack.env['COMPUTE_EMULATOR_HOST']}"
+        ),
+        publisher=publisher,
+        clock=SystemClock(),
+    )
+    commit = new_commit()
+    body = {
+        "app": "hello",
+        "environment": "production",
+        "commit": commit,
+        "build_id": "ci-lost-publish",
+        "artifact": pipeline.artifacts["hello"],
+        "commit_messages": ["fix: lost message"],
+    }
+    # The first delivery records the deployment and takes the lock, then "dies": its
+    # start-rolling-replace message is never published.
+    admitted = admit_build(
+        services, json.dumps(body).encode(), {"app": "hello", "environment": "production"}, "x"
+    )
+    assert [topic for topic, _ in publisher.held] == [topology.START_ROLLING_REPLACE]
+    assert (pipeline.deployment(str(admitted.deployment_id)) or {})["status"] == "provisioning"
+    # Pub/Sub redelivers the same event to the stack's on_build_succeeded, which resumes it.
+    redelivered = pipeline.publish_build(
+        "production", commit, "ci-lost-publish", messages=["fix: lost message"]
+    )
+    assert redelivered == admitted.deployment_id
+    live = pipeline.wait_status(redelivered, "live", "failed")
+    assert live["status"] == "live" and live["version"] == admitted.version
+    assert [h["status"] for h in live["history"]].count("provisioning") == 1
+
+
+def test_a_dead_lettered_event_is_recorded_and_announced(pipeline: Pipeline) -> None:
+    topic = pipeline.publisher.topic_path(
+        pipeline.project, topology.dead_letter_topic(topology.COOL_DOWN_COMPLETE)
+    )
+    message_id = pipeline.publisher.publish(
+        topic,
+        b'{"deployment_id": "hello-staging-000000000000", "app": "hello", "environment": "staging"}',
+        app="hello",
+        environment="staging",
+        CloudPubSubDeadLetterSourceDeliveryCount="100",
+    ).result(timeout=30)
+    record = wait_for(
+        lambda: pipeline.document("dead_lettered_events", message_id), 20, "the dead-letter record"
+    )
+    assert record["delivery_attempts"] == 100 and record["attributes"]["app"] == "hello"
+    wait_for(
+        lambda: [n for n in pipeline.notifications() if n["dedupe_key"] == f"dead-letter:{message_id}"],
+        20,
+        "the dead-letter alert",
+    )

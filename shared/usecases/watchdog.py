@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from shared import topology
 from shared.domain.records import Deployment
-from shared.domain.status import IN_PROGRESS, DeploymentStatus
+from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, DeploymentStatus
 from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import delete_green, fail_deployment
@@ -114,7 +114,8 @@ def _mark_kicked(services: Services, deployment: Deployment, now: datetime) -> N
 
 
 def _start_if_orphaned(services: Services, deployment: Deployment, report: WatchdogReport) -> None:
-    """A queued deployment whose environment is free (its hand-over was lost) takes the lock."""
+    """A queued deployment whose environment is free, or held by a deployment that has ended
+    (a hand-over that was lost), takes the lock."""
     now = services.clock.now()
 
     def work(tx: Transaction) -> Deployment | None:
@@ -123,7 +124,10 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
         if current is None or current.status is not DeploymentStatus.QUEUED or state is None:
             return None
         if state.active_deployment_id is not None:
-            return None
+            holder = tx.deployment(state.active_deployment_id)
+            # A lock held by a deployment that has ended (its hand-over was lost) is free.
+            if holder is not None and holder.status in HOLDS_LOCK:
+                return None
         started = current.advance(DeploymentStatus.PROVISIONING, now, "environment free (watchdog)")
         tx.put_environment(
             replace(

@@ -257,6 +257,17 @@ def test_the_watchdog_fails_a_stuck_deployment_and_starts_the_next(world: FakeWo
     assert step(world, topology.START_ROLLING_REPLACE).deployment_id == waiting.deployment_id
 
 
+def test_the_watchdog_frees_a_lock_left_by_a_deployment_that_ended(world: FakeWorld) -> None:
+    holder = build(world, "b1")
+    waiting = build(world, "b2", COMMIT_B)
+    # Simulate a lost hand-over: the holder ended but the environment still names it.
+    ended = world.store.deployments[holder.deployment_id or ""]
+    world.store.deployments[ended.deployment_id] = ended.advance(S.FAILED, world.clock.now(), "lost")
+    assert run_watchdog(world.services).kicked == [waiting.deployment_id]
+    assert world.store.deployments[waiting.deployment_id or ""].status is S.PROVISIONING
+    assert world.store.environments["hello@staging"].active_deployment_id == waiting.deployment_id
+
+
 def test_the_watchdog_republishes_a_stalled_step_once_per_stall(world: FakeWorld) -> None:
     result = build(world, "b1")
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))

@@ -133,7 +133,7 @@ class ComputeEngine:
             raise ComputeRefused(
                 f"base instance template {env.base_instance_template} does not exist"
             ) from exc
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"reading base template {env.base_instance_template}") from exc
 
         properties_type = type(base.properties)
@@ -160,13 +160,13 @@ class ComputeEngine:
         except google_exceptions.Conflict:  # expected on a retry: our own template exists; use it
             log.info("instance template %s already exists", name)
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"creating instance template {name}") from exc
         try:
             operation.result(timeout=self.operation_timeout)
         except google_exceptions.Conflict:  # the same, reported by the operation
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"creating instance template {name}") from exc
 
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
@@ -176,7 +176,7 @@ class ComputeEngine:
             )
         except google_exceptions.NotFound:  # already gone: deleting is idempotent
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"deleting instance template {name}") from exc
         self._await(operation, f"deleting instance template {name}")
 
@@ -207,13 +207,13 @@ class ComputeEngine:
         except google_exceptions.Conflict:  # expected on a retry: our own group exists; use it
             log.info("instance group %s already exists", name)
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"creating instance group {name}") from exc
         try:
             operation.result(timeout=self.operation_timeout)
-        except google_exceptions.Conflict:
+        except google_exceptions.Conflict:  # expected on a retry: the operation found our own group
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"creating instance group {name}") from exc
 
     def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth:
@@ -232,7 +232,7 @@ class ComputeEngine:
             )
         except google_exceptions.NotFound:  # permanent for this check: report it, the caller decides
             return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"reading instance group {name}") from exc
         healthy = 0
         errors: list[str] = []
@@ -267,7 +267,7 @@ class ComputeEngine:
             )
         except google_exceptions.NotFound:  # already gone: deleting is idempotent
             return
-        except _API_ERRORS as exc:  # translated
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, f"deleting instance group {name}") from exc
         self._await(operation, f"deleting instance group {name}")
 
@@ -314,7 +314,7 @@ class ComputeEngine:
             except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
                 log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
                 continue
-            except _API_ERRORS as exc:  # translated
+            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
                 raise _translate(exc, what) from exc
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
 

@@ -302,10 +302,8 @@ class FirestoreStore:
             return run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
         except _RETRYABLE as exc:  # transient: Firestore outage or contention
             raise StoreUnavailable(f"Firestore transaction failed: {exc}") from exc
-        except ValueError as exc:
-            if isinstance(
-                exc.__cause__, google_exceptions.Aborted
-            ):  # transient: contention outlasted the attempts
+        except ValueError as exc:  # transient if contention outlasted the attempts; else not ours to judge
+            if isinstance(exc.__cause__, google_exceptions.Aborted):
                 raise StoreUnavailable(f"Firestore transaction kept conflicting: {exc}") from exc
             raise
 

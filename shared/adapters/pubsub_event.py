@@ -28,7 +28,7 @@ def decode_pubsub_event(cloud_event: Any) -> PubSubMessage:
         raise UndecodableEvent("the event carries no Pub/Sub message")
     try:
         data = base64.b64decode(message.get("data") or "", validate=True)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError) as exc:  # permanent: never decodes
         raise UndecodableEvent(f"message data is not base64: {exc}") from exc
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, dict):
@@ -47,7 +47,7 @@ def decode_pubsub_event(cloud_event: Any) -> PubSubMessage:
 def _attribute(cloud_event: Any, name: str) -> str | None:
     try:
         value = cloud_event[name]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError):  # permanent: the attribute is absent; report it as such
         return None
     return str(value) if value is not None else None
 

@@ -111,9 +111,9 @@ def parse_build_succeeded(data: bytes, attributes: Mapping[str, str]) -> BuildSu
         raise InvalidBuildEvent(f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
     try:
         raw: Any = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # permanent: bad input
         raise InvalidBuildEvent(f"message is not UTF-8: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as exc:  # permanent: bad input
         raise InvalidBuildEvent(f"message is not JSON: {exc.msg} at position {exc.pos}") from exc
     if not isinstance(raw, dict):
         raise InvalidBuildEvent(f"message is a JSON {type(raw).__name__}, not an object")
@@ -148,7 +148,7 @@ def parse_build_payload(
     if bump_text is not None:
         try:
             bump = Bump(bump_text)
-        except ValueError as exc:
+        except ValueError as exc:  # permanent: bad input
             raise InvalidBuildEvent("bump: must be major, minor or patch") from exc
     rollback_of = _optional_string(raw, "rollback_of")
     if rollback_of is not None and not DEPLOYMENT_ID_PATTERN.match(rollback_of):

@@ -34,7 +34,7 @@ class StepMessage:
     def from_message(cls, data: bytes) -> StepMessage:
         try:
             raw: Any = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # permanent: never decodes
             raise InvalidStepMessage(f"step message is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise InvalidStepMessage("step message is not a JSON object")
@@ -45,7 +45,7 @@ class StepMessage:
         if raw.get("not_before") is not None:
             try:
                 not_before = datetime.fromisoformat(str(raw["not_before"]))
-            except ValueError as exc:
+            except ValueError as exc:  # permanent: never decodes
                 raise InvalidStepMessage(f"not_before is not an ISO timestamp: {exc}") from exc
             if not_before.tzinfo is None:
                 raise InvalidStepMessage("not_before has no timezone")

@@ -41,8 +41,8 @@ def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> Watc
         ):
             try:
                 _check(services, deployment, now, report, stall_seconds)
-            except (TransientError, PermanentError) as exc:
-                # Either kind: the next tick looks again; one stuck deployment must not block the rest.
+            except (TransientError, PermanentError) as exc:  # either: the next tick looks again
+                # One stuck deployment must not block the sweep of the others.
                 log.warning("watchdog could not handle deployment: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
     for deployment in services.store.deployments_due_for_cleanup(now):

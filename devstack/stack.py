@@ -161,6 +161,8 @@ class StackState:
     started_at: str
     complete: bool = False
     services: list[ServiceRecord] = field(default_factory=list)
+    function_env: dict[str, str] = field(default_factory=dict)
+    """What the functions were started with, so a later process can attach to the stack."""
 
     @classmethod
     def load(cls, path: Path) -> StackState | None:
@@ -175,6 +177,7 @@ class StackState:
             started_at=document["started_at"],
             complete=document.get("complete", False),
             services=[ServiceRecord(**service) for service in document.get("services", [])],
+            function_env=document.get("function_env", {}),
         )
 
     def save(self, path: Path) -> None:
@@ -297,6 +300,10 @@ class Stack:
     def load(self) -> Stack:
         """Attach to the stack already running in `state_dir` (its env, config and services)."""
         self._state = StackState.load(self.state_file)
+        if self._state is not None:
+            self.project = self._state.project
+            self.function_env = dict(self._state.function_env)
+            self.with_compute = any(service.name == COMPUTE for service in self._state.services)
         if self.env_file.exists():
             self.env = read_env_file(self.env_file)
         if self.pipeline_file.exists():
@@ -598,6 +605,9 @@ class Stack:
         if not endpoints.compute_host:
             # Never let a developer's shell point this stack's functions at another stack.
             self.function_env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = ""
+        assert self._state is not None
+        self._state.function_env = dict(self.function_env)
+        self._state.save(self.state_file)
 
     def _start_functions(self, endpoints: _Endpoints) -> None:
         launches = [

@@ -225,3 +225,14 @@ def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
     assert "interrupted" in stderr
     assert seen and not any(process_matches(pid, start) for pid, start in seen)
     assert not state_file.exists() and not (state_dir / "env").exists()
+
+
+def test_another_process_can_attach_to_a_running_stack(echo_stack: EchoStack) -> None:
+    started = echo_stack.stack
+    attached = Stack(started.state_dir).load()
+    assert attached.is_running()
+    assert attached.env == started.env
+    assert attached.function_env == started.function_env
+    assert attached.project == started.project and attached.with_compute == started.with_compute
+    assert attached.config == started.config
+    assert attached.function_url("rollback") == started.env["RELEASECTL_ROLLBACK_URL"]

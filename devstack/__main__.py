@@ -13,6 +13,7 @@ from devstack.stack import (
     DEFAULT_STATE_DIR,
     Stack,
     StackAlreadyRunning,
+    StackState,
     ports_from_environment,
 )
 
@@ -57,6 +58,11 @@ def status(stack: Stack) -> int:
     if not services:
         _print(f"Local stack is not running (no state in {stack.state_dir}).")
         return 0
+    state = StackState.load(stack.state_file)
+    if state and not state.complete:
+        _print(
+            f"The stack started at {state.started_at} has not finished starting (or its start was cut short)."
+        )
     _print(f"{'SERVICE':<34} {'PID':>8}  {'PORT':>6}  {'PROCESS':<8} HEALTH")
     all_healthy = True
     for record in services:
@@ -80,7 +86,7 @@ def status(stack: Stack) -> int:
             _print(f"{environment.key:<34} {environment.url or '(no Compute emulator)'}")
     _print(f"Environment: {stack.env_file}   Logs: {stack.logs_dir}/")
     # Non-zero when something is down, so scripts can wait on `python -m devstack status`.
-    return 0 if all_healthy else 1
+    return 0 if all_healthy and state is not None and state.complete else 1
 
 
 def main(argv: list[str] | None = None) -> int:

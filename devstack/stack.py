@@ -725,15 +725,32 @@ def running_stack(
     """
     stack = Stack(state_dir, fixed_ports=ports_from_environment(), progress=progress)
     if stack.is_running():
-        yield stack.load()
+        yield _attach_to_complete(stack)
         return
     try:
         stack.start()
     except StackAlreadyRunning:
         # Started by someone else between the check and the start: theirs to stop.
-        yield stack.load()
+        yield _attach_to_complete(stack)
         return
     try:
         yield stack
     finally:
         stack.stop()
+
+
+def _attach_to_complete(stack: Stack) -> Stack:
+    """Attach to a running stack once it has finished starting (bounded), and all of it runs."""
+
+    def complete() -> bool:
+        state = StackState.load(stack.state_file)
+        return bool(state and state.complete)
+
+    wait_until(complete, START_TIMEOUT_SECONDS * 2, f"the stack in {stack.state_dir} to finish starting")
+    stack.load()
+    down = [service.name for service in stack.services() if not service.alive]
+    if down:
+        raise ServiceError(
+            f"the stack in {stack.state_dir} runs without {', '.join(down)}; restart it (make down; make up)"
+        )
+    return stack

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.processes import ServiceError, descendants, process_matches, wait_until
-from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, compute_emulator_available
+from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, compute_emulator_available, running_stack
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import ECHO_SOURCE, EchoStack
 
@@ -236,3 +236,11 @@ def test_another_process_can_attach_to_a_running_stack(echo_stack: EchoStack) ->
     assert attached.project == started.project and attached.with_compute == started.with_compute
     assert attached.config == started.config
     assert attached.function_url("rollback") == started.env["RELEASECTL_ROLLBACK_URL"]
+
+
+def test_running_stack_uses_a_running_stack_and_leaves_it_running(echo_stack: EchoStack) -> None:
+    started = echo_stack.stack
+    with running_stack(started.state_dir) as attached:
+        assert attached.env == started.env
+    assert started.is_running()
+    assert all(service.alive for service in started.services())

@@ -1,9 +1,9 @@
 """Deliver one notification to every channel exactly once, however often the event is redelivered.
 
 The ledger (a Firestore record per dedupe key in production) remembers which channels already
-have the message. Each channel is claimed in a transaction before sending, so a redelivery, or
-two deliveries racing each other, send to a channel at most once while a claim is held, and
-never again once it is marked delivered. The one gap is inherent to webhooks, which take no
+have the message. Each channel is claimed by an atomic change of that record before sending, so
+a redelivery, or two deliveries racing each other, send to a channel at most once while a claim
+is held, and never again once it is marked delivered. The one gap is inherent to webhooks, which take no
 idempotency key: a crash after a channel accepted the message and before the ledger records it
 sends that channel the message again on redelivery.
 
@@ -54,7 +54,7 @@ class ClaimOutcome(StrEnum):
 
 
 class NotificationLedger(Protocol):
-    """Which channels already have the message for a dedupe key. Each method is one transaction."""
+    """Which channels already have the message for a dedupe key. Each method is one atomic change."""
 
     def claim(
         self, notification: Notification, channel_id: str, owner: str, lease_seconds: float

@@ -1,7 +1,7 @@
 """Firestore side of notifications: the delivery ledger and the release facts that enrich a message.
 
 Ledger: `notifications/{dedupe key}` with `dedupe_key`, `kind`, `app`, `environment`,
-`deployment_id`, `status`, `created_at`, `updated_at`, and `channels.{channel id}` =
+`deployment_id`, `version`, `status`, `created_at`, `updated_at`, and `channels.{channel id}` =
 `{state: sending|delivered|given_up|failed, owner, lease_until, attempts, delivered_at, last_error}`.
 An auditor reads there which channel got which outcome and when.
 
@@ -11,12 +11,15 @@ never written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from shared.config import PipelineConfig
 from shared.logging import get_logger
@@ -27,8 +30,8 @@ from shared.notify_message import NotifyRequest
 log = get_logger("notifications.firestore")
 
 LEDGER_COLLECTION = "notifications"
-TRANSACTION_ATTEMPTS = 20
-"""Channels of one message share a document, so racing deliveries contend; retry generously."""
+COMPARE_AND_SET_ATTEMPTS = 30
+"""Tries per change when deliveries race on one record (each lost race means another one won)."""
 DEPLOYMENTS = "deployments"
 RELEASES = "releases"
 
@@ -45,12 +48,27 @@ def ledger_document_id(dedupe_key: str) -> str:
     return escaped
 
 
-class FirestoreNotificationLedger:
-    """The NotificationLedger port on Firestore; every method is one transaction."""
+class LedgerContentionError(RuntimeError):
+    """Too many deliveries raced on one record. Transient: raise so Pub/Sub redelivers later."""
 
-    def __init__(self, client: firestore.Client, clock: Any = None) -> None:
+
+_Decision = tuple[ClaimOutcome | None, dict[str, Any] | None]
+
+
+class FirestoreNotificationLedger:
+    """The NotificationLedger port on Firestore.
+
+    Every change is an atomic compare-and-set on the one record: read it, decide, and write with
+    a precondition on the update time it was read at (or `create` when it did not exist yet). A
+    racing delivery that wrote first makes the write fail, and the decision is taken again on
+    what it wrote. This is Firestore's optimistic form of a single-document transaction: it takes
+    no locks, so many deliveries racing on one message do not abort each other into a retry storm.
+    """
+
+    def __init__(self, client: firestore.Client, clock: Any = None, sleep: Any = time.sleep) -> None:
         self._client = client
         self._now = clock or (lambda: datetime.now(UTC))
+        self._sleep = sleep
 
     def _ref(self, dedupe_key: str) -> firestore.DocumentReference:
         return self._client.collection(LEDGER_COLLECTION).document(ledger_document_id(dedupe_key))
@@ -58,84 +76,112 @@ class FirestoreNotificationLedger:
     def claim(
         self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
     ) -> ClaimOutcome:
-        ref = self._ref(notification.dedupe_key)
-
-        @firestore.transactional
-        def claim_in(transaction: firestore.Transaction) -> ClaimOutcome:
-            snapshot = ref.get(transaction=transaction)
-            now = self._now()
-            document = (snapshot.to_dict() or {}) if snapshot.exists else {}
-            channel = (document.get("channels") or {}).get(channel_id) or {}
+        def decide(channel: dict[str, Any], now: datetime) -> _Decision:
             state = channel.get("state")
             if state == "delivered":
-                return ClaimOutcome.ALREADY_DELIVERED
+                return ClaimOutcome.ALREADY_DELIVERED, None
             if state == "given_up":
-                return ClaimOutcome.GIVEN_UP
+                return ClaimOutcome.GIVEN_UP, None
             lease_until = channel.get("lease_until")
             if state == "sending" and channel.get("owner") != owner and lease_until and lease_until > now:
-                return ClaimOutcome.HELD_ELSEWHERE
-            update: dict[str, Any] = {
-                "updated_at": now,
-                "channels": {
-                    channel_id: {
-                        "state": "sending",
-                        "owner": owner,
-                        "lease_until": now + timedelta(seconds=lease_seconds),
-                        "attempts": int(channel.get("attempts") or 0) + 1,
-                    }
-                },
+                return ClaimOutcome.HELD_ELSEWHERE, None
+            claimed = {
+                **channel,
+                "state": "sending",
+                "owner": owner,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+                "attempts": int(channel.get("attempts") or 0) + 1,
             }
-            if not snapshot.exists:
-                update.update(
-                    {
-                        "dedupe_key": notification.dedupe_key,
-                        "kind": notification.kind,
-                        "app": notification.app,
-                        "environment": notification.environment,
-                        "deployment_id": notification.deployment_id,
-                        "version": notification.version,
-                        "status": notification.status,
-                        "created_at": now,
-                    }
-                )
-            transaction.set(ref, update, merge=True)
-            return ClaimOutcome.CLAIMED
+            return ClaimOutcome.CLAIMED, claimed
 
-        return claim_in(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        def summary(now: datetime) -> dict[str, Any]:
+            return {
+                "dedupe_key": notification.dedupe_key,
+                "kind": notification.kind,
+                "app": notification.app,
+                "environment": notification.environment,
+                "deployment_id": notification.deployment_id,
+                "version": notification.version,
+                "status": notification.status,
+                "created_at": now,
+            }
+
+        outcome = self._compare_and_set(notification.dedupe_key, channel_id, decide, summary)
+        assert outcome is not None
+        return outcome
 
     def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
-        self._finish(dedupe_key, channel_id, owner, {"state": "delivered", "delivered_at": self._now()})
+        def decide(channel: dict[str, Any], now: datetime) -> _Decision:
+            if channel.get("state") == "delivered":
+                return None, None  # Already recorded (by us or a delivery that took over).
+            return None, {
+                **channel,
+                "state": "delivered",
+                "delivered_at": now,
+                "owner": owner,
+                "lease_until": None,
+            }
+
+        self._compare_and_set(
+            dedupe_key, channel_id, decide, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
+        )
 
     def release(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
-        self._finish(dedupe_key, channel_id, owner, {"state": "failed", "last_error": error[:1000]})
+        self._settle(dedupe_key, channel_id, owner, "failed", error)
 
     def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
-        self._finish(dedupe_key, channel_id, owner, {"state": "given_up", "last_error": error[:1000]})
+        self._settle(dedupe_key, channel_id, owner, "given_up", error)
 
-    def _finish(self, dedupe_key: str, channel_id: str, owner: str, fields: dict[str, Any]) -> None:
+    def _settle(self, dedupe_key: str, channel_id: str, owner: str, state: str, error: str) -> None:
+        def decide(channel: dict[str, Any], now: datetime) -> _Decision:
+            if channel.get("state") == "delivered" or channel.get("owner") not in (None, owner):
+                # Delivered meanwhile, or our lease ran out and another delivery holds the channel:
+                # its outcome is the record, never overwritten by ours.
+                return None, None
+            settled = {
+                **channel,
+                "state": state,
+                "last_error": error[:1000],
+                "owner": owner,
+                "lease_until": None,
+            }
+            return None, settled
+
+        self._compare_and_set(
+            dedupe_key, channel_id, decide, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
+        )
+
+    def _compare_and_set(
+        self,
+        dedupe_key: str,
+        channel_id: str,
+        decide: Callable[[dict[str, Any], datetime], _Decision],
+        new_document: Callable[[datetime], dict[str, Any]],
+    ) -> ClaimOutcome | None:
         ref = self._ref(dedupe_key)
-
-        @firestore.transactional
-        def finish_in(transaction: firestore.Transaction) -> None:
-            snapshot = ref.get(transaction=transaction)
-            channel = ((snapshot.to_dict() or {}).get("channels") or {}).get(channel_id) or {}
-            if channel.get("state") == "delivered":
-                return  # Someone already recorded delivery; never downgrade it.
-            if channel.get("owner") not in (None, owner):
-                # Our lease ran out and another delivery took over; its outcome is the record.
-                log.warning(
-                    "notification claim lost to another delivery", extra={"fields": {"channel": channel_id}}
-                )
-            transaction.set(
-                ref,
-                {
-                    "updated_at": self._now(),
-                    "channels": {channel_id: {**fields, "owner": owner, "lease_until": None}},
-                },
-                merge=True,
-            )
-
-        finish_in(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        channel_path = FieldPath("channels", channel_id).to_api_repr()
+        for attempt in range(COMPARE_AND_SET_ATTEMPTS):
+            snapshot = ref.get()
+            document = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            now = self._now()
+            outcome, channel = decide(dict((document.get("channels") or {}).get(channel_id) or {}), now)
+            if channel is None:
+                return outcome
+            try:
+                if snapshot.exists:
+                    ref.update(
+                        {channel_path: channel, "updated_at": now},
+                        option=self._client.write_option(last_update_time=snapshot.update_time),
+                    )
+                else:
+                    ref.create({**new_document(now), "channels": {channel_id: channel}, "updated_at": now})
+                return outcome
+            except (api_exceptions.FailedPrecondition, api_exceptions.Conflict):
+                # Transient: another delivery wrote the record after we read it; decide again.
+                self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+        raise LedgerContentionError(
+            f"{LEDGER_COLLECTION}/{ref.id}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"
+        )
 
 
 class FirestoreNotificationFacts:

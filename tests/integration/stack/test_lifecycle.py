@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
 
 from devstack.processes import ServiceError, descendants, process_matches, wait_until
 from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, compute_emulator_available, running_stack
@@ -119,9 +123,6 @@ def test_stop_ends_the_compute_emulator_instances(tmp_path: Path) -> None:
 
 def _start_an_instance(stack: Stack) -> list[tuple[int, int]]:
     """A one-instance MIG on the Compute emulator; returns its processes (pid, start time)."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import compute_v1
-
     options = {"api_endpoint": f"http://{stack.env['COMPUTE_EMULATOR_HOST']}"}
     credentials = AnonymousCredentials()
     assert stack.config is not None
@@ -175,9 +176,6 @@ def _start_an_instance(stack: Stack) -> list[tuple[int, int]]:
 
 
 def _tiny_artifact(directory: Path) -> Path:
-    import io
-    import tarfile
-
     procfile = f"web: {sys.executable} -m http.server $PORT --bind 127.0.0.1\n".encode()
     path = directory / "probe-artifact.tar.gz"
     with tarfile.open(path, "w:gz") as archive:

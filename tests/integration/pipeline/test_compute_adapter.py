@@ -1,0 +1,164 @@
+"""The Compute adapter against the Compute emulator, through the unchanged google-cloud-compute
+client: idempotent creates (409 → fetch and continue), the fingerprint guard (412 → re-read),
+attach / detach, deletes of what is gone, and how errors are classified.
+
+Runs in a project of its own on the session's stack, so it never touches the pipeline's
+environments."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
+
+from devstack.base_resources import create_base_resources
+from shared.adapters.compute_engine import ComputeEngine, ComputeRefused, ComputeUnavailable
+from shared.artifact import build_artifact
+from shared.config import EnvironmentConfig
+from shared.ports import GroupHealth, PermanentError, TransientError
+from tests.e2e.conftest import REPO_ROOT, wait_for
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def compute_host(local_stack: Any) -> str:
+    return str(local_stack.env["COMPUTE_EMULATOR_HOST"])
+
+
+@pytest.fixture(scope="module")
+def project(compute_host: str) -> str:
+    return f"adapter-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def env(compute_host: str, project: str) -> EnvironmentConfig:
+    environment = EnvironmentConfig(
+        app="adapter",
+        name="test",
+        region="us-central1",
+        instance_count=1,
+        cool_down_seconds=1,
+        provisioning_deadline_seconds=30,
+        base_instance_template="adapter-test-base",
+        health_check="adapter-test-hc",
+        backend_service="adapter-test-backend",
+        health_path="/healthz",
+        draining_timeout_seconds=1,
+        url="",
+    )
+    create_base_resources(compute_host, project, [environment])
+    return environment
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp_path_factory.mktemp('adapter'))}"
+
+
+@pytest.fixture
+def compute(compute_host: str, project: str) -> ComputeEngine:
+    return ComputeEngine(project, endpoint=f"http://{compute_host}", operation_timeout=60)
+
+
+def test_templates_and_groups_are_created_once_and_carry_the_release(
+    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str
+) -> None:
+    for _ in range(2):  # the second call is a retried step: 409, fetch and continue
+        compute.ensure_instance_template(env, "adapter-one-tpl", version="2.3.4", artifact=artifact)
+        compute.ensure_instance_group(env, "adapter-one-mig", template="adapter-one-tpl")
+    template = compute.templates.get(project=project, instance_template="adapter-one-tpl")
+    metadata = {item.key: item.value for item in template.properties.metadata.items}
+    assert metadata["release-version"] == "2.3.4" and metadata["release-artifact"] == artifact
+    assert template.properties.machine_type, "the base template's properties were not copied"
+    group = compute.groups.get(project=project, region=env.region, instance_group_manager="adapter-one-mig")
+    assert group.target_size == 1 and group.auto_healing_policies[0].health_check.endswith("/adapter-test-hc")
+    assert [(p.name, p.port) for p in group.named_ports] == [("http", 80)]
+    managers = [m.name for m in compute.groups.list(project=project, region=env.region)]
+    assert managers.count("adapter-one-mig") == 1
+
+    def healthy() -> GroupHealth | None:
+        health = compute.group_health(env, "adapter-one-mig")
+        return health if health.all_healthy else None
+
+    assert wait_for(healthy, 30, "green healthy").errors == ()
+
+
+def test_attach_survives_a_concurrent_change_and_keep_only_detaches_the_rest(
+    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str, compute_host: str
+) -> None:
+    compute.ensure_instance_template(env, "adapter-two-tpl", version="2.3.5", artifact=artifact)
+    compute.ensure_instance_group(env, "adapter-two-mig", template="adapter-two-tpl")
+    compute.attach_group(env, "adapter-one-mig")
+    wait_for(lambda: compute.group_health(env, "adapter-two-mig").all_healthy, 30, "second group healthy")
+
+    other_writer = compute_v1.BackendServicesClient(
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=f"http://{compute_host}"),
+    )
+    interfered: list[bool] = []
+    reads: list[int] = []
+
+    def add_with_interference(backends: Sequence[compute_v1.Backend]) -> list[compute_v1.Backend] | None:
+        reads.append(len(backends))
+        if not interfered:
+            # Someone else changes the service between our read and our patch: our fingerprint is stale.
+            service = other_writer.get(project=project, backend_service=env.backend_service)
+            other_writer.patch(
+                project=project,
+                backend_service=env.backend_service,
+                backend_service_resource=compute_v1.BackendService(
+                    fingerprint=service.fingerprint, description=f"touched {time.time()}"
+                ),
+            ).result(timeout=30)
+            interfered.append(True)
+        link = compute.group_link(env, "adapter-two-mig")
+        if any(b.group.endswith("/adapter-two-mig") for b in backends):
+            return None
+        return [*backends, compute_v1.Backend(group=link, balancing_mode="UTILIZATION", capacity_scaler=1.0)]
+
+    compute._change_backends(env, add_with_interference, "attaching with interference")
+    assert len(reads) == 2, "the stale fingerprint (412) did not make the adapter re-read"
+    attached = [
+        b.group.rsplit("/", 1)[-1]
+        for b in other_writer.get(project=project, backend_service=env.backend_service).backends
+    ]
+    assert sorted(attached) == ["adapter-one-mig", "adapter-two-mig"]
+    compute.attach_group(env, "adapter-two-mig")  # already there: no change
+    wait_for(lambda: compute.serving_healthy(env, "adapter-two-mig"), 30, "the backend to see green healthy")
+    assert compute.keep_only_group(env, "adapter-two-mig") == ["adapter-one-mig"]
+    assert compute.keep_only_group(env, "adapter-two-mig") == []
+
+
+def test_deleting_is_idempotent(compute: ComputeEngine, env: EnvironmentConfig, project: str) -> None:
+    for _ in range(2):
+        compute.delete_instance_group(env, "adapter-one-mig")
+        compute.delete_instance_template(env, "adapter-one-tpl")
+    assert not compute.group_health(env, "adapter-one-mig").exists
+
+
+def test_configuration_errors_are_permanent_and_outages_transient(
+    compute: ComputeEngine, env: EnvironmentConfig, project: str
+) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ComputeRefused) as refused:
+        compute.ensure_instance_template(
+            replace(env, base_instance_template="no-such-base"),
+            "adapter-three-tpl",
+            version="1.0.0",
+            artifact="x",
+        )
+    assert isinstance(refused.value, PermanentError)
+    with pytest.raises(ComputeRefused):
+        compute.ensure_instance_group(env, "adapter-three-mig", template="no-such-template")
+    unreachable = ComputeEngine(project, endpoint="http://127.0.0.1:9", operation_timeout=5)
+    with pytest.raises(ComputeUnavailable) as unavailable:
+        unreachable.group_health(env, "adapter-two-mig")
+    assert isinstance(unavailable.value, TransientError)

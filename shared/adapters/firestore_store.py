@@ -94,6 +94,33 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
     return document
 
 
+DEPLOYMENT_OPTIONAL_FIELDS = (
+    "reason",
+    "build_url",
+    "branch",
+    "started_at",
+    "not_before",
+    "went_live_at",
+    "retired_at",
+    "replaced_deployment_id",
+    "instance_template",
+    "instance_group",
+    "cleanup_due_at",
+    "resources_deleted_at",
+    "last_kick_at",
+)
+"""Written only when set, so a cleared one must be deleted explicitly."""
+
+
+def deployment_write(d: Deployment) -> dict[str, Any]:
+    """The merge-write of a deployment: its fields, deletes for cleared optional ones. Fields
+    other components may add to the document are left alone."""
+    document = deployment_to_document(d)
+    for key in DEPLOYMENT_OPTIONAL_FIELDS:
+        document.setdefault(key, firestore.DELETE_FIELD)
+    return document
+
+
 def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Deployment:
     event_text = doc.get("event") or "{}"
     return Deployment(
@@ -243,7 +270,7 @@ class _Transaction:
 
     def put_deployment(self, deployment: Deployment) -> None:
         ref = self._store.deployments.document(deployment.deployment_id)
-        self._writes[ref.path] = (ref, deployment_to_document(deployment))
+        self._writes[ref.path] = (ref, deployment_write(deployment))
 
     def put_environment(self, state: EnvironmentState) -> None:
         ref = self._store.environments.document(state.key)
@@ -255,7 +282,8 @@ class _Transaction:
 
     def commit_writes(self) -> None:
         for ref, data in self._writes.values():
-            self._transaction.set(ref, data)
+            # Merge: whole known fields are replaced (history included); foreign fields stay.
+            self._transaction.set(ref, data, merge=True)
 
 
 class FirestoreStore:

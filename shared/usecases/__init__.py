@@ -1,1 +1,14 @@
-"""The service layer: one module per pipeline step, driving the domain through the ports."""
+"""The service layer: one module per pipeline step, driving the domain through the ports.
+
+- `admit_build.admit_build`: validate a build-succeeded message, version it, record the release
+  and the deployment, take the environment lock or queue (newest wins); `reject_build_event`
+  records and announces bad input.
+- `provision.start_rolling_replace`: the release's instance template and green MIG, then
+  `cooling_down` and a `cool-down-complete` message carrying `not_before`.
+- `switch.complete_cool_down`: `NotReadyYet` until green is healthy and the cool-down is over;
+  then attach green, detach the rest, `live`, retire blue, hand the lock over, notify.
+- `lifecycle.fail_deployment`: delete green, `failed`, hand the lock over, notify.
+- `watchdog.run_watchdog`: deadlines, stalled steps, lost hand-overs, deferred blue cleanup.
+- `rollback.request_rollback`: republish the target release's event as a new build.
+- `dead_letter.record_dead_letter`: record and announce an event that exhausted its retries.
+"""

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import semver
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -23,6 +24,8 @@ CONTRACT_DEPLOYMENT_FIELDS = {
     "updated_at", "finished_at", "rollback_of", "triggered_by", "history",
 }  # fmt: skip
 HAPPY_PATH = ["queued", "provisioning", "cooling_down", "switching", "live"]
+
+pytestmark = pytest.mark.stack
 
 
 def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_requests(

@@ -33,6 +33,8 @@ from tests.e2e.conftest import Pipeline, new_commit, wait_for
 
 T = TypeVar("T")
 
+pytestmark = pytest.mark.stack
+
 
 class SimulatedCrash(RuntimeError):
     """Stands for the function instance dying (or Firestore failing) at that moment."""

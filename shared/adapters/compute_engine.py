@@ -186,7 +186,8 @@ class ComputeEngine:
         manager = compute_v1.InstanceGroupManager(
             name=name,
             description=f"green for {env.app}/{env.name}",
-            base_instance_name=name[:50].rstrip("-"),
+            # Instances are named <base>-xxxx, and an instance name has at most 63 characters.
+            base_instance_name=name[:58].rstrip("-"),
             instance_template=self._template_link(template),
             target_size=env.instance_count,
             named_ports=[compute_v1.NamedPort(name=SERVING_PORT_NAME, port=SERVING_PORT)],

@@ -43,11 +43,5 @@ def instance_group_name(deployment_id: str) -> str:
     return _derived(deployment_id, "mig")
 
 
-def base_instance_name(deployment_id: str) -> str:
-    """Instances get this prefix plus a 4-character suffix, so keep room for it."""
-    digest = hashlib.sha256(deployment_id.encode()).hexdigest()[:6]
-    return f"{deployment_id[:40].rstrip('-')}-{digest}"
-
-
 def is_valid_name(name: str) -> bool:
     return bool(_VALID.match(name)) and len(name) <= MAX_NAME

@@ -84,7 +84,12 @@ def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_reque
     wait_for(
         lambda: not pipeline.group_exists("staging", instance_group_name(first)), 30, "blue to be deleted"
     )
-    assert (pipeline.deployment(first) or {}).get("resources_deleted_at") is not None
+    # The record is written right after the delete returns, so it may trail the group by a moment.
+    wait_for(
+        lambda: (pipeline.deployment(first) or {}).get("resources_deleted_at") is not None,
+        15,
+        "blue's clean-up to be recorded",
+    )
 
 
 def test_the_same_build_three_times_is_one_deployment_and_promotion_keeps_the_version(

@@ -13,12 +13,13 @@ from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
+from shared import queries
+from shared.adapters.firestore_store import declared_query
 from shared.config import ENV_PROJECT
 
-DEPLOYMENTS = "deployments"
-ENVIRONMENTS = "environments"
+DEPLOYMENTS = queries.DEPLOYMENTS
+ENVIRONMENTS = queries.ENVIRONMENTS
 IN_PROGRESS_STATUSES = ("queued", "provisioning", "cooling_down", "switching")
 TERMINAL_STATUSES = ("live", "failed", "cancelled", "retired")
 RPC_TIMEOUT_SECONDS = 30.0
@@ -86,14 +87,16 @@ def environment_status(
             "commit": deployment.get("commit"),
             "since": iso(_went_live_at(deployment)),
         }
-    query = (
-        client.collection(DEPLOYMENTS)
-        .where(filter=FieldFilter("app", "==", app))
-        .where(filter=FieldFilter("environment", "==", environment))
-        .where(filter=FieldFilter("status", "in", list(IN_PROGRESS_STATUSES)))
+    query = declared_query(
+        client,
+        queries.ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
+        app=app,
+        environment=environment,
+        status=IN_PROGRESS_STATUSES,
     )
     try:
-        # Equality and `in` filters alone are served by single-field indexes; sorted here.
+        # Equality and `in` filters alone are served by single-field indexes (no ordering in the
+        # query, so no composite index); the few rows are sorted here instead.
         snapshots = list(query.stream(timeout=RPC_TIMEOUT_SECONDS))
     except api_exceptions.GoogleAPICallError as exc:  # transient or missing index: fail this run
         raise RecordsUnavailable(f"cannot list deployments in progress: {exc}") from exc
@@ -136,14 +139,11 @@ def environment_releases(
 ) -> list[dict[str, Any]]:
     """`releasectl releases --json`: the environment's deployments, newest first.
 
-    On GCP this query needs the composite index (app, environment, created_at DESC).
+    On GCP this query needs the composite index (app, environment, created_at DESC) that
+    Terraform declares for `queries.ENVIRONMENT_DEPLOYMENTS`.
     """
-    query = (
-        client.collection(DEPLOYMENTS)
-        .where(filter=FieldFilter("app", "==", app))
-        .where(filter=FieldFilter("environment", "==", environment))
-        .order_by("created_at", direction=firestore.Query.DESCENDING)
-        .limit(limit)
+    query = declared_query(client, queries.ENVIRONMENT_DEPLOYMENTS, app=app, environment=environment).limit(
+        limit
     )
     try:
         snapshots = list(query.stream(timeout=RPC_TIMEOUT_SECONDS))

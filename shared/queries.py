@@ -1,8 +1,9 @@
 """Every Firestore query the store runs, declared so the indexes can be checked against it.
 
 Terraform declares a composite index for each query that `needs_composite_index`; a test
-of the infrastructure compares the two. Keep this list equal to what
-`shared.adapters.firestore_store` runs (a unit test checks the collection and field names).
+of the infrastructure compares the two. Keep this list equal to what runs: the store
+(`shared.adapters.firestore_store`) and `releasectl` build every query from these
+declarations with `declared_query`, and a unit test checks the collection and field names.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ LIVE_HISTORY = FirestoreQuery(
     order_by=(("went_live_at", "DESCENDING"),),
     purpose="rollback: the release live before the current one",
 )
+ENVIRONMENT_DEPLOYMENTS = FirestoreQuery(
+    name="environment_deployments",
+    collection=DEPLOYMENTS,
+    equality=("app", "environment"),
+    order_by=(("created_at", "DESCENDING"),),
+    purpose="releasectl releases: an environment's deployments, newest first",
+)
+ENVIRONMENT_DEPLOYMENTS_WITH_STATUS = FirestoreQuery(
+    name="environment_deployments_with_status",
+    collection=DEPLOYMENTS,
+    equality=("app", "environment"),
+    membership=("status",),
+    purpose="releasectl status: an environment's deployments in progress (sorted by the caller)",
+)
 
 ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     RELEASE_BY_COMMIT,
@@ -85,6 +100,8 @@ ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     DEPLOYMENTS_IN_PROGRESS,
     DEPLOYMENTS_DUE_FOR_CLEANUP,
     LIVE_HISTORY,
+    ENVIRONMENT_DEPLOYMENTS,
+    ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
 )
 
 

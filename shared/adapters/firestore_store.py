@@ -230,6 +230,28 @@ def document_id(text: str) -> str:
     return safe[:1500]
 
 
+def declared_query(client: firestore.Client, declared: queries.FirestoreQuery, **values: Any) -> Query:
+    """Build a query from its declaration in `shared.queries`, with the filter values by field.
+
+    Everything that queries Firestore (the store, releasectl) builds its queries here, so the
+    declared list, which the Terraform indexes are checked against, is exactly what runs.
+    A range field's operator defaults to `<=`; pass `<field>__op` to choose another.
+    """
+    query: Any = client.collection(declared.collection)
+    for field in declared.equality:
+        query = query.where(filter=FieldFilter(field, "==", values[field]))
+    for field in declared.membership:
+        query = query.where(filter=FieldFilter(field, "in", list(values[field])))
+    for field in declared.range:
+        query = query.where(filter=FieldFilter(field, values.get(f"{field}__op", "<="), values[field]))
+    for field, direction in declared.order_by:
+        query = query.order_by(
+            field,
+            direction=firestore.Query.DESCENDING if direction == "DESCENDING" else firestore.Query.ASCENDING,
+        )
+    return query
+
+
 # ---- the store -----------------------------------------------------------------------------
 
 
@@ -302,21 +324,7 @@ class FirestoreStore:
 
     def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:
         """The declared query with its filter values; the only way this adapter queries."""
-        query: Any = self._client.collection(declared.collection)
-        for field in declared.equality:
-            query = query.where(filter=FieldFilter(field, "==", values[field]))
-        for field in declared.membership:
-            query = query.where(filter=FieldFilter(field, "in", list(values[field])))
-        for field in declared.range:
-            query = query.where(filter=FieldFilter(field, values.get(f"{field}__op", "<="), values[field]))
-        for field, direction in declared.order_by:
-            query = query.order_by(
-                field,
-                direction=firestore.Query.DESCENDING
-                if direction == "DESCENDING"
-                else firestore.Query.ASCENDING,
-            )
-        return query
+        return declared_query(self._client, declared, **values)
 
     def atomically(self, work: Callable[[Any], T]) -> T:
         @firestore.transactional

@@ -1,7 +1,9 @@
-"""shared/queries.py stays true to the documents the store writes."""
+"""shared/queries.py stays true to the documents the store writes and to what actually runs."""
 
+import ast
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from shared import queries
 from shared.adapters.firestore_store import deployment_to_document, release_to_document
@@ -9,6 +11,8 @@ from shared.domain.records import Release
 from tests.unit.test_queue_rollback_and_naming import went_live
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+QUERY_METHODS = {"where", "order_by"}
 
 
 def test_every_declared_query_filters_and_orders_on_fields_the_store_writes() -> None:
@@ -23,11 +27,48 @@ def test_every_declared_query_filters_and_orders_on_fields_the_store_writes() ->
         assert named <= fields[query.collection], query.name
 
 
-def test_only_the_rollback_history_needs_a_composite_index() -> None:
-    (index,) = queries.composite_indexes()
-    assert index.name == "live_history"
-    assert index.composite_index_fields() == [
-        ("app", "ASCENDING"),
-        ("environment", "ASCENDING"),
-        ("went_live_at", "DESCENDING"),
+def test_the_queries_needing_a_composite_index_are_the_rollback_and_release_histories() -> None:
+    indexes = {query.name: query.composite_index_fields() for query in queries.composite_indexes()}
+    assert indexes == {
+        "live_history": [("app", "ASCENDING"), ("environment", "ASCENDING"), ("went_live_at", "DESCENDING")],
+        "environment_deployments": [
+            ("app", "ASCENDING"),
+            ("environment", "ASCENDING"),
+            ("created_at", "DESCENDING"),
+        ],
+    }
+
+
+def test_releasectls_queries_are_declared() -> None:
+    declared = set(queries.ALL_QUERIES)
+    assert queries.ENVIRONMENT_DEPLOYMENTS in declared
+    assert queries.ENVIRONMENT_DEPLOYMENTS_WITH_STATUS in declared
+    assert queries.ENVIRONMENT_DEPLOYMENTS_WITH_STATUS.membership == ("status",)
+
+
+def test_queries_are_built_only_from_declarations() -> None:
+    """A `.where(...)` or `.order_by(...)` written by hand would run a query the index check never
+    sees; the one builder that turns declarations into queries is the only place allowed."""
+    builder = REPO / "shared" / "adapters" / "firestore_store.py"
+    sources = [
+        *(REPO / "shared").rglob("*.py"),
+        *(REPO / "releasectl").rglob("*.py"),
+        *(REPO / "functions").rglob("*.py"),
     ]
+    hand_built = []
+    for path in sources:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        allowed: set[ast.AST] = set()
+        if path == builder:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef) and node.name == "declared_query":
+                    allowed.update(ast.walk(node))
+        hand_built += [
+            f"{path.relative_to(REPO)}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in QUERY_METHODS
+            and node not in allowed
+        ]
+    assert hand_built == []

@@ -15,6 +15,7 @@ Direction = Literal["ASCENDING", "DESCENDING"]
 
 DEPLOYMENTS = "deployments"
 RELEASES = "releases"
+APPS = "apps"
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
@@ -58,7 +59,8 @@ RELEASES_OF_APP = FirestoreQuery(
     name="releases_of_app",
     collection=RELEASES,
     equality=("app",),
-    purpose="the highest version ever released, to bump from",
+    purpose="rollback: whether a version was released; once per app, the highest version for an "
+    "app whose apps/{app} record predates it",
 )
 DEPLOYMENTS_IN_PROGRESS = FirestoreQuery(
     name="deployments_with_status",

@@ -27,6 +27,7 @@ from shared.domain.records import (
     release_key,
 )
 from shared.domain.status import DeploymentStatus
+from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 
 T = TypeVar("T")
@@ -263,6 +264,7 @@ class _Transaction:
         self._store = store
         self._transaction = transaction
         self._writes: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._highest: dict[str, str | None] = {}
 
     def _get(self, ref: Any) -> Mapping[str, Any] | None:
         snapshot = next(iter(self._transaction.get(ref)), None)
@@ -286,9 +288,19 @@ class _Transaction:
             return release_from_document(snapshot.to_dict() or {})
         return None
 
-    def released_versions(self, app: str) -> list[str]:
-        query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
-        return [s.get("version") for s in self._transaction.get(query)]
+    def highest_version(self, app: str) -> str | None:
+        if app not in self._highest:
+            # Reading apps/{app} in the transaction, existing or not, makes two builds that
+            # both bump from it conflict, so one re-runs and bumps from the other's version.
+            doc = self._get(self._store.apps.document(app))
+            if doc is not None:
+                self._highest[app] = doc.get("highest_version")
+            else:
+                # Releases recorded before apps/{app} existed: derive it from them this once;
+                # the release this transaction creates writes the record.
+                query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
+                self._highest[app] = highest_version(s.get("version") for s in self._transaction.get(query))
+        return self._highest[app]
 
     def put_deployment(self, deployment: Deployment) -> None:
         ref = self._store.deployments.document(deployment.deployment_id)
@@ -301,6 +313,15 @@ class _Transaction:
     def put_release(self, release: Release) -> None:
         ref = self._store.releases.document(release.key)
         self._writes[ref.path] = (ref, release_to_document(release))
+        # Reads are still allowed here (writes are buffered), so the record only ever rises.
+        current = self.highest_version(release.app)
+        highest = highest_version([release.version, *([current] if current else [])])
+        self._highest[release.app] = highest
+        app_ref = self._store.apps.document(release.app)
+        self._writes[app_ref.path] = (
+            app_ref,
+            {"app": release.app, "highest_version": highest, "updated_at": release.created_at},
+        )
 
     def commit_writes(self) -> None:
         for ref, data in self._writes.values():
@@ -313,6 +334,7 @@ class FirestoreStore:
         self._client = client
         self.deployments = client.collection(queries.DEPLOYMENTS)
         self.releases = client.collection(queries.RELEASES)
+        self.apps = client.collection(queries.APPS)
         self.environments = client.collection(queries.ENVIRONMENTS)
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)

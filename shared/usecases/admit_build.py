@@ -88,9 +88,8 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
     new_release: Release | None = None
     if release is None:
         first_version = services.config.apps[event.app].first_version
-        version = next_version(
-            tx.released_versions(event.app), first_version, event.commit_messages, event.bump
-        )
+        highest = tx.highest_version(event.app)
+        version = next_version([highest] if highest else [], first_version, event.commit_messages, event.bump)
         # Reading the new release's document puts it in this transaction's read set, so two
         # builds racing for the same version conflict and one of them re-runs with a fresh view.
         clash = tx.release(event.app, version)

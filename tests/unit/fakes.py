@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_config
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
 from shared.domain.status import DeploymentStatus
+from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, GroupHealth, PermanentError, RejectedEvent
 from shared.usecases.services import Services
 
@@ -34,6 +35,7 @@ class _FakeTransaction:
         self.deployments: dict[str, Deployment] = {}
         self.environments: dict[str, EnvironmentState] = {}
         self.releases: dict[str, Release] = {}
+        self.highest: dict[str, str] = {}
 
     def deployment(self, deployment_id: str) -> Deployment | None:
         return self.store.deployments.get(deployment_id)
@@ -47,8 +49,9 @@ class _FakeTransaction:
     def release_for_commit(self, app: str, commit: str) -> Release | None:
         return next((r for r in self.store.releases.values() if r.app == app and r.commit == commit), None)
 
-    def released_versions(self, app: str) -> list[str]:
-        return self.store.released_versions(app)
+    def highest_version(self, app: str) -> str | None:
+        # Only the per-app record, like the Firestore store: the release history is not read.
+        return self.highest.get(app, self.store.highest_versions.get(app))
 
     def put_deployment(self, deployment: Deployment) -> None:
         self.deployments[deployment.deployment_id] = deployment
@@ -58,6 +61,10 @@ class _FakeTransaction:
 
     def put_release(self, release: Release) -> None:
         self.releases[release.key] = release
+        current = self.highest_version(release.app)
+        self.highest[release.app] = (
+            highest_version([release.version, *([current] if current else [])]) or release.version
+        )
 
 
 class FakeStore:
@@ -65,6 +72,8 @@ class FakeStore:
         self.deployments: dict[str, Deployment] = {}
         self.environments: dict[str, EnvironmentState] = {}
         self.releases: dict[str, Release] = {}
+        self.highest_versions: dict[str, str] = {}
+        """apps/{app}: the highest version ever released, by app."""
         self.rejected: dict[str, RejectedEvent] = {}
         self.dead_lettered: dict[str, DeadLetteredEvent] = {}
         self._lock = threading.RLock()
@@ -81,6 +90,7 @@ class FakeStore:
             self.environments.update(tx.environments)
             for key, release in tx.releases.items():
                 self.releases.setdefault(key, release)
+            self.highest_versions.update(tx.highest)
             return result
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:

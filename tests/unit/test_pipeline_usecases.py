@@ -104,6 +104,23 @@ def test_the_same_commit_in_another_environment_keeps_its_version(world: FakeWor
     assert promoted.version == "1.1.0" and len(world.store.releases) == 2
 
 
+def test_the_next_version_bumps_from_the_apps_highest_version_not_from_its_release_history(
+    world: FakeWorld,
+) -> None:
+    # The per-app record alone decides; no release document says 2.3.0 was ever released.
+    world.store.highest_versions["hello"] = "2.3.0"
+    assert build(world, "b1", messages=["feat: hello"]).version == "2.4.0"
+    assert world.store.highest_versions["hello"] == "2.4.0"
+
+
+def test_a_promoted_commit_keeps_the_apps_highest_version(world: FakeWorld) -> None:
+    build(world, "b1", COMMIT_A)
+    build(world, "b2", COMMIT_B, messages=["feat: more"])
+    assert world.store.highest_versions["hello"] == "1.1.0"
+    assert build(world, "b1-prod", COMMIT_A, environment="production").version == "1.0.0"
+    assert world.store.highest_versions["hello"] == "1.1.0"
+
+
 def test_a_full_deployment_goes_live_and_retires_the_previous_one(world: FakeWorld) -> None:
     first = deploy_to_live(world, "b1")
     assert world.store.deployments[first].status is S.LIVE

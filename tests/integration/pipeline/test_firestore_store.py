@@ -11,9 +11,10 @@ from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
 from shared import topology
-from shared.adapters.firestore_store import FirestoreStore
+from shared.adapters.firestore_store import FirestoreStore, release_to_document
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
+from shared.domain.records import Release
 from shared.domain.status import DeploymentStatus as S
 from shared.ports import RejectedEvent
 from shared.usecases.admit_build import Outcome, admit_build
@@ -147,6 +148,38 @@ def test_concurrent_builds_of_different_commits_get_distinct_versions_and_one_lo
     assert sum(r.outcome is Outcome.STARTED for r in results) == 1
     state = store.get_environment("hello", "staging")
     assert state is not None and state.active_deployment_id is not None and len(state.queue) == 1
+
+
+def test_each_new_release_raises_the_apps_highest_version_in_the_same_transaction(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    go_live(world, "b1", COMMITS[0])
+    publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
+    app = raw(firestore_client, "apps", "hello")
+    assert app["highest_version"] == "1.1.0" and app["app"] == "hello"
+    # Promotion reuses the version and leaves the record alone.
+    publish_build(world, "b1", COMMITS[0], environment="production")
+    assert raw(firestore_client, "apps", "hello")["highest_version"] == "1.1.0"
+
+
+def test_the_next_version_is_bumped_from_the_apps_record_not_from_the_release_history(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    go_live(world, "b1", COMMITS[0])
+    # Only the record says 3.4.0; the release history holds 1.0.0 alone.
+    firestore_client.collection("apps").document("hello").set({"highest_version": "3.4.0"}, merge=True)
+    assert publish_build(world, "b2", COMMITS[1], commit_messages=["fix: y"]).version == "3.4.1"
+    assert raw(firestore_client, "apps", "hello")["highest_version"] == "3.4.1"
+
+
+def test_releases_recorded_before_the_apps_record_existed_seed_it(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    for version in ("1.2.0", "1.10.0", "1.9.3"):
+        release = Release("hello", version, "f" * 40, "file:///old.tar.gz", (), world.clock.now())
+        firestore_client.collection("releases").document(release.key).set(release_to_document(release))
+    assert publish_build(world, "b1", COMMITS[0], commit_messages=["feat: z"]).version == "1.11.0"
+    assert raw(firestore_client, "apps", "hello")["highest_version"] == "1.11.0"
 
 
 def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> None:

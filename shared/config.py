@@ -23,7 +23,9 @@ ENV_COMPUTE_EMULATOR_HOST = "COMPUTE_EMULATOR_HOST"
 ENV_NOTIFICATIONS_FILE = "NOTIFICATIONS_FILE"
 """Local only: every notification is also appended here as one JSON line."""
 ENV_ROLLBACK_AUDIENCE = "ROLLBACK_AUDIENCE"
-"""The audience an identity token must carry to call the rollback function (its URL)."""
+"""Comma-separated audiences a rollback caller's identity token may carry: the rollback
+function's URL, optionally followed by others (on GCP, the Cloud CLI's client id, which is the
+audience of a person's `gcloud auth print-identity-token`). See `parse_audiences`."""
 ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 """Where the token-signing keys are published. Default: Google's OAuth2 certificates."""
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
@@ -47,6 +49,19 @@ GCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 
 class ConfigError(ValueError):
     """The pipeline file or an environment variable is invalid. The message names the key."""
+
+
+def parse_audiences(text: str) -> tuple[str, ...]:
+    """The accepted token audiences of a comma-separated setting, in order, without blanks or
+    repeats.
+
+    >>> parse_audiences(" https://fn.example , 123.apps.googleusercontent.com,,https://fn.example")
+    ('https://fn.example', '123.apps.googleusercontent.com')
+    >>> parse_audiences(" , ")
+    ()
+    """
+    audiences = (part.strip() for part in text.split(","))
+    return tuple(dict.fromkeys(a for a in audiences if a))
 
 
 @dataclass(frozen=True)

@@ -76,13 +76,16 @@ locals {
   # carry its own URL as the token audience without a dependency cycle.
   rollback_function_name = "${var.name_prefix}-rollback"
   rollback_url           = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.rollback_function_name}"
+  # What ROLLBACK_AUDIENCE holds: the function's URL first, then any extra accepted audiences,
+  # comma-separated (shared/config.py parses it).
+  rollback_audiences = join(",", concat([local.rollback_url], var.rollback_extra_audiences))
 
   # Every variable shared/config.py reads on Google Cloud. COMPUTE_EMULATOR_HOST and
   # NOTIFICATIONS_FILE are for the local stack only and must stay unset here.
   function_environment = {
     GOOGLE_CLOUD_PROJECT = var.project_id
     PIPELINE_CONFIG      = var.pipeline_config_path
-    ROLLBACK_AUDIENCE    = local.rollback_url
+    ROLLBACK_AUDIENCE    = local.rollback_audiences
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level

@@ -115,6 +115,18 @@ variable "rollback_invoker_group" {
   }
 }
 
+variable "rollback_extra_audiences" {
+  description = "Token audiences the rollback function accepts besides its own URL. Add the Google Cloud CLI's OAuth client id (the audience of a person's `gcloud auth print-identity-token`) to let people call it with their own gcloud tokens; the invoker group and the pipeline file's rollback_callers still decide who may."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # The function reads the audiences as one comma-separated variable.
+    condition     = alltrue([for audience in var.rollback_extra_audiences : length(trimspace(audience)) > 0 && !strcontains(audience, ",")])
+    error_message = "Each extra rollback audience must be non-empty and contain no comma."
+  }
+}
+
 variable "webhook_url_envs" {
   description = "Environment variables that carry notification webhook URLs, as named by `url_env` in config/pipeline.toml. Each becomes a Secret Manager secret; the values are added out of band, never through Terraform."
   type        = set(string)

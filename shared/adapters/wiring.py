@@ -16,6 +16,7 @@ from shared.config import (
     ConfigError,
     PipelineConfig,
     load_pipeline_config,
+    parse_audiences,
 )
 from shared.usecases.services import Services
 
@@ -54,10 +55,12 @@ def services() -> Services:
 
 
 @functools.cache
-def rollback_audience() -> str:
-    audience = os.environ.get(ENV_ROLLBACK_AUDIENCE, "").strip()
-    if not audience:
+def rollback_audience() -> tuple[str, ...]:
+    """Every audience a rollback caller's token may carry (comma-separated in the variable)."""
+    audiences = parse_audiences(os.environ.get(ENV_ROLLBACK_AUDIENCE, ""))
+    if not audiences:
         raise ConfigError(
-            f"{ENV_ROLLBACK_AUDIENCE}: required (the rollback function's URL, the token audience)"
+            f"{ENV_ROLLBACK_AUDIENCE}: required (the rollback function's URL, the token audience; "
+            "more accepted audiences may follow, comma-separated)"
         )
-    return audience
+    return audiences

@@ -134,6 +134,23 @@ def test_webhook_variables_of_the_pipeline_file_come_from_secrets(model: c.Model
     assert c.webhook_problems(model, url_envs, "on_notify") == []
 
 
+def test_the_rollback_audience_is_its_url_then_the_extra_audiences_comma_separated(model: c.Model) -> None:
+    local_values = model["locals"]
+    assert local_values["function_environment"][config.ENV_ROLLBACK_AUDIENCE] == "${local.rollback_audiences}"
+    assert local_values["rollback_audiences"] == (
+        '${join(",", concat([local.rollback_url], var.rollback_extra_audiences))}'
+    )
+    assert model["variable"]["rollback_extra_audiences"]["default"] == []
+    # What that join renders is what the functions parse back.
+    rendered = ",".join(
+        ["https://europe-west1-p.cloudfunctions.net/rollback", "1.apps.googleusercontent.com"]
+    )
+    assert config.parse_audiences(rendered) == (
+        "https://europe-west1-p.cloudfunctions.net/rollback",
+        "1.apps.googleusercontent.com",
+    )
+
+
 def test_nothing_is_public_and_rollback_is_invoked_by_a_group_only(model: c.Model) -> None:
     assert c.public_access_problems(model) == []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,8 @@ def test_an_undecodable_step_message_is_dropped_not_retried(world: FakeWorld) ->
 
 @pytest.fixture
 def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    def verify(token: str, audience: str) -> Caller:
-        assert audience == "https://rollback.example"
+    def verify(token: str, audience: Sequence[str]) -> Caller:
+        assert audience == ("https://rollback.example",)
         if token == "lead":
             return Caller(email="lead@example.com", subject="1", issuer="test")
         if token == "stranger":
@@ -116,7 +116,7 @@ def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterat
         raise InvalidTokenError("bad token")
 
     monkeypatch.setattr(functions.rollback, "verify_identity_token", verify)
-    monkeypatch.setattr(functions.rollback, "rollback_audience", lambda: "https://rollback.example")
+    monkeypatch.setattr(functions.rollback, "rollback_audience", lambda: ("https://rollback.example",))
     yield client("rollback", "http")
 
 
@@ -167,3 +167,21 @@ def test_cold_start_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> 
     wiring.rollback_audience.cache_clear()
     with pytest.raises(ConfigError, match="ROLLBACK_AUDIENCE"):
         wiring.rollback_audience()
+
+
+def test_the_rollback_audience_accepts_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ROLLBACK_AUDIENCE", " https://rollback.example , 32555940559.apps.googleusercontent.com ,"
+    )
+    wiring.rollback_audience.cache_clear()
+    try:
+        assert wiring.rollback_audience() == (
+            "https://rollback.example",
+            "32555940559.apps.googleusercontent.com",
+        )
+        monkeypatch.setenv("ROLLBACK_AUDIENCE", " , ")
+        wiring.rollback_audience.cache_clear()
+        with pytest.raises(ConfigError, match="ROLLBACK_AUDIENCE"):
+            wiring.rollback_audience()
+    finally:
+        wiring.rollback_audience.cache_clear()

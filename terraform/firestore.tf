@@ -30,16 +30,7 @@ resource "google_firestore_index" "composite" {
   }
 }
 
-# Idempotency records expire by themselves. Firestore deletes a document within about a day
-# after its expire_at passes. The field is never queried, so its single-field indexes are
-# switched off (a timestamp that only grows would also make them a write hotspot).
-resource "google_firestore_field" "idempotency_ttl" {
-  project    = var.project_id
-  database   = google_firestore_database.default.name
-  collection = "idempotency_keys"
-  field      = "expire_at"
-
-  ttl_config {}
-
-  index_config {}
-}
+# No TTL policy: the idempotency key of a build is the deployment document itself (its id is
+# derived from app, environment and build id), and deployments, releases and the other
+# records are the audit trail, which must not expire. A TTL belongs only on a timestamp the
+# code writes for that purpose; tests/infra checks that any TTL declared here is one.

@@ -505,6 +505,31 @@ def queries_from_module(module: Any) -> list[Query]:
     return queries
 
 
+# ---- Firestore TTL policies ----------------------------------------------------------------
+
+
+def ttl_fields(model: Model) -> dict[str, tuple[str, str]]:
+    """(collection, field) of each google_firestore_field resource that has a TTL policy."""
+    fields = model.get("resource", {}).get("google_firestore_field", {})
+    return {
+        name: (str(body.get("collection")), str(body.get("field")))
+        for name, body in fields.items()
+        if isinstance(body, Mapping) and body.get("ttl_config") is not None
+    }
+
+
+def ttl_problems(model: Model, written: Mapping[str, Iterable[str]]) -> list[str]:
+    """A TTL policy is only useful on a timestamp the code writes: on anything else it deletes
+    nothing and suggests that some records expire when none do."""
+    problems: list[str] = []
+    for name, (collection, field) in sorted(ttl_fields(model).items()):
+        if collection not in written:
+            problems.append(f"TTL {name!r} is on collection {collection!r}, which the code never writes")
+        elif field not in set(written[collection]):
+            problems.append(f"TTL {name!r} is on {collection}.{field}, a field the code never writes")
+    return problems
+
+
 # ---- environments -------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,45 @@ def test_no_project_id_or_key_file_is_hard_coded() -> None:
         assert "google_service_account_key" not in text, path
 
 
+def written_fields() -> dict[str, set[str]]:
+    """The fields the store writes, by collection, read from its document builders."""
+    from shared import queries
+    from shared.adapters.firestore_store import (
+        deployment_to_document,
+        environment_to_document,
+        release_to_document,
+    )
+    from shared.domain.records import EnvironmentState, Release
+    from tests.unit.test_queue_rollback_and_naming import went_live
+
+    deployment = went_live("d1", "1.0.0", 1)
+    deployment = replace(deployment, cleanup_due_at=deployment.created_at)
+    release = Release("hello", "1.0.0", "a" * 40, "file:///a.tar.gz", (), deployment.created_at)
+    return {
+        queries.DEPLOYMENTS: set(deployment_to_document(deployment)),
+        queries.RELEASES: set(release_to_document(release)),
+        queries.ENVIRONMENTS: set(environment_to_document(EnvironmentState("hello", "staging"))),
+    }
+
+
+def test_ttl_policies_are_only_on_fields_the_code_writes(model: c.Model) -> None:
+    # The idempotency key is the deployment document itself, an audit record that never expires.
+    assert c.ttl_problems(model, written_fields()) == []
+
+
 # ---- negative: each check reports a broken copy ------------------------------------------
+
+
+def test_a_ttl_policy_on_a_collection_or_field_nobody_writes_is_reported(model: c.Model) -> None:
+    broken = copy.deepcopy(model)
+    fields = broken["resource"].setdefault("google_firestore_field", {})
+    fields["stale"] = {"collection": "idempotency_keys", "field": "expire_at", "ttl_config": [{}]}
+    fields["typo"] = {"collection": "deployments", "field": "expires_at", "ttl_config": [{}]}
+    fields["index_only"] = {"collection": "deployments", "field": "expires_at", "index_config": [{}]}
+    problems = c.ttl_problems(broken, written_fields())
+    assert len(problems) == 2
+    assert any("'stale'" in p and "never writes" in p for p in problems)
+    assert any("deployments.expires_at" in p for p in problems)
 
 
 def test_a_renamed_topic_is_reported(model: c.Model) -> None:

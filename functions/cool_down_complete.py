@@ -10,11 +10,10 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
+from functions.step_event import handle_step_event
+from shared import topology
 from shared.adapters.wiring import services
-from shared.domain.messages import InvalidStepMessage, StepMessage
-from shared.logging import get_logger, log_context
-from shared.usecases.services import NotReadyYet, UnknownEnvironment
+from shared.logging import get_logger
 from shared.usecases.switch import complete_cool_down
 
 log = get_logger("on_cool_down_complete")
@@ -22,19 +21,11 @@ log = get_logger("on_cool_down_complete")
 
 @functions_framework.cloud_event
 def on_cool_down_complete(cloud_event: CloudEvent) -> None:
-    pipeline = services()
-    with log_context(event_id=str(cloud_event["id"])):
-        try:
-            message = decode_pubsub_event(cloud_event)
-            step = StepMessage.from_message(message.data)
-        except (UndecodableEvent, InvalidStepMessage) as exc:  # permanent: it will never decode
-            log.error("dropping an undecodable cool-down-complete message: %s", exc)
-            return
-        with log_context(app=step.app, environment=step.environment, deployment_id=step.deployment_id):
-            try:
-                complete_cool_down(pipeline, step)
-            except NotReadyYet as exc:  # transient by design: redelivered after the backoff
-                log.info("not ready yet: %s", exc)
-                raise
-            except UnknownEnvironment as exc:  # permanent: the configuration no longer has it
-                log.error("cannot switch: %s", exc)
+    handle_step_event(
+        cloud_event,
+        services(),
+        complete_cool_down,
+        topic=topology.COOL_DOWN_COMPLETE,
+        action="switch",
+        log=log,
+    )

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
 import functions.build_succeeded
 import functions.cool_down_complete
 import functions.rollback
+import functions.start_rolling_replace
+from functions.step_event import handle_step_event
 from shared import topology
 from shared.adapters import wiring
 from shared.auth import Caller, InvalidTokenError
 from shared.config import ConfigError
+from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
+from shared.logging import CloudLoggingFormatter
+from shared.usecases.services import NotReadyYet, Services, UnknownEnvironment
 from tests.unit.fakes import FakeWorld, fake_world
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
@@ -31,7 +38,12 @@ COMMIT = "c" * 40
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     world = fake_world()
-    for module in (functions.build_succeeded, functions.cool_down_complete, functions.rollback):
+    for module in (
+        functions.build_succeeded,
+        functions.start_rolling_replace,
+        functions.cool_down_complete,
+        functions.rollback,
+    ):
         monkeypatch.setattr(module, "services", lambda: world.services)
     return world
 
@@ -185,3 +197,97 @@ def test_the_rollback_audience_accepts_a_comma_separated_list(monkeypatch: pytes
             wiring.rollback_audience()
     finally:
         wiring.rollback_audience.cache_clear()
+
+
+def test_a_pushed_start_step_creates_green_and_schedules_the_cool_down(world: FakeWorld) -> None:
+    client("on_build_succeeded", "cloudevent").post(
+        "/", json=push(build_body(), {"app": "hello", "environment": "staging"})
+    )
+    (message,) = world.publisher.take(topology.START_ROLLING_REPLACE)
+    start = client("on_start_rolling_replace", "cloudevent")
+    assert start.post("/", json=push(message.data, dict(message.attributes))).status_code == 200
+    deployment_id = StepMessage.from_message(message.data).deployment_id
+    assert world.store.deployments[deployment_id].status == "cooling_down"
+    assert instance_group_name(deployment_id) in world.compute.groups
+    assert len(world.publisher.on(topology.COOL_DOWN_COMPLETE)) == 1
+
+
+@pytest.mark.parametrize("target", ["on_start_rolling_replace", "on_cool_down_complete"])
+def test_step_functions_acknowledge_messages_that_can_never_succeed(world: FakeWorld, target: str) -> None:
+    app = client(target, "cloudevent")
+    assert app.post("/", json=push(b"[]", {})).status_code == 200
+    gone = StepMessage("hello-qa-0123456789ab", "hello", "qa")
+    assert app.post("/", json=push(*gone.to_message())).status_code == 200
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+        self.setFormatter(CloudLoggingFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def step_event(data: bytes, event_id: str = "evt-1") -> CloudEvent:
+    attributes = {
+        "id": event_id,
+        "source": "//pubsub.googleapis.com/projects/p/topics/some-step",
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+    }
+    return CloudEvent(attributes, push(data, {}))
+
+
+def test_the_step_helper_binds_the_log_context_and_maps_each_error(world: FakeWorld) -> None:
+    logger = logging.getLogger("tests.step_event")
+    lines = _Lines()
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    seen: list[StepMessage] = []
+
+    def run(error: Exception | None) -> None:
+        def step(pipeline: Services, message: StepMessage) -> None:
+            assert pipeline is world.services
+            seen.append(message)
+            logger.info("step ran")
+            if error is not None:
+                raise error
+
+        message = StepMessage("hello-staging-0123456789ab", "hello", "staging")
+        handle_step_event(
+            step_event(message.to_message()[0]),
+            world.services,
+            step,
+            topic="some-step",
+            action="step",
+            log=logger,
+        )
+
+    try:
+        run(None)
+        assert lines.lines[-1]["message"] == "step ran"
+        assert {k: lines.lines[-1][k] for k in ("app", "environment", "deployment_id", "event_id")} == {
+            "app": "hello",
+            "environment": "staging",
+            "deployment_id": "hello-staging-0123456789ab",
+            "event_id": "evt-1",
+        }
+        with pytest.raises(NotReadyYet):  # transient: raised so Pub/Sub redelivers
+            run(NotReadyYet("green 0/1 healthy"))
+        assert lines.lines[-1]["message"] == "not ready yet: green 0/1 healthy"
+        with pytest.raises(RuntimeError):  # anything unexpected is retried too
+            run(RuntimeError("Firestore is down"))
+        run(UnknownEnvironment("hello/staging"))  # permanent: acknowledged
+        assert (
+            lines.lines[-1]["severity"] == "ERROR"
+            and lines.lines[-1]["message"] == "cannot step: hello/staging"
+        )
+        handle_step_event(
+            step_event(b"{", "evt-2"), world.services, seen.append, topic="some-step", action="x", log=logger
+        )
+        assert lines.lines[-1]["message"].startswith("dropping an undecodable some-step message")
+        assert lines.lines[-1]["event_id"] == "evt-2"
+        assert len(seen) == 4
+    finally:
+        logger.removeHandler(lines)

@@ -293,11 +293,11 @@ class _Transaction:
             # Reading apps/{app} in the transaction, existing or not, makes two builds that
             # both bump from it conflict, so one re-runs and bumps from the other's version.
             doc = self._get(self._store.apps.document(app))
-            if doc is not None:
-                self._highest[app] = doc.get("highest_version")
+            if doc is not None and doc.get("highest_version"):
+                self._highest[app] = doc["highest_version"]
             else:
-                # Releases recorded before apps/{app} existed: derive it from them this once;
-                # the release this transaction creates writes the record.
+                # Releases recorded before apps/{app} held the field (or before it existed):
+                # derive it from them this once; the release this transaction creates writes it.
                 query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
                 self._highest[app] = highest_version(s.get("version") for s in self._transaction.get(query))
         return self._highest[app]

@@ -178,8 +178,11 @@ def test_releases_recorded_before_the_apps_record_existed_seed_it(
     for version in ("1.2.0", "1.10.0", "1.9.3"):
         release = Release("hello", version, "f" * 40, "file:///old.tar.gz", (), world.clock.now())
         firestore_client.collection("releases").document(release.key).set(release_to_document(release))
+    # A record some other component created without the field is no reason to start over.
+    firestore_client.collection("apps").document("hello").set({"owner": "team-hello"})
     assert publish_build(world, "b1", COMMITS[0], commit_messages=["feat: z"]).version == "1.11.0"
-    assert raw(firestore_client, "apps", "hello")["highest_version"] == "1.11.0"
+    app = raw(firestore_client, "apps", "hello")
+    assert app["highest_version"] == "1.11.0" and app["owner"] == "team-hello"
 
 
 def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> None:

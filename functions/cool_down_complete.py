@@ -1,7 +1,7 @@
 """`on_cool_down_complete` (Pub/Sub `cool-down-complete`): switch traffic once green is ready.
 
 Until green is healthy and the cool-down is over this raises `NotReadyYet`: the function
-answers 500 and the subscription's exponential backoff redelivers the message later. That
+answers 503 and the subscription's exponential backoff redelivers the message later. That
 backoff is the timer; no function ever sleeps through a cool-down.
 """
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import ServiceUnavailable
 
 from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
 from shared.domain.messages import InvalidStepMessage, StepMessage
@@ -19,6 +20,15 @@ from shared.logging import log_context
 from shared.usecases.services import NotReadyYet, Services, UnknownEnvironment
 
 Step = Callable[[Services, StepMessage], object]
+
+
+class StepNotReady(ServiceUnavailable):
+    """Answers 503 so Pub/Sub redelivers after its backoff.
+
+    An HTTP exception, not a plain one: the web framework under functions-framework turns it
+    into its response without logging a traceback, and not-ready is the expected state for a
+    whole cool-down, so each poll leaves one structured info line instead of a stack dump.
+    """
 
 
 def handle_step_event(
@@ -52,6 +62,6 @@ def handle_step_event(
                 step(pipeline, step_message)
             except NotReadyYet as exc:  # transient by design: redelivered after the backoff
                 log.info("not ready yet: %s", exc)
-                raise
+                raise StepNotReady(f"not ready yet: {exc}") from exc
             except UnknownEnvironment as exc:  # permanent: the configuration no longer has it
                 log.error("cannot %s: %s", action, exc)

@@ -20,7 +20,7 @@ import functions.build_succeeded
 import functions.cool_down_complete
 import functions.rollback
 import functions.start_rolling_replace
-from functions.step_event import handle_step_event
+from functions.step_event import StepNotReady, handle_step_event
 from shared import topology
 from shared.adapters import wiring
 from shared.auth import Caller, InvalidTokenError
@@ -95,7 +95,9 @@ def test_a_bad_build_event_is_recorded_and_acknowledged_not_retried(world: FakeW
     assert world.store.deployments == {}
 
 
-def test_cool_down_not_ready_answers_an_error_so_pub_sub_retries_later(world: FakeWorld) -> None:
+def test_cool_down_not_ready_answers_503_without_a_traceback_so_pub_sub_retries_later(
+    world: FakeWorld, caplog: pytest.LogCaptureFixture
+) -> None:
     app = client("on_build_succeeded", "cloudevent")
     app.post("/", json=push(build_body(), {"app": "hello", "environment": "staging"}))
     from shared.domain.messages import StepMessage
@@ -105,7 +107,10 @@ def test_cool_down_not_ready_answers_an_error_so_pub_sub_retries_later(world: Fa
     start_rolling_replace(world.services, start)
     (message,) = world.publisher.take(topology.COOL_DOWN_COMPLETE)
     cool_down = client("on_cool_down_complete", "cloudevent")
-    assert cool_down.post("/", json=push(message.data, dict(message.attributes))).status_code == 500
+    not_ready = cool_down.post("/", json=push(message.data, dict(message.attributes)))
+    assert not_ready.status_code == 503, "not ready is answered 503"
+    assert b"not ready yet" in not_ready.data
+    assert not [r for r in caplog.records if r.exc_info], "a not-ready poll must not log a traceback"
     world.compute.make_healthy(instance_group_name(start.deployment_id))
     world.clock.advance(10)
     assert cool_down.post("/", json=push(message.data, dict(message.attributes))).status_code == 200
@@ -273,7 +278,7 @@ def test_the_step_helper_binds_the_log_context_and_maps_each_error(world: FakeWo
             "deployment_id": "hello-staging-0123456789ab",
             "event_id": "evt-1",
         }
-        with pytest.raises(NotReadyYet):  # transient: raised so Pub/Sub redelivers
+        with pytest.raises(StepNotReady):  # transient: answered 503 so Pub/Sub redelivers
             run(NotReadyYet("green 0/1 healthy"))
         assert lines.lines[-1]["message"] == "not ready yet: green 0/1 healthy"
         with pytest.raises(RuntimeError):  # anything unexpected is retried too

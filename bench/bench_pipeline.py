@@ -361,7 +361,7 @@ def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
         rows.append([f"  {label}", *[str(t.counts.deliveries.get(target, 0)) for t in timings]])
     say(table(["per deployment", *[f"#{i + 1}" for i in range(len(timings))]], rows))
     say(
-        f"One watchdog tick (not per deployment; hourly on GCP): {tick.reads} reads, {tick.writes} writes,"
+        f"One watchdog tick (not per deployment; every minute on GCP by default): {tick.reads} reads, {tick.writes} writes,"
         f" {tick.messages} messages, {sum(tick.deliveries.values())} deliveries."
     )
 

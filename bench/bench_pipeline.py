@@ -3,7 +3,9 @@
 - Orchestration overhead per deployment: publish → live, minus the time spent waiting for green
   (the cool-down and green's boot-to-healthy run at the same time, so the wait is the later of
   the two), split per hop from the deployment's history timestamps.
-- Rollback latency: from the endpoint's 202 until the URL serves the target version.
+- Rollback latency: from the endpoint's 202 until the URL serves the target version, apart for
+  rollbacks within the target's retention (a traffic switch to its retained group) and after it
+  (a full deployment with the cool-down); each sample is labelled by what its record says it did.
 - A zero-downtime run: requests, failures, p50/p99 before, during and after a release.
 - Firestore reads and writes, Pub/Sub messages and push deliveries per deployment, counted in
   the functions' own processes at the gRPC and WSGI boundaries (see rpc_counting/sitecustomize.py),
@@ -46,6 +48,7 @@ COUNTING_DIR = Path(__file__).resolve().parent / "rpc_counting"
 APP, ENVIRONMENT = "hello", "staging"
 DEPLOYMENTS = int(os.environ.get("BENCH_PIPELINE_DEPLOYMENTS", "5"))
 ROLLBACKS = int(os.environ.get("BENCH_PIPELINE_ROLLBACKS", "3"))
+ROLLBACKS_AFTER_RETENTION = int(os.environ.get("BENCH_PIPELINE_ROLLBACKS_AFTER_RETENTION", "1"))
 DEPLOY_TIMEOUT_SECONDS = 120.0
 QUIET_SECONDS = 1.5
 """Counts unchanged this long means the deployment's last function (notify) has finished."""
@@ -131,6 +134,16 @@ def quiet_counts(directory: Path) -> Counts:
 
 
 # ---- one deployment, timed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollbackSample:
+    served: float
+    """Seconds from the 202 until the URL serves the target version."""
+    recorded: float
+    """Seconds from the 202 until the deployment is recorded live."""
+    adopted: bool
+    """Whether it was a traffic switch to the target's retained group."""
 
 
 @dataclass
@@ -261,8 +274,9 @@ class PipelineBench:
         deployment_id, published_at = self.publish(message)
         return self.follow(deployment_id, published_at, before)
 
-    def rollback(self) -> tuple[float, float]:
-        """(seconds from 202 to the URL serving the target, seconds from 202 to `live` recorded)."""
+    def rollback(self) -> RollbackSample:
+        """Seconds from the 202 to the URL serving the target and to `live` recorded, and whether
+        the rollback adopted the target's retained group (its history says so)."""
         accepted = request_rollback(APP, ENVIRONMENT, None, "bench")
         answered = time.monotonic()
         answered_wall = datetime.now(UTC)
@@ -277,7 +291,9 @@ class PipelineBench:
                 live_at = _history(record).get("live")
                 recorded = (live_at - answered_wall).total_seconds() if live_at else float("nan")
                 self.notified_at(accepted.deployment_id, "live")
-                return served_after, recorded
+                details = [entry.get("detail") or "" for entry in record.get("history", [])]
+                adopted = any("retained group" in detail for detail in details)
+                return RollbackSample(served_after, recorded, adopted)
             time.sleep(POLL_SECONDS)
         raise RuntimeError(f"rollback {accepted.deployment_id} never went live")
 
@@ -388,18 +404,16 @@ def print_load(stats: Mapping[str, PhaseStats]) -> None:
     say(table(["phase", "requests", "failed", "p50 ms", "p99 ms", "versions served"], rows))
 
 
-def print_rollbacks(samples: Sequence[tuple[float, float]]) -> None:
+def print_rollbacks(samples: Sequence[RollbackSample]) -> None:
     say()
     say("Rollback latency (from the 202)")
-    say(
-        table(
-            ["measure", "p50 ms", "max ms", "n"],
-            [
-                stats_row("202 → URL serves the target version", [s[0] for s in samples]),
-                stats_row("202 → deployment recorded live", [s[1] for s in samples]),
-            ],
-        )
-    )
+    rows = []
+    for adopted, label in ((True, "within retention"), (False, "after retention")):
+        kind = [s for s in samples if s.adopted is adopted]
+        if kind:
+            rows.append(stats_row(f"{label}: 202 → URL serves the target", [s.served for s in kind]))
+            rows.append(stats_row(f"{label}: 202 → recorded live", [s.recorded for s in kind]))
+    say(table(["measure", "p50 ms", "max ms", "n"], rows))
 
 
 # ---- main ------------------------------------------------------------------------------------------
@@ -452,7 +466,19 @@ def run(progress: Callable[[str], None] = say) -> None:
             rollbacks = []
             for index in range(ROLLBACKS):
                 sample = bench.rollback()
-                progress(f"rollback {index + 1}/{ROLLBACKS}: served after {sample[0]:.2f} s")
+                progress(f"rollback {index + 1}/{ROLLBACKS}: served after {sample.served:.2f} s")
+                rollbacks.append(sample)
+            # The retired release's group stops being adoptable once its retention ends; wait
+            # that out so these rollbacks build a new group and wait the whole cool-down.
+            for index in range(ROLLBACKS_AFTER_RETENTION):
+                wait = bench.environment.retain_previous_seconds + 1
+                progress(f"waiting {wait} s for the retired release's retention to end…")
+                time.sleep(wait)
+                sample = bench.rollback()
+                progress(
+                    f"rollback after retention {index + 1}/{ROLLBACKS_AFTER_RETENTION}:"
+                    f" served after {sample.served:.2f} s"
+                )
                 rollbacks.append(sample)
             tick = bench.watchdog_tick_cost()
 

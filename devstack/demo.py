@@ -3,7 +3,9 @@
 1. A first release goes live.
 2. A `feat:` release goes live under continuous load: no request fails, old then new version.
 3. A broken release (its health check answers 500) never gets traffic and ends `failed`.
-4. A rollback over the authenticated HTTP endpoint, under load, brings the previous version back.
+4. A rollback over the authenticated HTTP endpoint, under load, brings the previous version back:
+   its group is still retained (detached, running), so the rollback is a traffic switch to it,
+   without a new group or a cool-down.
 
 Uses a stack already running from `make up` (and leaves it running), else starts one and stops it
 at the end. Prints a table of versions, statuses, time per phase, requests served and failed, and
@@ -32,6 +34,7 @@ from typing import Any
 
 import requests
 import semver
+from google.cloud import firestore
 
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
@@ -98,6 +101,16 @@ def hop_durations(deployment: Mapping[str, Any]) -> dict[str, float]:
     for current, following in itertools.pairwise(history):
         hops[str(current["status"])] = (following["at"] - current["at"]).total_seconds()
     return hops
+
+
+def rollback_kind(client: firestore.Client, deployment_id: str) -> str:
+    """What the rollback did, from its record: a switch to a retained group, or a full deployment."""
+    deployment = get_deployment(client, deployment_id) or {}
+    group = deployment.get("instance_group") or "?"
+    for entry in deployment.get("history") or []:
+        if entry.get("status") == "cooling_down" and "retained group" in (entry.get("detail") or ""):
+            return f"a traffic switch: it adopted the retained group {group} (no new group, no cool-down)"
+    return f"a full deployment: new group {group} and the whole cool-down (no retained group to adopt)"
 
 
 def served_version(url: str) -> str | None:
@@ -220,6 +233,7 @@ class Demo:
         else:
             say(f"    the URL serves {accepted.version} {time.monotonic() - answered:.1f} s after the 202")
         self._follow(result, load)
+        say(f"    {rollback_kind(self.firestore, accepted.deployment_id)}")
         if result.version != accepted.version:
             result.problems.append(f"rollback deployed {result.version}, the 202 promised {accepted.version}")
         return result
@@ -432,7 +446,7 @@ def _story(demo: Demo) -> None:
         third, load.report(), before=second.version, after=second.version or "?", never=[third.version or ""]
     )
 
-    heading("4. Roll back over the authenticated HTTP endpoint, under load")
+    heading("4. Roll back over the authenticated HTTP endpoint, under load (to the retained group)")
     with load_against(demo.url) as load:
         time.sleep(SETTLE_SECONDS)
         rollback = demo.rollback("rollback", load)

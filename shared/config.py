@@ -88,6 +88,9 @@ class EnvironmentConfig:
     health_path: str
     draining_timeout_seconds: int
     url: str
+    retain_previous_seconds: int = 3600
+    """How long a retired group keeps running, detached, after a switch, so that a rollback to
+    it is a traffic switch rather than a new deployment. 0 keeps it only while it drains."""
     channels: tuple[Channel, ...] = ()
     rollback_callers: tuple[str, ...] = ()
     auto_deploy: bool = False
@@ -123,6 +126,7 @@ _ENV_DEFAULTS: dict[str, Any] = {
     "provisioning_deadline_seconds": 900,
     "health_path": "/healthz",
     "draining_timeout_seconds": 60,
+    "retain_previous_seconds": 3600,
     "url": "",
     "channels": [],
     "rollback_callers": [],
@@ -149,6 +153,13 @@ def _positive(value: Any, where: str) -> int:
     number = _require(int, value, where)
     if number <= 0:
         raise ConfigError(f"{where}: must be > 0, got {number}")
+    return int(number)
+
+
+def _non_negative(value: Any, where: str) -> int:
+    number = _require(int, value, where)
+    if number < 0:
+        raise ConfigError(f"{where}: must be >= 0, got {number}")
     return int(number)
 
 
@@ -205,6 +216,9 @@ def _environment(
             merged["draining_timeout_seconds"], f"{where}.draining_timeout_seconds"
         ),
         url=_require(str, merged["url"], f"{where}.url"),
+        retain_previous_seconds=_non_negative(
+            merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
+        ),
         channels=tuple(channels),
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),

@@ -72,7 +72,7 @@ DEPLOYMENTS_DUE_FOR_CLEANUP = FirestoreQuery(
     name="deployments_due_for_cleanup",
     collection=DEPLOYMENTS,
     range=("cleanup_due_at",),
-    purpose="watchdog: delete blue groups after draining",
+    purpose="watchdog: delete blue groups after draining and retention",
 )
 LIVE_HISTORY = FirestoreQuery(
     name="live_history",

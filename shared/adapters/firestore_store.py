@@ -89,6 +89,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "instance_group": d.instance_group,
         "cleanup_due_at": d.cleanup_due_at,
         "resources_deleted_at": d.resources_deleted_at,
+        "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
     }
     document.update({k: v for k, v in extra.items() if v is not None})
@@ -108,6 +109,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "instance_group",
     "cleanup_due_at",
     "resources_deleted_at",
+    "adopted_by",
     "last_kick_at",
 )
 """Written only when set, so a cleared one must be deleted explicitly."""
@@ -156,6 +158,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         instance_group=doc.get("instance_group"),
         cleanup_due_at=doc.get("cleanup_due_at"),
         resources_deleted_at=doc.get("resources_deleted_at"),
+        adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
     )
 

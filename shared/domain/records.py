@@ -54,8 +54,12 @@ class Deployment:
     instance_template: str | None = None
     instance_group: str | None = None
     cleanup_due_at: datetime | None = None
-    """When this deployment's Compute resources may be deleted (after draining)."""
+    """When this deployment's Compute resources may be deleted (after draining and retention);
+    None while they are in use, and once deleted or adopted."""
     resources_deleted_at: datetime | None = None
+    adopted_by: str | None = None
+    """The rollback deployment that took over this retired deployment's group (its clean-up
+    cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
 

@@ -8,6 +8,7 @@ from shared import topology
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.records import Deployment
+from shared.domain.retention import is_adoptable, retained_deployment_for
 from shared.domain.status import DeploymentStatus
 from shared.logging import get_logger
 from shared.ports import PermanentError, Transaction
@@ -35,6 +36,12 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
     if deployment.status is not DeploymentStatus.PROVISIONING:
         log.info("deployment is %s; nothing to provision", deployment.status)
         return None
+
+    if deployment.rollback_of is not None:
+        adopted = _adopt_retained_group(services, deployment)
+        if adopted is not None:
+            publish_step(services, topology.COOL_DOWN_COMPLETE, adopted)
+            return adopted
 
     env = services.environment_config(deployment.app, deployment.environment)
     template = instance_template_name(deployment.deployment_id)
@@ -76,3 +83,45 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
     log.info("green requested; cooling down until %s", not_before.isoformat())
     publish_step(services, topology.COOL_DOWN_COMPLETE, cooling)
     return cooling
+
+
+def _adopt_retained_group(services: Services, deployment: Deployment) -> Deployment | None:
+    """A rollback to a release whose retired group is still running takes that group over.
+
+    One transaction cancels the retired deployment's clean-up and gives its group to this one,
+    so the group has exactly one owner whatever happens next. No cool-down: the group served
+    this release until its switch; the cool-down step still checks its health before traffic
+    moves. Returns None (build green the normal way) when there is nothing to adopt.
+    """
+    now = services.clock.now()
+    candidate = retained_deployment_for(
+        deployment, services.store.live_history(deployment.app, deployment.environment), now
+    )
+    if candidate is None:
+        return None
+
+    def work(tx: Transaction) -> Deployment | None:
+        current = tx.deployment(deployment.deployment_id)
+        retained = tx.deployment(candidate.deployment_id)
+        if current is None or current.status is not DeploymentStatus.PROVISIONING or retained is None:
+            return None
+        # Re-checked inside the transaction: the watchdog or another rollback may have moved first.
+        if not is_adoptable(retained, current, now):
+            return None
+        tx.put_deployment(retained.with_changes(now, cleanup_due_at=None, adopted_by=current.deployment_id))
+        cooling = current.advance(
+            DeploymentStatus.COOLING_DOWN,
+            now,
+            f"traffic switch to the retained group {retained.instance_group} of {retained.deployment_id}"
+            f" ({retained.version}); no cool-down, health checked before the switch",
+            instance_template=retained.instance_template,
+            instance_group=retained.instance_group,
+            not_before=now,
+        )
+        tx.put_deployment(cooling)
+        return cooling
+
+    adopted = services.store.atomically(work)
+    if adopted is not None:
+        log.info("adopted retained group %s of %s", adopted.instance_group, candidate.deployment_id)
+    return adopted

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 from shared.config import EnvironmentConfig
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.records import Deployment
+from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
 from shared.logging import get_logger
 from shared.ports import Transaction
@@ -109,13 +109,16 @@ def _switch(
             replaced_deployment_id=blue.deployment_id if blue else None,
         )
         if blue is not None and blue.status is DeploymentStatus.LIVE:
-            # Blue's group is deleted only once its connections have drained (watchdog sweep).
+            # Blue's group is deleted (watchdog sweep) only once its connections have drained and
+            # its retention is over: until then a rollback to it is a traffic switch.
+            due = cleanup_due(now, env.draining_timeout_seconds, env.retain_previous_seconds)
             tx.put_deployment(
                 blue.advance(
                     DeploymentStatus.RETIRED,
                     now,
-                    f"replaced by {current.version} ({current.deployment_id})",
-                    cleanup_due_at=now + timedelta(seconds=env.draining_timeout_seconds),
+                    f"replaced by {current.version} ({current.deployment_id});"
+                    f" group retained until {due.isoformat()}",
+                    cleanup_due_at=due,
                 )
             )
         next_deployment = handover.next_deployment if handover else None

@@ -2,7 +2,7 @@
 
 - fails deployments past their provisioning deadline (green deleted, lock freed, next started);
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
-- deletes retired blue groups once their connections have drained.
+- deletes retired blue groups once their connections have drained and their retention is over.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> Watc
             app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
         ):
             try:
-                _clean_up(services, deployment, now)
-                report.cleaned.append(deployment.deployment_id)
+                if _clean_up(services, deployment, now):
+                    report.cleaned.append(deployment.deployment_id)
             except (TransientError, PermanentError) as exc:  # either kind: retried on the next tick
                 log.warning("could not delete drained resources: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
@@ -147,13 +147,20 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
         report.kicked.append(started.deployment_id)
 
 
-def _clean_up(services: Services, deployment: Deployment, now: datetime) -> None:
-    delete_green(services, deployment)
+def _clean_up(services: Services, deployment: Deployment, now: datetime) -> bool:
+    """Delete a retired group whose draining and retention are over; False if it was adopted."""
+    # Read again: a rollback may have adopted the group since the sweep's query. Adoption
+    # refuses groups due within its margin, so past this point the group is no longer claimable.
+    current = services.store.get_deployment(deployment.deployment_id)
+    if current is None or current.cleanup_due_at is None or current.cleanup_due_at > now:
+        return False
+    delete_green(services, current)
 
     def work(tx: Transaction) -> None:
-        current = tx.deployment(deployment.deployment_id)
-        if current is not None and current.cleanup_due_at is not None:
-            tx.put_deployment(replace(current, cleanup_due_at=None, resources_deleted_at=now))
+        latest = tx.deployment(deployment.deployment_id)
+        if latest is not None and latest.cleanup_due_at is not None:
+            tx.put_deployment(replace(latest, cleanup_due_at=None, resources_deleted_at=now))
 
     services.store.atomically(work)
-    log.info("deleted drained group %s", deployment.instance_group)
+    log.info("deleted drained group %s", current.instance_group)
+    return True

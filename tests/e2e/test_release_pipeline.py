@@ -80,16 +80,15 @@ def test_first_build_goes_live_then_a_feature_replaces_it_with_zero_failed_reque
         15,
         "a live notification for each release",
     )
-    # Blue's group outlives the switch only by its draining timeout (the watchdog deletes it).
-    wait_for(
-        lambda: not pipeline.group_exists("staging", instance_group_name(first)), 30, "blue to be deleted"
-    )
-    # The record is written right after the delete returns, so it may trail the group by a moment.
-    wait_for(
-        lambda: (pipeline.deployment(first) or {}).get("resources_deleted_at") is not None,
-        15,
-        "blue's clean-up to be recorded",
-    )
+    # Blue's group outlives the switch by its retention, not just its draining timeout: detached
+    # (only the new version is served) but running, so a rollback can take it back. Its deletion
+    # once the retention is over is checked by the rollback test below, which waits for it.
+    retention = pipeline.config.apps["hello"].environments["staging"].retain_previous_seconds
+    switched_at = next(h["at"] for h in after["history"] if h["status"] == "live")
+    assert pipeline.group_exists("staging", instance_group_name(first)), "blue deleted before its retention"
+    retired = pipeline.deployment(first) or {}
+    assert retired.get("resources_deleted_at") is None
+    assert (retired["cleanup_due_at"] - switched_at).total_seconds() >= retention
 
 
 def test_the_same_build_three_times_is_one_deployment_and_promotion_keeps_the_version(
@@ -321,12 +320,29 @@ def test_rollback_puts_the_previous_release_back_and_then_any_chosen_version(pip
         "a rollback made a release"
     )
 
+    # 1.0.0 was replaced in the first test: once its retention is over the watchdog deletes its
+    # group, and a rollback to it is an ordinary deployment with a new group and the cool-down.
+    def retained_1_0_0() -> list[str]:
+        return [
+            d["deployment_id"]
+            for d in _live_history(pipeline, "staging")
+            if d["version"] == "1.0.0" and not (d.get("resources_deleted_at") or d.get("adopted_by"))
+        ]
+
+    wait_for(lambda: not retained_1_0_0(), 120, "1.0.0's group to be deleted after its retention")
+    first = next(d for d in _live_history(pipeline, "staging") if d["version"] == "1.0.0")
+    assert not pipeline.group_exists("staging", instance_group_name(first["deployment_id"]))
     answer = pipeline.rollback(
         {"app": "hello", "environment": "staging", "to_version": "1.0.0"}, pipeline.token()
     )
     assert answer.status_code == 202, answer.text
     assert answer.json()["version"] == "1.0.0"
-    assert pipeline.wait_status(answer.json()["deployment_id"], "live", "failed")["status"] == "live"
+    rebuilt = pipeline.wait_status(answer.json()["deployment_id"], "live", "failed")
+    assert rebuilt["status"] == "live"
+    assert rebuilt["instance_group"] == instance_group_name(answer.json()["deployment_id"])
+    at = {h["status"]: h["at"] for h in rebuilt["history"]}
+    cool_down = pipeline.config.apps["hello"].environments["staging"].cool_down_seconds
+    assert (at["switching"] - at["cooling_down"]).total_seconds() >= cool_down, "the cool-down was skipped"
     wait_for(lambda: pipeline.serving("staging") == "1.0.0", 10, "1.0.0 to serve again")
 
     # Bumps go on from the highest version ever released, not from the rolled-back one.
@@ -337,6 +353,37 @@ def test_rollback_puts_the_previous_release_back_and_then_any_chosen_version(pip
     forward = pipeline.publish_build("staging", new_commit(), "ci-10", messages=["feat: forward again"])
     moved = pipeline.wait_status(forward, "live", "failed")
     assert moved["status"] == "live" and moved["version"] == str(highest.bump_minor())
+
+
+def test_a_rollback_within_retention_is_a_traffic_switch_to_the_retained_group(
+    pipeline: Pipeline,
+) -> None:
+    retained = pipeline.environment("staging")
+    forward = pipeline.publish_build("staging", new_commit(), "ci-11", messages=["feat: short-lived"])
+    assert pipeline.wait_status(forward, "live", "failed")["status"] == "live"
+    groups_before = set(pipeline.group_names("staging"))
+    assert instance_group_name(retained["live_deployment_id"]) in groups_before, "blue was not retained"
+
+    with Load(pipeline.url("staging")) as load:
+        answer = pipeline.rollback({"app": "hello", "environment": "staging"}, pipeline.token())
+        assert answer.status_code == 202, answer.text
+        fast = answer.json()["deployment_id"]
+        switched = pipeline.wait_status(fast, "live", "failed", timeout=30)
+        assert switched["status"] == "live"
+        wait_for(lambda: pipeline.serving("staging") == retained["live_version"], 10, "the retained version")
+    assert load.result.failures == [], f"{len(load.result.failures)} of {load.result.total} requests failed"
+
+    # It took the retained group over: no new group, no cool-down wait, the old record disowned it.
+    assert switched["instance_group"] == instance_group_name(retained["live_deployment_id"])
+    assert not pipeline.group_exists("staging", instance_group_name(fast))
+    assert set(pipeline.group_names("staging")) <= groups_before
+    history = {h["status"]: h for h in switched["history"]}
+    assert "retained group" in history["cooling_down"]["detail"]
+    cool_down = pipeline.config.apps["hello"].environments["staging"].cool_down_seconds
+    waited = (history["switching"]["at"] - history["cooling_down"]["at"]).total_seconds()
+    assert waited < cool_down, f"waited {waited:.1f} s before switching"
+    previous = pipeline.deployment(retained["live_deployment_id"]) or {}
+    assert previous.get("adopted_by") == fast and previous.get("cleanup_due_at") is None
 
 
 def test_rollback_refuses_what_it_must_with_the_contract_statuses(pipeline: Pipeline) -> None:

@@ -227,6 +227,7 @@ TEST_CONFIG = {
                 "cool_down_seconds": 5,
                 "provisioning_deadline_seconds": 60,
                 "draining_timeout_seconds": 10,
+                "retain_previous_seconds": 60,
                 "rollback_callers": ["*@example.com"],
             },
             "environments": {

@@ -46,6 +46,7 @@ def test_a_valid_file_gives_typed_environments_with_defaults_applied() -> None:
     assert staging.region == "europe-west1"
     assert staging.cool_down_seconds == 5
     assert staging.instance_count == 2
+    assert staging.retain_previous_seconds == 3600
     assert staging.health_path == "/healthz"
     assert staging.channels[0].kind == "slack"
     assert config.environment("hello", "nowhere") is None
@@ -56,6 +57,8 @@ def test_a_valid_file_gives_typed_environments_with_defaults_applied() -> None:
     ("path", "value", "named_key"),
     [
         (["apps", "hello", "environments", "staging", "cool_down_seconds"], -1, "cool_down_seconds"),
+        (["apps", "hello", "environments", "staging", "retain_previous_seconds"], -1, "retain_previous"),
+        (["apps", "hello", "environments", "staging", "retain_previous_seconds"], 1.5, "retain_previous"),
         (["apps", "hello", "environments", "staging", "cool_down_seconds"], "5", "cool_down_seconds"),
         (["apps", "hello", "environments", "staging", "instance_count"], True, "instance_count"),
         (["apps", "hello", "environments", "staging", "backend_service"], "Bad_Name", "backend_service"),

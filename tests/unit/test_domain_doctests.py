@@ -11,6 +11,7 @@ MODULES = [
     "shared.domain.queue",
     "shared.domain.naming",
     "shared.domain.identifiers",
+    "shared.domain.retention",
 ]
 
 

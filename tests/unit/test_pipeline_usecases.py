@@ -10,7 +10,7 @@ import pytest
 from shared import topology
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
-from shared.domain.naming import instance_group_name
+from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.rollback import NothingToRollBack, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
 from shared.notify_message import NotifyRequest
@@ -159,12 +159,15 @@ def test_a_full_deployment_goes_live_and_retires_the_previous_one(world: FakeWor
     assert [(n.status, n.version) for n in notifications(world)] == [("live", "1.0.0"), ("live", "1.1.0")]
 
 
-def test_blue_is_deleted_only_after_draining(world: FakeWorld) -> None:
+def test_blue_is_deleted_only_after_draining_and_retention(world: FakeWorld) -> None:
     first = deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B)
     run_watchdog(world.services)
+    world.clock.advance(10)  # drained, but still retained for a rollback
+    assert run_watchdog(world.services).cleaned == []
     assert instance_group_name(first) in world.compute.groups
-    world.clock.advance(10)
+    assert instance_group_name(first) not in world.compute.attached
+    world.clock.advance(50)
     report = run_watchdog(world.services)
     assert report.cleaned == [first] and instance_group_name(first) not in world.compute.groups
     assert world.store.deployments[first].resources_deleted_at is not None
@@ -389,3 +392,119 @@ def test_dead_lettered_events_are_recorded_and_announced(world: FakeWorld) -> No
     assert world.store.dead_lettered["m-1"].delivery_attempts == 100
     (notice,) = notifications(world)
     assert notice.kind == "dead_letter" and notice.dedupe_key == "dead-letter:m-1"
+
+
+def roll_back(world: FakeWorld, **kwargs: Any) -> str:
+    """Request a rollback and admit its republished event; returns the new deployment's id."""
+    world.publisher.messages.clear()
+    accepted = request_rollback(
+        world.services, app="hello", environment="staging", caller="lead@example.com", **kwargs
+    )
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    admit_build(world.services, published.data, published.attributes, f"event-{accepted.deployment_id}")
+    return accepted.deployment_id
+
+
+def test_a_rollback_within_retention_adopts_the_retained_group_and_switches_without_cool_down(
+    world: FakeWorld,
+) -> None:
+    first = deploy_to_live(world, "b1")
+    second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.clock.advance(20)
+    run_watchdog(world.services)
+    world.compute.calls.clear()
+    rolled = roll_back(world)
+
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    adopted = world.store.deployments[rolled]
+    assert adopted.status is S.COOLING_DOWN and adopted.not_before == world.clock.now()
+    assert adopted.instance_group == instance_group_name(first)
+    assert adopted.instance_template == instance_template_name(first)
+    assert "retained group" in adopted.history[-1].detail
+    retained = world.store.deployments[first]
+    assert retained.adopted_by == rolled and retained.cleanup_due_at is None
+    assert not [c for c in world.compute.calls if c.startswith(("template", "group"))], world.compute.calls
+
+    # No cool-down to wait: the next cool-down step switches at once, and blue retires as usual.
+    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert world.store.deployments[rolled].status is S.LIVE
+    assert world.compute.attached == [instance_group_name(first)]
+    assert world.store.deployments[second].status is S.RETIRED
+
+    # The adopted group is never deleted on the first deployment's account...
+    world.clock.advance(3600)
+    assert first not in run_watchdog(world.services).cleaned
+    assert instance_group_name(first) in world.compute.groups
+    # ...but under its new owner's record, once that one retires and its retention ends.
+    deploy_to_live(world, "b3", COMMIT_C, messages=["feat: y"])
+    world.clock.advance(60)
+    assert rolled in run_watchdog(world.services).cleaned
+    assert instance_group_name(first) not in world.compute.groups
+    assert instance_template_name(first) not in world.compute.templates
+    assert instance_group_name(rolled) not in world.compute.groups
+
+
+def test_an_adopted_group_that_is_not_healthy_never_takes_traffic(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    rolled = roll_back(world)
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    world.compute.groups[instance_group_name(first)].healthy = 1
+    with pytest.raises(NotReadyYet):
+        complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert world.store.deployments[rolled].status is S.COOLING_DOWN
+    assert instance_group_name(first) not in world.compute.attached
+
+
+def test_a_retained_group_due_for_clean_up_within_the_margin_is_not_adopted(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.clock.advance(55)  # clean-up due in 5 s: the watchdog may be deleting it already
+    rolled = roll_back(world)
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    normal = world.store.deployments[rolled]
+    assert normal.status is S.COOLING_DOWN and normal.instance_group == instance_group_name(rolled)
+    assert normal.not_before is not None and normal.not_before > world.clock.now()
+    assert world.store.deployments[first].adopted_by is None
+    assert world.store.deployments[first].cleanup_due_at is not None
+
+
+def test_a_rollback_after_retention_builds_a_new_group(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.clock.advance(60)
+    assert run_watchdog(world.services).cleaned == [first]
+    rolled = roll_back(world)
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    assert world.store.deployments[rolled].instance_group == instance_group_name(rolled)
+    assert instance_group_name(rolled) in world.compute.groups
+
+
+def test_a_redelivered_start_step_after_adoption_neither_adopts_again_nor_builds(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    rolled = roll_back(world)
+    message = step(world, topology.START_ROLLING_REPLACE)
+    start_rolling_replace(world.services, message)
+    history = world.store.history_of(rolled)
+    world.compute.calls.clear()
+    start_rolling_replace(world.services, message)
+    assert world.store.history_of(rolled) == history
+    assert world.compute.calls == [] and instance_group_name(rolled) not in world.compute.groups
+    assert world.store.deployments[rolled].instance_group == instance_group_name(first)
+    # The redelivery re-publishes the cool-down step (idempotent), as for any deployment.
+    assert len(world.publisher.on(topology.COOL_DOWN_COMPLETE)) == 2
+
+
+def test_a_group_adopted_after_the_sweep_read_it_is_not_deleted(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.clock.advance(60)
+    stale = world.store.deployments[first]
+    # A rollback took the group over between the sweep's query and its delete.
+    world.store.deployments[first] = stale.with_changes(
+        world.clock.now(), cleanup_due_at=None, adopted_by="x"
+    )
+    world.store.deployments_due_for_cleanup = lambda now: [stale]  # type: ignore[method-assign]
+    assert run_watchdog(world.services).cleaned == []
+    assert instance_group_name(first) in world.compute.groups

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
@@ -226,7 +226,9 @@ def test_queries_find_in_progress_live_history_and_cleanup(world: FakeWorld, sto
     assert [d.deployment_id for d in store.deployments_with_status([S.PROVISIONING])] == [third]
     assert [d.deployment_id for d in store.live_history("hello", "staging")] == [second, first]
     assert store.deployments_due_for_cleanup(world.clock.now()) == []
-    world.clock.advance(10)
+    world.clock.advance(10)  # drained, still retained
+    assert store.deployments_due_for_cleanup(world.clock.now()) == []
+    world.clock.advance(50)
     assert [d.deployment_id for d in store.deployments_due_for_cleanup(world.clock.now())] == [first]
     assert sorted(store.released_versions("hello")) == ["1.0.0", "1.0.1", "1.0.2"]
 
@@ -254,7 +256,7 @@ def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
     firestore_client.collection("deployments").document(first).update({"audit_note": "checked"})
     firestore_client.collection("environments").document("hello@staging").update({"url_checked": True})
     go_live(world, "b2", COMMITS[1])
-    world.clock.advance(10)
+    world.clock.advance(60)  # drained and past its retention
     from shared.usecases.watchdog import run_watchdog
 
     assert run_watchdog(world.services).cleaned == [first]
@@ -262,3 +264,27 @@ def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
     assert retired["audit_note"] == "checked" and retired["status"] == "retired"
     assert "cleanup_due_at" not in retired and "resources_deleted_at" in retired
     assert raw(firestore_client, "environments", "hello@staging")["url_checked"] is True
+
+
+def test_a_rollback_adopts_the_retained_group_in_one_transaction(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    from shared.usecases.rollback import request_rollback
+
+    first = go_live(world, "b1", COMMITS[0])
+    go_live(world, "b2", COMMITS[1])
+    world.publisher.messages.clear()
+    accepted = request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    admit_build(world.services, published.data, published.attributes, "evt-rollback")
+    message = take_step(world, topology.START_ROLLING_REPLACE)
+    start_rolling_replace(world.services, message)
+    start_rolling_replace(world.services, message)  # duplicate delivery: adopts once
+
+    retained = raw(firestore_client, "deployments", first)
+    assert retained["adopted_by"] == accepted.deployment_id and "cleanup_due_at" not in retained
+    rolled = raw(firestore_client, "deployments", accepted.deployment_id)
+    assert rolled["status"] == "cooling_down" and rolled["instance_group"] == instance_group_name(first)
+    assert [h["status"] for h in rolled["history"]].count("cooling_down") == 1
+    later = world.clock.now() + timedelta(hours=2)
+    assert first not in [d.deployment_id for d in store.deployments_due_for_cleanup(later)]

@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from devstack.compute_emulator.launcher import EmulatorProcess
 from shared.artifact import build_artifact
 
-PROJECT = "bench"
-ZONE = "us-central1-a"
+from .compute_setup import (
+    HEALTH_CHECK_URL,
+    PROJECT,
+    TEMPLATE_URL,
+    ZONE,
+    client_options,
+    create_template_and_health_check,
+)
+
 WARM_UP_REQUESTS = 100
 MEASURED_REQUESTS = 1000
 HEALTHY_TIMEOUT_SECONDS = 60.0
@@ -67,32 +72,7 @@ def build_bench_app(workdir: Path) -> Path:
 
 def deploy_one_instance(options: dict[str, Any], artifact: Path) -> str:
     """Template, health check (1 s interval) and a one-instance group; returns its instanceGroup URL."""
-    metadata = compute_v1.Metadata(
-        items=[
-            compute_v1.Items(key="release-artifact", value=f"file://{artifact}"),
-            compute_v1.Items(key="release-version", value="1.0.0"),
-        ]
-    )
-    compute_v1.InstanceTemplatesClient(**options).insert(
-        project=PROJECT,
-        instance_template_resource=compute_v1.InstanceTemplate(
-            name="bench", properties=compute_v1.InstanceProperties(metadata=metadata)
-        ),
-    ).result(timeout=30)
-    compute_v1.HealthChecksClient(**options).insert(
-        project=PROJECT,
-        health_check_resource=compute_v1.HealthCheck(
-            name="bench",
-            type_="HTTP",
-            check_interval_sec=1,
-            timeout_sec=1,
-            healthy_threshold=1,
-            unhealthy_threshold=2,
-            http_health_check=compute_v1.HTTPHealthCheck(
-                port_specification="USE_NAMED_PORT", port_name="http", request_path="/healthz"
-            ),
-        ),
-    ).result(timeout=30)
+    create_template_and_health_check(options, artifact)
     groups = compute_v1.InstanceGroupManagersClient(**options)
     groups.insert(
         project=PROJECT,
@@ -100,7 +80,7 @@ def deploy_one_instance(options: dict[str, Any], artifact: Path) -> str:
         instance_group_manager_resource=compute_v1.InstanceGroupManager(
             name="bench",
             base_instance_name="bench",
-            instance_template=f"projects/{PROJECT}/global/instanceTemplates/bench",
+            instance_template=TEMPLATE_URL,
             target_size=1,
             named_ports=[compute_v1.NamedPort(name="http", port=8080)],
         ),
@@ -130,17 +110,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-lb-") as tmp:
         artifact = build_bench_app(Path(tmp))
         with EmulatorProcess.start(Path(tmp) / "emulator") as emulator:
-            options: dict[str, Any] = {
-                "credentials": AnonymousCredentials(),
-                "client_options": ClientOptions(api_endpoint=emulator.endpoint),
-            }
+            options = client_options(emulator.endpoint)
             group = deploy_one_instance(options, artifact)
             services = compute_v1.BackendServicesClient(**options)
             services.insert(
                 project=PROJECT,
                 backend_service_resource=compute_v1.BackendService(
                     name="bench",
-                    health_checks=[f"projects/{PROJECT}/global/healthChecks/bench"],
+                    health_checks=[HEALTH_CHECK_URL],
                     backends=[compute_v1.Backend(group=group)],
                 ),
             ).result(timeout=30)

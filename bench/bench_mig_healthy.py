@@ -11,48 +11,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from devstack.compute_emulator.launcher import EmulatorProcess
 from shared.artifact import build_artifact
 
+from .compute_setup import (
+    HEALTH_CHECK_URL,
+    PROJECT,
+    TEMPLATE_URL,
+    ZONE,
+    client_options,
+    create_template_and_health_check,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "bench"
-ZONE = "us-central1-a"
 SIZES = (1, 2, 4)
 HEALTHY_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.05
 
 
 def prepare(options: dict[str, Any], artifact: Path) -> None:
-    metadata = compute_v1.Metadata(
-        items=[
-            compute_v1.Items(key="release-artifact", value=f"file://{artifact}"),
-            compute_v1.Items(key="release-version", value="1.0.0"),
-        ]
-    )
-    compute_v1.InstanceTemplatesClient(**options).insert(
-        project=PROJECT,
-        instance_template_resource=compute_v1.InstanceTemplate(
-            name="bench", properties=compute_v1.InstanceProperties(metadata=metadata)
-        ),
-    ).result(timeout=30)
-    compute_v1.HealthChecksClient(**options).insert(
-        project=PROJECT,
-        health_check_resource=compute_v1.HealthCheck(
-            name="bench",
-            type_="HTTP",
-            check_interval_sec=1,
-            timeout_sec=1,
-            healthy_threshold=1,
-            unhealthy_threshold=2,
-            http_health_check=compute_v1.HTTPHealthCheck(
-                port_specification="USE_NAMED_PORT", port_name="http", request_path="/healthz"
-            ),
-        ),
-    ).result(timeout=30)
+    create_template_and_health_check(options, artifact)
 
 
 def time_group(groups: compute_v1.InstanceGroupManagersClient, size: int) -> tuple[float, float]:
@@ -65,12 +45,12 @@ def time_group(groups: compute_v1.InstanceGroupManagersClient, size: int) -> tup
         instance_group_manager_resource=compute_v1.InstanceGroupManager(
             name=name,
             base_instance_name=name,
-            instance_template=f"projects/{PROJECT}/global/instanceTemplates/bench",
+            instance_template=TEMPLATE_URL,
             target_size=size,
             named_ports=[compute_v1.NamedPort(name="http", port=8080)],
             auto_healing_policies=[
                 compute_v1.InstanceGroupManagerAutoHealingPolicy(
-                    health_check=f"projects/{PROJECT}/global/healthChecks/bench", initial_delay_sec=30
+                    health_check=HEALTH_CHECK_URL, initial_delay_sec=30
                 )
             ],
         ),
@@ -96,10 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-mig-") as tmp:
         artifact = build_artifact(REPO_ROOT / "examples" / "hello", Path(tmp) / "dist")
         with EmulatorProcess.start(Path(tmp) / "emulator") as emulator:
-            options: dict[str, Any] = {
-                "credentials": AnonymousCredentials(),
-                "client_options": ClientOptions(api_endpoint=emulator.endpoint),
-            }
+            options = client_options(emulator.endpoint)
             prepare(options, artifact)
             groups = compute_v1.InstanceGroupManagersClient(**options)
             results = [(size, *time_group(groups, size)) for size in SIZES]

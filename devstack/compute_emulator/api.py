@@ -6,6 +6,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -106,113 +107,92 @@ def _list_id(request: web.Request) -> tuple[str, str]:
     return request.path.split("/compute/v1/", 1)[1], link
 
 
-# -- instance templates ---------------------------------------------------------------------
+# -- instance templates and health checks ---------------------------------------------------
 
 
-def _template_json(base: str, path: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "compute#instanceTemplate", **resource, "selfLink": base + path}
+@dataclass(frozen=True)
+class StoredGlobalCollection:
+    """A global resource the emulator keeps as its JSON (instance templates, health checks).
 
+    Both answer the same five methods and differ only in names and in the emulator calls that
+    insert and delete, so one set of handlers serves each.
+    """
 
-async def insert_template(request: web.Request) -> web.Response:
-    project = request.match_info["project"]
-    body = await _body(request, "InstanceTemplate")
-    return await _mutate(request, lambda rid: emulator_of(request).insert_template(project, body, rid))
+    segment: str  # the URL collection, e.g. "instanceTemplates"
+    kind: str  # e.g. "compute#instanceTemplate"
+    aggregated_kind: str  # Google spells these irregularly ("healthChecksAggregatedList")
+    message: str  # the request body's message, for validation
+    stored: Callable[[Emulator], dict[str, dict[str, Any]]]
+    insert: Callable[[Emulator, str, dict[str, Any], str | None], Operation]
+    delete: Callable[[Emulator, str, str, str | None], Operation]
 
+    def add_routes(self, router: web.UrlDispatcher, projects: str) -> None:
+        collection = f"{projects}/global/{self.segment}"
+        router.add_get(collection, self.list)
+        router.add_post(collection, self.insert_handler)
+        router.add_get(collection + "/{name}", self.get)
+        router.add_delete(collection + "/{name}", self.delete_handler)
+        router.add_get(f"{projects}/aggregated/{self.segment}", self.aggregated)
 
-async def get_template(request: web.Request) -> web.Response:
-    project, name = request.match_info["project"], request.match_info["name"]
-    path = f"projects/{project}/global/instanceTemplates/{name}"
-    resource = emulator_of(request).templates.get(path)
-    if resource is None:
-        raise not_found(path)
-    return reply(_template_json(base_url(request), path, resource))
+    def _json(self, base: str, path: str, resource: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": self.kind, **resource, "selfLink": base + path}
 
+    def _items(self, request: web.Request) -> list[dict[str, Any]]:
+        prefix = f"projects/{request.match_info['project']}/global/{self.segment}/"
+        base = base_url(request)
+        return [
+            self._json(base, path, resource)
+            for path, resource in self.stored(emulator_of(request)).items()
+            if path.startswith(prefix)
+        ]
 
-async def delete_template(request: web.Request) -> web.Response:
-    project, name = request.match_info["project"], request.match_info["name"]
-    return await _mutate(request, lambda rid: emulator_of(request).delete_template(project, name, rid))
+    async def insert_handler(self, request: web.Request) -> web.Response:
+        project = request.match_info["project"]
+        body = await _body(request, self.message)
+        return await _mutate(request, lambda rid: self.insert(emulator_of(request), project, body, rid))
 
+    async def get(self, request: web.Request) -> web.Response:
+        project, name = request.match_info["project"], request.match_info["name"]
+        path = f"projects/{project}/global/{self.segment}/{name}"
+        resource = self.stored(emulator_of(request)).get(path)
+        if resource is None:
+            raise not_found(path)
+        return reply(self._json(base_url(request), path, resource))
 
-def _templates(request: web.Request) -> list[dict[str, Any]]:
-    prefix = f"projects/{request.match_info['project']}/global/instanceTemplates/"
-    base = base_url(request)
-    return [
-        _template_json(base, path, resource)
-        for path, resource in emulator_of(request).templates.items()
-        if path.startswith(prefix)
-    ]
+    async def delete_handler(self, request: web.Request) -> web.Response:
+        project, name = request.match_info["project"], request.match_info["name"]
+        return await _mutate(request, lambda rid: self.delete(emulator_of(request), project, name, rid))
 
+    async def list(self, request: web.Request) -> web.Response:
+        list_id, link = _list_id(request)
+        return reply(list_body(f"{self.kind}List", list_id, link, self._items(request), request.query))
 
-async def list_templates(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
-    return reply(list_body("compute#instanceTemplateList", list_id, link, _templates(request), request.query))
-
-
-async def aggregated_templates(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
-    scoped = [("global", item) for item in _templates(request)]
-    return reply(
-        aggregated_body(
-            "compute#instanceTemplateAggregatedList",
-            list_id,
-            link,
-            "instanceTemplates",
-            scoped,
-            request.query,
+    async def aggregated(self, request: web.Request) -> web.Response:
+        list_id, link = _list_id(request)
+        scoped = [("global", item) for item in self._items(request)]
+        return reply(
+            aggregated_body(self.aggregated_kind, list_id, link, self.segment, scoped, request.query)
         )
-    )
 
 
-# -- health checks --------------------------------------------------------------------------
-
-
-def _health_check_json(base: str, path: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "compute#healthCheck", **resource, "selfLink": base + path}
-
-
-async def insert_health_check(request: web.Request) -> web.Response:
-    project = request.match_info["project"]
-    body = await _body(request, "HealthCheck")
-    return await _mutate(request, lambda rid: emulator_of(request).insert_health_check(project, body, rid))
-
-
-async def get_health_check(request: web.Request) -> web.Response:
-    project, name = request.match_info["project"], request.match_info["name"]
-    path = f"projects/{project}/global/healthChecks/{name}"
-    resource = emulator_of(request).health_checks.get(path)
-    if resource is None:
-        raise not_found(path)
-    return reply(_health_check_json(base_url(request), path, resource))
-
-
-async def delete_health_check(request: web.Request) -> web.Response:
-    project, name = request.match_info["project"], request.match_info["name"]
-    return await _mutate(request, lambda rid: emulator_of(request).delete_health_check(project, name, rid))
-
-
-def _health_checks(request: web.Request) -> list[dict[str, Any]]:
-    prefix = f"projects/{request.match_info['project']}/global/healthChecks/"
-    base = base_url(request)
-    return [
-        _health_check_json(base, path, resource)
-        for path, resource in emulator_of(request).health_checks.items()
-        if path.startswith(prefix)
-    ]
-
-
-async def list_health_checks(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
-    return reply(list_body("compute#healthCheckList", list_id, link, _health_checks(request), request.query))
-
-
-async def aggregated_health_checks(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
-    scoped = [("global", item) for item in _health_checks(request)]
-    return reply(
-        aggregated_body(
-            "compute#healthChecksAggregatedList", list_id, link, "healthChecks", scoped, request.query
-        )
-    )
+INSTANCE_TEMPLATES = StoredGlobalCollection(
+    segment="instanceTemplates",
+    kind="compute#instanceTemplate",
+    aggregated_kind="compute#instanceTemplateAggregatedList",
+    message="InstanceTemplate",
+    stored=lambda emulator: emulator.templates,
+    insert=lambda emulator, project, body, rid: emulator.insert_template(project, body, rid),
+    delete=lambda emulator, project, name, rid: emulator.delete_template(project, name, rid),
+)
+HEALTH_CHECKS = StoredGlobalCollection(
+    segment="healthChecks",
+    kind="compute#healthCheck",
+    aggregated_kind="compute#healthChecksAggregatedList",
+    message="HealthCheck",
+    stored=lambda emulator: emulator.health_checks,
+    insert=lambda emulator, project, body, rid: emulator.insert_health_check(project, body, rid),
+    delete=lambda emulator, project, name, rid: emulator.delete_health_check(project, name, rid),
+)
 
 
 # -- instance group managers (zonal and regional) -------------------------------------------
@@ -557,17 +537,8 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
     r.add_get("/emulator/v1/projects/{project}/processes", processes)
 
     p = "/compute/v1/projects/{project}"
-    r.add_get(p + "/global/instanceTemplates", list_templates)
-    r.add_post(p + "/global/instanceTemplates", insert_template)
-    r.add_get(p + "/global/instanceTemplates/{name}", get_template)
-    r.add_delete(p + "/global/instanceTemplates/{name}", delete_template)
-    r.add_get(p + "/aggregated/instanceTemplates", aggregated_templates)
-
-    r.add_get(p + "/global/healthChecks", list_health_checks)
-    r.add_post(p + "/global/healthChecks", insert_health_check)
-    r.add_get(p + "/global/healthChecks/{name}", get_health_check)
-    r.add_delete(p + "/global/healthChecks/{name}", delete_health_check)
-    r.add_get(p + "/aggregated/healthChecks", aggregated_health_checks)
+    INSTANCE_TEMPLATES.add_routes(r, p)
+    HEALTH_CHECKS.add_routes(r, p)
 
     for scope in ("/zones/{zone}", "/regions/{region}"):
         groups = p + scope + "/instanceGroupManagers"

@@ -191,6 +191,11 @@ class LoadGenerator:
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    @property
+    def running(self) -> bool:
+        """Whether any worker is still sending (false once stopped or past `max_seconds`)."""
+        return any(thread.is_alive() for thread in self._threads)
+
     def report(self) -> LoadReport:
         with self._lock:
             samples = list(self._samples)

@@ -97,12 +97,16 @@ def test_an_unreachable_url_is_a_failure_not_a_crash() -> None:
 
 def test_the_generator_stops_by_itself_at_its_bound(server: VersionServer) -> None:
     load = LoadGenerator(server.url, workers=1, max_seconds=0.3).start()
-    time.sleep(0.6)
-    settled = sum(load.counts())
-    time.sleep(0.2)
+    assert load.running
+    deadline = time.monotonic() + 10
+    while load.running and time.monotonic() < deadline:
+        time.sleep(0.05)
 
-    assert sum(load.counts()) == settled
-    load.stop()
+    assert not load.running, "the generator is still sending 10 s after its 0.3 s bound"
+    assert 0.3 <= load.elapsed() < 10
+    settled = sum(load.counts())
+    assert settled > 0
+    assert load.stop().total.requests == settled
 
 
 def test_summaries_split_version_runs_and_percentiles() -> None:

@@ -10,16 +10,14 @@ outage can delay a message but never fails or blocks a release. Retry discipline
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import os
-from typing import Any
 
 import functions_framework
 from cloudevents.http import CloudEvent
 from google.cloud import firestore
 
+from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
 from shared.config import ENV_NOTIFICATIONS_FILE, ENV_PROJECT, PipelineConfig, load_pipeline_config
 from shared.logging import get_logger, log_context
 from shared.notifications.delivery import DeliveryReport, deliver
@@ -41,20 +39,6 @@ def _firestore() -> firestore.Client:
     return firestore.Client(project=os.environ.get(ENV_PROJECT) or None)
 
 
-def decode_pubsub_data(event: CloudEvent) -> bytes:
-    """The message bytes of a Pub/Sub CloudEvent (Eventarc's shape, and functions-framework's
-    conversion of a raw push)."""
-    data: Any = event.data
-    message = data.get("message") if isinstance(data, dict) else None
-    encoded = message.get("data") if isinstance(message, dict) else None
-    if not isinstance(encoded, str):
-        raise NotifyMessageError("event carries no Pub/Sub message data")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:  # permanent: these bytes never decode
-        raise NotifyMessageError(f"Pub/Sub message data is not base64: {exc}") from exc
-
-
 def handle(
     request: NotifyRequest, firestore_client: firestore.Client, config: PipelineConfig
 ) -> DeliveryReport:
@@ -73,8 +57,8 @@ def on_notify(event: CloudEvent) -> None:
     event_id = event.get("id")
     with log_context(event_id=event_id):
         try:
-            request = NotifyRequest.from_json(decode_pubsub_data(event))
-        except NotifyMessageError as exc:
+            request = NotifyRequest.from_json(decode_pubsub_event(event).data)
+        except (UndecodableEvent, NotifyMessageError) as exc:
             # Permanent: redelivering the same bytes cannot help; acknowledge and leave a trace.
             log.error("malformed notify event dropped", extra={"fields": {"error": str(exc)}})
             return

@@ -297,11 +297,16 @@ def test_a_rejected_message_for_an_unknown_environment_is_announced(
     assert file_lines(notify_env)[0]["status"] == "rejected"
 
 
+@pytest.mark.parametrize(
+    "data",
+    [base64.b64encode(b"not json").decode(), "%%% not base64 %%%"],
+    ids=["not-json", "not-base64"],
+)
 def test_a_malformed_notify_event_is_acknowledged_and_sends_nothing(
-    app: Flask, notify_env: Path, receiver: WebhookReceiver
+    app: Flask, notify_env: Path, receiver: WebhookReceiver, data: str
 ) -> None:
     body = push_body(LIVE)
-    body["message"]["data"] = base64.b64encode(b"not json").decode()
+    body["message"]["data"] = data
 
     assert app.test_client().post("/", json=body).status_code == 200
     assert receiver.attempts == {}

@@ -22,7 +22,7 @@ def watchdog(cloud_event: CloudEvent) -> None:
     pipeline = services()
     with log_context(event_id=str(cloud_event["id"])):
         report = run_watchdog(pipeline)
-        if report.failed or report.kicked or report.cleaned or report.errors:
+        if report.failed or report.kicked or report.cleaned or report.expired or report.errors:
             log.info(
                 "watchdog sweep",
                 extra={
@@ -30,6 +30,7 @@ def watchdog(cloud_event: CloudEvent) -> None:
                         "failed": report.failed,
                         "kicked": report.kicked,
                         "cleaned": report.cleaned,
+                        "expired": report.expired,
                         "errors": report.errors,
                     }
                 },

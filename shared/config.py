@@ -26,6 +26,11 @@ ENV_ROLLBACK_AUDIENCE = "ROLLBACK_AUDIENCE"
 """Comma-separated audiences a rollback caller's identity token may carry: the rollback
 function's URL, optionally followed by others (on GCP, the Cloud CLI's client id, which is the
 audience of a person's `gcloud auth print-identity-token`). See `parse_audiences`."""
+ENV_PROMOTE_AUDIENCE = "PROMOTE_AUDIENCE"
+"""Comma-separated audiences a promote caller's token may carry: the promote function's URL
+first (one function URL, one audience), as ROLLBACK_AUDIENCE is for rollback."""
+ENV_APPROVE_AUDIENCE = "APPROVE_AUDIENCE"
+"""Comma-separated audiences an approve caller's token may carry: the approve function's URL first."""
 ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 """Where the token-signing keys are published. Default: Google's OAuth2 certificates."""
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
@@ -33,6 +38,10 @@ ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
 ENV_LOG_LEVEL = "LOG_LEVEL"
 ENV_RELEASECTL_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 """releasectl: the rollback function's URL (CONTRACT §4)."""
+ENV_RELEASECTL_PROMOTE_URL = "RELEASECTL_PROMOTE_URL"
+"""releasectl: the promote function's URL (CONTRACT §4b)."""
+ENV_RELEASECTL_APPROVE_URL = "RELEASECTL_APPROVE_URL"
+"""releasectl: the approve function's URL (CONTRACT §4c)."""
 ENV_RELEASECTL_TOKEN_URL = "RELEASECTL_TOKEN_URL"
 """releasectl, local only: the local issuer's mint endpoint; unset on GCP, where gcloud mints tokens."""
 ENV_RELEASECTL_IDENTITY = "RELEASECTL_IDENTITY"
@@ -94,10 +103,22 @@ class EnvironmentConfig:
     channels: tuple[Channel, ...] = ()
     rollback_callers: tuple[str, ...] = ()
     auto_deploy: bool = False
+    """False: every deployment but a rollback waits in `awaiting_approval` for an approver."""
+    approvers: tuple[str, ...] = ()
+    """Who may approve or reject here: e-mail addresses, or `*@domain`."""
+    promoters: tuple[str, ...] = ()
+    """Who may promote a release into this environment; empty means the approvers."""
+    approval_timeout_seconds: int = 86400
+    """A deployment still awaiting approval this long after it was recorded is cancelled."""
 
     @property
     def key(self) -> str:
         return f"{self.app}@{self.name}"
+
+    @property
+    def promotion_callers(self) -> tuple[str, ...]:
+        """Who may promote into this environment: its `promoters`, by default its `approvers`."""
+        return self.promoters or self.approvers
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,9 @@ _ENV_DEFAULTS: dict[str, Any] = {
     "channels": [],
     "rollback_callers": [],
     "auto_deploy": False,
+    "approvers": [],
+    "promoters": [],
+    "approval_timeout_seconds": 86400,
 }
 _ENV_KEYS = {
     *_ENV_DEFAULTS,
@@ -193,9 +217,7 @@ def _environment(
             raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
         url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
         channels.append(Channel(kind=kind, url_env=url_env))
-    callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
-    for index, caller in enumerate(callers):
-        _require(str, caller, f"{where}.rollback_callers[{index}]")
+    callers = _identities(merged["rollback_callers"], f"{where}.rollback_callers")
     health_path = _require(str, merged["health_path"], f"{where}.health_path")
     if not health_path.startswith("/"):
         raise ConfigError(f"{where}.health_path: must start with '/'")
@@ -220,9 +242,22 @@ def _environment(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
         channels=tuple(channels),
-        rollback_callers=tuple(callers),
+        rollback_callers=callers,
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
+        approvers=_identities(merged["approvers"], f"{where}.approvers"),
+        promoters=_identities(merged["promoters"], f"{where}.promoters"),
+        approval_timeout_seconds=_positive(
+            merged["approval_timeout_seconds"], f"{where}.approval_timeout_seconds"
+        ),
     )
+
+
+def _identities(value: Any, where: str) -> tuple[str, ...]:
+    """A list of caller patterns: e-mail addresses, or `*@domain`."""
+    patterns = _require(list, value, where)
+    for index, pattern in enumerate(patterns):
+        _require(str, pattern, f"{where}[{index}]")
+    return tuple(patterns)
 
 
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:

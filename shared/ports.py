@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from shared.config import EnvironmentConfig
 from shared.domain.records import Deployment, EnvironmentState, Release
+from shared.domain.release_request import ReleaseRequest
 from shared.domain.status import DeploymentStatus
 
 T = TypeVar("T")
@@ -95,6 +96,18 @@ class Store(Protocol):
     def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
         """Deployments of the environment that went live, most recent first."""
         ...
+
+    def deployments_of_environment(
+        self, app: str, environment: str, statuses: Sequence[DeploymentStatus]
+    ) -> list[Deployment]:
+        """The environment's deployments in one of `statuses` (few: the unfinished ones)."""
+        ...
+
+    def create_release_request(self, request: ReleaseRequest) -> None:
+        """Write a new release request; its id is fresh, so it never exists yet."""
+        ...
+
+    def get_release_request(self, request_id: str) -> ReleaseRequest | None: ...
 
     def record_rejected(self, event: RejectedEvent) -> None:
         """Idempotent per event id."""

@@ -19,6 +19,8 @@ APPS = "apps"
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
+RELEASE_REQUESTS = "release_requests"
+"""Written only by the pipeline's HTTP functions: the proof behind a rollback or promotion."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ ENVIRONMENT_DEPLOYMENTS_WITH_STATUS = FirestoreQuery(
     collection=DEPLOYMENTS,
     equality=("app", "environment"),
     membership=("status",),
-    purpose="releasectl status: an environment's deployments in progress (sorted by the caller)",
+    purpose="releasectl status and promotion: an environment's unfinished deployments (sorted by the caller)",
 )
 
 ALL_QUERIES: tuple[FirestoreQuery, ...] = (

@@ -19,6 +19,7 @@ from google.cloud.firestore_v1.query import Query
 
 from shared import queries
 from shared.domain.records import (
+    Approval,
     Deployment,
     EnvironmentState,
     HistoryEntry,
@@ -26,6 +27,7 @@ from shared.domain.records import (
     environment_key,
     release_key,
 )
+from shared.domain.release_request import ReleaseRequest, RequestKind
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
@@ -68,6 +70,12 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "rollback_of": d.rollback_of,
         "triggered_by": d.triggered_by,
         "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+        # CONTRACT §6, v2: verified identities only (null for a CI build), every decision.
+        "requested_by": d.requested_by,
+        "promoted_from": d.promoted_from,
+        "approvals": [
+            {"by": a.by, "decision": a.decision, "at": a.at, "reason": a.reason} for a in d.approvals
+        ],
     }
     # Beyond the contract (additions only). Unset ones are left out rather than written as null:
     # the rollback's history query orders by `went_live_at`, and Firestore sorts nulls first.
@@ -91,6 +99,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "resources_deleted_at": d.resources_deleted_at,
         "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
+        "request_id": d.request_id,
     }
     document.update({k: v for k, v in extra.items() if v is not None})
     return document
@@ -111,6 +120,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "resources_deleted_at",
     "adopted_by",
     "last_kick_at",
+    "request_id",
 )
 """Written only when set, so a cleared one must be deleted explicitly."""
 
@@ -160,6 +170,51 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        requested_by=doc.get("requested_by"),
+        promoted_from=doc.get("promoted_from"),
+        approvals=tuple(
+            Approval(by=a["by"], decision=a["decision"], at=a["at"], reason=a.get("reason"))
+            for a in doc.get("approvals") or []
+        ),
+        request_id=doc.get("request_id"),
+    )
+
+
+def release_request_to_document(r: ReleaseRequest) -> dict[str, Any]:
+    return {
+        "request_id": r.request_id,
+        "kind": str(r.kind),
+        "app": r.app,
+        "environment": r.environment,
+        "build_id": r.build_id,
+        "version": r.version,
+        "commit": r.commit,
+        "artifact": r.artifact,
+        "requested_by": r.requested_by,
+        "created_at": r.created_at,
+        "reason": r.reason,
+        "rollback_of": r.rollback_of,
+        "promoted_from": r.promoted_from,
+        "source_deployment_id": r.source_deployment_id,
+    }
+
+
+def release_request_from_document(doc: Mapping[str, Any]) -> ReleaseRequest:
+    return ReleaseRequest(
+        request_id=doc["request_id"],
+        kind=RequestKind(doc["kind"]),
+        app=doc["app"],
+        environment=doc["environment"],
+        build_id=doc["build_id"],
+        version=doc["version"],
+        commit=doc["commit"],
+        artifact=doc["artifact"],
+        requested_by=doc["requested_by"],
+        created_at=doc["created_at"],
+        reason=doc.get("reason"),
+        rollback_of=doc.get("rollback_of"),
+        promoted_from=doc.get("promoted_from"),
+        source_deployment_id=doc.get("source_deployment_id"),
     )
 
 
@@ -186,6 +241,7 @@ def release_from_document(doc: Mapping[str, Any]) -> Release:
 
 
 _ENVIRONMENT_FIELDS = {
+    "awaiting_deployment_id",
     "app",
     "environment",
     "live_deployment_id",
@@ -208,6 +264,7 @@ def environment_to_document(e: EnvironmentState) -> dict[str, Any]:
         "locked_at": e.locked_at,
         "queue": list(e.queue),
         "updated_at": e.updated_at,
+        "awaiting_deployment_id": e.awaiting_deployment_id,
     }
 
 
@@ -221,6 +278,7 @@ def environment_from_document(doc: Mapping[str, Any]) -> EnvironmentState:
         locked_at=doc.get("locked_at"),
         queue=tuple(doc.get("queue") or ()),
         updated_at=doc.get("updated_at"),
+        awaiting_deployment_id=doc.get("awaiting_deployment_id"),
         # Fields other components add to the document are carried along, never dropped.
         extra={k: v for k, v in doc.items() if k not in _ENVIRONMENT_FIELDS},
     )
@@ -341,6 +399,7 @@ class FirestoreStore:
         self.environments = client.collection(queries.ENVIRONMENTS)
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)
+        self.release_requests = client.collection(queries.RELEASE_REQUESTS)
 
     @classmethod
     def from_environment(cls, project: str) -> FirestoreStore:
@@ -408,6 +467,30 @@ class FirestoreStore:
     def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
         query = self.query(queries.LIVE_HISTORY, app=app, environment=environment).limit(limit)
         return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def deployments_of_environment(
+        self, app: str, environment: str, statuses: Sequence[DeploymentStatus]
+    ) -> list[Deployment]:
+        query = self.query(
+            queries.ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
+            app=app,
+            environment=environment,
+            status=[str(s) for s in statuses],
+        )
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def create_release_request(self, request: ReleaseRequest) -> None:
+        ref = self.release_requests.document(request.request_id)
+        try:
+            ref.create(release_request_to_document(request))
+        except google_exceptions.AlreadyExists as exc:  # permanent: ids are random, so this is a bug
+            raise ValueError(f"release request {request.request_id} already exists") from exc
+        except _RETRYABLE as exc:  # transient
+            raise StoreUnavailable(f"Firestore write failed: {exc}") from exc
+
+    def get_release_request(self, request_id: str) -> ReleaseRequest | None:
+        doc = self._read(self.release_requests.document(request_id))
+        return release_request_from_document(doc) if doc else None
 
     def record_rejected(self, event: RejectedEvent) -> None:
         self._create(

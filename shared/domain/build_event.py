@@ -1,8 +1,14 @@
 """The `build-succeeded` message (CONTRACT §3): parsing and validation.
 
 A message that breaks a rule is permanent bad input: the caller records it as rejected and
-acknowledges it. `rollback_of` and `reason` are internal fields that only the rollback
-function sets when it republishes a release's event.
+acknowledges it.
+
+Provenance: the fields that claim authority (`rollback_of`, `promoted_from`, `requested_by`,
+`reason`, `approvals`) are never believed from a message, because whoever may publish
+`build-succeeded` could write them. The pipeline's own HTTP functions send `release_request`
+instead, the id of a record they wrote after verifying the caller (see `release_request`);
+admission takes the authority fields from that record. A message carrying an authority field
+itself is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.domain.release_request import REQUEST_ID_PATTERN
 from shared.domain.versioning import Bump
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -34,9 +41,10 @@ _KNOWN_FIELDS = (
     "bump",
     "build_url",
     "triggered_by",
-    "rollback_of",
-    "reason",
+    "release_request",
 )
+AUTHORITY_FIELDS = ("rollback_of", "promoted_from", "requested_by", "reason", "approvals")
+"""Set only from a release request the pipeline's HTTP functions wrote; refused in a message."""
 
 
 class InvalidBuildEvent(ValueError):
@@ -59,8 +67,9 @@ class BuildSucceeded:
     bump: Bump | None = None
     build_url: str | None = None
     triggered_by: str | None = None
-    rollback_of: str | None = None
-    reason: str | None = None
+    """CI's claim of who triggered the build: kept and shown as such, never used to authorise."""
+    release_request: str | None = None
+    """The id of the release request an HTTP function wrote (rollback, promotion)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Unknown fields: kept (so a republished event carries them) but ignored."""
 
@@ -80,8 +89,7 @@ class BuildSucceeded:
             "bump": str(self.bump) if self.bump else None,
             "build_url": self.build_url,
             "triggered_by": self.triggered_by,
-            "rollback_of": self.rollback_of,
-            "reason": self.reason,
+            "release_request": self.release_request,
         }
         payload.update({k: v for k, v in optional.items() if v is not None})
         return payload
@@ -91,16 +99,15 @@ class BuildSucceeded:
         data = json.dumps(self.to_payload(), sort_keys=True, separators=(",", ":")).encode()
         return data, {"app": self.app, "environment": self.environment}
 
-    def as_rollback(
-        self, *, build_id: str, rollback_of: str, triggered_by: str, reason: str | None
-    ) -> BuildSucceeded:
-        """The same release, republished as a rollback: new build id, marked, attributed."""
+    def as_requested(self, *, environment: str, build_id: str, request_id: str) -> BuildSucceeded:
+        """The same release, republished for a release request: its target environment and build
+        id, the request's id as proof, no bump (the version is the release's), no CI claim."""
         return replace(
             self,
+            environment=environment,
             build_id=build_id,
-            rollback_of=rollback_of,
-            triggered_by=triggered_by,
-            reason=reason,
+            release_request=request_id,
+            triggered_by=None,
             bump=None,
         )
 
@@ -150,9 +157,15 @@ def parse_build_payload(
             bump = Bump(bump_text)
         except ValueError as exc:  # permanent: bad input
             raise InvalidBuildEvent("bump: must be major, minor or patch") from exc
-    rollback_of = _optional_string(raw, "rollback_of")
-    if rollback_of is not None and not DEPLOYMENT_ID_PATTERN.match(rollback_of):
-        raise InvalidBuildEvent("rollback_of: not a deployment id")
+    claimed = [name for name in AUTHORITY_FIELDS if name in raw]
+    if claimed:
+        raise InvalidBuildEvent(
+            f"{claimed[0]}: only the pipeline's own HTTP functions set this field"
+            " (through a release request); a build-succeeded message may not carry it"
+        )
+    release_request = _optional_string(raw, "release_request")
+    if release_request is not None and not REQUEST_ID_PATTERN.match(release_request):
+        raise InvalidBuildEvent("release_request: not a release request id")
     return BuildSucceeded(
         app=app,
         environment=environment,
@@ -164,8 +177,7 @@ def parse_build_payload(
         bump=bump,
         build_url=_optional_string(raw, "build_url"),
         triggered_by=_optional_string(raw, "triggered_by"),
-        rollback_of=rollback_of,
-        reason=_optional_string(raw, "reason"),
+        release_request=release_request,
         extra={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS},
     )
 

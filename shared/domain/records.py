@@ -22,6 +22,17 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """One decision on a deployment awaiting approval, by a verified identity (CONTRACT §6)."""
+
+    by: str
+    decision: str
+    """`approve` or `reject`."""
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class Deployment:
     deployment_id: str
     app: str
@@ -62,6 +73,15 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    requested_by: str | None = None
+    """The verified identity that asked for it through the pipeline's HTTP functions (rollback,
+    promotion); None for a CI build, whose `triggered_by` is only CI's claim."""
+    promoted_from: str | None = None
+    """The environment whose live (or once live) release this deployment promotes."""
+    approvals: tuple[Approval, ...] = ()
+    """Every approval decision, in order, with the verified identity that made it."""
+    request_id: str | None = None
+    """The release request (written by an HTTP function) that proves the fields above."""
 
     @classmethod
     def queued(
@@ -83,7 +103,13 @@ class Deployment:
         branch: str | None = None,
         commit_messages: tuple[str, ...] = (),
         detail: str = "",
+        requested_by: str | None = None,
+        promoted_from: str | None = None,
+        request_id: str | None = None,
+        awaiting_approval: bool = False,
     ) -> Deployment:
+        """A new deployment: `queued`, or `awaiting_approval` where the environment needs one."""
+        status = DeploymentStatus.AWAITING_APPROVAL if awaiting_approval else DeploymentStatus.QUEUED
         return cls(
             deployment_id=deployment_id,
             app=app,
@@ -92,10 +118,10 @@ class Deployment:
             commit=commit,
             build_id=build_id,
             artifact=artifact,
-            status=DeploymentStatus.QUEUED,
+            status=status,
             created_at=at,
             updated_at=at,
-            history=(HistoryEntry(DeploymentStatus.QUEUED, at, detail),),
+            history=(HistoryEntry(status, at, detail),),
             event=event,
             rollback_of=rollback_of,
             triggered_by=triggered_by,
@@ -103,6 +129,9 @@ class Deployment:
             build_url=build_url,
             branch=branch,
             commit_messages=commit_messages,
+            requested_by=requested_by,
+            promoted_from=promoted_from,
+            request_id=request_id,
         )
 
     def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:
@@ -127,6 +156,10 @@ class Deployment:
     def with_changes(self, at: datetime, **changes: Any) -> Deployment:
         """Change bookkeeping fields without a status change."""
         return replace(self, updated_at=at, **changes)
+
+    def with_approval(self, approval: Approval) -> Deployment:
+        """This deployment with one more decision recorded (no status change by itself)."""
+        return replace(self, approvals=(*self.approvals, approval))
 
     def is_past_deadline(self, now: datetime, deadline_seconds: int) -> bool:
         started = self.started_at or self.created_at
@@ -169,6 +202,8 @@ class EnvironmentState:
     queue: tuple[str, ...] = ()
     updated_at: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    awaiting_deployment_id: str | None = None
+    """The one deployment waiting for approval here (newest wins: a newer one cancels it)."""
 
     @property
     def key(self) -> str:

@@ -1,7 +1,8 @@
 """Which release a rollback deploys (CONTRACT §4).
 
 Without `to_version` the target is the last release that was live in the environment before
-the current one. With `to_version` it is that release, which must exist for the app.
+the current one. With `to_version` it is that release, which must have been live in this
+environment: a version that never ran here has never been proved here (promote it instead).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class NothingToRollBack(RollbackRefused):
 @dataclass(frozen=True)
 class RollbackTarget:
     version: str
-    source: Deployment | None
-    """The deployment whose stored event is republished; None when the version never ran here."""
+    source: Deployment
+    """The deployment whose stored event is republished."""
 
 
 def choose_rollback_target(
@@ -42,19 +43,18 @@ def choose_rollback_target(
     live_deployment_id: str | None,
     live_version: str | None,
     to_version: str | None,
-    released_versions: Sequence[str],
 ) -> RollbackTarget:
     """Pick the target from the environment's deployments that went live, newest first.
 
-    `live_history` holds every deployment of the environment that was ever live (status `live`
-    or `retired`), ordered by when it went live, most recent first.
+    `live_history` holds every deployment of the environment that went live (whatever its
+    status now), ordered by when it went live, most recent first.
     """
     if to_version is not None:
-        if to_version not in released_versions:
-            raise UnknownTarget(f"version {to_version} was never released")
         if to_version == live_version:
             raise NothingToRollBack(f"version {to_version} is already live")
         source = next((d for d in live_history if d.version == to_version), None)
+        if source is None:
+            raise UnknownTarget(f"version {to_version} was never live in this environment")
         return RollbackTarget(version=to_version, source=source)
     if live_deployment_id is None:
         raise NothingToRollBack("nothing is live in this environment")

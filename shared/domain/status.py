@@ -1,8 +1,13 @@
 """The deployment state machine (CONTRACT §6 statuses) with checked transitions.
 
-    queued → provisioning → cooling_down → switching → live → retired
+    [awaiting_approval →] queued → provisioning → cooling_down → switching → live → retired
+    awaiting_approval → cancelled (rejected, expired, or a newer deployment superseded it)
     queued → cancelled (a newer build superseded it)
     queued | provisioning | cooling_down → failed
+
+`awaiting_approval` is where every deployment but a rollback starts in an environment that is
+not `auto_deploy`; it holds no lock and owns no Compute resources, so leaving it never needs a
+clean-up. Approval moves it to `queued`, from where it runs like any other deployment.
 
 `switching` cannot fail: by then traffic may already reach green, so the switch is retried
 until it completes rather than abandoned half-way.
@@ -14,6 +19,7 @@ from enum import StrEnum
 
 
 class DeploymentStatus(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
     QUEUED = "queued"
     PROVISIONING = "provisioning"
     COOLING_DOWN = "cooling_down"
@@ -27,6 +33,7 @@ class DeploymentStatus(StrEnum):
 S = DeploymentStatus
 
 ALLOWED_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
+    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.CANCELLED}),
     S.QUEUED: frozenset({S.PROVISIONING, S.CANCELLED, S.FAILED}),
     S.PROVISIONING: frozenset({S.COOLING_DOWN, S.FAILED}),
     S.COOLING_DOWN: frozenset({S.SWITCHING, S.FAILED}),
@@ -38,7 +45,13 @@ ALLOWED_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
 }
 
 IN_PROGRESS: frozenset[DeploymentStatus] = frozenset({S.QUEUED, S.PROVISIONING, S.COOLING_DOWN, S.SWITCHING})
-"""Not finished yet: the watchdog looks at these."""
+"""On their way (approved, or never needing approval): the watchdog looks at these."""
+
+AWAITING: frozenset[DeploymentStatus] = frozenset({S.AWAITING_APPROVAL})
+"""Recorded, waiting for an approver; the watchdog expires them."""
+
+UNFINISHED: frozenset[DeploymentStatus] = IN_PROGRESS | AWAITING
+"""Everything that has not ended: what a newer deployment or a promotion must look at."""
 
 HOLDS_LOCK: frozenset[DeploymentStatus] = frozenset({S.PROVISIONING, S.COOLING_DOWN, S.SWITCHING})
 """Statuses of the one deployment that owns its environment."""

@@ -235,6 +235,7 @@ class FirestoreNotificationFacts:
             duration_seconds=self._duration(deployment, request.status),
             build_url=_text(deployment.get("build_url")),
             triggered_by=_text(deployment.get("triggered_by")),
+            requested_by=_text(deployment.get("requested_by")),
             rollback_of=_text(deployment.get("rollback_of")),
             url=base.url,
         )

@@ -23,6 +23,9 @@ class Notification:
     duration_seconds: float | None = None
     build_url: str | None = None
     triggered_by: str | None = None
+    """CI's claim of who triggered the build (unverified)."""
+    requested_by: str | None = None
+    """The verified identity that requested a rollback or promotion."""
     rollback_of: str | None = None
     url: str | None = None
     """The environment's public URL (its load balancer)."""

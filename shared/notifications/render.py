@@ -44,6 +44,10 @@ def headline(notification: Notification) -> str:
         return f"{n.subject} failed on {where}{reason}"
     if n.status == "cancelled":
         return f"{n.subject} was cancelled on {where}" + (f": {n.detail}" if n.detail else "")
+    if n.status == "awaiting_approval":
+        return f"{n.subject} is awaiting approval on {where}" + (f": {n.detail}" if n.detail else "")
+    if n.status == "approved":
+        return f"{n.subject} on {where}: {n.detail or 'approved'}"
     return f"{n.subject} on {where}: {n.status.replace('_', ' ')}" + (f" ({n.detail})" if n.detail else "")
 
 
@@ -71,8 +75,11 @@ def _facts(notification: Notification) -> list[tuple[str, str]]:
     duration = _duration(n.duration_seconds)
     if duration:
         facts.append(("Duration", duration))
-    if n.triggered_by:
-        facts.append(("Triggered by", n.triggered_by))
+    if n.requested_by:
+        facts.append(("Requested by", n.requested_by))
+    elif n.triggered_by:
+        # Only CI's claim (unverified), so it is labelled as such.
+        facts.append(("Triggered by (CI)", n.triggered_by))
     if n.rollback_of:
         facts.append(("Rollback of", n.rollback_of))
     if n.deployment_id:
@@ -191,6 +198,7 @@ def render_json(notification: Notification) -> dict[str, Any]:
         "duration_seconds": None if n.duration_seconds is None else round(n.duration_seconds, 3),
         "build_url": n.build_url,
         "triggered_by": n.triggered_by,
+        "requested_by": n.requested_by,
         "rollback_of": n.rollback_of,
         "rollback_command": n.rollback_command,
         "url": n.url,

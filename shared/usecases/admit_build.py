@@ -1,4 +1,10 @@
-"""on_build_succeeded: validate, version, record, take the environment lock or queue."""
+"""on_build_succeeded: validate, version, record, take the environment lock or queue.
+
+In an environment that is not `auto_deploy`, every deployment but a rollback is recorded
+`awaiting_approval` instead, and joins the queue only when an approver says so
+(`usecases.approval`). A message naming a release request (a rollback or promotion from the
+pipeline's HTTP functions) must match that request; the authority fields come from it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared import topology
+from shared.config import EnvironmentConfig
+from shared.domain.approval import awaiting_detail
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
+from shared.domain.release_request import ProvenanceRefused, ReleaseRequest, check_request_matches
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import next_version
 from shared.logging import bind, get_logger
@@ -28,6 +37,7 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     STARTED = "started"
     QUEUED = "queued"
+    AWAITING_APPROVAL = "awaiting_approval"
     DUPLICATE = "duplicate"
 
 
@@ -50,19 +60,24 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
     """Handle one build-succeeded message. Bad input is recorded and announced, never raised."""
     try:
         event = parse_build_succeeded(data, attributes)
-        services.environment_config(event.app, event.environment)
+        env = services.environment_config(event.app, event.environment)
+        request = proven_request(services, event)
     except InvalidBuildEvent as exc:  # permanent: the message itself is bad
         return reject_build_event(services, data, attributes, event_id, exc.reason)
     except UnknownEnvironment as exc:  # permanent: the pipeline file does not declare it
         return reject_build_event(services, data, attributes, event_id, str(exc))
+    except ProvenanceRefused as exc:  # permanent: a claim of provenance without the proof
+        return reject_build_event(services, data, attributes, event_id, str(exc))
 
     deployment_id = deployment_id_for(event.app, event.environment, event.build_id)
     bind(deployment_id=deployment_id)
-    admitted = services.store.atomically(lambda tx: _admit(services, tx, event, deployment_id))
+    admitted = services.store.atomically(lambda tx: _admit(services, tx, env, event, request, deployment_id))
     deployment = admitted.deployment
 
     for cancelled in admitted.cancelled:
         notify_status(services, cancelled)
+    if deployment.status is DeploymentStatus.AWAITING_APPROVAL:
+        notify_status(services, deployment)  # deduplicated per (deployment, status): safe on a duplicate
     if deployment.status is DeploymentStatus.PROVISIONING:
         # Also on a duplicate: if the first delivery committed but crashed before publishing,
         # this is what resumes it. The next step is idempotent, so a spare message is harmless.
@@ -73,12 +88,48 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
             extra={"fields": {"status": str(deployment.status)}},
         )
         return AdmitResult(Outcome.DUPLICATE, deployment_id, deployment.version)
-    outcome = Outcome.STARTED if deployment.status is DeploymentStatus.PROVISIONING else Outcome.QUEUED
+    outcome = {
+        DeploymentStatus.PROVISIONING: Outcome.STARTED,
+        DeploymentStatus.AWAITING_APPROVAL: Outcome.AWAITING_APPROVAL,
+    }.get(deployment.status, Outcome.QUEUED)
     log.info("deployment %s as version %s", outcome, deployment.version)
     return AdmitResult(outcome, deployment_id, deployment.version)
 
 
-def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str) -> _Admitted:
+def proven_request(services: Services, event: BuildSucceeded) -> ReleaseRequest | None:
+    """The release request the message names, checked against it; None for a plain CI build.
+
+    Raises `ProvenanceRefused` when the named request does not exist or is for another
+    deployment. Requests are written before their message is published and never change, and
+    Firestore reads are strongly consistent, so a missing one is a forgery, not a delay.
+    """
+    if event.release_request is None:
+        return None
+    request = services.store.get_release_request(event.release_request)
+    if request is None:
+        raise ProvenanceRefused(
+            f"release request {event.release_request} does not exist; only the pipeline's own"
+            " HTTP functions make rollbacks and promotions"
+        )
+    check_request_matches(
+        request,
+        app=event.app,
+        environment=event.environment,
+        build_id=event.build_id,
+        commit=event.commit,
+        artifact=event.artifact,
+    )
+    return request
+
+
+def _admit(
+    services: Services,
+    tx: Transaction,
+    env: EnvironmentConfig,
+    event: BuildSucceeded,
+    request: ReleaseRequest | None,
+    deployment_id: str,
+) -> _Admitted:
     existing = tx.deployment(deployment_id)
     if existing is not None:
         return _Admitted(existing, created=False)
@@ -106,18 +157,21 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
     else:
         version = release.version
 
-    admission = admit(state.active_deployment_id, state.queue, deployment_id)
     cancelled: list[Deployment] = []
-    for superseded_id in admission.cancelled:
-        superseded = tx.deployment(superseded_id)
-        if superseded is not None and superseded.status is DeploymentStatus.QUEUED:
+    # Newest wins among those awaiting approval too: whatever comes next supersedes the one waiting.
+    if state.awaiting_deployment_id and state.awaiting_deployment_id != deployment_id:
+        waiting = tx.deployment(state.awaiting_deployment_id)
+        if waiting is not None and waiting.status is DeploymentStatus.AWAITING_APPROVAL:
             cancelled.append(
-                superseded.advance(
-                    DeploymentStatus.CANCELLED, now, f"superseded by {deployment_id} ({version})"
-                )
+                waiting.advance(DeploymentStatus.CANCELLED, now, f"superseded by {deployment_id} ({version})")
             )
+        state = replace(state, awaiting_deployment_id=None)
 
-    detail = f"rollback of {event.rollback_of}" if event.rollback_of else f"build {event.build_id}"
+    # A rollback never waits: it is how an environment gets out of trouble.
+    needs_approval = not env.auto_deploy and not (request is not None and request.is_rollback)
+    detail = _origin(event, request, version)
+    if needs_approval:
+        detail = f"{detail}; {awaiting_detail(deployment_id, env.approvers)}"
     deployment = Deployment.queued(
         deployment_id=deployment_id,
         app=event.app,
@@ -128,19 +182,24 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
         artifact=event.artifact,
         event=event.to_payload(),
         at=now,
-        rollback_of=event.rollback_of,
-        triggered_by=event.triggered_by,
-        reason=event.reason,
+        rollback_of=request.rollback_of if request else None,
+        # A verified requester is also who triggered it; otherwise CI's claim, kept as such.
+        triggered_by=request.requested_by if request else event.triggered_by,
+        reason=request.reason if request else None,
         build_url=event.build_url,
         branch=event.branch,
         commit_messages=event.commit_messages,
         detail=detail,
+        requested_by=request.requested_by if request else None,
+        promoted_from=request.promoted_from if request else None,
+        request_id=request.request_id if request else None,
+        awaiting_approval=needs_approval,
     )
-    if admission.takes_lock:
-        deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")
-        state = replace(state, active_deployment_id=deployment_id, locked_at=now, queue=(), updated_at=now)
+    if needs_approval:
+        state = replace(state, awaiting_deployment_id=deployment_id, updated_at=now)
     else:
-        state = replace(state, queue=admission.queue, updated_at=now)
+        deployment, state, superseded_queued = join_queue(tx, state, deployment, now)
+        cancelled.extend(superseded_queued)
 
     if new_release is not None:
         tx.put_release(new_release)
@@ -149,6 +208,47 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
     tx.put_deployment(deployment)
     tx.put_environment(state)
     return _Admitted(deployment, created=True, cancelled=tuple(cancelled))
+
+
+def join_queue(
+    tx: Transaction, state: EnvironmentState, deployment: Deployment, now: datetime
+) -> tuple[Deployment, EnvironmentState, list[Deployment]]:
+    """Inside a transaction: a `queued` deployment takes the free lock, or queues (newest wins).
+
+    Returns the deployment (now `provisioning` if it took the lock), the environment's new
+    state and the queued deployments it superseded (now `cancelled`). Reads only; the caller
+    writes all three.
+    """
+    admission = admit(state.active_deployment_id, state.queue, deployment.deployment_id)
+    cancelled: list[Deployment] = []
+    for superseded_id in admission.cancelled:
+        superseded = tx.deployment(superseded_id)
+        if superseded is not None and superseded.status is DeploymentStatus.QUEUED:
+            cancelled.append(
+                superseded.advance(
+                    DeploymentStatus.CANCELLED,
+                    now,
+                    f"superseded by {deployment.deployment_id} ({deployment.version})",
+                )
+            )
+    if admission.takes_lock:
+        deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")
+        state = replace(
+            state, active_deployment_id=deployment.deployment_id, locked_at=now, queue=(), updated_at=now
+        )
+    else:
+        state = replace(state, queue=admission.queue, updated_at=now)
+    return deployment, state, cancelled
+
+
+def _origin(event: BuildSucceeded, request: ReleaseRequest | None, version: str) -> str:
+    """The first history line: where the deployment comes from, with verified names only."""
+    if request is None:
+        return f"build {event.build_id}"
+    if request.is_rollback:
+        target = f"rollback of {request.rollback_of}" if request.rollback_of else f"rollback to {version}"
+        return f"{target} requested by {request.requested_by}"
+    return f"promotion of {version} from {request.promoted_from} requested by {request.requested_by}"
 
 
 def reject_build_event(

@@ -2,7 +2,8 @@
 
 - fails deployments past their provisioning deadline (green deleted, lock freed, next started);
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
-- deletes retired blue groups once their connections have drained and their retention is over.
+- deletes retired blue groups once their connections have drained and their retention is over;
+- cancels deployments still awaiting approval after their environment's approval timeout.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared import topology
+from shared.domain.approval import approval_expires_at
 from shared.domain.records import Deployment
-from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, DeploymentStatus
+from shared.domain.status import HOLDS_LOCK, UNFINISHED, DeploymentStatus
 from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import delete_green, fail_deployment
-from shared.usecases.services import Services, publish_step
+from shared.usecases.services import Services, notify_status, publish_step
 
 log = get_logger("watchdog")
 
@@ -29,13 +31,14 @@ class WatchdogReport:
     failed: list[str] = field(default_factory=list)
     kicked: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
 def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> WatchdogReport:
     report = WatchdogReport()
     now = services.clock.now()
-    for deployment in services.store.deployments_with_status(sorted(IN_PROGRESS)):
+    for deployment in services.store.deployments_with_status(sorted(UNFINISHED)):
         with log_context(
             app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
         ):
@@ -62,6 +65,16 @@ def _check(
     services: Services, deployment: Deployment, now: datetime, report: WatchdogReport, stall_seconds: int
 ) -> None:
     env = services.config.environment(deployment.app, deployment.environment)
+    if deployment.status is DeploymentStatus.AWAITING_APPROVAL:
+        if env is None:
+            reason = "environment no longer configured"
+        elif now >= approval_expires_at(deployment, env.approval_timeout_seconds):
+            reason = f"no approval within {env.approval_timeout_seconds} s (watchdog)"
+        else:
+            return
+        if _cancel_waiting(services, deployment, now, reason):
+            report.expired.append(deployment.deployment_id)
+        return
     if env is None:
         if deployment.status is not DeploymentStatus.SWITCHING:
             fail_deployment(services, deployment.deployment_id, "environment no longer configured")
@@ -92,6 +105,28 @@ def _check(
         publish_step(services, topic, deployment)
         log.info("re-published %s for a stalled deployment", topic)
         report.kicked.append(deployment.deployment_id)
+
+
+def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, reason: str) -> bool:
+    """Cancel a deployment still awaiting approval and announce it; False if it moved on."""
+
+    def work(tx: Transaction) -> Deployment | None:
+        current = tx.deployment(deployment.deployment_id)
+        if current is None or current.status is not DeploymentStatus.AWAITING_APPROVAL:
+            return None
+        state = tx.environment(current.app, current.environment)
+        if state is not None and state.awaiting_deployment_id == current.deployment_id:
+            tx.put_environment(replace(state, awaiting_deployment_id=None, updated_at=now))
+        cancelled = current.advance(DeploymentStatus.CANCELLED, now, reason)
+        tx.put_deployment(cancelled)
+        return cancelled
+
+    cancelled = services.store.atomically(work)
+    if cancelled is None:
+        return False
+    log.info("cancelled a deployment awaiting approval: %s", reason)
+    notify_status(services, cancelled)
+    return True
 
 
 def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:

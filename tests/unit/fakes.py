@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_config
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
+from shared.domain.release_request import ReleaseRequest
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, GroupHealth, PermanentError, RejectedEvent
@@ -76,6 +77,7 @@ class FakeStore:
         """apps/{app}: the highest version ever released, by app."""
         self.rejected: dict[str, RejectedEvent] = {}
         self.dead_lettered: dict[str, DeadLetteredEvent] = {}
+        self.release_requests: dict[str, ReleaseRequest] = {}
         self._lock = threading.RLock()
         self.fail_next_commit: Exception | None = None
 
@@ -120,6 +122,23 @@ class FakeStore:
             if d.app == app and d.environment == environment and d.went_live_at is not None
         ]
         return sorted(went_live, key=lambda d: d.went_live_at or d.created_at, reverse=True)[:limit]
+
+    def deployments_of_environment(
+        self, app: str, environment: str, statuses: Sequence[DeploymentStatus]
+    ) -> list[Deployment]:
+        return [
+            d
+            for d in self.deployments.values()
+            if d.app == app and d.environment == environment and d.status in statuses
+        ]
+
+    def create_release_request(self, request: ReleaseRequest) -> None:
+        if request.request_id in self.release_requests:
+            raise ValueError(f"release request {request.request_id} already exists")
+        self.release_requests[request.request_id] = request
+
+    def get_release_request(self, request_id: str) -> ReleaseRequest | None:
+        return self.release_requests.get(request_id)
 
     def record_rejected(self, event: RejectedEvent) -> None:
         self.rejected.setdefault(event.event_id, event)
@@ -232,11 +251,14 @@ TEST_CONFIG = {
             },
             "environments": {
                 "staging": {
+                    "auto_deploy": True,
                     "base_instance_template": "hello-staging-base",
                     "health_check": "hello-staging-hc",
                     "backend_service": "hello-staging-backend",
                 },
                 "production": {
+                    "approvers": ["lead@example.com", "*@approvers.example.com"],
+                    "approval_timeout_seconds": 3600,
                     "base_instance_template": "hello-production-base",
                     "health_check": "hello-production-hc",
                     "backend_service": "hello-production-backend",

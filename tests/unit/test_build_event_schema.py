@@ -118,21 +118,38 @@ def test_attributes_must_mirror_the_body() -> None:
     assert "missing" in reason_for(body(), {"app": "hello"})
 
 
-def test_a_rollback_republish_keeps_the_release_and_marks_itself() -> None:
-    event = parse(body(bump="major", commit_messages=["feat!: x"]))
-    rollback = event.as_rollback(
-        build_id="rollback-1",
-        rollback_of="hello-staging-0123456789ab",
-        triggered_by="lead@example.com",
-        reason="bad",
-    )
-    assert (rollback.commit, rollback.artifact, rollback.commit_messages) == (
+def test_a_republish_for_a_release_request_keeps_the_release_and_names_the_request() -> None:
+    event = parse(body(bump="major", commit_messages=["feat!: x"], triggered_by="circleci-user"))
+    request_id = "0123456789abcdef0123456789abcdef"
+    republished = event.as_requested(environment="production", build_id="promotion-1", request_id=request_id)
+    assert (republished.commit, republished.artifact, republished.commit_messages) == (
         event.commit,
         event.artifact,
         event.commit_messages,
     )
-    assert rollback.bump is None
-    data, attributes = rollback.to_message()
+    assert republished.bump is None and republished.triggered_by is None
+    data, attributes = republished.to_message()
+    assert attributes == {"app": "hello", "environment": "production"}
     again = parse_build_succeeded(data, attributes)
-    assert again.rollback_of == "hello-staging-0123456789ab" and again.reason == "bad"
-    assert again.triggered_by == "lead@example.com" and again.build_id == "rollback-1"
+    assert again.release_request == request_id and again.build_id == "promotion-1"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("rollback_of", "hello-staging-0123456789ab"),
+        ("promoted_from", "staging"),
+        ("requested_by", "oncall-lead@example.com"),
+        ("reason", "error rate up"),
+        ("approvals", [{"by": "lead@example.com", "decision": "approve"}]),
+        ("rollback_of", None),
+    ],
+)
+def test_a_message_that_claims_authority_itself_is_refused(field: str, value: Any) -> None:
+    payload = {**body(), field: value}
+    assert "only the pipeline's own HTTP functions" in reason_for(payload)
+
+
+@pytest.mark.parametrize("request_id", ["abc", "0123456789ABCDEF0123456789ABCDEF", "0" * 32 + "\n", 42])
+def test_a_release_request_id_must_have_the_shape_of_one(request_id: Any) -> None:
+    assert "release_request" in reason_for(body(release_request=request_id))

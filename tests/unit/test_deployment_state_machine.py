@@ -32,6 +32,7 @@ def queued() -> Deployment:
 
 def test_statuses_are_exactly_the_contract_ones() -> None:
     assert {s.value for s in S} == {
+        "awaiting_approval",
         "queued",
         "provisioning",
         "cooling_down",
@@ -65,8 +66,14 @@ def test_no_status_can_skip_the_cool_down() -> None:
     assert not can_transition(S.QUEUED, S.LIVE)
 
 
-def test_only_queued_deployments_can_be_cancelled() -> None:
-    assert [s for s in S if can_transition(s, S.CANCELLED)] == [S.QUEUED]
+def test_only_deployments_that_never_started_can_be_cancelled() -> None:
+    assert {s for s in S if can_transition(s, S.CANCELLED)} == {S.AWAITING_APPROVAL, S.QUEUED}
+
+
+def test_awaiting_approval_leads_only_to_the_queue_or_to_cancelled() -> None:
+    assert ALLOWED_TRANSITIONS[S.AWAITING_APPROVAL] == {S.QUEUED, S.CANCELLED}
+    assert not can_transition(S.AWAITING_APPROVAL, S.PROVISIONING)
+    assert not any(can_transition(s, S.AWAITING_APPROVAL) for s in S)
 
 
 def test_every_status_has_a_rule() -> None:

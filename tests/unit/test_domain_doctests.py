@@ -12,6 +12,10 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.approval",
+    "shared.domain.promotion",
+    "shared.domain.release_request",
+    "shared.domain.rollback",
 ]
 
 

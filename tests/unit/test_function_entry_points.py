@@ -172,7 +172,11 @@ def test_an_accepted_rollback_answers_202_with_the_deployment_it_will_create(
     assert accepted["version"] == "1.0.0" and accepted["rollback_of"] == second
     assert accepted["deployment_id"] not in (first, second)
     (event,) = world.publisher.on(topology.BUILD_SUCCEEDED)
-    assert json.loads(event.data)["triggered_by"] == "lead@example.com"
+    body = json.loads(event.data)
+    # The identity and the reason travel in the release request, never in the message.
+    assert "triggered_by" not in body and "reason" not in body and "rollback_of" not in body
+    request = world.store.release_requests[body["release_request"]]
+    assert (request.requested_by, request.reason, request.rollback_of) == ("lead@example.com", "oops", second)
 
 
 def test_cold_start_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:

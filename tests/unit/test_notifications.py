@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def test_the_text_carries_every_fact_and_the_rollback_command() -> None:
         "Status: live",
         "Commit: 0123456",
         "Duration: 12.3 s",
-        "Triggered by: circleci",
+        "Triggered by (CI): circleci",
         "  - feat: greet in French",
         "  - fix: trailing <slash>",
         "Build: https://circleci.example.com/build/42",
@@ -57,6 +57,27 @@ def test_the_text_carries_every_fact_and_the_rollback_command() -> None:
     ):
         assert expected in text
     assert "long body" not in text  # only each message's subject line
+
+
+def test_a_verified_requester_is_shown_instead_of_cis_claim() -> None:
+    rollback = replace(LIVE, requested_by="oncall@example.com", rollback_of="hello-staging-xyz")
+    text = render_text(rollback)
+    assert "Requested by: oncall@example.com" in text and "Triggered by" not in text
+    assert render_json(rollback)["requested_by"] == "oncall@example.com"
+
+
+def test_awaiting_approval_and_approved_headlines_say_what_to_do_and_who() -> None:
+    waiting = replace(
+        LIVE,
+        status="awaiting_approval",
+        environment="production",
+        detail="approve with: releasectl approve d1",
+    )
+    assert headline(waiting) == (
+        "hello 1.1.0 is awaiting approval on production: approve with: releasectl approve d1"
+    )
+    approved = replace(waiting, status="approved", detail="approved by lead@example.com")
+    assert headline(approved) == "hello 1.1.0 on production: approved by lead@example.com"
 
 
 def test_a_failed_deployment_says_why() -> None:

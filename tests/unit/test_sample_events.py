@@ -24,9 +24,14 @@ def test_the_valid_samples_parse(name: str) -> None:
     assert event.app == "hello"
 
 
-def test_the_rollback_sample_carries_its_internal_fields() -> None:
+def test_the_rollback_sample_names_its_release_request_and_claims_nothing_itself() -> None:
     event = parse_build_succeeded(*load("build_succeeded_rollback.json"))
-    assert event.rollback_of == "hello-staging-a0ab70131e5c" and event.reason
+    assert event.release_request == "5b0e0c1f2f6d4b0f9a3c6c1d2e7f8a90"
+
+
+def test_the_forged_rollback_sample_is_refused_for_its_authority_fields() -> None:
+    with pytest.raises(InvalidBuildEvent, match="only the pipeline's own HTTP functions"):
+        parse_build_succeeded(*load("build_succeeded_forged_rollback.json"))
 
 
 def test_the_invalid_sample_is_rejected_for_its_commit() -> None:

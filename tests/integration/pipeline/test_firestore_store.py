@@ -288,3 +288,58 @@ def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     assert [h["status"] for h in rolled["history"]].count("cooling_down") == 1
     later = world.clock.now() + timedelta(hours=2)
     assert first not in [d.deployment_id for d in store.deployments_due_for_cleanup(later)]
+
+
+def test_promotion_approval_and_provenance_records_round_trip_in_firestore(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    from shared.auth import caller_allowed
+    from shared.domain.approval import Decision
+    from shared.usecases.approval import decide
+    from shared.usecases.promote import request_promotion
+
+    go_live(world, "b1", COMMITS[0])
+    world.publisher.messages.clear()
+    accepted = request_promotion(
+        world.services,
+        app="hello",
+        from_environment="staging",
+        to_environment="production",
+        caller="ops@approvers.example.com",
+        caller_matches=lambda patterns: caller_allowed("ops@approvers.example.com", patterns),
+        reason="ship",
+    )
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    request_id = json.loads(published.data)["release_request"]
+    request = raw(firestore_client, "release_requests", request_id)
+    assert request["requested_by"] == "ops@approvers.example.com" and request["promoted_from"] == "staging"
+    assert isinstance(request["created_at"], DatetimeWithNanoseconds)
+    assert store.get_release_request(request_id) is not None
+
+    result = admit_build(world.services, published.data, published.attributes, "evt-promotion")
+    assert result.outcome is Outcome.AWAITING_APPROVAL
+    waiting = raw(firestore_client, "deployments", accepted.deployment_id)
+    assert waiting["status"] == "awaiting_approval" and waiting["approvals"] == []
+    assert waiting["requested_by"] == "ops@approvers.example.com" and waiting["promoted_from"] == "staging"
+    assert raw(firestore_client, "environments", "hello@production")["awaiting_deployment_id"] == (
+        accepted.deployment_id
+    )
+    unfinished = store.deployments_of_environment("hello", "production", [S.AWAITING_APPROVAL, S.QUEUED])
+    assert [d.deployment_id for d in unfinished] == [accepted.deployment_id]
+
+    decide(
+        world.services,
+        deployment_id=accepted.deployment_id,
+        decision=Decision.APPROVE,
+        caller="lead@example.com",
+        caller_matches=lambda patterns: caller_allowed("lead@example.com", patterns),
+        reason="ok",
+    )
+    approved = raw(firestore_client, "deployments", accepted.deployment_id)
+    assert approved["status"] == "provisioning"
+    (approval,) = approved["approvals"]
+    assert (approval["by"], approval["decision"], approval["reason"]) == ("lead@example.com", "approve", "ok")
+    assert isinstance(approval["at"], DatetimeWithNanoseconds)
+    record = store.get_deployment(accepted.deployment_id)
+    assert record is not None and record.approvals[0].by == "lead@example.com"
+    assert raw(firestore_client, "environments", "hello@production")["awaiting_deployment_id"] is None

@@ -1,0 +1,116 @@
+"""approve: an approver's decision on a deployment awaiting approval (CONTRACT §4c, §8).
+
+Approve: the decision is recorded, the deployment goes `queued` and joins the environment's
+queue like any other (it takes the lock if it is free; newest wins). Reject: recorded, and the
+deployment is `cancelled`. One transaction each, checking the status first, so a repeated or
+racing decision changes nothing twice: the loser gets 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from shared import topology
+from shared.domain.approval import (
+    Decision,
+    UnknownDeployment,
+    check_approver,
+    check_awaiting,
+)
+from shared.domain.records import Approval, Deployment, EnvironmentState
+from shared.domain.status import DeploymentStatus
+from shared.logging import bind, get_logger
+from shared.notify_message import NotifyRequest
+from shared.ports import Transaction
+from shared.usecases.admit_build import join_queue
+from shared.usecases.services import Services, notify_status, publish_notify, publish_step
+
+log = get_logger("approval")
+
+CallerCheck = Callable[[Sequence[str]], bool]
+
+
+@dataclass(frozen=True)
+class DecisionTaken:
+    deployment_id: str
+    status: DeploymentStatus
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    deployment: Deployment
+    superseded: tuple[Deployment, ...] = ()
+
+
+def decide(
+    services: Services,
+    *,
+    deployment_id: str,
+    decision: Decision,
+    caller: str,
+    caller_matches: CallerCheck,
+    reason: str | None = None,
+) -> DecisionTaken:
+    """Take `caller`'s decision; raises `ApprovalRefused` subclasses (403, 404, 409)."""
+    bind(deployment_id=deployment_id)
+    deployment = services.store.get_deployment(deployment_id)
+    env = services.config.environment(deployment.app, deployment.environment) if deployment else None
+    if deployment is None or env is None:
+        raise UnknownDeployment(f"no deployment {deployment_id} in a configured environment")
+    check_approver(caller, deployment, env.approvers, caller_matches(env.approvers))
+    check_awaiting(deployment)
+    now = services.clock.now()
+    approval = Approval(by=caller, decision=str(decision), at=now, reason=reason)
+
+    def work(tx: Transaction) -> _Outcome:
+        current = tx.deployment(deployment_id)
+        if current is None:
+            raise UnknownDeployment(f"no deployment {deployment_id}")
+        check_awaiting(current)  # again, inside the transaction: a racing decision may have won
+        state = tx.environment(current.app, current.environment) or EnvironmentState(
+            current.app, current.environment
+        )
+        if state.awaiting_deployment_id == deployment_id:
+            state = replace(state, awaiting_deployment_id=None, updated_at=now)
+        said = f": {reason}" if reason else ""
+        if decision is Decision.REJECT:
+            rejected = current.with_approval(approval).advance(
+                DeploymentStatus.CANCELLED, now, f"rejected by {caller}{said}"
+            )
+            tx.put_deployment(rejected)
+            tx.put_environment(state)
+            return _Outcome(rejected)
+        approved = current.with_approval(approval).advance(
+            DeploymentStatus.QUEUED, now, f"approved by {caller}{said}"
+        )
+        approved, state, superseded = join_queue(tx, state, approved, now)
+        for cancelled in superseded:
+            tx.put_deployment(cancelled)
+        tx.put_deployment(approved)
+        tx.put_environment(state)
+        return _Outcome(approved, tuple(superseded))
+
+    outcome = services.store.atomically(work)
+    decided = outcome.deployment
+    log.info("%s by %s", decision, caller, extra={"fields": {"status": str(decided.status)}})
+    if decision is Decision.APPROVE:
+        publish_notify(
+            services,
+            NotifyRequest.for_deployment(
+                app=decided.app,
+                environment=decided.environment,
+                deployment_id=decided.deployment_id,
+                version=decided.version,
+                status="approved",
+                detail=f"approved by {caller}" + (f": {reason}" if reason else ""),
+            ),
+        )
+    else:
+        notify_status(services, decided)
+    for cancelled in outcome.superseded:
+        notify_status(services, cancelled)
+    if decided.status is DeploymentStatus.PROVISIONING:
+        # If this publish is lost, the watchdog finds it stalled and publishes it again.
+        publish_step(services, topology.START_ROLLING_REPLACE, decided)
+    return DecisionTaken(deployment_id=decided.deployment_id, status=decided.status)

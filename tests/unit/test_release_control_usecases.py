@@ -1,0 +1,375 @@
+"""Release control through fakes of the pipeline's own ports: approvals, promotion, provenance,
+rollback targets (`production` in the test configuration is not `auto_deploy`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from shared import topology
+from shared.auth import caller_allowed
+from shared.config import parse_pipeline_config
+from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
+from shared.domain.naming import instance_group_name
+from shared.domain.promotion import AlreadyThere, NotPromoter, UnknownPromotion
+from shared.domain.rollback import UnknownTarget
+from shared.domain.status import DeploymentStatus as S
+from shared.usecases.admit_build import Outcome, admit_build
+from shared.usecases.approval import decide
+from shared.usecases.promote import request_promotion
+from shared.usecases.provision import start_rolling_replace
+from shared.usecases.rollback import request_rollback
+from shared.usecases.switch import complete_cool_down
+from shared.usecases.watchdog import run_watchdog
+from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
+from tests.unit.test_pipeline_usecases import (
+    COMMIT_B,
+    COMMIT_C,
+    build,
+    deploy_to_live,
+    notifications,
+    step,
+)
+
+APPROVER = "lead@example.com"
+SECOND_APPROVER = "ops@approvers.example.com"
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    return fake_world()
+
+
+def matcher(email: str) -> Any:
+    return lambda patterns: caller_allowed(email, patterns)
+
+
+def approve(world: FakeWorld, deployment_id: str, caller: str = APPROVER, reason: str | None = None) -> Any:
+    return decide(
+        world.services,
+        deployment_id=deployment_id,
+        decision=Decision.APPROVE,
+        caller=caller,
+        caller_matches=matcher(caller),
+        reason=reason,
+    )
+
+
+def reject(world: FakeWorld, deployment_id: str, caller: str = APPROVER, reason: str = "not today") -> Any:
+    return decide(
+        world.services,
+        deployment_id=deployment_id,
+        decision=Decision.REJECT,
+        caller=caller,
+        caller_matches=matcher(caller),
+        reason=reason,
+    )
+
+
+def promote(
+    world: FakeWorld, caller: str = APPROVER, version: str | None = None, reason: str | None = "ship it"
+) -> Any:
+    return request_promotion(
+        world.services,
+        app="hello",
+        from_environment="staging",
+        to_environment="production",
+        caller=caller,
+        caller_matches=matcher(caller),
+        version=version,
+        reason=reason,
+    )
+
+
+def admit_published(world: FakeWorld) -> Any:
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    return admit_build(
+        world.services, published.data, published.attributes, f"event-{len(world.store.deployments)}"
+    )
+
+
+def finish(world: FakeWorld, deployment_id: str) -> None:
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(5)
+    complete_cool_down(world.services, message)
+
+
+def statuses(world: FakeWorld) -> Sequence[tuple[str | None, str]]:
+    return [(n.deployment_id, n.status) for n in notifications(world)]
+
+
+# ---- CI builds for an environment that is not auto_deploy -----------------------------------
+
+
+def test_a_ci_build_for_production_waits_for_approval_without_lock_or_resources(world: FakeWorld) -> None:
+    result = build(world, "b1-prod", environment="production")
+    assert result.outcome is Outcome.AWAITING_APPROVAL
+    deployment = world.store.deployments[result.deployment_id]
+    assert deployment.status is S.AWAITING_APPROVAL and deployment.requested_by is None
+    assert f"releasectl approve {result.deployment_id}" in deployment.history[-1].detail
+    state = world.store.environments["hello@production"]
+    assert state.active_deployment_id is None and state.queue == ()
+    assert state.awaiting_deployment_id == result.deployment_id
+    assert world.publisher.on(topology.START_ROLLING_REPLACE) == [] and world.compute.calls == []
+    (announced,) = notifications(world)
+    assert announced.status == "awaiting_approval" and "releasectl approve" in announced.detail
+    # A redelivery records nothing twice.
+    assert build(world, "b1-prod", environment="production").outcome is Outcome.DUPLICATE
+
+
+def test_an_approval_takes_it_through_the_queue_to_live(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    taken = approve(world, waiting, reason="looks good")
+    assert taken.status is S.PROVISIONING
+    deployment = world.store.deployments[waiting]
+    assert [(a.by, a.decision, a.reason) for a in deployment.approvals] == [
+        (APPROVER, "approve", "looks good")
+    ]
+    assert world.store.history_of(waiting) == ["awaiting_approval", "queued", "provisioning"]
+    assert world.store.environments["hello@production"].awaiting_deployment_id is None
+    finish(world, waiting)
+    assert world.store.deployments[waiting].status is S.LIVE
+    assert [s for d, s in statuses(world) if d == waiting] == ["awaiting_approval", "approved", "live"]
+
+
+def test_an_approved_deployment_queues_behind_the_running_one(world: FakeWorld) -> None:
+    running = build(world, "b1-prod", environment="production").deployment_id
+    approve(world, running)
+    waiting = build(world, "b2-prod", COMMIT_B, environment="production").deployment_id
+    assert approve(world, waiting).status is S.QUEUED
+    assert world.store.environments["hello@production"].queue == (waiting,)
+    finish(world, running)
+    assert world.store.deployments[waiting].status is S.PROVISIONING
+
+
+def test_a_rejection_cancels_it_and_records_who(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    assert reject(world, waiting, SECOND_APPROVER, "freeze").status is S.CANCELLED
+    deployment = world.store.deployments[waiting]
+    assert deployment.history[-1].detail == f"rejected by {SECOND_APPROVER}: freeze"
+    assert [(a.by, a.decision) for a in deployment.approvals] == [(SECOND_APPROVER, "reject")]
+    assert world.store.environments["hello@production"].awaiting_deployment_id is None
+    assert statuses(world)[-1] == (waiting, "cancelled")
+    assert world.publisher.on(topology.START_ROLLING_REPLACE) == []
+
+
+def test_a_second_decision_is_409_and_changes_nothing(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    approve(world, waiting)
+    history = world.store.history_of(waiting)
+    with pytest.raises(NotAwaitingApproval) as caught:
+        reject(world, waiting, SECOND_APPROVER)
+    assert caught.value.http_status == 409 and world.store.history_of(waiting) == history
+    assert len(world.store.deployments[waiting].approvals) == 1
+
+
+def test_only_an_approver_may_decide_and_unknown_deployments_are_404(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    with pytest.raises(NotAnApprover) as caught:
+        approve(world, waiting, "mallory@example.com")
+    assert caught.value.http_status == 403
+    with pytest.raises(UnknownDeployment) as unknown:
+        approve(world, "hello-production-000000000000")
+    assert unknown.value.http_status == 404
+    assert world.store.deployments[waiting].status is S.AWAITING_APPROVAL
+
+
+def test_a_newer_deployment_cancels_the_one_still_waiting(world: FakeWorld) -> None:
+    older = build(world, "b1-prod", environment="production").deployment_id
+    newer = build(world, "b2-prod", COMMIT_B, environment="production").deployment_id
+    assert world.store.deployments[older].status is S.CANCELLED
+    assert world.store.deployments[older].history[-1].detail.startswith(f"superseded by {newer}")
+    assert world.store.environments["hello@production"].awaiting_deployment_id == newer
+    assert (older, "cancelled") in statuses(world)
+    with pytest.raises(NotAwaitingApproval):
+        approve(world, older)
+
+
+def test_the_watchdog_cancels_and_announces_one_unanswered_past_the_timeout(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    world.clock.advance(3599)
+    assert run_watchdog(world.services).expired == []
+    world.clock.advance(1)
+    assert run_watchdog(world.services).expired == [waiting]
+    deployment = world.store.deployments[waiting]
+    assert deployment.status is S.CANCELLED and "no approval within 3600 s" in deployment.history[-1].detail
+    assert statuses(world)[-1] == (waiting, "cancelled")
+    assert world.store.environments["hello@production"].awaiting_deployment_id is None
+    assert run_watchdog(world.services).expired == []
+
+
+def test_staging_is_auto_deploy_and_never_waits(world: FakeWorld) -> None:
+    assert build(world, "b1").outcome is Outcome.STARTED
+
+
+# ---- promotion --------------------------------------------------------------------------------
+
+
+def test_promotion_deploys_the_same_release_and_waits_for_someone_else(world: FakeWorld) -> None:
+    staged = deploy_to_live(world, "b1", messages=["feat: hello"], build_url="https://ci/1")
+    world.publisher.messages.clear()
+    accepted = promote(world, SECOND_APPROVER)
+    assert (accepted.version, accepted.status) == ("1.0.0", S.AWAITING_APPROVAL)
+    result = admit_published(world)
+    assert result.deployment_id == accepted.deployment_id and result.version == "1.0.0"
+    promoted = world.store.deployments[accepted.deployment_id]
+    source = world.store.deployments[staged]
+    assert (promoted.commit, promoted.artifact, promoted.version) == (source.commit, source.artifact, "1.0.0")
+    assert promoted.promoted_from == "staging" and promoted.requested_by == SECOND_APPROVER
+    assert promoted.reason == "ship it" and promoted.status is S.AWAITING_APPROVAL
+    assert len(world.store.releases) == 1, "no rebuild, no new version"
+    with pytest.raises(NotAnApprover, match="cannot approve it too"):
+        approve(world, promoted.deployment_id, SECOND_APPROVER.upper())
+    assert approve(world, promoted.deployment_id, APPROVER).status is S.PROVISIONING
+
+
+def test_promotion_of_a_version_never_live_in_the_source_is_404(world: FakeWorld) -> None:
+    with pytest.raises(UnknownPromotion) as nothing_live:
+        promote(world)
+    assert nothing_live.value.http_status == 404
+    deploy_to_live(world, "b1")
+    build(world, "b2", COMMIT_B, messages=["feat: x"])  # released as 1.1.0, not live in staging
+    with pytest.raises(UnknownPromotion, match="never live in staging"):
+        promote(world, version="1.1.0")
+    assert world.publisher.on(topology.BUILD_SUCCEEDED) == []
+
+
+def test_a_version_that_was_live_once_can_still_be_promoted(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    assert promote(world, version="1.0.0").version == "1.0.0"
+
+
+def test_promotion_is_409_when_the_version_is_live_or_on_its_way(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    world.publisher.messages.clear()
+    promote(world)
+    admit_published(world)
+    with pytest.raises(AlreadyThere) as on_its_way:
+        promote(world)
+    assert on_its_way.value.http_status == 409
+
+
+def test_only_promoters_of_the_target_may_promote(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    with pytest.raises(NotPromoter) as caught:
+        promote(world, "dev@example.com")
+    assert caught.value.http_status == 403
+
+
+def test_promotion_into_an_auto_deploy_environment_queues(world: FakeWorld) -> None:
+    world.services = replace(world.services, config=parse_pipeline_config(_config_with_qa()))
+    deploy_to_live(world, "b1")
+    accepted = request_promotion(
+        world.services,
+        app="hello",
+        from_environment="staging",
+        to_environment="qa",
+        caller="dev@example.com",
+        caller_matches=matcher("dev@example.com"),
+    )
+    assert accepted.status is S.QUEUED
+    world.publisher.messages = [m for m in world.publisher.messages if m.topic == topology.BUILD_SUCCEEDED]
+    assert admit_published(world).outcome is Outcome.STARTED
+
+
+def _config_with_qa() -> dict[str, Any]:
+    config = json.loads(json.dumps(TEST_CONFIG))
+    config["apps"]["hello"]["environments"]["qa"] = {
+        "auto_deploy": True,
+        "promoters": ["dev@example.com"],
+        "base_instance_template": "hello-qa-base",
+        "health_check": "hello-qa-hc",
+        "backend_service": "hello-qa-backend",
+    }
+    return config
+
+
+# ---- provenance -------------------------------------------------------------------------------
+
+
+def test_a_message_naming_an_unknown_release_request_is_rejected_and_announced(world: FakeWorld) -> None:
+    result = build(world, "forged", environment="production", release_request="f" * 32)
+    assert result.outcome is Outcome.REJECTED and "does not exist" in (result.reason or "")
+    assert world.store.deployments == {}
+    assert [n.status for n in notifications(world)] == ["rejected"]
+    assert "event-forged" in world.store.rejected
+
+
+def test_a_message_claiming_provenance_fields_is_rejected_and_makes_no_deployment(world: FakeWorld) -> None:
+    result = build(
+        world,
+        "forged",
+        environment="production",
+        rollback_of="hello-production-a0ab70131e5c",
+        requested_by="oncall-lead@example.com",
+    )
+    assert result.outcome is Outcome.REJECTED and "only the pipeline's own HTTP functions" in (
+        result.reason or ""
+    )
+    assert world.store.deployments == {} and [n.status for n in notifications(world)] == ["rejected"]
+
+
+def test_a_real_request_cannot_be_replayed_for_another_build_or_environment(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.publisher.messages.clear()
+    request_rollback(world.services, app="hello", environment="staging", caller=APPROVER)
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    body = json.loads(published.data)
+    for changes in ({"environment": "production"}, {"build_id": "ci-99"}, {"commit": COMMIT_C}):
+        forged = {**body, **changes}
+        attributes = {"app": "hello", "environment": forged["environment"]}
+        result = admit_build(world.services, json.dumps(forged).encode(), attributes, f"replay-{changes}")
+        assert result.outcome is Outcome.REJECTED, changes
+        assert "release request" in (result.reason or "")
+    assert {d.environment for d in world.store.deployments.values()} == {"staging"}
+
+
+def test_triggered_by_from_ci_is_kept_as_a_claim_and_never_as_the_requester(world: FakeWorld) -> None:
+    result = build(world, "b1-prod", environment="production", triggered_by="lead@example.com")
+    deployment = world.store.deployments[result.deployment_id]
+    assert deployment.triggered_by == "lead@example.com" and deployment.requested_by is None
+    # CI's claim is no identity: the claimed person may still approve (nobody verified is the requester).
+    assert approve(world, deployment.deployment_id, APPROVER).status is S.PROVISIONING
+
+
+# ---- rollback ---------------------------------------------------------------------------------
+
+
+def test_a_rollback_in_production_never_waits_for_approval(world: FakeWorld) -> None:
+    first = build(world, "b1-prod", environment="production").deployment_id
+    approve(world, first)
+    finish(world, first)
+    second = build(world, "b2-prod", COMMIT_B, environment="production", messages=["feat: x"]).deployment_id
+    approve(world, second)
+    finish(world, second)
+    world.publisher.messages.clear()
+    accepted = request_rollback(
+        world.services, app="hello", environment="production", caller=APPROVER, reason="errors"
+    )
+    result = admit_published(world)
+    assert result.outcome is Outcome.STARTED
+    rolled = world.store.deployments[accepted.deployment_id]
+    assert (rolled.rollback_of, rolled.requested_by, rolled.reason) == (second, APPROVER, "errors")
+    assert rolled.history[0].detail == f"rollback of {second} requested by {APPROVER}"
+
+
+def test_a_rollback_target_must_have_been_live_in_that_environment(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    # 1.0.0 is released and was live in staging; production only ever ran 1.1.0.
+    waiting = build(world, "b2-prod", COMMIT_B, environment="production").deployment_id
+    approve(world, waiting)
+    finish(world, waiting)
+    with pytest.raises(UnknownTarget) as caught:
+        request_rollback(
+            world.services, app="hello", environment="production", caller=APPROVER, to_version="1.0.0"
+        )
+    assert caught.value.http_status == 404

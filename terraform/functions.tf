@@ -70,6 +70,26 @@ locals {
       timeout_seconds = 60
       memory          = "256Mi"
     }
+    # HTTP; never public. Writes a release request, then publishes the release's event.
+    promote = {
+      short           = "promote"
+      trigger_topics  = []
+      publishes       = ["build-succeeded"]
+      compute_role    = null
+      webhook_secrets = false
+      timeout_seconds = 60
+      memory          = "256Mi"
+    }
+    # HTTP; never public. Records a decision; an approval may start the deployment.
+    approve = {
+      short           = "approve"
+      trigger_topics  = []
+      publishes       = ["start-rolling-replace", "notify"]
+      compute_role    = null
+      webhook_secrets = false
+      timeout_seconds = 60
+      memory          = "256Mi"
+    }
   }
 
   # The rollback URL is derived rather than read back from the function, so the function can
@@ -79,6 +99,11 @@ locals {
   # What ROLLBACK_AUDIENCE holds: the function's URL first, then any extra accepted audiences,
   # comma-separated (shared/config.py parses it).
   rollback_audiences = join(",", concat([local.rollback_url], var.rollback_extra_audiences))
+  # The same for promote and approve: one function URL, one audience (plus the extra ones).
+  promote_url       = "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-promote"
+  promote_audiences = join(",", concat([local.promote_url], var.rollback_extra_audiences))
+  approve_url       = "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-approve"
+  approve_audiences = join(",", concat([local.approve_url], var.rollback_extra_audiences))
 
   # Every variable shared/config.py reads on Google Cloud. COMPUTE_EMULATOR_HOST and
   # NOTIFICATIONS_FILE are for the local stack only and must stay unset here.
@@ -86,6 +111,8 @@ locals {
     GOOGLE_CLOUD_PROJECT = var.project_id
     PIPELINE_CONFIG      = var.pipeline_config_path
     ROLLBACK_AUDIENCE    = local.rollback_audiences
+    PROMOTE_AUDIENCE     = local.promote_audiences
+    APPROVE_AUDIENCE     = local.approve_audiences
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level
@@ -134,8 +161,8 @@ resource "google_cloudfunctions2_function" "fn" {
     min_instance_count    = 0
     max_instance_count    = var.function_max_instances
     service_account_email = google_service_account.function[each.key].email
-    # Eventarc and Pub/Sub push count as internal traffic; only the rollback endpoint is
-    # reachable from outside, and even there IAM admits only the configured group.
+    # Eventarc and Pub/Sub push count as internal traffic; only the HTTP endpoints (rollback,
+    # promote, approve) are reachable from outside, and there IAM admits only their groups.
     ingress_settings               = length(each.value.trigger_topics) > 0 ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
     all_traffic_on_latest_revision = true
     environment_variables          = local.function_environment

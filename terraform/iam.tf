@@ -62,6 +62,24 @@ resource "google_cloud_run_v2_service_iam_member" "rollback_invoker" {
   member   = "group:${var.rollback_invoker_group}"
 }
 
+# Promote and approve: likewise one group each; the functions then check the caller against the
+# target environment's promoters / approvers in the pipeline file (and the two-person rule).
+resource "google_cloud_run_v2_service_iam_member" "promote_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["promote"].name
+  role     = "roles/run.invoker"
+  member   = "group:${var.promote_invoker_group}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "approve_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["approve"].name
+  role     = "roles/run.invoker"
+  member   = "group:${var.approve_invoker_group}"
+}
+
 # Compute permissions as custom roles: the predefined instanceAdmin / loadBalancerAdmin roles
 # would also let a function delete any VM or rewrite any load balancer in the project.
 locals {

@@ -3,6 +3,16 @@ output "rollback_url" {
   value       = local.rollback_url
 }
 
+output "promote_url" {
+  description = "POST here to promote (CONTRACT §4b); set RELEASECTL_PROMOTE_URL to it. Also the token audience."
+  value       = local.promote_url
+}
+
+output "approve_url" {
+  description = "POST here to approve or reject (CONTRACT §4c); set RELEASECTL_APPROVE_URL to it. Also the token audience."
+  value       = local.approve_url
+}
+
 output "topics" {
   description = "Every Pub/Sub topic, by name."
   value       = sort(tolist(local.all_topics))

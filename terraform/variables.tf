@@ -115,8 +115,28 @@ variable "rollback_invoker_group" {
   }
 }
 
+variable "promote_invoker_group" {
+  description = "Google group (e-mail) whose members may call the promote function (people, and the CircleCI service account for the production promotion job). The function also checks the target environment's promoters in the pipeline file."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[a-z]+$", var.promote_invoker_group))
+    error_message = "promote_invoker_group must be a group e-mail address (never allUsers or allAuthenticatedUsers)."
+  }
+}
+
+variable "approve_invoker_group" {
+  description = "Google group (e-mail) whose members may call the approve function. The function also checks the environment's approvers in the pipeline file, and refuses the deployment's own requester."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[a-z]+$", var.approve_invoker_group))
+    error_message = "approve_invoker_group must be a group e-mail address (never allUsers or allAuthenticatedUsers)."
+  }
+}
+
 variable "rollback_extra_audiences" {
-  description = "Token audiences the rollback function accepts besides its own URL. Add the Google Cloud CLI's OAuth client id (the audience of a person's `gcloud auth print-identity-token`) to let people call it with their own gcloud tokens; the invoker group and the pipeline file's rollback_callers still decide who may."
+  description = "Token audiences the rollback, promote and approve functions accept besides their own URLs. Add the Google Cloud CLI's OAuth client id (the audience of a person's `gcloud auth print-identity-token`) to let people call it with their own gcloud tokens; the invoker group and the pipeline file's rollback_callers still decide who may."
   type        = list(string)
   default     = []
 

@@ -10,8 +10,10 @@ import functools
 import os
 
 from shared.config import (
+    ENV_APPROVE_AUDIENCE,
     ENV_COMPUTE_EMULATOR_HOST,
     ENV_PROJECT,
+    ENV_PROMOTE_AUDIENCE,
     ENV_ROLLBACK_AUDIENCE,
     ConfigError,
     PipelineConfig,
@@ -62,5 +64,26 @@ def rollback_audience() -> tuple[str, ...]:
         raise ConfigError(
             f"{ENV_ROLLBACK_AUDIENCE}: required (the rollback function's URL, the token audience; "
             "more accepted audiences may follow, comma-separated)"
+        )
+    return audiences
+
+
+@functools.cache
+def promote_audience() -> tuple[str, ...]:
+    """Every audience a promote caller's token may carry (the promote function's URL first)."""
+    return _audiences(ENV_PROMOTE_AUDIENCE, "the promote function's URL")
+
+
+@functools.cache
+def approve_audience() -> tuple[str, ...]:
+    """Every audience an approve caller's token may carry (the approve function's URL first)."""
+    return _audiences(ENV_APPROVE_AUDIENCE, "the approve function's URL")
+
+
+def _audiences(variable: str, what: str) -> tuple[str, ...]:
+    audiences = parse_audiences(os.environ.get(variable, ""))
+    if not audiences:
+        raise ConfigError(
+            f"{variable}: required ({what}, the token audience; more accepted audiences may follow, comma-separated)"
         )
     return audiences

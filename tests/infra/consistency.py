@@ -332,7 +332,7 @@ def webhook_problems(model: Model, url_envs: Iterable[str], notify_entry_point: 
 
 def public_access_problems(model: Model) -> list[str]:
     """No IAM member anywhere may be allUsers or allAuthenticatedUsers, not even through a
-    local or a variable's default, and the rollback function's invoker must be a group."""
+    local or a variable's default, and each HTTP function's invoker must be a group."""
     problems: list[str] = []
     for where, module in _all_modules(model):
         scanned: list[tuple[str, Any]] = [(f"{where}:locals", module.get("locals", {}))]
@@ -352,12 +352,17 @@ def public_access_problems(model: Model) -> list[str]:
             for path, item in _walk(value, root):
                 if isinstance(item, str) and any(public in item for public in PUBLIC_MEMBERS):
                     problems.append(f"{path} grants access to {item!r}")
-    invoker = _resource(model, "google_cloud_run_v2_service_iam_member", "rollback_invoker")
-    if invoker is None:
-        problems.append("no invoker binding for the rollback function")
-    elif not str(invoker.get("member", "")).startswith("group:"):
-        problems.append(f"the rollback function's invoker is {invoker.get('member')!r}, not a group")
+    for function in HTTP_FUNCTIONS:
+        invoker = _resource(model, "google_cloud_run_v2_service_iam_member", f"{function}_invoker")
+        if invoker is None:
+            problems.append(f"no invoker binding for the {function} function")
+        elif not str(invoker.get("member", "")).startswith("group:"):
+            problems.append(f"the {function} function's invoker is {invoker.get('member')!r}, not a group")
     return problems
+
+
+HTTP_FUNCTIONS = ("rollback", "promote", "approve")
+"""The HTTP entry points: reachable from outside, so each needs a group as its only invoker."""
 
 
 # ---- Firestore indexes --------------------------------------------------------------------

@@ -91,6 +91,8 @@ ENV_WEBHOOK_URL = "LOCAL_WEBHOOK_URL"
 """The local pipeline file's webhook channel reads its URL from this variable."""
 ENV_TOKEN_URL = "RELEASECTL_TOKEN_URL"
 ENV_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
+ENV_PROMOTE_URL = shared_config.ENV_RELEASECTL_PROMOTE_URL
+ENV_APPROVE_URL = shared_config.ENV_RELEASECTL_APPROVE_URL
 
 START_TIMEOUT_SECONDS = 60.0
 FUNCTION_START_TIMEOUT_SECONDS = 60.0
@@ -571,7 +573,8 @@ class Stack:
         self._load_config()
 
     def _compose_env(self, endpoints: _Endpoints) -> None:
-        rollback_url = endpoints.function_urls()["rollback"]
+        function_urls = endpoints.function_urls()
+        rollback_url = function_urls["rollback"]
         self.notifications_file.touch()
         access_token_file = self.state_dir / ACCESS_TOKEN_FILE
         # gcloud insists on some credential; the emulators accept any token.
@@ -584,6 +587,8 @@ class Stack:
         if endpoints.compute_host:
             env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = endpoints.compute_host
         env[ENV_ROLLBACK_URL] = rollback_url
+        env[ENV_PROMOTE_URL] = function_urls["promote"]
+        env[ENV_APPROVE_URL] = function_urls["approve"]
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
         if endpoints.compute_host:
@@ -592,7 +597,10 @@ class Stack:
         env[shared_config.ENV_PIPELINE_CONFIG] = str(self.pipeline_file)
         env[shared_config.ENV_NOTIFICATIONS_FILE] = str(self.notifications_file)
         env[ENV_TOKEN_URL] = f"{endpoints.issuer_url}/token"
+        # One function URL, one audience: each HTTP function accepts tokens minted for it alone.
         env[shared_config.ENV_ROLLBACK_AUDIENCE] = rollback_url
+        env[shared_config.ENV_PROMOTE_AUDIENCE] = function_urls["promote"]
+        env[shared_config.ENV_APPROVE_AUDIENCE] = function_urls["approve"]
         env[ENV_WEBHOOK_URL] = endpoints.webhook_url
         self.env = env
         self.function_env = {

@@ -1,4 +1,5 @@
-"""`releasectl`: publish builds, read release state, watch deployments, roll back (CONTRACT §5).
+"""`releasectl`: publish builds, read release state, watch deployments, roll back, promote,
+approve or reject (CONTRACT §5).
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or input (one line on stderr).
 `--json` prints exactly one JSON document on stdout; progress then goes to stderr.
@@ -16,16 +17,20 @@ from typing import Any, NoReturn, TextIO
 
 from releasectl.records import RecordsUnavailable, environment_releases, environment_status, firestore_client
 from releasectl.remote import (
+    ENDPOINTS,
     BadInput,
     OperationFailed,
     build_message,
     identity_token,
     publish_build_succeeded,
+    request_decision,
+    request_promotion,
     request_rollback,
 )
 from releasectl.watch import watch_deployment
 from shared.artifact import ArtifactError, build_artifact
 from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
+from shared.domain.build_event import DEPLOYMENT_ID_PATTERN
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,6 +56,12 @@ def _name(kind: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def _deployment_id(value: str) -> str:
+    if not DEPLOYMENT_ID_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a deployment id")
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -115,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason")
     json_flag(rollback)
 
+    promote = commands.add_parser(
+        "promote", help="deploy a release live in one environment to another (CONTRACT §4b)"
+    )
+    promote.add_argument("--app", required=True, type=_name("app"))
+    promote.add_argument("--from", required=True, type=_name("environment"), dest="from_environment")
+    promote.add_argument("--to", required=True, type=_name("environment"), dest="to_environment")
+    promote.add_argument("--version", help="a version that is or was live there (default: the live one)")
+    promote.add_argument("--reason")
+    json_flag(promote)
+
+    approve = commands.add_parser("approve", help="approve a deployment awaiting approval (CONTRACT §4c)")
+    approve.add_argument("deployment_id", type=_deployment_id)
+    approve.add_argument("--reason")
+    json_flag(approve)
+
+    reject = commands.add_parser("reject", help="reject a deployment awaiting approval (CONTRACT §4c)")
+    reject.add_argument("deployment_id", type=_deployment_id)
+    reject.add_argument("--reason", required=True)
+    json_flag(reject)
+
     watch = commands.add_parser("watch", help="follow a deployment until it is live or has failed")
     watch.add_argument("deployment_id")
     watch.add_argument(
@@ -127,7 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--out", required=True, type=Path)
     json_flag(package)
 
-    token = commands.add_parser("token", help="print an identity token the rollback endpoint accepts")
+    token = commands.add_parser("token", help="print an identity token the pipeline's HTTP functions accept")
+    token.add_argument("--email", help="locally: mint the token for this identity instead of yours")
+    token.add_argument(
+        "--for",
+        dest="endpoint",
+        choices=sorted(ENDPOINTS),
+        default="rollback",
+        help="the function the token is for (its audience); default rollback",
+    )
     json_flag(token)
     return parser
 
@@ -210,6 +249,11 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
         )
     else:
         out.line("  live:         nothing yet")
+    for row in status.get("awaiting_approval") or []:
+        out.line(
+            f"  awaiting approval: {row['version']}  ({row['deployment_id']},"
+            f" requested by {row['requested_by'] or 'CI'}); releasectl approve {row['deployment_id']}"
+        )
     if status["in_progress"]:
         out.line("  in progress:")
         for row in status["in_progress"]:
@@ -274,6 +318,37 @@ def _rollback(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def _promote(args: argparse.Namespace, out: _Output) -> int:
+    if args.from_environment == args.to_environment:
+        raise BadInput("--from and --to must name different environments")
+    accepted = request_promotion(
+        args.app, args.from_environment, args.to_environment, args.version, args.reason
+    )
+    if out.as_json:
+        out.document(accepted)
+        return EXIT_OK
+    out.line(
+        f"promotion accepted: {args.app} {accepted.get('version')} from {args.from_environment} to"
+        f" {args.to_environment} as {accepted.get('deployment_id')} ({accepted.get('status')})"
+    )
+    if accepted.get("status") == "awaiting_approval":
+        out.line(f"an approver other than you runs: releasectl approve {accepted.get('deployment_id')}")
+    out.line(f"follow it with: releasectl watch {accepted.get('deployment_id')}")
+    return EXIT_OK
+
+
+def _decide(decision: str) -> Callable[[argparse.Namespace, _Output], int]:
+    def run_decision(args: argparse.Namespace, out: _Output) -> int:
+        taken = request_decision(args.deployment_id, decision, args.reason)
+        if out.as_json:
+            out.document(taken)
+        else:
+            out.line(f"{args.deployment_id}: {decision}d; it is now {taken.get('status')}")
+        return EXIT_OK
+
+    return run_decision
+
+
 def _watch(args: argparse.Namespace, out: _Output) -> int:
     outcome = watch_deployment(firestore_client(), args.deployment_id, args.timeout, out.line)
     if outcome.timed_out:
@@ -302,7 +377,7 @@ def _package(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _token(args: argparse.Namespace, out: _Output) -> int:
-    token = identity_token()
+    token = identity_token(ENDPOINTS[args.endpoint], email=args.email)
     if out.as_json:
         out.document({"token": token})
     else:
@@ -315,6 +390,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "status": _status,
     "releases": _releases,
     "rollback": _rollback,
+    "promote": _promote,
+    "approve": _decide("approve"),
+    "reject": _decide("reject"),
     "watch": _watch,
     "package": _package,
     "token": _token,

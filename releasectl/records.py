@@ -21,6 +21,7 @@ from shared.config import ENV_PROJECT
 DEPLOYMENTS = queries.DEPLOYMENTS
 ENVIRONMENTS = queries.ENVIRONMENTS
 IN_PROGRESS_STATUSES = ("queued", "provisioning", "cooling_down", "switching")
+AWAITING_STATUSES = ("awaiting_approval",)
 TERMINAL_STATUSES = ("live", "failed", "cancelled", "retired")
 RPC_TIMEOUT_SECONDS = 30.0
 
@@ -75,7 +76,7 @@ def _went_live_at(deployment: Mapping[str, Any]) -> Any:
 def environment_status(
     client: firestore.Client, app: str, environment: str, url: str | None
 ) -> dict[str, Any]:
-    """`releasectl status --json`: what is live, and what is on its way."""
+    """`releasectl status --json`: what is live, what is on its way, what awaits approval."""
     env_record = _environment(client, app, environment) or {}
     live: dict[str, Any] | None = None
     live_id = env_record.get("live_deployment_id")
@@ -92,7 +93,7 @@ def environment_status(
         queries.ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
         app=app,
         environment=environment,
-        status=IN_PROGRESS_STATUSES,
+        status=(*IN_PROGRESS_STATUSES, *AWAITING_STATUSES),
     )
     try:
         # Equality and `in` filters alone are served by single-field indexes (no ordering in the
@@ -105,8 +106,25 @@ def environment_status(
     in_progress = [
         {"deployment_id": deployment_id, "version": doc.get("version"), "status": doc.get("status")}
         for deployment_id, doc in rows
+        if doc.get("status") in IN_PROGRESS_STATUSES
     ]
-    return {"app": app, "environment": environment, "url": url, "live": live, "in_progress": in_progress}
+    awaiting_approval = [
+        {
+            "deployment_id": deployment_id,
+            "version": doc.get("version"),
+            "requested_by": doc.get("requested_by"),
+        }
+        for deployment_id, doc in rows
+        if doc.get("status") in AWAITING_STATUSES
+    ]
+    return {
+        "app": app,
+        "environment": environment,
+        "url": url,
+        "live": live,
+        "in_progress": in_progress,
+        "awaiting_approval": awaiting_approval,
+    }
 
 
 RELEASE_FIELDS = (
@@ -118,6 +136,8 @@ RELEASE_FIELDS = (
     "finished_at",
     "rollback_of",
     "triggered_by",
+    "requested_by",
+    "promoted_from",
 )
 
 
@@ -131,6 +151,8 @@ def release_row(deployment_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         "finished_at": iso(doc.get("finished_at")),
         "rollback_of": doc.get("rollback_of"),
         "triggered_by": doc.get("triggered_by"),
+        "requested_by": doc.get("requested_by"),
+        "promoted_from": doc.get("promoted_from"),
     }
 
 

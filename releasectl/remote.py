@@ -1,4 +1,5 @@
-"""Talking to the pipeline: publish `build-succeeded`, get an identity token, call the rollback.
+"""Talking to the pipeline: publish `build-succeeded`, get an identity token, call the HTTP
+functions (rollback, promote, approve).
 
 Each failure is classified for the CLI's exit code: `BadInput` (2) for what the user can fix in
 the command line or environment, `OperationFailed` (1) for everything else.
@@ -20,8 +21,12 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from shared.config import (
+    ENV_APPROVE_AUDIENCE,
     ENV_PROJECT,
+    ENV_PROMOTE_AUDIENCE,
+    ENV_RELEASECTL_APPROVE_URL,
     ENV_RELEASECTL_IDENTITY,
+    ENV_RELEASECTL_PROMOTE_URL,
     ENV_RELEASECTL_ROLLBACK_URL,
     ENV_RELEASECTL_TOKEN_URL,
     ENV_ROLLBACK_AUDIENCE,
@@ -98,19 +103,46 @@ def publish_build_succeeded(data: bytes, attributes: Mapping[str, str], project:
         publisher.stop()
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """One of the pipeline's HTTP functions, as releasectl finds it in the environment."""
+
+    name: str
+    url_variable: str
+    audience_variable: str
+
+    def url(self) -> str:
+        url = os.environ.get(self.url_variable, "").strip()
+        if not url:
+            raise BadInput(f"{self.url_variable} is not set (the {self.name} function's URL)")
+        return url
+
+    def audience(self) -> str:
+        """The token audience: the function's first accepted audience, else its URL."""
+        configured = os.environ.get(self.audience_variable, "").split(",")[0].strip()
+        return configured or self.url()
+
+
+ROLLBACK = Endpoint("rollback", ENV_RELEASECTL_ROLLBACK_URL, ENV_ROLLBACK_AUDIENCE)
+PROMOTE = Endpoint("promote", ENV_RELEASECTL_PROMOTE_URL, ENV_PROMOTE_AUDIENCE)
+APPROVE = Endpoint("approve", ENV_RELEASECTL_APPROVE_URL, ENV_APPROVE_AUDIENCE)
+ENDPOINTS = {endpoint.name: endpoint for endpoint in (ROLLBACK, PROMOTE, APPROVE)}
+
+
 def rollback_url() -> str:
-    url = os.environ.get(ENV_RELEASECTL_ROLLBACK_URL, "").strip()
-    if not url:
-        raise BadInput(f"{ENV_RELEASECTL_ROLLBACK_URL} is not set (the rollback function's URL)")
-    return url
+    return ROLLBACK.url()
 
 
-def identity_token() -> str:
-    """A token the rollback function accepts: from the local issuer, or from gcloud on GCP."""
-    audience = os.environ.get(ENV_ROLLBACK_AUDIENCE, "").strip() or rollback_url()
+def identity_token(endpoint: Endpoint = ROLLBACK, email: str | None = None) -> str:
+    """A token `endpoint` accepts: from the local issuer, or from gcloud on GCP.
+
+    `email` asks the local issuer for another identity (`releasectl token --email`); on GCP
+    the identity is whoever gcloud is logged in as, so naming another one is bad input.
+    """
+    audience = endpoint.audience()
     token_url = os.environ.get(ENV_RELEASECTL_TOKEN_URL, "").strip()
     if token_url:
-        identity = os.environ.get(ENV_RELEASECTL_IDENTITY, "").strip() or DEFAULT_IDENTITY
+        identity = email or os.environ.get(ENV_RELEASECTL_IDENTITY, "").strip() or DEFAULT_IDENTITY
         query = urllib.parse.urlencode({"audience": audience, "email": identity})
         separator = "&" if "?" in token_url else "?"
         try:
@@ -122,6 +154,11 @@ def identity_token() -> str:
                 f"token issuer answered HTTP {response.status_code}: {response.text.strip()}"
             )
         return response.text.strip()
+    if email:
+        raise BadInput(
+            f"--email needs the local token issuer ({ENV_RELEASECTL_TOKEN_URL}); on Google Cloud the"
+            " identity is the account gcloud is logged in as"
+        )
     gcloud = shutil.which("gcloud")
     if not gcloud:
         raise BadInput(
@@ -163,29 +200,70 @@ def request_rollback(
     app: str, environment: str, to_version: str | None, reason: str | None, token: str | None = None
 ) -> RollbackAccepted:
     """POST CONTRACT §4. 400/404 are the caller's input (BadInput); 401/403/409/5xx fail the operation."""
-    url = rollback_url()
     body: dict[str, Any] = {"app": app, "environment": environment}
     if to_version:
         body["to_version"] = to_version
     if reason:
         body["reason"] = reason
-    bearer = token or identity_token()
+    answer = call(ROLLBACK, body, token)
+    return RollbackAccepted(
+        deployment_id=str(answer.get("deployment_id")),
+        version=str(answer.get("version")),
+        rollback_of=answer.get("rollback_of"),
+        body=answer,
+    )
+
+
+def request_promotion(
+    app: str,
+    from_environment: str,
+    to_environment: str,
+    version: str | None,
+    reason: str | None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """POST CONTRACT §4b; the 202 answer `{deployment_id, version, status}`."""
+    body: dict[str, Any] = {
+        "app": app,
+        "from_environment": from_environment,
+        "to_environment": to_environment,
+    }
+    if version:
+        body["version"] = version
+    if reason:
+        body["reason"] = reason
+    return call(PROMOTE, body, token)
+
+
+def request_decision(
+    deployment_id: str, decision: str, reason: str | None, token: str | None = None
+) -> dict[str, Any]:
+    """POST CONTRACT §4c; the 202 answer `{deployment_id, status}`."""
+    body: dict[str, Any] = {"deployment_id": deployment_id, "decision": decision}
+    if reason:
+        body["reason"] = reason
+    return call(APPROVE, body, token)
+
+
+def call(endpoint: Endpoint, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    """POST `body` to `endpoint` with an identity token; the JSON answer of a 202.
+
+    400 and 404 are the caller's input (BadInput, exit 2); 401, 403, 409 and 5xx fail the
+    operation (exit 1), with the server's reason.
+    """
+    url = endpoint.url()
+    bearer = token or identity_token(endpoint)
     try:
         response = requests.post(
             url, json=body, headers={"Authorization": f"Bearer {bearer}"}, timeout=HTTP_TIMEOUT_SECONDS
         )
     except requests.RequestException as exc:  # transient: the function is unreachable
-        raise OperationFailed(f"cannot reach the rollback endpoint {url}: {exc}") from exc
+        raise OperationFailed(f"cannot reach the {endpoint.name} endpoint {url}: {exc}") from exc
     answer = _json_or_text(response)
     if response.status_code == 202 and isinstance(answer, dict):
-        return RollbackAccepted(
-            deployment_id=str(answer.get("deployment_id")),
-            version=str(answer.get("version")),
-            rollback_of=answer.get("rollback_of"),
-            body=answer,
-        )
+        return answer
     reason_text = answer.get("error") if isinstance(answer, dict) else str(answer)
-    message = f"rollback refused (HTTP {response.status_code}): {reason_text or response.reason}"
+    message = f"{endpoint.name} refused (HTTP {response.status_code}): {reason_text or response.reason}"
     if response.status_code in (400, 404):
         raise BadInput(message)
     raise OperationFailed(message)

@@ -129,6 +129,16 @@ def seeded(cli_env: dict[str, str]) -> firestore.Client:
     deployments.document("hello-production-eee").set(
         {**deployment("1.0.0", "live", T0), "environment": "production"}
     )
+    deployments.document("hello-production-fff").set(
+        {
+            **deployment("1.1.0", "queued", T0 + timedelta(hours=1), finished=False),
+            "environment": "production",
+            "status": "awaiting_approval",
+            "history": [{"status": "awaiting_approval", "at": T0 + timedelta(hours=1), "detail": ""}],
+            "requested_by": "developer@hello.local",
+            "promoted_from": "staging",
+        }
+    )
     client.collection("environments").document("hello@staging").set(
         {
             "app": "hello",
@@ -156,7 +166,21 @@ def test_status_json_has_exactly_the_contract_shape(seeded: firestore.Client) ->
             "since": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
         },
         "in_progress": [{"deployment_id": "hello-staging-ddd", "version": "1.3.0", "status": "provisioning"}],
+        "awaiting_approval": [],
     }
+
+
+def test_status_json_lists_what_awaits_approval_with_its_verified_requester(seeded: firestore.Client) -> None:
+    result = releasectl("status", "--app", "hello", "--env", "production", "--json")
+
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert document["in_progress"] == []
+    assert document["awaiting_approval"] == [
+        {"deployment_id": "hello-production-fff", "version": "1.1.0", "requested_by": "developer@hello.local"}
+    ]
+    human = releasectl("status", "--app", "hello", "--env", "production")
+    assert "releasectl approve hello-production-fff" in human.stdout
 
 
 def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, str]) -> None:
@@ -169,6 +193,7 @@ def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, s
         "url": None,
         "live": None,
         "in_progress": [],
+        "awaiting_approval": [],
     }
 
 
@@ -201,6 +226,8 @@ def test_releases_json_lists_the_environment_newest_first_in_the_contract_shape(
         "finished_at": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
         "rollback_of": None,
         "triggered_by": "circleci",
+        "requested_by": None,
+        "promoted_from": None,
     }
     assert rows[0]["finished_at"] is None
 
@@ -426,6 +453,22 @@ def test_token_prints_a_token_the_rollback_endpoint_verifies(rollback_endpoint: 
     assert result.code == 0
     caller = verify_identity_token(result.stdout.strip(), rollback_endpoint.url, request=CachingRequest())
     assert caller.email == "developer@hello.local"
+
+
+def test_token_for_another_identity_and_function_carries_that_email_and_audience(
+    rollback_endpoint: RollbackEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELEASECTL_APPROVE_URL", "http://127.0.0.1:9/approve")
+
+    result = releasectl("token", "--email", "approver@hello.local", "--for", "approve")
+
+    assert result.code == 0, result.stderr
+    caller = verify_identity_token(
+        result.stdout.strip(), "http://127.0.0.1:9/approve", request=CachingRequest()
+    )
+    assert caller.email == "approver@hello.local"
+    with pytest.raises(InvalidTokenError):  # one function URL, one audience
+        verify_identity_token(result.stdout.strip(), rollback_endpoint.url, request=CachingRequest())
 
 
 def test_rollback_posts_the_request_with_a_token_and_prints_the_202(

@@ -2,7 +2,8 @@
 
 An operator's session, run as subprocesses with the stack's environment (as after
 `source .local/env`): package, publish two releases, watch them, read status and history, roll
-back through the authenticated endpoint and watch the rollback go live.
+back through the authenticated endpoint and watch the rollback go live. Production is not
+auto_deploy, so each CI build there waits until a second identity approves it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,21 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
+def awaiting_approval(env: dict[str, str], app: str, environment: str, deployment_id: str) -> dict[str, Any]:
+    """The deployment's row in `status --json`'s awaiting_approval, once admission recorded it."""
+    deadline = time.monotonic() + 60
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = as_json(releasectl(env, "status", "--app", app, "--env", environment, "--json"))[
+            "awaiting_approval"
+        ]
+        found = [row for row in rows if row["deployment_id"] == deployment_id]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"{deployment_id} never showed as awaiting approval (last: {rows})")
+
+
 def test_an_operator_session_from_publish_to_rollback(local_stack: Any, tmp_path: Path) -> None:
     env = dict(local_stack.env)
     # Staging may already hold releases from other tests of this session: use production.
@@ -52,6 +69,7 @@ def test_an_operator_session_from_publish_to_rollback(local_stack: Any, tmp_path
     packaged = releasectl(env, "package", str(REPO / "examples" / "hello"), "--out", str(tmp_path), "--json")
     artifact_uri = as_json(packaged)["uri"]
 
+    approver = {**env, "RELEASECTL_IDENTITY": "approver@hello.local"}
     deployments = []
     for index, message in enumerate(("fix: releasectl session one", "feat: releasectl session two")):
         build_id = f"releasectl-{run}-{index}"
@@ -62,6 +80,10 @@ def test_an_operator_session_from_publish_to_rollback(local_stack: Any, tmp_path
         )  # fmt: skip
         assert published.returncode == 0, published.stderr
         deployment_id = deployment_id_for(app, environment, build_id)
+        waiting = awaiting_approval(env, app, environment, deployment_id)
+        assert waiting["requested_by"] is None, "a CI build has no verified requester"
+        approved = releasectl(approver, "approve", deployment_id, "--reason", "session", "--json")
+        assert as_json(approved)["deployment_id"] == deployment_id
         watched = releasectl(env, "watch", deployment_id, "--timeout", "150")
         assert watched.returncode == 0, watched.stdout + watched.stderr
         assert "live" in watched.stdout

@@ -83,3 +83,15 @@ def on_dead_letter(event: CloudEvent) -> None:
 def rollback(request: flask.Request) -> flask.Response:
     _record("rollback", {"method": request.method, "body": request.get_data(as_text=True)})
     return flask.jsonify({"echo": "rollback"})
+
+
+@functions_framework.http
+def promote(request: flask.Request) -> flask.Response:
+    _record("promote", {"method": request.method, "body": request.get_data(as_text=True)})
+    return flask.jsonify({"echo": "promote"})
+
+
+@functions_framework.http
+def approve(request: flask.Request) -> flask.Response:
+    _record("approve", {"method": request.method, "body": request.get_data(as_text=True)})
+    return flask.jsonify({"echo": "approve"})

@@ -19,6 +19,8 @@ CONTRACT_NAMES = (
     "PUBSUB_EMULATOR_HOST",
     "FIRESTORE_EMULATOR_HOST",
     "RELEASECTL_ROLLBACK_URL",
+    "RELEASECTL_PROMOTE_URL",
+    "RELEASECTL_APPROVE_URL",
     "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB",
     "CLOUDSDK_CORE_PROJECT",
     "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
@@ -26,6 +28,8 @@ CONTRACT_NAMES = (
     "NOTIFICATIONS_FILE",
     "RELEASECTL_TOKEN_URL",
     "ROLLBACK_AUDIENCE",
+    "PROMOTE_AUDIENCE",
+    "APPROVE_AUDIENCE",
 )
 COMPUTE_NAMES = ("COMPUTE_EMULATOR_HOST", "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE")
 
@@ -66,7 +70,11 @@ def test_env_file_holds_the_contract_names(echo_stack: EchoStack) -> None:
             env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"]
             == f"http://{env['COMPUTE_EMULATOR_HOST']}/compute/v1/"
         )
+    # One function URL, one audience: a token minted for one HTTP function is refused by the others.
     assert env["RELEASECTL_ROLLBACK_URL"] == env["ROLLBACK_AUDIENCE"]
+    assert env["RELEASECTL_PROMOTE_URL"] == env["PROMOTE_AUDIENCE"]
+    assert env["RELEASECTL_APPROVE_URL"] == env["APPROVE_AUDIENCE"]
+    assert len({env["ROLLBACK_AUDIENCE"], env["PROMOTE_AUDIENCE"], env["APPROVE_AUDIENCE"]}) == 3
     assert env["PIPELINE_CONFIG"] == str(stack.pipeline_file)
     assert env["NOTIFICATIONS_FILE"] == str(stack.state_dir / "notifications.jsonl")
     text = stack.env_file.read_text(encoding="utf-8")

@@ -41,6 +41,8 @@ def test_the_rendered_file_meets_the_local_contract(tmp_path: Path, monkeypatch:
     staging, production = config.environment("hello", "staging"), config.environment("hello", "production")
     assert staging is not None and staging.auto_deploy
     assert production is not None and not production.auto_deploy
+    assert production.approvers == (DEFAULT_IDENTITY, "approver@hello.local")
+    assert production.promotion_callers == production.approvers
 
 
 def test_the_local_identity_may_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

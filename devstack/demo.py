@@ -6,6 +6,9 @@
 4. A rollback over the authenticated HTTP endpoint, under load, brings the previous version back:
    its group is still retained (detached, running), so the rollback is a traffic switch to it,
    without a new group or a cool-down.
+5. The staging release is promoted to production, which is not auto_deploy: it waits; the
+   requester's own approval is refused (403); a second person (approver@hello.local) approves;
+   production goes live on the same artifact and version; the records say who asked and who approved.
 
 Uses a stack already running from `make up` (and leaves it running), else starts one and stops it
 at the end. Prints a table of versions, statuses, time per phase, requests served and failed, and
@@ -40,10 +43,14 @@ from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
 from releasectl.records import firestore_client, get_deployment
 from releasectl.remote import (
+    APPROVE,
     BadInput,
     OperationFailed,
     build_message,
+    identity_token,
     publish_build_succeeded,
+    request_decision,
+    request_promotion,
     request_rollback,
 )
 from releasectl.watch import watch_deployment
@@ -52,6 +59,10 @@ from shared.domain.identifiers import deployment_id_for
 
 APP = "hello"
 ENVIRONMENT = "staging"
+PRODUCTION = "production"
+SECOND_APPROVER = "approver@hello.local"
+"""The local pipeline file's second approver of production: the demo's "second person"."""
+RECORD_TIMEOUT_SECONDS = 30.0
 SAMPLE_APP = Path(__file__).resolve().parent.parent / "examples" / "hello"
 WATCH_TIMEOUT_SECONDS = 150.0
 NOTIFICATION_TIMEOUT_SECONDS = 60.0
@@ -177,8 +188,11 @@ def progress_line(load: LoadGenerator | None) -> Callable[[str], None]:
 
 
 class Demo:
-    def __init__(self, url: str, notifications_file: Path, workdir: Path) -> None:
+    def __init__(
+        self, url: str, notifications_file: Path, workdir: Path, production_url: str | None = None
+    ) -> None:
         self.url = url
+        self.production_url = production_url
         self.notifications_file = notifications_file
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
@@ -237,6 +251,50 @@ class Demo:
         if result.version != accepted.version:
             result.problems.append(f"rollback deployed {result.version}, the 202 promised {accepted.version}")
         return result
+
+    def promote(self, step: str) -> StepResult:
+        """Promote staging's live release to production and take it through the two-person rule."""
+        result = StepResult(step=step)
+        self.results.append(result)
+        accepted = request_promotion(APP, ENVIRONMENT, PRODUCTION, None, "make demo: promoting")
+        deployment_id = str(accepted.get("deployment_id"))
+        result.deployment_id = deployment_id
+        say(
+            f"    202 accepted: {accepted.get('version')} as {deployment_id}, status {accepted.get('status')}"
+        )
+        if accepted.get("status") != "awaiting_approval":
+            result.problems.append(f"the promotion started {accepted.get('status')}, not awaiting_approval")
+        waiting = self._wait_for_status(deployment_id, "awaiting_approval")
+        say(
+            f"    {deployment_id} is {waiting.get('status')}: it takes no lock and no instances until approved"
+        )
+        try:
+            request_decision(deployment_id, "approve", "make demo: approving my own request")
+            result.problems.append("the requester's own approval was accepted")
+        except OperationFailed as exc:  # expected: 403, the requester may not approve
+            if "HTTP 403" not in str(exc):
+                raise
+            say(f"    the requester's own approval is refused: {exc}")
+        token = identity_token(APPROVE, email=SECOND_APPROVER)
+        taken = request_decision(deployment_id, "approve", "make demo: second pair of eyes", token=token)
+        say(f"    {SECOND_APPROVER} approves: {deployment_id} is now {taken.get('status')}")
+        self._follow(result, None)
+        record = get_deployment(self.firestore, deployment_id) or {}
+        approvals = [f"{a.get('by')} ({a.get('decision')})" for a in record.get("approvals") or []]
+        say(f"    requested by {record.get('requested_by')}; approved by {', '.join(approvals) or 'nobody'}")
+        if [a.get("by") for a in record.get("approvals") or []] != [SECOND_APPROVER]:
+            result.problems.append(f"approvals recorded: {approvals}")
+        return result
+
+    def _wait_for_status(self, deployment_id: str, status: str) -> dict[str, Any]:
+        deadline = time.monotonic() + RECORD_TIMEOUT_SECONDS
+        while True:
+            record = get_deployment(self.firestore, deployment_id) or {}
+            if record.get("status") == status:
+                return record
+            if time.monotonic() > deadline:
+                raise DemoFailure(f"{deployment_id} is {record.get('status')}, not {status}")
+            time.sleep(0.25)
 
     def _follow(self, result: StepResult, load: LoadGenerator | None) -> None:
         assert result.deployment_id
@@ -367,10 +425,10 @@ def summary_table(results: Sequence[StepResult]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def run_demo(url: str, notifications_file: Path) -> int:
+def run_demo(url: str, notifications_file: Path, production_url: str | None = None) -> int:
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="release-demo-") as scratch:
-        demo = Demo(url, notifications_file, Path(scratch))
+        demo = Demo(url, notifications_file, Path(scratch), production_url)
         try:
             _story(demo)
         except DemoFailure as exc:  # a step misbehaved: report it, skip the steps that need it
@@ -453,12 +511,29 @@ def _story(demo: Demo) -> None:
         time.sleep(SETTLE_SECONDS)
     demo.check_load(rollback, load.report(), before=second.version, after=first.version)
 
+    heading(f"5. Promote the {ENVIRONMENT} release to {PRODUCTION}: it waits for a second person")
+    staged = get_deployment(demo.firestore, rollback.deployment_id or "") or {}
+    promotion = demo.promote("promotion")
+    promoted = get_deployment(demo.firestore, promotion.deployment_id or "") or {}
+    for key in ("version", "commit", "artifact", "artifact_sha256"):
+        if staged.get(key) != promoted.get(key):
+            promotion.problems.append(
+                f"{key}: {PRODUCTION} got {promoted.get(key)}, {ENVIRONMENT} had {staged.get(key)}"
+            )
+    if demo.production_url and promotion.version:
+        if wait_for_version(demo.production_url, promotion.version, SERVE_TIMEOUT_SECONDS) is None:
+            promotion.problems.append(f"{demo.production_url} does not serve {promotion.version}")
+        say(
+            f"    {demo.production_url} serves {served_version(demo.production_url)}, the same artifact as {ENVIRONMENT}"
+        )
+
     heading("Checking the records")
     expected = {
         first.deployment_id: "retired",
         second.deployment_id: "retired",
         third.deployment_id: "failed",
         rollback.deployment_id: "live",
+        promotion.deployment_id: "live",
     }
     known = {deployment_id: status for deployment_id, status in expected.items() if deployment_id}
     rollback.problems += demo.final_statuses(known)
@@ -479,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.url(APP, ENVIRONMENT)
         say(f"    ready in {time.monotonic() - started:.1f} s; {APP}/{ENVIRONMENT} is served at {url}")
         say(f"    notifications: {stack.notifications_file}; logs: {stack.logs_dir}")
-        code = run_demo(url, stack.notifications_file)
+        code = run_demo(url, stack.notifications_file, stack.url(APP, PRODUCTION))
     return code
 
 

@@ -35,6 +35,8 @@ from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_b
 from shared.topology import BUILD_SUCCEEDED
 
 DEFAULT_IDENTITY = "developer@hello.local"
+ENV_GCLOUD_IMPERSONATION = "CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT"
+"""gcloud's own setting: when set, gcloud mints tokens for that service account."""
 PUBLISH_TIMEOUT_SECONDS = 30.0
 HTTP_TIMEOUT_SECONDS = 30.0
 GCLOUD_TIMEOUT_SECONDS = 60.0
@@ -164,7 +166,12 @@ def identity_token(endpoint: Endpoint = ROLLBACK, email: str | None = None) -> s
         raise BadInput(
             f"gcloud is not installed and {ENV_RELEASECTL_TOKEN_URL} is not set; cannot get a token"
         )
-    completed = _gcloud_identity_token(gcloud, [f"--audiences={audience}"])
+    flags = [f"--audiences={audience}"]
+    if os.environ.get(ENV_GCLOUD_IMPERSONATION, "").strip():
+        # A token minted through impersonation (CircleCI's promotion job) carries the e-mail
+        # claim the functions verify only when asked to.
+        flags.append("--include-email")
+    completed = _gcloud_identity_token(gcloud, flags)
     if completed.returncode != 0 and "service account" in completed.stderr.lower():
         # gcloud names an audience only for service accounts; a person's token carries gcloud's
         # own client id as its audience, which the rollback function can be told to accept.

@@ -57,6 +57,15 @@ resource "google_service_account_iam_member" "circleci_impersonation" {
   member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.circleci.name}/attribute.project_id/${each.key}"
 }
 
+# The production promotion job calls the promote function with an identity token of this account
+# (gcloud auth print-identity-token, impersonating it): the account may mint ID tokens for itself.
+# It still needs membership of promote_invoker_group and the target environment's promoters.
+resource "google_service_account_iam_member" "circleci_mints_its_id_tokens" {
+  service_account_id = google_service_account.circleci_publisher.name
+  role               = "roles/iam.serviceAccountOpenIdTokenCreator"
+  member             = google_service_account.circleci_publisher.member
+}
+
 resource "google_storage_bucket_iam_member" "circleci_uploads_artifacts" {
   bucket = google_storage_bucket.artifacts.name
   role   = "roles/storage.objectCreator"

@@ -223,6 +223,17 @@ class Pipeline:
             self.stack.env["RELEASECTL_ROLLBACK_URL"], data=data, headers=headers, timeout=30
         )
 
+    def call(
+        self, function: str, body: Any, email: str | None = None, token: str | None = None
+    ) -> requests.Response:
+        """POST to one of the HTTP functions (`promote`, `approve`) as `email` (default: the local
+        developer), with a token minted for that function's audience."""
+        url = self.stack.env[f"RELEASECTL_{function.upper()}_URL"]
+        bearer = token or self.token(email, audience=self.stack.env[f"{function.upper()}_AUDIENCE"])
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
+        return requests.post(url, data=data, headers=headers, timeout=30)
+
 
 @pytest.fixture(scope="session")
 def pipeline(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:

@@ -109,6 +109,10 @@ def test_the_same_build_three_times_is_one_deployment_and_promotion_keeps_the_ve
     assert [h["status"] for h in live["history"]] == HAPPY_PATH
 
     production = pipeline.publish_build("production", commit, "ci-3-production", messages=["fix: typo"])
+    # Production is not auto_deploy: the build waits for an approver before it takes the lock.
+    pipeline.wait_status(production, "awaiting_approval", timeout=30)
+    approval = {"deployment_id": production, "decision": "approve"}
+    assert pipeline.call("approve", approval, "approver@hello.local").status_code == 202
     promoted = pipeline.wait_status(production, "live", "failed")
     assert promoted["status"] == "live" and promoted["version"] == "1.1.1"
     releases = list(
@@ -316,6 +320,7 @@ def test_rollback_puts_the_previous_release_back_and_then_any_chosen_version(pip
     assert load.result.failures == [], f"{len(load.result.failures)} of {load.result.total} requests failed"
     assert rolled["rollback_of"] == current["live_deployment_id"] and rolled["commit"] == previous["commit"]
     assert rolled["triggered_by"] == local_identity() and rolled["reason"] == "errors after release"
+    assert rolled["requested_by"] == local_identity()
     assert len(list(pipeline.db.collection("releases").stream())) == releases_before, (
         "a rollback made a release"
     )

@@ -22,10 +22,13 @@ from shared.adapters.clock import SystemClock
 from shared.adapters.compute_engine import ComputeEngine
 from shared.adapters.firestore_store import FirestoreStore
 from shared.adapters.pubsub_publisher import PubSubPublisher
+from shared.auth import caller_allowed
+from shared.domain.approval import Decision
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.status import DeploymentStatus
 from shared.usecases.admit_build import admit_build
+from shared.usecases.approval import decide
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet, Services
 from shared.usecases.switch import complete_cool_down
@@ -93,7 +96,7 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         publisher=publisher,
         clock=SystemClock(),
     )
-    blue = pipeline.environment("production")["live_deployment_id"]
+    blue = pipeline.environment("production").get("live_deployment_id")  # None when run on its own
     body = {
         "app": "hello",
         "environment": "production",
@@ -106,6 +109,14 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         services, json.dumps(body).encode(), {"app": "hello", "environment": "production"}, "crash-event"
     )
     deployment_id = str(admitted.deployment_id)
+    # Production waits for an approver (other than the requester; a CI build has none).
+    decide(
+        services,
+        deployment_id=deployment_id,
+        decision=Decision.APPROVE,
+        caller="approver@hello.local",
+        caller_matches=lambda patterns: caller_allowed("approver@hello.local", patterns),
+    )
     start = publisher.last(topology.START_ROLLING_REPLACE)
 
     # 1. Green is created, then the process dies before recording it.
@@ -151,13 +162,15 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
 
     record = pipeline.deployment(deployment_id) or {}
     assert [h["status"] for h in record["history"]] == [
+        "awaiting_approval",
         "queued",
         "provisioning",
         "cooling_down",
         "switching",
         "live",
     ]
-    assert (pipeline.deployment(str(blue)) or {})["status"] == "retired"
+    if blue is not None:
+        assert (pipeline.deployment(str(blue)) or {})["status"] == "retired"
     assert pipeline.environment("production")["live_deployment_id"] == deployment_id
 
     def live_lines() -> list[dict[str, Any]]:
@@ -189,9 +202,10 @@ def test_a_crash_after_the_commit_and_before_the_publish_is_resumed_by_the_redel
         clock=SystemClock(),
     )
     commit = new_commit()
+    # Staging: it deploys without an approval, so admission itself takes the lock.
     body = {
         "app": "hello",
-        "environment": "production",
+        "environment": "staging",
         "commit": commit,
         "build_id": "ci-lost-publish",
         "artifact": pipeline.artifacts["hello"],
@@ -200,14 +214,12 @@ def test_a_crash_after_the_commit_and_before_the_publish_is_resumed_by_the_redel
     # The first delivery records the deployment and takes the lock, then "dies": its
     # start-rolling-replace message is never published.
     admitted = admit_build(
-        services, json.dumps(body).encode(), {"app": "hello", "environment": "production"}, "x"
+        services, json.dumps(body).encode(), {"app": "hello", "environment": "staging"}, "x"
     )
     assert [topic for topic, _ in publisher.held] == [topology.START_ROLLING_REPLACE]
     assert (pipeline.deployment(str(admitted.deployment_id)) or {})["status"] == "provisioning"
     # Pub/Sub redelivers the same event to the stack's on_build_succeeded, which resumes it.
-    redelivered = pipeline.publish_build(
-        "production", commit, "ci-lost-publish", messages=["fix: lost message"]
-    )
+    redelivered = pipeline.publish_build("staging", commit, "ci-lost-publish", messages=["fix: lost message"])
     assert redelivered == admitted.deployment_id
     live = pipeline.wait_status(redelivered, "live", "failed")
     assert live["status"] == "live" and live["version"] == admitted.version

@@ -70,7 +70,7 @@ def test_circleci_authenticates_with_oidc_and_never_with_a_key(circleci: dict[st
         assert key_pattern not in text
 
 
-def test_develop_reaches_staging_by_itself_and_production_only_after_approval(
+def test_develop_reaches_staging_by_itself_and_production_only_by_promotion_after_approval(
     circleci: dict[str, Any],
 ) -> None:
     jobs = {}
@@ -85,11 +85,30 @@ def test_develop_reaches_staging_by_itself_and_production_only_after_approval(
         return found
 
     deploys = {params["environment"]: name for name, (job, params) in jobs.items() if job == "app-deploy"}
+    assert set(deploys) == {"staging"}, "CI publishes builds to staging only"
+    promotions = {
+        (params["from_environment"], params["to_environment"]): name
+        for name, (job, params) in jobs.items()
+        if job == "app-promote"
+    }
+    promote_production = promotions[("staging", "production")]
     approvals = {name for name, (_, params) in jobs.items() if params.get("type") == "approval"}
-    assert approvals & upstream(deploys["production"]), "production deploys without an approval"
+    assert approvals & upstream(promote_production), "production is promoted without an approval"
+    assert deploys["staging"] in upstream(promote_production)
     assert not approvals & upstream(deploys["staging"]), "staging waits for an approval"
-    for name in (deploys["staging"], deploys["production"], *approvals):
+    for name in (deploys["staging"], promote_production, *approvals):
         assert jobs[name][1]["filters"]["branches"]["only"] == "develop"
+
+
+def test_the_promotion_job_uses_workload_identity_and_flags_releasectl_accepts(
+    circleci: dict[str, Any],
+) -> None:
+    steps = circleci["jobs"]["app-promote"]["steps"]
+    names = [step if isinstance(step, str) else next(iter(step)) for step in steps]
+    assert names.index("gcp-oidc-auth") < names.index("promote-release")
+    promote = circleci["commands"]["promote-release"]["steps"][0]["run"]["command"]
+    used = set(re.findall(r"(--[a-z][a-z-]*)", promote.split("releasectl promote", 1)[1]))
+    assert used <= releasectl_flags("promote")
 
 
 def test_publish_sends_the_commit_messages_since_the_base_revision(circleci: dict[str, Any]) -> None:

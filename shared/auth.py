@@ -60,7 +60,7 @@ def bearer_token(authorization_header: str | None) -> str:
     >>> bearer_token("Bearer abc.def.ghi")
     'abc.def.ghi'
     """
-    match = _BEARER.match(authorization_header or "")
+    match = _BEARER.fullmatch(authorization_header or "")
     if not match:
         raise InvalidTokenError("missing or malformed Authorization header; expected `Bearer <token>`")
     return match.group(1)

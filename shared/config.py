@@ -165,7 +165,7 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.match(name):
+    if not GCE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
 
@@ -174,7 +174,7 @@ def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
     _require(dict, raw, where)
     unknown = set(raw) - _ENV_KEYS
@@ -235,7 +235,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
     apps: dict[str, AppConfig] = {}
     for app_name, raw_app in raw_apps.items():
         where = f"apps.{app_name}"
-        if not NAME_PATTERN.match(app_name):
+        if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
         _require(dict, raw_app, where)
         unknown = set(raw_app) - _APP_KEYS

@@ -87,7 +87,7 @@ def rollback(request: flask.Request) -> flask.Response:
             env = pipeline.config.environment(app, environment)
             if env is None:
                 return _answer(404, {"error": f"unknown app or environment {app}/{environment}"})
-            if not caller_allowed(caller.email, env.rollback_callers):
+            if not caller_allowed(caller, env.rollback_callers):
                 log.warning("rollback refused: %s may not roll back %s", caller.email, env.key)
                 return _answer(403, {"error": f"{caller.email} may not roll back {app}/{environment}"})
             try:

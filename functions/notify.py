@@ -48,6 +48,7 @@ def handle(
         notification.app,
         notification.environment,
         notifications_file=os.environ.get(ENV_NOTIFICATIONS_FILE) or None,
+        operational=notification.kind == "dead_letter",
     )
     return deliver(notification, senders, FirestoreNotificationLedger(firestore_client))
 

@@ -110,6 +110,10 @@ class AppConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     apps: Mapping[str, AppConfig]
+    operations_channels: tuple[Channel, ...] = ()
+    """The top-level `[operations]` section's channels: where the people who run the pipeline
+    hear about what belongs to no known app (a rejected message naming an unknown app) and
+    about events that exhausted their retries."""
 
     def environment(self, app: str, environment: str) -> EnvironmentConfig | None:
         app_config = self.apps.get(app)
@@ -117,6 +121,11 @@ class PipelineConfig:
 
     def all_environments(self) -> list[EnvironmentConfig]:
         return [env for app in self.apps.values() for env in app.environments.values()]
+
+    def all_channels(self) -> list[Channel]:
+        """Every channel the file names, each once: the environments' and the operations ones."""
+        named = [*self.operations_channels, *(c for env in self.all_environments() for c in env.channels)]
+        return list(dict.fromkeys(named))
 
 
 _ENV_DEFAULTS: dict[str, Any] = {
@@ -170,6 +179,30 @@ def _gce_name(value: Any, where: str) -> str:
     return str(name)
 
 
+def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
+    channels = []
+    for index, raw_channel in enumerate(_require(list, raw, where)):
+        channel_where = f"{where}[{index}]"
+        _require(dict, raw_channel, channel_where)
+        unknown = set(raw_channel) - {"kind", "url_env"}
+        if unknown:
+            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
+        if kind not in Channel.KINDS:
+            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
+        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
+        channels.append(Channel(kind=kind, url_env=url_env))
+    return tuple(channels)
+
+
+def _operations(raw: Any) -> tuple[Channel, ...]:
+    section = _require(dict, raw, "operations")
+    unknown = set(section) - {"channels"}
+    if unknown:
+        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    return _channels(section.get("channels", []), "operations.channels")
+
+
 def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
@@ -184,15 +217,7 @@ def _environment(
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
             raise ConfigError(f"{where}.{key}: required")
-    channels = []
-    for index, raw_channel in enumerate(_require(list, merged["channels"], f"{where}.channels")):
-        channel_where = f"{where}.channels[{index}]"
-        _require(dict, raw_channel, channel_where)
-        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
-        if kind not in Channel.KINDS:
-            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
-        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
-        channels.append(Channel(kind=kind, url_env=url_env))
+    channels = _channels(merged["channels"], f"{where}.channels")
     callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
     for index, caller in enumerate(callers):
         _require(str, caller, f"{where}.rollback_callers[{index}]")
@@ -219,14 +244,14 @@ def _environment(
         retain_previous_seconds=_non_negative(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
-        channels=tuple(channels),
+        channels=channels,
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
     )
 
 
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
-    unknown = set(document) - {"apps"}
+    unknown = set(document) - {"apps", "operations"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
     raw_apps = _require(dict, document.get("apps", {}), "apps")
@@ -258,7 +283,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
                 for env_name, raw_env in raw_envs.items()
             },
         )
-    return PipelineConfig(apps=apps)
+    return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
 
 
 def _check_semver(text: str, where: str) -> None:

@@ -269,6 +269,9 @@ class FakeLedger:
     def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
         self.states[(dedupe_key, channel_id)] = "given_up"
 
+    def channel_states(self, dedupe_key: str) -> dict[str, str]:
+        return {channel: state for (key, channel), state in self.states.items() if key == dedupe_key}
+
 
 @dataclass
 class ScriptedSender:

@@ -11,16 +11,8 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.http_support import (
-    BadRequest,
-    answer,
-    authenticate,
-    caller_matcher,
-    optional_reason,
-    read_json_object,
-    request_id,
-    required_string,
-)
+from functions.http_body import BadRequest, TextField, parse_json_body
+from functions.http_support import MAX_REASON, answer, authenticate, caller_matcher, request_id
 from shared.adapters.wiring import approve_audience, services
 from shared.domain.approval import ApprovalRefused, Decision
 from shared.domain.build_event import DEPLOYMENT_ID_PATTERN
@@ -30,7 +22,19 @@ from shared.usecases.approval import decide
 
 log = get_logger("approve")
 
-_FIELDS = ("deployment_id", "decision", "reason")
+APPROVE_FIELDS = (
+    TextField(
+        "deployment_id",
+        required=True,
+        pattern=DEPLOYMENT_ID_PATTERN,
+        max_length=80,
+        rule="a deployment id such as hello-production-0123456789ab",
+    ),
+    TextField("decision", required=True, choices=("approve", "reject")),
+    TextField(
+        "reason", max_length=MAX_REASON, multiline=True, rule=f"a string of at most {MAX_REASON} characters"
+    ),
+)
 
 
 @functions_framework.http
@@ -45,14 +49,13 @@ def approve(request: flask.Request) -> flask.Response:
             log.warning("approval refused: no valid identity token (%s)", caller.status_code)
             return caller
         try:
-            body = read_json_object(request, _FIELDS)
-            deployment_id = required_string(body, "deployment_id", DEPLOYMENT_ID_PATTERN)
-            raw_decision = body.get("decision")
-            if raw_decision not in ("approve", "reject"):
-                raise BadRequest("decision: required, approve or reject")
-            decision = Decision(raw_decision)
+            fields = parse_json_body(request, APPROVE_FIELDS)
+            deployment_id = str(fields["deployment_id"])
+            decision = Decision(str(fields["decision"]))
+            reason = fields["reason"]
             # A rejection is a message to the requester: it must say why.
-            reason = optional_reason(body, required=decision is Decision.REJECT)
+            if decision is Decision.REJECT and not (reason or "").strip():
+                raise BadRequest("reason: required to reject")
         except BadRequest as exc:  # permanent: the client's body
             return answer(400, {"error": str(exc)})
         with log_context(deployment_id=deployment_id):

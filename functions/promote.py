@@ -11,27 +11,28 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.http_support import (
-    BadRequest,
-    answer,
-    authenticate,
-    caller_matcher,
-    optional_reason,
-    optional_version,
-    read_json_object,
-    request_id,
-    required_string,
-)
+from functions.http_body import BadRequest, TextField, parse_json_body
+from functions.http_support import MAX_REASON, answer, authenticate, caller_matcher, request_id
 from shared.adapters.wiring import promote_audience, services
 from shared.config import NAME_PATTERN
 from shared.domain.promotion import PromotionRefused
+from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context
 from shared.ports import TransientError
 from shared.usecases.promote import request_promotion
 
 log = get_logger("promote")
 
-_FIELDS = ("app", "from_environment", "to_environment", "version", "reason")
+_NAME_RULE = f"matching {NAME_PATTERN.pattern}"
+PROMOTE_FIELDS = (
+    TextField("app", required=True, pattern=NAME_PATTERN, max_length=30, rule=_NAME_RULE),
+    TextField("from_environment", required=True, pattern=NAME_PATTERN, max_length=30, rule=_NAME_RULE),
+    TextField("to_environment", required=True, pattern=NAME_PATTERN, max_length=30, rule=_NAME_RULE),
+    TextField("version", max_length=100, valid=is_version, rule="a semantic version such as 1.2.3"),
+    TextField(
+        "reason", max_length=MAX_REASON, multiline=True, rule=f"a string of at most {MAX_REASON} characters"
+    ),
+)
 
 
 @functions_framework.http
@@ -46,12 +47,11 @@ def promote(request: flask.Request) -> flask.Response:
             log.warning("promotion refused: no valid identity token (%s)", caller.status_code)
             return caller
         try:
-            body = read_json_object(request, _FIELDS)
-            app = required_string(body, "app", NAME_PATTERN)
-            from_environment = required_string(body, "from_environment", NAME_PATTERN)
-            to_environment = required_string(body, "to_environment", NAME_PATTERN)
-            version = optional_version(body, "version")
-            reason = optional_reason(body)
+            fields = parse_json_body(request, PROMOTE_FIELDS)
+            app = str(fields["app"])
+            from_environment = str(fields["from_environment"])
+            to_environment = str(fields["to_environment"])
+            version, reason = fields["version"], fields["reason"]
             if from_environment == to_environment:
                 raise BadRequest("from_environment and to_environment must differ")
         except BadRequest as exc:  # permanent: the client's body

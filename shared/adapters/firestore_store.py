@@ -76,6 +76,9 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "approvals": [
             {"by": a.by, "decision": a.decision, "at": a.at, "reason": a.reason} for a in d.approvals
         ],
+        # CONTRACT v2 §6
+        "artifact_sha256": d.artifact_sha256,
+        "committed_at": d.committed_at,
     }
     # Beyond the contract (additions only). Unset ones are left out rather than written as null:
     # the rollback's history query orders by `went_live_at`, and Firestore sorts nulls first.
@@ -170,6 +173,8 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        artifact_sha256=doc.get("artifact_sha256") or "",
+        committed_at=doc.get("committed_at"),
         requested_by=doc.get("requested_by"),
         promoted_from=doc.get("promoted_from"),
         approvals=tuple(
@@ -196,6 +201,7 @@ def release_request_to_document(r: ReleaseRequest) -> dict[str, Any]:
         "rollback_of": r.rollback_of,
         "promoted_from": r.promoted_from,
         "source_deployment_id": r.source_deployment_id,
+        "artifact_sha256": r.artifact_sha256,
     }
 
 
@@ -215,6 +221,7 @@ def release_request_from_document(doc: Mapping[str, Any]) -> ReleaseRequest:
         rollback_of=doc.get("rollback_of"),
         promoted_from=doc.get("promoted_from"),
         source_deployment_id=doc.get("source_deployment_id"),
+        artifact_sha256=doc.get("artifact_sha256") or "",
     )
 
 
@@ -226,6 +233,7 @@ def release_to_document(r: Release) -> dict[str, Any]:
         "artifact": r.artifact,
         "commit_messages": list(r.commit_messages),
         "created_at": r.created_at,
+        "artifact_sha256": r.artifact_sha256,
     }
 
 
@@ -237,6 +245,7 @@ def release_from_document(doc: Mapping[str, Any]) -> Release:
         artifact=doc["artifact"],
         commit_messages=tuple(doc.get("commit_messages") or ()),
         created_at=doc["created_at"],
+        artifact_sha256=doc.get("artifact_sha256") or "",
     )
 
 

@@ -51,6 +51,9 @@ class ReleaseRequest:
     promoted_from: str | None = None
     source_deployment_id: str | None = None
     """The deployment whose release this request deploys again."""
+    artifact_sha256: str = ""
+    """The release's digest: the message must carry the same one (empty for a release recorded
+    before digests existed)."""
 
     @property
     def is_rollback(self) -> bool:
@@ -67,7 +70,14 @@ def build_id_for(kind: RequestKind, request_id: str) -> str:
 
 
 def check_request_matches(
-    request: ReleaseRequest, *, app: str, environment: str, build_id: str, commit: str, artifact: str
+    request: ReleaseRequest,
+    *,
+    app: str,
+    environment: str,
+    build_id: str,
+    commit: str,
+    artifact: str,
+    artifact_sha256: str = "",
 ) -> None:
     """Raise `ProvenanceRefused` unless the message is the one the request's function published.
 
@@ -92,6 +102,7 @@ def check_request_matches(
             ("build_id", request.build_id, build_id),
             ("commit", request.commit, commit),
             ("artifact", request.artifact, artifact),
+            ("artifact_sha256", request.artifact_sha256 or artifact_sha256, artifact_sha256),
         )
         if expected != actual
     ]

@@ -47,6 +47,7 @@ def release_event(services: Services, source: Deployment) -> BuildSucceeded:
         commit=release.commit,
         build_id="pending",
         artifact=release.artifact,
+        artifact_sha256=release.artifact_sha256,
         commit_messages=release.commit_messages,
     )
 
@@ -82,6 +83,7 @@ def submit_request(
         version=version,
         commit=republished.commit,
         artifact=republished.artifact,
+        artifact_sha256=republished.artifact_sha256,
         requested_by=requested_by,
         created_at=services.clock.now(),
         reason=reason,

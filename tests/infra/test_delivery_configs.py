@@ -1,8 +1,8 @@
 """CircleCI and Cloud Build say what the contract and the code expect.
 
 The JSON schemas (scripts/check-infra.sh) prove the files are well formed; these tests prove
-they do the right thing: OIDC without keys, production behind an approval, releasectl called
-with flags it accepts, a plan-only mode that applies nothing, and a functions bundle that
+they do the right thing: OIDC without keys, CI builds to staging only with the artifact's digest,
+releasectl called with flags it accepts, a plan-only mode that applies nothing, and a functions bundle that
 imports on its own.
 """
 
@@ -98,6 +98,19 @@ def test_develop_reaches_staging_by_itself_and_production_only_by_promotion_afte
     assert not approvals & upstream(deploys["staging"]), "staging waits for an approval"
     for name in (deploys["staging"], promote_production, *approvals):
         assert jobs[name][1]["filters"]["branches"]["only"] == "develop"
+
+
+def test_the_published_build_carries_the_artifacts_digest_and_the_commit_time(
+    circleci: dict[str, Any],
+) -> None:
+    package = circleci["commands"]["package-artifact"]["steps"][0]["run"]["command"]
+    assert 'sha256sum "$artifact"' in package and "artifact-sha256" in package
+    publish = circleci["commands"]["publish-build"]["steps"][0]["run"]["command"]
+    assert '--artifact-sha256 "$(cat "<< parameters.out_dir >>/artifact-sha256")"' in publish
+    assert '--committed-at "$(git show -s --format=%cI "${CIRCLE_SHA1}")"' in publish
+    build_job = circleci["jobs"]["app-build"]["steps"]
+    persisted = next(s["persist_to_workspace"]["paths"] for s in build_job if "persist_to_workspace" in s)
+    assert "dist/artifact-sha256" in persisted
 
 
 def test_the_promotion_job_uses_workload_identity_and_flags_releasectl_accepts(

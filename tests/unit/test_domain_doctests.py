@@ -16,6 +16,8 @@ MODULES = [
     "shared.domain.promotion",
     "shared.domain.release_request",
     "shared.domain.rollback",
+    "shared.domain.build_event",
+    "shared.domain.artifact_origin",
 ]
 
 

@@ -14,7 +14,7 @@ from functions_framework import create_app
 
 import functions.approve
 import functions.promote
-from functions.http_support import MAX_BODY_BYTES
+from functions.http_body import MAX_BODY_BYTES
 from shared import topology
 from shared.auth import Caller, InvalidTokenError
 from shared.usecases.admit_build import admit_build
@@ -44,7 +44,8 @@ def verify(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_verify(token: str, audience: Sequence[str]) -> Caller:
         assert tuple(audience) in AUDIENCES.values()
         if token in IDENTITIES:
-            return Caller(email=IDENTITIES[token], subject=token, issuer="test")
+            email = IDENTITIES[token]
+            return Caller(email=email, subject=token, issuer="test", hosted_domain=email.rsplit("@", 1)[1])
         raise InvalidTokenError("bad token")
 
     monkeypatch.setattr("functions.http_support.verify_identity_token", fake_verify)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared import topology
-from shared.auth import caller_allowed
+from shared.auth import Caller, caller_allowed
 from shared.config import parse_pipeline_config
 from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
 from shared.domain.naming import instance_group_name
@@ -45,7 +45,10 @@ def world() -> FakeWorld:
 
 
 def matcher(email: str) -> Any:
-    return lambda patterns: caller_allowed(email, patterns)
+    """As the HTTP functions check a verified caller: a Workspace account, whose token's `hd`
+    claim is its e-mail domain (what a `*@domain` approver entry needs)."""
+    caller = Caller(email=email, subject=email, issuer="test", hosted_domain=email.rsplit("@", 1)[1].lower())
+    return lambda patterns: caller_allowed(caller, patterns)
 
 
 def approve(world: FakeWorld, deployment_id: str, caller: str = APPROVER, reason: str | None = None) -> Any:
@@ -174,6 +177,16 @@ def test_only_an_approver_may_decide_and_unknown_deployments_are_404(world: Fake
     with pytest.raises(NotAnApprover) as caught:
         approve(world, waiting, "mallory@example.com")
     assert caught.value.http_status == 403
+    # A `*@domain` approver entry needs the token's `hd` claim: a consumer account will not do.
+    consumer = Caller(email=SECOND_APPROVER, subject="2", issuer="test")
+    with pytest.raises(NotAnApprover):
+        decide(
+            world.services,
+            deployment_id=waiting,
+            decision=Decision.APPROVE,
+            caller=SECOND_APPROVER,
+            caller_matches=lambda patterns: caller_allowed(consumer, patterns),
+        )
     with pytest.raises(UnknownDeployment) as unknown:
         approve(world, "hello-production-000000000000")
     assert unknown.value.http_status == 404

@@ -25,7 +25,7 @@ from shared.domain.identifiers import deployment_id_for
 from shared.domain.naming import instance_group_name
 from shared.usecases.services import Services
 from shared.usecases.watchdog import run_watchdog
-from tests.e2e.conftest import Pipeline, new_commit, wait_for
+from tests.e2e.conftest import Pipeline, artifact_digest, new_commit, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -206,6 +206,7 @@ def test_forged_provenance_is_rejected_announced_and_deploys_nothing(pipeline: P
             "commit": new_commit(),
             "build_id": build_ids[kind],
             "artifact": pipeline.artifacts["hello"],
+            "artifact_sha256": artifact_digest(pipeline.artifacts["hello"]),
             **fields,
         }
         message_ids[kind] = pipeline.publish_raw(

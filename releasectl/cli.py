@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _name(kind: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise argparse.ArgumentTypeError(f"{kind} {value!r} must match {NAME_PATTERN.pattern}")
         return value
 

@@ -35,7 +35,7 @@ def parse_procfile(text: str) -> dict[str, str]:
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = _PROCFILE_LINE.match(line.strip())
+        match = _PROCFILE_LINE.fullmatch(line.strip())
         if match:
             processes[match.group(1)] = match.group(2)
     return processes

@@ -116,6 +116,10 @@ class AppConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     apps: Mapping[str, AppConfig]
+    operations_channels: tuple[Channel, ...] = ()
+    """The top-level `[operations]` section's channels: where the people who run the pipeline
+    hear about what belongs to no known app (a rejected message naming an unknown app) and
+    about events that exhausted their retries."""
 
     def environment(self, app: str, environment: str) -> EnvironmentConfig | None:
         app_config = self.apps.get(app)
@@ -123,6 +127,11 @@ class PipelineConfig:
 
     def all_environments(self) -> list[EnvironmentConfig]:
         return [env for app in self.apps.values() for env in app.environments.values()]
+
+    def all_channels(self) -> list[Channel]:
+        """Every channel the file names, each once: the environments' and the operations ones."""
+        named = [*self.operations_channels, *(c for env in self.all_environments() for c in env.channels)]
+        return list(dict.fromkeys(named))
 
 
 _ENV_DEFAULTS: dict[str, Any] = {
@@ -173,16 +182,40 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.match(name):
+    if not GCE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
+
+
+def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
+    channels = []
+    for index, raw_channel in enumerate(_require(list, raw, where)):
+        channel_where = f"{where}[{index}]"
+        _require(dict, raw_channel, channel_where)
+        unknown = set(raw_channel) - {"kind", "url_env"}
+        if unknown:
+            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
+        if kind not in Channel.KINDS:
+            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
+        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
+        channels.append(Channel(kind=kind, url_env=url_env))
+    return tuple(channels)
+
+
+def _operations(raw: Any) -> tuple[Channel, ...]:
+    section = _require(dict, raw, "operations")
+    unknown = set(section) - {"channels"}
+    if unknown:
+        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    return _channels(section.get("channels", []), "operations.channels")
 
 
 def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
     _require(dict, raw, where)
     unknown = set(raw) - _ENV_KEYS
@@ -192,15 +225,7 @@ def _environment(
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
             raise ConfigError(f"{where}.{key}: required")
-    channels = []
-    for index, raw_channel in enumerate(_require(list, merged["channels"], f"{where}.channels")):
-        channel_where = f"{where}.channels[{index}]"
-        _require(dict, raw_channel, channel_where)
-        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
-        if kind not in Channel.KINDS:
-            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
-        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
-        channels.append(Channel(kind=kind, url_env=url_env))
+    channels = _channels(merged["channels"], f"{where}.channels")
     callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
     for index, caller in enumerate(callers):
         _require(str, caller, f"{where}.rollback_callers[{index}]")
@@ -227,14 +252,14 @@ def _environment(
         retain_previous_seconds=_non_negative(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
-        channels=tuple(channels),
+        channels=channels,
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
     )
 
 
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
-    unknown = set(document) - {"apps"}
+    unknown = set(document) - {"apps", "operations"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
     raw_apps = _require(dict, document.get("apps", {}), "apps")
@@ -243,7 +268,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
     apps: dict[str, AppConfig] = {}
     for app_name, raw_app in raw_apps.items():
         where = f"apps.{app_name}"
-        if not NAME_PATTERN.match(app_name):
+        if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
         _require(dict, raw_app, where)
         unknown = set(raw_app) - _APP_KEYS
@@ -271,7 +296,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
                 for env_name, raw_env in raw_envs.items()
             },
         )
-    return PipelineConfig(apps=apps)
+    return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
 
 
 def _artifact_prefixes(

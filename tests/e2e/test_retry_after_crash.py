@@ -231,6 +231,8 @@ def test_a_dead_lettered_event_is_recorded_and_announced(pipeline: Pipeline) -> 
         lambda: pipeline.document("dead_lettered_events", message_id), 20, "the dead-letter record"
     )
     assert record["delivery_attempts"] == 100 and record["attributes"]["app"] == "hello"
+    # The topic it came from, named by the CloudEvent's source as Eventarc sets it on GCP.
+    assert record["topic"] == topology.dead_letter_topic(topology.COOL_DOWN_COMPLETE)
     wait_for(
         lambda: [n for n in pipeline.notifications() if n["dedupe_key"] == f"dead-letter:{message_id}"],
         20,

@@ -127,3 +127,26 @@ def test_a_missing_or_malformed_file_says_which(tmp_path: Path) -> None:
     broken.write_text("[apps\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_pipeline_config(broken)
+
+
+def test_the_operations_section_names_channels_in_the_environments_format() -> None:
+    document = {**VALID, "operations": {"channels": [{"kind": "webhook", "url_env": "OPS_URL"}]}}
+    config = parse_pipeline_config(document)
+    assert [(c.kind, c.url_env) for c in config.operations_channels] == [("webhook", "OPS_URL")]
+    assert [c.url_env for c in config.all_channels()] == ["OPS_URL", "SLACK_URL"]
+    assert parse_pipeline_config(VALID).operations_channels == ()
+
+
+@pytest.mark.parametrize(
+    ("operations", "named_key"),
+    [
+        ({"channels": [{"kind": "pager", "url_env": "X"}]}, r"operations\.channels\[0\]\.kind"),
+        ({"channels": [{"kind": "slack"}]}, r"operations\.channels\[0\]\.url_env"),
+        ({"channels": "slack"}, r"operations\.channels"),
+        ({"chanels": []}, r"operations\.chanels: unknown key"),
+        ([], r"operations"),
+    ],
+)
+def test_a_bad_operations_section_is_refused_naming_its_key(operations: Any, named_key: str) -> None:
+    with pytest.raises(ConfigError, match=named_key):
+        parse_pipeline_config({**VALID, "operations": operations})

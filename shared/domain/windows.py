@@ -154,6 +154,18 @@ def is_open(policy: DeployPolicy, at: datetime) -> bool:
     return any(opens <= at < closes for window in policy.windows for opens, closes in window.occurrences(at))
 
 
+def may_start_now(policy: DeployPolicy, at: datetime, *, rollback: bool) -> bool:
+    """Whether a deployment ready at `at` may take its environment: rollbacks always may.
+
+    >>> closed = DeployPolicy(freezes=(Freeze(datetime(2026, 12, 20, tzinfo=UTC), datetime(2027, 1, 4, tzinfo=UTC)),))
+    >>> may_start_now(closed, datetime(2026, 12, 24, tzinfo=UTC), rollback=False)
+    False
+    >>> may_start_now(closed, datetime(2026, 12, 24, tzinfo=UTC), rollback=True)
+    True
+    """
+    return rollback or is_open(policy, at)
+
+
 def next_opening(policy: DeployPolicy, at: datetime) -> datetime | None:
     """The first instant at or after `at` when a deployment may start (`at` itself when open),
     in UTC; None if there is none within `SEARCH_DAYS`.

@@ -307,15 +307,24 @@ def waiting_note(policy: DeployPolicy, at: datetime) -> str:
     >>> waiting_note(DeployPolicy(windows=(london,)), datetime(2026, 12, 3, 17, 0, tzinfo=UTC))
     'outside the deploy windows: waiting until 2026-12-07T09:00:00Z (Mon 2026-12-07 09:00 GMT, Europe/London)'
     """
-    freeze = policy.freeze_at(at)
-    if freeze is None:
-        why = "outside the deploy windows"
-    else:
-        why = f"deploy freeze ({freeze.reason})" if freeze.reason else "deploy freeze"
+    why = closed_because(policy, at)
     opening = next_opening(policy, at)
     if opening is None:
         return f"{why}: no deploy window opens within {SEARCH_DAYS} days; waiting for a policy change"
     return f"{why}: waiting until {rfc3339(opening)} ({local_time(opening, policy.display_zone)})"
+
+
+def closed_because(policy: DeployPolicy, at: datetime) -> str:
+    """Why a deployment may not start at `at` (a closed instant): a freeze, or no window.
+
+    >>> freeze = Freeze(datetime(2026, 12, 20, tzinfo=UTC), datetime(2027, 1, 4, tzinfo=UTC), "year-end")
+    >>> closed_because(DeployPolicy(freezes=(freeze,)), datetime(2026, 12, 24, tzinfo=UTC))
+    'deploy freeze (year-end)'
+    """
+    freeze = policy.freeze_at(at)
+    if freeze is None:
+        return "outside the deploy windows"
+    return f"deploy freeze ({freeze.reason})" if freeze.reason else "deploy freeze"
 
 
 def _check_aware(at: datetime) -> None:

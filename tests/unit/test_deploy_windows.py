@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.config import ConfigError, parse_pipeline_config
 from shared.domain.windows import (
     ALWAYS_OPEN,
@@ -331,3 +332,39 @@ def test_bad_windows_and_freezes_are_refused_naming_the_key(keys: dict[str, Any]
         parse_pipeline_config(staging_with(**keys))
     assert "apps.hello.environments.staging." in str(raised.value)
     assert named in str(raised.value)
+
+
+# ---- releasectl status ---------------------------------------------------------------------
+
+
+def test_status_says_null_when_a_deployment_could_start_now_and_when_the_next_window_opens() -> None:
+    london = policy(WORKING_HOURS, freezes=(YEAR_END,))
+    inside = utc(2026, 12, 1, 10)
+    assert deploy_window_status(london, inside) == {"next_deploy_window": None, "deploy_window_open": True}
+    assert deploy_window_status(ALWAYS_OPEN, inside) == {
+        "next_deploy_window": None,
+        "deploy_window_open": True,
+    }
+    assert deploy_window_status(london, utc(2026, 12, 21, 10)) == {
+        "next_deploy_window": "2027-01-04T09:00:00Z",
+        "deploy_window_open": False,
+    }
+    forever = Freeze(utc(2026, 1, 1), utc(2040, 1, 1))
+    assert deploy_window_status(policy(freezes=(forever,)), inside) == {
+        "next_deploy_window": None,
+        "deploy_window_open": False,
+    }
+    # Without the pipeline file the policy is unknown: neither open nor closed.
+    assert deploy_window_status(None, inside) == {"next_deploy_window": None, "deploy_window_open": None}
+
+
+def test_status_for_humans_says_open_closed_or_unrestricted() -> None:
+    london = policy(WORKING_HOURS, freezes=(YEAR_END,))
+    assert deploy_window_line(london, utc(2026, 12, 1, 10)) == "open now"
+    assert (
+        deploy_window_line(ALWAYS_OPEN, utc(2026, 12, 1, 10)) == "always open (no deploy windows or freezes)"
+    )
+    assert deploy_window_line(london, utc(2026, 12, 21, 10)) == (
+        "closed (deploy freeze (year-end)); opens 2027-01-04T09:00:00Z (Mon 2027-01-04 09:00 GMT, Europe/London)"
+    )
+    assert deploy_window_line(None, utc(2026, 12, 1, 10)) is None

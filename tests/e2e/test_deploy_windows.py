@@ -4,7 +4,8 @@ The stack of this module has its own pipeline file: `staging` is frozen for 25 s
 33 s for the next quarter of an hour, so whenever a step runs there is a freeze about to end and
 an open gap about to begin. A build published in a freeze waits `queued`, its history says until
 when, and the stack's own watchdog starts it in the gap; a rollback published in a freeze starts
-at once. Bounded polls only; the test never sleeps a fixed time.
+at once. The tests run in file order: the rollback goes back to the first test's first release.
+Bounded polls only; no test sleeps a fixed time.
 """
 
 from __future__ import annotations

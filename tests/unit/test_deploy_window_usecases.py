@@ -255,3 +255,13 @@ def test_an_environment_without_windows_behaves_as_before() -> None:
     world = world_with(THURSDAY_EVENING)
     assert build(world, "b1").outcome is Outcome.STARTED
     assert build(world, "b2", COMMIT_B).outcome is Outcome.QUEUED
+
+
+def test_a_redelivered_build_that_waits_for_its_window_stays_waiting(after_hours: FakeWorld) -> None:
+    first = build(after_hours, "b1")
+    history = deployment(after_hours, first.deployment_id).history
+    again = build(after_hours, "b1")
+
+    assert again.outcome is Outcome.DUPLICATE and again.deployment_id == first.deployment_id
+    assert deployment(after_hours, first.deployment_id).history == history
+    assert after_hours.publisher.on(topology.START_ROLLING_REPLACE) == []

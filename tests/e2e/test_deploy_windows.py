@@ -1,7 +1,7 @@
 """Deploy freezes on the local stack, whose functions run on the wall clock.
 
-The stack of this module has its own pipeline file: `staging` is frozen for 25 s out of every
-33 s for the next quarter of an hour, so whenever a step runs there is a freeze about to end and
+The stack of this module has its own pipeline file: `staging` is frozen for 35 s out of every
+43 s for the next quarter of an hour, so whenever a step runs there is a freeze about to end and
 an open gap about to begin. A build published in a freeze waits `queued`, its history says until
 when, and the stack's own watchdog starts it in the gap; a rollback published in a freeze starts
 at once. The tests run in file order: the rollback goes back to the first test's first release.
@@ -29,10 +29,12 @@ from tests.e2e.conftest import REPO_ROOT, Pipeline, new_commit, wait_for
 
 pytestmark = pytest.mark.stack
 
-FROZEN = timedelta(seconds=25)
-PERIOD = timedelta(seconds=33)
+FROZEN = timedelta(seconds=35)
+PERIOD = timedelta(seconds=43)
 """Each period: a freeze of FROZEN, then an open gap of 8 s (the scheduler ticks every 3 s)."""
-PERIODS = 28
+PERIODS = 21
+MARGIN_SECONDS = 20
+"""What is left of a freeze when the test publishes into it: time for the message to arrive."""
 REASON = "e2e freeze"
 WAITING_LINE = re.compile(r"deploy freeze \(e2e freeze\): waiting until (\S+Z) \(")
 
@@ -126,7 +128,7 @@ def test_a_build_published_in_a_freeze_waits_queued_and_starts_when_it_ends(
     first = frozen_pipeline.publish_build("staging", new_commit(), "w-1")
     assert frozen_pipeline.wait_status(first, "live", "failed", timeout=150)["status"] == "live"
 
-    freezes.wait_until_frozen_for(15)
+    freezes.wait_until_frozen_for(MARGIN_SECONDS)
     second = frozen_pipeline.publish_build("staging", new_commit(), "w-2", messages=["feat: later"])
 
     def waiting_line() -> re.Match[str] | None:
@@ -149,7 +151,7 @@ def test_a_build_published_in_a_freeze_waits_queued_and_starts_when_it_ends(
 
 
 def test_a_rollback_published_in_a_freeze_starts_at_once(frozen_pipeline: Pipeline, freezes: Freezes) -> None:
-    freeze_end = freezes.wait_until_frozen_for(15)
+    freeze_end = freezes.wait_until_frozen_for(MARGIN_SECONDS)
     answer = frozen_pipeline.rollback(
         {"app": "hello", "environment": "staging", "reason": "broken in the freeze"}, frozen_pipeline.token()
     )

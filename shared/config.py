@@ -105,6 +105,12 @@ class AppConfig:
     name: str
     first_version: str
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+    artifact_prefixes: tuple[str, ...] = ()
+    """Where this app's artifacts may come from (URL prefixes, each ending in '/'): a build whose
+    artifact lies under none of them is rejected. None listed: every build is rejected."""
+    allow_file_artifacts: bool = False
+    """Whether `file:///` prefixes are allowed: only on the local stack, where instances read
+    artifacts from this machine's disk. On Google Cloud artifacts come from Cloud Storage."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,9 @@ _ENV_KEYS = {
     "health_check",
     "backend_service",
 }
-_APP_KEYS = {"first_version", "environments", "defaults"}
+_APP_KEYS = {"first_version", "environments", "defaults", "artifact_prefixes", "allow_file_artifacts"}
+_GCS_PREFIX = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}/\S*")
+_FILE_PREFIX = re.compile(r"file:///\S*")
 
 
 def _require(kind: type, value: Any, where: str) -> Any:
@@ -275,15 +283,47 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
             raise ConfigError(f"{where}.environments: at least one environment is required")
         first_version = _require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
         _check_semver(first_version, f"{where}.first_version")
+        allow_file_artifacts = _require(
+            bool, raw_app.get("allow_file_artifacts", False), f"{where}.allow_file_artifacts"
+        )
         apps[app_name] = AppConfig(
             name=app_name,
             first_version=first_version,
+            artifact_prefixes=_artifact_prefixes(raw_app, where, allow_file_artifacts=allow_file_artifacts),
+            allow_file_artifacts=allow_file_artifacts,
             environments={
                 env_name: _environment(app_name, env_name, raw_env, defaults)
                 for env_name, raw_env in raw_envs.items()
             },
         )
     return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
+
+
+def _artifact_prefixes(
+    raw_app: Mapping[str, Any], where: str, *, allow_file_artifacts: bool
+) -> tuple[str, ...]:
+    """The app's artifact origins: `gs://bucket/path/` prefixes, or `file:///…/` ones where the
+    app says `allow_file_artifacts = true` (the local stack)."""
+    key = f"{where}.artifact_prefixes"
+    # Optional to load, but deny by default: an app without prefixes has every build rejected
+    # (the rejection says to add them), so a missing line never lets an artifact in.
+    prefixes = _require(list, raw_app.get("artifact_prefixes", []), key)
+    for index, prefix in enumerate(prefixes):
+        _require(str, prefix, f"{key}[{index}]")
+        if not prefix.endswith("/"):
+            # Without it, gs://bucket/app would also admit gs://bucket/app-of-someone-else/.
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must end with '/'")
+        if any(part in (".", "..") for part in prefix.split("/")[3:]) or "%" in prefix:
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must not hold '.', '..' or %-escapes")
+        if _FILE_PREFIX.fullmatch(prefix):
+            if not allow_file_artifacts:
+                raise ConfigError(
+                    f"{key}[{index}]: {prefix!r} is a local file prefix; it is refused unless "
+                    f"{where}.allow_file_artifacts = true (local stacks only)"
+                )
+        elif not _GCS_PREFIX.fullmatch(prefix):
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must be gs://bucket/… (or file:///… locally)")
+    return tuple(prefixes)
 
 
 def _check_semver(text: str, where: str) -> None:

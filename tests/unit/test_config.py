@@ -14,6 +14,7 @@ VALID: dict[str, Any] = {
     "apps": {
         "hello": {
             "first_version": "1.0.0",
+            "artifact_prefixes": ["gs://hello-artifacts/hello/"],
             "defaults": {"region": "europe-west1"},
             "environments": {
                 "staging": {
@@ -67,6 +68,12 @@ def test_a_valid_file_gives_typed_environments_with_defaults_applied() -> None:
         (["apps", "hello", "environments", "staging", "channels"], [{"kind": "pager"}], "channels[0].kind"),
         (["apps", "hello", "first_version"], "one", "first_version"),
         (["apps", "hello", "defaults", "regoin"], "x", "defaults.regoin"),
+        (["apps", "hello", "artifact_prefixes"], "gs://hello-artifacts/hello/", "artifact_prefixes"),
+        (["apps", "hello", "artifact_prefixes"], ["gs://hello-artifacts/hello"], r"artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["https://example.com/hello/"], "artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["gs://hello-artifacts/hello/../"], "artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["file:///tmp/"], "allow_file_artifacts"),
+        (["apps", "hello", "allow_file_artifacts"], "yes", "allow_file_artifacts"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_its_key(path: list[str], value: Any, named_key: str) -> None:
@@ -81,6 +88,25 @@ def test_a_missing_required_key_is_named() -> None:
     del document["apps"]["hello"]["environments"]["staging"]["health_check"]
     with pytest.raises(ConfigError, match=r"staging\.health_check: required"):
         parse_pipeline_config(document)
+
+
+def test_an_app_without_artifact_prefixes_loads_with_none_so_it_accepts_no_build() -> None:
+    document = copy.deepcopy(VALID)
+    del document["apps"]["hello"]["artifact_prefixes"]
+    assert parse_pipeline_config(document).apps["hello"].artifact_prefixes == ()
+
+
+def test_file_artifact_prefixes_need_the_explicit_local_switch() -> None:
+    document = with_change(["apps", "hello", "artifact_prefixes"], ["file:///"])
+    document["apps"]["hello"]["allow_file_artifacts"] = True
+    app = parse_pipeline_config(document).apps["hello"]
+    assert app.artifact_prefixes == ("file:///",) and app.allow_file_artifacts
+
+
+def test_the_google_cloud_pipeline_file_allows_only_its_bucket() -> None:
+    for app in load_pipeline_config().apps.values():
+        assert not app.allow_file_artifacts
+        assert app.artifact_prefixes and all(p.startswith("gs://") for p in app.artifact_prefixes)
 
 
 def test_bad_app_names_are_refused() -> None:

@@ -12,6 +12,8 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.build_event",
+    "shared.domain.artifact_origin",
 ]
 
 

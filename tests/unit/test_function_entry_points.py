@@ -73,6 +73,7 @@ def build_body(build_id: str = "b1") -> bytes:
             "commit": COMMIT,
             "build_id": build_id,
             "artifact": "file:///a/hello.tar.gz",
+            "artifact_sha256": "ab" * 32,
         }
     ).encode()
 

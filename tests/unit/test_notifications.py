@@ -146,6 +146,7 @@ CONFIG = parse_pipeline_config(
     {
         "apps": {
             "hello": {
+                "artifact_prefixes": ["gs://hello-artifacts/hello/"],
                 "defaults": {"base_instance_template": "b", "health_check": "h", "backend_service": "s"},
                 "environments": {
                     "staging": {"channels": [{"kind": "slack", "url_env": "STAGING_SLACK"}]},

@@ -14,6 +14,7 @@ MODULES = [
     "shared.domain.retention",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.windows",
 ]
 
 

@@ -24,9 +24,11 @@ from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.release_request import ProvenanceRefused, ReleaseRequest, check_request_matches
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import next_version
+from shared.domain.windows import DeployPolicy, may_start_now
 from shared.logging import bind, get_logger
 from shared.notify_message import NotifyRequest
 from shared.ports import RejectedEvent, Transaction, TransientError
+from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
 
 log = get_logger("admit_build")
@@ -228,7 +230,16 @@ def _admit(
     if needs_approval:
         state = replace(state, awaiting_deployment_id=deployment_id, updated_at=now)
     else:
-        deployment, state, superseded_queued = join_queue(tx, state, deployment, now)
+        # Deploy windows decide whether it may take a free environment now; outside them it waits,
+        # queued, for the watchdog to start it when the window opens. A rollback always may.
+        deployment, state, superseded_queued = join_queue(
+            tx,
+            state,
+            deployment,
+            now,
+            policy=env.deploy_policy,
+            rollback=request is not None and request.is_rollback,
+        )
         cancelled.extend(superseded_queued)
 
     if new_release is not None:
@@ -241,15 +252,23 @@ def _admit(
 
 
 def join_queue(
-    tx: Transaction, state: EnvironmentState, deployment: Deployment, now: datetime
+    tx: Transaction,
+    state: EnvironmentState,
+    deployment: Deployment,
+    now: datetime,
+    *,
+    policy: DeployPolicy,
+    rollback: bool,
 ) -> tuple[Deployment, EnvironmentState, list[Deployment]]:
-    """Inside a transaction: a `queued` deployment takes the free lock, or queues (newest wins).
+    """Inside a transaction: a `queued` deployment takes the free lock if the deploy windows allow
+    it now (a rollback always may), or queues (newest wins).
 
-    Returns the deployment (now `provisioning` if it took the lock), the environment's new
-    state and the queued deployments it superseded (now `cancelled`). Reads only; the caller
-    writes all three.
+    Returns the deployment (now `provisioning` if it took the lock; still `queued` with a line
+    saying until when if only the window holds it back), the environment's new state and the
+    queued deployments it superseded (now `cancelled`). Reads only; the caller writes all three.
     """
-    admission = admit(state.active_deployment_id, state.queue, deployment.deployment_id)
+    may_start = may_start_now(policy, now, rollback=rollback)
+    admission = admit(state.active_deployment_id, state.queue, deployment.deployment_id, may_start=may_start)
     cancelled: list[Deployment] = []
     for superseded_id in admission.cancelled:
         superseded = tx.deployment(superseded_id)
@@ -267,6 +286,9 @@ def join_queue(
             state, active_deployment_id=deployment.deployment_id, locked_at=now, queue=(), updated_at=now
         )
     else:
+        if state.active_deployment_id is None:
+            # The lock is free: only the deploy window holds it back. Say until when.
+            deployment = held_for_window(deployment, policy, now) or deployment
         state = replace(state, queue=admission.queue, updated_at=now)
     return deployment, state, cancelled
 

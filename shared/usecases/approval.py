@@ -84,7 +84,11 @@ def decide(
         approved = current.with_approval(approval).advance(
             DeploymentStatus.QUEUED, now, f"approved by {caller}{said}"
         )
-        approved, state, superseded = join_queue(tx, state, approved, now)
+        # An approved deployment is never a rollback (rollbacks do not wait for approval), so the
+        # deploy windows apply: outside them it stays queued until the watchdog starts it.
+        approved, state, superseded = join_queue(
+            tx, state, approved, now, policy=env.deploy_policy, rollback=False
+        )
         for cancelled in superseded:
             tx.put_deployment(cancelled)
         tx.put_deployment(approved)

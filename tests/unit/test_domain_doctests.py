@@ -18,6 +18,7 @@ MODULES = [
     "shared.domain.rollback",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.windows",
 ]
 
 

@@ -386,3 +386,20 @@ def test_a_rollback_target_must_have_been_live_in_that_environment(world: FakeWo
             world.services, app="hello", environment="production", caller=APPROVER, to_version="1.0.0"
         )
     assert caught.value.http_status == 404
+
+
+def test_an_approval_during_a_freeze_queues_until_the_freeze_ends(world: FakeWorld) -> None:
+    config = json.loads(json.dumps(TEST_CONFIG))
+    config["apps"]["hello"]["environments"]["production"]["freezes"] = [
+        {"start": "2025-12-31T00:00:00Z", "end": "2026-01-01T13:00:00Z", "reason": "new year"}
+    ]
+    world.services = replace(world.services, config=parse_pipeline_config(config))
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    assert approve(world, waiting).status is S.QUEUED, "approved, but the freeze holds it"
+    deployment = world.store.deployments[waiting]
+    assert world.store.history_of(waiting) == ["awaiting_approval", "queued", "queued"]
+    assert "2026-01-01" in deployment.history[-1].detail
+    assert world.publisher.on(topology.START_ROLLING_REPLACE) == []
+    world.clock.advance(3600)  # the freeze is over: the watchdog starts it
+    run_watchdog(world.services)
+    assert world.store.deployments[waiting].status is S.PROVISIONING

@@ -69,36 +69,39 @@ locals {
       timeout_seconds  = 60
       memory           = "256Mi"
     }
-    # HTTP; never public. See the invoker binding below.
+    # HTTP; never public. See the invoker binding below. Writes a release request (the proof of
+    # who asked), then publishes the release's event.
     rollback = {
       short            = "rollback"
       trigger_topics   = []
       publishes        = ["build-succeeded"]
       compute_role     = null
       webhook_secrets  = false
-      firestore_access = "read"
+      firestore_access = "read_write"
       timeout_seconds  = 60
       memory           = "256Mi"
     }
     # HTTP; never public. Writes a release request, then publishes the release's event.
     promote = {
-      short           = "promote"
-      trigger_topics  = []
-      publishes       = ["build-succeeded"]
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 60
-      memory          = "256Mi"
+      short            = "promote"
+      trigger_topics   = []
+      publishes        = ["build-succeeded"]
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 60
+      memory           = "256Mi"
     }
     # HTTP; never public. Records a decision; an approval may start the deployment.
     approve = {
-      short           = "approve"
-      trigger_topics  = []
-      publishes       = ["start-rolling-replace", "notify"]
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 60
-      memory          = "256Mi"
+      short            = "approve"
+      trigger_topics   = []
+      publishes        = ["start-rolling-replace", "notify"]
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 60
+      memory           = "256Mi"
     }
   }
 

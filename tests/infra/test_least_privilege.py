@@ -161,12 +161,16 @@ def test_every_role_of_a_function_follows_a_declared_rule_and_is_documented(mode
     assert documented == grants, (sorted(documented - grants, key=str), sorted(grants - documented, key=str))
 
 
-def test_rollback_only_reads_the_records_and_on_notify_publishes_nothing(model: c.Model) -> None:
+def test_the_http_functions_only_use_records_and_their_topic_and_on_notify_publishes_nothing(
+    model: c.Model,
+) -> None:
     grants, _ = c.function_grants(model)
-    assert {g.role for g in grants if g.function == "rollback"} == {
-        "roles/datastore.viewer",
-        "roles/pubsub.publisher",
-    }
+    # Rollback and promote write a release request (the proof of who asked), then publish.
+    for function in ("rollback", "promote", "approve"):
+        assert {g.role for g in grants if g.function == function} == {
+            "roles/datastore.user",
+            "roles/pubsub.publisher",
+        }, function
     assert not [g for g in grants if g.function == "on_notify" and g.role == "roles/pubsub.publisher"]
 
 
@@ -196,9 +200,7 @@ def test_an_undeclared_grant_is_reported(model: c.Model, change: Any, expected: 
 
 
 def test_an_undocumented_grant_shows_in_the_comparison(model: c.Model) -> None:
-    broken = mutated(
-        model, lambda m: m["locals"]["functions"]["rollback"].update(firestore_access="read_write")
-    )
+    broken = mutated(model, lambda m: m["locals"]["functions"]["rollback"].update(firestore_access="read"))
     grants, _ = c.function_grants(broken)
     documented = c.documented_function_grants((TERRAFORM / "README.md").read_text(encoding="utf-8"))
-    assert c.Grant("rollback", "roles/datastore.user") in grants - documented
+    assert c.Grant("rollback", "roles/datastore.viewer") in grants - documented

@@ -11,4 +11,5 @@
 - `watchdog.run_watchdog`: deadlines, stalled steps, lost hand-overs, deferred blue cleanup.
 - `rollback.request_rollback`: republish the target release's event as a new build.
 - `dead_letter.record_dead_letter`: record and announce an event that exhausted its retries.
+- `notify.notify_team`: enrich a notify event from the records, deliver it once per channel.
 """

@@ -48,7 +48,7 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact, sha256_of_file
 from shared.domain.identifiers import deployment_id_for
-from shared.domain.records import Deployment
+from shared.domain.records import Deployment, environment_key
 
 APP = "hello"
 ENVIRONMENT = "staging"
@@ -397,7 +397,7 @@ def run_demo(url: str, notifications_file: Path) -> int:
 def _story(demo: Demo) -> None:
     firestore = demo.firestore
     live_before = None
-    record = firestore.collection("environments").document(f"{APP}@{ENVIRONMENT}").get()
+    record = firestore.collection("environments").document(environment_key(APP, ENVIRONMENT)).get()
     if record.exists:
         live_before = (record.to_dict() or {}).get("live_version")
 

@@ -90,8 +90,6 @@ RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
 
 ENV_WEBHOOK_URL = "LOCAL_WEBHOOK_URL"
 """The local pipeline file's webhook channel reads its URL from this variable."""
-ENV_TOKEN_URL = "RELEASECTL_TOKEN_URL"
-ENV_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 
 START_TIMEOUT_SECONDS = 60.0
 FUNCTION_START_TIMEOUT_SECONDS = 60.0
@@ -584,7 +582,7 @@ class Stack:
         }
         if endpoints.compute_host:
             env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = endpoints.compute_host
-        env[ENV_ROLLBACK_URL] = rollback_url
+        env[shared_config.ENV_RELEASECTL_ROLLBACK_URL] = rollback_url
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
         if endpoints.compute_host:
@@ -592,7 +590,7 @@ class Stack:
         env["CLOUDSDK_AUTH_ACCESS_TOKEN_FILE"] = str(access_token_file)
         env[shared_config.ENV_PIPELINE_CONFIG] = str(self.pipeline_file)
         env[shared_config.ENV_NOTIFICATIONS_FILE] = str(self.notifications_file)
-        env[ENV_TOKEN_URL] = f"{endpoints.issuer_url}/token"
+        env[shared_config.ENV_RELEASECTL_TOKEN_URL] = f"{endpoints.issuer_url}/token"
         env[shared_config.ENV_ROLLBACK_AUDIENCE] = rollback_url
         env[ENV_WEBHOOK_URL] = endpoints.webhook_url
         self.env = env

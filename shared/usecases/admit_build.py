@@ -11,6 +11,7 @@ from shared import topology
 from shared.domain.artifact_origin import artifact_origin_problem
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
+from shared.domain.messages import stored_payload
 from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
@@ -23,8 +24,6 @@ from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
 
 log = get_logger("admit_build")
-
-MAX_STORED_PAYLOAD = 4096
 
 
 class Outcome(StrEnum):
@@ -205,7 +204,7 @@ def reject_build_event(
         RejectedEvent(
             event_id=event_id,
             reason=reason,
-            payload=data[:MAX_STORED_PAYLOAD].decode("utf-8", errors="replace"),
+            payload=stored_payload(data),
             attributes=dict(attributes),
             received_at=received_at,
             topic=topology.BUILD_SUCCEEDED,

@@ -19,6 +19,7 @@ APPS = "apps"
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
+NOTIFICATIONS = "notifications"
 RELEASE_REQUESTS = "release_requests"
 """Written only by the pipeline's HTTP functions: the proof behind a rollback or promotion."""
 

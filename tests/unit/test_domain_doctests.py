@@ -15,6 +15,7 @@ MODULES = [
     "shared.domain.retention",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.redeploy",
     "shared.domain.windows",
 ]
 

@@ -90,8 +90,8 @@ class FakeStore:
                 raise error
             self.deployments.update(tx.deployments)
             self.environments.update(tx.environments)
-            for key, release in tx.releases.items():
-                self.releases.setdefault(key, release)
+            # As in Firestore, a committed write replaces the document.
+            self.releases.update(tx.releases)
             self.highest_versions.update(tx.highest)
             return result
 

@@ -12,6 +12,8 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "devstack.compute_emulator.discovery",
+    "devstack.compute_emulator.monitoring",
 ]
 
 

@@ -583,6 +583,8 @@ class Stack:
         }
         if endpoints.compute_host:
             env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = endpoints.compute_host
+            # The Compute emulator's process also serves Cloud Monitoring's request counts.
+            env[shared_config.ENV_MONITORING_EMULATOR_HOST] = endpoints.compute_host
         env[ENV_ROLLBACK_URL] = rollback_url
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"

@@ -156,3 +156,31 @@ class Compute(Protocol):
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
         """No-op if it is gone."""
         ...
+
+
+@dataclass(frozen=True)
+class TrafficSample:
+    """What a load balancer answered on behalf of one instance group during a window."""
+
+    requests: int
+    server_errors: int
+    """Answers of class 5xx."""
+
+    @property
+    def error_ratio(self) -> float:
+        return self.server_errors / self.requests if self.requests else 0.0
+
+
+class MetricsUnavailable(PermanentError):
+    """The metrics source refuses the query for good (permission, unknown metric): verification
+    falls back to health only and says so."""
+
+
+class Metrics(Protocol):
+    def traffic(self, env: EnvironmentConfig, group: str, start: datetime, end: datetime) -> TrafficSample:
+        """Requests the environment's backend service sent to `group` between `start` and `end`.
+
+        Raises `TransientError` on an outage (retry later), `MetricsUnavailable` when retrying
+        cannot help.
+        """
+        ...

@@ -26,6 +26,7 @@ TERRAFORM = REPO / "terraform"
 # ENV_* constants that must NOT be set on Google Cloud, each with the reason.
 LOCAL_ONLY_ENV = {
     config.ENV_COMPUTE_EMULATOR_HOST: "points the Compute client at the local emulator; on GCP the real API is used",
+    config.ENV_MONITORING_EMULATOR_HOST: "points the Monitoring client at the local emulator; on GCP the real API is used",
     config.ENV_NOTIFICATIONS_FILE: "the local stack's notification log file; functions on GCP have no such file",
 }
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from shared.config import EnvironmentConfig
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import SmokeAnswer, SmokeCheck
 
 T = TypeVar("T")
 
@@ -149,6 +150,11 @@ class Compute(Protocol):
         """
         ...
 
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        """Remove the group from the backend service, even the last one (its connections drain);
+        no-op if it is not there."""
+        ...
+
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
         """Delete the MIG and its instances; no-op if it is gone."""
         ...
@@ -183,4 +189,11 @@ class Metrics(Protocol):
         Raises `TransientError` on an outage (retry later), `MetricsUnavailable` when retrying
         cannot help.
         """
+        ...
+
+
+class SmokeProbe(Protocol):
+    def request(self, base_url: str, check: SmokeCheck) -> SmokeAnswer:
+        """Send the check's request to `base_url` + its path; no answer is a `SmokeAnswer` with
+        `error` set, never an exception."""
         ...

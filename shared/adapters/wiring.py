@@ -39,6 +39,7 @@ def services() -> Services:
     from shared.adapters.clock import SystemClock
     from shared.adapters.compute_engine import ComputeEngine
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.http_probe import HttpSmokeProbe
     from shared.adapters.monitoring import CloudMonitoring
     from shared.adapters.pubsub_publisher import PubSubPublisher
 
@@ -53,6 +54,7 @@ def services() -> Services:
         publisher=PubSubPublisher(project),
         clock=SystemClock(),
         metrics=CloudMonitoring(project, endpoint=f"http://{monitoring_host}" if monitoring_host else None),
+        probe=HttpSmokeProbe(),
     )
 
 

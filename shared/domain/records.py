@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.status import FINISHED, DeploymentStatus, check_transition
+from shared.domain.verification import Verification, VerificationState
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,17 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    verification: Verification | None = None
+    """The bake window's verdict once live (CONTRACT §9); None when it has no bake window."""
+
+    @property
+    def baking(self) -> bool:
+        """Live and still in its bake window: it keeps the environment lock until the verdict."""
+        return (
+            self.status is DeploymentStatus.LIVE
+            and self.verification is not None
+            and self.verification.state is VerificationState.PENDING
+        )
 
     @classmethod
     def queued(

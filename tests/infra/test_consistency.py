@@ -171,6 +171,7 @@ def test_compute_names_of_the_pipeline_file_are_what_the_environment_module_crea
             "base_instance_template": env.base_instance_template,
             "health_check": env.health_check,
             "backend_service": env.backend_service,
+            "preview_backend_service": env.preview_backend_service,
         }, env.key
 
 

@@ -12,6 +12,7 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.verification",
     "shared.adapters.monitoring",
     "devstack.compute_emulator.discovery",
     "devstack.compute_emulator.monitoring",

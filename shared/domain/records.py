@@ -63,6 +63,10 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact (from the build, kept by its release): the instance verifies it."""
+    committed_at: datetime | None = None
+    """When the deployed commit was made, as the build reported it (lead time)."""
     verification: Verification | None = None
     """The bake window's verdict once live (CONTRACT §9); None when it has no bake window."""
 
@@ -88,6 +92,8 @@ class Deployment:
         artifact: str,
         event: Mapping[str, Any],
         at: datetime,
+        artifact_sha256: str = "",
+        committed_at: datetime | None = None,
         rollback_of: str | None = None,
         triggered_by: str | None = None,
         reason: str | None = None,
@@ -115,6 +121,8 @@ class Deployment:
             build_url=build_url,
             branch=branch,
             commit_messages=commit_messages,
+            artifact_sha256=artifact_sha256,
+            committed_at=committed_at,
         )
 
     def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:
@@ -153,6 +161,9 @@ class Release:
     artifact: str
     commit_messages: tuple[str, ...]
     created_at: datetime
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact: fixed by the first build of the commit; a rollback or a later
+    build of the same commit deploys exactly these bytes."""
 
     @property
     def key(self) -> str:

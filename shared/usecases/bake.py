@@ -237,6 +237,8 @@ def _rollback_record(rollback_id: str, bad: Deployment, previous: Deployment, no
         commit=previous.commit,
         build_id=build_id,
         artifact=previous.artifact,
+        artifact_sha256=previous.artifact_sha256,
+        committed_at=previous.committed_at,
         event={**previous.event, "build_id": build_id},
         at=now,
         rollback_of=bad.deployment_id,

@@ -16,6 +16,8 @@ MODULES = [
     "shared.adapters.monitoring",
     "devstack.compute_emulator.discovery",
     "devstack.compute_emulator.monitoring",
+    "shared.domain.build_event",
+    "shared.domain.artifact_origin",
 ]
 
 

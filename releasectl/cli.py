@@ -153,6 +153,16 @@ def _url_of(app: str, environment: str) -> str | None:
     return found.url or None
 
 
+def _preview_url_of(app: str, environment: str) -> str | None:
+    """Where green is reachable before its switch (the preview load balancer), if configured."""
+    try:
+        config = load_pipeline_config()
+    except ConfigError:
+        return None  # as for the URL: unknown without the pipeline file
+    found = config.environment(app, environment)
+    return (found.preview_url or None) if found is not None else None
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
@@ -215,7 +225,9 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 
 def _status(args: argparse.Namespace, out: _Output) -> int:
     url = _url_of(args.app, args.environment)
-    status = environment_status(firestore_client(), args.app, args.environment, url)
+    status = environment_status(
+        firestore_client(), args.app, args.environment, url, _preview_url_of(args.app, args.environment)
+    )
     if out.as_json:
         out.document(status)
         return EXIT_OK
@@ -229,7 +241,12 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
         )
     else:
         out.line("  live:         nothing yet")
+    verification = (live or {}).get("verification")
+    if verification:
+        out.line(f"  verification: {verification['state']}  ({verification['detail']})")
     if status["in_progress"]:
+        if status["preview_url"]:
+            out.line(f"  preview:      {status['preview_url']}")
         out.line("  in progress:")
         for row in status["in_progress"]:
             out.line(

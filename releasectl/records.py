@@ -73,9 +73,10 @@ def _went_live_at(deployment: Mapping[str, Any]) -> Any:
 
 
 def environment_status(
-    client: firestore.Client, app: str, environment: str, url: str | None
+    client: firestore.Client, app: str, environment: str, url: str | None, preview_url: str | None = None
 ) -> dict[str, Any]:
-    """`releasectl status --json`: what is live, and what is on its way."""
+    """`releasectl status --json`: what is live, and what is on its way (with the preview URL that
+    reaches it before the switch, while there is one on its way)."""
     env_record = _environment(client, app, environment) or {}
     live: dict[str, Any] | None = None
     live_id = env_record.get("live_deployment_id")
@@ -86,6 +87,7 @@ def environment_status(
             "deployment_id": live_id,
             "commit": deployment.get("commit"),
             "since": iso(_went_live_at(deployment)),
+            "verification": _verification_summary(deployment.get("verification")),
         }
     query = declared_query(
         client,
@@ -106,7 +108,25 @@ def environment_status(
         {"deployment_id": deployment_id, "version": doc.get("version"), "status": doc.get("status")}
         for deployment_id, doc in rows
     ]
-    return {"app": app, "environment": environment, "url": url, "live": live, "in_progress": in_progress}
+    return {
+        "app": app,
+        "environment": environment,
+        "url": url,
+        "live": live,
+        "in_progress": in_progress,
+        "preview_url": preview_url if in_progress else None,
+    }
+
+
+def _verification_summary(verification: Any) -> dict[str, Any] | None:
+    """The bake window's state and detail (CONTRACT §6 `verification`), timestamps as text."""
+    if not isinstance(verification, Mapping):
+        return None
+    return {
+        "state": verification.get("state"),
+        "detail": verification.get("detail"),
+        "checked_at": iso(verification.get("checked_at")),
+    }
 
 
 RELEASE_FIELDS = (

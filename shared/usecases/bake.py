@@ -147,7 +147,7 @@ def _announce_passed(services: Services, deployment: Deployment) -> None:
             app=deployment.app,
             environment=deployment.environment,
             status="verified",
-            detail=f"bake window {detail}",
+            detail=detail,
             dedupe_key=f"{deployment.deployment_id}:verified",
             deployment_id=deployment.deployment_id,
             version=deployment.version,

@@ -185,7 +185,9 @@ def test_status_for_humans_names_the_live_version_and_what_is_coming(seeded: fir
     assert result.code == 0
     assert "live:         1.1.0  (hello-staging-bbb, commit 0123456" in result.stdout
     assert "1.3.0  provisioning  (hello-staging-ddd)" in result.stdout
-    assert "preview:      http://127.0.0.1:18081" in result.stdout, "green is reachable there before its switch"
+    assert "preview:      http://127.0.0.1:18081" in result.stdout, (
+        "green is reachable there before its switch"
+    )
 
 
 def test_releases_json_lists_the_environment_newest_first_in_the_contract_shape(

@@ -64,14 +64,15 @@ class CrashingStore:
 
 
 class HoldingPublisher:
-    """Publishes notifications for real; keeps step messages for the test to deliver."""
+    """Publishes notifications and the bake step for real (the stack's functions handle them);
+    keeps the step messages the test delivers itself."""
 
     def __init__(self, inner: PubSubPublisher) -> None:
         self.inner = inner
         self.held: list[tuple[str, bytes]] = []
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
-        if topic == topology.NOTIFY:
+        if topic in (topology.NOTIFY, topology.BAKE_CHECK):
             return self.inner.publish(topic, data, attributes)
         self.held.append((topic, data))
         return f"held-{len(self.held)}"

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -24,8 +25,9 @@ from releasectl.remote import (
     request_rollback,
 )
 from releasectl.watch import watch_deployment
+from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
-from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
+from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -139,28 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _url_of(app: str, environment: str) -> str | None:
-    """The environment's public URL from the pipeline file; an unknown app or environment is bad input."""
+def _environment_config(app: str, environment: str) -> EnvironmentConfig | None:
+    """The environment in the pipeline file; an unknown app or environment is bad input."""
     try:
         config = load_pipeline_config()
     except ConfigError:
-        return None  # Without the pipeline file (e.g. on a CI runner) the URL is simply unknown.
+        return None  # Without the pipeline file (e.g. on a CI runner) the environment is unknown.
     if app not in config.apps:
         raise BadInput(f"unknown app {app!r}")
     found = config.environment(app, environment)
     if found is None:
         raise BadInput(f"app {app!r} has no environment {environment!r}")
-    return found.url or None
+    return found
 
 
-def _preview_url_of(app: str, environment: str) -> str | None:
-    """Where green is reachable before its switch (the preview load balancer), if configured."""
-    try:
-        config = load_pipeline_config()
-    except ConfigError:
-        return None  # as for the URL: unknown without the pipeline file
-    found = config.environment(app, environment)
-    return (found.preview_url or None) if found is not None else None
+def _url_of(app: str, environment: str) -> str | None:
+    """The environment's public URL from the pipeline file, if it is available here."""
+    found = _environment_config(app, environment)
+    return (found.url or None) if found else None
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -224,10 +222,13 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _status(args: argparse.Namespace, out: _Output) -> int:
-    url = _url_of(args.app, args.environment)
-    status = environment_status(
-        firestore_client(), args.app, args.environment, url, _preview_url_of(args.app, args.environment)
-    )
+    env = _environment_config(args.app, args.environment)
+    url = (env.url or None) if env else None
+    preview_url = (env.preview_url or None) if env else None
+    policy = env.deploy_policy if env else None
+    now = datetime.now(UTC)
+    status = environment_status(firestore_client(), args.app, args.environment, url, preview_url)
+    status.update(deploy_window_status(policy, now))
     if out.as_json:
         out.document(status)
         return EXIT_OK
@@ -254,6 +255,9 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
             )
     else:
         out.line("  in progress:  none")
+    window = deploy_window_line(policy, now)
+    if window:
+        out.line(f"  deploy window: {window}")
     return EXIT_OK
 
 

@@ -149,14 +149,14 @@ variable "watchdog_schedule" {
   }
 }
 
-variable "artifact_retention_days" {
-  description = "Days a release artifact is kept. Rollback needs the artifact of every version it may return to, so keep this longer than the oldest release you would roll back to."
+variable "artifact_nearline_after_days" {
+  description = "Days after which a release artifact moves to the Nearline storage class (cheaper to keep, still read at once). Artifacts are never deleted by age: a live or retained release re-downloads its artifact whenever autohealing recreates an instance."
   type        = number
-  default     = 90
+  default     = 30
 
   validation {
-    condition     = var.artifact_retention_days >= 7
-    error_message = "artifact_retention_days must be at least 7."
+    condition     = var.artifact_nearline_after_days >= 30
+    error_message = "artifact_nearline_after_days must be at least 30 (Nearline's minimum storage duration)."
   }
 }
 
@@ -236,4 +236,26 @@ variable "artifact_bucket_location" {
   description = "Location of the artifact bucket; defaults to the region."
   type        = string
   default     = null
+}
+
+variable "cloudbuild" {
+  description = "Cloud Build triggers on the GitHub repository (connected to Cloud Build beforehand). Pull requests build as a read-only account this stack creates; the main branch builds as deployer_service_account, the administrator account made when the project was set up. null: no triggers."
+  type = object({
+    github_owner             = string
+    github_repository        = string
+    main_branch              = optional(string, "main")
+    state_bucket             = string
+    deployer_service_account = string
+  })
+  default = null
+
+  validation {
+    condition     = var.cloudbuild == null || can(regex("^[a-z0-9-]+@[a-z0-9-]+\\.iam\\.gserviceaccount\\.com$", var.cloudbuild.deployer_service_account))
+    error_message = "cloudbuild.deployer_service_account must be a service account e-mail (NAME@PROJECT.iam.gserviceaccount.com)."
+  }
+
+  validation {
+    condition     = var.cloudbuild == null || !startswith(var.cloudbuild.deployer_service_account, "${var.name_prefix}-pr-checks@")
+    error_message = "cloudbuild.deployer_service_account must not be the read-only pull-request account."
+  }
 }

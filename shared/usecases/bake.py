@@ -79,7 +79,7 @@ def check_bake(services: Services, message: StepMessage) -> Deployment | None:
         raise NotReadyYet(f"{verdict.detail}; window ends {verification.ends_at.isoformat()}")
     concluded = verification.concluded(verdict.state, verdict.detail, now, measured)
     if verdict.state is VerificationState.PASSED:
-        return _pass(services, deployment, concluded, now)
+        return _pass(services, env, deployment, concluded, now)
     log.warning("bake window failed: %s", verdict.detail)
     return _roll_back(services, env, deployment, concluded, now)
 
@@ -103,7 +103,7 @@ def _measure(
 
 
 def _pass(
-    services: Services, deployment: Deployment, concluded: Verification, now: datetime
+    services: Services, env: EnvironmentConfig, deployment: Deployment, concluded: Verification, now: datetime
 ) -> Deployment | None:
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
         current = tx.deployment(deployment.deployment_id)
@@ -113,7 +113,7 @@ def _pass(
         state = tx.environment(current.app, current.environment)
         next_deployment = None
         if state is not None:
-            handover = hand_over_lock(tx, state, current.deployment_id, now)
+            handover = hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
             tx.put_environment(handover.state)
             next_deployment = handover.next_deployment
             if next_deployment is not None:
@@ -174,7 +174,7 @@ def _roll_back(
             # Nothing earlier to go back to: record the verdict, free the environment, alert.
             tx.put_deployment(failed)
             if state is not None:
-                handover = hand_over_lock(tx, state, current.deployment_id, now)
+                handover = hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
                 tx.put_environment(handover.state)
                 if handover.next_deployment is not None:
                     tx.put_deployment(handover.next_deployment)

@@ -154,7 +154,7 @@ def switch_traffic(
         baking = _bakes(env, current)
         # A release under verification keeps the lock: the next one waits for the verdict.
         handover = (
-            hand_over_lock(tx, state, current.deployment_id, now)
+            hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
             if state is not None and not baking
             else None
         )

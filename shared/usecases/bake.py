@@ -179,11 +179,11 @@ def _roll_back(
                 if handover.next_deployment is not None:
                     tx.put_deployment(handover.next_deployment)
             return None
-        rollback = _rollback_record(rollback_id, failed, retained, now)
-        if _retained_group_usable(retained, rollback, now):
+        going_back = _rollback_record(rollback_id, failed, retained, now)
+        if _retained_group_usable(retained, going_back, now):
             tx.put_deployment(retained.with_changes(now, cleanup_due_at=None, adopted_by=rollback_id))
-            rollback = (
-                rollback.advance(
+            going_back = (
+                going_back.advance(
                     DeploymentStatus.PROVISIONING, now, f"environment lock kept from {bad.deployment_id}"
                 )
                 .advance(
@@ -198,7 +198,7 @@ def _roll_back(
                 .advance(DeploymentStatus.SWITCHING, now, "switching traffic back")
             )
         else:
-            rollback = rollback.advance(
+            going_back = going_back.advance(
                 DeploymentStatus.PROVISIONING,
                 now,
                 f"environment lock kept from {bad.deployment_id}; the previous group is gone:"
@@ -206,12 +206,12 @@ def _roll_back(
             )
         tx.put_environment(replace(state, active_deployment_id=rollback_id, locked_at=now, updated_at=now))
         tx.put_deployment(failed)
-        tx.put_deployment(rollback)
-        return rollback
+        tx.put_deployment(going_back)
+        return going_back
 
-    rollback = services.store.atomically(work)
+    going_back = services.store.atomically(work)
     latest = services.store.get_deployment(bad.deployment_id)
-    if rollback is None:
+    if going_back is None:
         failed = (
             latest is not None
             and latest.status is DeploymentStatus.LIVE
@@ -222,7 +222,7 @@ def _roll_back(
             # Either nothing earlier to go back to, or another delivery started the rollback.
             return _resume_rollback(services, env, latest)
         return latest
-    return _continue_rollback(services, env, rollback, latest or bad)
+    return _continue_rollback(services, env, going_back, latest or bad)
 
 
 def _rollback_record(rollback_id: str, bad: Deployment, previous: Deployment, now: datetime) -> Deployment:
@@ -250,25 +250,25 @@ def _rollback_record(rollback_id: str, bad: Deployment, previous: Deployment, no
     )
 
 
-def _retained_group_usable(retained: Deployment, rollback: Deployment, now: datetime) -> bool:
-    return is_adoptable(retained, rollback, now)
+def _retained_group_usable(retained: Deployment, going_back: Deployment, now: datetime) -> bool:
+    return is_adoptable(retained, going_back, now)
 
 
 def _resume_rollback(services: Services, env: EnvironmentConfig, bad: Deployment) -> Deployment | None:
     """A later delivery for a release whose breach is recorded: carry on with its rollback."""
-    rollback = services.store.get_deployment(automatic_rollback_id(bad))
-    if rollback is None:
+    going_back = services.store.get_deployment(automatic_rollback_id(bad))
+    if going_back is None:
         _alert_nothing_to_roll_back_to(services, bad)
         return bad
-    return _continue_rollback(services, env, rollback, bad)
+    return _continue_rollback(services, env, going_back, bad)
 
 
 def _continue_rollback(
-    services: Services, env: EnvironmentConfig, rollback: Deployment, bad: Deployment
+    services: Services, env: EnvironmentConfig, going_back: Deployment, bad: Deployment
 ) -> Deployment | None:
-    if rollback.status is DeploymentStatus.SWITCHING and rollback.instance_group:
-        return switch_traffic(services, env, rollback, rollback.instance_group)
-    if rollback.status is DeploymentStatus.PROVISIONING:
+    if going_back.status is DeploymentStatus.SWITCHING and going_back.instance_group:
+        return switch_traffic(services, env, going_back, going_back.instance_group)
+    if going_back.status is DeploymentStatus.PROVISIONING:
         # The previous group is gone: the rollback runs as an ordinary deployment. Say so now;
         # its switch later ends the bad release `rolled_back` with the usual alert.
         detail = bad.verification.detail if bad.verification else "bake window failed"
@@ -279,20 +279,20 @@ def _continue_rollback(
                 app=bad.app,
                 environment=bad.environment,
                 status="verification_failed",
-                detail=f"{detail}; the previous release's group is gone, so {rollback.version} is being"
-                f" redeployed ({rollback.deployment_id})",
+                detail=f"{detail}; the previous release's group is gone, so {going_back.version} is being"
+                f" redeployed ({going_back.deployment_id})",
                 dedupe_key=f"{bad.deployment_id}:verification_failed",
                 deployment_id=bad.deployment_id,
                 version=bad.version,
             ),
         )
-        publish_step(services, topology.START_ROLLING_REPLACE, rollback)
-        return rollback
-    if rollback.status is DeploymentStatus.LIVE:
+        publish_step(services, topology.START_ROLLING_REPLACE, going_back)
+        return going_back
+    if going_back.status is DeploymentStatus.LIVE:
         latest = services.store.get_deployment(bad.deployment_id)
         if latest is not None and latest.status is DeploymentStatus.ROLLED_BACK:
             notify_status(services, latest)  # a redelivery after a lost alert; deduplicated
-    return rollback
+    return going_back
 
 
 def _alert_nothing_to_roll_back_to(services: Services, bad: Deployment) -> None:

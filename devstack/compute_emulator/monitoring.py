@@ -135,7 +135,7 @@ class RequestCounts:
 def _time(value: str, where: str) -> float:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
+    except ValueError as exc:  # permanent: the caller's time is malformed (a 400)
         raise _invalid(f"Invalid value at '{where}' ({value!r}): not an RFC 3339 time") from exc
     if parsed.tzinfo is None:
         raise _invalid(f"Invalid value at '{where}' ({value!r}): the time needs an offset or Z")
@@ -244,7 +244,7 @@ class ListRequest:
         try:
             page_size = int(query.get("pageSize", "0") or 0)
             page_offset = int(query.get("pageToken", "0") or 0)
-        except ValueError as exc:
+        except ValueError as exc:  # permanent: not numbers (a 400)
             raise _invalid("pageSize and pageToken must be numbers") from exc
         if page_size < 0 or page_offset < 0:
             raise _invalid("pageSize and pageToken must not be negative")
@@ -378,7 +378,7 @@ async def list_time_series_handler(request: web.Request) -> web.Response:
     try:
         parsed = ListRequest.from_query(request.query, request.query.getall("aggregation.groupByFields", []))
         body = list_time_series(request.app[COUNTS_KEY], request.match_info["project"], parsed)
-    except MonitoringError as exc:
+    except MonitoringError as exc:  # permanent: the request is refused, answered as Google does
         return web.json_response(exc.to_json(), status=exc.code)
     return web.json_response(body)
 

@@ -146,7 +146,7 @@ class CloudMonitoring:
     def _execute(request: Any, http: Any) -> dict[str, Any]:
         try:
             answer: dict[str, Any] = request.execute(http=http, num_retries=0)
-        except HttpError as exc:
+        except HttpError as exc:  # classified below by its status
             status = exc.resp.status
             if status == 429 or status >= 500:  # transient: the bake step is redelivered
                 raise MonitoringUnavailable(f"Cloud Monitoring answered {status}: {exc.reason}") from exc

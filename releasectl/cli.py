@@ -27,7 +27,8 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
-from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.config import ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.domain.identifiers import NAME_PATTERN
 
 EXIT_OK = 0
 EXIT_FAILED = 1

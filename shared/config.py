@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.naming import COMPUTE_NAME_PATTERN
+from shared.domain.records import environment_key
 from shared.domain.verification import BakeRules, SmokeCheck
 from shared.domain.windows import (
     DeployPolicy,
@@ -47,6 +50,7 @@ ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
 """Comma-separated accepted issuers. Default: Google's two issuer spellings."""
 ENV_LOG_LEVEL = "LOG_LEVEL"
+"""Level of the functions' JSON logs (default INFO)."""
 ENV_RELEASECTL_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 """releasectl: the rollback function's URL (CONTRACT §4)."""
 ENV_RELEASECTL_TOKEN_URL = "RELEASECTL_TOKEN_URL"
@@ -58,9 +62,6 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
-"""App and environment names (CONTRACT §3)."""
-GCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_BAKE_SECONDS = 900
 """The bake step is polled by Pub/Sub redelivery (at most 100 deliveries, backoff up to 10 s)."""
 BAKE_RETENTION_MARGIN_SECONDS = 30
@@ -134,7 +135,7 @@ class EnvironmentConfig:
 
     @property
     def key(self) -> str:
-        return f"{self.app}@{self.name}"
+        return environment_key(self.app, self.name)
 
     @property
     def deploy_policy(self) -> DeployPolicy:
@@ -241,7 +242,7 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.fullmatch(name):
+    if not COMPUTE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
 

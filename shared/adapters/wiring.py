@@ -12,6 +12,7 @@ import os
 from shared.config import (
     ENV_COMPUTE_EMULATOR_HOST,
     ENV_MONITORING_EMULATOR_HOST,
+    ENV_NOTIFICATIONS_FILE,
     ENV_PROJECT,
     ENV_ROLLBACK_AUDIENCE,
     ConfigError,
@@ -19,6 +20,7 @@ from shared.config import (
     load_pipeline_config,
     parse_audiences,
 )
+from shared.usecases.notify import NotifyServices
 from shared.usecases.services import Services
 
 
@@ -64,6 +66,25 @@ def _emulator_host(variable: str) -> str:
     if host and ("/" in host or ":" not in host):
         raise ConfigError(f"{variable}: expected host:port, got {host!r}")
     return host
+
+
+@functools.cache
+def notify_services() -> NotifyServices:
+    """`on_notify` reads the records and keeps its ledger; it needs no Compute and no publisher."""
+    from shared.adapters.clock import SystemClock
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.notification_channels import ConfiguredChannels
+    from shared.adapters.notification_ledger import FirestoreNotificationLedger
+
+    config = pipeline_config()
+    store = FirestoreStore.from_environment(project_id())
+    return NotifyServices(
+        config=config,
+        store=store,
+        ledger=FirestoreNotificationLedger(store.client),
+        channels=ConfiguredChannels(config, os.environ.get(ENV_NOTIFICATIONS_FILE, "").strip() or None),
+        clock=SystemClock(),
+    )
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from devstack.base_resources import create_base_resources, load_balancer_urls
 from devstack.compute_emulator.launcher import EmulatorProcess, free_port
 from shared.adapters.compute_engine import ComputeEngine
 from shared.adapters.monitoring import CloudMonitoring, MonitoringUnavailable
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_file
 from shared.config import EnvironmentConfig
 from tests.e2e.conftest import REPO_ROOT, wait_for
 
@@ -54,9 +54,12 @@ def env(emulator: EmulatorProcess) -> EnvironmentConfig:
 def test_the_adapter_reads_requests_and_server_errors_of_one_group(
     emulator: EmulatorProcess, env: EnvironmentConfig, tmp_path: Path
 ) -> None:
-    artifact = f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp_path)}"
+    built = build_artifact(REPO_ROOT / "examples" / "hello", tmp_path)
+    artifact = f"file://{built}"
     compute = ComputeEngine(PROJECT, endpoint=emulator.endpoint, operation_timeout=60)
-    compute.ensure_instance_template(env, "metrics-green-tpl", version="1.0.0", artifact=artifact)
+    compute.ensure_instance_template(
+        env, "metrics-green-tpl", version="1.0.0", artifact=artifact, artifact_sha256=sha256_of_file(built)
+    )
     compute.ensure_instance_group(env, "metrics-green-mig", template="metrics-green-tpl")
     wait_for(lambda: compute.group_health(env, "metrics-green-mig").all_healthy, 30, "green healthy")
     compute.attach_group(env, "metrics-green-mig")

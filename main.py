@@ -6,6 +6,7 @@ serves each with functions-framework `--target`. Keep this list equal to
 """
 
 from functions.approve import approve
+from functions.bake_check import on_bake_check
 from functions.build_succeeded import on_build_succeeded
 from functions.cool_down_complete import on_cool_down_complete
 from functions.dead_letter import on_dead_letter
@@ -17,6 +18,7 @@ from functions.watchdog import watchdog
 
 __all__ = [
     "approve",
+    "on_bake_check",
     "on_build_succeeded",
     "on_cool_down_complete",
     "on_dead_letter",

@@ -29,6 +29,7 @@ from shared.domain.records import (
 )
 from shared.domain.release_request import ReleaseRequest, RequestKind
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import Verification, VerificationState
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 
@@ -78,6 +79,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "approvals": [
             {"by": a.by, "decision": a.decision, "at": a.at, "reason": a.reason} for a in d.approvals
         ],
+        "verification": verification_to_document(d.verification),
         # CONTRACT v2 §6
         "artifact_sha256": d.artifact_sha256,
         "committed_at": d.committed_at,
@@ -177,6 +179,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         last_kick_at=doc.get("last_kick_at"),
         artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
+        verification=verification_from_document(doc.get("verification")),
         requested_by=doc.get("requested_by"),
         promoted_from=doc.get("promoted_from"),
         approvals=tuple(
@@ -224,6 +227,36 @@ def release_request_from_document(doc: Mapping[str, Any]) -> ReleaseRequest:
         promoted_from=doc.get("promoted_from"),
         source_deployment_id=doc.get("source_deployment_id"),
         artifact_sha256=doc.get("artifact_sha256") or "",
+    )
+
+
+def verification_to_document(v: Verification | None) -> dict[str, Any] | None:
+    """CONTRACT §6: null, or {state, detail, checked_at} plus what was measured."""
+    if v is None:
+        return None
+    return {
+        "state": str(v.state),
+        "detail": v.detail,
+        "checked_at": v.checked_at,
+        "ends_at": v.ends_at,
+        "requests": v.requests,
+        "server_errors": v.server_errors,
+        "error_ratio": v.error_ratio,
+        "metrics": v.metrics,
+    }
+
+
+def verification_from_document(doc: Any) -> Verification | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return Verification(
+        state=VerificationState(doc["state"]),
+        detail=doc.get("detail") or "",
+        checked_at=doc["checked_at"],
+        ends_at=doc.get("ends_at") or doc["checked_at"],
+        requests=doc.get("requests"),
+        server_errors=doc.get("server_errors"),
+        metrics=bool(doc.get("metrics", True)),
     )
 
 

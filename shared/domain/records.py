@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.status import FINISHED, DeploymentStatus, check_transition
+from shared.domain.verification import Verification, VerificationState
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,17 @@ class Deployment:
     """Every approval decision, in order, with the verified identity that made it."""
     request_id: str | None = None
     """The release request (written by an HTTP function) that proves the fields above."""
+    verification: Verification | None = None
+    """The bake window's verdict once live (CONTRACT §9); None when it has no bake window."""
+
+    @property
+    def baking(self) -> bool:
+        """Live and still in its bake window: it keeps the environment lock until the verdict."""
+        return (
+            self.status is DeploymentStatus.LIVE
+            and self.verification is not None
+            and self.verification.state is VerificationState.PENDING
+        )
 
     @classmethod
     def queued(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.domain.redeploy import missing_digest_problem
 from shared.domain.release_request import RequestKind
-from shared.domain.rollback import UnknownTarget, choose_rollback_target
+from shared.domain.rollback import TargetWithoutDigest, UnknownTarget, choose_rollback_target
 from shared.usecases.release_requests import ReleaseUnavailable, release_event, submit_request
 from shared.usecases.services import Services
 
@@ -30,7 +31,8 @@ def request_rollback(
     to_version: str | None = None,
     reason: str | None = None,
 ) -> RollbackAccepted:
-    """Record and publish the rollback; raises `RollbackRefused` subclasses (404, 409)."""
+    """Record and publish the rollback; raises `RollbackRefused` subclasses (404, 409: also for a
+    release recorded before artifact digests, which no instance would start)."""
     if services.config.environment(app, environment) is None:
         raise UnknownTarget(f"unknown app or environment {app}/{environment}")
     state = services.store.get_environment(app, environment)
@@ -43,6 +45,11 @@ def request_rollback(
         event = release_event(services, target.source)
     except ReleaseUnavailable as exc:  # permanent: nothing left to deploy that release from
         raise UnknownTarget(str(exc)) from exc
+    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
+    # the caller a rollback is under way while nothing happens.
+    problem = missing_digest_problem(target.version, event.commit, event.artifact_sha256)
+    if problem is not None:
+        raise TargetWithoutDigest(problem)
     deployment_id = submit_request(
         services,
         kind=RequestKind.ROLLBACK,

@@ -17,8 +17,13 @@ MODULES = [
     "shared.domain.promotion",
     "shared.domain.release_request",
     "shared.domain.rollback",
+    "shared.domain.verification",
+    "shared.adapters.monitoring",
+    "devstack.compute_emulator.discovery",
+    "devstack.compute_emulator.monitoring",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.redeploy",
     "shared.domain.windows",
 ]
 

@@ -99,6 +99,13 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         clock=SystemClock(),
         probe=HttpSmokeProbe(),
     )
+    # Earlier modules may leave production's lock held a little longer (a release in its bake
+    # window keeps it): this test drives admission itself and needs the environment free.
+    wait_for(
+        lambda: not pipeline.environment("production").get("active_deployment_id") or None,
+        90,
+        "production's lock to be free",
+    )
     blue = pipeline.environment("production").get("live_deployment_id")  # None when run on its own
     body = {
         "app": "hello",

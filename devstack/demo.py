@@ -283,7 +283,8 @@ class Demo:
             result.expected_status == "rolled_back" and outcome.status == "live"
         ):
             result.problems.append(f"ended {outcome.status}, expected {result.expected_status}")
-        if load is not None:
+        if load is not None and result.expected_status != "rolled_back":
+            # A release expected to be rolled back is still "during" until traffic is back.
             load.phase("after")
 
     def await_automatic_rollback(self, result: StepResult, load: LoadGenerator) -> None:

@@ -42,7 +42,7 @@ from google.cloud import firestore
 
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
-from releasectl.records import firestore_client, get_deployment
+from releasectl.records import firestore_client, get_deployment, read_environment
 from releasectl.remote import (
     BadInput,
     OperationFailed,
@@ -53,7 +53,7 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact, sha256_of_file
 from shared.domain.identifiers import deployment_id_for
-from shared.domain.records import Deployment, environment_key
+from shared.domain.records import Deployment
 
 APP = "hello"
 ENVIRONMENT = "staging"
@@ -454,10 +454,8 @@ def run_demo(url: str, notifications_file: Path) -> int:
 
 def _story(demo: Demo) -> None:
     firestore = demo.firestore
-    live_before = None
-    record = firestore.collection("environments").document(environment_key(APP, ENVIRONMENT)).get()
-    if record.exists:
-        live_before = (record.to_dict() or {}).get("live_version")
+    state = read_environment(firestore, APP, ENVIRONMENT)
+    live_before = state.live_version if state is not None else None
 
     heading(
         f"1. First release of {APP} to {ENVIRONMENT}"

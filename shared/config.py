@@ -251,10 +251,7 @@ def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
     channels = []
     for index, raw_channel in enumerate(_require(list, raw, where)):
         channel_where = f"{where}[{index}]"
-        _require(dict, raw_channel, channel_where)
-        unknown = set(raw_channel) - {"kind", "url_env"}
-        if unknown:
-            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        _table_keys(raw_channel, channel_where, ("kind", "url_env"), ())
         kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
         if kind not in Channel.KINDS:
             raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
@@ -264,10 +261,7 @@ def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
 
 
 def _operations(raw: Any) -> tuple[Channel, ...]:
-    section = _require(dict, raw, "operations")
-    unknown = set(section) - {"channels"}
-    if unknown:
-        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    section = _table_keys(raw, "operations", ("channels",), ())
     return _channels(section.get("channels", []), "operations.channels")
 
 

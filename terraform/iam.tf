@@ -121,6 +121,7 @@ locals {
         "compute.instanceTemplates.get",
         "compute.instanceTemplates.list",
         "compute.instances.get",
+        "compute.instances.getGuestAttributes",
         "compute.instances.list",
         "compute.regionOperations.get",
         "compute.regions.get",

@@ -19,6 +19,7 @@ from .clock import new_id, rfc3339_now
 from .errors import ApiError, already_exists, condition_not_met, in_use, invalid, not_found, required
 from .groups import ManagedInstanceGroup
 from .health import HealthChecker
+from .instances import Instance
 from .links import (
     BASE_INSTANCE_NAME_PATTERN,
     NAME_PATTERN,
@@ -393,6 +394,16 @@ class Emulator:
         if group is None:
             raise not_found(path)
         return group
+
+    def existing_instance(self, project: str, zone: str, name: str) -> Instance:
+        """An instance of any group, by zone and name (instances exist only in groups here)."""
+        for group in self.groups.values():
+            if group.project != project:
+                continue
+            for instance in group.instances:
+                if instance.zone == zone and instance.name == name:
+                    return instance
+        raise not_found(f"projects/{project}/zones/{zone}/instances/{name}")
 
     # -- backend services -------------------------------------------------------------------
 

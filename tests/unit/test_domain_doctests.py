@@ -19,6 +19,7 @@ MODULES = [
     "devstack.compute_emulator.monitoring",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.redeploy",
     "shared.domain.windows",
 ]
 

@@ -82,6 +82,10 @@ resource "google_compute_instance_template" "base" {
     release-health-path    = var.health_path
     block-project-ssh-keys = "true"
     enable-oslogin         = "true"
+    # The startup script reports a refused release (e.g. an artifact digest mismatch) in the
+    # guest attribute release/error, which the pipeline reads: startup-script failures are
+    # otherwise invisible to the Compute API.
+    enable-guest-attributes = "TRUE"
   }
 
   scheduling {

@@ -14,6 +14,7 @@ from aiohttp import web
 from .errors import ApiError, internal, invalid, not_found
 from .links import check_region, check_zone, parse_reference, region_of_zone
 from .listing import aggregated_body, list_body
+from .monitoring import add_routes as add_monitoring_routes
 from .operations import Operation
 from .schema import check_body, parse_json_body
 from .state import Emulator, default_zones
@@ -608,4 +609,7 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
     r.add_get(p + "/global/operations/{name}", get_operation)
     r.add_post(p + "/global/operations/{name}/wait", wait_operation)
     r.add_get(p + "/aggregated/operations", aggregated_operations)
+
+    # Cloud Monitoring's v3 REST API, for the load balancers' request counts (monitoring.py).
+    add_monitoring_routes(app, emulator.request_counts)
     return app

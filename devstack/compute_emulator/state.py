@@ -28,6 +28,7 @@ from .links import (
     parse_reference,
     region_of_zone,
 )
+from .monitoring import RequestCounts
 from .operations import Operation, OperationRegistry, Work
 
 LOG = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Emulator:
         self.health_checks: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, ManagedInstanceGroup] = {}
         self.services: dict[str, BackendService] = {}
+        self.request_counts = RequestCounts()
 
     # -- what groups and backend services ask --------------------------------------------------
 

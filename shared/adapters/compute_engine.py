@@ -376,6 +376,42 @@ class ComputeEngine:
         self._change_backends(env, keep, f"detaching all but {name} from {env.backend_service}")
         return removed
 
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        # A patch cannot empty the list (an empty repeated field is left out of the request, so it
+        # would change nothing): replace the whole resource instead, guarded by its fingerprint.
+        what = f"detaching {name} from {env.backend_service}"
+        for _attempt in range(MAX_FINGERPRINT_RETRIES):
+            service = self._call(
+                lambda: self.backend_services.get(
+                    request=compute_v1.GetBackendServiceRequest(
+                        project=self.project, backend_service=env.backend_service
+                    )
+                ),
+                f"reading backend service {env.backend_service}",
+            )
+            if not any(self._is_group(b, name) for b in service.backends):
+                return
+            replacement = type(service).deserialize(type(service).serialize(service))
+            kept = [b for b in service.backends if not self._is_group(b, name)]
+            del replacement.backends[:]
+            replacement.backends.extend(kept)
+            try:
+                operation = self.backend_services.update(
+                    request=compute_v1.UpdateBackendServiceRequest(
+                        project=self.project,
+                        backend_service=env.backend_service,
+                        backend_service_resource=replacement,
+                    )
+                )
+                operation.result(timeout=self.operation_timeout)
+                return
+            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
+                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
+                continue
+            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
+                raise _translate(exc, what) from exc
+        raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         response = self._call(
             lambda: self.backend_services.get_health(

@@ -54,7 +54,7 @@ class BootError(Exception):
     """The instance cannot be created; reported in the MIG's lastAttempt errors and retried.
 
     Compute Engine reports there what stops it from creating the VM itself; locally, also what
-    the emulator cannot do in the guest's place (fetch a gs:// artifact, read a missing file).
+    the emulator cannot do in the guest's place (fetch a gs:// artifact, read a file it may not).
     """
 
 
@@ -243,7 +243,9 @@ def artifact_path(url: str | None) -> str:
         raise BootError(f"cannot fetch {url}: only file:/// artifact URLs are supported locally")
     path = unquote(parsed.path)
     if not Path(path).is_file():
-        raise BootError(f"artifact {path} does not exist")
+        # Refused by the guest, as the startup script refuses a file:// or gs:// artifact that
+        # is not there: it will not appear by itself.
+        raise GuestRefusal(f"artifact {url} does not exist")
     return path
 
 

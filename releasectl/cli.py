@@ -224,9 +224,10 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 def _status(args: argparse.Namespace, out: _Output) -> int:
     env = _environment_config(args.app, args.environment)
     url = (env.url or None) if env else None
+    preview_url = (env.preview_url or None) if env else None
     policy = env.deploy_policy if env else None
     now = datetime.now(UTC)
-    status = environment_status(firestore_client(), args.app, args.environment, url)
+    status = environment_status(firestore_client(), args.app, args.environment, url, preview_url)
     status.update(deploy_window_status(policy, now))
     if out.as_json:
         out.document(status)
@@ -241,7 +242,12 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
         )
     else:
         out.line("  live:         nothing yet")
+    verification = (live or {}).get("verification")
+    if verification:
+        out.line(f"  verification: {verification['state']}  ({verification['detail']})")
     if status["in_progress"]:
+        if status["preview_url"]:
+            out.line(f"  preview:      {status['preview_url']}")
         out.line("  in progress:")
         for row in status["in_progress"]:
             out.line(

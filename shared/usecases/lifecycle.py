@@ -98,9 +98,12 @@ def start_next(services: Services, next_deployment: Deployment | None) -> None:
 def delete_green(services: Services, deployment: Deployment) -> None:
     """Delete the deployment's group and template (derived names, so even a half-made green)."""
     env = services.environment_config(deployment.app, deployment.environment)
-    services.compute.delete_instance_group(
-        env, deployment.instance_group or instance_group_name(deployment.deployment_id)
-    )
+    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    preview = env.preview()
+    if preview is not None:
+        # Compute Engine refuses to delete a group a backend service still uses.
+        services.compute.detach_group(preview, group)
+    services.compute.delete_instance_group(env, group)
     services.compute.delete_instance_template(
         env, deployment.instance_template or instance_template_name(deployment.deployment_id)
     )

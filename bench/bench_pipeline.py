@@ -17,12 +17,13 @@ deployment's; one tick is measured on its own instead. Prints tables; asserts no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -419,24 +420,40 @@ def print_rollbacks(samples: Sequence[RollbackSample]) -> None:
 # ---- main ------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def counted_stack(root: Path, project: str, progress: Callable[[str], None]) -> Iterator[tuple[Stack, Path]]:
+    """A private local stack in `root` whose functions count their Firestore and Pub/Sub work into
+    the directory it yields with it; this process uses its environment until the stack stops."""
+    counts_dir = root / "counts"
+    counts_dir.mkdir()
+    pythonpath = os.pathsep.join(p for p in (str(COUNTING_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    stack = Stack(
+        root / "stack",
+        project=project,
+        fixed_ports={},
+        extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
+        scheduler_interval=3600,
+    )
+    progress("starting a private local stack…")
+    stack.start()
+    saved = {name: os.environ.get(name) for name in stack.env}
+    os.environ.update(stack.env)
+    try:
+        yield stack, counts_dir
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        progress("stopping the private stack…")
+        stack.stop()
+
+
 def run(progress: Callable[[str], None] = say) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
         root = Path(scratch)
-        counts_dir = root / "counts"
-        counts_dir.mkdir()
-        pythonpath = os.pathsep.join(p for p in (str(COUNTING_DIR), os.environ.get("PYTHONPATH", "")) if p)
-        stack = Stack(
-            root / "stack",
-            project="bench-pipeline",
-            fixed_ports={},
-            extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
-            scheduler_interval=3600,
-        )
-        progress("starting a private local stack…")
-        stack.start()
-        saved = {name: os.environ.get(name) for name in stack.env}
-        os.environ.update(stack.env)
-        try:
+        with counted_stack(root, "bench-pipeline", progress) as (stack, counts_dir):
             artifact = build_artifact(REPO_ROOT / "examples" / "hello", root / "artifacts")
             bench = PipelineBench(stack, counts_dir, artifact.resolve().as_uri())
             # The first deployment after a start pays every function's cold start (imports, first
@@ -497,14 +514,6 @@ def run(progress: Callable[[str], None] = say) -> None:
                 "Goals: 0 failed requests, under 2 s of total overhead locally, per-hop p50 under 200 ms."
                 " Reads and writes are Firestore billing units; deliveries include redeliveries."
             )
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            progress("stopping the private stack…")
-            stack.stop()
 
 
 def main() -> None:

@@ -317,12 +317,12 @@ class ComputeEngine:
         change: Callable[[Sequence[compute_v1.Backend]], list[compute_v1.Backend] | None],
         what: str,
     ) -> None:
-        """Read-modify-write of the backends, guarded by the fingerprint: a 412 re-reads."""
-        for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._backend_service(env)
+        """Patch the backends to what `change` makes of them (None: nothing to change)."""
+
+        def patch(service: compute_v1.BackendService) -> Callable[[], bool] | None:
             backends = change(list(service.backends))
             if backends is None:
-                return
+                return None
             request = compute_v1.PatchBackendServiceRequest(
                 project=self.project,
                 backend_service=env.backend_service,
@@ -330,13 +330,26 @@ class ComputeEngine:
                     backends=backends, fingerprint=service.fingerprint
                 ),
             )
-            # A 412: someone changed the backends since we read them; read them again.
-            if self._call(self._patch(request), what, expected=(google_exceptions.PreconditionFailed,)):
+            return lambda: self._finish(self.backend_services.patch(request=request))
+
+        self._write_backend_service(env, patch, what)
+
+    def _write_backend_service(
+        self,
+        env: EnvironmentConfig,
+        write_for: Callable[[compute_v1.BackendService], Callable[[], bool] | None],
+        what: str,
+    ) -> None:
+        """Read the backend service, then make the write `write_for` derives from it (None: none
+        needed). The write carries the fingerprint read: a 412 means someone changed the service
+        since, so it is read again."""
+        for _attempt in range(MAX_FINGERPRINT_RETRIES):
+            write = write_for(self._backend_service(env))
+            if write is None:
+                return
+            if self._call(write, what, expected=(google_exceptions.PreconditionFailed,)):
                 return
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
-
-    def _patch(self, request: compute_v1.PatchBackendServiceRequest) -> Callable[[], bool]:
-        return lambda: self._finish(self.backend_services.patch(request=request))
 
     def _backend_service(self, env: EnvironmentConfig) -> compute_v1.BackendService:
         return self._call(
@@ -379,38 +392,23 @@ class ComputeEngine:
     def detach_group(self, env: EnvironmentConfig, name: str) -> None:
         # A patch cannot empty the list (an empty repeated field is left out of the request, so it
         # would change nothing): replace the whole resource instead, guarded by its fingerprint.
-        what = f"detaching {name} from {env.backend_service}"
-        for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._call(
-                lambda: self.backend_services.get(
-                    request=compute_v1.GetBackendServiceRequest(
-                        project=self.project, backend_service=env.backend_service
-                    )
-                ),
-                f"reading backend service {env.backend_service}",
-            )
+        def replace_without_group(service: compute_v1.BackendService) -> Callable[[], bool] | None:
             if not any(self._is_group(b, name) for b in service.backends):
-                return
+                return None
             replacement = type(service).deserialize(type(service).serialize(service))
             kept = [b for b in service.backends if not self._is_group(b, name)]
             del replacement.backends[:]
             replacement.backends.extend(kept)
-            try:
-                operation = self.backend_services.update(
-                    request=compute_v1.UpdateBackendServiceRequest(
-                        project=self.project,
-                        backend_service=env.backend_service,
-                        backend_service_resource=replacement,
-                    )
-                )
-                operation.result(timeout=self.operation_timeout)
-                return
-            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
-                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
-                continue
-            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-                raise _translate(exc, what) from exc
-        raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+            request = compute_v1.UpdateBackendServiceRequest(
+                project=self.project,
+                backend_service=env.backend_service,
+                backend_service_resource=replacement,
+            )
+            return lambda: self._finish(self.backend_services.update(request=request))
+
+        self._write_backend_service(
+            env, replace_without_group, f"detaching {name} from {env.backend_service}"
+        )
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         response = self._call(

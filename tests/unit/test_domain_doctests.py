@@ -12,6 +12,7 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.metrics",
 ]
 
 

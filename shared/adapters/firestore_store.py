@@ -91,6 +91,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "resources_deleted_at": d.resources_deleted_at,
         "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
+        "committed_at": d.committed_at,
     }
     document.update({k: v for k, v in extra.items() if v is not None})
     return document
@@ -111,6 +112,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "resources_deleted_at",
     "adopted_by",
     "last_kick_at",
+    "committed_at",
 )
 """Written only when set, so a cleared one must be deleted explicitly."""
 
@@ -160,6 +162,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        committed_at=doc.get("committed_at"),
     )
 
 

@@ -220,8 +220,7 @@ def went_live_at(deployment: Deployment) -> datetime | None:
 
 def committed_at(deployment: Deployment) -> datetime | None:
     """The commit time its build carried (optional in `build-succeeded`)."""
-    value = getattr(deployment, "committed_at", None)
-    return value if isinstance(value, datetime) else None
+    return deployment.committed_at
 
 
 def rolled_back_at(deployment: Deployment) -> datetime | None:
@@ -363,3 +362,23 @@ def live_per_day(
             if day in counts:
                 counts[day] += 1
     return tuple(counts.items())
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as people read it, to the second up to an hour, then coarser.
+
+    >>> format_seconds(42.4), format_seconds(3377), format_seconds(90000), format_seconds(None)
+    ('42 s', '56 min 17 s', '1 d 1 h', '-')
+    >>> format_seconds(7260)
+    '2 h 1 min'
+    """
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600} h"

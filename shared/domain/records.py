@@ -62,6 +62,8 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    committed_at: datetime | None = None
+    """When the build's commit was made (optional in build-succeeded): lead time starts here."""
 
     @classmethod
     def queued(

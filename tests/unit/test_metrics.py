@@ -50,11 +50,9 @@ def deployment(
         event={},
         went_live_at=live,
     )
-    record = replace(record, **fields)  # type: ignore[arg-type]
     if committed_before is not None:
-        # `committed_at` is the build's claim, kept on the record next to the others.
-        object.__setattr__(record, "committed_at", created - timedelta(seconds=committed_before))
-    return record
+        fields["committed_at"] = created - timedelta(seconds=committed_before)
+    return replace(record, **fields)  # type: ignore[arg-type]
 
 
 def path(

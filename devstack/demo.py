@@ -48,6 +48,7 @@ from releasectl.remote import (
 )
 from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact
+from shared.config import ENV_RELEASECTL_DASHBOARD_URL
 from shared.domain.identifiers import deployment_id_for
 
 APP = "hello"
@@ -479,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.url(APP, ENVIRONMENT)
         say(f"    ready in {time.monotonic() - started:.1f} s; {APP}/{ENVIRONMENT} is served at {url}")
         say(f"    notifications: {stack.notifications_file}; logs: {stack.logs_dir}")
+        say(f"    release dashboard: {stack.env.get(ENV_RELEASECTL_DASHBOARD_URL, '(not served)')}")
         code = run_demo(url, stack.notifications_file)
     return code
 

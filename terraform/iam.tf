@@ -12,7 +12,7 @@ resource "google_service_account" "function" {
 # Every function reads or writes the release records (deployments, releases, environments,
 # idempotency keys, rejected events). Firestore has no per-collection IAM.
 resource "google_project_iam_member" "function_firestore" {
-  for_each = local.functions
+  for_each = { for name, fn in local.functions : name => fn if name != "dashboard" }
 
   project = var.project_id
   role    = "roles/datastore.user"
@@ -58,6 +58,23 @@ resource "google_cloud_run_v2_service_iam_member" "rollback_invoker" {
   project  = var.project_id
   location = var.region
   name     = google_cloudfunctions2_function.fn["rollback"].name
+  role     = "roles/run.invoker"
+  member   = "group:${var.rollback_invoker_group}"
+}
+
+# The dashboard only reads the records: every change goes through the functions above, which
+# check the forwarded identity of the person asking.
+resource "google_project_iam_member" "dashboard_reads_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.viewer"
+  member  = google_service_account.function["dashboard"].member
+}
+
+# The dashboard: the team (the same group that may call rollback) may open it, nobody else.
+resource "google_cloud_run_v2_service_iam_member" "dashboard_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["dashboard"].name
   role     = "roles/run.invoker"
   member   = "group:${var.rollback_invoker_group}"
 }

@@ -286,6 +286,8 @@ def _chart(metrics: DeliveryMetrics, key: str) -> str:
         f'<svg class="chart" role="img" aria-labelledby="chart-{key}" viewBox="0 0 {width} {height + 1}"'
         f' width="{width}" height="{height + 1}"><title id="chart-{key}">{e(summary)}</title>'
         f'<line x1="0" y1="{height + 0.5}" x2="{width}" y2="{height + 0.5}"/>{"".join(bars)}</svg>'
+        f'<p class="muted chart-caption" aria-hidden="true">Deployments live per day, {e(days[0][0].isoformat())}'
+        f" to {e(days[-1][0].isoformat())} (most: {top})</p>"
     )
 
 
@@ -325,7 +327,7 @@ def _history(view: EnvironmentView) -> str:
             f"<td>{e(d.version)}{note}</td>"
             f"<td>{_status(d.status)}</td>"
             f"<td>{when(d.created_at)}</td>"
-            f"<td>{e(d.requested_by or '-')}</td>"
+            f"<td>{e(d.requested_by or 'CI')}</td>"
             f"<td>{e(', '.join(d.approved_by) or '-')}</td>"
             f"<td>{f'<ul>{changes}</ul>' if changes else '-'}</td>"
             f'<td>{e(format_seconds(d.total_seconds))}<br><span class="muted">{e(durations_text(d))}</span></td>'

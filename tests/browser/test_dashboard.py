@@ -52,6 +52,10 @@ def test_the_page_follows_a_release_phase_by_phase_until_it_is_live(shop: Shop, 
         phase = attribute_of(browser, in_flight, "data-phase")
         if phase and (not seen or seen[-1] != phase):
             seen.append(phase)
+            if phase == "cooling_down":
+                screenshot = keep_screenshot(browser, "dashboard-in-flight.png")
+                if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+                    copy_to(screenshot, REPO_ROOT / "docs" / "dashboard.png")
         return live_version(browser, "staging") == "1.1.0"
 
     wait_for(went_live, 120, "the page to show 1.1.0 live", interval=0.05)
@@ -106,9 +110,7 @@ def test_a_rollback_through_the_page_with_a_local_identity_goes_live(shop: Shop,
     browser.find_element(By.CSS_SELECTOR, f"{form} button").click()
     wait_for(lambda: "Rollback accepted" in text_of(browser, "#action-result"), 20, "the rollback's 202")
     wait_for(lambda: live_version(browser, "staging") not in (None, current), 120, "the rollback to go live")
-    path = keep_screenshot(browser, "dashboard.png")
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
-        copy_to(path, REPO_ROOT / "docs" / "dashboard.png")
+    keep_screenshot(browser, "dashboard-after-rollback.png")
 
 
 def test_without_javascript_the_page_is_readable(shop: Shop, browser_without_javascript: Any) -> None:

@@ -14,7 +14,6 @@ A malformed request is a 400, never a 500.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import uuid
@@ -25,6 +24,7 @@ from urllib.parse import parse_qsl
 import flask
 import functions_framework
 
+from functions.http_body import MAX_BODY_BYTES, BadRequest, decode_json_object, read_body
 from shared.adapters.wiring import dashboard_services
 from shared.auth import InvalidTokenError, bearer_token
 from shared.config import NAME_PATTERN
@@ -45,7 +45,6 @@ from shared.usecases.delivery import DEFAULT_WINDOW_DAYS
 
 log = get_logger("dashboard")
 
-MAX_BODY_BYTES = 16 * 1024
 MAX_REASON = 500
 MAX_WINDOW_DAYS = 365
 DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
@@ -55,10 +54,6 @@ _FIELDS = {
     "decide": {"action", "token", "deployment_id", "decision", "reason"},
     "rollback": {"action", "token", "app", "environment", "to_version", "reason"},
 }
-
-
-class BadRequest(ValueError):
-    """The request or one of its fields is malformed (400)."""
 
 
 def _wants_json(request: flask.Request) -> bool:
@@ -142,31 +137,24 @@ def _local_token(request: flask.Request, services: DashboardServices) -> flask.R
 
 
 def _body(request: flask.Request) -> dict[str, str]:
-    """The action's fields, from a form or a JSON object of strings."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=True, as_text=False)[: MAX_BODY_BYTES + 1]
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    """The action's fields, from a form or a JSON object of strings, within the body limits."""
+    raw = read_body(request)
     if request.mimetype == "application/json":
-        try:
-            parsed = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # permanent: the client's body
-            raise BadRequest("the body is not valid JSON") from exc
-        if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        parsed = decode_json_object(raw)
+        if not all(isinstance(value, str) for value in parsed.values()):
             raise BadRequest("the body must be a JSON object of strings")
         return parsed
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if request.mimetype in ("application/x-www-form-urlencoded", ""):
         try:
-            pairs = parse_qsl(
-                raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=20
-            )
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
         except (UnicodeDecodeError, ValueError) as exc:  # permanent: the client's body
             raise BadRequest("the form is malformed") from exc
         fields: dict[str, str] = {}
         for name, value in pairs:
             if name in fields:
-                raise BadRequest(f"{name}: given twice")
+                raise BadRequest(f"{name[:40]}: given twice")
             fields[name] = value
         return fields
     raise BadRequest("send a form (application/x-www-form-urlencoded) or a JSON object")

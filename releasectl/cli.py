@@ -27,7 +27,7 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from shared.adapters.delivery_records import FirestoreDeliveryRecords
 from shared.adapters.firestore_store import StoreUnavailable
-from shared.artifact import ArtifactError, build_artifact
+from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
 from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
 from shared.domain.metrics import PHASES, Percentiles, format_seconds
 from shared.usecases.delivery import DEFAULT_WINDOW_DAYS, window_metrics
@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _name(kind: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise argparse.ArgumentTypeError(f"{kind} {value!r} must match {NAME_PATTERN.pattern}")
         return value
 
@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--commit", required=True)
     publish.add_argument("--build-id", required=True)
     publish.add_argument("--artifact", required=True, help="gs://… or file:///… URL of the .tar.gz")
+    publish.add_argument(
+        "--artifact-sha256",
+        help="SHA-256 of the artifact file (64 lowercase hex); computed for a file:/// artifact if omitted",
+    )
+    publish.add_argument(
+        "--committed-at", help="RFC 3339 time of the commit, e.g. from git show -s --format=%%cI"
+    )
     publish.add_argument("--commit-message", action="append", default=[], dest="commit_messages")
     publish.add_argument("--bump", choices=("major", "minor", "patch"))
     publish.add_argument("--branch")
@@ -194,12 +201,24 @@ class _Output:
 
 
 def _publish(args: argparse.Namespace, out: _Output) -> int:
+    artifact_sha256 = args.artifact_sha256
+    if artifact_sha256 is None:
+        if not args.artifact.startswith("file:"):
+            raise BadInput(
+                "--artifact-sha256 is required for a gs:// artifact (sha256sum of the uploaded file)"
+            )
+        try:
+            artifact_sha256 = sha256_of_url(args.artifact)
+        except ArtifactError as exc:  # permanent: the named file cannot be read
+            raise BadInput(str(exc)) from exc
     data, attributes = build_message(
         app=args.app,
         environment=args.environment,
         commit=args.commit,
         build_id=args.build_id,
         artifact=args.artifact,
+        artifact_sha256=artifact_sha256,
+        committed_at=args.committed_at,
         commit_messages=args.commit_messages,
         bump=args.bump,
         branch=args.branch,
@@ -315,7 +334,7 @@ def _package(args: argparse.Namespace, out: _Output) -> int:
         raise BadInput(str(exc)) from exc
     resolved = artifact.resolve()
     if out.as_json:
-        out.document({"path": str(resolved), "uri": resolved.as_uri()})
+        out.document({"path": str(resolved), "sha256": sha256_of_file(resolved), "uri": resolved.as_uri()})
     else:
         out.line(str(resolved))
     return EXIT_OK

@@ -113,11 +113,21 @@ class AppConfig:
     name: str
     first_version: str
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+    artifact_prefixes: tuple[str, ...] = ()
+    """Where this app's artifacts may come from (URL prefixes, each ending in '/'): a build whose
+    artifact lies under none of them is rejected. None listed: every build is rejected."""
+    allow_file_artifacts: bool = False
+    """Whether `file:///` prefixes are allowed: only on the local stack, where instances read
+    artifacts from this machine's disk. On Google Cloud artifacts come from Cloud Storage."""
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     apps: Mapping[str, AppConfig]
+    operations_channels: tuple[Channel, ...] = ()
+    """The top-level `[operations]` section's channels: where the people who run the pipeline
+    hear about what belongs to no known app (a rejected message naming an unknown app) and
+    about events that exhausted their retries."""
 
     def environment(self, app: str, environment: str) -> EnvironmentConfig | None:
         app_config = self.apps.get(app)
@@ -125,6 +135,11 @@ class PipelineConfig:
 
     def all_environments(self) -> list[EnvironmentConfig]:
         return [env for app in self.apps.values() for env in app.environments.values()]
+
+    def all_channels(self) -> list[Channel]:
+        """Every channel the file names, each once: the environments' and the operations ones."""
+        named = [*self.operations_channels, *(c for env in self.all_environments() for c in env.channels)]
+        return list(dict.fromkeys(named))
 
 
 _ENV_DEFAULTS: dict[str, Any] = {
@@ -146,7 +161,9 @@ _ENV_KEYS = {
     "health_check",
     "backend_service",
 }
-_APP_KEYS = {"first_version", "environments", "defaults"}
+_APP_KEYS = {"first_version", "environments", "defaults", "artifact_prefixes", "allow_file_artifacts"}
+_GCS_PREFIX = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}/\S*")
+_FILE_PREFIX = re.compile(r"file:///\S*")
 
 
 def _require(kind: type, value: Any, where: str) -> Any:
@@ -173,16 +190,40 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.match(name):
+    if not GCE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
+
+
+def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
+    channels = []
+    for index, raw_channel in enumerate(_require(list, raw, where)):
+        channel_where = f"{where}[{index}]"
+        _require(dict, raw_channel, channel_where)
+        unknown = set(raw_channel) - {"kind", "url_env"}
+        if unknown:
+            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
+        if kind not in Channel.KINDS:
+            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
+        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
+        channels.append(Channel(kind=kind, url_env=url_env))
+    return tuple(channels)
+
+
+def _operations(raw: Any) -> tuple[Channel, ...]:
+    section = _require(dict, raw, "operations")
+    unknown = set(section) - {"channels"}
+    if unknown:
+        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    return _channels(section.get("channels", []), "operations.channels")
 
 
 def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
     _require(dict, raw, where)
     unknown = set(raw) - _ENV_KEYS
@@ -192,15 +233,7 @@ def _environment(
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
             raise ConfigError(f"{where}.{key}: required")
-    channels = []
-    for index, raw_channel in enumerate(_require(list, merged["channels"], f"{where}.channels")):
-        channel_where = f"{where}.channels[{index}]"
-        _require(dict, raw_channel, channel_where)
-        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
-        if kind not in Channel.KINDS:
-            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
-        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
-        channels.append(Channel(kind=kind, url_env=url_env))
+    channels = _channels(merged["channels"], f"{where}.channels")
     callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
     for index, caller in enumerate(callers):
         _require(str, caller, f"{where}.rollback_callers[{index}]")
@@ -227,14 +260,14 @@ def _environment(
         retain_previous_seconds=_non_negative(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
-        channels=tuple(channels),
+        channels=channels,
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
     )
 
 
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
-    unknown = set(document) - {"apps"}
+    unknown = set(document) - {"apps", "operations"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
     raw_apps = _require(dict, document.get("apps", {}), "apps")
@@ -243,7 +276,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
     apps: dict[str, AppConfig] = {}
     for app_name, raw_app in raw_apps.items():
         where = f"apps.{app_name}"
-        if not NAME_PATTERN.match(app_name):
+        if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
         _require(dict, raw_app, where)
         unknown = set(raw_app) - _APP_KEYS
@@ -258,15 +291,47 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
             raise ConfigError(f"{where}.environments: at least one environment is required")
         first_version = _require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
         _check_semver(first_version, f"{where}.first_version")
+        allow_file_artifacts = _require(
+            bool, raw_app.get("allow_file_artifacts", False), f"{where}.allow_file_artifacts"
+        )
         apps[app_name] = AppConfig(
             name=app_name,
             first_version=first_version,
+            artifact_prefixes=_artifact_prefixes(raw_app, where, allow_file_artifacts=allow_file_artifacts),
+            allow_file_artifacts=allow_file_artifacts,
             environments={
                 env_name: _environment(app_name, env_name, raw_env, defaults)
                 for env_name, raw_env in raw_envs.items()
             },
         )
-    return PipelineConfig(apps=apps)
+    return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
+
+
+def _artifact_prefixes(
+    raw_app: Mapping[str, Any], where: str, *, allow_file_artifacts: bool
+) -> tuple[str, ...]:
+    """The app's artifact origins: `gs://bucket/path/` prefixes, or `file:///…/` ones where the
+    app says `allow_file_artifacts = true` (the local stack)."""
+    key = f"{where}.artifact_prefixes"
+    # Optional to load, but deny by default: an app without prefixes has every build rejected
+    # (the rejection says to add them), so a missing line never lets an artifact in.
+    prefixes = _require(list, raw_app.get("artifact_prefixes", []), key)
+    for index, prefix in enumerate(prefixes):
+        _require(str, prefix, f"{key}[{index}]")
+        if not prefix.endswith("/"):
+            # Without it, gs://bucket/app would also admit gs://bucket/app-of-someone-else/.
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must end with '/'")
+        if any(part in (".", "..") for part in prefix.split("/")[3:]) or "%" in prefix:
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must not hold '.', '..' or %-escapes")
+        if _FILE_PREFIX.fullmatch(prefix):
+            if not allow_file_artifacts:
+                raise ConfigError(
+                    f"{key}[{index}]: {prefix!r} is a local file prefix; it is refused unless "
+                    f"{where}.allow_file_artifacts = true (local stacks only)"
+                )
+        elif not _GCS_PREFIX.fullmatch(prefix):
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must be gs://bucket/… (or file:///… locally)")
+    return tuple(prefixes)
 
 
 def _check_semver(text: str, where: str) -> None:

@@ -130,7 +130,7 @@ variable "rollback_extra_audiences" {
 variable "webhook_url_envs" {
   description = "Environment variables that carry notification webhook URLs, as named by `url_env` in config/pipeline.toml. Each becomes a Secret Manager secret; the values are added out of band, never through Terraform."
   type        = set(string)
-  default     = ["SLACK_WEBHOOK_URL"]
+  default     = ["SLACK_WEBHOOK_URL", "OPERATIONS_SLACK_WEBHOOK_URL"]
 
   validation {
     condition     = alltrue([for name in var.webhook_url_envs : can(regex("^[A-Z][A-Z0-9_]{0,62}$", name))])

@@ -34,7 +34,7 @@ def shell_command(web_command: str) -> str:
     app itself is the instance's main process (and dies with the emulator, see `_die_with_parent`)."""
     command = web_command.strip()
     first = command.split(maxsplit=1)[0] if command else ""
-    if "$(" in command or first in _SHELL_BUILTINS or not _SIMPLE_COMMAND.match(command):
+    if "$(" in command or first in _SHELL_BUILTINS or not _SIMPLE_COMMAND.fullmatch(command):
         return command
     return f"exec {command}"
 

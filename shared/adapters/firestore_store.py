@@ -68,6 +68,9 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "rollback_of": d.rollback_of,
         "triggered_by": d.triggered_by,
         "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+        # CONTRACT v2 §6
+        "artifact_sha256": d.artifact_sha256,
+        "committed_at": d.committed_at,
     }
     # Beyond the contract (additions only). Unset ones are left out rather than written as null:
     # the rollback's history query orders by `went_live_at`, and Firestore sorts nulls first.
@@ -91,7 +94,6 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "resources_deleted_at": d.resources_deleted_at,
         "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
-        "committed_at": d.committed_at,
     }
     document.update({k: v for k, v in extra.items() if v is not None})
     return document
@@ -112,7 +114,6 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "resources_deleted_at",
     "adopted_by",
     "last_kick_at",
-    "committed_at",
 )
 """Written only when set, so a cleared one must be deleted explicitly."""
 
@@ -162,6 +163,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
     )
 
@@ -174,6 +176,7 @@ def release_to_document(r: Release) -> dict[str, Any]:
         "artifact": r.artifact,
         "commit_messages": list(r.commit_messages),
         "created_at": r.created_at,
+        "artifact_sha256": r.artifact_sha256,
     }
 
 
@@ -185,6 +188,7 @@ def release_from_document(doc: Mapping[str, Any]) -> Release:
         artifact=doc["artifact"],
         commit_messages=tuple(doc.get("commit_messages") or ()),
         created_at=doc["created_at"],
+        artifact_sha256=doc.get("artifact_sha256") or "",
     )
 
 

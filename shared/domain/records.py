@@ -62,8 +62,10 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact (from the build, kept by its release): the instance verifies it."""
     committed_at: datetime | None = None
-    """When the build's commit was made (optional in build-succeeded): lead time starts here."""
+    """When the deployed commit was made, as the build reported it (lead time)."""
 
     @classmethod
     def queued(
@@ -78,6 +80,8 @@ class Deployment:
         artifact: str,
         event: Mapping[str, Any],
         at: datetime,
+        artifact_sha256: str = "",
+        committed_at: datetime | None = None,
         rollback_of: str | None = None,
         triggered_by: str | None = None,
         reason: str | None = None,
@@ -105,6 +109,8 @@ class Deployment:
             build_url=build_url,
             branch=branch,
             commit_messages=commit_messages,
+            artifact_sha256=artifact_sha256,
+            committed_at=committed_at,
         )
 
     def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:
@@ -143,6 +149,9 @@ class Release:
     artifact: str
     commit_messages: tuple[str, ...]
     created_at: datetime
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact: fixed by the first build of the commit; a rollback or a later
+    build of the same commit deploys exactly these bytes."""
 
     @property
     def key(self) -> str:

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared import topology
+from shared.domain.artifact_origin import artifact_origin_problem
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.queue import admit
@@ -46,6 +47,13 @@ class _Admitted:
     cancelled: tuple[Deployment, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """The build contradicts what is recorded (e.g. another digest for a released commit)."""
+
+    reason: str
+
+
 def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], event_id: str) -> AdmitResult:
     """Handle one build-succeeded message. Bad input is recorded and announced, never raised."""
     try:
@@ -55,10 +63,17 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
         return reject_build_event(services, data, attributes, event_id, exc.reason)
     except UnknownEnvironment as exc:  # permanent: the pipeline file does not declare it
         return reject_build_event(services, data, attributes, event_id, str(exc))
+    origin_problem = artifact_origin_problem(
+        event.artifact, services.config.apps[event.app].artifact_prefixes
+    )
+    if origin_problem is not None:
+        return reject_build_event(services, data, attributes, event_id, origin_problem)
 
     deployment_id = deployment_id_for(event.app, event.environment, event.build_id)
     bind(deployment_id=deployment_id)
     admitted = services.store.atomically(lambda tx: _admit(services, tx, event, deployment_id))
+    if isinstance(admitted, _Refused):
+        return reject_build_event(services, data, attributes, event_id, admitted.reason)
     deployment = admitted.deployment
 
     for cancelled in admitted.cancelled:
@@ -78,13 +93,26 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
     return AdmitResult(outcome, deployment_id, deployment.version)
 
 
-def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str) -> _Admitted:
+def _admit(
+    services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str
+) -> _Admitted | _Refused:
     existing = tx.deployment(deployment_id)
     if existing is not None:
         return _Admitted(existing, created=False)
     now = services.clock.now()
     state = tx.environment(event.app, event.environment) or EnvironmentState(event.app, event.environment)
     release = tx.release_for_commit(event.app, event.commit)
+    # A commit's release is one set of bytes: the first build fixes its digest, and a later build
+    # (a redeploy, a rollback) must bring the same one. A release recorded before digests existed
+    # has none; the build's digest is then what the instance checks.
+    artifact_sha256 = event.artifact_sha256
+    if release is not None and release.artifact_sha256:
+        if release.artifact_sha256 != event.artifact_sha256:
+            return _Refused(
+                f"artifact_sha256: commit {event.commit} was released as {release.version} with digest "
+                f"{release.artifact_sha256}; this build brings {event.artifact_sha256}, a different artifact"
+            )
+        artifact_sha256 = release.artifact_sha256
     new_release: Release | None = None
     if release is None:
         first_version = services.config.apps[event.app].first_version
@@ -102,6 +130,7 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
             artifact=event.artifact,
             commit_messages=event.commit_messages,
             created_at=now,
+            artifact_sha256=event.artifact_sha256,
         )
     else:
         version = release.version
@@ -135,6 +164,8 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
         branch=event.branch,
         commit_messages=event.commit_messages,
         detail=detail,
+        artifact_sha256=artifact_sha256,
+        committed_at=event.committed_at,
     )
     if admission.takes_lock:
         deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from google.cloud import firestore
 
 from devstack.stack import DEFAULT_PIPELINE_TEMPLATE, Stack
 from releasectl.remote import build_message, publish_build_succeeded
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_url
 from shared.domain.identifiers import deployment_id_for
 from tests.conftest import TEST_PROJECT
 
@@ -117,15 +118,20 @@ class Shop:
     def dashboard_url(self) -> str:
         return self.stack.env["RELEASECTL_DASHBOARD_URL"]
 
-    def publish(self, environment: str, message: str, **extra: Any) -> str:
-        """Publish a build as CI does; returns the deployment id it makes."""
+    def publish(
+        self, environment: str, message: str, *, committed_minutes_ago: float = 10, **extra: Any
+    ) -> str:
+        """Publish a build as CI does (its commit made some minutes ago); returns the deployment id."""
         build_id = f"browser-{uuid.uuid4().hex[:8]}"
+        committed_at = datetime.now(UTC) - timedelta(minutes=committed_minutes_ago)
         data, attributes = build_message(
             app=APP,
             environment=environment,
             commit=(uuid.uuid4().hex + uuid.uuid4().hex)[:40],
             build_id=build_id,
             artifact=self.artifact,
+            artifact_sha256=sha256_of_url(self.artifact),
+            committed_at=committed_at.isoformat(timespec="seconds"),
             commit_messages=[message],
             **extra,
         )

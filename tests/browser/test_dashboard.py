@@ -65,6 +65,9 @@ def test_the_page_follows_a_release_phase_by_phase_until_it_is_live(shop: Shop, 
     assert [order.index(phase) for phase in seen] == sorted(order.index(phase) for phase in seen), seen
     assert "cooling_down" in seen, f"the cool-down (seconds long) was never shown: {seen}"
     assert text_of(browser, f"#inflight-{APP}-staging").endswith("Nothing in flight.")
+    # Both builds said their commit was made 10 minutes before publishing.
+    lead_time = text_of(browser, f'#keys-{APP}-staging dd[data-key="Lead time for changes"]')
+    assert lead_time.startswith("10 min") and lead_time.endswith("elite"), lead_time
 
 
 def test_the_page_shows_the_four_keys_history_and_actions_with_labels(shop: Shop, browser: Any) -> None:

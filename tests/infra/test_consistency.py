@@ -79,6 +79,11 @@ def pipeline_environments() -> list[config.EnvironmentConfig]:
     return config.parse_pipeline_config(pipeline_file()).all_environments()
 
 
+def pipeline_channels() -> list[config.Channel]:
+    """The environments' channels and the operations channels."""
+    return config.parse_pipeline_config(pipeline_file()).all_channels()
+
+
 # ---- positive: the Terraform matches the code --------------------------------------------
 
 
@@ -131,7 +136,7 @@ def test_local_and_client_only_variables_are_not_set_on_the_functions(model: c.M
 
 
 def test_webhook_variables_of_the_pipeline_file_come_from_secrets(model: c.Model) -> None:
-    url_envs = {channel.url_env for env in pipeline_environments() for channel in env.channels}
+    url_envs = {channel.url_env for channel in pipeline_channels()}
     assert url_envs, "the pipeline file declares no channel; nothing to check"
     assert c.webhook_problems(model, url_envs, "on_notify") == []
 
@@ -178,9 +183,7 @@ def test_example_tfvars_declare_every_environment_of_the_pipeline_file() -> None
     example = c.load_tfvars(TERRAFORM / "terraform.tfvars.example")
     declared = {(env["app"], env["environment"]) for env in example["environments"].values()}
     assert {(env.app, env.name) for env in pipeline_environments()} <= declared
-    assert set(example["webhook_url_envs"]) >= {
-        channel.url_env for env in pipeline_environments() for channel in env.channels
-    }
+    assert set(example["webhook_url_envs"]) >= {channel.url_env for channel in pipeline_channels()}
 
 
 def test_no_project_id_or_key_file_is_hard_coded() -> None:

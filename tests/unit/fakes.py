@@ -222,6 +222,8 @@ TEST_CONFIG = {
     "apps": {
         "hello": {
             "first_version": "1.0.0",
+            "allow_file_artifacts": True,
+            "artifact_prefixes": ["file:///", "gs://hello-artifacts/hello/"],
             "defaults": {
                 "instance_count": 2,
                 "cool_down_seconds": 5,

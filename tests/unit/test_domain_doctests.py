@@ -13,6 +13,8 @@ MODULES = [
     "shared.domain.identifiers",
     "shared.domain.retention",
     "shared.domain.metrics",
+    "shared.domain.build_event",
+    "shared.domain.artifact_origin",
 ]
 
 

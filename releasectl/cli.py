@@ -25,10 +25,11 @@ from releasectl.remote import (
     request_rollback,
 )
 from releasectl.watch import watch_deployment
+from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.adapters.delivery_records import FirestoreDeliveryRecords
 from shared.adapters.firestore_store import StoreUnavailable
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
-from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
+from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
 from shared.domain.metrics import PHASES, Percentiles, format_seconds
 from shared.usecases.delivery import DEFAULT_WINDOW_DAYS, window_metrics
 
@@ -159,18 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _url_of(app: str, environment: str) -> str | None:
-    """The environment's public URL from the pipeline file; an unknown app or environment is bad input."""
+def _environment_config(app: str, environment: str) -> EnvironmentConfig | None:
+    """The environment in the pipeline file; an unknown app or environment is bad input."""
     try:
         config = load_pipeline_config()
     except ConfigError:
-        return None  # Without the pipeline file (e.g. on a CI runner) the URL is simply unknown.
+        return None  # Without the pipeline file (e.g. on a CI runner) the environment is unknown.
     if app not in config.apps:
         raise BadInput(f"unknown app {app!r}")
     found = config.environment(app, environment)
     if found is None:
         raise BadInput(f"app {app!r} has no environment {environment!r}")
-    return found.url or None
+    return found
+
+
+def _url_of(app: str, environment: str) -> str | None:
+    """The environment's public URL from the pipeline file, if it is available here."""
+    found = _environment_config(app, environment)
+    return (found.url or None) if found else None
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -234,8 +241,12 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _status(args: argparse.Namespace, out: _Output) -> int:
-    url = _url_of(args.app, args.environment)
+    env = _environment_config(args.app, args.environment)
+    url = (env.url or None) if env else None
+    policy = env.deploy_policy if env else None
+    now = datetime.now(UTC)
     status = environment_status(firestore_client(), args.app, args.environment, url)
+    status.update(deploy_window_status(policy, now))
     if out.as_json:
         out.document(status)
         return EXIT_OK
@@ -257,6 +268,9 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
             )
     else:
         out.line("  in progress:  none")
+    window = deploy_window_line(policy, now)
+    if window:
+        out.line(f"  deploy window: {window}")
     return EXIT_OK
 
 

@@ -11,8 +11,20 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shared.domain.windows import (
+    DeployPolicy,
+    Freeze,
+    InvalidPolicy,
+    WeeklyWindow,
+    parse_clock_time,
+    parse_days,
+    parse_instant,
+    time_zone,
+)
 
 # ---- environment variable names (Terraform sets these on the functions) ---------------------
 ENV_PROJECT = "GOOGLE_CLOUD_PROJECT"
@@ -102,10 +114,18 @@ class EnvironmentConfig:
     channels: tuple[Channel, ...] = ()
     rollback_callers: tuple[str, ...] = ()
     auto_deploy: bool = False
+    deploy_windows: tuple[WeeklyWindow, ...] = ()
+    """When a deployment may start (weekly, local wall time); none: at any time."""
+    freezes: tuple[Freeze, ...] = ()
+    """Absolute ranges in which no deployment starts, windows or not. Rollbacks are exempt."""
 
     @property
     def key(self) -> str:
         return f"{self.app}@{self.name}"
+
+    @property
+    def deploy_policy(self) -> DeployPolicy:
+        return DeployPolicy(windows=self.deploy_windows, freezes=self.freezes)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,8 @@ _ENV_DEFAULTS: dict[str, Any] = {
     "channels": [],
     "rollback_callers": [],
     "auto_deploy": False,
+    "deploy_windows": [],
+    "freezes": [],
 }
 _ENV_KEYS = {
     *_ENV_DEFAULTS,
@@ -263,7 +285,81 @@ def _environment(
         channels=channels,
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
+        deploy_windows=_deploy_windows(merged["deploy_windows"], f"{where}.deploy_windows"),
+        freezes=_freezes(merged["freezes"], f"{where}.freezes"),
     )
+
+
+_WINDOW_KEYS = ("days", "start", "end", "time_zone")
+_FREEZE_KEYS = ("start", "end", "reason")
+
+
+def _table_keys(raw: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+    table = _require(dict, raw, where)
+    unknown = set(table) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (expected {', '.join(allowed)})")
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{where}.{key}: required")
+    return dict(table)
+
+
+def _deploy_windows(raw: Any, where: str) -> tuple[WeeklyWindow, ...]:
+    """`[{ days = ["mon", ...], start = "09:00", end = "16:00", time_zone = "Europe/London" }]`"""
+    windows = []
+    for index, raw_window in enumerate(_require(list, raw, where)):
+        at = f"{where}[{index}]"
+        table = _table_keys(raw_window, at, _WINDOW_KEYS, _WINDOW_KEYS)
+        days = _require(list, table["days"], f"{at}.days")
+        for day_index, day in enumerate(days):
+            _require(str, day, f"{at}.days[{day_index}]")
+        try:
+            parsed_days = parse_days(days)
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file
+            raise ConfigError(f"{at}.days: {exc}") from exc
+        minutes = {}
+        for key in ("start", "end"):
+            text = _require(str, table[key], f"{at}.{key}")
+            try:
+                minutes[key] = parse_clock_time(text, allow_midnight_end=key == "end")
+            except InvalidPolicy as exc:  # permanent: a bad pipeline file
+                raise ConfigError(f"{at}.{key}: {exc}") from exc
+        zone_name = _require(str, table["time_zone"], f"{at}.time_zone")
+        try:
+            time_zone(zone_name)
+            windows.append(WeeklyWindow(parsed_days, minutes["start"], minutes["end"], zone_name))
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
+            raise ConfigError(f"{at}.{exc}") from exc
+    return tuple(windows)
+
+
+def _freezes(raw: Any, where: str) -> tuple[Freeze, ...]:
+    """`[{ start = "2026-12-20T00:00:00Z", end = "2027-01-04T00:00:00Z", reason = "..." }]`; TOML's
+    own offset date-times are accepted too. Times without an offset are refused: ambiguous."""
+    freezes = []
+    for index, raw_freeze in enumerate(_require(list, raw, where)):
+        at = f"{where}[{index}]"
+        table = _table_keys(raw_freeze, at, _FREEZE_KEYS, ("start", "end"))
+        instants = {key: _instant(table[key], f"{at}.{key}") for key in ("start", "end")}
+        reason = _require(str, table.get("reason", ""), f"{at}.reason")
+        try:
+            freezes.append(Freeze(instants["start"], instants["end"], reason))
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
+            raise ConfigError(f"{at}.{exc}") from exc
+    return tuple(freezes)
+
+
+def _instant(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigError(f"{where}: {value.isoformat()} has no UTC offset (write e.g. ...T00:00:00Z)")
+        return value.astimezone(UTC)
+    text = _require(str, value, where)
+    try:
+        return parse_instant(text)
+    except InvalidPolicy as exc:  # permanent: a bad pipeline file
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:

@@ -149,14 +149,14 @@ variable "watchdog_schedule" {
   }
 }
 
-variable "artifact_retention_days" {
-  description = "Days a release artifact is kept. Rollback needs the artifact of every version it may return to, so keep this longer than the oldest release you would roll back to."
+variable "artifact_nearline_after_days" {
+  description = "Days after which a release artifact moves to the Nearline storage class (cheaper to keep, still read at once). Artifacts are never deleted by age: a live or retained release re-downloads its artifact whenever autohealing recreates an instance."
   type        = number
-  default     = 90
+  default     = 30
 
   validation {
-    condition     = var.artifact_retention_days >= 7
-    error_message = "artifact_retention_days must be at least 7."
+    condition     = var.artifact_nearline_after_days >= 30
+    error_message = "artifact_nearline_after_days must be at least 30 (Nearline's minimum storage duration)."
   }
 }
 

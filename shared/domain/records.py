@@ -132,6 +132,11 @@ class Deployment:
             **changes,
         )
 
+    def noted(self, at: datetime, detail: str) -> Deployment:
+        """This deployment with one more history line in its current status (no transition),
+        e.g. why a queued deployment still waits."""
+        return replace(self, updated_at=at, history=(*self.history, HistoryEntry(self.status, at, detail)))
+
     def with_changes(self, at: datetime, **changes: Any) -> Deployment:
         """Change bookkeeping fields without a status change."""
         return replace(self, updated_at=at, **changes)

@@ -15,9 +15,11 @@ from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import next_version
+from shared.domain.windows import may_start_now
 from shared.logging import bind, get_logger
 from shared.notify_message import NotifyRequest
 from shared.ports import RejectedEvent, Transaction, TransientError
+from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
 
 log = get_logger("admit_build")
@@ -135,7 +137,11 @@ def _admit(
     else:
         version = release.version
 
-    admission = admit(state.active_deployment_id, state.queue, deployment_id)
+    # Deploy windows decide whether a build that finds the environment free may take it now;
+    # outside them it waits, queued, for the watchdog to start it when the window opens.
+    policy = services.environment_config(event.app, event.environment).deploy_policy
+    may_start = may_start_now(policy, now, rollback=event.rollback_of is not None)
+    admission = admit(state.active_deployment_id, state.queue, deployment_id, may_start=may_start)
     cancelled: list[Deployment] = []
     for superseded_id in admission.cancelled:
         superseded = tx.deployment(superseded_id)
@@ -171,6 +177,9 @@ def _admit(
         deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")
         state = replace(state, active_deployment_id=deployment_id, locked_at=now, queue=(), updated_at=now)
     else:
+        if state.active_deployment_id is None:
+            # The lock is free: only the deploy window holds it back. Say until when.
+            deployment = held_for_window(deployment, policy, now) or deployment
         state = replace(state, queue=admission.queue, updated_at=now)
 
     if new_release is not None:

@@ -355,3 +355,22 @@ def test_the_base_template_boots_the_startup_script_that_is_tested(model: c.Mode
     template = model["modules"]["environment"]["resource"]["google_compute_instance_template"]["base"]
     assert template["metadata"]["startup-script"] == '${file("${path.module}/startup.sh")}'
     assert (TERRAFORM / "modules" / "environment" / "startup.sh").is_file()
+
+
+def test_the_artifact_bucket_never_loses_an_artifact_a_live_or_retained_release_needs(model: c.Model) -> None:
+    assert c.artifact_bucket_problems(model) == []
+
+
+def test_an_age_based_deletion_of_current_artifacts_is_reported(model: c.Model) -> None:
+    broken = copy.deepcopy(model)
+    bucket = broken["resource"]["google_storage_bucket"]["artifacts"]
+    bucket["lifecycle_rule"].append({"condition": [{"age": 90}], "action": [{"type": "Delete"}]})
+    bucket["versioning"] = [{"enabled": False}]
+    broken["resource"]["google_storage_bucket_iam_member"]["circleci_uploads_artifacts"]["role"] = (
+        "roles/storage.objectAdmin"
+    )
+    problems = c.artifact_bucket_problems(broken)
+    assert len(problems) == 3, problems
+    assert any("deletes current artifacts" in p for p in problems)
+    assert any("versioning is off" in p for p in problems)
+    assert any("objectAdmin" in p for p in problems)

@@ -256,6 +256,7 @@ def run_publish(circleci: dict[str, Any], tmp_path: Path, base: str, head: str, 
     shim.chmod(0o755)
     (repo / "dist").mkdir(exist_ok=True)
     (repo / "dist" / "artifact-uri").write_text("gs://bucket/hello/hello-0123.tar.gz\n")
+    (repo / "dist" / "artifact-sha256").write_text("ab" * 32 + "\n")
     env = {
         **os.environ,
         "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -305,6 +306,8 @@ def test_publish_sends_each_message_since_the_base_revision_even_one_starting_wi
     assert messages == ["-x: third starts with a dash", "fix: second\n\nwith a body"]
     assert ["--commit", shas[2]] == args[args.index("--commit") : args.index("--commit") + 2]
     assert "--triggered-by=octo" in args and "pipeline-1" in args
+    assert args[args.index("--artifact-sha256") + 1] == "ab" * 32
+    assert args[args.index("--committed-at") + 1] == git("show", "-s", "--format=%cI", shas[2])
 
     first_run = run_publish(circleci, tmp_path, base="", head=shas[1], repo=repo)
     assert [a for a in first_run if a.startswith("--commit-message=")] == [

@@ -158,6 +158,8 @@ def test_status_json_has_exactly_the_contract_shape(seeded: firestore.Client) ->
             "since": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
         },
         "in_progress": [{"deployment_id": "hello-staging-ddd", "version": "1.3.0", "status": "provisioning"}],
+        "next_deploy_window": None,
+        "deploy_window_open": True,
     }
 
 
@@ -171,7 +173,32 @@ def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, s
         "url": None,
         "live": None,
         "in_progress": [],
+        "next_deploy_window": None,
+        "deploy_window_open": True,
     }
+
+
+def test_status_names_the_next_deploy_window_of_a_frozen_environment(
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thaw = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    config = tmp_path / "frozen.toml"
+    config.write_text(
+        PIPELINE_TOML
+        + f'freezes = [{{ start = "2020-01-01T00:00:00Z", end = "{thaw.isoformat()}", reason = "audit" }}]\n'
+    )
+    monkeypatch.setenv(ENV_PIPELINE_CONFIG, str(config))
+
+    as_json = releasectl("status", "--app", "hello", "--env", "production", "--json")
+    for_humans = releasectl("status", "--app", "hello", "--env", "production")
+    unfrozen = releasectl("status", "--app", "hello", "--env", "staging")
+
+    assert as_json.code == 0, as_json.stderr
+    expected = thaw.isoformat().replace("+00:00", "Z")
+    assert as_json.json()["next_deploy_window"] == expected
+    assert as_json.json()["deploy_window_open"] is False
+    assert f"deploy window: closed (deploy freeze (audit)); opens {expected}" in for_humans.stdout
+    assert "deploy window: always open" in unfrozen.stdout
 
 
 def test_status_for_humans_names_the_live_version_and_what_is_coming(seeded: firestore.Client) -> None:

@@ -150,12 +150,19 @@ class FakeCompute:
     """When set, template creation is refused as a configuration error with this message."""
 
     def ensure_instance_template(
-        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
         self.calls.append(f"template {name}")
         if self.refuse_templates:
             raise PermanentError(self.refuse_templates)
-        self.templates.setdefault(name, {"release-version": version, "release-artifact": artifact})
+        self.templates.setdefault(
+            name,
+            {
+                "release-version": version,
+                "release-artifact": artifact,
+                "release-artifact-sha256": artifact_sha256,
+            },
+        )
 
     def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:
         self.calls.append(f"group {name}")

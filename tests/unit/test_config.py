@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.config import ConfigError, load_pipeline_config, parse_pipeline_config
+from shared.config import DEFAULT_CONFIG_PATH, ConfigError, load_pipeline_config, parse_pipeline_config
 
 VALID: dict[str, Any] = {
     "apps": {
@@ -104,7 +104,8 @@ def test_file_artifact_prefixes_need_the_explicit_local_switch() -> None:
 
 
 def test_the_google_cloud_pipeline_file_allows_only_its_bucket() -> None:
-    for app in load_pipeline_config().apps.values():
+    # The bundled file by path: $PIPELINE_CONFIG may point at a local stack's file in this process.
+    for app in load_pipeline_config(DEFAULT_CONFIG_PATH).apps.values():
         assert not app.allow_file_artifacts
         assert app.artifact_prefixes and all(p.startswith("gs://") for p in app.artifact_prefixes)
 

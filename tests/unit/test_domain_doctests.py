@@ -15,6 +15,7 @@ MODULES = [
     "shared.domain.metrics",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.windows",
 ]
 
 

@@ -40,6 +40,7 @@ from shared.usecases.dashboard import (
     forward_decision,
     forward_rollback,
     load_dashboard,
+    local_tokens,
 )
 from shared.usecases.delivery import DEFAULT_WINDOW_DAYS
 
@@ -128,12 +129,11 @@ def _local_token(request: flask.Request, services: DashboardServices) -> flask.R
     email = request.args.get("local_token_for", "")
     if not EMAIL.fullmatch(email):
         raise BadRequest("local_token_for: an e-mail address")
-    from shared.adapters.pipeline_http import mint_local_token
-
-    token = mint_local_token(services.local_token_url, services.local_token_audience, email)
+    tokens = local_tokens(services, email)
     if _wants_json(request):
-        return _json(200, {"email": email, "token": token})
-    return _page(request, services, message=f"A local token for {email} (paste it into a form): {token}")
+        return _json(200, {"email": email, "tokens": tokens})
+    listed = "; ".join(f"for {kind}: {token}" for kind, token in tokens.items())
+    return _page(request, services, message=f"Local tokens for {email} (paste one into a form) {listed}")
 
 
 def _body(request: flask.Request) -> dict[str, str]:

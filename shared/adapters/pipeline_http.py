@@ -32,9 +32,12 @@ class HttpPipelineEndpoints:
             answer = {"error": str(answer)[:200]}
         return ForwardedAnswer(status=response.status_code, body=answer)
 
+    def mint_local_token(self, token_url: str, audience: str, email: str) -> str:
+        """A token from the local stack's issuer (never configured on Google Cloud)."""
+        return _mint_local_token(token_url, audience, email)
 
-def mint_local_token(token_url: str, audience: str, email: str) -> str:
-    """A token from the local stack's issuer (never configured on Google Cloud)."""
+
+def _mint_local_token(token_url: str, audience: str, email: str) -> str:
     try:
         response = requests.get(
             token_url, params={"audience": audience, "email": email}, timeout=HTTP_TIMEOUT_SECONDS

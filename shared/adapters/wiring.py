@@ -80,7 +80,6 @@ def dashboard_services() -> DashboardServices:
     if not rollback_url:
         raise ConfigError(f"{ENV_DASHBOARD_ROLLBACK_URL}: required (the rollback function's URL)")
     token_url = os.environ.get(ENV_DASHBOARD_LOCAL_TOKEN_URL, "").strip()
-    audiences = parse_audiences(os.environ.get(ENV_ROLLBACK_AUDIENCE, ""))
     return DashboardServices(
         config=pipeline_config(),
         records=FirestoreDeliveryRecords.from_environment(project_id()),
@@ -88,5 +87,4 @@ def dashboard_services() -> DashboardServices:
         rollback_url=rollback_url,
         approve_url=os.environ.get(ENV_DASHBOARD_APPROVE_URL, "").strip(),
         local_token_url=token_url,
-        local_token_audience=audiences[0] if audiences else rollback_url,
     )

@@ -7,7 +7,14 @@
   var body = document.body;
   var result = document.getElementById("action-result");
 
-  function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+  // Tokens by the kind of action they are for: locally each function accepts only a token minted
+  // for it ("rollback", "approve"); a pasted token (e.g. from gcloud) is used for every kind ("*").
+  function tokens() {
+    try { return JSON.parse(sessionStorage.getItem(TOKEN_KEY) || "{}") || {}; } catch (e) { return {}; }
+  }
+  function token(kind) { var all = tokens(); return all[kind] || all["*"] || ""; }
+  function anyToken() { var all = tokens(); var kinds = Object.keys(all); return kinds.length ? all[kinds[0]] : ""; }
+  function keep(all) { sessionStorage.setItem(TOKEN_KEY, JSON.stringify(all)); }
 
   function identityOf(value) {
     // For display only: the functions verify the token; the page never trusts it.
@@ -19,7 +26,7 @@
 
   function showIdentity() {
     var status = document.getElementById("identity-status");
-    var value = token();
+    var value = anyToken();
     body.classList.toggle("has-token", value !== "");
     if (status) {
       status.textContent = value ? "Acting as " + identityOf(value) + "." : status.getAttribute("data-signed-out");
@@ -42,7 +49,7 @@
         .then(function (response) { return response.json().then(function (answer) { return [response, answer]; }); })
         .then(function (pair) {
           if (!pair[0].ok) { throw new Error(pair[1].error || "HTTP " + pair[0].status); }
-          sessionStorage.setItem(TOKEN_KEY, pair[1].token);
+          keep(pair[1].tokens);
           showIdentity();
         })
         .catch(function (error) { say("Could not get a local token: " + error.message, true); });
@@ -54,7 +61,7 @@
     tokenForm.addEventListener("submit", function (event) {
       event.preventDefault();
       var field = document.getElementById("identity-token");
-      sessionStorage.setItem(TOKEN_KEY, field.value.trim());
+      keep({ "*": field.value.trim() });
       field.value = "";
       showIdentity();
     });
@@ -69,7 +76,7 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!form.classList || !form.classList.contains("action")) { return; }
-    var value = token();
+    var value = token(form.getAttribute("data-kind"));
     if (!value) { return; } // no stored token: the form posts with the token pasted in it
     event.preventDefault();
     var data = new FormData(form);

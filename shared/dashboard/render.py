@@ -210,7 +210,8 @@ def _approvals(view: EnvironmentView) -> str:
                 f"<strong>{e(d.version)}</strong> {_status(d.status)} "
                 f'<span class="muted">requested by {e(d.requested_by or "CI")} · {when(d.created_at)}</span>'
                 + (f"<ul>{changes}</ul>" if changes else "")
-                + f'<form class="inline action" method="post" aria-label="approve or reject {e(d.version)}">'
+                + f'<form class="inline action" data-kind="approve" method="post"'
+                f' aria-label="approve or reject {e(d.version)}">'
                 f'<input type="hidden" name="action" value="decide">'
                 f'<input type="hidden" name="deployment_id" value="{form_id}">'
                 f'<label for="reason-{form_id}">Reason<input id="reason-{form_id}" name="reason" maxlength="500"></label>'
@@ -299,7 +300,7 @@ def _rollback_form(view: EnvironmentView) -> str:
         f'<option value="{e(version)}">{e(version)}</option>' for version in view.rollback_targets
     )
     return f"""<div id="rollback-{key}"><h3>Roll back</h3>
-<form class="inline action" method="post" aria-label="roll back {e(view.app)} on {e(view.environment)}">
+<form class="inline action" data-kind="rollback" method="post" aria-label="roll back {e(view.app)} on {e(view.environment)}">
 <input type="hidden" name="action" value="rollback">
 <input type="hidden" name="app" value="{e(view.app)}">
 <input type="hidden" name="environment" value="{e(view.environment)}">

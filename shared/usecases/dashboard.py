@@ -33,6 +33,10 @@ class PipelineEndpoints(Protocol):
         """POST `body` as JSON with `Authorization: Bearer <token>`; the function's answer."""
         ...
 
+    def mint_local_token(self, token_url: str, audience: str, email: str) -> str:
+        """A token from the local stack's issuer (which exists only there)."""
+        ...
+
 
 class ActionUnavailable(Exception):
     """The function to forward to is not configured here, or cannot be reached (503)."""
@@ -48,7 +52,6 @@ class DashboardServices:
     """Empty where the approval function is not deployed."""
     local_token_url: str
     """The local token issuer's mint endpoint; empty on Google Cloud."""
-    local_token_audience: str
 
 
 def environments_of(config: PipelineConfig, app: str | None) -> list[EnvironmentConfig]:
@@ -119,6 +122,20 @@ def forward_decision(
     """CONTRACT §4c, with the caller's token."""
     body = {"deployment_id": deployment_id, "decision": decision, "reason": reason}
     return _forward(services, services.approve_url, body, token, "approval")
+
+
+def local_tokens(services: DashboardServices, email: str) -> dict[str, str]:
+    """Locally, a token for `email` per action kind, each for the one function that checks it
+    (each HTTP function accepts only tokens minted for its own URL). Only the local stack has an
+    issuer that mints tokens on request; on Google Cloud people bring their own."""
+    if not services.local_token_url:
+        raise ActionUnavailable("local sign-in exists only on the local stack")
+    targets = {"rollback": services.rollback_url, "approve": services.approve_url}
+    return {
+        kind: services.endpoints.mint_local_token(services.local_token_url, url, email)
+        for kind, url in targets.items()
+        if url
+    }
 
 
 def _forward(

@@ -60,6 +60,9 @@ class RecordingEndpoints:
         self.calls.append((url, dict(body), token))
         return self.answer
 
+    def mint_local_token(self, token_url: str, audience: str, email: str) -> str:
+        return f"token:{email}:{audience}"
+
 
 def record(
     deployment_id: str, environment: str, version: str, minutes_ago: float, *steps: DeploymentStatus
@@ -118,7 +121,6 @@ def dashboard(monkeypatch: pytest.MonkeyPatch, endpoints: RecordingEndpoints) ->
         rollback_url="https://rollback.example/",
         approve_url="https://approve.example/",
         local_token_url="",
-        local_token_audience="https://rollback.example/",
     )
     monkeypatch.setattr(functions.dashboard, "dashboard_services", lambda: services)
     yield client("dashboard", "http")
@@ -277,3 +279,18 @@ def test_local_sign_in_exists_only_on_the_local_stack(dashboard: FlaskClient) ->
     response = dashboard.get("/?local_token_for=someone@example.com", headers={"Accept": "application/json"})
     assert response.status_code == 404
     assert json.loads(response.data)["error"].startswith("local sign-in")
+
+
+def test_locally_each_action_gets_a_token_for_its_own_function(
+    dashboard: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = functions.dashboard.dashboard_services()
+    local = replace(services, local_token_url="http://issuer.local/token")
+    monkeypatch.setattr(functions.dashboard, "dashboard_services", lambda: local)
+    response = dashboard.get("/?local_token_for=approver@hello.local", headers={"Accept": "application/json"})
+    assert response.status_code == 200
+    assert response.get_json()["tokens"] == {
+        "rollback": "token:approver@hello.local:https://rollback.example/",
+        "approve": "token:approver@hello.local:https://approve.example/",
+    }
+    assert dashboard.get("/?local_token_for=not-an-address").status_code == 400

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -38,6 +39,7 @@ from google.cloud import firestore
 
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
+from releasectl.cli import run as releasectl_run
 from releasectl.records import firestore_client, get_deployment
 from releasectl.remote import (
     BadInput,
@@ -386,6 +388,7 @@ def run_demo(url: str, notifications_file: Path) -> int:
             problems += [f"{result.step}: {p}" for p in result.problems]
         heading("Summary")
         say(summary_table(demo.results))
+        problems += show_metrics()
     say()
     if problems:
         say("The demo found problems:")
@@ -394,6 +397,16 @@ def run_demo(url: str, notifications_file: Path) -> int:
         return 1
     say("Every step behaved: zero failed requests, the right versions, statuses and notifications.")
     return 0
+
+
+def show_metrics() -> list[str]:
+    """The delivery metrics of today's releases, as `releasectl metrics` prints them."""
+    heading(f"Delivery metrics of {APP} (releasectl metrics --app {APP} --since 1)")
+    output, errors = io.StringIO(), io.StringIO()
+    code = releasectl_run(["metrics", "--app", APP, "--since", "1"], stdout=output, stderr=errors)
+    for line in output.getvalue().splitlines():
+        say(f"    {line}")
+    return [] if code == 0 else [f"releasectl metrics failed: {errors.getvalue().strip()}"]
 
 
 def _story(demo: Demo) -> None:

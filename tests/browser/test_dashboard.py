@@ -123,3 +123,32 @@ def test_without_javascript_the_page_is_readable(shop: Shop, browser_without_jav
     # Without the script the token field of each action form is shown, to paste a token into.
     field = f"#rollback-{APP}-staging .token-field"
     assert text_of(browser_without_javascript, field).startswith("Identity token")
+
+
+def test_approving_a_waiting_deployment_through_the_page_takes_it_live(shop: Shop, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    production = shop.stack.config.environment(APP, "production") if shop.stack.config else None
+    if production is None or production.auto_deploy or not getattr(production, "approvers", ()):
+        pytest.skip("this build's local production needs no approval")
+    waiting = shop.publish("production", "feat: needs a second pair of eyes")
+    assert shop.wait_status(waiting, "awaiting_approval", "live", "failed") == "awaiting_approval"
+
+    browser.get(shop.dashboard_url)
+    awaiting = f'#approvals-{APP}-production article[data-deployment="{waiting}"]'
+    wait_for(lambda: text_of(browser, awaiting), 10, "the waiting deployment on the page")
+    browser.find_element(By.CSS_SELECTOR, "#identity-title").click()
+    email = browser.find_element(By.CSS_SELECTOR, "#sign-in-email")
+    email.clear()
+    email.send_keys("approver@hello.local")
+    browser.find_element(By.CSS_SELECTOR, "#local-sign-in button").click()
+    wait_for(lambda: "approver@hello.local" in text_of(browser, "#identity-status"), 10, "the local sign-in")
+    browser.find_element(By.CSS_SELECTOR, f"{awaiting} input[name=reason]").send_keys("looks good")
+    browser.find_element(By.CSS_SELECTOR, f"{awaiting} button.approve").click()
+    wait_for(lambda: "Approved" in text_of(browser, "#action-result"), 20, "the approval's 202")
+    # The page follows it from the approval to live, without a reload.
+    wait_for(lambda: live_version(browser, "production"), 120, "the approved deployment to go live")
+    assert shop.status(waiting) == "live"
+    history = text_of(browser, f"#history-{APP}-production")
+    assert "approver@hello.local" in history, history
+    keep_screenshot(browser, "dashboard-after-approval.png")

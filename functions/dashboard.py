@@ -2,7 +2,7 @@
 
     GET  /                       the page (HTML, readable without JavaScript); `?app=A`, `?days=N`
     GET  /?format=json           what the page shows, as JSON (also with `Accept: application/json`)
-    GET  /?local_token_for=E     local stack only: a token for E from the local issuer
+    GET  /?local_token_for=E     local stack only: tokens for E from the local issuer, one per action
     POST /                       an action (approve, reject, roll back), forwarded with the
                                  caller's identity token to the function `releasectl` calls
 

@@ -83,13 +83,14 @@ locals {
     # HTTP; the release dashboard, invoked by the team group only (iam.tf). It reads the records
     # and forwards actions, with the user's own token, to the functions above; it publishes nothing.
     dashboard = {
-      short           = "dashboard"
-      trigger_topics  = []
-      publishes       = []
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 60
-      memory          = "512Mi"
+      short            = "dashboard"
+      trigger_topics   = []
+      publishes        = []
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read" # every change goes through the functions above
+      timeout_seconds  = 60
+      memory           = "512Mi"
     }
   }
 

@@ -20,7 +20,7 @@ locals {
 }
 
 resource "google_project_iam_member" "function_firestore" {
-  for_each = { for name, fn in local.functions : name => fn if name != "dashboard" }
+  for_each = local.functions
 
   project = var.project_id
   role    = local.firestore_roles[each.value.firestore_access]
@@ -68,14 +68,6 @@ resource "google_cloud_run_v2_service_iam_member" "rollback_invoker" {
   name     = google_cloudfunctions2_function.fn["rollback"].name
   role     = "roles/run.invoker"
   member   = "group:${var.rollback_invoker_group}"
-}
-
-# The dashboard only reads the records: every change goes through the functions above, which
-# check the forwarded identity of the person asking.
-resource "google_project_iam_member" "dashboard_reads_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.viewer"
-  member  = google_service_account.function["dashboard"].member
 }
 
 # The dashboard: the team (the same group that may call rollback) may open it, nobody else.

@@ -295,11 +295,11 @@ def _chart(metrics: DeliveryMetrics, key: str) -> str:
 def _rollback_form(view: EnvironmentView) -> str:
     key = e(view.key)
     if view.live is None:
-        return f'<div id="rollback-{key}"><h3>Roll back</h3><p>Nothing is live to roll back.</p></div>'
+        return f'<div id="rollback-{key}" data-refresh><h3>Roll back</h3><p>Nothing is live to roll back.</p></div>'
     options = '<option value="">the release live before this one</option>' + "".join(
         f'<option value="{e(version)}">{e(version)}</option>' for version in view.rollback_targets
     )
-    return f"""<div id="rollback-{key}"><h3>Roll back</h3>
+    return f"""<div id="rollback-{key}" data-refresh><h3>Roll back</h3>
 <form class="inline action" data-kind="rollback" method="post" aria-label="roll back {e(view.app)} on {e(view.environment)}">
 <input type="hidden" name="action" value="rollback">
 <input type="hidden" name="app" value="{e(view.app)}">

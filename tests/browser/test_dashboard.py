@@ -53,9 +53,7 @@ def test_the_page_follows_a_release_phase_by_phase_until_it_is_live(shop: Shop, 
         if phase and (not seen or seen[-1] != phase):
             seen.append(phase)
             if phase == "cooling_down":
-                screenshot = keep_screenshot(browser, "dashboard-in-flight.png")
-                if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
-                    copy_to(screenshot, REPO_ROOT / "docs" / "dashboard.png")
+                keep_screenshot(browser, "dashboard-in-flight.png")
         return live_version(browser, "staging") == "1.1.0"
 
     wait_for(went_live, 120, "the page to show 1.1.0 live", interval=0.05)
@@ -137,6 +135,10 @@ def test_approving_a_waiting_deployment_through_the_page_takes_it_live(shop: Sho
     browser.get(shop.dashboard_url)
     awaiting = f'#approvals-{APP}-production article[data-deployment="{waiting}"]'
     wait_for(lambda: text_of(browser, awaiting), 10, "the waiting deployment on the page")
+    # The README's picture: staging after a release, a rollback and their metrics; production waiting.
+    screenshot = keep_screenshot(browser, "dashboard-awaiting-approval.png")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        copy_to(screenshot, REPO_ROOT / "docs" / "dashboard.png")
     browser.find_element(By.CSS_SELECTOR, "#identity-title").click()
     email = browser.find_element(By.CSS_SELECTOR, "#sign-in-email")
     email.clear()
@@ -151,4 +153,6 @@ def test_approving_a_waiting_deployment_through_the_page_takes_it_live(shop: Sho
     assert shop.status(waiting) == "live"
     history = text_of(browser, f"#history-{APP}-production")
     assert "approver@hello.local" in history, history
+    # The rollback form appears now that something is live, without a reload.
+    wait_for(lambda: text_of(browser, f"#rollback-{APP}-production button"), 10, "production's rollback form")
     keep_screenshot(browser, "dashboard-after-approval.png")

@@ -152,7 +152,8 @@ def test_record_text_is_escaped_and_only_the_pages_own_script_may_run(dashboard:
 
 def test_the_json_form_has_what_the_page_shows(dashboard: FlaskClient) -> None:
     document = dashboard.get("/?format=json").get_json()
-    staging, production = document["environments"]
+    shown = {view["environment"]: view for view in document["environments"]}
+    staging, production = shown["staging"], shown["production"]
     assert staging["live"]["version"] == "1.1.0"
     assert [d["phase"] for d in staging["in_flight"]] == ["cooling_down"]
     assert [d["deployment_id"] for d in production["awaiting_approval"]] == ["hello-production-wait"]

@@ -39,7 +39,7 @@ from devstack.stack import Stack
 from releasectl.records import get_deployment
 from releasectl.remote import build_message, publish_build_succeeded, request_rollback
 from shared.artifact import build_artifact, sha256_of_url
-from shared.config import EnvironmentConfig
+from shared.config import ENV_COMPUTE_EMULATOR_HOST, EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.topology import WATCHDOG_TICK
 
@@ -182,7 +182,7 @@ class PipelineBench:
         assert environment is not None
         self.environment: EnvironmentConfig = environment
         self.url = stack.url(APP, ENVIRONMENT)
-        compute_host = stack.env.get("COMPUTE_EMULATOR_HOST")
+        compute_host = stack.env.get(ENV_COMPUTE_EMULATOR_HOST)
         self.groups = compute_v1.RegionInstanceGroupManagersClient(
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=f"http://{compute_host}"),

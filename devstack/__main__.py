@@ -45,7 +45,7 @@ def up(stack: Stack) -> int:
         _print(f"Release dashboard: {dashboard}")
     if stack.config:
         for environment in stack.config.all_environments():
-            _print(f"  {environment.key:<24} {environment.url or '(no Compute emulator)'}")
+            _print(f"  {environment.key:<24} {environment.url or '(no URL)'}")
     return 0
 
 
@@ -87,7 +87,7 @@ def status(stack: Stack) -> int:
     stack.load()
     if stack.config:
         for environment in stack.config.all_environments():
-            _print(f"{environment.key:<34} {environment.url or '(no Compute emulator)'}")
+            _print(f"{environment.key:<34} {environment.url or '(no URL)'}")
     _print(f"Environment: {stack.env_file}   Logs: {stack.logs_dir}/")
     # Non-zero when something is down, so scripts can wait on `python -m devstack status`.
     return 0 if all_healthy and state is not None and state.complete else 1

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import requests
 import semver
@@ -52,6 +51,7 @@ from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact, sha256_of_file
 from shared.config import ENV_RELEASECTL_DASHBOARD_URL
 from shared.domain.identifiers import deployment_id_for
+from shared.domain.records import Deployment, environment_key
 
 APP = "hello"
 ENVIRONMENT = "staging"
@@ -97,12 +97,11 @@ def fake_commit(label: str) -> str:
     return hashlib.sha1(label.encode()).hexdigest()
 
 
-def hop_durations(deployment: Mapping[str, Any]) -> dict[str, float]:
+def hop_durations(deployment: Deployment) -> dict[str, float]:
     """Seconds spent in each status, from consecutive history entries."""
-    history = [e for e in deployment.get("history") or [] if isinstance(e.get("at"), datetime)]
     hops: dict[str, float] = {}
-    for current, following in itertools.pairwise(history):
-        hops[str(current["status"])] = (following["at"] - current["at"]).total_seconds()
+    for current, following in itertools.pairwise(deployment.history):
+        hops[str(current.status)] = (following.at - current.at).total_seconds()
     return hops
 
 
@@ -250,11 +249,11 @@ class Demo:
         )
         deployment = outcome.deployment
         result.status = outcome.status
-        result.version = deployment.get("version")
-        created, finished = deployment.get("created_at"), deployment.get("finished_at")
-        if isinstance(created, datetime) and isinstance(finished, datetime):
-            result.seconds = (finished - created).total_seconds()
-        result.hops = hop_durations(deployment)
+        if deployment is not None:
+            result.version = deployment.version
+            if deployment.finished_at is not None:
+                result.seconds = (deployment.finished_at - deployment.created_at).total_seconds()
+            result.hops = hop_durations(deployment)
         if outcome.timed_out:
             result.problems.append(f"still {outcome.status} after {WATCH_TIMEOUT_SECONDS:g} s")
         elif outcome.status != result.expected_status:
@@ -412,7 +411,7 @@ def show_metrics() -> list[str]:
 def _story(demo: Demo) -> None:
     firestore = demo.firestore
     live_before = None
-    record = firestore.collection("environments").document(f"{APP}@{ENVIRONMENT}").get()
+    record = firestore.collection("environments").document(environment_key(APP, ENVIRONMENT)).get()
     if record.exists:
         live_before = (record.to_dict() or {}).get("live_version")
 

@@ -24,7 +24,7 @@ from shared.auth import (
     caller_allowed,
     verify_identity_token,
 )
-from shared.config import NAME_PATTERN
+from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.rollback import RollbackRefused
 from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context

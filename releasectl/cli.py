@@ -29,7 +29,8 @@ from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.adapters.delivery_records import FirestoreDeliveryRecords
 from shared.adapters.firestore_store import StoreUnavailable
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
-from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.config import ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.metrics import PHASES, Percentiles, format_seconds
 from shared.usecases.delivery import DEFAULT_WINDOW_DAYS, window_metrics
 

@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.naming import COMPUTE_NAME_PATTERN
+from shared.domain.records import environment_key
 from shared.domain.windows import (
     DeployPolicy,
     Freeze,
@@ -43,6 +46,7 @@ ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
 """Comma-separated accepted issuers. Default: Google's two issuer spellings."""
 ENV_LOG_LEVEL = "LOG_LEVEL"
+"""Level of the functions' JSON logs (default INFO)."""
 ENV_RELEASECTL_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 """releasectl: the rollback function's URL (CONTRACT §4)."""
 ENV_RELEASECTL_TOKEN_URL = "RELEASECTL_TOKEN_URL"
@@ -61,10 +65,6 @@ ENV_DASHBOARD_LOCAL_TOKEN_URL = "DASHBOARD_LOCAL_TOKEN_URL"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
-"""App and environment names (CONTRACT §3)."""
-GCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -121,7 +121,7 @@ class EnvironmentConfig:
 
     @property
     def key(self) -> str:
-        return f"{self.app}@{self.name}"
+        return environment_key(self.app, self.name)
 
     @property
     def deploy_policy(self) -> DeployPolicy:
@@ -212,7 +212,7 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.fullmatch(name):
+    if not COMPUTE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
 

@@ -19,6 +19,7 @@ APPS = "apps"
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
+NOTIFICATIONS = "notifications"
 
 
 @dataclass(frozen=True)

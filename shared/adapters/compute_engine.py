@@ -70,6 +70,8 @@ def _translate(exc: BaseException, what: str) -> Exception:
     return ComputeUnavailable(f"{what}: {exc}")
 
 
+_EXISTS = (google_exceptions.Conflict,)
+_GONE = (google_exceptions.NotFound,)
 _API_ERRORS = (
     google_exceptions.GoogleAPIError,
     concurrent.futures.TimeoutError,
@@ -100,17 +102,28 @@ class ComputeEngine:
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _await(self, operation: Any, what: str) -> None:
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except _API_ERRORS as exc:  # translated: 5xx/timeout transient, 4xx permanent
-            raise _translate(exc, what) from exc
-
-    def _call(self, call: Callable[[], Any], what: str) -> Any:
+    def _call(self, call: Callable[[], Any], what: str, *, expected: tuple[type[Exception], ...] = ()) -> Any:
+        """`call()`'s result, with every API error translated; None for an `expected` error."""
         try:
             return call()
-        except _API_ERRORS as exc:  # translated: 5xx/timeout transient, 4xx permanent
+        except expected as exc:  # not an error: what the caller allows for (409 on create, 404 on delete)
+            log.info("%s: %s", what, exc)
+            return None
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, what) from exc
+
+    def _finish(self, operation: Any) -> bool:
+        """Wait for a long-running operation, within the timeout (which raises)."""
+        operation.result(timeout=self.operation_timeout)
+        return True
+
+    def _create(self, insert: Callable[[], Any], what: str) -> None:
+        # Names derive from the deployment id, so a 409, from the call or from its operation, is
+        # the resource an earlier try of this step created: use it.
+        self._call(lambda: self._finish(insert()), what, expected=_EXISTS)
+
+    def _delete(self, delete: Callable[[], Any], what: str) -> None:
+        self._call(lambda: self._finish(delete()), what, expected=_GONE)
 
     def _template_link(self, name: str) -> str:
         return f"{API_ROOT}projects/{self.project}/global/instanceTemplates/{name}"
@@ -126,18 +139,17 @@ class ComputeEngine:
     def ensure_instance_template(
         self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
-        try:
-            base = self.templates.get(
+        base = self._call(
+            lambda: self.templates.get(
                 request=compute_v1.GetInstanceTemplateRequest(
                     project=self.project, instance_template=env.base_instance_template
                 )
-            )
-        except google_exceptions.NotFound as exc:  # permanent: the environment's base resources are missing
-            raise ComputeRefused(
-                f"base instance template {env.base_instance_template} does not exist"
-            ) from exc
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"reading base template {env.base_instance_template}") from exc
+            ),
+            f"reading base template {env.base_instance_template}",
+            expected=_GONE,
+        )
+        if base is None:  # permanent: the environment's base resources are missing
+            raise ComputeRefused(f"base instance template {env.base_instance_template} does not exist")
 
         properties_type = type(base.properties)
         properties = properties_type.deserialize(properties_type.serialize(base.properties))
@@ -155,34 +167,22 @@ class ComputeEngine:
             description=f"{env.app} {version} for {env.name}, from {env.base_instance_template}",
             properties=properties,
         )
-        try:
-            operation = self.templates.insert(
+        self._create(
+            lambda: self.templates.insert(
                 request=compute_v1.InsertInstanceTemplateRequest(
                     project=self.project, instance_template_resource=template
                 )
-            )
-        except google_exceptions.Conflict:  # expected on a retry: our own template exists; use it
-            log.info("instance template %s already exists", name)
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance template {name}") from exc
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except google_exceptions.Conflict:  # the same, reported by the operation
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance template {name}") from exc
+            ),
+            f"creating instance template {name}",
+        )
 
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
-        try:
-            operation = self.templates.delete(
+        self._delete(
+            lambda: self.templates.delete(
                 request=compute_v1.DeleteInstanceTemplateRequest(project=self.project, instance_template=name)
-            )
-        except google_exceptions.NotFound:  # already gone: deleting is idempotent
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"deleting instance template {name}") from exc
-        self._await(operation, f"deleting instance template {name}")
+            ),
+            f"deleting instance template {name}",
+        )
 
     # ---- managed instance groups ------------------------------------------------------------
 
@@ -203,42 +203,33 @@ class ComputeEngine:
                 )
             ],
         )
-        try:
-            operation = self.groups.insert(
+        self._create(
+            lambda: self.groups.insert(
                 request=compute_v1.InsertRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager_resource=manager
                 )
-            )
-        except google_exceptions.Conflict:  # expected on a retry: our own group exists; use it
-            log.info("instance group %s already exists", name)
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance group {name}") from exc
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except google_exceptions.Conflict:  # expected on a retry: the operation found our own group
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance group {name}") from exc
+            ),
+            f"creating instance group {name}",
+        )
 
     def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth:
-        try:
+        def read() -> tuple[Any, list[Any]]:
             manager = self.groups.get(
                 request=compute_v1.GetRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager=name
                 )
             )
-            instances = list(
-                self.groups.list_managed_instances(
-                    request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
-                        project=self.project, region=env.region, instance_group_manager=name
-                    )
+            instances = self.groups.list_managed_instances(
+                request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
+                    project=self.project, region=env.region, instance_group_manager=name
                 )
             )
-        except google_exceptions.NotFound:  # permanent for this check: report it, the caller decides
+            return manager, list(instances)
+
+        found = self._call(read, f"reading instance group {name}", expected=_GONE)
+        if found is None:  # not an error here: the caller decides what a missing group means
             return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"reading instance group {name}") from exc
+        manager, instances = found
         healthy = 0
         errors: list[str] = []
         for instance in instances:
@@ -264,17 +255,14 @@ class ComputeEngine:
         )
 
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
-        try:
-            operation = self.groups.delete(
+        self._delete(
+            lambda: self.groups.delete(
                 request=compute_v1.DeleteRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager=name
                 )
-            )
-        except google_exceptions.NotFound:  # already gone: deleting is idempotent
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"deleting instance group {name}") from exc
-        self._await(operation, f"deleting instance group {name}")
+            ),
+            f"deleting instance group {name}",
+        )
 
     # ---- backend service -------------------------------------------------------------------
 
@@ -294,34 +282,34 @@ class ComputeEngine:
     ) -> None:
         """Read-modify-write of the backends, guarded by the fingerprint: a 412 re-reads."""
         for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._call(
-                lambda: self.backend_services.get(
-                    request=compute_v1.GetBackendServiceRequest(
-                        project=self.project, backend_service=env.backend_service
-                    )
-                ),
-                f"reading backend service {env.backend_service}",
-            )
+            service = self._backend_service(env)
             backends = change(list(service.backends))
             if backends is None:
                 return
-            patch = compute_v1.BackendService(backends=backends, fingerprint=service.fingerprint)
-            try:
-                operation = self.backend_services.patch(
-                    request=compute_v1.PatchBackendServiceRequest(
-                        project=self.project,
-                        backend_service=env.backend_service,
-                        backend_service_resource=patch,
-                    )
-                )
-                operation.result(timeout=self.operation_timeout)
+            request = compute_v1.PatchBackendServiceRequest(
+                project=self.project,
+                backend_service=env.backend_service,
+                backend_service_resource=compute_v1.BackendService(
+                    backends=backends, fingerprint=service.fingerprint
+                ),
+            )
+            # A 412: someone changed the backends since we read them; read them again.
+            if self._call(self._patch(request), what, expected=(google_exceptions.PreconditionFailed,)):
                 return
-            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
-                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
-                continue
-            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-                raise _translate(exc, what) from exc
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+
+    def _patch(self, request: compute_v1.PatchBackendServiceRequest) -> Callable[[], bool]:
+        return lambda: self._finish(self.backend_services.patch(request=request))
+
+    def _backend_service(self, env: EnvironmentConfig) -> compute_v1.BackendService:
+        return self._call(
+            lambda: self.backend_services.get(
+                request=compute_v1.GetBackendServiceRequest(
+                    project=self.project, backend_service=env.backend_service
+                )
+            ),
+            f"reading backend service {env.backend_service}",
+        )
 
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
         link = self.group_link(env, name)

@@ -43,6 +43,8 @@ _RETRYABLE = (
     google_exceptions.ResourceExhausted,
     google_exceptions.Unknown,
 )
+TRANSIENT_ERRORS = _RETRYABLE
+"""Firestore errors worth retrying: every Firestore adapter raises them as StoreUnavailable."""
 
 
 class StoreUnavailable(TransientError):
@@ -353,6 +355,11 @@ class FirestoreStore:
     def from_environment(cls, project: str) -> FirestoreStore:
         # FIRESTORE_EMULATOR_HOST, when set, points the client at the emulator.
         return cls(firestore.Client(project=project))
+
+    @property
+    def client(self) -> firestore.Client:
+        """For other adapters of the same database (one connection per function instance)."""
+        return self._client
 
     def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:
         """The declared query with its filter values; the only way this adapter queries."""

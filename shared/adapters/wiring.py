@@ -14,6 +14,7 @@ from shared.config import (
     ENV_DASHBOARD_APPROVE_URL,
     ENV_DASHBOARD_LOCAL_TOKEN_URL,
     ENV_DASHBOARD_ROLLBACK_URL,
+    ENV_NOTIFICATIONS_FILE,
     ENV_PROJECT,
     ENV_ROLLBACK_AUDIENCE,
     ConfigError,
@@ -22,6 +23,7 @@ from shared.config import (
     parse_audiences,
 )
 from shared.usecases.dashboard import DashboardServices
+from shared.usecases.notify import NotifyServices
 from shared.usecases.services import Services
 
 
@@ -54,6 +56,25 @@ def services() -> Services:
         store=FirestoreStore.from_environment(project),
         compute=ComputeEngine(project, endpoint=f"http://{compute_host}" if compute_host else None),
         publisher=PubSubPublisher(project),
+        clock=SystemClock(),
+    )
+
+
+@functools.cache
+def notify_services() -> NotifyServices:
+    """`on_notify` reads the records and keeps its ledger; it needs no Compute and no publisher."""
+    from shared.adapters.clock import SystemClock
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.notification_channels import ConfiguredChannels
+    from shared.adapters.notification_ledger import FirestoreNotificationLedger
+
+    config = pipeline_config()
+    store = FirestoreStore.from_environment(project_id())
+    return NotifyServices(
+        config=config,
+        store=store,
+        ledger=FirestoreNotificationLedger(store.client),
+        channels=ConfiguredChannels(config, os.environ.get(ENV_NOTIFICATIONS_FILE, "").strip() or None),
         clock=SystemClock(),
     )
 

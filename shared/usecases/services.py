@@ -44,10 +44,7 @@ class Services:
 
 def publish_step(services: Services, topic: str, deployment: Deployment) -> None:
     message = StepMessage(
-        deployment_id=deployment.deployment_id,
-        app=deployment.app,
-        environment=deployment.environment,
-        not_before=deployment.not_before if topic == topology.COOL_DOWN_COMPLETE else None,
+        deployment_id=deployment.deployment_id, app=deployment.app, environment=deployment.environment
     )
     data, attributes = message.to_message()
     message_id = services.publisher.publish(topic, data, attributes)

@@ -12,6 +12,8 @@ from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_conf
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import highest_version
+from shared.notifications.delivery import ChannelSender, ClaimOutcome
+from shared.notifications.model import Notification
 from shared.ports import DeadLetteredEvent, GroupHealth, PermanentError, RejectedEvent
 from shared.usecases.services import Services
 
@@ -88,8 +90,8 @@ class FakeStore:
                 raise error
             self.deployments.update(tx.deployments)
             self.environments.update(tx.environments)
-            for key, release in tx.releases.items():
-                self.releases.setdefault(key, release)
+            # As in Firestore, a committed write replaces the document.
+            self.releases.update(tx.releases)
             self.highest_versions.update(tx.highest)
             return result
 
@@ -275,3 +277,51 @@ def fake_world() -> FakeWorld:
         config=pipeline_config(), store=store, compute=compute, publisher=publisher, clock=clock
     )
     return FakeWorld(services, store, compute, publisher, clock)
+
+
+@dataclass
+class FakeLedger:
+    """The ledger port in memory, with the same state rules as the Firestore one."""
+
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def claim(
+        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
+    ) -> ClaimOutcome:
+        key = (notification.dedupe_key, channel_id)
+        state = self.states.get(key)
+        if state == "delivered":
+            return ClaimOutcome.ALREADY_DELIVERED
+        if state == "given_up":
+            return ClaimOutcome.GIVEN_UP
+        if state == "sending" and self.owners[key] != owner:
+            return ClaimOutcome.HELD_ELSEWHERE
+        self.states[key], self.owners[key] = "sending", owner
+        return ClaimOutcome.CLAIMED
+
+    def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "delivered"
+
+    def release(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "failed"
+
+    def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "given_up"
+
+    def channel_states(self, dedupe_key: str) -> dict[str, str]:
+        return {channel: state for (key, channel), state in self.states.items() if key == dedupe_key}
+
+
+@dataclass
+class FakeChannels:
+    """The NotificationChannels port: the same senders for any app and environment, and what was asked."""
+
+    senders: list[ChannelSender] = field(default_factory=list)
+    asked: list[tuple[str | None, str | None, bool]] = field(default_factory=list)
+
+    def senders_for(
+        self, app: str | None, environment: str | None, *, operational: bool
+    ) -> list[ChannelSender]:
+        self.asked.append((app, environment, operational))
+        return list(self.senders)

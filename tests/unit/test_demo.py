@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,19 +23,36 @@ from devstack.demo import (
 )
 from devstack.load import Sample, summarize
 from shared.artifact import build_artifact
+from shared.domain.records import Deployment, HistoryEntry
+from shared.domain.status import DeploymentStatus as S
 
 
 def test_hop_durations_come_from_consecutive_history_entries() -> None:
     t0 = datetime(2026, 1, 5, tzinfo=UTC)
-    deployment = {
-        "history": [
-            {"status": "queued", "at": t0},
-            {"status": "provisioning", "at": t0 + timedelta(seconds=0.5)},
-            {"status": "cooling_down", "at": t0 + timedelta(seconds=1)},
-            {"status": "switching", "at": t0 + timedelta(seconds=5)},
-            {"status": "live", "at": t0 + timedelta(seconds=5.25)},
-        ]
-    }
+    history = tuple(
+        HistoryEntry(S(status), t0 + timedelta(seconds=offset))
+        for status, offset in (
+            ("queued", 0),
+            ("provisioning", 0.5),
+            ("cooling_down", 1),
+            ("switching", 5),
+            ("live", 5.25),
+        )
+    )
+    deployment = replace(
+        Deployment.queued(
+            deployment_id="hello-staging-abc",
+            app="hello",
+            environment="staging",
+            version="1.0.0",
+            commit="a" * 40,
+            build_id="b",
+            artifact="file:///a.tar.gz",
+            event={},
+            at=t0,
+        ),
+        history=history,
+    )
     assert hop_durations(deployment) == {
         "queued": 0.5,
         "provisioning": 0.5,

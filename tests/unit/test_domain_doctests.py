@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "shared.domain.status",
+    "shared.domain.messages",
     "shared.domain.versioning",
     "shared.domain.queue",
     "shared.domain.naming",

@@ -295,3 +295,67 @@ def test_locally_each_action_gets_a_token_for_its_own_function(
         "approve": "token:approver@hello.local:https://approve.example/",
     }
     assert dashboard.get("/?local_token_for=not-an-address").status_code == 400
+
+
+def steps(deployment: Deployment) -> list[tuple[str, str]]:
+    from shared.domain.dashboard_view import timeline
+
+    return [(step.phase, step.state) for step in timeline(deployment, NOW)]
+
+
+def test_a_failed_deployment_shows_where_it_stopped() -> None:
+    failed = record("f", "staging", "1.3.0", 3, S.PROVISIONING, S.COOLING_DOWN, S.FAILED)
+    assert steps(failed) == [
+        ("queued", "done"),
+        ("provisioning", "done"),
+        ("cooling_down", "done"),
+        ("switching", "pending"),
+        ("live", "pending"),
+        ("failed", "failed"),
+    ]
+
+
+def with_verification(deployment: Deployment, state: str, **fields: Any) -> Deployment:
+    """The bake window's verdict as the record holds it (its state and when it was checked)."""
+    copy = replace(deployment, **fields)
+    object.__setattr__(copy, "verification", {"state": state, "detail": "", "checked_at": NOW})
+    return copy
+
+
+def test_a_baking_release_is_in_flight_with_the_bake_as_its_current_phase() -> None:
+    baking = with_verification(LIVE, "pending")
+    assert steps(baking)[-2:] == [("live", "done"), ("bake", "current")]
+    from shared.domain.dashboard_view import deployment_view
+
+    assert deployment_view(baking, NOW).current_phase == "bake"
+    rolled_back = with_verification(
+        LIVE,
+        "failed",
+        status=cast(DeploymentStatus, "rolled_back"),
+        history=(*LIVE.history, HistoryEntry(cast(DeploymentStatus, "rolled_back"), NOW)),
+    )
+    assert steps(rolled_back)[-3:] == [("live", "done"), ("bake", "done"), ("rolled_back", "failed")]
+
+
+def test_rollback_targets_are_earlier_live_versions_newest_first() -> None:
+    from shared.domain.dashboard_view import environment_view
+    from shared.domain.metrics import delivery_metrics
+
+    older = record(
+        "o", "staging", "1.0.0", 300, S.PROVISIONING, S.COOLING_DOWN, S.SWITCHING, S.LIVE, S.RETIRED
+    )
+    window = [older, LIVE, COOLING]
+    view = environment_view(
+        app="hello",
+        environment="staging",
+        url="",
+        live_deployment=LIVE,
+        window=window,
+        metrics=delivery_metrics(
+            window, app="hello", environment="staging", since=NOW - timedelta(days=1), until=NOW
+        ),
+        now=NOW,
+    )
+    assert view.rollback_targets == ("1.0.0",)
+    assert [d.deployment_id for d in view.in_flight] == ["hello-staging-next"]
+    assert [d.deployment_id for d in view.history] == ["hello-staging-next", "hello-staging-live", "o"]

@@ -5,6 +5,7 @@ serves each with functions-framework `--target`. Keep this list equal to
 `shared.topology.all_entry_points()` (a test checks it, and Terraform declares the same).
 """
 
+from functions.bake_check import on_bake_check
 from functions.build_succeeded import on_build_succeeded
 from functions.cool_down_complete import on_cool_down_complete
 from functions.dashboard import dashboard
@@ -16,6 +17,7 @@ from functions.watchdog import watchdog
 
 __all__ = [
     "dashboard",
+    "on_bake_check",
     "on_build_succeeded",
     "on_cool_down_complete",
     "on_dead_letter",

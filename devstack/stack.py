@@ -563,6 +563,8 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": endpoints.firestore_host,
             shared_config.ENV_COMPUTE_EMULATOR_HOST: endpoints.compute_host,
         }
+        # The Compute emulator's process also serves Cloud Monitoring's request counts.
+        env[shared_config.ENV_MONITORING_EMULATOR_HOST] = endpoints.compute_host
         env[shared_config.ENV_RELEASECTL_ROLLBACK_URL] = rollback_url
         env[shared_config.ENV_RELEASECTL_DASHBOARD_URL] = endpoints.function_urls()["dashboard"]
         env["CLOUDSDK_CORE_PROJECT"] = self.project

@@ -25,6 +25,7 @@ from shared.adapters.firestore_store import (
 from shared.config import ENV_PROJECT
 from shared.domain.records import Deployment, EnvironmentState, environment_key
 from shared.domain.status import IN_PROGRESS, DeploymentStatus
+from shared.domain.verification import Verification
 
 RPC_TIMEOUT_SECONDS = 30.0
 IN_PROGRESS_STATUSES = tuple(str(status) for status in DeploymentStatus if status in IN_PROGRESS)
@@ -118,9 +119,10 @@ def went_live_at(deployment: Deployment) -> datetime | None:
 
 
 def environment_status(
-    client: firestore.Client, app: str, environment: str, url: str | None
+    client: firestore.Client, app: str, environment: str, url: str | None, preview_url: str | None = None
 ) -> dict[str, Any]:
-    """`releasectl status --json`: what is live, and what is on its way."""
+    """`releasectl status --json`: what is live, and what is on its way (with the preview URL that
+    reaches it before the switch, while there is one on its way)."""
     state = read_environment(client, app, environment)
     live: dict[str, Any] | None = None
     if state is not None and state.live_deployment_id:
@@ -130,6 +132,7 @@ def environment_status(
             "deployment_id": state.live_deployment_id,
             "commit": deployment.commit if deployment else None,
             "since": iso(went_live_at(deployment)) if deployment else None,
+            "verification": _verification_summary(deployment.verification if deployment else None),
         }
     query = declared_query(
         client,
@@ -148,7 +151,25 @@ def environment_status(
         {"deployment_id": d.deployment_id, "version": d.version, "status": str(d.status)}
         for d in sorted(_deployments(snapshots), key=lambda d: d.created_at)
     ]
-    return {"app": app, "environment": environment, "url": url, "live": live, "in_progress": in_progress}
+    return {
+        "app": app,
+        "environment": environment,
+        "url": url,
+        "live": live,
+        "in_progress": in_progress,
+        "preview_url": preview_url if in_progress else None,
+    }
+
+
+def _verification_summary(verification: Verification | None) -> dict[str, Any] | None:
+    """The bake window's state and detail (CONTRACT §6 `verification`), timestamps as text."""
+    if verification is None:
+        return None
+    return {
+        "state": str(verification.state),
+        "detail": verification.detail,
+        "checked_at": iso(verification.checked_at),
+    }
 
 
 def release_row(deployment: Deployment) -> dict[str, Any]:

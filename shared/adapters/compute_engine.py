@@ -30,6 +30,10 @@ RELEASE_ARTIFACT_KEY = "release-artifact"
 RELEASE_ARTIFACT_SHA256_KEY = "release-artifact-sha256"
 """The artifact's SHA-256: the instance (startup script, or the local emulator) checks the
 downloaded file against it before unpacking and never starts a release that differs."""
+RELEASE_ERROR_NAMESPACE = "release"
+"""Guest-attribute namespace where the startup script writes `error` when it refuses a release
+(e.g. "artifact digest mismatch"): Compute Engine does not report startup-script failures, so
+the guest reports them itself and group_health reads them back."""
 SERVING_PORT_NAME = "http"
 SERVING_PORT = 80
 """On GCP the startup script puts nginx on 80 in front of the app; the health check and the
@@ -99,6 +103,7 @@ class ComputeEngine:
         self.templates = compute_v1.InstanceTemplatesClient(**options)
         self.groups = compute_v1.RegionInstanceGroupManagersClient(**options)
         self.backend_services = compute_v1.BackendServicesClient(**options)
+        self.instances = compute_v1.InstancesClient(**options)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -241,8 +246,13 @@ class ComputeEngine:
                 and all(s == "HEALTHY" for s in states)
             ):
                 healthy += 1
+            else:
+                # What the guest refused (its startup script's errors). Healthy instances are
+                # skipped: they serve the release, so their startup succeeded.
+                errors += self._guest_errors(instance)
             if instance.instance_status == "RUNNING":
                 continue  # a past failed attempt that a later one overcame
+            # What Compute Engine itself could not do (create the VM: quota, image, template...).
             for error in instance.last_attempt.errors.errors:
                 if error.code not in _TRANSIENT_INSTANCE_ERRORS:
                     errors.append(f"{instance.name or instance.instance}: {error.message or error.code}")
@@ -253,6 +263,33 @@ class ComputeEngine:
             instances=len(instances),
             errors=tuple(dict.fromkeys(errors)),
         )
+
+    def _guest_errors(self, managed: compute_v1.ManagedInstance) -> list[str]:
+        """The `release/` guest attributes of one managed instance, as "<instance>: <message>"."""
+        location = instance_location(managed.instance)
+        if location is None or not managed.instance_status:
+            return []  # the VM does not exist yet: no guest has written anything
+        zone, name = location
+        attributes = self._call(
+            lambda: self.instances.get_guest_attributes(
+                request=compute_v1.GetGuestAttributesInstanceRequest(
+                    project=self.project,
+                    zone=zone,
+                    instance=name,
+                    query_path=f"{RELEASE_ERROR_NAMESPACE}/",
+                )
+            ),
+            f"reading the guest attributes of {name}",
+            # Not an error: the namespace exists only once the guest wrote to it (or the VM went).
+            expected=_GONE,
+        )
+        if attributes is None:
+            return []
+        return [
+            f"{name}: {entry.value}"
+            for entry in attributes.query_value.items
+            if entry.namespace == RELEASE_ERROR_NAMESPACE and entry.key == "error" and entry.value
+        ]
 
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
         self._delete(
@@ -339,6 +376,42 @@ class ComputeEngine:
         self._change_backends(env, keep, f"detaching all but {name} from {env.backend_service}")
         return removed
 
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        # A patch cannot empty the list (an empty repeated field is left out of the request, so it
+        # would change nothing): replace the whole resource instead, guarded by its fingerprint.
+        what = f"detaching {name} from {env.backend_service}"
+        for _attempt in range(MAX_FINGERPRINT_RETRIES):
+            service = self._call(
+                lambda: self.backend_services.get(
+                    request=compute_v1.GetBackendServiceRequest(
+                        project=self.project, backend_service=env.backend_service
+                    )
+                ),
+                f"reading backend service {env.backend_service}",
+            )
+            if not any(self._is_group(b, name) for b in service.backends):
+                return
+            replacement = type(service).deserialize(type(service).serialize(service))
+            kept = [b for b in service.backends if not self._is_group(b, name)]
+            del replacement.backends[:]
+            replacement.backends.extend(kept)
+            try:
+                operation = self.backend_services.update(
+                    request=compute_v1.UpdateBackendServiceRequest(
+                        project=self.project,
+                        backend_service=env.backend_service,
+                        backend_service_resource=replacement,
+                    )
+                )
+                operation.result(timeout=self.operation_timeout)
+                return
+            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
+                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
+                continue
+            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
+                raise _translate(exc, what) from exc
+        raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         response = self._call(
             lambda: self.backend_services.get_health(
@@ -354,3 +427,17 @@ class ComputeEngine:
         )
         states = [status.health_state for status in response.health_status]
         return len(states) >= env.instance_count and all(state == "HEALTHY" for state in states)
+
+
+def instance_location(link: str) -> tuple[str, str] | None:
+    """(zone, name) of an instance URL; None for anything else.
+
+    >>> instance_location("https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-a/instances/vm-1")
+    ('us-central1-a', 'vm-1')
+    >>> instance_location("") is None
+    True
+    """
+    parts = link.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-4] == "zones" and parts[-2] == "instances":
+        return parts[-3], parts[-1]
+    return None

@@ -27,6 +27,7 @@ from shared.domain.records import (
     release_key,
 )
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import Verification, VerificationState
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 
@@ -70,6 +71,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "rollback_of": d.rollback_of,
         "triggered_by": d.triggered_by,
         "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+        "verification": verification_to_document(d.verification),
         # CONTRACT v2 §6
         "artifact_sha256": d.artifact_sha256,
         "committed_at": d.committed_at,
@@ -167,6 +169,37 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         last_kick_at=doc.get("last_kick_at"),
         artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
+        verification=verification_from_document(doc.get("verification")),
+    )
+
+
+def verification_to_document(v: Verification | None) -> dict[str, Any] | None:
+    """CONTRACT §6: null, or {state, detail, checked_at} plus what was measured."""
+    if v is None:
+        return None
+    return {
+        "state": str(v.state),
+        "detail": v.detail,
+        "checked_at": v.checked_at,
+        "ends_at": v.ends_at,
+        "requests": v.requests,
+        "server_errors": v.server_errors,
+        "error_ratio": v.error_ratio,
+        "metrics": v.metrics,
+    }
+
+
+def verification_from_document(doc: Any) -> Verification | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return Verification(
+        state=VerificationState(doc["state"]),
+        detail=doc.get("detail") or "",
+        checked_at=doc["checked_at"],
+        ends_at=doc.get("ends_at") or doc["checked_at"],
+        requests=doc.get("requests"),
+        server_errors=doc.get("server_errors"),
+        metrics=bool(doc.get("metrics", True)),
     )
 
 

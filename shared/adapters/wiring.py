@@ -14,6 +14,7 @@ from shared.config import (
     ENV_DASHBOARD_APPROVE_URL,
     ENV_DASHBOARD_LOCAL_TOKEN_URL,
     ENV_DASHBOARD_ROLLBACK_URL,
+    ENV_MONITORING_EMULATOR_HOST,
     ENV_NOTIFICATIONS_FILE,
     ENV_PROJECT,
     ENV_ROLLBACK_AUDIENCE,
@@ -44,20 +45,31 @@ def services() -> Services:
     from shared.adapters.clock import SystemClock
     from shared.adapters.compute_engine import ComputeEngine
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.http_probe import HttpSmokeProbe
+    from shared.adapters.monitoring import CloudMonitoring
     from shared.adapters.pubsub_publisher import PubSubPublisher
 
     project = project_id()
     config = pipeline_config()
-    compute_host = os.environ.get(ENV_COMPUTE_EMULATOR_HOST, "").strip()
-    if compute_host and ("/" in compute_host or ":" not in compute_host):
-        raise ConfigError(f"{ENV_COMPUTE_EMULATOR_HOST}: expected host:port, got {compute_host!r}")
+    compute_host = _emulator_host(ENV_COMPUTE_EMULATOR_HOST)
+    monitoring_host = _emulator_host(ENV_MONITORING_EMULATOR_HOST)
     return Services(
         config=config,
         store=FirestoreStore.from_environment(project),
         compute=ComputeEngine(project, endpoint=f"http://{compute_host}" if compute_host else None),
         publisher=PubSubPublisher(project),
         clock=SystemClock(),
+        metrics=CloudMonitoring(project, endpoint=f"http://{monitoring_host}" if monitoring_host else None),
+        probe=HttpSmokeProbe(),
     )
+
+
+def _emulator_host(variable: str) -> str:
+    """An emulator's host:port from `variable`, or "" where the real API is used."""
+    host = os.environ.get(variable, "").strip()
+    if host and ("/" in host or ":" not in host):
+        raise ConfigError(f"{variable}: expected host:port, got {host!r}")
+    return host
 
 
 @functools.cache

@@ -107,16 +107,12 @@ def _field(value: Any, name: str) -> Any:
 
 
 def verification_state(deployment: Deployment) -> str | None:
-    verification = getattr(deployment, "verification", None)
-    if verification is None:
-        return None
-    state = _field(verification, "state")
-    return str(state) if state is not None else None
+    return str(deployment.verification.state) if deployment.verification is not None else None
 
 
 def is_baking(deployment: Deployment) -> bool:
     """Live, with its bake window still running (traffic may yet go back)."""
-    return str(deployment.status) == "live" and verification_state(deployment) == "pending"
+    return deployment.baking
 
 
 def timeline(deployment: Deployment, now: datetime) -> tuple[TimelineStep, ...]:

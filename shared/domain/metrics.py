@@ -34,6 +34,7 @@ from itertools import pairwise
 from typing import Any
 
 from shared.domain.records import Deployment
+from shared.domain.verification import VerificationState
 
 ROLLED_BACK = "rolled_back"
 """The status of a deployment whose bake window failed and whose traffic went back (CONTRACT §6)."""
@@ -44,7 +45,6 @@ PHASES: tuple[str, ...] = ("awaiting_approval", "queued", "provisioning", "cooli
 _HISTORY_PHASES = frozenset(PHASES) - {"bake"}
 
 SECONDS_PER_DAY = 86_400.0
-VERDICT_STATES = frozenset({"passed", "failed"})
 
 
 class Band(StrEnum):
@@ -255,16 +255,11 @@ def phase_durations(deployment: Deployment) -> dict[str, float]:
 
 
 def _verdict_at(deployment: Deployment) -> datetime | None:
-    verification = getattr(deployment, "verification", None)
-    if verification is None:
+    """When the bake window's verdict (passed or failed) was reached, if it was."""
+    verification = deployment.verification
+    if verification is None or verification.state is VerificationState.PENDING:
         return None
-    state = _field(verification, "state")
-    checked = _field(verification, "checked_at")
-    return checked if str(state) in VERDICT_STATES and isinstance(checked, datetime) else None
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+    return verification.checked_at
 
 
 # ---- the window --------------------------------------------------------------------------------

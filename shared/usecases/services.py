@@ -10,7 +10,7 @@ from shared.domain.messages import StepMessage
 from shared.domain.records import Deployment
 from shared.logging import get_logger
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
-from shared.ports import Clock, Compute, PermanentError, Publisher, Store
+from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
 
 log = get_logger("usecases")
 
@@ -34,6 +34,10 @@ class Services:
     compute: Compute
     publisher: Publisher
     clock: Clock
+    metrics: Metrics | None = None
+    """The load balancer's request counts (Cloud Monitoring); None: verification by health only."""
+    probe: SmokeProbe | None = None
+    """Sends smoke checks to the preview; required where an environment declares any."""
 
     def environment_config(self, app: str, environment: str) -> EnvironmentConfig:
         env = self.config.environment(app, environment)

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 import functions.dashboard
 from shared.domain.records import Deployment, EnvironmentState, HistoryEntry
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import Verification, VerificationState
 from shared.usecases.dashboard import DashboardServices, ForwardedAnswer
 from tests.unit.fakes import pipeline_config
 from tests.unit.test_function_entry_points import client
@@ -315,24 +316,22 @@ def test_a_failed_deployment_shows_where_it_stopped() -> None:
     ]
 
 
-def with_verification(deployment: Deployment, state: str, **fields: Any) -> Deployment:
-    """The bake window's verdict as the record holds it (its state and when it was checked)."""
-    copy = replace(deployment, **fields)
-    object.__setattr__(copy, "verification", {"state": state, "detail": "", "checked_at": NOW})
-    return copy
+def with_verification(deployment: Deployment, state: VerificationState, **fields: Any) -> Deployment:
+    """The deployment with the bake window's state, checked now."""
+    return replace(deployment, verification=Verification(state, "", NOW, ends_at=NOW), **fields)
 
 
 def test_a_baking_release_is_in_flight_with_the_bake_as_its_current_phase() -> None:
-    baking = with_verification(LIVE, "pending")
+    baking = with_verification(LIVE, VerificationState.PENDING)
     assert steps(baking)[-2:] == [("live", "done"), ("bake", "current")]
     from shared.domain.dashboard_view import deployment_view
 
     assert deployment_view(baking, NOW).current_phase == "bake"
     rolled_back = with_verification(
         LIVE,
-        "failed",
-        status=cast(DeploymentStatus, "rolled_back"),
-        history=(*LIVE.history, HistoryEntry(cast(DeploymentStatus, "rolled_back"), NOW)),
+        VerificationState.FAILED,
+        status=S.ROLLED_BACK,
+        history=(*LIVE.history, HistoryEntry(S.ROLLED_BACK, NOW)),
     )
     assert steps(rolled_back)[-3:] == [("live", "done"), ("bake", "done"), ("rolled_back", "failed")]
 

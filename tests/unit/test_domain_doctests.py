@@ -14,8 +14,13 @@ MODULES = [
     "shared.domain.identifiers",
     "shared.domain.retention",
     "shared.domain.metrics",
+    "shared.domain.verification",
+    "shared.adapters.monitoring",
+    "devstack.compute_emulator.discovery",
+    "devstack.compute_emulator.monitoring",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.redeploy",
     "shared.domain.windows",
 ]
 

@@ -11,12 +11,13 @@ import pytest
 from shared.domain.metrics import PHASES, Band, delivery_metrics, phase_durations
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import Verification, VerificationState
 
 S = DeploymentStatus
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 UNTIL = datetime(2026, 1, 11, tzinfo=UTC)  # a 10-day window
 # Statuses other branches add to the state machine, spelled as the records store them.
-ROLLED_BACK = cast(DeploymentStatus, "rolled_back")
+ROLLED_BACK = S.ROLLED_BACK
 AWAITING_APPROVAL = cast(DeploymentStatus, "awaiting_approval")
 
 
@@ -211,11 +212,14 @@ def test_an_approval_wait_is_a_phase() -> None:
 
 def test_a_verdict_ends_the_bake_window() -> None:
     live = deployment("v", JAN, path(1, 1, 1, 1))
-    verified = replace(live)
-    object.__setattr__(
-        verified,
-        "verification",
-        {"state": "passed", "detail": "", "checked_at": live.went_live_at + timedelta(seconds=15)},  # type: ignore[operator]
+    assert live.went_live_at is not None
+    verdict_at = live.went_live_at + timedelta(seconds=15)
+    verified = replace(
+        live, verification=Verification(VerificationState.PASSED, "ok", verdict_at, ends_at=verdict_at)
+    )
+    baking = replace(
+        live, verification=Verification(VerificationState.PENDING, "", verdict_at, ends_at=verdict_at)
     )
     assert phase_durations(verified)["bake"] == 15.0
     assert "bake" not in phase_durations(live)
+    assert "bake" not in phase_durations(baking)

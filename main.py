@@ -8,6 +8,7 @@ serves each with functions-framework `--target`. Keep this list equal to
 from functions.bake_check import on_bake_check
 from functions.build_succeeded import on_build_succeeded
 from functions.cool_down_complete import on_cool_down_complete
+from functions.dashboard import dashboard
 from functions.dead_letter import on_dead_letter
 from functions.notify import on_notify
 from functions.rollback import rollback
@@ -15,6 +16,7 @@ from functions.start_rolling_replace import on_start_rolling_replace
 from functions.watchdog import watchdog
 
 __all__ = [
+    "dashboard",
     "on_bake_check",
     "on_build_succeeded",
     "on_cool_down_complete",

@@ -16,6 +16,7 @@ from devstack.stack import (
     StackState,
     ports_from_environment,
 )
+from shared.config import ENV_RELEASECTL_DASHBOARD_URL
 
 
 def _print(line: str) -> None:
@@ -39,6 +40,9 @@ def up(stack: Stack) -> int:
         return 130
     _print(f"Stack up in {time.monotonic() - started:.1f} s. Logs: {stack.logs_dir}/")
     _print(f"Environment: source {stack.env_file}")
+    dashboard = stack.env.get(ENV_RELEASECTL_DASHBOARD_URL)
+    if dashboard:
+        _print(f"Release dashboard: {dashboard}")
     if stack.config:
         for environment in stack.config.all_environments():
             _print(f"  {environment.key:<24} {environment.url or '(no URL)'}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -42,6 +43,7 @@ from google.cloud import firestore
 
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
+from releasectl.cli import run as releasectl_run
 from releasectl.records import firestore_client, get_deployment, read_environment
 from releasectl.remote import (
     BadInput,
@@ -52,6 +54,7 @@ from releasectl.remote import (
 )
 from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact, sha256_of_file
+from shared.config import ENV_RELEASECTL_DASHBOARD_URL
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.records import Deployment
 
@@ -439,6 +442,7 @@ def run_demo(url: str, notifications_file: Path) -> int:
             problems += [f"{result.step}: {p}" for p in result.problems]
         heading("Summary")
         say(summary_table(demo.results))
+        problems += show_metrics()
     say()
     if problems:
         say("The demo found problems:")
@@ -450,6 +454,16 @@ def run_demo(url: str, notifications_file: Path) -> int:
         " rollback, the right versions, statuses and notifications."
     )
     return 0
+
+
+def show_metrics() -> list[str]:
+    """The delivery metrics of today's releases, as `releasectl metrics` prints them."""
+    heading(f"Delivery metrics of {APP} (releasectl metrics --app {APP} --since 1)")
+    output, errors = io.StringIO(), io.StringIO()
+    code = releasectl_run(["metrics", "--app", APP, "--since", "1"], stdout=output, stderr=errors)
+    for line in output.getvalue().splitlines():
+        say(f"    {line}")
+    return [] if code == 0 else [f"releasectl metrics failed: {errors.getvalue().strip()}"]
 
 
 def _story(demo: Demo) -> None:
@@ -576,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.url(APP, ENVIRONMENT)
         say(f"    ready in {time.monotonic() - started:.1f} s; {APP}/{ENVIRONMENT} is served at {url}")
         say(f"    notifications: {stack.notifications_file}; logs: {stack.logs_dir}")
+        say(f"    release dashboard: {stack.env.get(ENV_RELEASECTL_DASHBOARD_URL, '(not served)')}")
         code = run_demo(url, stack.notifications_file)
     return code
 

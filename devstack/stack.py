@@ -566,6 +566,7 @@ class Stack:
         # The Compute emulator's process also serves Cloud Monitoring's request counts.
         env[shared_config.ENV_MONITORING_EMULATOR_HOST] = endpoints.compute_host
         env[shared_config.ENV_RELEASECTL_ROLLBACK_URL] = rollback_url
+        env[shared_config.ENV_RELEASECTL_DASHBOARD_URL] = endpoints.function_urls()["dashboard"]
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] = f"http://{endpoints.compute_host}/compute/v1/"
@@ -580,6 +581,10 @@ class Stack:
             **env,
             shared_config.ENV_ID_TOKEN_CERTS_URL: f"{endpoints.issuer_url}/certs",
             shared_config.ENV_ID_TOKEN_ISSUERS: endpoints.issuer_url,
+            # The dashboard forwards actions to the functions, and offers tokens of the local issuer.
+            shared_config.ENV_DASHBOARD_ROLLBACK_URL: rollback_url,
+            shared_config.ENV_DASHBOARD_APPROVE_URL: endpoints.function_urls().get("approve", ""),
+            shared_config.ENV_DASHBOARD_LOCAL_TOKEN_URL: f"{endpoints.issuer_url}/token",
             "PYTHONUNBUFFERED": "1",
             **self.extra_function_env,
         }

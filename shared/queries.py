@@ -96,6 +96,23 @@ ENVIRONMENT_DEPLOYMENTS_WITH_STATUS = FirestoreQuery(
     membership=("status",),
     purpose="releasectl status: an environment's deployments in progress (sorted by the caller)",
 )
+ENVIRONMENT_DEPLOYMENTS_SINCE = FirestoreQuery(
+    name="environment_deployments_since",
+    collection=DEPLOYMENTS,
+    equality=("app", "environment"),
+    range=("created_at",),
+    order_by=(("created_at", "DESCENDING"),),
+    purpose="releasectl metrics --env and the dashboard: an environment's deployments created in a "
+    "window, newest first (served by the same index as environment_deployments)",
+)
+APP_DEPLOYMENTS_SINCE = FirestoreQuery(
+    name="app_deployments_since",
+    collection=DEPLOYMENTS,
+    equality=("app",),
+    range=("created_at",),
+    order_by=(("created_at", "DESCENDING"),),
+    purpose="releasectl metrics without --env: every environment's deployments created in a window",
+)
 
 ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     RELEASE_BY_COMMIT,
@@ -105,6 +122,8 @@ ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     LIVE_HISTORY,
     ENVIRONMENT_DEPLOYMENTS,
     ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
+    ENVIRONMENT_DEPLOYMENTS_SINCE,
+    APP_DEPLOYMENTS_SINCE,
 )
 
 

@@ -13,6 +13,7 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.metrics",
     "shared.domain.verification",
     "shared.adapters.monitoring",
     "devstack.compute_emulator.discovery",

@@ -86,3 +86,9 @@ def on_dead_letter(event: CloudEvent) -> None:
 def rollback(request: flask.Request) -> flask.Response:
     _record("rollback", {"method": request.method, "body": request.get_data(as_text=True)})
     return flask.jsonify({"echo": "rollback"})
+
+
+@functions_framework.http
+def dashboard(request: flask.Request) -> flask.Response:
+    _record("dashboard", {"method": request.method, "body": request.get_data(as_text=True)})
+    return flask.jsonify({"echo": "dashboard"})

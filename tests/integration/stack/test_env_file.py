@@ -26,6 +26,7 @@ CONTRACT_NAMES = (
     "NOTIFICATIONS_FILE",
     "RELEASECTL_TOKEN_URL",
     "ROLLBACK_AUDIENCE",
+    "RELEASECTL_DASHBOARD_URL",
 )
 COMPUTE_NAMES = (
     "COMPUTE_EMULATOR_HOST",
@@ -69,6 +70,7 @@ def test_env_file_holds_the_contract_names(echo_stack: EchoStack) -> None:
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] == f"http://{env['COMPUTE_EMULATOR_HOST']}/compute/v1/"
     )
     assert env["RELEASECTL_ROLLBACK_URL"] == env["ROLLBACK_AUDIENCE"]
+    assert env["RELEASECTL_DASHBOARD_URL"] == stack.function_url("dashboard")
     assert env["PIPELINE_CONFIG"] == str(stack.pipeline_file)
     assert env["NOTIFICATIONS_FILE"] == str(stack.state_dir / "notifications.jsonl")
     text = stack.env_file.read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ from devstack.stack import (
     Stack,
     StackAlreadyRunning,
     StackState,
+    pipeline_template_from_environment,
     ports_from_environment,
 )
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.state_dir,
             functions_source=args.functions_source,
             fixed_ports=ports_from_environment(),
+            pipeline_template=pipeline_template_from_environment(),
             progress=_print,
         )
     except ServiceError as exc:

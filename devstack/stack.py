@@ -87,6 +87,9 @@ PORT_ENV_VARS = {
 FUNCTIONS_PORT_ENV_VAR = "DEVSTACK_FUNCTIONS_PORT"
 """First of consecutive ports for the functions, in `all_entry_points()` order."""
 
+PIPELINE_TEMPLATE_ENV_VAR = "DEVSTACK_PIPELINE_TEMPLATE"
+"""A pipeline file (local format, placeholders allowed) to serve instead of the sample configuration."""
+
 RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
 """Set to 1 to give the push subscriptions the topology's retry policies (see devstack/wiring.py)."""
 
@@ -341,6 +344,8 @@ class Stack:
                 raise StackAlreadyRunning(
                     f"the stack in {self.state_dir} is already running (started {existing.started_at})"
                 )
+            # A malformed template stops the start before anything runs, naming the file's error.
+            check_pipeline_template(self.pipeline_template)
             if existing:
                 # A stack that died (machine rebooted, processes killed): clear what it left.
                 self._stop_records(existing.services)
@@ -734,6 +739,41 @@ def render_pipeline_config(template: str, backend_urls: Mapping[str, str]) -> st
     rendered = string.Template(template).substitute(values)
     shared_config.parse_pipeline_config(tomllib.loads(rendered))  # fail here, not in a function
     return rendered
+
+
+def pipeline_template_from_environment(environ: Mapping[str, str] = os.environ) -> Path:
+    """The template `make up` serves: DEVSTACK_PIPELINE_TEMPLATE if set, else the sample's."""
+    chosen = environ.get(PIPELINE_TEMPLATE_ENV_VAR, "").strip()
+    return Path(chosen).expanduser().resolve() if chosen else DEFAULT_PIPELINE_TEMPLATE
+
+
+def check_pipeline_template(path: Path) -> shared_config.PipelineConfig:
+    """Parse the template as `start()` will render it; any fault is a ServiceError naming the file.
+
+    Every backend service gets a stand-in URL here, so an unknown placeholder (a misspelt
+    `${lb_...}`) is found as surely as bad TOML or a bad setting.
+    """
+    try:
+        template = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ServiceError(f"pipeline template {path}: cannot read it: {exc.strerror or exc}") from exc
+    stand_ins: dict[str, str] = {}
+    try:
+        document = tomllib.loads(template)
+        environments = shared_config.parse_pipeline_config(document).all_environments()
+        stand_ins = {e.backend_service: "http://127.0.0.1:1" for e in environments}
+        return shared_config.parse_pipeline_config(tomllib.loads(render_pipeline_config(template, stand_ins)))
+    except tomllib.TOMLDecodeError as exc:
+        raise ServiceError(f"pipeline template {path}: not valid TOML: {exc}") from exc
+    except shared_config.ConfigError as exc:
+        raise ServiceError(f"pipeline template {path}: {exc}") from exc
+    except (KeyError, ValueError) as exc:
+        # string.Template: an unknown placeholder (KeyError) or a stray `$` (ValueError).
+        known = ", ".join(sorted({backend_placeholder(b) for b in stand_ins} | {"identity"}))
+        raise ServiceError(
+            f"pipeline template {path}: bad placeholder {exc}; known placeholders: {known} "
+            "(write $$ for a literal $)"
+        ) from exc
 
 
 def write_env_file(path: Path, env: Mapping[str, str]) -> None:

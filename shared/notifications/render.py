@@ -19,6 +19,7 @@ _STATUS_EMOJI = {
     "cancelled": ":fast_forward:",
     "rejected": ":no_entry:",
     "dead_lettered": ":rotating_light:",
+    "collected": ":broom:",
 }
 
 
@@ -36,6 +37,8 @@ def headline(notification: Notification) -> str:
         return f"Rejected a build-succeeded message for {target}: {n.detail or 'invalid message'}"
     if n.kind == "dead_letter":
         return f"Dead-lettered event: {n.detail or 'a pipeline event ran out of retries'}"
+    if n.kind == "leaks_collected":
+        return f"Watchdog deleted resources no deployment needed: {n.detail or 'see the logs'}"
     if n.status == "live":
         suffix = " (rollback)" if n.rollback_of else ""
         return f"{n.subject} is live on {where}{suffix}"

@@ -111,7 +111,13 @@ class HealthChecker:
                 await asyncio.sleep(instance.started_at + first_probe_after - started)
                 continue
             outcome, detail = await self._probe_once(spec, port)
-            self._record(instance.probes.setdefault(spec.path, ProbeState()), spec, outcome, detail)
+            probe = instance.probes.setdefault(spec.path, ProbeState())
+            before = probe.state
+            self._record(probe, spec, outcome, detail)
+            if probe.state != before:
+                # Each change of health is in the instance's log: when it turned healthy is what
+                # a boot-to-healthy measurement needs, and why it turned unhealthy helps a reader.
+                instance.log(f"health {spec.path}: {before} -> {probe.state} ({detail})")
             await asyncio.sleep(max(0.0, spec.interval - (loop.time() - started)))
 
     async def _probe_once(self, spec: ProbeSpec, port: int) -> tuple[str, str]:

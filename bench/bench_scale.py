@@ -103,6 +103,17 @@ class Outcome:
     wait: float | None
     """cooling_down → ready (the later of the cool-down's end and green healthy)."""
     boot_to_healthy: float | None
+    hops: dict[str, float]
+    """Seconds per hop (see HOPS), where the record has both ends."""
+
+
+HOPS = (
+    ("admission", "publish → recorded"),
+    ("lock", "recorded → provisioning"),
+    ("provisioning", "provisioning → green requested"),
+    ("detection", "ready → switching noticed"),
+    ("switching", "switching → live"),
+)
 
 
 @dataclass(frozen=True)
@@ -214,7 +225,19 @@ class ScaleBench:
             if "switching" in at:
                 ready = min(ready, at["switching"])
             wait = (ready - at["cooling_down"]).total_seconds()
-        return Outcome(deployment_id, status, str(record.get("version", "")), total, wait, boot)
+        hops: dict[str, float] = {}
+        if "queued" in at:
+            hops["admission"] = (at["queued"] - published_at).total_seconds()
+        for hop, start, end in (
+            ("lock", "queued", "provisioning"),
+            ("provisioning", "provisioning", "cooling_down"),
+            ("switching", "switching", "live"),
+        ):
+            if start in at and end in at:
+                hops[hop] = (at[end] - at[start]).total_seconds()
+        if wait is not None and "switching" in at:
+            hops["detection"] = max(0.0, (at["switching"] - at["cooling_down"]).total_seconds() - wait)
+        return Outcome(deployment_id, status, str(record.get("version", "")), total, wait, boot, hops)
 
     def serving(self, outcomes: Sequence[Outcome]) -> int:
         assert self.stack.config is not None
@@ -314,6 +337,16 @@ def report(results: Sequence[Result]) -> None:
             rows,
         )
     )
+    say()
+    say("Where the time goes with K at once (p50/p90 per hop, seconds)")
+    hop_rows = []
+    for label_key, label in HOPS:
+        cells = [label]
+        for result in results:
+            values = result.burst.values(lambda o, key=label_key: o.hops.get(key))
+            cells.append(f"{_s(percentile(values, 0.5))}/{_s(percentile(values, 0.9))}")
+        hop_rows.append(cells)
+    say(table(["hop", *[f"K={r.apps}" for r in results]], hop_rows))
     say(
         "lone: median publish -> live of a release alone; p50/p90/max: publish -> live of the K at once;"
         " boot: MIG requested -> instance healthy; overhead: publish -> live minus the wait for green"

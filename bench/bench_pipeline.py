@@ -38,7 +38,7 @@ from devstack.load import LoadGenerator, PhaseStats, percentile
 from devstack.stack import Stack
 from releasectl.records import get_deployment
 from releasectl.remote import build_message, publish_build_succeeded, request_rollback
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_url
 from shared.config import EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.topology import WATCHDOG_TICK
@@ -174,6 +174,7 @@ class PipelineBench:
         self.stack = stack
         self.counts_dir = counts_dir
         self.artifact_uri = artifact_uri
+        self.artifact_sha256 = sha256_of_url(artifact_uri)
         self.run_id = uuid.uuid4().hex[:8]
         self.db = firestore.Client()
         assert stack.config is not None
@@ -197,6 +198,7 @@ class PipelineBench:
             commit=fake_commit(build_id),
             build_id=build_id,
             artifact=self.artifact_uri,
+            artifact_sha256=self.artifact_sha256,
             commit_messages=[message],
         )
         published_at = datetime.now(UTC)

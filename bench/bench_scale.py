@@ -36,7 +36,7 @@ from devstack.load import percentile
 from devstack.processes import descendants
 from devstack.stack import FUNCTION_PREFIX, Stack
 from releasectl.remote import build_message
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_url
 from shared.domain.identifiers import deployment_id_for
 from shared.topology import BUILD_SUCCEEDED
 
@@ -71,6 +71,8 @@ def scale_template(apps: int) -> str:
             f"""
 [apps.{app}]
 first_version = "1.0.0"
+allow_file_artifacts = true
+artifact_prefixes = ["file:///"]
 
 [apps.{app}.environments.{ENVIRONMENT}]
 auto_deploy = true
@@ -159,6 +161,7 @@ class ScaleBench:
         self.stack = stack
         self.counts_dir = counts_dir
         self.artifact_uri = artifact_uri
+        self.artifact_sha256 = sha256_of_url(artifact_uri)
         self.apps = apps
         self.run_id = uuid.uuid4().hex[:8]
         self.sequence = 0
@@ -178,6 +181,7 @@ class ScaleBench:
                 commit=fake_commit(build_id),
                 build_id=build_id,
                 artifact=self.artifact_uri,
+                artifact_sha256=self.artifact_sha256,
                 commit_messages=[message],
             )
             prepared.append((deployment_id_for(app, ENVIRONMENT, build_id), data, attributes))

@@ -10,6 +10,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
+from shared.artifact import sha256_of_file
+
 PROJECT = "bench"
 ZONE = "us-central1-a"
 TEMPLATE_URL = f"projects/{PROJECT}/global/instanceTemplates/bench"
@@ -25,6 +27,7 @@ def create_template_and_health_check(options: dict[str, Any], artifact: Path, ve
     metadata = compute_v1.Metadata(
         items=[
             compute_v1.Items(key="release-artifact", value=f"file://{artifact}"),
+            compute_v1.Items(key="release-artifact-sha256", value=sha256_of_file(artifact)),
             compute_v1.Items(key="release-version", value=version),
         ]
     )

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from releasectl.remote import (
     request_rollback,
 )
 from releasectl.watch import watch_deployment
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_file
 from shared.domain.identifiers import deployment_id_for
 
 APP = "hello"
@@ -203,6 +203,8 @@ class Demo:
             commit=fake_commit(build_id),
             build_id=build_id,
             artifact=artifact.resolve().as_uri(),
+            artifact_sha256=sha256_of_file(artifact),
+            committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             commit_messages=[commit_message],
             build_url=f"https://ci.example.com/demo/{build_id}",
             triggered_by="make demo",

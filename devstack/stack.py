@@ -4,8 +4,9 @@
   - Google's Pub/Sub and Firestore emulators, the Compute emulator and the local token issuer;
   - the per-environment base resources (template, health check, backend service) on the Compute
     emulator, and from them the local pipeline file with each environment's load-balancer URL;
-  - one functions-framework server per entry point, wired to its topic by a push subscription with
-    the trigger's retry and dead-letter policy, as Eventarc does on GCP;
+  - one functions-framework server per entry point (`devstack.function_server`), wired to its topic
+    by a push subscription with the trigger's retry and dead-letter policy, each push arriving as
+    the CloudEvent Eventarc delivers on GCP;
   - a local stand-in for Cloud Scheduler publishing the watchdog tick;
   - last, the supervisor (devstack/supervisor.py), which restarts any of these that dies, except
     the services listed in `NOT_RESTARTED`.
@@ -649,7 +650,7 @@ class Stack:
             self._launch(
                 function_service(entry_point),
                 [
-                    _functions_framework(),
+                    *(sys.executable, "-m", "devstack.function_server"),
                     *("--source", str(self.functions_source), "--target", entry_point),
                     *("--host", HOST, "--port", str(port)),
                 ],
@@ -712,16 +713,6 @@ def _stop_record(record: ServiceRecord) -> None:
 def _listening(port: int) -> Callable[[], bool]:
     # functions-framework imports the source before it binds, so a listening port means loaded.
     return lambda: port_in_use(port)
-
-
-def _functions_framework() -> str:
-    beside_python = Path(sys.executable).parent / "functions-framework"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("functions-framework")
-    if not found:
-        raise ServiceError("functions-framework not found; run `make venv`")
-    return found
 
 
 def backend_placeholder(backend_service: str) -> str:

@@ -8,7 +8,7 @@ only with `ID_TOKEN_CERTS_URL` and `ID_TOKEN_ISSUERS` pointed at this server.
 
 Endpoints (127.0.0.1 only):
   GET /certs                          {kid: certificate PEM}
-  GET /token?audience=A[&email=E]     the token as text/plain
+  GET /token?audience=A[&email=E]     the token as text/plain (with `hd` for a non-consumer domain)
   GET /healthz                        200
 """
 
@@ -39,6 +39,8 @@ from google.auth import crypt, jwt
 DEFAULT_IDENTITY = "developer@hello.local"
 ENV_IDENTITY = "RELEASECTL_IDENTITY"
 TOKEN_LIFETIME_SECONDS = 3600
+CONSUMER_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+"""Domains of consumer Google accounts, whose tokens carry no `hd` claim."""
 KEY_FILE = "signing-key.pem"
 CERT_FILE = "signing-cert.pem"
 
@@ -59,7 +61,7 @@ class SigningKey:
 
     def sign(self, issuer: str, audience: str, email: str, now: float | None = None) -> str:
         issued_at = int(now if now is not None else time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": issuer,
             "aud": audience,
             "sub": _subject(email),
@@ -68,8 +70,22 @@ class SigningKey:
             "iat": issued_at,
             "exp": issued_at + TOKEN_LIFETIME_SECONDS,
         }
+        hosted_domain = hosted_domain_of(email)
+        if hosted_domain:
+            claims["hd"] = hosted_domain
         signer = crypt.RSASigner.from_string(self.private_key_pem, key_id=self.key_id)
         return jwt.encode(signer, claims).decode("ascii")
+
+
+def hosted_domain_of(email: str) -> str | None:
+    """The `hd` claim Google puts in a token for this e-mail: the domain of a Workspace account,
+    nothing for a consumer account. Locally every non-consumer domain counts as a Workspace domain.
+
+    >>> hosted_domain_of("developer@Hello.Local"), hosted_domain_of("someone@gmail.com")
+    ('hello.local', None)
+    """
+    domain = email.rsplit("@", 1)[1].strip().lower() if "@" in email else ""
+    return domain if domain and domain not in CONSUMER_DOMAINS else None
 
 
 def _subject(email: str) -> str:

@@ -1,8 +1,10 @@
 """Wire topics to functions with push subscriptions, as Eventarc does on GCP.
 
 Every trigger in `shared.topology` gets its topic, its dead-letter topic, and a push subscription
-to its function's URL carrying the trigger's dead-letter policy and, where asked, its retry policy
+to its function carrying the trigger's dead-letter policy and, where asked, its retry policy
 (exponential backoff). Every dead-letter topic gets a push subscription to `on_dead_letter`.
+Each push goes to the function's URL plus the topic's path (`devstack.eventarc.push_endpoint`),
+where the function server turns it into the CloudEvent Eventarc delivers on GCP.
 
 Why the retry policy is off by default: the Pub/Sub emulator (Cloud CLI 528) stops redelivering on
 a subscription with a retry policy once several messages have failed on it at the same time: its
@@ -31,6 +33,7 @@ from google.protobuf import duration_pb2
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
+from devstack.eventarc import push_endpoint
 from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, Trigger
 
 # The dead-letter announcer gets a modest policy of its own; its own failures are only logged.
@@ -59,6 +62,7 @@ class PushSubscription:
 
 
 def plan_subscriptions(
+    project: str,
     function_urls: Mapping[str, str],
     triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
     retry_policies: bool = False,
@@ -71,7 +75,7 @@ def plan_subscriptions(
                 name=push_subscription_name(trigger.topic, trigger.entry_point),
                 topic=trigger.topic,
                 entry_point=trigger.entry_point,
-                push_endpoint=function_urls[trigger.entry_point],
+                push_endpoint=push_endpoint(function_urls[trigger.entry_point], project, trigger.topic),
                 min_backoff_seconds=trigger.min_backoff_seconds,
                 max_backoff_seconds=trigger.max_backoff_seconds,
                 dead_letter_topic=trigger.dead_letter_topic,
@@ -85,7 +89,9 @@ def plan_subscriptions(
                     name=push_subscription_name(trigger.dead_letter_topic, DEAD_LETTER_ENTRY_POINT),
                     topic=trigger.dead_letter_topic,
                     entry_point=DEAD_LETTER_ENTRY_POINT,
-                    push_endpoint=function_urls[DEAD_LETTER_ENTRY_POINT],
+                    push_endpoint=push_endpoint(
+                        function_urls[DEAD_LETTER_ENTRY_POINT], project, trigger.dead_letter_topic
+                    ),
                     min_backoff_seconds=DEAD_LETTER_MIN_BACKOFF_SECONDS,
                     max_backoff_seconds=DEAD_LETTER_MAX_BACKOFF_SECONDS,
                     dead_letter_topic=None,
@@ -119,7 +125,7 @@ def wire_pubsub(
     retry_policies: bool = False,
 ) -> list[PushSubscription]:
     """Create every topic and push subscription; existing ones are left as they are."""
-    plan = plan_subscriptions(function_urls, triggers, retry_policies)
+    plan = plan_subscriptions(project, function_urls, triggers, retry_policies)
     topics = {t.topic for t in triggers} | {t.dead_letter_topic for t in triggers if t.dead_letter_topic}
     with emulator_clients(emulator_host) as (publisher, subscriber):
         for topic in sorted(topics):

@@ -5,11 +5,14 @@ outage can delay a message but never fails or blocks a release. Retry discipline
 - a malformed notify event is permanent: logged and acknowledged;
 - a channel still missing the message is transient: raise, Pub/Sub redelivers with backoff and
   only the undelivered channels are tried again; after the subscription's maximum attempts the
-  event goes to the dead-letter topic and `on_dead_letter` announces it.
+  event goes to the dead-letter topic and `on_dead_letter` announces it once, here, on the
+  channels that did take it (a notification about a dead letter is only recorded, so the cycle
+  ends; see shared/usecases/dead_letter.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -20,7 +23,7 @@ from google.cloud import firestore
 from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
 from shared.config import ENV_NOTIFICATIONS_FILE, ENV_PROJECT, PipelineConfig, load_pipeline_config
 from shared.logging import get_logger, log_context
-from shared.notifications.delivery import DeliveryReport, deliver
+from shared.notifications.delivery import DeliveryReport, deliver, without_channels_that_failed
 from shared.notifications.firestore import FirestoreNotificationFacts, FirestoreNotificationLedger
 from shared.notifications.senders import senders_for
 from shared.notify_message import NotifyMessageError, NotifyRequest
@@ -43,13 +46,25 @@ def handle(
     request: NotifyRequest, firestore_client: firestore.Client, config: PipelineConfig
 ) -> DeliveryReport:
     notification = FirestoreNotificationFacts(firestore_client, config).notification_for(request)
+    ledger = FirestoreNotificationLedger(firestore_client)
     senders = senders_for(
         config,
         notification.app,
         notification.environment,
         notifications_file=os.environ.get(ENV_NOTIFICATIONS_FILE) or None,
+        # Operational: the operations channels get it too (an exhausted event, collected leaks).
+        operational=notification.kind in ("dead_letter", "leaks_collected"),
     )
-    return deliver(notification, senders, FirestoreNotificationLedger(firestore_client))
+    if request.about_notification:
+        # Announcing that a notification ran out of retries: not on the channels that failed it.
+        senders, left_out = without_channels_that_failed(
+            senders, ledger.channel_states(request.about_notification)
+        )
+        if left_out:
+            notification = dataclasses.replace(
+                notification, detail=f"{notification.detail}; not delivered to {', '.join(left_out)}"
+            )
+    return deliver(notification, senders, ledger)
 
 
 @functions_framework.cloud_event

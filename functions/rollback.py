@@ -15,6 +15,7 @@ from typing import Any
 import flask
 import functions_framework
 
+from functions.http_body import BadRequest, TextField, parse_json_body
 from shared.adapters.wiring import rollback_audience, services
 from shared.auth import (
     CertificatesUnavailableError,
@@ -33,11 +34,22 @@ from shared.usecases.rollback import request_rollback
 log = get_logger("rollback")
 
 MAX_REASON = 500
-_ALLOWED_FIELDS = {"app", "environment", "to_version", "reason"}
-
-
-class BadRequest(ValueError):
-    """The body or one of its fields is malformed (400)."""
+ROLLBACK_FIELDS = (
+    TextField(
+        "app", required=True, pattern=NAME_PATTERN, max_length=30, rule=f"matching {NAME_PATTERN.pattern}"
+    ),
+    TextField(
+        "environment",
+        required=True,
+        pattern=NAME_PATTERN,
+        max_length=30,
+        rule=f"matching {NAME_PATTERN.pattern}",
+    ),
+    TextField("to_version", max_length=100, valid=is_version, rule="a semantic version such as 1.2.3"),
+    TextField(
+        "reason", max_length=MAX_REASON, multiline=True, rule=f"a string of at most {MAX_REASON} characters"
+    ),
+)
 
 
 def _answer(status: int, body: dict[str, Any]) -> flask.Response:
@@ -47,25 +59,8 @@ def _answer(status: int, body: dict[str, Any]) -> flask.Response:
 
 
 def _parse(request: flask.Request) -> tuple[str, str, str | None, str | None]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object sent with Content-Type: application/json")
-    unknown = set(body) - _ALLOWED_FIELDS
-    if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
-    fields: dict[str, str | None] = {}
-    for name in ("app", "environment"):
-        value = body.get(name)
-        if not isinstance(value, str) or not NAME_PATTERN.match(value):
-            raise BadRequest(f"{name}: required, matching {NAME_PATTERN.pattern}")
-        fields[name] = value
-    to_version = body.get("to_version")
-    if to_version is not None and (not isinstance(to_version, str) or not is_version(to_version)):
-        raise BadRequest("to_version: must be a semantic version such as 1.2.3")
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
-        raise BadRequest(f"reason: must be a string of at most {MAX_REASON} characters")
-    return str(fields["app"]), str(fields["environment"]), to_version, reason
+    fields = parse_json_body(request, ROLLBACK_FIELDS)
+    return str(fields["app"]), str(fields["environment"]), fields["to_version"], fields["reason"]
 
 
 @functions_framework.http
@@ -92,7 +87,7 @@ def rollback(request: flask.Request) -> flask.Response:
             env = pipeline.config.environment(app, environment)
             if env is None:
                 return _answer(404, {"error": f"unknown app or environment {app}/{environment}"})
-            if not caller_allowed(caller.email, env.rollback_callers):
+            if not caller_allowed(caller, env.rollback_callers):
                 log.warning("rollback refused: %s may not roll back %s", caller.email, env.key)
                 return _answer(403, {"error": f"{caller.email} may not roll back {app}/{environment}"})
             try:

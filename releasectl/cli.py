@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -24,8 +25,9 @@ from releasectl.remote import (
     request_rollback,
 )
 from releasectl.watch import watch_deployment
-from shared.artifact import ArtifactError, build_artifact
-from shared.config import NAME_PATTERN, ConfigError, load_pipeline_config
+from releasectl.windows import deploy_window_line, deploy_window_status
+from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
+from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _name(kind: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise argparse.ArgumentTypeError(f"{kind} {value!r} must match {NAME_PATTERN.pattern}")
         return value
 
@@ -91,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--commit", required=True)
     publish.add_argument("--build-id", required=True)
     publish.add_argument("--artifact", required=True, help="gs://… or file:///… URL of the .tar.gz")
+    publish.add_argument(
+        "--artifact-sha256",
+        help="SHA-256 of the artifact file (64 lowercase hex); computed for a file:/// artifact if omitted",
+    )
+    publish.add_argument(
+        "--committed-at", help="RFC 3339 time of the commit, e.g. from git show -s --format=%%cI"
+    )
     publish.add_argument("--commit-message", action="append", default=[], dest="commit_messages")
     publish.add_argument("--bump", choices=("major", "minor", "patch"))
     publish.add_argument("--branch")
@@ -132,18 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _url_of(app: str, environment: str) -> str | None:
-    """The environment's public URL from the pipeline file; an unknown app or environment is bad input."""
+def _environment_config(app: str, environment: str) -> EnvironmentConfig | None:
+    """The environment in the pipeline file; an unknown app or environment is bad input."""
     try:
         config = load_pipeline_config()
     except ConfigError:
-        return None  # Without the pipeline file (e.g. on a CI runner) the URL is simply unknown.
+        return None  # Without the pipeline file (e.g. on a CI runner) the environment is unknown.
     if app not in config.apps:
         raise BadInput(f"unknown app {app!r}")
     found = config.environment(app, environment)
     if found is None:
         raise BadInput(f"app {app!r} has no environment {environment!r}")
-    return found.url or None
+    return found
+
+
+def _url_of(app: str, environment: str) -> str | None:
+    """The environment's public URL from the pipeline file, if it is available here."""
+    found = _environment_config(app, environment)
+    return (found.url or None) if found else None
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -174,12 +189,24 @@ class _Output:
 
 
 def _publish(args: argparse.Namespace, out: _Output) -> int:
+    artifact_sha256 = args.artifact_sha256
+    if artifact_sha256 is None:
+        if not args.artifact.startswith("file:"):
+            raise BadInput(
+                "--artifact-sha256 is required for a gs:// artifact (sha256sum of the uploaded file)"
+            )
+        try:
+            artifact_sha256 = sha256_of_url(args.artifact)
+        except ArtifactError as exc:  # permanent: the named file cannot be read
+            raise BadInput(str(exc)) from exc
     data, attributes = build_message(
         app=args.app,
         environment=args.environment,
         commit=args.commit,
         build_id=args.build_id,
         artifact=args.artifact,
+        artifact_sha256=artifact_sha256,
+        committed_at=args.committed_at,
         commit_messages=args.commit_messages,
         bump=args.bump,
         branch=args.branch,
@@ -195,8 +222,12 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _status(args: argparse.Namespace, out: _Output) -> int:
-    url = _url_of(args.app, args.environment)
+    env = _environment_config(args.app, args.environment)
+    url = (env.url or None) if env else None
+    policy = env.deploy_policy if env else None
+    now = datetime.now(UTC)
     status = environment_status(firestore_client(), args.app, args.environment, url)
+    status.update(deploy_window_status(policy, now))
     if out.as_json:
         out.document(status)
         return EXIT_OK
@@ -218,6 +249,9 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
             )
     else:
         out.line("  in progress:  none")
+    window = deploy_window_line(policy, now)
+    if window:
+        out.line(f"  deploy window: {window}")
     return EXIT_OK
 
 
@@ -295,7 +329,7 @@ def _package(args: argparse.Namespace, out: _Output) -> int:
         raise BadInput(str(exc)) from exc
     resolved = artifact.resolve()
     if out.as_json:
-        out.document({"path": str(resolved), "uri": resolved.as_uri()})
+        out.document({"path": str(resolved), "sha256": sha256_of_file(resolved), "uri": resolved.as_uri()})
     else:
         out.line(str(resolved))
     return EXIT_OK

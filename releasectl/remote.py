@@ -50,6 +50,8 @@ def build_message(
     commit: str,
     build_id: str,
     artifact: str,
+    artifact_sha256: str,
+    committed_at: str | None = None,
     commit_messages: Sequence[str] = (),
     bump: str | None = None,
     branch: str | None = None,
@@ -63,8 +65,10 @@ def build_message(
         "commit": commit,
         "build_id": build_id,
         "artifact": artifact,
+        "artifact_sha256": artifact_sha256,
     }
     optional: dict[str, Any] = {
+        "committed_at": committed_at,
         "commit_messages": list(commit_messages) or None,
         "bump": bump,
         "branch": branch,

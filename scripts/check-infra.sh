@@ -5,6 +5,8 @@
 #     in check-jsonschema (no download)
 #   - terraform fmt -check, where terraform is installed (`terraform validate` needs the
 #     provider registry and runs in cloudbuild.yaml instead)
+#   - terraform/ against the google provider's schema, read offline from the pinned provider
+#     bindings (tests/infra/provider_schema.py): every resource, argument and block must exist
 #   - checkov on terraform/ and .circleci/: zero failed checks; every skip carries its reason
 #     inline (#checkov:skip=ID:reason)
 #   - shellcheck on the shell scripts the infrastructure ships
@@ -76,6 +78,9 @@ if command -v terraform >/dev/null 2>&1; then
 else
   echo "skip  terraform fmt -check (terraform is not installed)"
 fi
+
+run_check "terraform/ vs the google provider schema" \
+  "${VENV}/bin/python" -m tests.infra.provider_schema terraform
 
 started=$SECONDS
 install_log="$(mktemp)"

@@ -14,6 +14,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 PROCFILE = "Procfile"
 _PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+?)\s*$")
@@ -34,7 +35,7 @@ def parse_procfile(text: str) -> dict[str, str]:
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = _PROCFILE_LINE.match(line.strip())
+        match = _PROCFILE_LINE.fullmatch(line.strip())
         if match:
             processes[match.group(1)] = match.group(2)
     return processes
@@ -91,6 +92,26 @@ def build_artifact(source_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         temporary.write_bytes(payload)
         temporary.replace(target)
     return target
+
+
+def sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, as 64 lowercase hex characters (what `sha256sum` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of_url(url: str) -> str:
+    """The SHA-256 of a local artifact named by a `file:///` URL; ArtifactError otherwise."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise ArtifactError(f"cannot compute the digest of {url}: only file:/// artifacts are read locally")
+    try:
+        return sha256_of_file(unquote(parsed.path))
+    except OSError as exc:  # permanent: the file is missing or unreadable
+        raise ArtifactError(f"cannot read {url}: {exc}") from exc
 
 
 def unpack_artifact(artifact: str | os.PathLike[str], destination: str | os.PathLike[str]) -> str:

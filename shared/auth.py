@@ -5,7 +5,12 @@ One code path everywhere. On Google Cloud the token is a Google-signed ID token
 come from Google's certificate endpoint. Locally the stack runs its own issuer, publishes its
 keys in the same format (`{key id: PEM X.509 certificate}`), and the functions are pointed at it
 with `ID_TOKEN_CERTS_URL` and `ID_TOKEN_ISSUERS`. Signature, expiry and audience are checked by
-google-auth in both cases; the issuer and the e-mail claims are checked here.
+google-auth in both cases; the issuer, the e-mail and the hosted-domain claims are checked here.
+
+A `*@domain` allow-list entry trusts the token's `hd` (hosted domain) claim, never the e-mail
+alone: anyone can create a consumer Google account whose verified e-mail is an address of a
+company domain (for instance before the company moved to Google Workspace), and its tokens carry
+a matching `email` but no `hd`. Only the Workspace account of that domain carries `hd`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class Caller:
     email: str
     subject: str
     issuer: str
+    hosted_domain: str | None = None
+    """The token's `hd` claim: the Google Workspace domain that manages the account, or None for
+    a consumer account (or a service account)."""
 
 
 def bearer_token(authorization_header: str | None) -> str:
@@ -60,30 +68,39 @@ def bearer_token(authorization_header: str | None) -> str:
     >>> bearer_token("Bearer abc.def.ghi")
     'abc.def.ghi'
     """
-    match = _BEARER.match(authorization_header or "")
+    match = _BEARER.fullmatch(authorization_header or "")
     if not match:
         raise InvalidTokenError("missing or malformed Authorization header; expected `Bearer <token>`")
     return match.group(1)
 
 
-def caller_allowed(email: str, patterns: Iterable[str]) -> bool:
-    """Whether `email` matches one pattern: an exact address, or `*@domain` for a whole domain.
+def caller_allowed(caller: Caller | str, patterns: Iterable[str]) -> bool:
+    """Whether the caller matches one pattern: an exact address, or `*@domain` for the accounts
+    that the domain's Google Workspace manages (the token's `hd` claim is that domain).
 
     Comparison ignores case, as e-mail domains do. A domain pattern does not match subdomains.
+    Given a bare e-mail instead of a verified Caller, there is no proof of a hosted domain, so
+    only exact addresses can match.
 
-    >>> caller_allowed("Ada@Example.com", ["*@example.com"])
+    >>> workspace = Caller("Ada@Example.com", "1", "iss", hosted_domain="example.com")
+    >>> caller_allowed(workspace, ["*@example.com"])
     True
+    >>> consumer = Caller("ada@example.com", "2", "iss")  # a consumer account: no `hd`
+    >>> caller_allowed(consumer, ["*@example.com"]), caller_allowed(consumer, ["ada@example.com"])
+    (False, True)
     >>> caller_allowed("ada@evil.example.com", ["*@example.com", "bob@example.com"])
     False
     """
+    email, hosted_domain = (caller, None) if isinstance(caller, str) else (caller.email, caller.hosted_domain)
     address = email.strip().lower()
     if not address or "@" not in address:
         return False
     domain = address.rsplit("@", 1)[1]
+    proven_domain = (hosted_domain or "").strip().lower()
     for raw in patterns:
         pattern = raw.strip().lower()
         if pattern.startswith("*@"):
-            if domain == pattern[2:]:
+            if domain == pattern[2:] and proven_domain == domain:
                 return True
         elif pattern == address:
             return True
@@ -230,4 +247,10 @@ def _caller_from(claims: Mapping[str, Any]) -> Caller:
     verified = claims.get("email_verified")
     if verified is not True and str(verified).lower() != "true":
         raise InvalidTokenError(f"the e-mail {email} in the identity token is not verified")
-    return Caller(email=email, subject=str(claims.get("sub") or ""), issuer=issuer)
+    hosted_domain = claims.get("hd")
+    return Caller(
+        email=email,
+        subject=str(claims.get("sub") or ""),
+        issuer=issuer,
+        hosted_domain=hosted_domain if isinstance(hosted_domain, str) and hosted_domain else None,
+    )

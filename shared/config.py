@@ -11,8 +11,20 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shared.domain.windows import (
+    DeployPolicy,
+    Freeze,
+    InvalidPolicy,
+    WeeklyWindow,
+    parse_clock_time,
+    parse_days,
+    parse_instant,
+    time_zone,
+)
 
 # ---- environment variable names (Terraform sets these on the functions) ---------------------
 ENV_PROJECT = "GOOGLE_CLOUD_PROJECT"
@@ -94,10 +106,18 @@ class EnvironmentConfig:
     channels: tuple[Channel, ...] = ()
     rollback_callers: tuple[str, ...] = ()
     auto_deploy: bool = False
+    deploy_windows: tuple[WeeklyWindow, ...] = ()
+    """When a deployment may start (weekly, local wall time); none: at any time."""
+    freezes: tuple[Freeze, ...] = ()
+    """Absolute ranges in which no deployment starts, windows or not. Rollbacks are exempt."""
 
     @property
     def key(self) -> str:
         return f"{self.app}@{self.name}"
+
+    @property
+    def deploy_policy(self) -> DeployPolicy:
+        return DeployPolicy(windows=self.deploy_windows, freezes=self.freezes)
 
 
 @dataclass(frozen=True)
@@ -105,11 +125,21 @@ class AppConfig:
     name: str
     first_version: str
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+    artifact_prefixes: tuple[str, ...] = ()
+    """Where this app's artifacts may come from (URL prefixes, each ending in '/'): a build whose
+    artifact lies under none of them is rejected. None listed: every build is rejected."""
+    allow_file_artifacts: bool = False
+    """Whether `file:///` prefixes are allowed: only on the local stack, where instances read
+    artifacts from this machine's disk. On Google Cloud artifacts come from Cloud Storage."""
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     apps: Mapping[str, AppConfig]
+    operations_channels: tuple[Channel, ...] = ()
+    """The top-level `[operations]` section's channels: where the people who run the pipeline
+    hear about what belongs to no known app (a rejected message naming an unknown app) and
+    about events that exhausted their retries."""
 
     def environment(self, app: str, environment: str) -> EnvironmentConfig | None:
         app_config = self.apps.get(app)
@@ -117,6 +147,11 @@ class PipelineConfig:
 
     def all_environments(self) -> list[EnvironmentConfig]:
         return [env for app in self.apps.values() for env in app.environments.values()]
+
+    def all_channels(self) -> list[Channel]:
+        """Every channel the file names, each once: the environments' and the operations ones."""
+        named = [*self.operations_channels, *(c for env in self.all_environments() for c in env.channels)]
+        return list(dict.fromkeys(named))
 
 
 _ENV_DEFAULTS: dict[str, Any] = {
@@ -131,6 +166,8 @@ _ENV_DEFAULTS: dict[str, Any] = {
     "channels": [],
     "rollback_callers": [],
     "auto_deploy": False,
+    "deploy_windows": [],
+    "freezes": [],
 }
 _ENV_KEYS = {
     *_ENV_DEFAULTS,
@@ -138,7 +175,9 @@ _ENV_KEYS = {
     "health_check",
     "backend_service",
 }
-_APP_KEYS = {"first_version", "environments", "defaults"}
+_APP_KEYS = {"first_version", "environments", "defaults", "artifact_prefixes", "allow_file_artifacts"}
+_GCS_PREFIX = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}/\S*")
+_FILE_PREFIX = re.compile(r"file:///\S*")
 
 
 def _require(kind: type, value: Any, where: str) -> Any:
@@ -165,16 +204,40 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.match(name):
+    if not GCE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
+
+
+def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
+    channels = []
+    for index, raw_channel in enumerate(_require(list, raw, where)):
+        channel_where = f"{where}[{index}]"
+        _require(dict, raw_channel, channel_where)
+        unknown = set(raw_channel) - {"kind", "url_env"}
+        if unknown:
+            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
+        if kind not in Channel.KINDS:
+            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
+        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
+        channels.append(Channel(kind=kind, url_env=url_env))
+    return tuple(channels)
+
+
+def _operations(raw: Any) -> tuple[Channel, ...]:
+    section = _require(dict, raw, "operations")
+    unknown = set(section) - {"channels"}
+    if unknown:
+        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    return _channels(section.get("channels", []), "operations.channels")
 
 
 def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
     _require(dict, raw, where)
     unknown = set(raw) - _ENV_KEYS
@@ -184,15 +247,7 @@ def _environment(
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
             raise ConfigError(f"{where}.{key}: required")
-    channels = []
-    for index, raw_channel in enumerate(_require(list, merged["channels"], f"{where}.channels")):
-        channel_where = f"{where}.channels[{index}]"
-        _require(dict, raw_channel, channel_where)
-        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
-        if kind not in Channel.KINDS:
-            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
-        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
-        channels.append(Channel(kind=kind, url_env=url_env))
+    channels = _channels(merged["channels"], f"{where}.channels")
     callers = _require(list, merged["rollback_callers"], f"{where}.rollback_callers")
     for index, caller in enumerate(callers):
         _require(str, caller, f"{where}.rollback_callers[{index}]")
@@ -219,14 +274,88 @@ def _environment(
         retain_previous_seconds=_non_negative(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
-        channels=tuple(channels),
+        channels=channels,
         rollback_callers=tuple(callers),
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
+        deploy_windows=_deploy_windows(merged["deploy_windows"], f"{where}.deploy_windows"),
+        freezes=_freezes(merged["freezes"], f"{where}.freezes"),
     )
 
 
+_WINDOW_KEYS = ("days", "start", "end", "time_zone")
+_FREEZE_KEYS = ("start", "end", "reason")
+
+
+def _table_keys(raw: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+    table = _require(dict, raw, where)
+    unknown = set(table) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (expected {', '.join(allowed)})")
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{where}.{key}: required")
+    return dict(table)
+
+
+def _deploy_windows(raw: Any, where: str) -> tuple[WeeklyWindow, ...]:
+    """`[{ days = ["mon", ...], start = "09:00", end = "16:00", time_zone = "Europe/London" }]`"""
+    windows = []
+    for index, raw_window in enumerate(_require(list, raw, where)):
+        at = f"{where}[{index}]"
+        table = _table_keys(raw_window, at, _WINDOW_KEYS, _WINDOW_KEYS)
+        days = _require(list, table["days"], f"{at}.days")
+        for day_index, day in enumerate(days):
+            _require(str, day, f"{at}.days[{day_index}]")
+        try:
+            parsed_days = parse_days(days)
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file
+            raise ConfigError(f"{at}.days: {exc}") from exc
+        minutes = {}
+        for key in ("start", "end"):
+            text = _require(str, table[key], f"{at}.{key}")
+            try:
+                minutes[key] = parse_clock_time(text, allow_midnight_end=key == "end")
+            except InvalidPolicy as exc:  # permanent: a bad pipeline file
+                raise ConfigError(f"{at}.{key}: {exc}") from exc
+        zone_name = _require(str, table["time_zone"], f"{at}.time_zone")
+        try:
+            time_zone(zone_name)
+            windows.append(WeeklyWindow(parsed_days, minutes["start"], minutes["end"], zone_name))
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
+            raise ConfigError(f"{at}.{exc}") from exc
+    return tuple(windows)
+
+
+def _freezes(raw: Any, where: str) -> tuple[Freeze, ...]:
+    """`[{ start = "2026-12-20T00:00:00Z", end = "2027-01-04T00:00:00Z", reason = "..." }]`; TOML's
+    own offset date-times are accepted too. Times without an offset are refused: ambiguous."""
+    freezes = []
+    for index, raw_freeze in enumerate(_require(list, raw, where)):
+        at = f"{where}[{index}]"
+        table = _table_keys(raw_freeze, at, _FREEZE_KEYS, ("start", "end"))
+        instants = {key: _instant(table[key], f"{at}.{key}") for key in ("start", "end")}
+        reason = _require(str, table.get("reason", ""), f"{at}.reason")
+        try:
+            freezes.append(Freeze(instants["start"], instants["end"], reason))
+        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
+            raise ConfigError(f"{at}.{exc}") from exc
+    return tuple(freezes)
+
+
+def _instant(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigError(f"{where}: {value.isoformat()} has no UTC offset (write e.g. ...T00:00:00Z)")
+        return value.astimezone(UTC)
+    text = _require(str, value, where)
+    try:
+        return parse_instant(text)
+    except InvalidPolicy as exc:  # permanent: a bad pipeline file
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
-    unknown = set(document) - {"apps"}
+    unknown = set(document) - {"apps", "operations"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
     raw_apps = _require(dict, document.get("apps", {}), "apps")
@@ -235,7 +364,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
     apps: dict[str, AppConfig] = {}
     for app_name, raw_app in raw_apps.items():
         where = f"apps.{app_name}"
-        if not NAME_PATTERN.match(app_name):
+        if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
         _require(dict, raw_app, where)
         unknown = set(raw_app) - _APP_KEYS
@@ -250,15 +379,47 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
             raise ConfigError(f"{where}.environments: at least one environment is required")
         first_version = _require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
         _check_semver(first_version, f"{where}.first_version")
+        allow_file_artifacts = _require(
+            bool, raw_app.get("allow_file_artifacts", False), f"{where}.allow_file_artifacts"
+        )
         apps[app_name] = AppConfig(
             name=app_name,
             first_version=first_version,
+            artifact_prefixes=_artifact_prefixes(raw_app, where, allow_file_artifacts=allow_file_artifacts),
+            allow_file_artifacts=allow_file_artifacts,
             environments={
                 env_name: _environment(app_name, env_name, raw_env, defaults)
                 for env_name, raw_env in raw_envs.items()
             },
         )
-    return PipelineConfig(apps=apps)
+    return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
+
+
+def _artifact_prefixes(
+    raw_app: Mapping[str, Any], where: str, *, allow_file_artifacts: bool
+) -> tuple[str, ...]:
+    """The app's artifact origins: `gs://bucket/path/` prefixes, or `file:///…/` ones where the
+    app says `allow_file_artifacts = true` (the local stack)."""
+    key = f"{where}.artifact_prefixes"
+    # Optional to load, but deny by default: an app without prefixes has every build rejected
+    # (the rejection says to add them), so a missing line never lets an artifact in.
+    prefixes = _require(list, raw_app.get("artifact_prefixes", []), key)
+    for index, prefix in enumerate(prefixes):
+        _require(str, prefix, f"{key}[{index}]")
+        if not prefix.endswith("/"):
+            # Without it, gs://bucket/app would also admit gs://bucket/app-of-someone-else/.
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must end with '/'")
+        if any(part in (".", "..") for part in prefix.split("/")[3:]) or "%" in prefix:
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must not hold '.', '..' or %-escapes")
+        if _FILE_PREFIX.fullmatch(prefix):
+            if not allow_file_artifacts:
+                raise ConfigError(
+                    f"{key}[{index}]: {prefix!r} is a local file prefix; it is refused unless "
+                    f"{where}.allow_file_artifacts = true (local stacks only)"
+                )
+        elif not _GCS_PREFIX.fullmatch(prefix):
+            raise ConfigError(f"{key}[{index}]: {prefix!r} must be gs://bucket/… (or file:///… locally)")
+    return tuple(prefixes)
 
 
 def _check_semver(text: str, where: str) -> None:

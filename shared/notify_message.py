@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 NotifyKind = Literal["deployment", "rejected", "dead_letter", "leaks_collected"]
 _KINDS = ("deployment", "rejected", "dead_letter", "leaks_collected")
+DEDUPE_KEY_ATTRIBUTE = "notify_dedupe_key"
+"""Set on every published notify event, so that a dead-lettered one is recognised as a
+notification (and by which key) wherever the dead-letter topic's name is not known."""
 
 
 class NotifyMessageError(ValueError):
@@ -32,6 +35,20 @@ class NotifyRequest:
     `leaks:<digest of the collected names>`."""
     deployment_id: str | None = None
     version: str | None = None
+    about_notification: str | None = None
+    """For the announcement that a notification could not be delivered everywhere: that
+    notification's dedupe key. Its channels that never took it are left out of this one."""
+
+    @property
+    def announces_a_dead_letter(self) -> bool:
+        """Whether this notification itself reports an event that exhausted its retries: when it
+        cannot be delivered in turn, that is recorded but never announced again, which ends the
+        notify → dead letter → notify cycle.
+
+        >>> NotifyRequest("dead_letter", None, None, "dead_lettered", "", "dead-letter:1").announces_a_dead_letter
+        True
+        """
+        return self.kind == "dead_letter"
 
     @classmethod
     def for_deployment(
@@ -71,6 +88,9 @@ class NotifyRequest:
         for required in ("status", "dedupe_key"):
             if not isinstance(raw.get(required), str) or not raw[required]:
                 raise NotifyMessageError(f"notify event lacks {required}")
+        about = raw.get("about_notification")
+        if about is not None and (not isinstance(about, str) or not about):
+            raise NotifyMessageError("notify event has a malformed about_notification")
         return cls(
             kind=raw["kind"],
             app=raw.get("app"),
@@ -80,4 +100,5 @@ class NotifyRequest:
             dedupe_key=raw["dedupe_key"],
             deployment_id=raw.get("deployment_id"),
             version=raw.get("version"),
+            about_notification=about,
         )

@@ -115,7 +115,8 @@ class GroupHealth:
     healthy: int
     instances: int
     errors: tuple[str, ...] = ()
-    """Instances that cannot start (bad template, artifact that fails to run): permanent."""
+    """Instances that cannot start (bad template, an artifact that fails its digest check or
+    cannot run): permanent."""
 
     @property
     def all_healthy(self) -> bool:
@@ -124,9 +125,10 @@ class GroupHealth:
 
 class Compute(Protocol):
     def ensure_instance_template(
-        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
-        """The environment's base template plus release metadata; an existing one is reused."""
+        """The environment's base template plus release metadata (version, artifact and its
+        SHA-256, which the instance verifies before unpacking); an existing one is reused."""
         ...
 
     def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:

@@ -12,14 +12,19 @@ resource "google_storage_bucket" "artifacts" {
     enabled = true
   }
 
-  # A rollback needs the artifact of the version it returns to, so artifacts live for the
-  # configured retention, and an overwritten object's old generation a further week.
+  # No rule ever deletes a current artifact, whatever its age: a live release's instances
+  # download it again whenever autohealing recreates one, and a retained or older release
+  # needs it for a rollback. Age only moves an artifact to a colder storage class, where it
+  # is still read at once. Artifact names are content-addressed and CI may only create
+  # objects (roles/storage.objectCreator), so a current object is never replaced; the rule
+  # below only clears generations that someone deleted or overwrote by hand, a week later.
   lifecycle_rule {
     condition {
-      age = var.artifact_retention_days
+      age = var.artifact_nearline_after_days
     }
     action {
-      type = "Delete"
+      type          = "SetStorageClass"
+      storage_class = "NEARLINE"
     }
   }
 

@@ -130,7 +130,7 @@ variable "rollback_extra_audiences" {
 variable "webhook_url_envs" {
   description = "Environment variables that carry notification webhook URLs, as named by `url_env` in config/pipeline.toml. Each becomes a Secret Manager secret; the values are added out of band, never through Terraform."
   type        = set(string)
-  default     = ["SLACK_WEBHOOK_URL"]
+  default     = ["SLACK_WEBHOOK_URL", "OPERATIONS_SLACK_WEBHOOK_URL"]
 
   validation {
     condition     = alltrue([for name in var.webhook_url_envs : can(regex("^[A-Z][A-Z0-9_]{0,62}$", name))])
@@ -149,14 +149,14 @@ variable "watchdog_schedule" {
   }
 }
 
-variable "artifact_retention_days" {
-  description = "Days a release artifact is kept. Rollback needs the artifact of every version it may return to, so keep this longer than the oldest release you would roll back to."
+variable "artifact_nearline_after_days" {
+  description = "Days after which a release artifact moves to the Nearline storage class (cheaper to keep, still read at once). Artifacts are never deleted by age: a live or retained release re-downloads its artifact whenever autohealing recreates an instance."
   type        = number
-  default     = 90
+  default     = 30
 
   validation {
-    condition     = var.artifact_retention_days >= 7
-    error_message = "artifact_retention_days must be at least 7."
+    condition     = var.artifact_nearline_after_days >= 30
+    error_message = "artifact_nearline_after_days must be at least 30 (Nearline's minimum storage duration)."
   }
 }
 

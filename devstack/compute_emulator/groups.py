@@ -57,7 +57,9 @@ def release_from_template(template: dict[str, Any]) -> Release:
     items = ((template.get("properties") or {}).get("metadata") or {}).get("items") or []
     metadata = {item.get("key"): item.get("value") for item in items}
     return Release(
-        artifact_url=metadata.get("release-artifact"), version=metadata.get("release-version") or ""
+        artifact_url=metadata.get("release-artifact"),
+        version=metadata.get("release-version") or "",
+        artifact_sha256=metadata.get("release-artifact-sha256"),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 # A single command (no lists, pipes, substitutions), whose first word names a program.
 _SIMPLE_COMMAND = re.compile(r"^(?![^ ]*=)[A-Za-z0-9_./+-]+(\s[^;&|`\n]*)?$")
 _SHELL_BUILTINS = {"cd", "exec", "export", "set", "source", ".", "ulimit", "umask", "eval", "trap"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COPY_CHUNK_BYTES = 1024 * 1024
 
 
 def shell_command(web_command: str) -> str:
@@ -34,7 +37,7 @@ def shell_command(web_command: str) -> str:
     app itself is the instance's main process (and dies with the emulator, see `_die_with_parent`)."""
     command = web_command.strip()
     first = command.split(maxsplit=1)[0] if command else ""
-    if "$(" in command or first in _SHELL_BUILTINS or not _SIMPLE_COMMAND.match(command):
+    if "$(" in command or first in _SHELL_BUILTINS or not _SIMPLE_COMMAND.fullmatch(command):
         return command
     return f"exec {command}"
 
@@ -64,6 +67,8 @@ class ProbeState:
 class Release:
     artifact_url: str | None
     version: str
+    artifact_sha256: str | None = None
+    """Metadata `release-artifact-sha256`: what the fetched artifact must hash to."""
 
 
 @dataclass
@@ -146,10 +151,26 @@ class Instance:
         self._exit_watch = asyncio.create_task(self._watch_exit(self.process))
 
     def _prepare_work_dir(self) -> str:
-        archive = artifact_path(self.release.artifact_url)
+        """Fetch the artifact into the work dir, verify its digest, only then unpack it.
+
+        The check runs on the instance's own copy, the bytes that are unpacked next, as the
+        startup script does on Compute Engine: a file swapped at its URL later cannot slip in.
+        """
+        source = artifact_path(self.release.artifact_url)
+        expected = expected_sha256(self.release.artifact_sha256)
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True)
+        fetched = self.work_dir / "artifact.tar.gz"
+        actual = fetch_and_hash(source, fetched)
+        if actual != expected:
+            fetched.unlink(missing_ok=True)
+            raise BootError(
+                f"artifact digest mismatch: {self.release.artifact_url} has sha256 {actual}, "
+                f"the release expects {expected}; the instance does not start it"
+            )
+        self.log(f"artifact verified (sha256 {actual})")
         try:
-            return unpack_artifact(archive, self.work_dir / "app")
+            return unpack_artifact(fetched, self.work_dir / "app")
         except ArtifactError as exc:
             raise BootError(str(exc)) from exc
 
@@ -207,6 +228,31 @@ def artifact_path(url: str | None) -> str:
     if not Path(path).is_file():
         raise BootError(f"artifact {path} does not exist")
     return path
+
+
+def expected_sha256(value: str | None) -> str:
+    """The template's digest, or BootError: an artifact is never run unverified."""
+    if not value:
+        raise BootError(
+            "the instance template has no 'release-artifact-sha256' metadata item; "
+            "an artifact is never run without its digest"
+        )
+    if not _SHA256.fullmatch(value):
+        raise BootError(f"release-artifact-sha256 {value!r} is not a SHA-256 (64 lowercase hex)")
+    return value
+
+
+def fetch_and_hash(source: str, destination: Path) -> str:
+    """Copy `source` to `destination` and return the SHA-256 of the bytes written."""
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as reader, destination.open("wb") as writer:
+            for chunk in iter(lambda: reader.read(_COPY_CHUNK_BYTES), b""):
+                digest.update(chunk)
+                writer.write(chunk)
+    except OSError as exc:  # reported in lastAttempt; the group retries the boot with backoff
+        raise BootError(f"cannot fetch {source}: {exc}") from exc
+    return digest.hexdigest()
 
 
 def free_port() -> int:

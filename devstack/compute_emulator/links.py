@@ -20,14 +20,14 @@ REGION_PATTERN = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 
 _REFERENCE = re.compile(
     r"^(?:projects/(?P<project>[^/]+)/)?"
-    r"(?P<scope>global|zones/[^/]+|regions/[^/]+)/(?P<collection>[A-Za-z]+)/(?P<name>[^/]+)$"
+    r"(?P<scope>global|zones/[^/]+|regions/[^/]+)/(?P<collection>[A-Za-z]+)/(?P<name>[^/\s]+)$"
 )
 
 
 def check_name(name: object, field: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise ApiError(400, "required", f"Required field '{field}' not specified")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise invalid(
             f"Invalid value for field 'resource.{field}': '{name}'. "
             "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'"
@@ -36,13 +36,13 @@ def check_name(name: object, field: str = "name") -> str:
 
 
 def check_zone(zone: str) -> str:
-    if not ZONE_PATTERN.match(zone):
+    if not ZONE_PATTERN.fullmatch(zone):
         raise invalid(f"Invalid value for field 'zone': '{zone}'. Unknown zone.")
     return zone
 
 
 def check_region(region: str) -> str:
-    if not REGION_PATTERN.match(region):
+    if not REGION_PATTERN.fullmatch(region):
         raise invalid(f"Invalid value for field 'region': '{region}'. Unknown region.")
     return region
 
@@ -76,9 +76,9 @@ def parse_reference(
         if marker < 0:
             raise invalid(f"Invalid value for field '{field}': '{value}'. The URL is malformed.")
         text = text[marker:]
-    match = _REFERENCE.match(text)
+    match = _REFERENCE.fullmatch(text)
     if match is None:
-        if NAME_PATTERN.match(text) and len(collections) == 1 and collections[0] in _GLOBAL_COLLECTIONS:
+        if NAME_PATTERN.fullmatch(text) and len(collections) == 1 and collections[0] in _GLOBAL_COLLECTIONS:
             return Reference(default_project, "global", collections[0], text)
         raise invalid(f"Invalid value for field '{field}': '{value}'. The URL is malformed.")
     collection = match.group("collection")

@@ -24,7 +24,7 @@ def _field(item: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _matcher(expression: str) -> tuple[str, str, re.Pattern[str]]:
-    match = _COMPARISON.match(expression)
+    match = _COMPARISON.fullmatch(expression)
     if match is None:
         raise invalid(f"Invalid value for field 'filter': '{expression}'. Invalid list filter expression.")
     field, operator, literal = match.groups()

@@ -206,7 +206,7 @@ class Emulator:
             details["port"] = _int_in_range(details, "port", 80, 1, 65535)
         if specification in (None, "USE_FIXED_PORT") and "portName" not in details:
             details.setdefault("port", 80)
-        if "portName" in details and not NAME_PATTERN.match(str(details["portName"])):
+        if "portName" in details and not NAME_PATTERN.fullmatch(str(details["portName"])):
             raise invalid(
                 f"Invalid value for field 'resource.{details_field}.portName': '{details['portName']}'."
             )
@@ -258,7 +258,7 @@ class Emulator:
         base = body.get("baseInstanceName")
         if not base:
             raise required("resource.baseInstanceName")
-        if not BASE_INSTANCE_NAME_PATTERN.match(str(base)):
+        if not BASE_INSTANCE_NAME_PATTERN.fullmatch(str(base)):
             raise invalid(
                 f"Invalid value for field 'resource.baseInstanceName': '{base}'. "
                 "Must be a match of regex '[a-z]([-a-z0-9]{0,57}|[-a-z0-9]{0,51}-#{1,10})'"
@@ -333,7 +333,7 @@ class Emulator:
         result = []
         for index, port in enumerate(ports):
             name = port.get("name")
-            if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
                 raise invalid(f"Invalid value for field 'resource.namedPorts[{index}].name': '{name}'.")
             number = _int_in_range(port, "port", 0, 1, 65535)
             result.append({"name": name, "port": number})
@@ -345,7 +345,7 @@ class Emulator:
         for index, entry in enumerate(policy.get("zones", [])):
             # A zone URL, `zones/us-central1-a` or the bare zone name.
             zone = str(entry.get("zone", "")).rstrip("/").rsplit("/", 1)[-1]
-            if not ZONE_PATTERN.match(zone) or region_of_zone(zone) != region:
+            if not ZONE_PATTERN.fullmatch(zone) or region_of_zone(zone) != region:
                 raise invalid(
                     f"Invalid value for field 'resource.distributionPolicy.zones[{index}].zone': '{zone}'."
                 )

@@ -29,6 +29,9 @@ log = get_logger("compute")
 OPERATION_TIMEOUT_SECONDS = 180.0
 RELEASE_VERSION_KEY = "release-version"
 RELEASE_ARTIFACT_KEY = "release-artifact"
+RELEASE_ARTIFACT_SHA256_KEY = "release-artifact-sha256"
+"""The artifact's SHA-256: the instance (startup script, or the local emulator) checks the
+downloaded file against it before unpacking and never starts a release that differs."""
 SERVING_PORT_NAME = "http"
 SERVING_PORT = 80
 """On GCP the startup script puts nginx on 80 in front of the app; the health check and the
@@ -123,7 +126,7 @@ class ComputeEngine:
     # ---- templates -------------------------------------------------------------------------
 
     def ensure_instance_template(
-        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
         try:
             base = self.templates.get(
@@ -143,10 +146,11 @@ class ComputeEngine:
         items = [
             item
             for item in properties.metadata.items
-            if item.key not in (RELEASE_VERSION_KEY, RELEASE_ARTIFACT_KEY)
+            if item.key not in (RELEASE_VERSION_KEY, RELEASE_ARTIFACT_KEY, RELEASE_ARTIFACT_SHA256_KEY)
         ]
         items.append(compute_v1.Items(key=RELEASE_VERSION_KEY, value=version))
         items.append(compute_v1.Items(key=RELEASE_ARTIFACT_KEY, value=artifact))
+        items.append(compute_v1.Items(key=RELEASE_ARTIFACT_SHA256_KEY, value=artifact_sha256))
         properties.metadata = compute_v1.Metadata(items=items)
         template = compute_v1.InstanceTemplate(
             name=name,

@@ -69,6 +69,9 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "rollback_of": d.rollback_of,
         "triggered_by": d.triggered_by,
         "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+        # CONTRACT v2 §6
+        "artifact_sha256": d.artifact_sha256,
+        "committed_at": d.committed_at,
     }
     # Beyond the contract (additions only). Unset ones are left out rather than written as null:
     # the rollback's history query orders by `went_live_at`, and Firestore sorts nulls first.
@@ -161,6 +164,8 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        artifact_sha256=doc.get("artifact_sha256") or "",
+        committed_at=doc.get("committed_at"),
     )
 
 
@@ -172,6 +177,7 @@ def release_to_document(r: Release) -> dict[str, Any]:
         "artifact": r.artifact,
         "commit_messages": list(r.commit_messages),
         "created_at": r.created_at,
+        "artifact_sha256": r.artifact_sha256,
     }
 
 
@@ -183,6 +189,7 @@ def release_from_document(doc: Mapping[str, Any]) -> Release:
         artifact=doc["artifact"],
         commit_messages=tuple(doc.get("commit_messages") or ()),
         created_at=doc["created_at"],
+        artifact_sha256=doc.get("artifact_sha256") or "",
     )
 
 

@@ -1,4 +1,4 @@
-"""Decoding the Pub/Sub message inside a CloudEvent (Eventarc on GCP, push locally)."""
+"""The Pub/Sub message inside the CloudEvent Eventarc delivers, on GCP and in the local stack alike."""
 
 from __future__ import annotations
 

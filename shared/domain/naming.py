@@ -22,7 +22,7 @@ def _derived(deployment_id: str, suffix: str) -> str:
         digest = hashlib.sha256(deployment_id.encode()).hexdigest()[:8]
         keep = MAX_NAME - len(suffix) - len(digest) - 2
         name = f"{deployment_id[:keep].rstrip('-')}-{digest}-{suffix}"
-    if not _VALID.match(name):
+    if not _VALID.fullmatch(name):
         raise ValueError(f"{deployment_id!r} does not give a valid Compute Engine name ({name!r})")
     return name
 
@@ -44,4 +44,4 @@ def instance_group_name(deployment_id: str) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(_VALID.match(name)) and len(name) <= MAX_NAME
+    return bool(_VALID.fullmatch(name)) and len(name) <= MAX_NAME

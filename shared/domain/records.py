@@ -62,6 +62,10 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact (from the build, kept by its release): the instance verifies it."""
+    committed_at: datetime | None = None
+    """When the deployed commit was made, as the build reported it (lead time)."""
 
     @classmethod
     def queued(
@@ -76,6 +80,8 @@ class Deployment:
         artifact: str,
         event: Mapping[str, Any],
         at: datetime,
+        artifact_sha256: str = "",
+        committed_at: datetime | None = None,
         rollback_of: str | None = None,
         triggered_by: str | None = None,
         reason: str | None = None,
@@ -103,6 +109,8 @@ class Deployment:
             build_url=build_url,
             branch=branch,
             commit_messages=commit_messages,
+            artifact_sha256=artifact_sha256,
+            committed_at=committed_at,
         )
 
     def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:
@@ -124,6 +132,11 @@ class Deployment:
             **changes,
         )
 
+    def noted(self, at: datetime, detail: str) -> Deployment:
+        """This deployment with one more history line in its current status (no transition),
+        e.g. why a queued deployment still waits."""
+        return replace(self, updated_at=at, history=(*self.history, HistoryEntry(self.status, at, detail)))
+
     def with_changes(self, at: datetime, **changes: Any) -> Deployment:
         """Change bookkeeping fields without a status change."""
         return replace(self, updated_at=at, **changes)
@@ -141,6 +154,9 @@ class Release:
     artifact: str
     commit_messages: tuple[str, ...]
     created_at: datetime
+    artifact_sha256: str = ""
+    """SHA-256 of the artifact: fixed by the first build of the commit; a rollback or a later
+    build of the same commit deploys exactly these bytes."""
 
     @property
     def key(self) -> str:

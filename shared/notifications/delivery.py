@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -66,6 +66,10 @@ class NotificationLedger(Protocol):
 
     def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None: ...
 
+    def channel_states(self, dedupe_key: str) -> Mapping[str, str]:
+        """Each channel's state for a dedupe key (`delivered`, `failed`, `given_up`, `sending`)."""
+        ...
+
 
 class ChannelSender(Protocol):
     """Sends a notification to one channel, raising Transient- or PermanentDeliveryError."""
@@ -74,6 +78,32 @@ class ChannelSender(Protocol):
     def channel_id(self) -> str: ...
 
     def send(self, notification: Notification) -> None: ...
+
+
+def without_channels_that_failed(
+    senders: Sequence[ChannelSender], earlier_states: Mapping[str, str]
+) -> tuple[list[ChannelSender], list[str]]:
+    """The senders for announcing that a notification did not reach every channel: the channels
+    that took it, and those it never went to; not the ones that failed or refused it, which
+    would only fail again. Also the ids of the channels left out, for the announcement's text.
+
+    >>> class Sender:
+    ...     def __init__(self, channel_id): self.channel_id = channel_id
+    >>> kept, left_out = without_channels_that_failed(
+    ...     [Sender("slack"), Sender("chat"), Sender("ops"), Sender("file")],
+    ...     {"slack": "failed", "chat": "delivered", "file": "given_up"},
+    ... )
+    >>> [sender.channel_id for sender in kept], left_out
+    (['chat', 'ops'], ['slack', 'file'])
+    """
+    kept: list[ChannelSender] = []
+    left_out: list[str] = []
+    for sender in senders:
+        if earlier_states.get(sender.channel_id) in (None, "delivered"):
+            kept.append(sender)
+        else:
+            left_out.append(sender.channel_id)
+    return kept, left_out
 
 
 class UndeliveredChannelsError(Exception):

@@ -132,6 +132,16 @@ class FirestoreNotificationLedger:
     def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
         self._settle(dedupe_key, channel_id, owner, "given_up", error)
 
+    def channel_states(self, dedupe_key: str) -> dict[str, str]:
+        # A Firestore error propagates: transient, the notify event is redelivered.
+        snapshot = self._ref(dedupe_key).get()
+        channels = (snapshot.to_dict() or {}).get("channels") if snapshot.exists else None
+        return {
+            str(channel): str(state.get("state"))
+            for channel, state in (channels or {}).items()
+            if isinstance(state, Mapping)
+        }
+
     def _settle(self, dedupe_key: str, channel_id: str, owner: str, state: str, error: str) -> None:
         def decide(channel: dict[str, Any], now: datetime) -> _Decision:
             if channel.get("state") == "delivered" or channel.get("owner") not in (None, owner):

@@ -99,9 +99,17 @@ class NotificationsFileSender:
             raise TransientDeliveryError(f"{self.channel_id}: {exc}") from exc
 
 
-def channels_for(config: PipelineConfig, app: str | None, environment: str | None) -> list[Channel]:
-    """The environment's channels; for an unknown environment (a rejected message), every channel
-    of the app, or of every app when the app is unknown too, so nobody misses it."""
+def channels_for(
+    config: PipelineConfig, app: str | None, environment: str | None, *, operational: bool = False
+) -> list[Channel]:
+    """Where a notification goes, each channel once.
+
+    A known environment: its channels. A known app but an unknown environment (a rejected
+    message): every channel of that app, so its team sees it. An unknown app: the operations
+    channels only; a message naming an app nobody configured belongs to no team, and whoever can
+    publish one must not be able to post into every team's channel. `operational` notifications
+    (an event that exhausted its retries) also go to the operations channels.
+    """
     selected: Iterable[EnvironmentConfig]
     known = config.environment(app, environment) if app and environment else None
     if known is not None:
@@ -109,10 +117,13 @@ def channels_for(config: PipelineConfig, app: str | None, environment: str | Non
     elif app and app in config.apps:
         selected = config.apps[app].environments.values()
     else:
-        selected = config.all_environments()
+        selected = []
     unique: dict[str, Channel] = {}
     for env in selected:
         for channel in env.channels:
+            unique.setdefault(channel_id(channel), channel)
+    if operational or not selected:
+        for channel in config.operations_channels:
             unique.setdefault(channel_id(channel), channel)
     return list(unique.values())
 
@@ -124,9 +135,11 @@ def senders_for(
     environ: Mapping[str, str] = os.environ,
     notifications_file: str | None = None,
     session: requests.Session | None = None,
+    *,
+    operational: bool = False,
 ) -> list[ChannelSender]:
     senders: list[ChannelSender] = []
-    for channel in channels_for(config, app, environment):
+    for channel in channels_for(config, app, environment, operational=operational):
         url = environ.get(channel.url_env, "").strip()
         if not url:
             # A configuration gap, not a delivery failure: retrying would not fill it in.

@@ -8,15 +8,18 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared import topology
+from shared.domain.artifact_origin import artifact_origin_problem
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import next_version
+from shared.domain.windows import may_start_now
 from shared.logging import bind, get_logger
 from shared.notify_message import NotifyRequest
 from shared.ports import RejectedEvent, Transaction, TransientError
+from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
 
 log = get_logger("admit_build")
@@ -46,6 +49,13 @@ class _Admitted:
     cancelled: tuple[Deployment, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """The build contradicts what is recorded (e.g. another digest for a released commit)."""
+
+    reason: str
+
+
 def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], event_id: str) -> AdmitResult:
     """Handle one build-succeeded message. Bad input is recorded and announced, never raised."""
     try:
@@ -55,10 +65,17 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
         return reject_build_event(services, data, attributes, event_id, exc.reason)
     except UnknownEnvironment as exc:  # permanent: the pipeline file does not declare it
         return reject_build_event(services, data, attributes, event_id, str(exc))
+    origin_problem = artifact_origin_problem(
+        event.artifact, services.config.apps[event.app].artifact_prefixes
+    )
+    if origin_problem is not None:
+        return reject_build_event(services, data, attributes, event_id, origin_problem)
 
     deployment_id = deployment_id_for(event.app, event.environment, event.build_id)
     bind(deployment_id=deployment_id)
     admitted = services.store.atomically(lambda tx: _admit(services, tx, event, deployment_id))
+    if isinstance(admitted, _Refused):
+        return reject_build_event(services, data, attributes, event_id, admitted.reason)
     deployment = admitted.deployment
 
     for cancelled in admitted.cancelled:
@@ -78,13 +95,26 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
     return AdmitResult(outcome, deployment_id, deployment.version)
 
 
-def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str) -> _Admitted:
+def _admit(
+    services: Services, tx: Transaction, event: BuildSucceeded, deployment_id: str
+) -> _Admitted | _Refused:
     existing = tx.deployment(deployment_id)
     if existing is not None:
         return _Admitted(existing, created=False)
     now = services.clock.now()
     state = tx.environment(event.app, event.environment) or EnvironmentState(event.app, event.environment)
     release = tx.release_for_commit(event.app, event.commit)
+    # A commit's release is one set of bytes: the first build fixes its digest, and a later build
+    # (a redeploy, a rollback) must bring the same one. A release recorded before digests existed
+    # has none; the build's digest is then what the instance checks.
+    artifact_sha256 = event.artifact_sha256
+    if release is not None and release.artifact_sha256:
+        if release.artifact_sha256 != event.artifact_sha256:
+            return _Refused(
+                f"artifact_sha256: commit {event.commit} was released as {release.version} with digest "
+                f"{release.artifact_sha256}; this build brings {event.artifact_sha256}, a different artifact"
+            )
+        artifact_sha256 = release.artifact_sha256
     new_release: Release | None = None
     if release is None:
         first_version = services.config.apps[event.app].first_version
@@ -102,11 +132,16 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
             artifact=event.artifact,
             commit_messages=event.commit_messages,
             created_at=now,
+            artifact_sha256=event.artifact_sha256,
         )
     else:
         version = release.version
 
-    admission = admit(state.active_deployment_id, state.queue, deployment_id)
+    # Deploy windows decide whether a build that finds the environment free may take it now;
+    # outside them it waits, queued, for the watchdog to start it when the window opens.
+    policy = services.environment_config(event.app, event.environment).deploy_policy
+    may_start = may_start_now(policy, now, rollback=event.rollback_of is not None)
+    admission = admit(state.active_deployment_id, state.queue, deployment_id, may_start=may_start)
     cancelled: list[Deployment] = []
     for superseded_id in admission.cancelled:
         superseded = tx.deployment(superseded_id)
@@ -135,11 +170,16 @@ def _admit(services: Services, tx: Transaction, event: BuildSucceeded, deploymen
         branch=event.branch,
         commit_messages=event.commit_messages,
         detail=detail,
+        artifact_sha256=artifact_sha256,
+        committed_at=event.committed_at,
     )
     if admission.takes_lock:
         deployment = deployment.advance(DeploymentStatus.PROVISIONING, now, "environment lock taken")
         state = replace(state, active_deployment_id=deployment_id, locked_at=now, queue=(), updated_at=now)
     else:
+        if state.active_deployment_id is None:
+            # The lock is free: only the deploy window holds it back. Say until when.
+            deployment = held_for_window(deployment, policy, now) or deployment
         state = replace(state, queue=admission.queue, updated_at=now)
 
     if new_release is not None:

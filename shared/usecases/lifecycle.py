@@ -10,6 +10,7 @@ from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.queue import release_lock
 from shared.domain.records import Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
+from shared.domain.windows import ALWAYS_OPEN, DeployPolicy, may_start_now, waiting_note
 from shared.logging import bind, get_logger
 from shared.ports import Transaction
 from shared.usecases.services import Services, notify_status, publish_step
@@ -23,12 +24,34 @@ FAILABLE = (DeploymentStatus.QUEUED, DeploymentStatus.PROVISIONING, DeploymentSt
 class Handover:
     state: EnvironmentState
     next_deployment: Deployment | None
+    """The next deployment, changed: started (`provisioning`), or still `queued` with a line
+    saying until when it waits for a deploy window. None when nothing changed."""
 
 
-def hand_over_lock(tx: Transaction, state: EnvironmentState, ending_id: str, now: datetime) -> Handover:
-    """Inside a transaction: free the environment if `ending_id` holds it, starting the next queued.
+def deploy_policy(services: Services, app: str, environment: str) -> DeployPolicy:
+    """The environment's windows and freezes; an environment no longer configured has none."""
+    env = services.config.environment(app, environment)
+    return env.deploy_policy if env is not None else ALWAYS_OPEN
 
-    Reads only; the caller writes the returned state and next deployment.
+
+def held_for_window(deployment: Deployment, policy: DeployPolicy, now: datetime) -> Deployment | None:
+    """The queued deployment with a history line saying why and until when it waits; None if
+    its last line says so already (so a watchdog tick that changes nothing writes nothing)."""
+    note = waiting_note(policy, now)
+    if deployment.history and deployment.history[-1].detail == note:
+        return None
+    return deployment.noted(now, note)
+
+
+def hand_over_lock(
+    tx: Transaction, state: EnvironmentState, ending_id: str, now: datetime, *, policy: DeployPolicy
+) -> Handover:
+    """Inside a transaction: free the environment if `ending_id` holds it, starting the next queued
+    if the environment's deploy windows allow it now (a rollback always starts).
+
+    Outside a window the next one stays queued, first in line, with the lock free; the watchdog
+    starts it when the window opens. Reads only; the caller writes the returned state and next
+    deployment.
     """
     if state.active_deployment_id != ending_id:
         queue = tuple(d for d in state.queue if d != ending_id)
@@ -38,6 +61,17 @@ def hand_over_lock(tx: Transaction, state: EnvironmentState, ending_id: str, now
     if handover.next_deployment_id is not None:
         waiting = tx.deployment(handover.next_deployment_id)
         if waiting is not None and waiting.status is DeploymentStatus.QUEUED:
+            if not may_start_now(policy, now, rollback=waiting.rollback_of is not None):
+                return Handover(
+                    replace(
+                        state,
+                        active_deployment_id=None,
+                        locked_at=None,
+                        queue=(waiting.deployment_id, *handover.queue),
+                        updated_at=now,
+                    ),
+                    held_for_window(waiting, policy, now),
+                )
             next_deployment = waiting.advance(
                 DeploymentStatus.PROVISIONING, now, f"environment freed by {ending_id}"
             )
@@ -54,7 +88,8 @@ def hand_over_lock(tx: Transaction, state: EnvironmentState, ending_id: str, now
 
 
 def start_next(services: Services, next_deployment: Deployment | None) -> None:
-    if next_deployment is not None:
+    """Publish the first step of the deployment a hand-over started (not of one it left queued)."""
+    if next_deployment is not None and next_deployment.status is DeploymentStatus.PROVISIONING:
         publish_step(services, topology.START_ROLLING_REPLACE, next_deployment)
 
 
@@ -97,7 +132,8 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         state = tx.environment(deployment.app, deployment.environment)
         next_deployment = None
         if state is not None:
-            handover = hand_over_lock(tx, state, deployment_id, now)
+            policy = deploy_policy(services, deployment.app, deployment.environment)
+            handover = hand_over_lock(tx, state, deployment_id, now, policy=policy)
             tx.put_environment(handover.state)
             next_deployment = handover.next_deployment
             if next_deployment is not None:

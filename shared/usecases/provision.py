@@ -48,7 +48,11 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
     group = instance_group_name(deployment.deployment_id)
     try:
         services.compute.ensure_instance_template(
-            env, template, version=deployment.version, artifact=deployment.artifact
+            env,
+            template,
+            version=deployment.version,
+            artifact=deployment.artifact,
+            artifact_sha256=deployment.artifact_sha256,
         )
         services.compute.ensure_instance_group(env, group, template=template)
     except PermanentError as exc:  # permanent: configuration or request refused; retrying cannot help

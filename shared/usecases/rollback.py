@@ -84,5 +84,6 @@ def _source_event(
         commit=release.commit,
         build_id="pending",
         artifact=release.artifact,
+        artifact_sha256=release.artifact_sha256,
         commit_messages=release.commit_messages,
     )

@@ -9,7 +9,7 @@ from shared.config import EnvironmentConfig, PipelineConfig
 from shared.domain.messages import StepMessage
 from shared.domain.records import Deployment
 from shared.logging import get_logger
-from shared.notify_message import NotifyRequest
+from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.ports import Clock, Compute, PermanentError, Publisher, Store
 
 log = get_logger("usecases")
@@ -67,6 +67,7 @@ def publish_notify(services: Services, request: NotifyRequest) -> None:
             ("environment", request.environment),
             ("deployment_id", request.deployment_id),
             ("status", request.status),
+            (DEDUPE_KEY_ATTRIBUTE, request.dedupe_key),
         )
         if value
     }

@@ -101,7 +101,11 @@ def _switch(
             and state.live_deployment_id != current.deployment_id
         ):
             blue = tx.deployment(state.live_deployment_id)
-        handover = hand_over_lock(tx, state, current.deployment_id, now) if state is not None else None
+        handover = (
+            hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
+            if state is not None
+            else None
+        )
         live = current.advance(
             DeploymentStatus.LIVE,
             now,

@@ -2,6 +2,7 @@
 
 - fails deployments past their provisioning deadline (green deleted, lock freed, next started);
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
+- starts a queued deployment whose environment is free once its deploy window is open;
 - deletes retired blue groups once their connections have drained and their retention is over;
 - collects what a crash left behind: templates and groups named by the pipeline that no record
   needs (see shared/domain/leaks.py), and announces them in one notification per sweep.
@@ -17,10 +18,11 @@ from shared import topology
 from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by
 from shared.domain.records import Deployment
 from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, DeploymentStatus
+from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
 from shared.notify_message import NotifyRequest
 from shared.ports import PermanentError, Transaction, TransientError
-from shared.usecases.lifecycle import delete_green, fail_deployment
+from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
 from shared.usecases.services import Services, publish_notify, publish_step
 
 log = get_logger("watchdog")
@@ -127,8 +129,13 @@ def _mark_kicked(services: Services, deployment: Deployment, now: datetime) -> N
 
 def _start_if_orphaned(services: Services, deployment: Deployment, report: WatchdogReport) -> None:
     """A queued deployment whose environment is free, or held by a deployment that has ended
-    (a hand-over that was lost), takes the lock."""
+    (a hand-over that was lost), takes the lock, if the environment's deploy windows let it
+    start now. This is also what starts a deployment that waited for its window to open."""
     now = services.clock.now()
+    policy = deploy_policy(services, deployment.app, deployment.environment)
+    may_start = may_start_now(policy, now, rollback=deployment.rollback_of is not None)
+    if not may_start and held_for_window(deployment, policy, now) is None:
+        return  # Still waiting, and its history already says until when: nothing to write.
 
     def work(tx: Transaction) -> Deployment | None:
         current = tx.deployment(deployment.deployment_id)
@@ -140,7 +147,16 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
             # A lock held by a deployment that has ended (its hand-over was lost) is free.
             if holder is not None and holder.status in HOLDS_LOCK:
                 return None
-        started = current.advance(DeploymentStatus.PROVISIONING, now, "environment free (watchdog)")
+        if not may_start:
+            held = held_for_window(current, policy, now)
+            if held is not None:
+                tx.put_deployment(held)
+            return None
+        started = current.advance(
+            DeploymentStatus.PROVISIONING,
+            now,
+            "deploy window open (watchdog)" if policy.restricts else "environment free (watchdog)",
+        )
         tx.put_environment(
             replace(
                 state,
@@ -254,7 +270,8 @@ def _announce_collected(services: Services, removed: list[ListedResource], owner
     names = sorted(resource.name for resource in removed)
     where = {(owner.app, owner.environment) for owner in owners}
     apps = {app for app, _ in where}
-    # One environment: its channels; one app: the app's; several: everyone's.
+    # One environment: its channels; one app: the app's; several: the operations channels only
+    # (they get every leaks_collected notification anyway).
     app = next(iter(apps)) if len(apps) == 1 else None
     environment = next(iter(where))[1] if len(where) == 1 else None
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]

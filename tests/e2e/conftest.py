@@ -4,6 +4,7 @@ balancers). Tests talk to it only as CircleCI and operators do: publish, HTTP, r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
-from shared.artifact import build_artifact
+from shared.artifact import ArtifactError, build_artifact, sha256_of_url
 from shared.config import PipelineConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.topology import BUILD_SUCCEEDED
@@ -145,16 +146,22 @@ class Pipeline:
         app: str = "hello",
         **extra: Any,
     ) -> str:
-        """Publish a build-succeeded event as CircleCI does; returns the deployment id it makes."""
+        """Publish a build-succeeded event as CircleCI does; returns the deployment id it makes.
+
+        The digest is the artifact file's own unless `artifact_sha256` says otherwise (None: left out).
+        """
+        url = self.artifacts.get(artifact, artifact)
         body = {
             "app": app,
             "environment": environment,
             "commit": commit,
             "build_id": build_id,
-            "artifact": self.artifacts.get(artifact, artifact),
+            "artifact": url,
+            "artifact_sha256": artifact_digest(url),
             "commit_messages": messages or [],
             **extra,
         }
+        body = {key: value for key, value in body.items() if value is not None}
         self.publish_raw(json.dumps(body).encode(), {"app": app, "environment": environment})
         return deployment_id_for(app, environment, build_id)
 
@@ -222,6 +229,14 @@ class Pipeline:
         return requests.post(
             self.stack.env["RELEASECTL_ROLLBACK_URL"], data=data, headers=headers, timeout=30
         )
+
+
+def artifact_digest(url: str) -> str:
+    """What CI would send: the SHA-256 of the file; for a file that does not exist, of its URL."""
+    try:
+        return sha256_of_url(url)
+    except ArtifactError:  # a test of a missing artifact: any well-formed digest will do
+        return hashlib.sha256(url.encode()).hexdigest()
 
 
 @pytest.fixture(scope="session")

@@ -235,6 +235,7 @@ def _body(**changes: Any) -> bytes:
         "commit": "0" * 40,
         "build_id": "bad-1",
         "artifact": "file:///nowhere/hello.tar.gz",
+        "artifact_sha256": "0" * 64,
     }
     body.update(changes)
     return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
@@ -249,6 +250,11 @@ BAD_MESSAGES.update(
             {"app": "hello", "environment": "staging"},
         ),
         "bad bump": (_body(bump="huge"), {"app": "hello", "environment": "staging"}),
+        "missing digest": (_body(artifact_sha256=None), {"app": "hello", "environment": "staging"}),
+        "foreign origin": (
+            _body(artifact="gs://someone-elses-bucket/hello/hello.tar.gz"),
+            {"app": "hello", "environment": "staging"},
+        ),
         "attribute mismatch": (_body(), {"app": "hello", "environment": "production"}),
         "unknown app": (_body(app="ghost"), {"app": "ghost", "environment": "staging"}),
         "unknown environment": (_body(environment="qa"), {"app": "hello", "environment": "qa"}),
@@ -273,6 +279,8 @@ def test_every_bad_message_is_recorded_and_announced_and_the_pipeline_carries_on
     assert "bytes" in reasons["oversized"] and "not JSON" in reasons["non-JSON"]
     assert "not an object" in reasons["non-object"] and "commit" in reasons["bad commit"]
     assert "does not match" in reasons["attribute mismatch"] and "ghost" in reasons["unknown app"]
+    assert "artifact_sha256: required" in reasons["missing digest"]
+    assert "artifact prefixes" in reasons["foreign origin"]
 
     expected = {f"rejected:{m}" for m in message_ids.values()}
 

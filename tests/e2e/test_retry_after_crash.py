@@ -29,7 +29,7 @@ from shared.usecases.admit_build import admit_build
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet, Services
 from shared.usecases.switch import complete_cool_down
-from tests.e2e.conftest import Pipeline, new_commit, wait_for
+from tests.e2e.conftest import Pipeline, artifact_digest, new_commit, wait_for
 
 T = TypeVar("T")
 
@@ -100,6 +100,7 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         "commit": new_commit(),
         "build_id": "ci-crash",
         "artifact": pipeline.artifacts["hello"],
+        "artifact_sha256": artifact_digest(pipeline.artifacts["hello"]),
         "commit_messages": ["fix: survive crashes"],
     }
     admitted = admit_build(
@@ -195,6 +196,7 @@ def test_a_crash_after_the_commit_and_before_the_publish_is_resumed_by_the_redel
         "commit": commit,
         "build_id": "ci-lost-publish",
         "artifact": pipeline.artifacts["hello"],
+        "artifact_sha256": artifact_digest(pipeline.artifacts["hello"]),
         "commit_messages": ["fix: lost message"],
     }
     # The first delivery records the deployment and takes the lock, then "dies": its
@@ -229,6 +231,8 @@ def test_a_dead_lettered_event_is_recorded_and_announced(pipeline: Pipeline) -> 
         lambda: pipeline.document("dead_lettered_events", message_id), 20, "the dead-letter record"
     )
     assert record["delivery_attempts"] == 100 and record["attributes"]["app"] == "hello"
+    # The topic it came from, named by the CloudEvent's source as Eventarc sets it on GCP.
+    assert record["topic"] == topology.dead_letter_topic(topology.COOL_DOWN_COMPLETE)
     wait_for(
         lambda: [n for n in pipeline.notifications() if n["dedupe_key"] == f"dead-letter:{message_id}"],
         20,

@@ -548,3 +548,39 @@ def module_compute_names(model: Model, module: str, app: str, environment: str) 
         key: render(local_values[key])
         for key in ("base_instance_template", "health_check", "backend_service")
     }
+
+
+# ---- the artifact bucket ------------------------------------------------------------------
+
+ARTIFACT_WRITER_ROLES = ("roles/storage.objectCreator",)
+"""Roles that may add artifacts but neither replace nor delete one (overwriting needs delete)."""
+
+
+def artifact_bucket_problems(model: Model, bucket: str = "artifacts") -> list[str]:
+    """Ways the artifact bucket could lose an artifact that a live or retained release needs.
+
+    Autohealing re-downloads a live release's artifact and a rollback its target's, at any age,
+    so: no lifecycle rule may delete a current (LIVE) object, versioning must keep what a
+    person deletes or overwrites, and whoever writes through IAM may only create objects.
+    """
+    body = _resource(model, "google_storage_bucket", bucket)
+    if body is None:
+        return [f"google_storage_bucket.{bucket} is not declared"]
+    problems = []
+    if _block(body, "versioning").get("enabled") is not True:
+        problems.append(f"{bucket}: versioning is off, so a deleted or overwritten artifact is gone at once")
+    rules = body.get("lifecycle_rule") or []
+    for index, rule in enumerate(rules if isinstance(rules, list) else [rules]):
+        action = _block(rule, "action")
+        condition = _block(rule, "condition")
+        if action.get("type") == "Delete" and condition.get("with_state") != "ARCHIVED":
+            problems.append(
+                f"{bucket}: lifecycle_rule[{index}] deletes current artifacts ({condition}); "
+                "only noncurrent generations (with_state = ARCHIVED) may be deleted"
+            )
+    for name, binding in model.get("resource", {}).get("google_storage_bucket_iam_member", {}).items():
+        if binding.get("bucket") == f"${{google_storage_bucket.{bucket}.name}}" and (
+            binding.get("role") not in ARTIFACT_WRITER_ROLES and "viewer" not in str(binding.get("role"))
+        ):
+            problems.append(f"{name}: {binding.get('role')} on {bucket} may replace or delete artifacts")
+    return problems

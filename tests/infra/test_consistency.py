@@ -78,6 +78,11 @@ def pipeline_environments() -> list[config.EnvironmentConfig]:
     return config.parse_pipeline_config(pipeline_file()).all_environments()
 
 
+def pipeline_channels() -> list[config.Channel]:
+    """The environments' channels and the operations channels."""
+    return config.parse_pipeline_config(pipeline_file()).all_channels()
+
+
 # ---- positive: the Terraform matches the code --------------------------------------------
 
 
@@ -130,7 +135,7 @@ def test_local_and_client_only_variables_are_not_set_on_the_functions(model: c.M
 
 
 def test_webhook_variables_of_the_pipeline_file_come_from_secrets(model: c.Model) -> None:
-    url_envs = {channel.url_env for env in pipeline_environments() for channel in env.channels}
+    url_envs = {channel.url_env for channel in pipeline_channels()}
     assert url_envs, "the pipeline file declares no channel; nothing to check"
     assert c.webhook_problems(model, url_envs, "on_notify") == []
 
@@ -177,9 +182,7 @@ def test_example_tfvars_declare_every_environment_of_the_pipeline_file() -> None
     example = c.load_tfvars(TERRAFORM / "terraform.tfvars.example")
     declared = {(env["app"], env["environment"]) for env in example["environments"].values()}
     assert {(env.app, env.name) for env in pipeline_environments()} <= declared
-    assert set(example["webhook_url_envs"]) >= {
-        channel.url_env for env in pipeline_environments() for channel in env.channels
-    }
+    assert set(example["webhook_url_envs"]) >= {channel.url_env for channel in pipeline_channels()}
 
 
 def test_no_project_id_or_key_file_is_hard_coded() -> None:
@@ -351,3 +354,22 @@ def test_the_base_template_boots_the_startup_script_that_is_tested(model: c.Mode
     template = model["modules"]["environment"]["resource"]["google_compute_instance_template"]["base"]
     assert template["metadata"]["startup-script"] == '${file("${path.module}/startup.sh")}'
     assert (TERRAFORM / "modules" / "environment" / "startup.sh").is_file()
+
+
+def test_the_artifact_bucket_never_loses_an_artifact_a_live_or_retained_release_needs(model: c.Model) -> None:
+    assert c.artifact_bucket_problems(model) == []
+
+
+def test_an_age_based_deletion_of_current_artifacts_is_reported(model: c.Model) -> None:
+    broken = copy.deepcopy(model)
+    bucket = broken["resource"]["google_storage_bucket"]["artifacts"]
+    bucket["lifecycle_rule"].append({"condition": [{"age": 90}], "action": [{"type": "Delete"}]})
+    bucket["versioning"] = [{"enabled": False}]
+    broken["resource"]["google_storage_bucket_iam_member"]["circleci_uploads_artifacts"]["role"] = (
+        "roles/storage.objectAdmin"
+    )
+    problems = c.artifact_bucket_problems(broken)
+    assert len(problems) == 3, problems
+    assert any("deletes current artifacts" in p for p in problems)
+    assert any("versioning is off" in p for p in problems)
+    assert any("objectAdmin" in p for p in problems)

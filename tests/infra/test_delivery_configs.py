@@ -1,8 +1,8 @@
 """CircleCI and Cloud Build say what the contract and the code expect.
 
 The JSON schemas (scripts/check-infra.sh) prove the files are well formed; these tests prove
-they do the right thing: OIDC without keys, production behind an approval, releasectl called
-with flags it accepts, a plan-only mode that applies nothing, and a functions bundle that
+they do the right thing: OIDC without keys, CI builds to staging only with the artifact's digest,
+releasectl called with flags it accepts, a plan-only mode that applies nothing, and a functions bundle that
 imports on its own.
 """
 
@@ -70,7 +70,7 @@ def test_circleci_authenticates_with_oidc_and_never_with_a_key(circleci: dict[st
         assert key_pattern not in text
 
 
-def test_develop_reaches_staging_by_itself_and_production_only_after_approval(
+def test_develop_reaches_staging_by_itself_and_ci_publishes_to_no_other_environment(
     circleci: dict[str, Any],
 ) -> None:
     jobs = {}
@@ -86,10 +86,22 @@ def test_develop_reaches_staging_by_itself_and_production_only_after_approval(
 
     deploys = {params["environment"]: name for name, (job, params) in jobs.items() if job == "app-deploy"}
     approvals = {name for name, (_, params) in jobs.items() if params.get("type") == "approval"}
-    assert approvals & upstream(deploys["production"]), "production deploys without an approval"
+    assert set(deploys) == {"staging"}, "CI publishes builds to staging only; production is promoted"
     assert not approvals & upstream(deploys["staging"]), "staging waits for an approval"
-    for name in (deploys["staging"], deploys["production"], *approvals):
-        assert jobs[name][1]["filters"]["branches"]["only"] == "develop"
+    assert jobs[deploys["staging"]][1]["filters"]["branches"]["only"] == "develop"
+
+
+def test_the_published_build_carries_the_artifacts_digest_and_the_commit_time(
+    circleci: dict[str, Any],
+) -> None:
+    package = circleci["commands"]["package-artifact"]["steps"][0]["run"]["command"]
+    assert 'sha256sum "$artifact"' in package and "artifact-sha256" in package
+    publish = circleci["commands"]["publish-build"]["steps"][0]["run"]["command"]
+    assert '--artifact-sha256 "$(cat "<< parameters.out_dir >>/artifact-sha256")"' in publish
+    assert '--committed-at "$(git show -s --format=%cI "${CIRCLE_SHA1}")"' in publish
+    build_job = circleci["jobs"]["app-build"]["steps"]
+    persisted = next(s["persist_to_workspace"]["paths"] for s in build_job if "persist_to_workspace" in s)
+    assert "dist/artifact-sha256" in persisted
 
 
 def test_publish_sends_the_commit_messages_since_the_base_revision(circleci: dict[str, Any]) -> None:
@@ -244,6 +256,7 @@ def run_publish(circleci: dict[str, Any], tmp_path: Path, base: str, head: str, 
     shim.chmod(0o755)
     (repo / "dist").mkdir(exist_ok=True)
     (repo / "dist" / "artifact-uri").write_text("gs://bucket/hello/hello-0123.tar.gz\n")
+    (repo / "dist" / "artifact-sha256").write_text("ab" * 32 + "\n")
     env = {
         **os.environ,
         "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -293,6 +306,8 @@ def test_publish_sends_each_message_since_the_base_revision_even_one_starting_wi
     assert messages == ["-x: third starts with a dash", "fix: second\n\nwith a body"]
     assert ["--commit", shas[2]] == args[args.index("--commit") : args.index("--commit") + 2]
     assert "--triggered-by=octo" in args and "pipeline-1" in args
+    assert args[args.index("--artifact-sha256") + 1] == "ab" * 32
+    assert args[args.index("--committed-at") + 1] == git("show", "-s", "--format=%cI", shas[2])
 
     first_run = run_publish(circleci, tmp_path, base="", head=shas[1], repo=repo)
     assert [a for a in first_run if a.startswith("--commit-message=")] == [

@@ -130,11 +130,21 @@ def instance(tmp_path: Path) -> Iterator[Instance]:
         yield Instance(root=root, shims=shims, calls=calls, metadata=metadata)
 
 
-def release(instance: Instance, tmp_path: Path, version: str) -> None:
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def release(instance: Instance, tmp_path: Path, version: str) -> Path:
     artifact = build_artifact(SAMPLE_APP, tmp_path / "dist")
     instance.metadata.attributes.update(
-        {"release-artifact": artifact.as_uri(), "release-version": version, "release-port": "8080"}
+        {
+            "release-artifact": artifact.as_uri(),
+            "release-artifact-sha256": sha256(artifact),
+            "release-version": version,
+            "release-port": "8080",
+        }
     )
+    return artifact
 
 
 def user_exists(name: str) -> bool:
@@ -283,7 +293,9 @@ def test_an_artifact_without_procfile_is_refused(instance: Instance, tmp_path: P
     (source / "app.py").write_text("print('hi')\n")
     bad = tmp_path / "bad.tar.gz"
     subprocess.run(["tar", "-czf", str(bad), "-C", str(source), "."], check=True)
-    instance.metadata.attributes.update({"release-artifact": bad.as_uri(), "release-version": "1.0.1"})
+    instance.metadata.attributes.update(
+        {"release-artifact": bad.as_uri(), "release-artifact-sha256": sha256(bad), "release-version": "1.0.1"}
+    )
 
     result = instance.boot()
 
@@ -291,3 +303,60 @@ def test_an_artifact_without_procfile_is_refused(instance: Instance, tmp_path: P
     assert "has no Procfile" in result.stderr
     assert not (instance.root / "opt/release/releases/1.0.1").exists()
     assert instance.recorded_calls() == [] or all("restart" not in call for call in instance.recorded_calls())
+
+
+def test_an_artifact_whose_digest_does_not_match_is_never_unpacked_nor_started(
+    instance: Instance, tmp_path: Path
+) -> None:
+    release(instance, tmp_path, "1.0.2")
+    # Another artifact at the same URL than the one the release was built from: still a valid
+    # app, so only the digest check can stop it.
+    tampered_source = tmp_path / "tampered"
+    shutil.copytree(SAMPLE_APP, tampered_source)
+    (tampered_source / "TAMPERED").write_text("not what CI built\n")
+    tampered = build_artifact(tampered_source, tmp_path / "elsewhere")
+    instance.metadata.attributes["release-artifact"] = tampered.as_uri()
+
+    result = instance.boot()
+
+    assert result.returncode != 0
+    assert "artifact digest mismatch" in result.stderr
+    assert (
+        sha256(tampered) in result.stderr
+        and instance.metadata.attributes["release-artifact-sha256"] in result.stderr
+    )
+    assert not list(instance.root.rglob("TAMPERED")), (
+        "the artifact was unpacked before its digest was checked"
+    )
+    assert not list(instance.root.rglob("Procfile"))
+    assert not (instance.root / "etc/systemd/system/release-app.service").exists()
+    assert all("release-app" not in call for call in instance.recorded_calls())
+
+
+@pytest.mark.parametrize("digest", [None, "not-a-digest", "A" * 64])
+def test_a_release_without_a_valid_digest_is_refused(
+    instance: Instance, tmp_path: Path, digest: str | None
+) -> None:
+    release(instance, tmp_path, "1.0.3")
+    if digest is None:
+        del instance.metadata.attributes["release-artifact-sha256"]
+    else:
+        instance.metadata.attributes["release-artifact-sha256"] = digest
+
+    result = instance.boot()
+
+    assert result.returncode != 0
+    assert "release-artifact-sha256" in result.stderr
+    assert not (instance.root / "opt/release/releases/1.0.3").exists()
+
+
+def test_an_unpacked_release_is_verified_again_if_its_digest_changes(
+    instance: Instance, tmp_path: Path
+) -> None:
+    release(instance, tmp_path, "1.0.4")
+    assert instance.boot().returncode == 0
+    instance.metadata.attributes["release-artifact-sha256"] = "0" * 64
+
+    result = instance.boot()
+
+    assert result.returncode != 0 and "artifact digest mismatch" in result.stderr

@@ -28,6 +28,9 @@ NOTIFY_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "notify.py"
 DEPLOYMENT_ID = "hello-staging-0123456789ab"
 
 PIPELINE_TOML = """
+[operations]
+channels = [{ kind = "webhook", url_env = "TEST_OPS_URL" }]
+
 [apps.hello.defaults]
 base_instance_template = "hello-staging-base"
 health_check = "hello-staging-hc"
@@ -104,6 +107,7 @@ def notify_env(
     monkeypatch.setenv(ENV_NOTIFICATIONS_FILE, str(notifications_file))
     monkeypatch.setenv("TEST_WEBHOOK_URL", receiver.url("/webhook"))
     monkeypatch.setenv("TEST_SLACK_URL", receiver.url("/slack"))
+    monkeypatch.setenv("TEST_OPS_URL", receiver.url("/ops"))
     return notifications_file
 
 
@@ -295,6 +299,26 @@ def test_a_rejected_message_for_an_unknown_environment_is_announced(
     assert webhook["status"] == "rejected"
     assert webhook["text"].startswith("Rejected a build-succeeded message for hello/nowhere")
     assert file_lines(notify_env)[0]["status"] == "rejected"
+
+
+def test_a_rejected_message_for_an_unknown_app_goes_only_to_the_operations_channel(
+    app: Flask, notify_env: Path, receiver: WebhookReceiver
+) -> None:
+    rejected = NotifyRequest(
+        kind="rejected",
+        app="intruder",
+        environment="staging",
+        status="rejected",
+        detail="unknown app 'intruder'",
+        dedupe_key="rejected:778",
+    )
+
+    assert push(app, rejected) == 200
+
+    [operations] = receiver.received["/ops"]
+    assert operations["text"].startswith("Rejected a build-succeeded message for intruder/staging")
+    assert set(receiver.received) == {"/ops"}  # no app's team channel hears about it
+    assert file_lines(notify_env)[0]["app"] == "intruder"
 
 
 @pytest.mark.parametrize(

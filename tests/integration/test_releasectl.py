@@ -3,6 +3,7 @@ rollback endpoint that verifies tokens with the pipeline's own code. In-process 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -106,6 +107,7 @@ def deployment(
         "commit": COMMIT,
         "build_id": f"build-{version}",
         "artifact": "file:///tmp/hello.tar.gz",
+        "artifact_sha256": "0" * 64,
         "status": status,
         "created_at": created,
         "updated_at": created + timedelta(seconds=6),
@@ -156,6 +158,8 @@ def test_status_json_has_exactly_the_contract_shape(seeded: firestore.Client) ->
             "since": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
         },
         "in_progress": [{"deployment_id": "hello-staging-ddd", "version": "1.3.0", "status": "provisioning"}],
+        "next_deploy_window": None,
+        "deploy_window_open": True,
     }
 
 
@@ -169,7 +173,32 @@ def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, s
         "url": None,
         "live": None,
         "in_progress": [],
+        "next_deploy_window": None,
+        "deploy_window_open": True,
     }
+
+
+def test_status_names_the_next_deploy_window_of_a_frozen_environment(
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thaw = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    config = tmp_path / "frozen.toml"
+    config.write_text(
+        PIPELINE_TOML
+        + f'freezes = [{{ start = "2020-01-01T00:00:00Z", end = "{thaw.isoformat()}", reason = "audit" }}]\n'
+    )
+    monkeypatch.setenv(ENV_PIPELINE_CONFIG, str(config))
+
+    as_json = releasectl("status", "--app", "hello", "--env", "production", "--json")
+    for_humans = releasectl("status", "--app", "hello", "--env", "production")
+    unfrozen = releasectl("status", "--app", "hello", "--env", "staging")
+
+    assert as_json.code == 0, as_json.stderr
+    expected = thaw.isoformat().replace("+00:00", "Z")
+    assert as_json.json()["next_deploy_window"] == expected
+    assert as_json.json()["deploy_window_open"] is False
+    assert f"deploy window: closed (deploy freeze (audit)); opens {expected}" in for_humans.stdout
+    assert "deploy window: always open" in unfrozen.stdout
 
 
 def test_status_for_humans_names_the_live_version_and_what_is_coming(seeded: firestore.Client) -> None:
@@ -221,7 +250,11 @@ def test_an_unknown_app_or_environment_is_bad_input(cli_env: dict[str, str]) -> 
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_publish_sends_a_valid_build_succeeded_message(cli_env: dict[str, str]) -> None:
+def test_publish_sends_a_valid_build_succeeded_message_with_the_digest_of_a_local_artifact(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    artifact = tmp_path / "hello-abc.tar.gz"
+    artifact.write_bytes(b"not really a tarball, but bytes with a digest")
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     topic = publisher.topic_path(TEST_PROJECT, BUILD_SUCCEEDED)
@@ -234,8 +267,8 @@ def test_publish_sends_a_valid_build_succeeded_message(cli_env: dict[str, str]) 
     try:
         result = releasectl(
             "publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "ci-42",
-            "--artifact", "file:///tmp/hello-abc.tar.gz", "--commit-message", "feat: hello",
-            "--commit-message", "fix: typo", "--json",
+            "--artifact", artifact.as_uri(), "--commit-message", "feat: hello",
+            "--commit-message", "fix: typo", "--committed-at", "2026-01-05T10:00:09+01:00", "--json",
         )  # fmt: skip
         assert result.code == 0, result.stderr
         message_id = result.json()["message_id"]
@@ -249,7 +282,9 @@ def test_publish_sends_a_valid_build_succeeded_message(cli_env: dict[str, str]) 
             "environment": "staging",
             "commit": COMMIT,
             "build_id": "ci-42",
-            "artifact": "file:///tmp/hello-abc.tar.gz",
+            "artifact": artifact.as_uri(),
+            "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+            "committed_at": "2026-01-05T10:00:09+01:00",
             "commit_messages": ["feat: hello", "fix: typo"],
         }
     finally:
@@ -259,11 +294,21 @@ def test_publish_sends_a_valid_build_succeeded_message(cli_env: dict[str, str]) 
 def test_publish_refuses_an_invalid_message_before_sending_it(cli_env: dict[str, str]) -> None:
     result = releasectl(
         "publish", "--app", "hello", "--env", "staging", "--commit", "not-a-sha", "--build-id", "1",
-        "--artifact", "file:///tmp/a.tar.gz",
+        "--artifact", "file:///tmp/a.tar.gz", "--artifact-sha256", "0" * 64,
     )  # fmt: skip
 
     assert result.code == 2
     assert result.stderr.strip() == "releasectl: commit: must be 40 lowercase hex characters"
+
+
+def test_publish_without_a_digest_for_a_cloud_storage_artifact_is_bad_input(cli_env: dict[str, str]) -> None:
+    result = releasectl(
+        "publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
+        "--artifact", "gs://hello-artifacts/hello/a.tar.gz",
+    )  # fmt: skip
+
+    assert result.code == 2
+    assert "--artifact-sha256" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_watch_follows_a_deployment_until_it_is_live(cli_env: dict[str, str]) -> None:

@@ -155,12 +155,19 @@ class FakeCompute:
     """The clock creations are stamped with; `fake_world` gives it the world's clock."""
 
     def ensure_instance_template(
-        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str
+        self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
         self.calls.append(f"template {name}")
         if self.refuse_templates:
             raise PermanentError(self.refuse_templates)
-        self.templates.setdefault(name, {"release-version": version, "release-artifact": artifact})
+        self.templates.setdefault(
+            name,
+            {
+                "release-version": version,
+                "release-artifact": artifact,
+                "release-artifact-sha256": artifact_sha256,
+            },
+        )
         self.created_at.setdefault(name, self.now())
 
     def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:
@@ -239,6 +246,8 @@ TEST_CONFIG = {
     "apps": {
         "hello": {
             "first_version": "1.0.0",
+            "allow_file_artifacts": True,
+            "artifact_prefixes": ["file:///", "gs://hello-artifacts/hello/"],
             "defaults": {
                 "instance_count": 2,
                 "cool_down_seconds": 5,

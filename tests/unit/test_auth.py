@@ -242,21 +242,41 @@ def test_a_missing_or_malformed_authorization_header_is_an_invalid_token(header:
 
 
 @pytest.mark.parametrize(
-    ("email", "allowed"),
+    ("email", "hosted_domain", "allowed"),
     [
-        ("oncall@hello.example.com", True),
-        ("OnCall@Hello.Example.com", True),
-        ("dev@hello.example.com", True),
-        ("dev@evil.hello.example.com", False),
-        ("dev@example.com", False),
-        ("lead@other.example.com", True),
-        ("lead2@other.example.com", False),
-        ("", False),
+        ("oncall@hello.example.com", "hello.example.com", True),
+        ("OnCall@Hello.Example.com", "Hello.Example.com", True),
+        ("dev@hello.example.com", "hello.example.com", True),
+        ("dev@hello.example.com", None, False),  # a consumer account with a company address
+        ("dev@hello.example.com", "other.example.com", False),
+        ("dev@evil.hello.example.com", "evil.hello.example.com", False),
+        ("dev@example.com", "example.com", False),
+        ("lead@other.example.com", None, True),
+        ("lead2@other.example.com", "other.example.com", False),
+        ("", None, False),
     ],
 )
-def test_callers_match_exact_addresses_or_whole_domains(email: str, allowed: bool) -> None:
+def test_callers_match_exact_addresses_or_whole_workspace_domains(
+    email: str, hosted_domain: str | None, allowed: bool
+) -> None:
     patterns = ["*@hello.example.com", "lead@other.example.com"]
-    assert caller_allowed(email, patterns) is allowed
+    assert caller_allowed(Caller(email, "1", ISSUER, hosted_domain), patterns) is allowed
+
+
+def test_a_bare_email_never_matches_a_domain_pattern() -> None:
+    assert caller_allowed("dev@hello.example.com", ["*@hello.example.com"]) is False
+    assert caller_allowed("dev@hello.example.com", ["dev@hello.example.com"]) is True
+
+
+def test_the_hosted_domain_comes_from_the_tokens_hd_claim(
+    certs_server: CertsServer, signing_key: SigningKey
+) -> None:
+    workspace = verify(signing_key.token(hd="hello.example.com"))
+    consumer = verify(signing_key.token())
+    assert workspace.hosted_domain == "hello.example.com"
+    assert consumer.hosted_domain is None
+    assert caller_allowed(workspace, ["*@hello.example.com"])
+    assert not caller_allowed(consumer, ["*@hello.example.com"])
 
 
 def test_no_patterns_allow_nobody() -> None:

@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from shared.domain.build_event import (
 from shared.domain.versioning import Bump
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -21,6 +23,7 @@ def body(**changes: Any) -> dict[str, Any]:
         "commit": COMMIT,
         "build_id": "circle-42",
         "artifact": "gs://builds-bucket/hello/hello-abc.tar.gz",
+        "artifact_sha256": DIGEST,
     }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
@@ -48,6 +51,7 @@ def test_a_minimal_valid_event_parses() -> None:
         "circle-42",
     )
     assert event.commit_messages == () and event.bump is None
+    assert event.artifact_sha256 == DIGEST and event.committed_at is None
 
 
 def test_optional_fields_are_kept() -> None:
@@ -102,10 +106,47 @@ def test_unknown_fields_are_kept_but_ignored_and_survive_a_round_trip() -> None:
         (body(commit_messages="feat: x"), "commit_messages:"),
         (body(commit_messages=["ok", 3]), "commit_messages:"),
         (body(branch=["develop"]), "branch: must be a string"),
+        (body(artifact_sha256=None), "artifact_sha256: required"),
+        (body(artifact_sha256=DIGEST.upper()), "artifact_sha256:"),
+        (body(artifact_sha256=DIGEST[:63]), "artifact_sha256:"),
+        (body(artifact_sha256=DIGEST + "0"), "artifact_sha256:"),
+        (body(artifact_sha256=64), "artifact_sha256: must be a string"),
+        (body(committed_at="2026-01-05T10:00:09"), "committed_at:"),
+        (body(committed_at="2026-02-30T10:00:09Z"), "committed_at:"),
+        (body(committed_at="yesterday"), "committed_at:"),
+        (body(committed_at=1767607209), "committed_at: must be a string"),
     ],
 )
 def test_each_contract_rule_rejects_with_a_clear_reason(payload: Any, expected: str) -> None:
     assert expected in reason_for(payload)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("app", "hello\n"),
+        ("environment", "staging\n"),
+        ("commit", COMMIT + "\n"),
+        ("artifact", "gs://builds-bucket/hello/hello-abc.tar.gz\n"),
+        ("artifact_sha256", DIGEST + "\n"),
+        ("rollback_of", "hello-staging-0123456789ab\n"),
+        ("committed_at", "2026-01-05T10:00:09Z\n"),
+    ],
+)
+def test_every_pattern_matches_the_whole_string_so_a_trailing_newline_is_rejected(
+    field: str, value: str
+) -> None:
+    # `re.match` with a pattern ending in `$` accepts "value\n": `$` also matches before a final newline.
+    assert f"{field}:" in reason_for(body(**{field: value}))
+
+
+def test_committed_at_is_parsed_to_an_aware_time_and_survives_a_round_trip() -> None:
+    event = parse(body(committed_at="2026-01-05T10:00:09.123456789+01:00"))
+    assert event.committed_at is not None
+    assert event.committed_at.utcoffset() == timedelta(hours=1)
+    assert event.committed_at.astimezone(UTC) == datetime(2026, 1, 5, 9, 0, 9, 123456, tzinfo=UTC)
+    data, attributes = event.to_message()
+    assert parse_build_succeeded(data, attributes).committed_at == event.committed_at
 
 
 def test_a_message_over_64_kib_is_rejected_before_parsing() -> None:
@@ -126,9 +167,10 @@ def test_a_rollback_republish_keeps_the_release_and_marks_itself() -> None:
         triggered_by="lead@example.com",
         reason="bad",
     )
-    assert (rollback.commit, rollback.artifact, rollback.commit_messages) == (
+    assert (rollback.commit, rollback.artifact, rollback.artifact_sha256, rollback.commit_messages) == (
         event.commit,
         event.artifact,
+        event.artifact_sha256,
         event.commit_messages,
     )
     assert rollback.bump is None

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from shared.config import ConfigError, load_pipeline_config, parse_pipeline_config
+from shared.config import DEFAULT_CONFIG_PATH, ConfigError, load_pipeline_config, parse_pipeline_config
 
 VALID: dict[str, Any] = {
     "apps": {
         "hello": {
             "first_version": "1.0.0",
+            "artifact_prefixes": ["gs://hello-artifacts/hello/"],
             "defaults": {"region": "europe-west1"},
             "environments": {
                 "staging": {
@@ -67,6 +68,12 @@ def test_a_valid_file_gives_typed_environments_with_defaults_applied() -> None:
         (["apps", "hello", "environments", "staging", "channels"], [{"kind": "pager"}], "channels[0].kind"),
         (["apps", "hello", "first_version"], "one", "first_version"),
         (["apps", "hello", "defaults", "regoin"], "x", "defaults.regoin"),
+        (["apps", "hello", "artifact_prefixes"], "gs://hello-artifacts/hello/", "artifact_prefixes"),
+        (["apps", "hello", "artifact_prefixes"], ["gs://hello-artifacts/hello"], r"artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["https://example.com/hello/"], "artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["gs://hello-artifacts/hello/../"], "artifact_prefixes[0]"),
+        (["apps", "hello", "artifact_prefixes"], ["file:///tmp/"], "allow_file_artifacts"),
+        (["apps", "hello", "allow_file_artifacts"], "yes", "allow_file_artifacts"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_its_key(path: list[str], value: Any, named_key: str) -> None:
@@ -81,6 +88,26 @@ def test_a_missing_required_key_is_named() -> None:
     del document["apps"]["hello"]["environments"]["staging"]["health_check"]
     with pytest.raises(ConfigError, match=r"staging\.health_check: required"):
         parse_pipeline_config(document)
+
+
+def test_an_app_without_artifact_prefixes_loads_with_none_so_it_accepts_no_build() -> None:
+    document = copy.deepcopy(VALID)
+    del document["apps"]["hello"]["artifact_prefixes"]
+    assert parse_pipeline_config(document).apps["hello"].artifact_prefixes == ()
+
+
+def test_file_artifact_prefixes_need_the_explicit_local_switch() -> None:
+    document = with_change(["apps", "hello", "artifact_prefixes"], ["file:///"])
+    document["apps"]["hello"]["allow_file_artifacts"] = True
+    app = parse_pipeline_config(document).apps["hello"]
+    assert app.artifact_prefixes == ("file:///",) and app.allow_file_artifacts
+
+
+def test_the_google_cloud_pipeline_file_allows_only_its_bucket() -> None:
+    # The bundled file by path: $PIPELINE_CONFIG may point at a local stack's file in this process.
+    for app in load_pipeline_config(DEFAULT_CONFIG_PATH).apps.values():
+        assert not app.allow_file_artifacts
+        assert app.artifact_prefixes and all(p.startswith("gs://") for p in app.artifact_prefixes)
 
 
 def test_bad_app_names_are_refused() -> None:
@@ -101,3 +128,26 @@ def test_a_missing_or_malformed_file_says_which(tmp_path: Path) -> None:
     broken.write_text("[apps\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_pipeline_config(broken)
+
+
+def test_the_operations_section_names_channels_in_the_environments_format() -> None:
+    document = {**VALID, "operations": {"channels": [{"kind": "webhook", "url_env": "OPS_URL"}]}}
+    config = parse_pipeline_config(document)
+    assert [(c.kind, c.url_env) for c in config.operations_channels] == [("webhook", "OPS_URL")]
+    assert [c.url_env for c in config.all_channels()] == ["OPS_URL", "SLACK_URL"]
+    assert parse_pipeline_config(VALID).operations_channels == ()
+
+
+@pytest.mark.parametrize(
+    ("operations", "named_key"),
+    [
+        ({"channels": [{"kind": "pager", "url_env": "X"}]}, r"operations\.channels\[0\]\.kind"),
+        ({"channels": [{"kind": "slack"}]}, r"operations\.channels\[0\]\.url_env"),
+        ({"channels": "slack"}, r"operations\.channels"),
+        ({"chanels": []}, r"operations\.chanels: unknown key"),
+        ([], r"operations"),
+    ],
+)
+def test_a_bad_operations_section_is_refused_naming_its_key(operations: Any, named_key: str) -> None:
+    with pytest.raises(ConfigError, match=named_key):
+        parse_pipeline_config({**VALID, "operations": operations})

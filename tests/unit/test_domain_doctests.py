@@ -12,6 +12,9 @@ MODULES = [
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.build_event",
+    "shared.domain.artifact_origin",
+    "shared.domain.windows",
 ]
 
 

@@ -73,6 +73,7 @@ def build_body(build_id: str = "b1") -> bytes:
             "commit": COMMIT,
             "build_id": build_id,
             "artifact": "file:///a/hello.tar.gz",
+            "artifact_sha256": "ab" * 32,
         }
     ).encode()
 
@@ -127,7 +128,10 @@ def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterat
     def verify(token: str, audience: Sequence[str]) -> Caller:
         assert audience == ("https://rollback.example",)
         if token == "lead":
-            return Caller(email="lead@example.com", subject="1", issuer="test")
+            return Caller(email="lead@example.com", subject="1", issuer="test", hosted_domain="example.com")
+        if token == "consumer":
+            # A consumer account whose verified e-mail is in the allowed domain: no `hd` claim.
+            return Caller(email="lead@example.com", subject="3", issuer="test")
         if token == "stranger":
             return Caller(email="stranger@elsewhere.example", subject="2", issuer="test")
         raise InvalidTokenError("bad token")
@@ -149,6 +153,7 @@ def test_rollback_maps_each_refusal_to_its_contract_status(
     assert post(rollback_client, staging, token=None).status_code == 401
     assert post(rollback_client, staging, token="forged").status_code == 401
     assert post(rollback_client, staging, token="stranger").status_code == 403
+    assert post(rollback_client, staging, token="consumer").status_code == 403
     assert post(rollback_client, {"app": "hello"}).status_code == 400
     assert post(rollback_client, {**staging, "to_version": 3}).status_code == 400
     assert post(rollback_client, {**staging, "colour": "red"}).status_code == 400

@@ -35,7 +35,9 @@ def leave_behind(world: FakeWorld, build_id: str) -> str:
     """Resources of a deployment whose record never mentions them (the step died first)."""
     orphan = deployment_id_for("hello", "staging", build_id)
     env = world.services.environment_config("hello", "staging")
-    world.compute.ensure_instance_template(env, instance_template_name(orphan), version="9.9.9", artifact="x")
+    world.compute.ensure_instance_template(
+        env, instance_template_name(orphan), version="9.9.9", artifact="x", artifact_sha256="0" * 64
+    )
     world.compute.ensure_instance_group(
         env, instance_group_name(orphan), template=instance_template_name(orphan)
     )

@@ -146,6 +146,7 @@ CONFIG = parse_pipeline_config(
     {
         "apps": {
             "hello": {
+                "artifact_prefixes": ["gs://hello-artifacts/hello/"],
                 "defaults": {"base_instance_template": "b", "health_check": "h", "backend_service": "s"},
                 "environments": {
                     "staging": {"channels": [{"kind": "slack", "url_env": "STAGING_SLACK"}]},
@@ -171,7 +172,45 @@ def test_a_message_for_an_unknown_environment_goes_to_every_channel_of_the_app_o
         Channel("slack", "STAGING_SLACK"),
         Channel("google_chat", "PROD_CHAT"),
     ]
-    assert channels_for(CONFIG, None, None) == channels_for(CONFIG, "hello", "nope")
+
+
+WITH_OPERATIONS = parse_pipeline_config(
+    {
+        "operations": {"channels": [{"kind": "slack", "url_env": "OPS_SLACK"}]},
+        "apps": {
+            "hello": {
+                "defaults": {"base_instance_template": "b", "health_check": "h", "backend_service": "s"},
+                "environments": {"staging": {"channels": [{"kind": "slack", "url_env": "STAGING_SLACK"}]}},
+            },
+            "other": {
+                "defaults": {"base_instance_template": "b", "health_check": "h", "backend_service": "s"},
+                "environments": {"staging": {"channels": [{"kind": "google_chat", "url_env": "OTHER_CHAT"}]}},
+            },
+        },
+    }
+)
+
+
+@pytest.mark.parametrize(("app", "environment"), [("intruder", "staging"), (None, None), (None, "staging")])
+def test_a_message_for_an_unknown_app_goes_only_to_the_operations_channels(
+    app: str | None, environment: str | None
+) -> None:
+    assert channels_for(WITH_OPERATIONS, app, environment) == [Channel("slack", "OPS_SLACK")]
+
+
+def test_without_operations_channels_a_message_for_an_unknown_app_reaches_no_team() -> None:
+    assert channels_for(CONFIG, "intruder", "staging") == []
+    assert channels_for(CONFIG, None, None) == []
+
+
+def test_a_known_app_keeps_its_own_channels_and_operational_news_adds_the_operations_ones() -> None:
+    assert channels_for(WITH_OPERATIONS, "hello", "staging") == [Channel("slack", "STAGING_SLACK")]
+    assert channels_for(WITH_OPERATIONS, "hello", "nope") == [Channel("slack", "STAGING_SLACK")]
+    assert channels_for(WITH_OPERATIONS, "hello", "staging", operational=True) == [
+        Channel("slack", "STAGING_SLACK"),
+        Channel("slack", "OPS_SLACK"),
+    ]
+    assert channels_for(WITH_OPERATIONS, None, None, operational=True) == [Channel("slack", "OPS_SLACK")]
 
 
 def test_a_channel_without_a_url_is_skipped_and_the_file_is_added(tmp_path: Path) -> None:
@@ -230,6 +269,9 @@ class FakeLedger:
 
     def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
         self.states[(dedupe_key, channel_id)] = "given_up"
+
+    def channel_states(self, dedupe_key: str) -> dict[str, str]:
+        return {channel: state for (key, channel), state in self.states.items() if key == dedupe_key}
 
 
 @dataclass

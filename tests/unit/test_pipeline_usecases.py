@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -48,6 +49,7 @@ def build(
         "commit": commit,
         "build_id": build_id,
         "artifact": f"file:///artifacts/{commit[:6]}.tar.gz",
+        "artifact_sha256": digest_of(commit),
         "commit_messages": messages or [],
         **extra,
     }
@@ -57,6 +59,11 @@ def build(
         {"app": "hello", "environment": environment},
         f"event-{build_id}",
     )
+
+
+def digest_of(commit: str) -> str:
+    """A stand-in artifact digest, one per commit (the build of a commit is one artifact)."""
+    return hashlib.sha256(commit.encode()).hexdigest()
 
 
 def step(world: FakeWorld, topic: str) -> StepMessage:
@@ -360,6 +367,7 @@ def test_a_feature_after_a_rollback_still_moves_forward(world: FakeWorld) -> Non
                     "commit": COMMIT_A,
                     "build_id": "1",
                     "artifact": "file:///a.tar.gz",
+                    "artifact_sha256": "0" * 64,
                 }
             ).encode(),
             {"app": "ghost", "environment": "staging"},

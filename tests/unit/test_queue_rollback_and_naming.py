@@ -12,13 +12,13 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_a_free_environment_is_taken_at_once() -> None:
-    assert admit(None, (), "d1").takes_lock
+    assert admit(None, (), "d1", may_start=True).takes_lock
 
 
 def test_a_busy_environment_queues_the_newest_and_cancels_the_older_queued() -> None:
-    first = admit("d1", (), "d2")
+    first = admit("d1", (), "d2", may_start=True)
     assert not first.takes_lock and first.queue == ("d2",) and first.cancelled == ()
-    second = admit("d1", first.queue, "d3")
+    second = admit("d1", first.queue, "d3", may_start=True)
     assert second.queue == ("d3",) and second.cancelled == ("d2",)
 
 

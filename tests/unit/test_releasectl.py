@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ from releasectl.cli import run
 from releasectl.remote import BadInput, build_message
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,6 +34,15 @@ def releasectl(*argv: str) -> tuple[int, str, str]:
         ["watch", "hello-staging-abc", "--timeout", "soon"],
         ["publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
          "--artifact", "file:///a.tar.gz", "--bump", "huge"],
+        ["publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
+         "--artifact", "gs://hello-artifacts/hello/a.tar.gz"],
+        ["publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
+         "--artifact", "file:///nowhere/a.tar.gz"],
+        ["publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
+         "--artifact", "gs://hello-artifacts/hello/a.tar.gz", "--artifact-sha256", DIGEST.upper()],
+        ["publish", "--app", "hello", "--env", "staging", "--commit", COMMIT, "--build-id", "1",
+         "--artifact", "gs://hello-artifacts/hello/a.tar.gz", "--artifact-sha256", DIGEST,
+         "--committed-at", "2026-01-05 10:00"],
     ],
 )  # fmt: skip
 def test_bad_usage_exits_2_with_one_line_on_stderr(argv: list[str]) -> None:
@@ -50,6 +61,8 @@ def test_the_message_is_the_contract_shape_with_mirrored_attributes() -> None:
         commit=COMMIT,
         build_id="ci-7",
         artifact="gs://hello-artifacts/hello-abc.tar.gz",
+        artifact_sha256=DIGEST,
+        committed_at="2026-01-05T10:00:09+01:00",
         commit_messages=["feat: x"],
         bump="minor",
         build_url="https://circleci.example.com/7",
@@ -63,6 +76,8 @@ def test_the_message_is_the_contract_shape_with_mirrored_attributes() -> None:
         "commit": COMMIT,
         "build_id": "ci-7",
         "artifact": "gs://hello-artifacts/hello-abc.tar.gz",
+        "artifact_sha256": DIGEST,
+        "committed_at": "2026-01-05T10:00:09+01:00",
         "commit_messages": ["feat: x"],
         "bump": "minor",
         "build_url": "https://circleci.example.com/7",
@@ -77,6 +92,8 @@ def test_the_message_is_the_contract_shape_with_mirrored_attributes() -> None:
         ("build_id", "x" * 129, "build_id"),
         ("artifact", "https://example.com/a.tar.gz", "artifact"),
         ("artifact", "file:///a.zip", "artifact"),
+        ("artifact_sha256", "abc", "artifact_sha256"),
+        ("committed_at", "2026-01-05", "committed_at"),
     ],
 )
 def test_a_message_breaking_a_rule_is_bad_input(field: str, value: str, reason: str) -> None:
@@ -86,13 +103,14 @@ def test_a_message_breaking_a_rule_is_bad_input(field: str, value: str, reason: 
         "commit": COMMIT,
         "build_id": "1",
         "artifact": "file:///a.tar.gz",
+        "artifact_sha256": DIGEST,
     }
     fields[field] = value
     with pytest.raises(BadInput, match=reason):
         build_message(**fields)
 
 
-def test_package_prints_the_artifact_path_and_json_gives_its_uri(tmp_path: Path) -> None:
+def test_package_prints_the_artifact_path_and_json_gives_its_uri_and_digest(tmp_path: Path) -> None:
     code, stdout, _ = releasectl(
         "package", str(REPO / "examples" / "hello"), "--out", str(tmp_path), "--json"
     )
@@ -102,6 +120,7 @@ def test_package_prints_the_artifact_path_and_json_gives_its_uri(tmp_path: Path)
     assert Path(document["path"]).is_file()
     assert document["uri"] == Path(document["path"]).as_uri()
     assert document["uri"].startswith("file:///")
+    assert document["sha256"] == hashlib.sha256(Path(document["path"]).read_bytes()).hexdigest()
 
 
 def test_packaging_a_tree_without_a_procfile_is_bad_input(tmp_path: Path) -> None:

@@ -32,3 +32,14 @@ def test_the_rollback_sample_carries_its_internal_fields() -> None:
 def test_the_invalid_sample_is_rejected_for_its_commit() -> None:
     with pytest.raises(InvalidBuildEvent, match="commit"):
         parse_build_succeeded(*load("build_succeeded_invalid_commit.json"))
+
+
+def test_the_sample_without_a_digest_is_rejected_for_it() -> None:
+    with pytest.raises(InvalidBuildEvent, match="artifact_sha256: required"):
+        parse_build_succeeded(*load("build_succeeded_without_digest.json"))
+
+
+def test_the_full_sample_carries_the_digest_and_the_commit_time() -> None:
+    event = parse_build_succeeded(*load("build_succeeded.json"))
+    assert len(event.artifact_sha256) == 64
+    assert event.committed_at is not None and event.committed_at.utcoffset() is not None

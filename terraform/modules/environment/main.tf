@@ -1,7 +1,8 @@
 # One deployment target: everything the pipeline needs to exist before its first release.
 # The pipeline itself creates, per release, a copy of the base template (plus the
-# release-artifact / release-version metadata) and a regional MIG from it, and attaches and
-# detaches those groups on the backend service. Terraform never manages those.
+# release-artifact / release-artifact-sha256 / release-version metadata) and a regional MIG
+# from it, and attaches and detaches those groups on the backend service. Terraform never
+# manages those.
 locals {
   name = "${var.app}-${var.environment}"
   # Names config/pipeline.toml refers to (base_instance_template, health_check, backend_service).

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Instance startup script of every release group (the base template's `startup-script`).
 #
-# Reads `release-artifact` (gs://... or file://...) and `release-version` from the instance
-# metadata, unpacks the artifact (CONTRACT §7: a tar.gz with a Procfile at its root), runs the
+# Reads `release-artifact` (gs://... or file://...), `release-artifact-sha256` and
+# `release-version` from the instance metadata, checks the downloaded file's SHA-256 against
+# the release's before anything is unpacked (a mismatch, or no digest, and the release never
+# starts: "artifact digest mismatch"), unpacks the artifact (CONTRACT §7: a tar.gz with a
+# Procfile at its root), runs the
 # Procfile's `web:` command under systemd with PORT and RELEASE_VERSION, and puts nginx in
 # front on port 80. Run again with a different release in the metadata, it switches to it
 # and restarts both; run again with the same release, it changes nothing but makes sure
@@ -103,20 +106,34 @@ ensure_packages() {
   fi
 }
 
+verify_artifact() {
+  # $1: downloaded file; $2: expected SHA-256; $3: artifact URI (for the message). Runs before
+  # tar ever reads the file: bytes that are not the release's are never unpacked or run.
+  local file="$1" expected="$2" uri="$3" actual
+  actual="$(sha256sum -- "$file" | cut -d ' ' -f 1)"
+  if [ "$actual" != "$expected" ]; then
+    rm -f -- "$file"
+    die "artifact digest mismatch: ${uri} has sha256 ${actual}, the release expects ${expected}; not starting it"
+  fi
+  log "artifact ${uri} verified (sha256 ${actual})"
+}
+
 install_release() {
-  # $1: version; $2: artifact URI. Unpacks into releases/<version> once; a retry after a
-  # failed unpack starts over from an empty directory.
-  local version="$1" uri="$2"
+  # $1: version; $2: artifact URI; $3: its expected SHA-256. Unpacks into releases/<version>
+  # once (`.complete` holds the digest it was verified against); a retry after a failed unpack
+  # starts over from an empty directory.
+  local version="$1" uri="$2" sha256="$3"
   local releases="${ROOT}${APP_HOME}/releases"
   local target="${releases}/${version}"
-  if [ -f "${target}/.complete" ]; then
-    log "release ${version} already unpacked"
+  if [ -f "${target}/.complete" ] && [ "$(cat "${target}/.complete")" = "$sha256" ]; then
+    log "release ${version} already unpacked and verified"
     return
   fi
   mkdir -p "$releases"
   local work
   work="$(mktemp -d "${releases}/.incoming.XXXXXX")"
   fetch_artifact "$uri" "${work}/artifact.tar.gz"
+  verify_artifact "${work}/artifact.tar.gz" "$sha256" "$uri"
   mkdir "${work}/tree"
   # --no-same-owner / --no-same-permissions: files belong to root and are read-only to the
   # app user, whatever the archive says.
@@ -124,7 +141,7 @@ install_release() {
     --no-same-owner --no-same-permissions
   [ -f "${work}/tree/Procfile" ] || die "artifact ${uri} has no Procfile at its root"
   [ -n "$(web_command "${work}/tree/Procfile")" ] || die "artifact ${uri}: Procfile has no web: line"
-  touch "${work}/tree/.complete"
+  printf '%s' "$sha256" >"${work}/tree/.complete"
   rm -rf "$target"
   mv "${work}/tree" "$target"
   rm -rf "$work"
@@ -215,16 +232,18 @@ current_version() {
 }
 
 apply_release() {
-  local version uri port previous
+  local version uri sha256 port previous
   version="$(metadata release-version)"
   uri="$(metadata release-artifact)"
+  sha256="$(metadata release-artifact-sha256)"
   port="$(metadata release-port 8080)"
   [[ "$version" =~ ^[0-9A-Za-z.+-]+$ ]] || die "release-version ${version} is not a version"
+  [[ "$sha256" =~ ^[0-9a-f]{64}$ ]] || die "release-artifact-sha256 ${sha256} is not a SHA-256 (64 lowercase hex)"
   [[ "$port" =~ ^[0-9]+$ ]] || die "release-port ${port} is not a port"
   previous="$(current_version)"
 
   ensure_packages
-  install_release "$version" "$uri"
+  install_release "$version" "$uri" "$sha256"
   configure "$version" "$port"
 
   systemctl daemon-reload

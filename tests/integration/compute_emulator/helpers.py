@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 import requests
 from google.api_core.client_options import ClientOptions
@@ -117,7 +119,19 @@ def stop_emulator(emulator: Emulator) -> int:
 # -- resources ------------------------------------------------------------------------------
 
 
-def insert_template(emulator: Emulator, project: str, name: str, artifact: str, version: str) -> None:
+def file_sha256(artifact: str) -> str:
+    """The SHA-256 of a file:// artifact, as the pipeline puts it in a template; for a URL that is
+    not a local file, a well-formed digest of its text (the boot fails before checking it)."""
+    path = Path(unquote(urlparse(artifact).path))
+    if artifact.startswith("file://") and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(artifact.encode()).hexdigest()
+
+
+def insert_template(
+    emulator: Emulator, project: str, name: str, artifact: str, version: str, sha256: str | None = None
+) -> None:
+    """A release template; `sha256` defaults to the artifact's own digest."""
     templates = emulator.client(compute_v1.InstanceTemplatesClient)
     resource = compute_v1.InstanceTemplate(
         name=name,
@@ -126,6 +140,7 @@ def insert_template(emulator: Emulator, project: str, name: str, artifact: str, 
             metadata=compute_v1.Metadata(
                 items=[
                     compute_v1.Items(key="release-artifact", value=artifact),
+                    compute_v1.Items(key="release-artifact-sha256", value=sha256 or file_sha256(artifact)),
                     compute_v1.Items(key="release-version", value=version),
                 ]
             ),

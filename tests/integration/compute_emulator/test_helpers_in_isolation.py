@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.compute_emulator.errors import ApiError
-from devstack.compute_emulator.instances import BootError, artifact_path, shell_command
+from devstack.compute_emulator.instances import (
+    BootError,
+    artifact_path,
+    expected_sha256,
+    fetch_and_hash,
+    shell_command,
+)
 from devstack.compute_emulator.links import parse_reference
 from devstack.compute_emulator.listing import apply_filter, page
 
@@ -96,3 +104,24 @@ def test_single_commands_are_execed_and_compound_ones_left_to_the_shell(
 def test_artifacts_that_cannot_be_fetched_say_why(url: str | None, words: str) -> None:
     with pytest.raises(BootError, match=words):
         artifact_path(url)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (None, "no 'release-artifact-sha256'"),
+        ("", "no 'release-artifact-sha256'"),
+        ("A" * 64, "not a SHA-256"),
+    ],
+)
+def test_a_template_without_a_usable_digest_never_runs_its_artifact(value: str | None, words: str) -> None:
+    with pytest.raises(BootError, match=words):
+        expected_sha256(value)
+
+
+def test_the_fetched_copy_is_hashed_as_it_is_written(tmp_path: Path) -> None:
+    source = tmp_path / "a.tar.gz"
+    source.write_bytes(b"x" * 3_000_000)
+    copy = tmp_path / "copy.tar.gz"
+    assert fetch_and_hash(str(source), copy) == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert copy.read_bytes() == source.read_bytes()

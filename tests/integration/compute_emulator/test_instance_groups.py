@@ -16,6 +16,7 @@ from .helpers import (
     REGION,
     ZONE,
     Emulator,
+    file_sha256,
     health_states,
     insert_health_check,
     insert_template,
@@ -199,6 +200,49 @@ def test_gs_artifact_is_refused_with_a_clear_message_and_the_group_shows_it(
     groups.delete(project=project, zone=ZONE, instance_group_manager="blue").result(timeout=60)
 
 
+@pytest.mark.parametrize(
+    ("digest", "reason"),
+    [
+        ("0" * 64, "artifact digest mismatch"),
+        ("", "no 'release-artifact-sha256' metadata item"),
+    ],
+)
+def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_group_shows_why(
+    emulator: Emulator, project: str, artifacts: dict[str, str], digest: str, reason: str
+) -> None:
+    templates = emulator.client(compute_v1.InstanceTemplatesClient)
+    items = [
+        compute_v1.Items(key="release-artifact", value=artifacts["hello"]),
+        compute_v1.Items(key="release-version", value="6.6.6"),
+    ]
+    if digest:
+        items.append(compute_v1.Items(key="release-artifact-sha256", value=digest))
+    templates.insert(
+        project=project,
+        instance_template_resource=compute_v1.InstanceTemplate(
+            name="tampered",
+            properties=compute_v1.InstanceProperties(metadata=compute_v1.Metadata(items=items)),
+        ),
+    ).result(timeout=30)
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "green", "tampered", 1, health_check)
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+
+    def failing_attempt() -> list[compute_v1.ManagedInstance]:
+        managed = list(
+            groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="green")
+        )
+        return [m for m in managed if m.last_attempt.errors.errors]
+
+    (instance,) = wait_until(failing_attempt, 10, "the refused creation to show in lastAttempt")
+    assert reason in instance.last_attempt.errors.errors[0].message
+    assert instance.instance_status != "RUNNING"
+    assert emulator.processes(project) == []
+    work = emulator.state_dir / "instances" / project
+    assert not list(work.rglob("Procfile")), "the artifact was unpacked although its digest failed"
+    groups.delete(project=project, zone=ZONE, instance_group_manager="green").result(timeout=60)
+
+
 def test_operations_are_done_on_return_and_answer_get_and_wait(emulator: Emulator, project: str) -> None:
     templates = emulator.client(compute_v1.InstanceTemplatesClient)
     operation = templates.insert(
@@ -255,7 +299,12 @@ def test_with_async_operations_they_go_pending_to_done_and_zone_operations_wait_
                 name="hello-1-0-0",
                 properties=compute_v1.InstanceProperties(
                     metadata=compute_v1.Metadata(
-                        items=[compute_v1.Items(key="release-artifact", value=artifacts["hello"])]
+                        items=[
+                            compute_v1.Items(key="release-artifact", value=artifacts["hello"]),
+                            compute_v1.Items(
+                                key="release-artifact-sha256", value=file_sha256(artifacts["hello"])
+                            ),
+                        ]
                     )
                 ),
             ),

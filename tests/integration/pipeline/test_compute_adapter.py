@@ -20,7 +20,7 @@ from google.cloud import compute_v1
 
 from devstack.base_resources import create_base_resources
 from shared.adapters.compute_engine import ComputeEngine, ComputeRefused, ComputeUnavailable
-from shared.artifact import build_artifact
+from shared.artifact import build_artifact, sha256_of_url
 from shared.config import AppConfig, EnvironmentConfig, PipelineConfig
 from shared.domain.naming import instance_group_name, instance_template_name
 from shared.ports import GroupHealth, PermanentError, TransientError
@@ -68,20 +68,28 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp_path_factory.mktemp('adapter'))}"
 
 
+@pytest.fixture(scope="module")
+def digest(artifact: str) -> str:
+    return sha256_of_url(artifact)
+
+
 @pytest.fixture
 def compute(compute_host: str, project: str) -> ComputeEngine:
     return ComputeEngine(project, endpoint=f"http://{compute_host}", operation_timeout=60)
 
 
 def test_templates_and_groups_are_created_once_and_carry_the_release(
-    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str
+    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str, digest: str
 ) -> None:
     for _ in range(2):  # the second call is a retried step: 409, fetch and continue
-        compute.ensure_instance_template(env, "adapter-one-tpl", version="2.3.4", artifact=artifact)
+        compute.ensure_instance_template(
+            env, "adapter-one-tpl", version="2.3.4", artifact=artifact, artifact_sha256=digest
+        )
         compute.ensure_instance_group(env, "adapter-one-mig", template="adapter-one-tpl")
     template = compute.templates.get(project=project, instance_template="adapter-one-tpl")
     metadata = {item.key: item.value for item in template.properties.metadata.items}
     assert metadata["release-version"] == "2.3.4" and metadata["release-artifact"] == artifact
+    assert metadata["release-artifact-sha256"] == digest
     assert template.properties.machine_type, "the base template's properties were not copied"
     group = compute.groups.get(project=project, region=env.region, instance_group_manager="adapter-one-mig")
     assert group.target_size == 1 and group.auto_healing_policies[0].health_check.endswith("/adapter-test-hc")
@@ -97,9 +105,16 @@ def test_templates_and_groups_are_created_once_and_carry_the_release(
 
 
 def test_attach_survives_a_concurrent_change_and_keep_only_detaches_the_rest(
-    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str, compute_host: str
+    compute: ComputeEngine,
+    env: EnvironmentConfig,
+    project: str,
+    artifact: str,
+    compute_host: str,
+    digest: str,
 ) -> None:
-    compute.ensure_instance_template(env, "adapter-two-tpl", version="2.3.5", artifact=artifact)
+    compute.ensure_instance_template(
+        env, "adapter-two-tpl", version="2.3.5", artifact=artifact, artifact_sha256=digest
+    )
     compute.ensure_instance_group(env, "adapter-two-mig", template="adapter-two-tpl")
     compute.attach_group(env, "adapter-one-mig")
     wait_for(lambda: compute.group_health(env, "adapter-two-mig").all_healthy, 30, "second group healthy")
@@ -160,6 +175,7 @@ def test_configuration_errors_are_permanent_and_outages_transient(
             "adapter-three-tpl",
             version="1.0.0",
             artifact="x",
+            artifact_sha256="0" * 64,
         )
     assert isinstance(refused.value, PermanentError)
     with pytest.raises(ComputeRefused):
@@ -170,14 +186,39 @@ def test_configuration_errors_are_permanent_and_outages_transient(
     assert isinstance(unavailable.value, TransientError)
 
 
+def test_a_group_whose_artifact_fails_its_digest_check_reports_it_as_an_error_within_seconds(
+    compute: ComputeEngine, env: EnvironmentConfig, artifact: str, digest: str
+) -> None:
+    wrong = "0" * 64
+    assert wrong != digest
+    compute.ensure_instance_template(
+        env, "adapter-bad-tpl", version="6.6.6", artifact=artifact, artifact_sha256=wrong
+    )
+    compute.ensure_instance_group(env, "adapter-bad-mig", template="adapter-bad-tpl")
+
+    def reported() -> GroupHealth | None:
+        health = compute.group_health(env, "adapter-bad-mig")
+        return health if health.errors else None
+
+    health = wait_for(reported, 10, "the digest mismatch to be reported")
+    assert health.healthy == 0
+    assert all("artifact digest mismatch" in error for error in health.errors)
+    compute.delete_instance_group(env, "adapter-bad-mig")
+    compute.delete_instance_template(env, "adapter-bad-tpl")
+
+
 def test_the_watchdog_collects_a_leaked_group_and_template_through_the_listings(
-    compute: ComputeEngine, env: EnvironmentConfig, artifact: str
+    compute: ComputeEngine, env: EnvironmentConfig, artifact: str, digest: str
 ) -> None:
     leaked_id = "adapter-test-0123456789ab"
     kept_id = "adapter-test-ba9876543210"
     for deployment_id in (leaked_id, kept_id):
         compute.ensure_instance_template(
-            env, instance_template_name(deployment_id), version="1.0.0", artifact=artifact
+            env,
+            instance_template_name(deployment_id),
+            version="1.0.0",
+            artifact=artifact,
+            artifact_sha256=digest,
         )
         compute.ensure_instance_group(
             env, instance_group_name(deployment_id), template=instance_template_name(deployment_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
@@ -34,6 +35,7 @@ def publish_build(
         "commit": commit,
         "build_id": build_id,
         "artifact": "file:///artifacts/hello.tar.gz",
+        "artifact_sha256": hashlib.sha256(commit.encode()).hexdigest(),
         **extra,
     }
     return admit_build(
@@ -67,14 +69,20 @@ def test_documents_have_the_contract_fields_with_firestore_timestamps_and_ordere
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
     first = go_live(world, "b1", COMMITS[0], triggered_by="ci@example.com", build_url="https://ci/1")
-    second = go_live(world, "b2", COMMITS[1], commit_messages=["feat: more"])
+    second = go_live(
+        world, "b2", COMMITS[1], commit_messages=["feat: more"], committed_at="2026-01-05T10:00:09+01:00"
+    )
 
     deployment = raw(firestore_client, "deployments", second)
     contract = {
         "app", "environment", "version", "commit", "build_id", "artifact", "status", "created_at",
-        "updated_at", "finished_at", "rollback_of", "triggered_by", "history",
+        "updated_at", "finished_at", "rollback_of", "triggered_by", "history", "artifact_sha256",
+        "committed_at",
     }  # fmt: skip
     assert contract <= set(deployment)
+    assert deployment["artifact_sha256"] == hashlib.sha256(COMMITS[1].encode()).hexdigest()
+    assert isinstance(deployment["committed_at"], DatetimeWithNanoseconds)
+    assert deployment["committed_at"] == datetime(2026, 1, 5, 9, 0, 9, tzinfo=UTC)
     assert deployment["status"] == "live" and deployment["version"] == "1.1.0"
     for key in ("created_at", "updated_at", "finished_at"):
         assert isinstance(deployment[key], DatetimeWithNanoseconds), key
@@ -91,7 +99,16 @@ def test_documents_have_the_contract_fields_with_firestore_timestamps_and_ordere
     assert json.loads(retired["event"])["build_id"] == "b1"
 
     release = raw(firestore_client, "releases", "hello@1.1.0")
-    assert set(release) >= {"app", "version", "commit", "artifact", "commit_messages", "created_at"}
+    assert set(release) >= {
+        "app",
+        "version",
+        "commit",
+        "artifact",
+        "commit_messages",
+        "created_at",
+        "artifact_sha256",
+    }
+    assert release["artifact_sha256"] == deployment["artifact_sha256"]
     assert isinstance(release["created_at"], DatetimeWithNanoseconds)
     assert release["commit"] == COMMITS[1] and release["commit_messages"] == ["feat: more"]
 

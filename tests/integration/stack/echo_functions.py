@@ -41,6 +41,9 @@ def _echo(entry_point: str, event: CloudEvent) -> None:
             "data": data,
             "message_id": message.get("messageId") or message.get("message_id"),
             "subscription": event.data.get("subscription") if isinstance(event.data, dict) else None,
+            "message_fields": sorted(message),
+            # The CloudEvent's own attributes, to compare with what Eventarc sets on GCP.
+            "event": {name: event.get(name) for name in ("type", "source", "subject", "id", "time")},
         },
     )
     if attributes.get("fail") == "yes":

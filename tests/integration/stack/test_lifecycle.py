@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -142,6 +143,9 @@ def _start_an_instance(stack: Stack) -> list[tuple[int, int]]:
             metadata=compute_v1.Metadata(
                 items=[
                     compute_v1.Items(key="release-artifact", value=artifact.as_uri()),
+                    compute_v1.Items(
+                        key="release-artifact-sha256", value=hashlib.sha256(artifact.read_bytes()).hexdigest()
+                    ),
                     compute_v1.Items(key="release-version", value="0.0.1"),
                 ]
             ),

@@ -38,6 +38,7 @@ def test_the_rendered_file_meets_the_local_contract(tmp_path: Path, monkeypatch:
         assert environment.url == URLS[environment.backend_service]
         assert DEFAULT_IDENTITY in environment.rollback_callers
         assert [c.kind for c in environment.channels] == ["webhook"]
+    assert [(c.kind, c.url_env) for c in config.operations_channels] == [("webhook", "LOCAL_WEBHOOK_URL")]
     staging, production = config.environment("hello", "staging"), config.environment("hello", "production")
     assert staging is not None and staging.auto_deploy
     assert production is not None and not production.auto_deploy

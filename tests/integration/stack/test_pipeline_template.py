@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 TWO_APPS = """\
 [apps.shop]
 first_version = "2.0.0"
+allow_file_artifacts = true
+artifact_prefixes = ["file:///"]
 
 [apps.shop.defaults]
 region = "europe-west1"
@@ -39,6 +41,10 @@ base_instance_template = "shop-qa-base"
 health_check = "shop-qa-hc"
 backend_service = "shop-qa-backend"
 url = "${lb_shop_qa_backend}"
+
+[apps.billing]
+allow_file_artifacts = true
+artifact_prefixes = ["file:///"]
 
 [apps.billing.defaults]
 region = "us-central1"

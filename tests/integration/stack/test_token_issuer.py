@@ -78,6 +78,12 @@ def test_the_identity_comes_from_the_argument_or_the_environment(
     assert _verify(mint_token(issuer_url, AUDIENCE), issuer_url)["email"] == "oncall@hello.local"
 
 
+def test_a_workspace_domain_gets_the_hd_claim_and_a_consumer_account_does_not(issuer_url: str) -> None:
+    local = _verify(mint_token(issuer_url, AUDIENCE), issuer_url)
+    assert local["hd"] == DEFAULT_IDENTITY.rsplit("@", 1)[1]
+    assert "hd" not in _verify(mint_token(issuer_url, AUDIENCE, "someone@gmail.com"), issuer_url)
+
+
 def test_a_token_from_another_key_is_refused(issuer_url: str) -> None:
     stranger = generate_signing_key()
     with pytest.raises(ValueError):

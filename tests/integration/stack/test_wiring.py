@@ -6,8 +6,9 @@ import time
 import urllib.request
 import uuid
 
+from devstack.eventarc import MESSAGE_PUBLISHED, push_endpoint
 from devstack.stack import function_service
-from devstack.wiring import emulator_clients, plan_subscriptions, wire_pubsub
+from devstack.wiring import emulator_clients, plan_subscriptions, push_subscription_name, wire_pubsub
 from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, Trigger, all_entry_points
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import DEAD_LETTER_PROBE, EchoStack
@@ -22,12 +23,14 @@ def _publish(stack: EchoStack, topic: str, data: bytes, **attributes: str) -> st
 def test_every_subscription_carries_the_topology_policies(echo_stack: EchoStack) -> None:
     function_urls = {entry: echo_stack.stack.function_url(entry) for entry in all_entry_points()}
     with emulator_clients(echo_stack.stack.env["PUBSUB_EMULATOR_HOST"]) as (publisher, subscriber):
-        for planned in plan_subscriptions(function_urls, PUBSUB_TRIGGERS):
+        for planned in plan_subscriptions(TEST_PROJECT, function_urls, PUBSUB_TRIGGERS):
             actual = subscriber.get_subscription(
                 subscription=subscriber.subscription_path(TEST_PROJECT, planned.name), timeout=10
             )
             assert actual.topic == publisher.topic_path(TEST_PROJECT, planned.topic)
-            assert actual.push_config.push_endpoint == function_urls[planned.entry_point]
+            assert actual.push_config.push_endpoint == push_endpoint(
+                function_urls[planned.entry_point], TEST_PROJECT, planned.topic
+            )
             # Off by default: the emulator stalls with retry policies (devstack/wiring.py).
             assert not actual.retry_policy.maximum_backoff
             if planned.dead_letter_topic:
@@ -38,7 +41,9 @@ def test_every_subscription_carries_the_topology_policies(echo_stack: EchoStack)
             else:
                 assert not actual.dead_letter_policy.dead_letter_topic
     # Every trigger is wired, and every dead-letter topic goes to the announcer.
-    entry_points = {(p.topic, p.entry_point) for p in plan_subscriptions(function_urls, PUBSUB_TRIGGERS)}
+    entry_points = {
+        (p.topic, p.entry_point) for p in plan_subscriptions(TEST_PROJECT, function_urls, PUBSUB_TRIGGERS)
+    }
     for trigger in PUBSUB_TRIGGERS:
         assert (trigger.topic, trigger.entry_point) in entry_points
         if trigger.dead_letter_topic:
@@ -95,6 +100,30 @@ def test_each_topic_is_pushed_to_its_own_function(echo_stack: EchoStack) -> None
     )
 
 
+def test_every_push_reaches_its_function_as_the_cloudevent_eventarc_delivers(echo_stack: EchoStack) -> None:
+    marker = uuid.uuid4().hex
+    topics = {t.topic: t.entry_point for t in PUBSUB_TRIGGERS}
+    topics |= {t.dead_letter_topic: DEAD_LETTER_ENTRY_POINT for t in PUBSUB_TRIGGERS if t.dead_letter_topic}
+    published = {topic: _publish(echo_stack, topic, b"{}", marker=marker) for topic in topics}
+    for topic, entry_point in topics.items():
+        [record, *_] = echo_stack.wait_for_records(
+            lambda r, topic=topic: (
+                r["attributes"].get("marker") == marker and r["message_id"] == published[topic]
+            )
+        )
+        assert record["entry_point"] == entry_point
+        assert record["event"]["type"] == MESSAGE_PUBLISHED
+        assert record["event"]["source"] == f"//pubsub.googleapis.com/projects/{TEST_PROJECT}/topics/{topic}"
+        assert record["event"]["subject"] is None  # as from Eventarc: Pub/Sub events have no subject
+        assert record["event"]["id"] == record["message_id"] == published[topic]
+        assert record["event"]["time"]
+        subscription = push_subscription_name(topic, entry_point)
+        assert record["subscription"] == f"projects/{TEST_PROJECT}/subscriptions/{subscription}"
+        assert {"data", "attributes", "messageId", "message_id", "publishTime", "publish_time"} <= set(
+            record["message_fields"]
+        )
+
+
 def test_a_failing_function_is_retried_then_dead_lettered_to_the_announcer(echo_stack: EchoStack) -> None:
     marker = uuid.uuid4().hex
     message_id = _publish(echo_stack, DEAD_LETTER_PROBE.topic, b"poison", marker=marker, fail="yes")
@@ -111,6 +140,7 @@ def test_a_failing_function_is_retried_then_dead_lettered_to_the_announcer(echo_
         timeout=30,
     )[0]
     assert announced["data"] == "poison"
+    assert announced["event"]["source"].endswith(f"/topics/{DEAD_LETTER_PROBE.dead_letter_topic}")
     source = announced["attributes"].get("CloudPubSubDeadLetterSourceSubscription", "")
     assert source.endswith(f"{DEAD_LETTER_PROBE.topic}--{DEAD_LETTER_PROBE.entry_point.replace('_', '-')}")
     assert "CloudPubSubDeadLetterSourceDeliveryCount" in announced["attributes"]

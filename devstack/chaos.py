@@ -317,7 +317,10 @@ class ChaosRun:
         return actions
 
     def _workload(self) -> None:
-        for action in self._actions():
+        actions = self._actions()
+        # Until the plan's number of deployments exists: a refused rollback creates none.
+        while actions or len(self.deployment_ids) < self.plan.deployments:
+            action = actions.pop(0) if actions else "release"
             app = self.random.choice(self.apps)
             if action == "duplicate":
                 data, attributes = self.random.choice(self.published)

@@ -167,3 +167,7 @@ class Compute(Protocol):
     def list_instance_templates(self) -> list[ListedResource]:
         """Every global instance template, with its creation time."""
         ...
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        """Names of the groups the environment's backend service sends (or drains) traffic to."""
+        ...

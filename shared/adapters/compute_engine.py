@@ -354,6 +354,17 @@ class ComputeEngine:
                 raise _translate(exc, what) from exc
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
 
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        service = self._call(
+            lambda: self.backend_services.get(
+                request=compute_v1.GetBackendServiceRequest(
+                    project=self.project, backend_service=env.backend_service
+                )
+            ),
+            f"reading backend service {env.backend_service}",
+        )
+        return [self._group_name(backend) for backend in service.backends]
+
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
         link = self.group_link(env, name)
 

@@ -93,6 +93,15 @@ def names_needed_by(
     return frozenset(names)
 
 
+def with_their_templates(names: frozenset[str]) -> frozenset[str]:
+    """The names plus the template of every group among them (a kept group keeps its template).
+
+    >>> sorted(with_their_templates(frozenset({"hello-staging-a0ab70131e5c-mig", "other"})))
+    ['hello-staging-a0ab70131e5c-mig', 'hello-staging-a0ab70131e5c-tpl', 'other']
+    """
+    return names | {name.removesuffix("-mig") + "-tpl" for name in names if name.endswith("-mig")}
+
+
 @dataclass(frozen=True)
 class Owner:
     """An environment that may own a resource: its key and the grace period its resources get."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared import topology
-from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by
+from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by, with_their_templates
 from shared.domain.records import Deployment
 from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, DeploymentStatus
 from shared.domain.windows import may_start_now
@@ -228,8 +228,9 @@ def collect_leaks(services: Services, report: WatchdogReport) -> list[ListedReso
     candidates = leaked(resources, needed, owners, services.clock.now())
     if not candidates:
         return []
-    # Only now (rarely) the environments' own pointers: whatever one says is live stays, even if
-    # its record's status says otherwise (a belt to the statuses' braces).
+    # Only now (rarely), belts to the statuses' braces: whatever an environment points at as live
+    # stays, and so does any group its backend service still sends (or drains) traffic to,
+    # whatever the records' statuses say.
     for owner in {owner for _, owner in candidates}:
         state = services.store.get_environment(owner.app, owner.environment)
         live = (
@@ -241,6 +242,10 @@ def collect_leaks(services: Services, report: WatchdogReport) -> list[ListedReso
             needed = needed | names_needed_by(
                 [live.deployment_id], [live.instance_group, live.instance_template]
             )
+        env = services.config.environment(owner.app, owner.environment)
+        assert env is not None  # owners come from the configuration
+        needed = needed | frozenset(services.compute.attached_groups(env))
+    needed = with_their_templates(needed)
     removed: list[ListedResource] = []
     for resource, owner in candidates:
         if resource.name in needed:

@@ -212,6 +212,9 @@ class FakeCompute:
             ListedResource("instance_group", name, self.created_at.get(name), region) for name in self.groups
         ]
 
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        return list(self.attached)
+
     def list_instance_templates(self) -> list[ListedResource]:
         return [
             ListedResource("instance_template", name, self.created_at.get(name)) for name in self.templates

@@ -125,3 +125,12 @@ def in_flight_record(deployment_id: str, at: datetime) -> Deployment:
         .advance(S.PROVISIONING, at)
         .advance(S.COOLING_DOWN, at)
     )
+
+
+def test_a_group_the_backend_service_still_uses_is_kept_whatever_the_records_say(world: FakeWorld) -> None:
+    orphan = leave_behind(world, "crashed")
+    world.compute.attached.append(instance_group_name(orphan))  # e.g. traffic switched back to it
+    world.clock.advance(GRACE + 1)
+    report = run_watchdog(world.services)
+    assert report.collected == []  # neither the group nor the template it is made from
+    assert instance_group_name(orphan) in world.compute.groups

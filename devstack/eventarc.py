@@ -26,7 +26,7 @@ from typing import Any
 MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 PUBSUB_SERVICE = "pubsub.googleapis.com"
 CLOUDEVENTS_SPEC_VERSION = "1.0"
-_TOPIC_PATH = re.compile(r"^/(projects/[^/]+/topics/[^/]+)/?$")
+_TOPIC_PATH = re.compile(r"^/(projects/[^/\s]+/topics/[^/\s]+)/?$")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -48,7 +48,7 @@ def topic_of_path(path: str) -> str | None:
     >>> topic_of_path("/") is None, topic_of_path("/projects/p/topics/t/extra") is None
     (True, True)
     """
-    match = _TOPIC_PATH.match(path)
+    match = _TOPIC_PATH.fullmatch(path)
     return match.group(1) if match else None
 
 

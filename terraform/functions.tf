@@ -1,74 +1,84 @@
 # The Cloud Functions (gen2): one bundle, one function per entry point of main.py.
 # tests/infra checks that the keys of local.functions are exactly the entry points main.py
 # exports, and that every environment variable shared/config.py reads is set here.
+# What each function's account may do follows from its entry (iam.tf): firestore_access
+# ("read" or "read_write" the records), publishes (topics), compute_role (custom role or null),
+# webhook_secrets (read the webhook URLs); terraform/README.md has the matrix with the reasons.
 locals {
   functions = {
     on_build_succeeded = {
-      short           = "build"
-      trigger_topics  = ["build-succeeded"]
-      publishes       = ["start-rolling-replace", "notify"]
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 120
-      memory          = "512Mi"
+      short            = "build"
+      trigger_topics   = ["build-succeeded"]
+      publishes        = ["start-rolling-replace", "notify"]
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 120
+      memory           = "512Mi"
     }
     on_start_rolling_replace = {
-      short           = "provision"
-      trigger_topics  = ["start-rolling-replace"]
-      publishes       = ["cool-down-complete", "notify"]
-      compute_role    = "provisioner"
-      webhook_secrets = false
+      short            = "provision"
+      trigger_topics   = ["start-rolling-replace"]
+      publishes        = ["cool-down-complete", "start-rolling-replace", "notify"]
+      compute_role     = "provisioner"
+      webhook_secrets  = false
+      firestore_access = "read_write"
       # Creating a template and a regional MIG is awaited with a bounded wait inside this limit.
       timeout_seconds = 540
       memory          = "512Mi"
     }
     on_cool_down_complete = {
-      short           = "switch"
-      trigger_topics  = ["cool-down-complete"]
-      publishes       = ["start-rolling-replace", "notify"]
-      compute_role    = "switcher"
-      webhook_secrets = false
-      timeout_seconds = 540
-      memory          = "512Mi"
+      short            = "switch"
+      trigger_topics   = ["cool-down-complete"]
+      publishes        = ["start-rolling-replace", "notify"]
+      compute_role     = "switcher"
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 540
+      memory           = "512Mi"
     }
     on_notify = {
-      short           = "notify"
-      trigger_topics  = ["notify"]
-      publishes       = []
-      compute_role    = null
-      webhook_secrets = true
-      timeout_seconds = 120
-      memory          = "256Mi"
+      short            = "notify"
+      trigger_topics   = ["notify"]
+      publishes        = []
+      compute_role     = null
+      webhook_secrets  = true
+      firestore_access = "read_write"
+      timeout_seconds  = 120
+      memory           = "256Mi"
     }
     watchdog = {
-      short           = "watchdog"
-      trigger_topics  = ["watchdog-tick"]
-      publishes       = ["start-rolling-replace", "notify"]
-      compute_role    = "switcher"
-      webhook_secrets = false
-      timeout_seconds = 300
-      memory          = "512Mi"
+      short            = "watchdog"
+      trigger_topics   = ["watchdog-tick"]
+      publishes        = ["start-rolling-replace", "cool-down-complete", "notify"]
+      compute_role     = "switcher"
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 300
+      memory           = "512Mi"
     }
     # One function listens on every dead-letter topic: the first through its own trigger,
     # the others through extra Eventarc triggers aimed at the same service.
     on_dead_letter = {
-      short           = "deadletter"
-      trigger_topics  = local.dead_letter_topics
-      publishes       = ["notify"]
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 60
-      memory          = "256Mi"
+      short            = "deadletter"
+      trigger_topics   = local.dead_letter_topics
+      publishes        = ["notify"]
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 60
+      memory           = "256Mi"
     }
     # HTTP; never public. See the invoker binding below.
     rollback = {
-      short           = "rollback"
-      trigger_topics  = []
-      publishes       = ["build-succeeded"]
-      compute_role    = null
-      webhook_secrets = false
-      timeout_seconds = 60
-      memory          = "256Mi"
+      short            = "rollback"
+      trigger_topics   = []
+      publishes        = ["build-succeeded"]
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read"
+      timeout_seconds  = 60
+      memory           = "256Mi"
     }
   }
 

@@ -9,13 +9,21 @@ resource "google_service_account" "function" {
   depends_on = [google_project_service.required]
 }
 
-# Every function reads or writes the release records (deployments, releases, environments,
-# idempotency keys, rejected events). Firestore has no per-collection IAM.
+# Every function reads the release records; those that change them (deployments, releases,
+# environments, rejected and dead-lettered events, the notification ledger) may also write.
+# Firestore has no per-collection IAM, so this is the finest split there is.
+locals {
+  firestore_roles = {
+    read       = "roles/datastore.viewer"
+    read_write = "roles/datastore.user"
+  }
+}
+
 resource "google_project_iam_member" "function_firestore" {
   for_each = local.functions
 
   project = var.project_id
-  role    = "roles/datastore.user"
+  role    = local.firestore_roles[each.value.firestore_access]
   member  = google_service_account.function[each.key].member
 }
 

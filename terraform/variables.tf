@@ -237,3 +237,25 @@ variable "artifact_bucket_location" {
   type        = string
   default     = null
 }
+
+variable "cloudbuild" {
+  description = "Cloud Build triggers on the GitHub repository (connected to Cloud Build beforehand). Pull requests build as a read-only account this stack creates; the main branch builds as deployer_service_account, the administrator account made when the project was set up. null: no triggers."
+  type = object({
+    github_owner             = string
+    github_repository        = string
+    main_branch              = optional(string, "main")
+    state_bucket             = string
+    deployer_service_account = string
+  })
+  default = null
+
+  validation {
+    condition     = var.cloudbuild == null || can(regex("^[a-z0-9-]+@[a-z0-9-]+\\.iam\\.gserviceaccount\\.com$", var.cloudbuild.deployer_service_account))
+    error_message = "cloudbuild.deployer_service_account must be a service account e-mail (NAME@PROJECT.iam.gserviceaccount.com)."
+  }
+
+  validation {
+    condition     = var.cloudbuild == null || !startswith(var.cloudbuild.deployer_service_account, "${var.name_prefix}-pr-checks@")
+    error_message = "cloudbuild.deployer_service_account must not be the read-only pull-request account."
+  }
+}

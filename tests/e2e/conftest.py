@@ -29,6 +29,20 @@ from shared.topology import BUILD_SUCCEEDED
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
+STORY_MODULE = "test_release_pipeline.py"
+"""The module that tells the story from an empty stack: its first build must be `hello`'s first
+release (1.0.0) and it leaves production live for the modules after it. The other modules share
+the session's stack and only add releases, so the story runs first and the rest in file order."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    e2e = [index for index, item in enumerate(items) if item.path.parent == here]
+    ordered = sorted((items[i] for i in e2e), key=lambda item: item.path.name != STORY_MODULE)
+    for index, item in zip(e2e, ordered, strict=True):  # other directories keep their places
+        items[index] = item
+
+
 UNHEALTHY_APP = """\
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -550,6 +550,277 @@ def module_compute_names(model: Model, module: str, app: str, environment: str) 
     }
 
 
+# ---- who may do what: the functions' accounts and Cloud Build's --------------------------
+
+PULL_REQUEST_ACCOUNT = "google_service_account.cloudbuild_pull_requests"
+READ_ONLY_ROLES = frozenset(
+    {
+        "roles/cloudbuild.builds.viewer",
+        "roles/cloudfunctions.viewer",
+        "roles/cloudscheduler.viewer",
+        "roles/compute.viewer",
+        "roles/datastore.viewer",
+        "roles/eventarc.viewer",
+        "roles/iam.securityReviewer",
+        "roles/iam.workloadIdentityPoolViewer",
+        "roles/logging.logWriter",
+        "roles/pubsub.viewer",
+        "roles/run.viewer",
+        "roles/secretmanager.viewer",
+        "roles/serviceusage.serviceUsageViewer",
+        "roles/storage.bucketViewer",
+        "roles/storage.objectViewer",
+    }
+)
+"""What a pull request's build may hold: reading the project's resources, their IAM policies and
+the state (no secret payloads, no basic role), and writing its own logs."""
+_FUNCTION_ACCOUNT = re.compile(
+    r'^google_service_account\.function\[(each\.key|each\.value\.function|"(\w+)")\]\.member$'
+)
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One role a function's account holds; `on` names the topics of a publishing right."""
+
+    function: str
+    role: str
+    on: frozenset[str] = frozenset()
+
+
+def _iam_grants(model: Model) -> Iterator[tuple[str, dict[str, Any]]]:
+    for rtype, named in model.get("resource", {}).items():
+        if rtype.endswith(("_iam_member", "_iam_binding")):
+            for name, body in named.items():
+                yield f"{rtype}.{name}", body
+
+
+def _roles_of(model: Model, body: Mapping[str, Any]) -> list[str]:
+    """The role(s) a grant resource gives: a literal, or `each.key` over a local list of roles."""
+    role = body.get("role")
+    expression = _expression(role)
+    if expression is None:
+        return [str(role)]
+    for_each = _expression(body.get("for_each")) or ""
+    local = re.fullmatch(r"(?:toset\()?local\.(\w+)\)?", for_each)
+    if expression == "each.key" and local and isinstance(_locals(model).get(local.group(1)), list):
+        return [str(item) for item in _locals(model)[local.group(1)]]
+    return [f"${{{expression}}}"]
+
+
+def cloudbuild_split_problems(model: Model) -> list[str]:
+    """Pull requests build as the read-only account and the main branch never does; the
+    read-only account holds read-only roles only."""
+    problems: list[str] = []
+    pull_request = _resource(model, "google_cloudbuild_trigger", "pull_request")
+    main = _resource(model, "google_cloudbuild_trigger", "main")
+    if pull_request is None:
+        problems.append("no Cloud Build trigger for pull requests")
+    else:
+        if _expression(pull_request.get("service_account")) != f"{PULL_REQUEST_ACCOUNT}.id":
+            problems.append("the pull-request trigger does not run as the read-only account")
+        if not _block(_block(pull_request, "github"), "pull_request"):
+            problems.append("the pull-request trigger does not build pull requests")
+        if (pull_request.get("substitutions") or {}).get("_PLAN_ONLY") != "true":
+            problems.append("the pull-request trigger does not set _PLAN_ONLY=true")
+    if main is None:
+        problems.append("no Cloud Build trigger for the main branch")
+    else:
+        if PULL_REQUEST_ACCOUNT in str(main.get("service_account")):
+            problems.append("the main-branch trigger runs as the read-only pull-request account")
+        if _block(_block(main, "github"), "pull_request"):
+            problems.append("the main-branch trigger, which deploys, builds pull requests")
+    for where, body in _iam_grants(model):
+        if PULL_REQUEST_ACCOUNT in str(body.get("member", "")):
+            problems.extend(
+                f"{where} gives the pull-request account {role}, which is not read-only"
+                for role in _roles_of(model, body)
+                if role not in READ_ONLY_ROLES
+            )
+    return problems
+
+
+def function_grants(model: Model) -> tuple[set[Grant], list[str]]:
+    """Every role the functions' accounts hold, derived from each function's entry in
+    `local.functions` through the grant resources, and the problems found on the way: a grant
+    that follows no declared rule, or an entry that does not say what it needs."""
+    functions: dict[str, Any] = _locals(model).get("functions", {})
+    firestore_roles: dict[str, str] = _locals(model).get("firestore_roles", {})
+    grants: set[Grant] = set()
+    problems: list[str] = []
+    for name, entry in functions.items():
+        access = entry.get("firestore_access")
+        if access not in firestore_roles:
+            problems.append(
+                f"function {name!r}: firestore_access {access!r} is not one of {sorted(firestore_roles)}"
+            )
+    for where, body in _iam_grants(model):
+        member = _expression(body.get("member")) or ""
+        match = _FUNCTION_ACCOUNT.fullmatch(member)
+        if match is None:
+            continue
+        literal_function = match.group(2)
+        role_expression = _expression(body.get("role"))
+        if literal_function:
+            grants.update(Grant(literal_function, role) for role in _roles_of(model, body))
+        elif where == "google_project_iam_member.function_firestore" and role_expression == (
+            "local.firestore_roles[each.value.firestore_access]"
+        ):
+            grants.update(
+                Grant(name, firestore_roles[entry["firestore_access"]])
+                for name, entry in functions.items()
+                if entry.get("firestore_access") in firestore_roles
+            )
+        elif where == "google_pubsub_topic_iam_member.function_publishes" and body.get("role") == (
+            "roles/pubsub.publisher"
+        ):
+            grants.update(
+                Grant(name, "roles/pubsub.publisher", frozenset(entry.get("publishes") or []))
+                for name, entry in functions.items()
+                if entry.get("publishes")
+            )
+        elif where == "google_cloud_run_v2_service_iam_member.trigger_invokes_function" and body.get(
+            "role"
+        ) == ("roles/run.invoker"):
+            grants.update(
+                Grant(name, "roles/run.invoker")
+                for name, entry in functions.items()
+                if entry.get("trigger_topics")
+            )
+        elif where == "google_project_iam_member.function_compute" and role_expression == (
+            "google_project_iam_custom_role.compute[each.value.compute_role].id"
+        ):
+            grants.update(
+                Grant(name, f"custom:{entry['compute_role']}")
+                for name, entry in functions.items()
+                if entry.get("compute_role")
+            )
+        else:
+            problems.append(f"{where} gives a function's account {body.get('role')!r} by no declared rule")
+    return grants, problems
+
+
+FUNCTION_MATRIX_HEADING = "## Who may do what: the functions' accounts"
+
+
+def documented_function_grants(readme: str) -> set[Grant]:
+    """The matrix of terraform/README.md: rows `| \\`function\\` | \\`role\\` | on … | why |`; a
+    custom role is written `custom:<name>`, and a publishing right names its topics in `on`."""
+    grants: set[Grant] = set()
+    section = (
+        readme.split(FUNCTION_MATRIX_HEADING, 1)[-1].split("\n## ", 1)[0]
+        if FUNCTION_MATRIX_HEADING in readme
+        else ""
+    )
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].startswith("`"):
+            continue
+        function, role = cells[0].strip("`"), re.findall(r"`([^`]+)`", cells[1])
+        if not role:
+            continue
+        topics = (
+            frozenset(re.findall(r"`([^`]+)`", cells[2]))
+            if role[0] == "roles/pubsub.publisher"
+            else frozenset()
+        )
+        grants.add(Grant(function, role[0], topics))
+    return grants
+
+
+# ---- what the code publishes ---------------------------------------------------------------
+
+_PUBLISH_HELPERS = {"publish_step": 1, "publish_notify": None}
+"""The use cases' publishing helpers: publish_step(services, topic, …) and publish_notify(…),
+which always publishes to notify. Their own bodies are the primitive, not a caller."""
+
+
+def _topic_constants(node: ast.AST) -> set[str]:
+    return {
+        sub.attr
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Attribute) and _is_name(sub.value, "topology") and sub.attr.isupper()
+    }
+
+
+def _publishes_and_calls(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[set[str], set[str]]:
+    """The topology constants a function publishes to itself, and the names it calls or passes
+    on (a step function handed to a helper counts as called). A topic that is not written out
+    at the call counts as every topic the function names."""
+    published: set[str] = set()
+    called: set[str] = set()
+    for node in ast.walk(function):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = (
+            func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        )
+        is_client_publish = (
+            name == "publish" and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute)
+            and func.value.attr == "publisher"
+        )  # fmt: skip
+        if name == "publish_notify":
+            published.add("NOTIFY")
+        elif name == "publish_step" or is_client_publish:
+            position = 1 if name == "publish_step" else 0
+            topic = node.args[position] if len(node.args) > position else None
+            written = (
+                topic is not None and isinstance(topic, ast.Attribute) and _is_name(topic.value, "topology")
+            )
+            published |= (
+                {topic.attr} if written and isinstance(topic, ast.Attribute) else _topic_constants(function)
+            )
+        elif name:
+            called.add(name)
+        called |= {arg.id for arg in node.args if isinstance(arg, ast.Name)}
+    return published, called
+
+
+def published_topics(
+    sources: Iterable[Path], entry_points: Iterable[str], topology_module: Any
+) -> dict[str, set[str]]:
+    """The topics each entry point can publish to, following calls by name through `sources`
+    (the function modules and the use cases): an over-approximation, never an under one."""
+    definitions: dict[str, tuple[set[str], set[str]]] = {}
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name not in _PUBLISH_HELPERS:
+                published, called = _publishes_and_calls(node)
+                known = definitions.get(node.name, (set(), set()))
+                definitions[node.name] = (known[0] | published, known[1] | called)
+
+    def reachable(name: str, seen: set[str]) -> set[str]:
+        if name in seen or name not in definitions:
+            return set()
+        seen.add(name)
+        published, called = definitions[name]
+        return published.union(*(reachable(callee, seen) for callee in called))
+
+    return {
+        entry_point: {str(getattr(topology_module, constant)) for constant in reachable(entry_point, set())}
+        for entry_point in entry_points
+    }
+
+
+def publishing_problems(model: Model, published_by_code: Mapping[str, Iterable[str]]) -> list[str]:
+    """Each function may publish to exactly the topics its code publishes to."""
+    problems: list[str] = []
+    functions: dict[str, Any] = _locals(model).get("functions", {})
+    for name, published in sorted(published_by_code.items()):
+        declared = set(functions.get(name, {}).get("publishes") or [])
+        needed = set(published)
+        problems.extend(
+            f"function {name!r} publishes to {topic!r} but may not" for topic in sorted(needed - declared)
+        )
+        problems.extend(
+            f"function {name!r} may publish to {topic!r}, which its code never does"
+            for topic in sorted(declared - needed)
+        )
+    return problems
+
+
 # ---- the artifact bucket ------------------------------------------------------------------
 
 ARTIFACT_WRITER_ROLES = ("roles/storage.objectCreator",)

@@ -131,8 +131,8 @@ def test_plan_only_is_the_default_and_applies_nothing(cloudbuild: dict[str, Any]
         script = step(cloudbuild, step_id)["args"][-1]
         guard = script.index('if [ "${_PLAN_ONLY}" = "true" ]; then')
         assert guard < script.index("exit 0", guard) < script.index(action), step_id
-    plan = step(cloudbuild, "plan")["args"]
-    assert "plan" in plan and "-out=tfplan" in plan
+    plan = step(cloudbuild, "plan")["args"][-1]
+    assert "terraform -chdir=terraform plan" in plan and "-out=tfplan" in plan
 
 
 def test_the_functions_bundle_holds_every_entry_point_and_imports_on_its_own(

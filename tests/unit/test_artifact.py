@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import tarfile
@@ -9,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.artifact import ArtifactError, build_artifact, parse_procfile, unpack_artifact
+from shared.artifact import (
+    ArtifactError,
+    build_artifact,
+    parse_procfile,
+    sha256_of_file,
+    sha256_of_url,
+    unpack_artifact,
+)
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
 
@@ -62,3 +70,18 @@ def test_procfile_parsing_ignores_comments_and_blank_lines() -> None:
     assert parse_procfile("# c\n\nweb: gunicorn app:app --bind :$PORT\n") == {
         "web": "gunicorn app:app --bind :$PORT"
     }
+
+
+def test_the_digest_of_a_local_artifact_is_the_sha256_of_its_bytes(tmp_path: Path) -> None:
+    artifact = build_artifact(HELLO, tmp_path / "out")
+    expected = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert sha256_of_file(artifact) == expected
+    assert sha256_of_url(artifact.as_uri()) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["gs://bucket/app/a.tar.gz", "file://host/a.tar.gz", "file:///nowhere/a.tar.gz"]
+)
+def test_a_digest_is_computed_only_for_a_readable_local_file(url: str) -> None:
+    with pytest.raises(ArtifactError):
+        sha256_of_url(url)

@@ -80,3 +80,11 @@ def test_a_list_filter_is_one_whole_comparison() -> None:
     assert apply_filter(items, 'name = "a"') == [{"name": "a"}]
     with pytest.raises(ApiError):
         apply_filter(items, 'name = "a" trailing words')
+
+
+def test_a_push_path_naming_a_topic_has_no_trailing_newline() -> None:
+    from devstack.eventarc import topic_of_path
+
+    assert topic_of_path("/projects/p/topics/notify") == "projects/p/topics/notify"
+    assert topic_of_path("/projects/p/topics/notify\n") is None
+    assert topic_of_path("/projects/p/topics/no tify") is None

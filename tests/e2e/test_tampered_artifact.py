@@ -1,5 +1,9 @@
 """Integrity at the instance, on the real local stack: an artifact whose bytes are not the ones the
-build declared never starts, and the deployment fails at once, not at its deadline (CONTRACT §7)."""
+build declared never starts, and the deployment fails at once, not at its deadline (CONTRACT §7).
+
+Named to run after test_release_pipeline.py, whose first test expects the session's first
+release; this test takes a version too (a failed release keeps its version).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def test_a_build_whose_digest_does_not_match_its_file_fails_within_seconds_and_n
 
     with LoadGenerator(pipeline.url("staging")) as load:
         tampered = pipeline.publish_build(
-            "staging", new_commit(), "ci-tampered", messages=["feat: tampered"], artifact_sha256=wrong_digest
+            "staging", new_commit(), "ci-tampered", messages=["fix: tampered"], artifact_sha256=wrong_digest
         )
         failed = pipeline.wait_status(
             tampered, "failed", "live", timeout=environment.provisioning_deadline_seconds

@@ -5,6 +5,7 @@ serves each with functions-framework `--target`. Keep this list equal to
 `shared.topology.all_entry_points()` (a test checks it, and Terraform declares the same).
 """
 
+from functions.bake_check import on_bake_check
 from functions.build_succeeded import on_build_succeeded
 from functions.cool_down_complete import on_cool_down_complete
 from functions.dead_letter import on_dead_letter
@@ -14,6 +15,7 @@ from functions.start_rolling_replace import on_start_rolling_replace
 from functions.watchdog import watchdog
 
 __all__ = [
+    "on_bake_check",
     "on_build_succeeded",
     "on_cool_down_complete",
     "on_dead_letter",

@@ -39,9 +39,9 @@ from devstack.stack import Stack
 from releasectl.records import get_deployment
 from releasectl.remote import build_message, publish_build_succeeded, request_rollback
 from shared.artifact import build_artifact, sha256_of_url
-from shared.config import EnvironmentConfig
+from shared.config import ENV_COMPUTE_EMULATOR_HOST, EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
-from shared.topology import WATCHDOG_TICK
+from shared.topology import BUILD_SUCCEEDED, WATCHDOG_TICK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COUNTING_DIR = Path(__file__).resolve().parent / "rpc_counting"
@@ -182,7 +182,7 @@ class PipelineBench:
         assert environment is not None
         self.environment: EnvironmentConfig = environment
         self.url = stack.url(APP, ENVIRONMENT)
-        compute_host = stack.env.get("COMPUTE_EMULATOR_HOST")
+        compute_host = stack.env.get(ENV_COMPUTE_EMULATOR_HOST)
         self.groups = compute_v1.RegionInstanceGroupManagersClient(
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=f"http://{compute_host}"),
@@ -356,14 +356,14 @@ def print_timings(timings: Sequence[DeploymentTiming], cool_down: int) -> None:
 def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
     say()
     say("Firestore and Pub/Sub work per deployment (counted in the functions' processes)")
-    topics = sorted({topic for t in timings for topic in t.counts.published} | {"build-succeeded"})
+    topics = sorted({topic for t in timings for topic in t.counts.published} | {BUILD_SUCCEEDED})
     rows = [
         ["Firestore document reads", *[str(t.counts.reads) for t in timings]],
         ["Firestore document writes", *[str(t.counts.writes) for t in timings]],
         ["Pub/Sub messages published by functions", *[str(t.counts.messages) for t in timings]],
     ]
     for topic in topics:
-        if topic == "build-succeeded":
+        if topic == BUILD_SUCCEEDED:
             rows.append(["  build-succeeded (published by CI)", *["1" for _ in timings]])
         else:
             rows.append([f"  {topic}", *[str(t.counts.published.get(topic, 0)) for t in timings]])

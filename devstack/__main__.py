@@ -42,7 +42,7 @@ def up(stack: Stack) -> int:
     _print(f"Environment: source {stack.env_file}")
     if stack.config:
         for environment in stack.config.all_environments():
-            _print(f"  {environment.key:<24} {environment.url or '(no Compute emulator)'}")
+            _print(f"  {environment.key:<24} {environment.url or '(no URL)'}")
     return 0
 
 
@@ -87,7 +87,7 @@ def status(stack: Stack) -> int:
     stack.load()
     if stack.config:
         for environment in stack.config.all_environments():
-            _print(f"{environment.key:<34} {environment.url or '(no Compute emulator)'}")
+            _print(f"{environment.key:<34} {environment.url or '(no URL)'}")
     restarted = [record for record in services if record.restarts]
     for record in restarted:
         _print(f"{record.name} was restarted {record.restarts} time(s), last at {record.last_restart_at}")

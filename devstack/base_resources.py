@@ -1,8 +1,9 @@
 """Per-environment base resources: what Terraform creates on GCP, created here on the Compute emulator.
 
 For each environment: a base instance template (the pipeline copies it per release and adds the
-release metadata), an HTTP health check on the environment's health path, and a backend service
-with connection draining. They are created with the unchanged `google-cloud-compute` client.
+release metadata), an HTTP health check on the environment's health path, a backend service
+with connection draining and, where the environment has one, its preview backend service (green's
+smoke checks run through it before the switch). They are created with the unchanged `google-cloud-compute` client.
 """
 
 from __future__ import annotations
@@ -111,6 +112,22 @@ def create_base_resources(compute_host: str, project: str, environments: Iterabl
                 project=project, backend_service_resource=backend_service
             )
         )
+        if environment.preview_backend_service:
+            preview = compute_v1.BackendService(
+                name=environment.preview_backend_service,
+                description=f"Preview of {environment.key}: the release about to go live, for its smoke checks.",
+                protocol="HTTP",
+                port_name=NAMED_PORT,
+                load_balancing_scheme="EXTERNAL_MANAGED",
+                timeout_sec=BACKEND_TIMEOUT_SECONDS,
+                health_checks=[health_check_link],
+                connection_draining=compute_v1.ConnectionDraining(draining_timeout_sec=0),
+            )
+            _insert_or_keep(
+                lambda preview=preview: backend_services.insert(
+                    project=project, backend_service_resource=preview
+                )
+            )
 
 
 def load_balancer_urls(compute_host: str, project: str, timeout: float = 10.0) -> dict[str, str]:

@@ -6,6 +6,10 @@
 4. A rollback over the authenticated HTTP endpoint, under load, brings the previous version back:
    its group is still retained (detached, running), so the rollback is a traffic switch to it,
    without a new group or a cool-down.
+5. A release whose health check and smoke check pass but whose `/` fails every other request goes
+   live under load; its bake window sees the 5xx ratio and the pipeline switches traffic back to
+   the retained previous group by itself: the release ends `rolled_back`. The demo prints the
+   exposure (from live to traffic back) and the requests that failed meanwhile.
 
 Uses a stack already running from `make up` (and leaves it running), else starts one and stops it
 at the end. Prints a table of versions, statuses, time per phase, requests served and failed, and
@@ -38,7 +42,7 @@ from google.cloud import firestore
 
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import DEFAULT_STATE_DIR, running_stack
-from releasectl.records import firestore_client, get_deployment
+from releasectl.records import firestore_client, get_deployment, read_environment
 from releasectl.remote import (
     BadInput,
     OperationFailed,
@@ -49,6 +53,7 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from shared.artifact import build_artifact, sha256_of_file
 from shared.domain.identifiers import deployment_id_for
+from shared.domain.records import Deployment
 
 APP = "hello"
 ENVIRONMENT = "staging"
@@ -58,6 +63,8 @@ NOTIFICATION_TIMEOUT_SECONDS = 60.0
 SERVE_TIMEOUT_SECONDS = 30.0
 SETTLE_SECONDS = 2.0
 """Load kept running before a release starts and after it ends, to compare with the switch."""
+MAX_EXPOSURE_SECONDS = 3.0
+"""A release failing its bake window must lose its traffic this soon after going live."""
 
 
 class DemoFailure(Exception):
@@ -94,12 +101,11 @@ def fake_commit(label: str) -> str:
     return hashlib.sha1(label.encode()).hexdigest()
 
 
-def hop_durations(deployment: Mapping[str, Any]) -> dict[str, float]:
+def hop_durations(deployment: Deployment) -> dict[str, float]:
     """Seconds spent in each status, from consecutive history entries."""
-    history = [e for e in deployment.get("history") or [] if isinstance(e.get("at"), datetime)]
     hops: dict[str, float] = {}
-    for current, following in itertools.pairwise(history):
-        hops[str(current["status"])] = (following["at"] - current["at"]).total_seconds()
+    for current, following in itertools.pairwise(deployment.history):
+        hops[str(current.status)] = (following.at - current.at).total_seconds()
     return hops
 
 
@@ -150,6 +156,24 @@ def broken_copy(source: Path, into: Path) -> Path:
         raise DemoFailure("cannot break the sample app: its health-check line changed")
     app.write_text(text.replace(healthy, 'self._send(500, b"broken\\n", "text/plain")', 1), encoding="utf-8")
     return target
+
+
+def faulty_copy(source: Path, into: Path, fault: str) -> Path:
+    """The sample app with a FAULT marker (see examples/hello/app.py): `/` fails, /healthz does not."""
+    target = into / "hello"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (target / "FAULT").write_text(f"{fault}\n", encoding="utf-8")
+    return target
+
+
+def exposure_seconds(deployment: Mapping[str, Any]) -> float | None:
+    """From going live to traffic back on the previous release, from the record's history."""
+    history = deployment.get("history") or []
+    live = next((h["at"] for h in history if h.get("status") == "live"), None)
+    back = next((h["at"] for h in history if h.get("status") == "rolled_back"), None)
+    if isinstance(live, datetime) and isinstance(back, datetime):
+        return (back - live).total_seconds()
+    return None
 
 
 @contextmanager
@@ -247,17 +271,43 @@ class Demo:
         )
         deployment = outcome.deployment
         result.status = outcome.status
-        result.version = deployment.get("version")
-        created, finished = deployment.get("created_at"), deployment.get("finished_at")
-        if isinstance(created, datetime) and isinstance(finished, datetime):
-            result.seconds = (finished - created).total_seconds()
-        result.hops = hop_durations(deployment)
+        if deployment is not None:
+            result.version = deployment.version
+            if deployment.finished_at is not None:
+                result.seconds = (deployment.finished_at - deployment.created_at).total_seconds()
+            result.hops = hop_durations(deployment)
         if outcome.timed_out:
             result.problems.append(f"still {outcome.status} after {WATCH_TIMEOUT_SECONDS:g} s")
         elif outcome.status != result.expected_status:
             result.problems.append(f"ended {outcome.status}, expected {result.expected_status}")
         if load is not None:
             load.phase("after")
+
+    def await_automatic_rollback(self, result: StepResult, load: LoadGenerator) -> None:
+        """After `result` went live: wait (bounded) until its bake window rolled it back."""
+        assert result.deployment_id
+        deadline = time.monotonic() + WATCH_TIMEOUT_SECONDS
+        record: Mapping[str, Any] = {}
+        while time.monotonic() < deadline:
+            record = get_deployment(self.firestore, result.deployment_id) or {}
+            if record.get("status") != "live":
+                break
+            time.sleep(0.1)
+        result.status = record.get("status")
+        if result.status != "rolled_back":
+            result.problems.append(f"ended {result.status}, expected rolled_back by its bake window")
+            return
+        load.phase("after")
+        verification = record.get("verification") or {}
+        exposure = exposure_seconds(record)
+        say(f"    bake window: {verification.get('detail')}")
+        say(
+            "    exposure: "
+            + ("unknown" if exposure is None else f"{exposure:.1f} s")
+            + " from live to traffic back on the previous release"
+        )
+        if exposure is None or exposure >= MAX_EXPOSURE_SECONDS:
+            result.problems.append(f"exposure {exposure} s, expected under {MAX_EXPOSURE_SECONDS:g} s")
 
     def check_load(
         self,
@@ -391,16 +441,17 @@ def run_demo(url: str, notifications_file: Path) -> int:
         for problem in problems:
             say(f"  - {problem}")
         return 1
-    say("Every step behaved: zero failed requests, the right versions, statuses and notifications.")
+    say(
+        "Every step behaved: no failed request but the faulty release's own before its automatic"
+        " rollback, the right versions, statuses and notifications."
+    )
     return 0
 
 
 def _story(demo: Demo) -> None:
     firestore = demo.firestore
-    live_before = None
-    record = firestore.collection("environments").document(f"{APP}@{ENVIRONMENT}").get()
-    if record.exists:
-        live_before = (record.to_dict() or {}).get("live_version")
+    state = read_environment(firestore, APP, ENVIRONMENT)
+    live_before = state.live_version if state is not None else None
 
     heading(
         f"1. First release of {APP} to {ENVIRONMENT}"
@@ -455,12 +506,45 @@ def _story(demo: Demo) -> None:
         time.sleep(SETTLE_SECONDS)
     demo.check_load(rollback, load.report(), before=second.version, after=first.version)
 
+    heading("5. A release that fails under load: its bake window rolls it back automatically")
+    faulty_source = faulty_copy(SAMPLE_APP, demo.workdir / "faulty", "half")
+    with load_against(demo.url) as load:
+        time.sleep(SETTLE_SECONDS)
+        fifth = demo.release(
+            "fails under load", faulty_source, "feat: a change that fails every other page", "live", load
+        )
+        fifth.expected_status = "rolled_back"
+        if fifth.status == "live":
+            demo.await_automatic_rollback(fifth, load)
+        time.sleep(SETTLE_SECONDS)
+    report = load.report()
+    fifth.load = report
+    after_phase = report.phases.get("after")
+    after_failed = after_phase.failed if after_phase is not None else 0
+    say(
+        f"    load: {report.served} served, {report.failed} failed"
+        f" ({after_failed} of them after traffic went back)"
+    )
+    if wait_for_version(demo.url, first.version, SERVE_TIMEOUT_SECONDS) is None:
+        fifth.problems.append(f"{first.version} is not served again after the automatic rollback")
+    else:
+        say(f"    {demo.url} serves {served_version(demo.url)} again")
+    if after_failed:
+        fifth.problems.append(f"{after_failed} requests failed after traffic went back")
+
     heading("Checking the records")
+    environment = firestore.collection("environments").document(f"{APP}@{ENVIRONMENT}").get().to_dict() or {}
+    automatic = get_deployment(firestore, str(environment.get("live_deployment_id"))) or {}
+    if automatic.get("rollback_of") != fifth.deployment_id:
+        fifth.problems.append(f"the live deployment is not the automatic rollback of {fifth.deployment_id}")
+    else:
+        say(f"    {environment.get('live_deployment_id')}: triggered by {automatic.get('triggered_by')!r}")
     expected = {
         first.deployment_id: "retired",
         second.deployment_id: "retired",
         third.deployment_id: "failed",
-        rollback.deployment_id: "live",
+        rollback.deployment_id: "retired",
+        fifth.deployment_id: "rolled_back",
     }
     known = {deployment_id: status for deployment_id, status in expected.items() if deployment_id}
     rollback.problems += demo.final_statuses(known)

@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 KILL_SETTLE_SECONDS = 2.0
@@ -123,18 +123,8 @@ def group_alive(pid: int) -> bool:
         os.killpg(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # After the command name: state, ppid, pgrp.
-        if int(fields[2]) == pid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    # A live member: its process group (fields after the name: state, ppid, pgrp) is `pid`.
+    return any(int(fields[2]) == pid and fields[0] not in ("Z", "X") for _member, fields in _process_stats())
 
 
 def _reap(pid: int) -> None:
@@ -164,22 +154,32 @@ def process_start_time(pid: int) -> int | None:
     A pid alone can be reused by an unrelated process after ours exits; pid plus start time
     cannot, so the stack records both and only ever signals a process that still matches.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = _stat_fields(pid)
     # After the name: state is field 3, so starttime (field 22) is at index 22 - 3 = 19.
-    return int(fields[19])
+    return int(fields[19]) if fields is not None else None
 
 
 def process_state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields is not None else None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); None if the
+    process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
+    except OSError:  # the process ended: nothing to read
         return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _process_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields after the command name) of every process now running."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            yield int(entry.name), fields
 
 
 def process_matches(pid: int, start_time: int | None) -> bool:
@@ -193,15 +193,8 @@ def process_matches(pid: int, start_time: int | None) -> bool:
 def descendants(pid: int) -> list[tuple[int, int]]:
     """Every live descendant of `pid` as (pid, start_time), found through /proc's parent links."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+    for child, fields in _process_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     found: list[tuple[int, int]] = []
     pending = list(children.get(pid, []))
     while pending:

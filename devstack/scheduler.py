@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from shared.config import ENV_PROJECT
 from shared.topology import WATCHDOG_TICK
 
 
@@ -62,7 +63,7 @@ def run(emulator_host: str, project: str, topic: str, interval: float, ready_fil
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), required=False)
+    parser.add_argument("--project", default=os.environ.get(ENV_PROJECT), required=False)
     parser.add_argument("--topic", default=WATCHDOG_TICK)
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between ticks")
     parser.add_argument("--ready-file", type=Path, help="created once the first tick is published")

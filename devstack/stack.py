@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import importlib.util
 import json
 import os
 import shlex
@@ -96,8 +95,6 @@ RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
 
 ENV_WEBHOOK_URL = "LOCAL_WEBHOOK_URL"
 """The local pipeline file's webhook channel reads its URL from this variable."""
-ENV_TOKEN_URL = "RELEASECTL_TOKEN_URL"
-ENV_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 
 START_TIMEOUT_SECONDS = 60.0
 FUNCTION_START_TIMEOUT_SECONDS = 60.0
@@ -122,14 +119,6 @@ class StackAlreadyRunning(ServiceError):
 
 def function_service(entry_point: str) -> str:
     return f"{FUNCTION_PREFIX}{entry_point}"
-
-
-def compute_emulator_available() -> bool:
-    """The Compute emulator is a package of its own; a checkout may not have it yet."""
-    try:
-        return importlib.util.find_spec("devstack.compute_emulator.__main__") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def ports_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
@@ -236,7 +225,6 @@ class Stack:
         functions_source: Path = DEFAULT_FUNCTIONS_SOURCE,
         pipeline_template: Path = DEFAULT_PIPELINE_TEMPLATE,
         fixed_ports: Mapping[str, int] | None = None,
-        with_compute: bool | None = None,
         triggers: Sequence[Trigger] = PUBSUB_TRIGGERS,
         extra_function_env: Mapping[str, str] | None = None,
         scheduler_interval: float = SCHEDULER_INTERVAL_SECONDS,
@@ -248,7 +236,6 @@ class Stack:
         self.functions_source = Path(functions_source).resolve()
         self.pipeline_template = Path(pipeline_template).resolve()
         self.fixed_ports = dict(fixed_ports or {})
-        self.with_compute = compute_emulator_available() if with_compute is None else with_compute
         self.triggers = tuple(triggers)
         self.extra_function_env = dict(extra_function_env or {})
         self.scheduler_interval = scheduler_interval
@@ -328,7 +315,6 @@ class Stack:
         if self._state is not None:
             self.project = self._state.project
             self.function_env = dict(self._state.function_env)
-            self.with_compute = any(service.name == COMPUTE for service in self._state.services)
         if self.env_file.exists():
             self.env = read_env_file(self.env_file)
         if self.pipeline_file.exists():
@@ -417,10 +403,7 @@ class Stack:
 
     # ---- ports -------------------------------------------------------------------------------
     def _service_names(self) -> list[str]:
-        names = [PUBSUB, FIRESTORE]
-        if self.with_compute:
-            names.append(COMPUTE)
-        names += [TOKEN_ISSUER, WEBHOOK_RECEIVER]
+        names = [PUBSUB, FIRESTORE, COMPUTE, TOKEN_ISSUER, WEBHOOK_RECEIVER]
         names += [function_service(entry_point) for entry_point in all_entry_points()]
         return names
 
@@ -503,7 +486,7 @@ class Stack:
         endpoints = _Endpoints(
             pubsub_host=f"{HOST}:{ports[PUBSUB]}",
             firestore_host=f"{HOST}:{ports[FIRESTORE]}",
-            compute_host=f"{HOST}:{ports[COMPUTE]}" if self.with_compute else "",
+            compute_host=f"{HOST}:{ports[COMPUTE]}",
             issuer_url=f"http://{HOST}:{ports[TOKEN_ISSUER]}",
             webhook_url=f"http://{HOST}:{ports[WEBHOOK_RECEIVER]}/hooks/notify",
             function_ports={entry: ports[function_service(entry)] for entry in all_entry_points()},
@@ -542,21 +525,20 @@ class Stack:
                 firestore_health,
             ),
         ]
-        if endpoints.compute_host:
-            compute_health = f"http://{endpoints.compute_host}/healthz"
-            launches.append(
-                self._launch(
-                    COMPUTE,
-                    [
-                        *(python, "-m", "devstack.compute_emulator"),
-                        *("--host", HOST, "--port", str(ports[COMPUTE])),
-                        *("--state-dir", str(self.state_dir / "compute")),
-                    ],
-                    http_ok(compute_health),
-                    ports[COMPUTE],
-                    compute_health,
-                )
+        compute_health = f"http://{endpoints.compute_host}/healthz"
+        launches.append(
+            self._launch(
+                COMPUTE,
+                [
+                    *(python, "-m", "devstack.compute_emulator"),
+                    *("--host", HOST, "--port", str(ports[COMPUTE])),
+                    *("--state-dir", str(self.state_dir / "compute")),
+                ],
+                http_ok(compute_health),
+                ports[COMPUTE],
+                compute_health,
             )
+        )
         issuer_health = f"{endpoints.issuer_url}/healthz"
         launches.append(
             self._launch(
@@ -593,16 +575,14 @@ class Stack:
         template = self.pipeline_template.read_text(encoding="utf-8")
         # Placeholders sit inside TOML strings, so the template parses as it is.
         environments = shared_config.parse_pipeline_config(tomllib.loads(template)).all_environments()
-        backend_urls: dict[str, str] = {}
-        if endpoints.compute_host:
-            started = time.monotonic()
-            create_base_resources(endpoints.compute_host, self.project, environments)
-            backend_urls = load_balancer_urls(endpoints.compute_host, self.project)
-            missing = [e.backend_service for e in environments if e.backend_service not in backend_urls]
-            if missing:
-                raise ServiceError(f"the Compute emulator lists no load balancer for {', '.join(missing)}")
-            names = ", ".join(e.name for e in environments)
-            self._report("base resources", names, started, "created")
+        started = time.monotonic()
+        create_base_resources(endpoints.compute_host, self.project, environments)
+        backend_urls = load_balancer_urls(endpoints.compute_host, self.project)
+        missing = [e.backend_service for e in environments if e.backend_service not in backend_urls]
+        if missing:
+            raise ServiceError(f"the Compute emulator lists no load balancer for {', '.join(missing)}")
+        names = ", ".join(e.name for e in environments)
+        self._report("base resources", names, started, "created")
         self.pipeline_file.write_text(render_pipeline_config(template, backend_urls), encoding="utf-8")
         self._load_config()
 
@@ -616,18 +596,18 @@ class Stack:
             shared_config.ENV_PROJECT: self.project,
             "PUBSUB_EMULATOR_HOST": endpoints.pubsub_host,
             "FIRESTORE_EMULATOR_HOST": endpoints.firestore_host,
+            shared_config.ENV_COMPUTE_EMULATOR_HOST: endpoints.compute_host,
         }
-        if endpoints.compute_host:
-            env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = endpoints.compute_host
-        env[ENV_ROLLBACK_URL] = rollback_url
+        # The Compute emulator's process also serves Cloud Monitoring's request counts.
+        env[shared_config.ENV_MONITORING_EMULATOR_HOST] = endpoints.compute_host
+        env[shared_config.ENV_RELEASECTL_ROLLBACK_URL] = rollback_url
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
-        if endpoints.compute_host:
-            env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] = f"http://{endpoints.compute_host}/compute/v1/"
+        env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] = f"http://{endpoints.compute_host}/compute/v1/"
         env["CLOUDSDK_AUTH_ACCESS_TOKEN_FILE"] = str(access_token_file)
         env[shared_config.ENV_PIPELINE_CONFIG] = str(self.pipeline_file)
         env[shared_config.ENV_NOTIFICATIONS_FILE] = str(self.notifications_file)
-        env[ENV_TOKEN_URL] = f"{endpoints.issuer_url}/token"
+        env[shared_config.ENV_RELEASECTL_TOKEN_URL] = f"{endpoints.issuer_url}/token"
         env[shared_config.ENV_ROLLBACK_AUDIENCE] = rollback_url
         env[ENV_WEBHOOK_URL] = endpoints.webhook_url
         self.env = env
@@ -638,9 +618,6 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **self.extra_function_env,
         }
-        if not endpoints.compute_host:
-            # Never let a developer's shell point this stack's functions at another stack.
-            self.function_env[shared_config.ENV_COMPUTE_EMULATOR_HOST] = ""
         assert self._state is not None
         self._state.function_env = dict(self.function_env)
         self._state.save(self.state_file)
@@ -696,7 +673,7 @@ class Stack:
 class _Endpoints:
     pubsub_host: str
     firestore_host: str
-    compute_host: str  # empty without the Compute emulator
+    compute_host: str
     issuer_url: str
     webhook_url: str
     function_ports: Mapping[str, int]

@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
+from shared.config import ENV_RELEASECTL_IDENTITY
+
 DEFAULT_IDENTITY = "developer@hello.local"
-ENV_IDENTITY = "RELEASECTL_IDENTITY"
 TOKEN_LIFETIME_SECONDS = 3600
 CONSUMER_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 """Domains of consumer Google accounts, whose tokens carry no `hd` claim."""
@@ -47,7 +48,7 @@ CERT_FILE = "signing-cert.pem"
 
 def local_identity() -> str:
     """The e-mail the local developer acts as: $RELEASECTL_IDENTITY or the default."""
-    return os.environ.get(ENV_IDENTITY) or DEFAULT_IDENTITY
+    return os.environ.get(ENV_RELEASECTL_IDENTITY) or DEFAULT_IDENTITY
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """`rollback` (HTTP, CONTRACT §4): roll an environment back by republishing an earlier release.
 
 Answers: 202 accepted; 400 malformed body; 401 no or bad token; 403 caller not allowed for
-the environment; 404 unknown app, environment or version; 409 nothing earlier, or already
-live; 503 when a dependency (keys, Firestore, Pub/Sub) is briefly unavailable. A client's
+the environment; 404 unknown app, environment or version; 409 nothing earlier, already live,
+or a target release recorded before artifact digests (no instance would start it); 503 when a dependency (keys, Firestore, Pub/Sub) is briefly unavailable. A client's
 mistake is never a 500.
 """
 
@@ -24,7 +24,7 @@ from shared.auth import (
     caller_allowed,
     verify_identity_token,
 )
-from shared.config import NAME_PATTERN
+from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.rollback import RollbackRefused
 from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from releasectl.records import RecordsUnavailable, environment_releases, environment_status, firestore_client
 from releasectl.remote import (
@@ -27,7 +27,10 @@ from releasectl.remote import (
 from releasectl.watch import watch_deployment
 from releasectl.windows import deploy_window_line, deploy_window_status
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
-from shared.config import NAME_PATTERN, ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.config import ConfigError, EnvironmentConfig, load_pipeline_config
+from shared.domain.identifiers import NAME_PATTERN
+
+NumberT = TypeVar("NumberT", int, float)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,24 +58,21 @@ def _name(kind: str) -> Callable[[str], str]:
     return check
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError as exc:  # permanent: bad command line
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from exc
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
-    return number
+def _positive(convert: Callable[[str], NumberT], kind: str) -> Callable[[str], NumberT]:
+    def check(value: str) -> NumberT:
+        try:
+            number = convert(value)
+        except ValueError as exc:  # permanent: bad command line
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind}") from exc
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+        return number
+
+    return check
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError as exc:  # permanent: bad command line
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
-    return number
+_positive_int = _positive(int, "an integer")
+_positive_float = _positive(float, "a number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,9 +224,10 @@ def _publish(args: argparse.Namespace, out: _Output) -> int:
 def _status(args: argparse.Namespace, out: _Output) -> int:
     env = _environment_config(args.app, args.environment)
     url = (env.url or None) if env else None
+    preview_url = (env.preview_url or None) if env else None
     policy = env.deploy_policy if env else None
     now = datetime.now(UTC)
-    status = environment_status(firestore_client(), args.app, args.environment, url)
+    status = environment_status(firestore_client(), args.app, args.environment, url, preview_url)
     status.update(deploy_window_status(policy, now))
     if out.as_json:
         out.document(status)
@@ -241,7 +242,12 @@ def _status(args: argparse.Namespace, out: _Output) -> int:
         )
     else:
         out.line("  live:         nothing yet")
+    verification = (live or {}).get("verification")
+    if verification:
+        out.line(f"  verification: {verification['state']}  ({verification['detail']})")
     if status["in_progress"]:
+        if status["preview_url"]:
+            out.line(f"  preview:      {status['preview_url']}")
         out.line("  in progress:")
         for row in status["in_progress"]:
             out.line(

@@ -1,32 +1,42 @@
 """Read the release records (CONTRACT §6) into the shapes `releasectl` prints (CONTRACT §5).
 
-Read only: the pipeline's functions are the only writers. Timestamps are Firestore timestamps in
-the records and ISO-8601 UTC strings in the JSON output.
+Documents become records through the pipeline's own mapping (`shared.adapters.firestore_store`),
+so the functions and `releasectl` read every field the same way. Read only: the pipeline's
+functions are the only writers. Timestamps are Firestore timestamps in the records and
+ISO-8601 UTC strings in the JSON output.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from shared import queries
-from shared.adapters.firestore_store import declared_query
+from shared.adapters.firestore_store import (
+    declared_query,
+    deployment_from_document,
+    environment_from_document,
+)
 from shared.config import ENV_PROJECT
+from shared.domain.records import Deployment, EnvironmentState, environment_key
+from shared.domain.status import IN_PROGRESS, DeploymentStatus
+from shared.domain.verification import Verification
 
-DEPLOYMENTS = queries.DEPLOYMENTS
-ENVIRONMENTS = queries.ENVIRONMENTS
-IN_PROGRESS_STATUSES = ("queued", "provisioning", "cooling_down", "switching")
-TERMINAL_STATUSES = ("live", "failed", "cancelled", "retired")
 RPC_TIMEOUT_SECONDS = 30.0
+IN_PROGRESS_STATUSES = tuple(str(status) for status in DeploymentStatus if status in IN_PROGRESS)
+"""`status --json`'s `in_progress`, in the order a deployment goes through them."""
+
+RecordT = TypeVar("RecordT")
 
 
 class RecordsUnavailable(RuntimeError):
-    """Firestore could not be read (down, no credentials, missing index). The operation failed."""
+    """Firestore could not be read (down, no credentials, missing index), or a record could not be
+    understood. The operation failed."""
 
 
 def firestore_client(project: str | None = None) -> firestore.Client:
@@ -38,54 +48,91 @@ def firestore_client(project: str | None = None) -> firestore.Client:
 
 
 def iso(value: Any) -> str | None:
-    """A Firestore timestamp as ISO-8601 UTC text (`2026-01-05T10:00:09.120000+00:00`)."""
+    """A timestamp as ISO-8601 UTC text.
+
+    >>> iso(datetime(2026, 1, 5, 10, 0, 9, 120000, tzinfo=UTC))
+    '2026-01-05T10:00:09.120000+00:00'
+    >>> iso(None) is None
+    True
+    """
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.astimezone(UTC).isoformat()
     return None
 
 
+def _document(client: firestore.Client, collection: str, document_id: str) -> dict[str, Any] | None:
+    try:
+        snapshot = client.collection(collection).document(document_id).get(timeout=RPC_TIMEOUT_SECONDS)
+    except api_exceptions.GoogleAPICallError as exc:  # transient or auth: report and fail this run
+        raise RecordsUnavailable(f"cannot read {collection}/{document_id}: {exc}") from exc
+    return snapshot.to_dict() if snapshot.exists else None
+
+
+def _record(path: str, read: Callable[[], RecordT]) -> RecordT:
+    try:
+        return read()
+    except (KeyError, ValueError, TypeError) as exc:  # permanent: a record this version cannot read
+        raise RecordsUnavailable(f"cannot understand {path}: {exc!r}") from exc
+
+
 def get_deployment(client: firestore.Client, deployment_id: str) -> dict[str, Any] | None:
-    try:
-        snapshot = client.collection(DEPLOYMENTS).document(deployment_id).get(timeout=RPC_TIMEOUT_SECONDS)
-    except api_exceptions.GoogleAPICallError as exc:  # transient or auth: report and fail this run
-        raise RecordsUnavailable(f"cannot read {DEPLOYMENTS}/{deployment_id}: {exc}") from exc
-    return snapshot.to_dict() if snapshot.exists else None
+    """The raw document, for tools that look at it field by field (the demo, the benchmarks)."""
+    return _document(client, queries.DEPLOYMENTS, deployment_id)
 
 
-def _environment(client: firestore.Client, app: str, environment: str) -> dict[str, Any] | None:
-    try:
-        snapshot = (
-            client.collection(ENVIRONMENTS).document(f"{app}@{environment}").get(timeout=RPC_TIMEOUT_SECONDS)
-        )
-    except api_exceptions.GoogleAPICallError as exc:  # transient or auth: report and fail this run
-        raise RecordsUnavailable(f"cannot read {ENVIRONMENTS}/{app}@{environment}: {exc}") from exc
-    return snapshot.to_dict() if snapshot.exists else None
+def read_deployment(client: firestore.Client, deployment_id: str) -> Deployment | None:
+    document = get_deployment(client, deployment_id)
+    if document is None:
+        return None
+    return _record(
+        f"{queries.DEPLOYMENTS}/{deployment_id}", lambda: deployment_from_document(deployment_id, document)
+    )
 
 
-def _went_live_at(deployment: Mapping[str, Any]) -> Any:
-    if isinstance(deployment.get("went_live_at"), datetime):
-        return deployment["went_live_at"]
-    for entry in reversed(deployment.get("history") or []):
-        if isinstance(entry, Mapping) and entry.get("status") == "live":
-            return entry.get("at")
-    return deployment.get("finished_at")
+def read_environment(client: firestore.Client, app: str, environment: str) -> EnvironmentState | None:
+    key = environment_key(app, environment)
+    document = _document(client, queries.ENVIRONMENTS, key)
+    if document is None:
+        return None
+    return _record(f"{queries.ENVIRONMENTS}/{key}", lambda: environment_from_document(document))
+
+
+def _deployments(snapshots: list[Any]) -> list[Deployment]:
+    return [_deployment_of(snapshot) for snapshot in snapshots]
+
+
+def _deployment_of(snapshot: Any) -> Deployment:
+    document = snapshot.to_dict() or {}
+    return _record(
+        f"{queries.DEPLOYMENTS}/{snapshot.id}", lambda: deployment_from_document(snapshot.id, document)
+    )
+
+
+def went_live_at(deployment: Deployment) -> datetime | None:
+    """When the deployment went live: its own field, else its history (records from before the
+    field existed), else when it finished."""
+    if deployment.went_live_at is not None:
+        return deployment.went_live_at
+    live = [entry.at for entry in deployment.history if entry.status == DeploymentStatus.LIVE]
+    return live[-1] if live else deployment.finished_at
 
 
 def environment_status(
-    client: firestore.Client, app: str, environment: str, url: str | None
+    client: firestore.Client, app: str, environment: str, url: str | None, preview_url: str | None = None
 ) -> dict[str, Any]:
-    """`releasectl status --json`: what is live, and what is on its way."""
-    env_record = _environment(client, app, environment) or {}
+    """`releasectl status --json`: what is live, and what is on its way (with the preview URL that
+    reaches it before the switch, while there is one on its way)."""
+    state = read_environment(client, app, environment)
     live: dict[str, Any] | None = None
-    live_id = env_record.get("live_deployment_id")
-    if live_id:
-        deployment = get_deployment(client, live_id) or {}
+    if state is not None and state.live_deployment_id:
+        deployment = read_deployment(client, state.live_deployment_id)
         live = {
-            "version": deployment.get("version") or env_record.get("live_version"),
-            "deployment_id": live_id,
-            "commit": deployment.get("commit"),
-            "since": iso(_went_live_at(deployment)),
+            "version": (deployment.version if deployment else None) or state.live_version,
+            "deployment_id": state.live_deployment_id,
+            "commit": deployment.commit if deployment else None,
+            "since": iso(went_live_at(deployment)) if deployment else None,
+            "verification": _verification_summary(deployment.verification if deployment else None),
         }
     query = declared_query(
         client,
@@ -100,37 +147,42 @@ def environment_status(
         snapshots = list(query.stream(timeout=RPC_TIMEOUT_SECONDS))
     except api_exceptions.GoogleAPICallError as exc:  # transient or missing index: fail this run
         raise RecordsUnavailable(f"cannot list deployments in progress: {exc}") from exc
-    rows = [(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
-    rows.sort(key=lambda row: row[1].get("created_at") or datetime.min.replace(tzinfo=UTC))
     in_progress = [
-        {"deployment_id": deployment_id, "version": doc.get("version"), "status": doc.get("status")}
-        for deployment_id, doc in rows
+        {"deployment_id": d.deployment_id, "version": d.version, "status": str(d.status)}
+        for d in sorted(_deployments(snapshots), key=lambda d: d.created_at)
     ]
-    return {"app": app, "environment": environment, "url": url, "live": live, "in_progress": in_progress}
-
-
-RELEASE_FIELDS = (
-    "deployment_id",
-    "version",
-    "commit",
-    "status",
-    "created_at",
-    "finished_at",
-    "rollback_of",
-    "triggered_by",
-)
-
-
-def release_row(deployment_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "deployment_id": deployment_id,
-        "version": doc.get("version"),
-        "commit": doc.get("commit"),
-        "status": doc.get("status"),
-        "created_at": iso(doc.get("created_at")),
-        "finished_at": iso(doc.get("finished_at")),
-        "rollback_of": doc.get("rollback_of"),
-        "triggered_by": doc.get("triggered_by"),
+        "app": app,
+        "environment": environment,
+        "url": url,
+        "live": live,
+        "in_progress": in_progress,
+        "preview_url": preview_url if in_progress else None,
+    }
+
+
+def _verification_summary(verification: Verification | None) -> dict[str, Any] | None:
+    """The bake window's state and detail (CONTRACT §6 `verification`), timestamps as text."""
+    if verification is None:
+        return None
+    return {
+        "state": str(verification.state),
+        "detail": verification.detail,
+        "checked_at": iso(verification.checked_at),
+    }
+
+
+def release_row(deployment: Deployment) -> dict[str, Any]:
+    """One row of `releasectl releases --json`."""
+    return {
+        "deployment_id": deployment.deployment_id,
+        "version": deployment.version,
+        "commit": deployment.commit,
+        "status": str(deployment.status),
+        "created_at": iso(deployment.created_at),
+        "finished_at": iso(deployment.finished_at),
+        "rollback_of": deployment.rollback_of,
+        "triggered_by": deployment.triggered_by,
     }
 
 
@@ -149,8 +201,9 @@ def environment_releases(
         snapshots = list(query.stream(timeout=RPC_TIMEOUT_SECONDS))
     except api_exceptions.GoogleAPICallError as exc:  # transient or missing index: fail this run
         raise RecordsUnavailable(f"cannot list deployments: {exc}") from exc
-    return [release_row(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
+    return [release_row(deployment) for deployment in _deployments(snapshots)]
 
 
-def history_entries(deployment: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
-    return [entry for entry in deployment.get("history") or [] if isinstance(entry, Mapping)]
+def history_json(deployment: Deployment) -> list[Mapping[str, Any]]:
+    """The deployment's history as JSON: `[{status, at, detail}]` in order."""
+    return [{"status": str(h.status), "at": iso(h.at), "detail": h.detail} for h in deployment.history]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
 
-from releasectl.records import get_deployment, history_entries, iso
+from releasectl.records import history_json, read_deployment
+from shared.domain.records import Deployment
 
 POLL_SECONDS = 0.5
 STILL_SECONDS = 10.0
@@ -27,34 +28,26 @@ class WatchOutcome:
     succeeded: bool
     timed_out: bool
     elapsed_seconds: float
-    deployment: Mapping[str, Any] = field(default_factory=dict)
+    deployment: Deployment | None = None
+    """The record as last read; None if it never appeared."""
 
     def as_json(self) -> dict[str, Any]:
         d = self.deployment
         return {
             "deployment_id": self.deployment_id,
-            "app": d.get("app"),
-            "environment": d.get("environment"),
-            "version": d.get("version"),
+            "app": d.app if d else None,
+            "environment": d.environment if d else None,
+            "version": d.version if d else None,
             "status": self.status,
             "succeeded": self.succeeded,
             "timed_out": self.timed_out,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
-            "history": [
-                {
-                    "status": entry.get("status"),
-                    "at": iso(entry.get("at")),
-                    "detail": entry.get("detail") or "",
-                }
-                for entry in history_entries(d)
-            ],
+            "history": history_json(d) if d else [],
         }
 
 
-def _offset(at: Any, origin: Any) -> str:
-    if isinstance(at, datetime) and isinstance(origin, datetime):
-        return f"+{(at - origin).total_seconds():6.1f} s"
-    return "        "
+def _offset(at: datetime, origin: datetime) -> str:
+    return f"+{(at - origin).total_seconds():6.1f} s"
 
 
 def watch_deployment(
@@ -75,9 +68,9 @@ def watch_deployment(
     last_status: str | None = None
     waiting_said = False
     last_said = started
-    deployment: dict[str, Any] = {}
+    deployment: Deployment | None = None
     while True:
-        found = get_deployment(client, deployment_id)
+        found = read_deployment(client, deployment_id)
         if found is None:
             if not waiting_said:
                 say(f"waiting for {deployment_id} to be recorded…")
@@ -86,21 +79,20 @@ def watch_deployment(
             deployment = found
             if printed == 0 and last_status is None:
                 say(
-                    f"{deployment_id}: {deployment.get('app')} {deployment.get('version') or '(version pending)'}"
-                    f" on {deployment.get('environment')}"
+                    f"{deployment_id}: {deployment.app} {deployment.version or '(version pending)'}"
+                    f" on {deployment.environment}"
                 )
-            history = history_entries(deployment)
-            origin = deployment.get("created_at")
-            for entry in history[printed:]:
-                detail = f"  {entry.get('detail')}" if entry.get("detail") else ""
-                say(f"  {_offset(entry.get('at'), origin)}  {entry.get('status')!s:<13}{detail}")
-                last_status = str(entry.get("status"))
+            origin = deployment.created_at
+            for entry in deployment.history[printed:]:
+                detail = f"  {entry.detail}" if entry.detail else ""
+                say(f"  {_offset(entry.at, origin)}  {entry.status!s:<13}{detail}")
+                last_status = str(entry.status)
                 last_said = clock()
-            printed = len(history)
-            status = deployment.get("status")
-            if status != last_status and status is not None:
+            printed = len(deployment.history)
+            status = str(deployment.status)
+            if status != last_status:
                 say(f"  {'':8}  {status}")
-                last_status = str(status)
+                last_status = status
                 last_said = clock()
             elif clock() - last_said >= still_seconds and status not in (*SUCCEEDED, *UNSUCCESSFUL):
                 say(f"  {_offset(datetime.now(UTC), origin)}  still {status}")
@@ -108,7 +100,7 @@ def watch_deployment(
             if status in SUCCEEDED or status in UNSUCCESSFUL:
                 return WatchOutcome(
                     deployment_id,
-                    str(status),
+                    status,
                     succeeded=status in SUCCEEDED,
                     timed_out=False,
                     elapsed_seconds=clock() - started,
@@ -118,7 +110,7 @@ def watch_deployment(
         if remaining <= 0:
             return WatchOutcome(
                 deployment_id,
-                deployment.get("status"),
+                str(deployment.status) if deployment else None,
                 succeeded=False,
                 timed_out=True,
                 elapsed_seconds=clock() - started,

@@ -10,11 +10,15 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.naming import COMPUTE_NAME_PATTERN
+from shared.domain.records import environment_key
+from shared.domain.verification import BakeRules, SmokeCheck
 from shared.domain.windows import (
     DeployPolicy,
     Freeze,
@@ -32,6 +36,9 @@ ENV_PIPELINE_CONFIG = "PIPELINE_CONFIG"
 """Path of the pipeline TOML file. Default: config/pipeline.toml in the bundle."""
 ENV_COMPUTE_EMULATOR_HOST = "COMPUTE_EMULATOR_HOST"
 """host:port of a Compute emulator; unset on GCP, where the real API is used."""
+ENV_MONITORING_EMULATOR_HOST = "MONITORING_EMULATOR_HOST"
+"""host:port serving Cloud Monitoring's v3 REST API locally (the Compute emulator's process);
+unset on GCP, where the real API is used."""
 ENV_NOTIFICATIONS_FILE = "NOTIFICATIONS_FILE"
 """Local only: every notification is also appended here as one JSON line."""
 ENV_ROLLBACK_AUDIENCE = "ROLLBACK_AUDIENCE"
@@ -43,6 +50,7 @@ ENV_ID_TOKEN_CERTS_URL = "ID_TOKEN_CERTS_URL"
 ENV_ID_TOKEN_ISSUERS = "ID_TOKEN_ISSUERS"
 """Comma-separated accepted issuers. Default: Google's two issuer spellings."""
 ENV_LOG_LEVEL = "LOG_LEVEL"
+"""Level of the functions' JSON logs (default INFO)."""
 ENV_RELEASECTL_ROLLBACK_URL = "RELEASECTL_ROLLBACK_URL"
 """releasectl: the rollback function's URL (CONTRACT §4)."""
 ENV_RELEASECTL_TOKEN_URL = "RELEASECTL_TOKEN_URL"
@@ -54,9 +62,12 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
-"""App and environment names (CONTRACT §3)."""
-GCE_NAME_PATTERN = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_BAKE_SECONDS = 900
+"""The bake step is polled by Pub/Sub redelivery (at most 100 deliveries, backoff up to 10 s)."""
+BAKE_RETENTION_MARGIN_SECONDS = 30
+"""The previous group must stay retained this much longer than the bake window: adoption refuses a
+group whose clean-up is due within 10 s, and the last look at green comes up to a poll late."""
+SMOKE_CHECK_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class ConfigError(ValueError):
@@ -110,14 +121,35 @@ class EnvironmentConfig:
     """When a deployment may start (weekly, local wall time); none: at any time."""
     freezes: tuple[Freeze, ...] = ()
     """Absolute ranges in which no deployment starts, windows or not. Rollbacks are exempt."""
+    preview_backend_service: str = ""
+    """A second backend service where green is reachable before the switch (CONTRACT §9)."""
+    preview_url: str = ""
+    smoke_checks: tuple[SmokeCheck, ...] = ()
+    """Requests the preview must answer as expected before green gets traffic."""
+    bake_seconds: int = 0
+    """How long after the switch green is watched; 0: no bake window."""
+    max_error_ratio: float = 0.05
+    """Largest share of 5xx answers green may give during the bake window."""
+    min_requests: int = 20
+    """The 5xx ratio is judged only over at least this many requests."""
 
     @property
     def key(self) -> str:
-        return f"{self.app}@{self.name}"
+        return environment_key(self.app, self.name)
 
     @property
     def deploy_policy(self) -> DeployPolicy:
         return DeployPolicy(windows=self.deploy_windows, freezes=self.freezes)
+
+    @property
+    def bake_rules(self) -> BakeRules:
+        return BakeRules(self.bake_seconds, self.max_error_ratio, self.min_requests)
+
+    def preview(self) -> EnvironmentConfig | None:
+        """This environment as seen through its preview backend service, if it has one."""
+        if not self.preview_backend_service:
+            return None
+        return replace(self, backend_service=self.preview_backend_service, url=self.preview_url)
 
 
 @dataclass(frozen=True)
@@ -168,6 +200,12 @@ _ENV_DEFAULTS: dict[str, Any] = {
     "auto_deploy": False,
     "deploy_windows": [],
     "freezes": [],
+    "preview_backend_service": "",
+    "preview_url": "",
+    "smoke_checks": [],
+    "bake_seconds": 0,
+    "max_error_ratio": 0.05,
+    "min_requests": 20,
 }
 _ENV_KEYS = {
     *_ENV_DEFAULTS,
@@ -204,7 +242,7 @@ def _non_negative(value: Any, where: str) -> int:
 
 def _gce_name(value: Any, where: str) -> str:
     name = _require(str, value, where)
-    if not GCE_NAME_PATTERN.fullmatch(name):
+    if not COMPUTE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
     return str(name)
 
@@ -213,10 +251,7 @@ def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
     channels = []
     for index, raw_channel in enumerate(_require(list, raw, where)):
         channel_where = f"{where}[{index}]"
-        _require(dict, raw_channel, channel_where)
-        unknown = set(raw_channel) - {"kind", "url_env"}
-        if unknown:
-            raise ConfigError(f"{channel_where}.{sorted(unknown)[0]}: unknown key")
+        _table_keys(raw_channel, channel_where, ("kind", "url_env"), ())
         kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
         if kind not in Channel.KINDS:
             raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
@@ -226,11 +261,41 @@ def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
 
 
 def _operations(raw: Any) -> tuple[Channel, ...]:
-    section = _require(dict, raw, "operations")
-    unknown = set(section) - {"channels"}
-    if unknown:
-        raise ConfigError(f"operations.{sorted(unknown)[0]}: unknown key")
+    section = _table_keys(raw, "operations", ("channels",), ())
     return _channels(section.get("channels", []), "operations.channels")
+
+
+def _smoke_checks(raw: Any, where: str) -> tuple[SmokeCheck, ...]:
+    checks = []
+    for index, raw_check in enumerate(_require(list, raw, where)):
+        check_where = f"{where}[{index}]"
+        _require(dict, raw_check, check_where)
+        unknown = set(raw_check) - {"method", "path", "expect_status", "body_contains", "timeout_seconds"}
+        if unknown:
+            raise ConfigError(f"{check_where}.{sorted(unknown)[0]}: unknown key")
+        path = _require(str, raw_check.get("path"), f"{check_where}.path")
+        if not path.startswith("/"):
+            raise ConfigError(f"{check_where}.path: must start with '/'")
+        method = _require(str, raw_check.get("method", "GET"), f"{check_where}.method").upper()
+        if method not in SMOKE_CHECK_METHODS:
+            raise ConfigError(f"{check_where}.method: must be one of {', '.join(SMOKE_CHECK_METHODS)}")
+        status = _require(int, raw_check.get("expect_status", 200), f"{check_where}.expect_status")
+        if not 100 <= status <= 599:
+            raise ConfigError(f"{check_where}.expect_status: must be an HTTP status, got {status}")
+        body_contains = raw_check.get("body_contains")
+        if body_contains is not None:
+            _require(str, body_contains, f"{check_where}.body_contains")
+        timeout = raw_check.get("timeout_seconds", 5)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+            raise ConfigError(f"{check_where}.timeout_seconds: must be a number in (0, 60], got {timeout!r}")
+        checks.append(SmokeCheck(path, method, status, body_contains, float(timeout)))
+    return tuple(checks)
+
+
+def _ratio(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}: must be a number between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def _environment(
@@ -254,7 +319,20 @@ def _environment(
     health_path = _require(str, merged["health_path"], f"{where}.health_path")
     if not health_path.startswith("/"):
         raise ConfigError(f"{where}.health_path: must start with '/'")
-    return EnvironmentConfig(
+    preview_backend_service = _require(
+        str, merged["preview_backend_service"], f"{where}.preview_backend_service"
+    )
+    if preview_backend_service:
+        _gce_name(preview_backend_service, f"{where}.preview_backend_service")
+    smoke_checks = _smoke_checks(merged["smoke_checks"], f"{where}.smoke_checks")
+    if smoke_checks and not preview_backend_service:
+        raise ConfigError(f"{where}.smoke_checks: need a preview_backend_service to run against")
+    if smoke_checks and not merged["preview_url"]:
+        raise ConfigError(f"{where}.smoke_checks: need the preview_url of the preview backend service")
+    bake_seconds = _non_negative(merged["bake_seconds"], f"{where}.bake_seconds")
+    if bake_seconds > MAX_BAKE_SECONDS:
+        raise ConfigError(f"{where}.bake_seconds: at most {MAX_BAKE_SECONDS}, got {bake_seconds}")
+    environment = EnvironmentConfig(
         app=app,
         name=name,
         region=_require(str, merged["region"], f"{where}.region"),
@@ -279,7 +357,23 @@ def _environment(
         auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
         deploy_windows=_deploy_windows(merged["deploy_windows"], f"{where}.deploy_windows"),
         freezes=_freezes(merged["freezes"], f"{where}.freezes"),
+        preview_backend_service=preview_backend_service,
+        preview_url=_require(str, merged["preview_url"], f"{where}.preview_url"),
+        smoke_checks=smoke_checks,
+        bake_seconds=bake_seconds,
+        max_error_ratio=_ratio(merged["max_error_ratio"], f"{where}.max_error_ratio"),
+        min_requests=_positive(merged["min_requests"], f"{where}.min_requests"),
     )
+    retained = max(environment.draining_timeout_seconds, environment.retain_previous_seconds)
+    if bake_seconds and retained < bake_seconds + BAKE_RETENTION_MARGIN_SECONDS:
+        # A breach switches traffic back to the previous release's retained group: it must
+        # still be there when the bake window ends.
+        raise ConfigError(
+            f"{where}.bake_seconds: a bake window of {bake_seconds} s does not fit inside the retention of"
+            f" {retained} s (retain_previous_seconds must be at least bake_seconds +"
+            f" {BAKE_RETENTION_MARGIN_SECONDS})"
+        )
+    return environment
 
 
 _WINDOW_KEYS = ("days", "start", "end", "time_zone")

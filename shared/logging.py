@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.config import ENV_LOG_LEVEL
+
 CONTEXT_FIELDS = ("app", "environment", "deployment_id", "event_id")
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})  # noqa: B039 - never mutated
 _SEVERITY = {
@@ -74,7 +76,7 @@ def get_logger(name: str) -> logging.Logger:
         handler.setFormatter(CloudLoggingFormatter())
         root = logging.getLogger("pipeline")
         root.handlers[:] = [handler]
-        root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        root.setLevel(os.environ.get(ENV_LOG_LEVEL, "INFO").upper())
         root.propagate = False
         _configured = True
     return logging.getLogger(f"pipeline.{name}")

@@ -16,6 +16,7 @@ from shared.config import EnvironmentConfig
 from shared.domain.leaks import ListedResource
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import SmokeAnswer, SmokeCheck
 
 T = TypeVar("T")
 
@@ -152,6 +153,11 @@ class Compute(Protocol):
         """
         ...
 
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        """Remove the group from the backend service, even the last one (its connections drain);
+        no-op if it is not there."""
+        ...
+
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
         """Delete the MIG and its instances; no-op if it is gone."""
         ...
@@ -170,4 +176,39 @@ class Compute(Protocol):
 
     def attached_groups(self, env: EnvironmentConfig) -> list[str]:
         """Names of the groups the environment's backend service sends (or drains) traffic to."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrafficSample:
+    """What a load balancer answered on behalf of one instance group during a window."""
+
+    requests: int
+    server_errors: int
+    """Answers of class 5xx."""
+
+    @property
+    def error_ratio(self) -> float:
+        return self.server_errors / self.requests if self.requests else 0.0
+
+
+class MetricsUnavailable(PermanentError):
+    """The metrics source refuses the query for good (permission, unknown metric): verification
+    falls back to health only and says so."""
+
+
+class Metrics(Protocol):
+    def traffic(self, env: EnvironmentConfig, group: str, start: datetime, end: datetime) -> TrafficSample:
+        """Requests the environment's backend service sent to `group` between `start` and `end`.
+
+        Raises `TransientError` on an outage (retry later), `MetricsUnavailable` when retrying
+        cannot help.
+        """
+        ...
+
+
+class SmokeProbe(Protocol):
+    def request(self, base_url: str, check: SmokeCheck) -> SmokeAnswer:
+        """Send the check's request to `base_url` + its path; no answer is a `SmokeAnswer` with
+        `error` set, never an exception."""
         ...

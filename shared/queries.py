@@ -23,6 +23,7 @@ would lock a range of `releases` that every app's admission writes into)."""
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
+NOTIFICATIONS = "notifications"
 
 
 @dataclass(frozen=True)

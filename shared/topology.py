@@ -12,6 +12,7 @@ from dataclasses import dataclass
 BUILD_SUCCEEDED = "build-succeeded"
 START_ROLLING_REPLACE = "start-rolling-replace"
 COOL_DOWN_COMPLETE = "cool-down-complete"
+BAKE_CHECK = "bake-check"
 NOTIFY = "notify"
 WATCHDOG_TICK = "watchdog-tick"
 DEAD_LETTER_SUFFIX = "-dead-letter"
@@ -46,6 +47,9 @@ PUBSUB_TRIGGERS: tuple[Trigger, ...] = (
     # Not-ready is the normal state for a while, so allow many polls; the watchdog
     # bounds a stuck deployment long before these attempts run out.
     Trigger(COOL_DOWN_COMPLETE, "on_cool_down_complete", 1, 10, 100),
+    # The bake window's poll: redelivered (like cool-down-complete) until the window ends or
+    # green breaches it. Short backoff: the time to notice a breach is the exposure.
+    Trigger(BAKE_CHECK, "on_bake_check", 1, 10, 100),
     Trigger(NOTIFY, "on_notify", 1, 60, 10),
     Trigger(WATCHDOG_TICK, "watchdog", 1, 10, 5, dead_letter=False),
 )

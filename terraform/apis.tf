@@ -12,6 +12,7 @@ locals {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # workload identity federation for CircleCI
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # the bake window reads the load balancer's request counts
     "pubsub.googleapis.com",
     "run.googleapis.com", # gen2 functions run on Cloud Run
     "secretmanager.googleapis.com",

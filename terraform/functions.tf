@@ -30,11 +30,22 @@ locals {
     on_cool_down_complete = {
       short            = "switch"
       trigger_topics   = ["cool-down-complete"]
-      publishes        = ["start-rolling-replace", "notify"]
+      publishes        = ["start-rolling-replace", "bake-check", "notify"]
       compute_role     = "switcher"
       webhook_secrets  = false
       firestore_access = "read_write"
       timeout_seconds  = 540
+      memory           = "512Mi"
+    }
+    # Reads green's request counts (Cloud Monitoring) and, on a breach, switches traffic back.
+    on_bake_check = {
+      short            = "bake"
+      trigger_topics   = ["bake-check"]
+      publishes        = ["start-rolling-replace", "bake-check", "notify"]
+      compute_role     = "switcher"
+      webhook_secrets  = false
+      firestore_access = "read_write"
+      timeout_seconds  = 300
       memory           = "512Mi"
     }
     on_notify = {
@@ -50,7 +61,7 @@ locals {
     watchdog = {
       short            = "watchdog"
       trigger_topics   = ["watchdog-tick"]
-      publishes        = ["start-rolling-replace", "cool-down-complete", "notify"]
+      publishes        = ["start-rolling-replace", "cool-down-complete", "bake-check", "notify"]
       compute_role     = "switcher"
       webhook_secrets  = false
       firestore_access = "read_write"

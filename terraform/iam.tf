@@ -77,7 +77,11 @@ locals {
     provisioner = {
       title = "Release pipeline: create release templates and green groups"
       permissions = [
+        # Green joins its environment's preview backend service (smoke checks) when it is made.
+        "compute.backendServices.get",
+        "compute.backendServices.update",
         "compute.globalOperations.get",
+        "compute.instanceGroups.use",
         "compute.healthChecks.get",
         "compute.healthChecks.useReadOnly",
         "compute.images.useReadOnly",
@@ -117,6 +121,7 @@ locals {
         "compute.instanceTemplates.get",
         "compute.instanceTemplates.list",
         "compute.instances.get",
+        "compute.instances.getGuestAttributes",
         "compute.instances.list",
         "compute.regionOperations.get",
         "compute.regions.get",
@@ -136,6 +141,13 @@ resource "google_project_iam_custom_role" "compute" {
   permissions = each.value.permissions
 
   depends_on = [google_project_service.required]
+}
+
+# The bake step reads the load balancer's request counts for green's group.
+resource "google_project_iam_member" "bake_reads_monitoring" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.function["on_bake_check"].member
 }
 
 resource "google_project_iam_member" "function_compute" {

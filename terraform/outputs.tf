@@ -17,11 +17,13 @@ output "load_balancers" {
   description = "Per environment: the load balancer's address and URL, and the Compute names config/pipeline.toml must use."
   value = {
     for key, env in module.environment : key => {
-      address                = env.address
-      url                    = env.url
-      base_instance_template = env.base_instance_template
-      health_check           = env.health_check
-      backend_service        = env.backend_service
+      address                 = env.address
+      url                     = env.url
+      base_instance_template  = env.base_instance_template
+      health_check            = env.health_check
+      backend_service         = env.backend_service
+      preview_backend_service = env.preview_backend_service
+      preview_url             = env.preview_url
     }
   }
 }

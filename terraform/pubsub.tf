@@ -25,6 +25,14 @@ locals {
       max_delivery_attempts = 100
       dead_letter_topic     = "cool-down-complete-dead-letter"
     }
+    # The bake window's poll after a switch: redelivered until the window ends or green breaches.
+    "bake-check" = {
+      entry_point           = "on_bake_check"
+      min_backoff_seconds   = 1
+      max_backoff_seconds   = 10
+      max_delivery_attempts = 100
+      dead_letter_topic     = "bake-check-dead-letter"
+    }
     "notify" = {
       entry_point           = "on_notify"
       min_backoff_seconds   = 1

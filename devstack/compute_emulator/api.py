@@ -14,6 +14,7 @@ from aiohttp import web
 from .errors import ApiError, internal, invalid, not_found
 from .links import check_region, check_zone, parse_reference, region_of_zone
 from .listing import aggregated_body, list_body
+from .monitoring import add_routes as add_monitoring_routes
 from .operations import Operation
 from .schema import check_body, parse_json_body
 from .state import Emulator, default_zones
@@ -308,6 +309,37 @@ async def aggregated_instance_groups(request: web.Request) -> web.Response:
     )
 
 
+# -- instances: guest attributes, what a guest reports about itself --------------------------
+
+
+async def get_guest_attributes(request: web.Request) -> web.Response:
+    """`instances.getGuestAttributes`: one attribute (`variableKey`), or those under `queryPath`
+    (`namespace/` or `namespace/key`; all of them without either). None found is a 404, as on
+    Compute Engine, where a namespace exists only once the guest wrote to it."""
+    project, name = request.match_info["project"], request.match_info["name"]
+    zone = check_zone(request.match_info["zone"])
+    instance = emulator_of(request).existing_instance(project, zone, name)
+    path = f"{instance.path}/guestAttributes"
+    body: dict[str, Any] = {"kind": "compute#guestAttributes", "selfLink": base_url(request) + path}
+    variable_key = request.query.get("variableKey")
+    if variable_key:
+        namespace, _, key = variable_key.partition("/")
+        value = instance.guest_attributes.get((namespace, key))
+        if value is None:
+            raise not_found(f"{path}/{variable_key}")
+        return reply({**body, "variableKey": variable_key, "variableValue": value})
+    query_path = request.query.get("queryPath", "")
+    namespace, _, key = query_path.partition("/")
+    items = [
+        {"namespace": ns, "key": k, "value": value}
+        for (ns, k), value in sorted(instance.guest_attributes.items())
+        if (not namespace or ns == namespace) and (not key or k == key)
+    ]
+    if not items:
+        raise not_found(f"{path}/{query_path}")
+    return reply({**body, "queryPath": query_path, "queryValue": {"items": items}})
+
+
 # -- autoscalers: none exist here, but gcloud looks them up when it shows a group -------------
 
 
@@ -554,6 +586,7 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
         r.add_get(p + scope + "/operations", list_operations)
         r.add_get(p + scope + "/operations/{name}", get_operation)
         r.add_post(p + scope + "/operations/{name}/wait", wait_operation)
+    r.add_get(p + "/zones/{zone}/instances/{name}/getGuestAttributes", get_guest_attributes)
     r.add_get(p + "/aggregated/instanceGroupManagers", aggregated_groups)
     r.add_get(p + "/aggregated/instanceGroups", aggregated_instance_groups)
     r.add_get(p + "/aggregated/autoscalers", aggregated_autoscalers)
@@ -576,4 +609,7 @@ def build_app(emulator: Emulator, reply_wait: float) -> web.Application:
     r.add_get(p + "/global/operations/{name}", get_operation)
     r.add_post(p + "/global/operations/{name}/wait", wait_operation)
     r.add_get(p + "/aggregated/operations", aggregated_operations)
+
+    # Cloud Monitoring's v3 REST API, for the load balancers' request counts (monitoring.py).
+    add_monitoring_routes(app, emulator.request_counts)
     return app

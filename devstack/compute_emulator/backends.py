@@ -19,6 +19,7 @@ from aiohttp import web
 from .clock import new_fingerprint, new_id, rfc3339_now
 from .groups import ManagedInstanceGroup
 from .instances import Instance
+from .monitoring import RequestCounts
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ _HOP_BY_HOP = {
 
 
 class BackendContext(Protocol):
+    @property
+    def request_counts(self) -> RequestCounts:
+        """Where the load balancer counts its answers (the Monitoring emulator reads them)."""
+        ...
+
     def group(self, group_path: str) -> ManagedInstanceGroup | None: ...
 
 
@@ -172,7 +178,10 @@ class BackendService:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         choice = self._pick()
+        counts = self.context.request_counts
         if choice is None:
+            # Counted as Cloud Load Balancing does: a request with no backend selected.
+            counts.record(self.project, self.name, None, 503)
             return web.Response(
                 status=503, text="no healthy backend\n", headers={"Via": "1.1 compute-emulator"}
             )
@@ -183,7 +192,11 @@ class BackendService:
         in_group.add(task)
         instance.in_flight += 1
         try:
-            return await self._forward(request, instance)
+            response = await self._forward(request, instance)
+            # Every answer on behalf of the group counts, the proxy's own 502/504 included: on
+            # Cloud Load Balancing those are the backend's failures too.
+            counts.record(self.project, self.name, group_path, response.status)
+            return response
         finally:
             instance.in_flight -= 1
             in_group.discard(task)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .clock import new_fingerprint, new_id, rfc3339_now
 from .health import HealthChecker, ProbeSpec
-from .instances import BootError, Instance, Release
+from .instances import RELEASE_ERROR_ATTRIBUTE, BootError, GuestRefusal, Instance, Release
 
 LOG = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ class ManagedInstanceGroup:
     async def _recreate(self, instance: Instance) -> None:
         await instance.stop()
         HealthChecker.reset(instance)
+        # A recreated VM is a new VM: what the old guest wrote is gone with it.
+        instance.guest_attributes.clear()
         instance.status = "PROVISIONING"
         await self._boot_until_started(instance)
         if instance.current_action == "RECREATING":
@@ -271,6 +273,16 @@ class ManagedInstanceGroup:
         while not self.deleted and instance.current_action != "DELETING":
             try:
                 await instance.boot()
+                return
+            except GuestRefusal as exc:
+                # Not a creation failure: the VM is up and its startup refused the release. Like
+                # a startup script it says so in a guest attribute; the health check, finding
+                # nothing listening, then has autohealing recreate the VM.
+                instance.guest_attributes[RELEASE_ERROR_ATTRIBUTE] = str(exc)
+                instance.status = "RUNNING"
+                instance.started_at = asyncio.get_running_loop().time()
+                instance.last_errors = []
+                instance.log(f"the release was refused at startup; nothing serves: {exc}")
                 return
             except BootError as exc:
                 message = str(exc)

@@ -104,13 +104,17 @@ class HealthChecker:
         while True:
             started = loop.time()
             port = instance.port
-            if instance.status != "RUNNING" or port is None or instance.started_at is None:
+            if instance.status != "RUNNING" or instance.started_at is None:
                 await asyncio.sleep(first_probe_after)
                 continue
             if started < instance.started_at + first_probe_after:
                 await asyncio.sleep(instance.started_at + first_probe_after - started)
                 continue
-            outcome, detail = await self._probe_once(spec, port)
+            if port is None:
+                # A VM that runs while its startup refused the release: nothing ever listens.
+                outcome, detail = "timeout", "nothing listens: the release did not start"
+            else:
+                outcome, detail = await self._probe_once(spec, port)
             probe = instance.probes.setdefault(spec.path, ProbeState())
             before = probe.state
             self._record(probe, spec, outcome, detail)

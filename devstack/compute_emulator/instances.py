@@ -12,12 +12,11 @@ import shutil
 import signal
 import socket
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
-
-from shared.artifact import ArtifactError, unpack_artifact
 
 from .clock import new_id, rfc3339_now
 
@@ -30,6 +29,8 @@ _SIMPLE_COMMAND = re.compile(r"^(?![^ ]*=)[A-Za-z0-9_./+-]+(\s[^;&|`\n]*)?$")
 _SHELL_BUILTINS = {"cd", "exec", "export", "set", "source", ".", "ulimit", "umask", "eval", "trap"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COPY_CHUNK_BYTES = 1024 * 1024
+# The Procfile's `web:` line, read as the startup script's sed does (first match wins).
+_WEB_LINE = re.compile(r"^\s*web:\s*(.*\S)\s*$", re.MULTILINE)
 
 
 def shell_command(web_command: str) -> str:
@@ -50,7 +51,24 @@ def _die_with_parent() -> None:
 
 
 class BootError(Exception):
-    """The instance cannot start its release; reported in the MIG's lastAttempt errors."""
+    """The instance cannot be created; reported in the MIG's lastAttempt errors and retried.
+
+    Compute Engine reports there what stops it from creating the VM itself; locally, also what
+    the emulator cannot do in the guest's place (fetch a gs:// artifact, read a missing file).
+    """
+
+
+class GuestRefusal(BootError):
+    """The instance booted, but its startup refused the release (the startup script's `die`).
+
+    As on Compute Engine, where startup-script failures never reach lastAttempt: the VM runs with
+    nothing serving, the refusal is written to the guest attribute `release/error` (read through
+    `instances.getGuestAttributes`), and autohealing recreates the VM when its health check fails.
+    """
+
+
+RELEASE_ERROR_ATTRIBUTE = ("release", "error")
+"""(namespace, key) of the guest attribute the startup script writes when it refuses a release."""
 
 
 @dataclass
@@ -87,6 +105,8 @@ class Instance:
     port: int | None = None
     started_at: float | None = None  # loop time the web process started, for initialDelaySec
     last_errors: list[dict[str, str]] = field(default_factory=list)
+    guest_attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, key) -> value, what the guest wrote to its metadata server; gone on recreate."""
     probes: dict[str, ProbeState] = field(default_factory=dict)
     probe_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     in_flight: int = 0
@@ -164,15 +184,12 @@ class Instance:
         actual = fetch_and_hash(source, fetched)
         if actual != expected:
             fetched.unlink(missing_ok=True)
-            raise BootError(
+            raise GuestRefusal(
                 f"artifact digest mismatch: {self.release.artifact_url} has sha256 {actual}, "
                 f"the release expects {expected}; the instance does not start it"
             )
         self.log(f"artifact verified (sha256 {actual})")
-        try:
-            return unpack_artifact(fetched, self.work_dir / "app")
-        except ArtifactError as exc:
-            raise BootError(str(exc)) from exc
+        return unpack(fetched, self.work_dir / "app", self.release.artifact_url or "")
 
     async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -220,7 +237,7 @@ class Instance:
 
 def artifact_path(url: str | None) -> str:
     if not url:
-        raise BootError("the instance template has no 'release-artifact' metadata item; nothing to run")
+        raise GuestRefusal("the instance template has no 'release-artifact' metadata item; nothing to run")
     parsed = urlparse(url)
     if parsed.scheme == "gs":
         raise BootError(
@@ -238,13 +255,35 @@ def artifact_path(url: str | None) -> str:
 def expected_sha256(value: str | None) -> str:
     """The template's digest, or BootError: an artifact is never run unverified."""
     if not value:
-        raise BootError(
+        raise GuestRefusal(
             "the instance template has no 'release-artifact-sha256' metadata item; "
             "an artifact is never run without its digest"
         )
     if not _SHA256.fullmatch(value):
-        raise BootError(f"release-artifact-sha256 {value!r} is not a SHA-256 (64 lowercase hex)")
+        raise GuestRefusal(f"release-artifact-sha256 {value!r} is not a SHA-256 (64 lowercase hex)")
     return value
+
+
+def unpack(artifact: Path, destination: Path, url: str) -> str:
+    """Unpack a verified artifact (CONTRACT §7) and return its Procfile's `web:` command.
+
+    The emulator's own reading of the contract, as the startup script has its own: the emulator
+    shares no code with the pipeline it stands in front of.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(artifact, mode="r:gz") as tar:
+            # The "data" filter refuses absolute paths, `..`, links out of the tree and devices.
+            tar.extractall(destination, filter="data")
+    except (tarfile.TarError, OSError) as exc:  # permanent for this release: tar fails on the VM too
+        raise GuestRefusal(f"artifact {url} cannot be unpacked: {exc}") from exc
+    procfile = destination / "Procfile"
+    if not procfile.is_file():
+        raise GuestRefusal(f"artifact {url} has no Procfile at its root")
+    web = _WEB_LINE.search(procfile.read_text(encoding="utf-8", errors="replace"))
+    if web is None:
+        raise GuestRefusal(f"artifact {url}: Procfile has no web: line")
+    return web.group(1)
 
 
 def fetch_and_hash(source: str, destination: Path) -> str:

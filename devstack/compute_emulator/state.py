@@ -19,6 +19,7 @@ from .clock import new_id, rfc3339_now
 from .errors import ApiError, already_exists, condition_not_met, in_use, invalid, not_found, required
 from .groups import ManagedInstanceGroup
 from .health import HealthChecker
+from .instances import Instance
 from .links import (
     BASE_INSTANCE_NAME_PATTERN,
     NAME_PATTERN,
@@ -27,6 +28,7 @@ from .links import (
     parse_reference,
     region_of_zone,
 )
+from .monitoring import RequestCounts
 from .operations import Operation, OperationRegistry, Work
 
 LOG = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class Emulator:
         self.health_checks: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, ManagedInstanceGroup] = {}
         self.services: dict[str, BackendService] = {}
+        self.request_counts = RequestCounts()
 
     # -- what groups and backend services ask --------------------------------------------------
 
@@ -391,6 +394,16 @@ class Emulator:
         if group is None:
             raise not_found(path)
         return group
+
+    def existing_instance(self, project: str, zone: str, name: str) -> Instance:
+        """An instance of any group, by zone and name (instances exist only in groups here)."""
+        for group in self.groups.values():
+            if group.project != project:
+                continue
+            for instance in group.instances:
+                if instance.zone == zone and instance.name == name:
+                    return instance
+        raise not_found(f"projects/{project}/zones/{zone}/instances/{name}")
 
     # -- backend services -------------------------------------------------------------------
 

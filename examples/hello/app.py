@@ -1,8 +1,14 @@
 """The sample app the pipeline deploys: `/` answers the release version, `/healthz` answers 200.
 
 Standard library only, so the artifact runs on any instance with a Python 3 interpreter.
+
+A file named FAULT beside this one injects a fault into `/` while `/healthz` stays fine, to show
+what release verification catches: `always` answers 500 on every `/` (its smoke check fails before
+the switch), `half` answers 500 on every other `/` (it passes one smoke check but fails its bake
+window under load).
 """
 
+import itertools
 import os
 import signal
 import sys
@@ -11,6 +17,16 @@ from pathlib import Path
 
 VERSION = os.environ.get("RELEASE_VERSION", "unknown")
 STATIC = Path(__file__).resolve().parent / "static"
+FAULT_FILE = Path(__file__).resolve().parent / "FAULT"
+FAULT = FAULT_FILE.read_text(encoding="utf-8").strip() if FAULT_FILE.is_file() else ""
+_requests = itertools.count()
+
+
+def fault_now() -> bool:
+    """Whether this request to `/` fails (`next` on a count is atomic under the GIL)."""
+    if FAULT == "always":
+        return True
+    return FAULT == "half" and next(_requests) % 2 == 1
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -22,6 +38,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz":
             self._send(200, b"ok\n", "text/plain")
+        elif self.path == "/" and fault_now():
+            self._send(500, b"injected fault\n", "text/plain")
         elif self.path == "/":
             self._send(200, f"{VERSION}\n".encode(), "text/plain")
         elif self.path.startswith("/static/") and (STATIC / self.path[len("/static/") :]).is_file():

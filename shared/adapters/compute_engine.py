@@ -32,6 +32,10 @@ RELEASE_ARTIFACT_KEY = "release-artifact"
 RELEASE_ARTIFACT_SHA256_KEY = "release-artifact-sha256"
 """The artifact's SHA-256: the instance (startup script, or the local emulator) checks the
 downloaded file against it before unpacking and never starts a release that differs."""
+RELEASE_ERROR_NAMESPACE = "release"
+"""Guest-attribute namespace where the startup script writes `error` when it refuses a release
+(e.g. "artifact digest mismatch"): Compute Engine does not report startup-script failures, so
+the guest reports them itself and group_health reads them back."""
 SERVING_PORT_NAME = "http"
 SERVING_PORT = 80
 """On GCP the startup script puts nginx on 80 in front of the app; the health check and the
@@ -72,6 +76,8 @@ def _translate(exc: BaseException, what: str) -> Exception:
     return ComputeUnavailable(f"{what}: {exc}")
 
 
+_EXISTS = (google_exceptions.Conflict,)
+_GONE = (google_exceptions.NotFound,)
 _API_ERRORS = (
     google_exceptions.GoogleAPIError,
     concurrent.futures.TimeoutError,
@@ -99,20 +105,32 @@ class ComputeEngine:
         self.templates = compute_v1.InstanceTemplatesClient(**options)
         self.groups = compute_v1.RegionInstanceGroupManagersClient(**options)
         self.backend_services = compute_v1.BackendServicesClient(**options)
+        self.instances = compute_v1.InstancesClient(**options)
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _await(self, operation: Any, what: str) -> None:
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except _API_ERRORS as exc:  # translated: 5xx/timeout transient, 4xx permanent
-            raise _translate(exc, what) from exc
-
-    def _call(self, call: Callable[[], Any], what: str) -> Any:
+    def _call(self, call: Callable[[], Any], what: str, *, expected: tuple[type[Exception], ...] = ()) -> Any:
+        """`call()`'s result, with every API error translated; None for an `expected` error."""
         try:
             return call()
-        except _API_ERRORS as exc:  # translated: 5xx/timeout transient, 4xx permanent
+        except expected as exc:  # not an error: what the caller allows for (409 on create, 404 on delete)
+            log.info("%s: %s", what, exc)
+            return None
+        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
             raise _translate(exc, what) from exc
+
+    def _finish(self, operation: Any) -> bool:
+        """Wait for a long-running operation, within the timeout (which raises)."""
+        operation.result(timeout=self.operation_timeout)
+        return True
+
+    def _create(self, insert: Callable[[], Any], what: str) -> None:
+        # Names derive from the deployment id, so a 409, from the call or from its operation, is
+        # the resource an earlier try of this step created: use it.
+        self._call(lambda: self._finish(insert()), what, expected=_EXISTS)
+
+    def _delete(self, delete: Callable[[], Any], what: str) -> None:
+        self._call(lambda: self._finish(delete()), what, expected=_GONE)
 
     def _template_link(self, name: str) -> str:
         return f"{API_ROOT}projects/{self.project}/global/instanceTemplates/{name}"
@@ -128,18 +146,17 @@ class ComputeEngine:
     def ensure_instance_template(
         self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
     ) -> None:
-        try:
-            base = self.templates.get(
+        base = self._call(
+            lambda: self.templates.get(
                 request=compute_v1.GetInstanceTemplateRequest(
                     project=self.project, instance_template=env.base_instance_template
                 )
-            )
-        except google_exceptions.NotFound as exc:  # permanent: the environment's base resources are missing
-            raise ComputeRefused(
-                f"base instance template {env.base_instance_template} does not exist"
-            ) from exc
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"reading base template {env.base_instance_template}") from exc
+            ),
+            f"reading base template {env.base_instance_template}",
+            expected=_GONE,
+        )
+        if base is None:  # permanent: the environment's base resources are missing
+            raise ComputeRefused(f"base instance template {env.base_instance_template} does not exist")
 
         properties_type = type(base.properties)
         properties = properties_type.deserialize(properties_type.serialize(base.properties))
@@ -157,34 +174,22 @@ class ComputeEngine:
             description=f"{env.app} {version} for {env.name}, from {env.base_instance_template}",
             properties=properties,
         )
-        try:
-            operation = self.templates.insert(
+        self._create(
+            lambda: self.templates.insert(
                 request=compute_v1.InsertInstanceTemplateRequest(
                     project=self.project, instance_template_resource=template
                 )
-            )
-        except google_exceptions.Conflict:  # expected on a retry: our own template exists; use it
-            log.info("instance template %s already exists", name)
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance template {name}") from exc
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except google_exceptions.Conflict:  # the same, reported by the operation
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance template {name}") from exc
+            ),
+            f"creating instance template {name}",
+        )
 
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
-        try:
-            operation = self.templates.delete(
+        self._delete(
+            lambda: self.templates.delete(
                 request=compute_v1.DeleteInstanceTemplateRequest(project=self.project, instance_template=name)
-            )
-        except google_exceptions.NotFound:  # already gone: deleting is idempotent
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"deleting instance template {name}") from exc
-        self._await(operation, f"deleting instance template {name}")
+            ),
+            f"deleting instance template {name}",
+        )
 
     # ---- managed instance groups ------------------------------------------------------------
 
@@ -205,42 +210,33 @@ class ComputeEngine:
                 )
             ],
         )
-        try:
-            operation = self.groups.insert(
+        self._create(
+            lambda: self.groups.insert(
                 request=compute_v1.InsertRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager_resource=manager
                 )
-            )
-        except google_exceptions.Conflict:  # expected on a retry: our own group exists; use it
-            log.info("instance group %s already exists", name)
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance group {name}") from exc
-        try:
-            operation.result(timeout=self.operation_timeout)
-        except google_exceptions.Conflict:  # expected on a retry: the operation found our own group
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"creating instance group {name}") from exc
+            ),
+            f"creating instance group {name}",
+        )
 
     def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth:
-        try:
+        def read() -> tuple[Any, list[Any]]:
             manager = self.groups.get(
                 request=compute_v1.GetRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager=name
                 )
             )
-            instances = list(
-                self.groups.list_managed_instances(
-                    request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
-                        project=self.project, region=env.region, instance_group_manager=name
-                    )
+            instances = self.groups.list_managed_instances(
+                request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
+                    project=self.project, region=env.region, instance_group_manager=name
                 )
             )
-        except google_exceptions.NotFound:  # permanent for this check: report it, the caller decides
+            return manager, list(instances)
+
+        found = self._call(read, f"reading instance group {name}", expected=_GONE)
+        if found is None:  # not an error here: the caller decides what a missing group means
             return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"reading instance group {name}") from exc
+        manager, instances = found
         healthy = 0
         errors: list[str] = []
         for instance in instances:
@@ -252,8 +248,13 @@ class ComputeEngine:
                 and all(s == "HEALTHY" for s in states)
             ):
                 healthy += 1
+            else:
+                # What the guest refused (its startup script's errors). Healthy instances are
+                # skipped: they serve the release, so their startup succeeded.
+                errors += self._guest_errors(instance)
             if instance.instance_status == "RUNNING":
                 continue  # a past failed attempt that a later one overcame
+            # What Compute Engine itself could not do (create the VM: quota, image, template...).
             for error in instance.last_attempt.errors.errors:
                 if error.code not in _TRANSIENT_INSTANCE_ERRORS:
                     errors.append(f"{instance.name or instance.instance}: {error.message or error.code}")
@@ -265,18 +266,42 @@ class ComputeEngine:
             errors=tuple(dict.fromkeys(errors)),
         )
 
+    def _guest_errors(self, managed: compute_v1.ManagedInstance) -> list[str]:
+        """The `release/` guest attributes of one managed instance, as "<instance>: <message>"."""
+        location = instance_location(managed.instance)
+        if location is None or not managed.instance_status:
+            return []  # the VM does not exist yet: no guest has written anything
+        zone, name = location
+        attributes = self._call(
+            lambda: self.instances.get_guest_attributes(
+                request=compute_v1.GetGuestAttributesInstanceRequest(
+                    project=self.project,
+                    zone=zone,
+                    instance=name,
+                    query_path=f"{RELEASE_ERROR_NAMESPACE}/",
+                )
+            ),
+            f"reading the guest attributes of {name}",
+            # Not an error: the namespace exists only once the guest wrote to it (or the VM went).
+            expected=_GONE,
+        )
+        if attributes is None:
+            return []
+        return [
+            f"{name}: {entry.value}"
+            for entry in attributes.query_value.items
+            if entry.namespace == RELEASE_ERROR_NAMESPACE and entry.key == "error" and entry.value
+        ]
+
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
-        try:
-            operation = self.groups.delete(
+        self._delete(
+            lambda: self.groups.delete(
                 request=compute_v1.DeleteRegionInstanceGroupManagerRequest(
                     project=self.project, region=env.region, instance_group_manager=name
                 )
-            )
-        except google_exceptions.NotFound:  # already gone: deleting is idempotent
-            return
-        except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, f"deleting instance group {name}") from exc
-        self._await(operation, f"deleting instance group {name}")
+            ),
+            f"deleting instance group {name}",
+        )
 
     # ---- listings (leak collection) ---------------------------------------------------------
 
@@ -325,37 +350,27 @@ class ComputeEngine:
     ) -> None:
         """Read-modify-write of the backends, guarded by the fingerprint: a 412 re-reads."""
         for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._call(
-                lambda: self.backend_services.get(
-                    request=compute_v1.GetBackendServiceRequest(
-                        project=self.project, backend_service=env.backend_service
-                    )
-                ),
-                f"reading backend service {env.backend_service}",
-            )
+            service = self._backend_service(env)
             backends = change(list(service.backends))
             if backends is None:
                 return
-            patch = compute_v1.BackendService(backends=backends, fingerprint=service.fingerprint)
-            try:
-                operation = self.backend_services.patch(
-                    request=compute_v1.PatchBackendServiceRequest(
-                        project=self.project,
-                        backend_service=env.backend_service,
-                        backend_service_resource=patch,
-                    )
-                )
-                operation.result(timeout=self.operation_timeout)
+            request = compute_v1.PatchBackendServiceRequest(
+                project=self.project,
+                backend_service=env.backend_service,
+                backend_service_resource=compute_v1.BackendService(
+                    backends=backends, fingerprint=service.fingerprint
+                ),
+            )
+            # A 412: someone changed the backends since we read them; read them again.
+            if self._call(self._patch(request), what, expected=(google_exceptions.PreconditionFailed,)):
                 return
-            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
-                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
-                continue
-            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-                raise _translate(exc, what) from exc
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
 
-    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
-        service = self._call(
+    def _patch(self, request: compute_v1.PatchBackendServiceRequest) -> Callable[[], bool]:
+        return lambda: self._finish(self.backend_services.patch(request=request))
+
+    def _backend_service(self, env: EnvironmentConfig) -> compute_v1.BackendService:
+        return self._call(
             lambda: self.backend_services.get(
                 request=compute_v1.GetBackendServiceRequest(
                     project=self.project, backend_service=env.backend_service
@@ -363,7 +378,9 @@ class ComputeEngine:
             ),
             f"reading backend service {env.backend_service}",
         )
-        return [self._group_name(backend) for backend in service.backends]
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        return [self._group_name(backend) for backend in self._backend_service(env).backends]
 
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
         link = self.group_link(env, name)
@@ -393,6 +410,42 @@ class ComputeEngine:
         self._change_backends(env, keep, f"detaching all but {name} from {env.backend_service}")
         return removed
 
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        # A patch cannot empty the list (an empty repeated field is left out of the request, so it
+        # would change nothing): replace the whole resource instead, guarded by its fingerprint.
+        what = f"detaching {name} from {env.backend_service}"
+        for _attempt in range(MAX_FINGERPRINT_RETRIES):
+            service = self._call(
+                lambda: self.backend_services.get(
+                    request=compute_v1.GetBackendServiceRequest(
+                        project=self.project, backend_service=env.backend_service
+                    )
+                ),
+                f"reading backend service {env.backend_service}",
+            )
+            if not any(self._is_group(b, name) for b in service.backends):
+                return
+            replacement = type(service).deserialize(type(service).serialize(service))
+            kept = [b for b in service.backends if not self._is_group(b, name)]
+            del replacement.backends[:]
+            replacement.backends.extend(kept)
+            try:
+                operation = self.backend_services.update(
+                    request=compute_v1.UpdateBackendServiceRequest(
+                        project=self.project,
+                        backend_service=env.backend_service,
+                        backend_service_resource=replacement,
+                    )
+                )
+                operation.result(timeout=self.operation_timeout)
+                return
+            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
+                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
+                continue
+            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
+                raise _translate(exc, what) from exc
+        raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         response = self._call(
             lambda: self.backend_services.get_health(
@@ -419,3 +472,17 @@ def _created_at(timestamp: str) -> datetime | None:
     except ValueError:  # permanent for this resource: without a time it is simply left alone
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def instance_location(link: str) -> tuple[str, str] | None:
+    """(zone, name) of an instance URL; None for anything else.
+
+    >>> instance_location("https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-a/instances/vm-1")
+    ('us-central1-a', 'vm-1')
+    >>> instance_location("") is None
+    True
+    """
+    parts = link.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-4] == "zones" and parts[-2] == "instances":
+        return parts[-3], parts[-1]
+    return None

@@ -28,6 +28,7 @@ from shared.domain.records import (
     release_key,
 )
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import Verification, VerificationState
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 
@@ -44,6 +45,8 @@ _RETRYABLE = (
     google_exceptions.ResourceExhausted,
     google_exceptions.Unknown,
 )
+TRANSIENT_ERRORS = _RETRYABLE
+"""Firestore errors worth retrying: every Firestore adapter raises them as StoreUnavailable."""
 
 
 class StoreUnavailable(TransientError):
@@ -69,6 +72,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "rollback_of": d.rollback_of,
         "triggered_by": d.triggered_by,
         "history": [{"status": str(h.status), "at": h.at, "detail": h.detail} for h in d.history],
+        "verification": verification_to_document(d.verification),
         # CONTRACT v2 §6
         "artifact_sha256": d.artifact_sha256,
         "committed_at": d.committed_at,
@@ -166,6 +170,37 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         last_kick_at=doc.get("last_kick_at"),
         artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
+        verification=verification_from_document(doc.get("verification")),
+    )
+
+
+def verification_to_document(v: Verification | None) -> dict[str, Any] | None:
+    """CONTRACT §6: null, or {state, detail, checked_at} plus what was measured."""
+    if v is None:
+        return None
+    return {
+        "state": str(v.state),
+        "detail": v.detail,
+        "checked_at": v.checked_at,
+        "ends_at": v.ends_at,
+        "requests": v.requests,
+        "server_errors": v.server_errors,
+        "error_ratio": v.error_ratio,
+        "metrics": v.metrics,
+    }
+
+
+def verification_from_document(doc: Any) -> Verification | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return Verification(
+        state=VerificationState(doc["state"]),
+        detail=doc.get("detail") or "",
+        checked_at=doc["checked_at"],
+        ends_at=doc.get("ends_at") or doc["checked_at"],
+        requests=doc.get("requests"),
+        server_errors=doc.get("server_errors"),
+        metrics=bool(doc.get("metrics", True)),
     )
 
 
@@ -371,6 +406,11 @@ class FirestoreStore:
     def from_environment(cls, project: str) -> FirestoreStore:
         # FIRESTORE_EMULATOR_HOST, when set, points the client at the emulator.
         return cls(firestore.Client(project=project))
+
+    @property
+    def client(self) -> firestore.Client:
+        """For other adapters of the same database (one connection per function instance)."""
+        return self._client
 
     def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:
         """The declared query with its filter values; the only way this adapter queries."""

@@ -11,6 +11,8 @@ import os
 
 from shared.config import (
     ENV_COMPUTE_EMULATOR_HOST,
+    ENV_MONITORING_EMULATOR_HOST,
+    ENV_NOTIFICATIONS_FILE,
     ENV_PROJECT,
     ENV_ROLLBACK_AUDIENCE,
     ConfigError,
@@ -18,6 +20,7 @@ from shared.config import (
     load_pipeline_config,
     parse_audiences,
 )
+from shared.usecases.notify import NotifyServices
 from shared.usecases.services import Services
 
 
@@ -38,18 +41,48 @@ def services() -> Services:
     from shared.adapters.clock import SystemClock
     from shared.adapters.compute_engine import ComputeEngine
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.http_probe import HttpSmokeProbe
+    from shared.adapters.monitoring import CloudMonitoring
     from shared.adapters.pubsub_publisher import PubSubPublisher
 
     project = project_id()
     config = pipeline_config()
-    compute_host = os.environ.get(ENV_COMPUTE_EMULATOR_HOST, "").strip()
-    if compute_host and ("/" in compute_host or ":" not in compute_host):
-        raise ConfigError(f"{ENV_COMPUTE_EMULATOR_HOST}: expected host:port, got {compute_host!r}")
+    compute_host = _emulator_host(ENV_COMPUTE_EMULATOR_HOST)
+    monitoring_host = _emulator_host(ENV_MONITORING_EMULATOR_HOST)
     return Services(
         config=config,
         store=FirestoreStore.from_environment(project),
         compute=ComputeEngine(project, endpoint=f"http://{compute_host}" if compute_host else None),
         publisher=PubSubPublisher(project),
+        clock=SystemClock(),
+        metrics=CloudMonitoring(project, endpoint=f"http://{monitoring_host}" if monitoring_host else None),
+        probe=HttpSmokeProbe(),
+    )
+
+
+def _emulator_host(variable: str) -> str:
+    """An emulator's host:port from `variable`, or "" where the real API is used."""
+    host = os.environ.get(variable, "").strip()
+    if host and ("/" in host or ":" not in host):
+        raise ConfigError(f"{variable}: expected host:port, got {host!r}")
+    return host
+
+
+@functools.cache
+def notify_services() -> NotifyServices:
+    """`on_notify` reads the records and keeps its ledger; it needs no Compute and no publisher."""
+    from shared.adapters.clock import SystemClock
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.notification_channels import ConfiguredChannels
+    from shared.adapters.notification_ledger import FirestoreNotificationLedger
+
+    config = pipeline_config()
+    store = FirestoreStore.from_environment(project_id())
+    return NotifyServices(
+        config=config,
+        store=store,
+        ledger=FirestoreNotificationLedger(store.client),
+        channels=ConfiguredChannels(config, os.environ.get(ENV_NOTIFICATIONS_FILE, "").strip() or None),
         clock=SystemClock(),
     )
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.versioning import Bump
 
 MAX_MESSAGE_BYTES = 64 * 1024
 # Used with `fullmatch` only: the whole value must match, a trailing newline included.
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,29}")
 COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 ARTIFACT_PATTERN = re.compile(r"(?:gs://[a-z0-9][a-z0-9._-]{1,221}/|file:///)\S+\.(?:tar\.gz|tgz)")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,29}")
+"""App and environment names (CONTRACT §3), matched as a whole string (`fullmatch`): they become
+parts of deployment ids, Compute Engine names and record keys.
+
+>>> bool(NAME_PATTERN.fullmatch("hello-2")), bool(NAME_PATTERN.fullmatch("Hello"))
+(True, False)
+"""
 
 
 def deployment_id_for(app: str, environment: str, build_id: str) -> str:

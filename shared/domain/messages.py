@@ -1,11 +1,30 @@
-"""The internal step messages (`start-rolling-replace`, `cool-down-complete`)."""
+"""The internal step messages (`start-rolling-replace`, `cool-down-complete`), and how any raw
+message is kept on a record.
+
+A step message names its deployment only: the step reads everything else, the cool-down's end
+included, from the deployment record, which a late or duplicate message cannot contradict.
+(Messages published by earlier versions may still carry `not_before`; it is ignored.)
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
+
+MAX_STORED_PAYLOAD = 4096
+"""Bytes of a raw message kept on its record (rejected or dead-lettered events)."""
+
+
+def stored_payload(data: bytes) -> str:
+    r"""A raw message as text for its record: at most MAX_STORED_PAYLOAD bytes, decoded leniently.
+
+    >>> stored_payload(b'{"app": "caf\xc3"}')
+    '{"app": "caf\ufffd"}'
+    >>> len(stored_payload(b"x" * 5000))
+    4096
+    """
+    return data[:MAX_STORED_PAYLOAD].decode("utf-8", errors="replace")
 
 
 class InvalidStepMessage(ValueError):
@@ -17,7 +36,6 @@ class StepMessage:
     deployment_id: str
     app: str
     environment: str
-    not_before: datetime | None = None
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:
         body: dict[str, Any] = {
@@ -25,8 +43,6 @@ class StepMessage:
             "app": self.app,
             "environment": self.environment,
         }
-        if self.not_before is not None:
-            body["not_before"] = self.not_before.isoformat()
         attributes = {"deployment_id": self.deployment_id, "app": self.app, "environment": self.environment}
         return json.dumps(body, sort_keys=True).encode(), attributes
 
@@ -41,12 +57,4 @@ class StepMessage:
         for key in ("deployment_id", "app", "environment"):
             if not isinstance(raw.get(key), str) or not raw[key]:
                 raise InvalidStepMessage(f"step message lacks {key}")
-        not_before = None
-        if raw.get("not_before") is not None:
-            try:
-                not_before = datetime.fromisoformat(str(raw["not_before"]))
-            except ValueError as exc:  # permanent: never decodes
-                raise InvalidStepMessage(f"not_before is not an ISO timestamp: {exc}") from exc
-            if not_before.tzinfo is None:
-                raise InvalidStepMessage("not_before has no timezone")
-        return cls(raw["deployment_id"], raw["app"], raw["environment"], not_before)
+        return cls(raw["deployment_id"], raw["app"], raw["environment"])

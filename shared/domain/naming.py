@@ -11,7 +11,8 @@ import hashlib
 import re
 
 MAX_NAME = 63
-_VALID = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+COMPUTE_NAME_PATTERN = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+"""A Compute Engine resource name (RFC 1035), matched as a whole string (`fullmatch`)."""
 
 
 def _derived(deployment_id: str, suffix: str) -> str:
@@ -22,7 +23,7 @@ def _derived(deployment_id: str, suffix: str) -> str:
         digest = hashlib.sha256(deployment_id.encode()).hexdigest()[:8]
         keep = MAX_NAME - len(suffix) - len(digest) - 2
         name = f"{deployment_id[:keep].rstrip('-')}-{digest}-{suffix}"
-    if not _VALID.fullmatch(name):
+    if not COMPUTE_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"{deployment_id!r} does not give a valid Compute Engine name ({name!r})")
     return name
 
@@ -44,4 +45,4 @@ def instance_group_name(deployment_id: str) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(_VALID.fullmatch(name)) and len(name) <= MAX_NAME
+    return bool(COMPUTE_NAME_PATTERN.fullmatch(name)) and len(name) <= MAX_NAME

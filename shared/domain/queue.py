@@ -44,19 +44,21 @@ def admit(
 
 
 @dataclass(frozen=True)
-class Handover:
+class NextInLine:
+    """Who takes the environment when its deployment ends, and who still waits behind it."""
+
     next_deployment_id: str | None
     queue: tuple[str, ...]
 
 
-def release_lock(queue: Sequence[str]) -> Handover:
+def release_lock(queue: Sequence[str]) -> NextInLine:
     """When the running deployment ends, the oldest waiting one (there is at most one) goes next.
 
     >>> release_lock(["d3"])
-    Handover(next_deployment_id='d3', queue=())
+    NextInLine(next_deployment_id='d3', queue=())
     >>> release_lock([])
-    Handover(next_deployment_id=None, queue=())
+    NextInLine(next_deployment_id=None, queue=())
     """
     if not queue:
-        return Handover(next_deployment_id=None, queue=())
-    return Handover(next_deployment_id=queue[0], queue=tuple(queue[1:]))
+        return NextInLine(next_deployment_id=None, queue=())
+    return NextInLine(next_deployment_id=queue[0], queue=tuple(queue[1:]))

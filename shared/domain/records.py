@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.status import FINISHED, DeploymentStatus, check_transition
+from shared.domain.verification import Verification, VerificationState
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ class Deployment:
     """SHA-256 of the artifact (from the build, kept by its release): the instance verifies it."""
     committed_at: datetime | None = None
     """When the deployed commit was made, as the build reported it (lead time)."""
+    verification: Verification | None = None
+    """The bake window's verdict once live (CONTRACT §9); None when it has no bake window."""
+
+    @property
+    def baking(self) -> bool:
+        """Live and still in its bake window: it keeps the environment lock until the verdict."""
+        return (
+            self.status is DeploymentStatus.LIVE
+            and self.verification is not None
+            and self.verification.state is VerificationState.PENDING
+        )
 
     @classmethod
     def queued(

@@ -30,6 +30,12 @@ class NothingToRollBack(RollbackRefused):
     http_status = 409
 
 
+class TargetWithoutDigest(RollbackRefused):
+    """409: the target release has no artifact digest (recorded before CONTRACT v2)."""
+
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class RollbackTarget:
     version: str

@@ -3,9 +3,12 @@
     queued → provisioning → cooling_down → switching → live → retired
     queued → cancelled (a newer build superseded it)
     queued | provisioning | cooling_down → failed
+    live → rolled_back (failed its bake window; traffic went back to the previous release)
 
 `switching` cannot fail: by then traffic may already reach green, so the switch is retried
-until it completes rather than abandoned half-way.
+until it completes rather than abandoned half-way. A failing smoke check fails a deployment
+in `cooling_down`, before any user request reaches it; a breach of the bake window happens
+after the switch, so it is not a failure of the switch but a return of traffic: `rolled_back`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class DeploymentStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RETIRED = "retired"
+    ROLLED_BACK = "rolled_back"
 
 
 S = DeploymentStatus
@@ -31,10 +35,11 @@ ALLOWED_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     S.PROVISIONING: frozenset({S.COOLING_DOWN, S.FAILED}),
     S.COOLING_DOWN: frozenset({S.SWITCHING, S.FAILED}),
     S.SWITCHING: frozenset({S.LIVE}),
-    S.LIVE: frozenset({S.RETIRED}),
+    S.LIVE: frozenset({S.RETIRED, S.ROLLED_BACK}),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
     S.RETIRED: frozenset(),
+    S.ROLLED_BACK: frozenset(),
 }
 
 IN_PROGRESS: frozenset[DeploymentStatus] = frozenset({S.QUEUED, S.PROVISIONING, S.COOLING_DOWN, S.SWITCHING})

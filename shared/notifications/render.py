@@ -37,6 +37,9 @@ _STATUS_EMOJI = {
     "live": ":white_check_mark:",
     "failed": ":x:",
     "cancelled": ":fast_forward:",
+    "rolled_back": ":rewind:",
+    "verification_failed": ":rotating_light:",
+    "verified": ":white_check_mark:",
     "rejected": ":no_entry:",
     "dead_lettered": ":rotating_light:",
     "collected": ":broom:",
@@ -68,6 +71,15 @@ def headline(notification: Notification) -> str:
         return f"{n.subject} failed on {where}{reason}"
     if n.status == "cancelled":
         return f"{n.subject} was cancelled on {where}" + (f": {detail}" if detail else "")
+    if n.status == "rolled_back":
+        # The one alert of an automatic rollback: what was seen, and what serves now.
+        return f"{n.subject} failed its bake window on {where} and was rolled back" + (
+            f": {detail}" if detail else ""
+        )
+    if n.status == "verification_failed":
+        return f"{n.subject} failed its bake window on {where}" + (f": {detail}" if detail else "")
+    if n.status == "verified":
+        return f"{n.subject} passed its bake window on {where}" + (f" ({detail})" if detail else "")
     return f"{n.subject} on {where}: {n.status.replace('_', ' ')}" + (f" ({detail})" if detail else "")
 
 

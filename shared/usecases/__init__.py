@@ -4,11 +4,12 @@
   and the deployment, take the environment lock or queue (newest wins); `reject_build_event`
   records and announces bad input.
 - `provision.start_rolling_replace`: the release's instance template and green MIG, then
-  `cooling_down` and a `cool-down-complete` message carrying `not_before`.
+  `cooling_down` (the record holds when the cool-down ends) and a `cool-down-complete` message.
 - `switch.complete_cool_down`: `NotReadyYet` until green is healthy and the cool-down is over;
   then attach green, detach the rest, `live`, retire blue, hand the lock over, notify.
 - `lifecycle.fail_deployment`: delete green, `failed`, hand the lock over, notify.
 - `watchdog.run_watchdog`: deadlines, stalled steps, lost hand-overs, deferred blue cleanup.
 - `rollback.request_rollback`: republish the target release's event as a new build.
 - `dead_letter.record_dead_letter`: record and announce an event that exhausted its retries.
+- `notify.notify_team`: enrich a notify event from the records, deliver it once per channel.
 """

@@ -11,6 +11,7 @@ from shared import topology
 from shared.domain.artifact_origin import artifact_origin_problem
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
+from shared.domain.messages import stored_payload
 from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.status import DeploymentStatus
@@ -23,8 +24,6 @@ from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step
 
 log = get_logger("admit_build")
-
-MAX_STORED_PAYLOAD = 4096
 
 
 class Outcome(StrEnum):
@@ -106,8 +105,9 @@ def _admit(
     release = tx.release_for_commit(event.app, event.commit)
     # A commit's release is one set of bytes: the first build fixes its digest, and a later build
     # (a redeploy, a rollback) must bring the same one. A release recorded before digests existed
-    # has none; the build's digest is then what the instance checks.
+    # has none: the first build that brings one fixes it from then on.
     artifact_sha256 = event.artifact_sha256
+    pinned_release: Release | None = None
     if release is not None and release.artifact_sha256:
         if release.artifact_sha256 != event.artifact_sha256:
             return _Refused(
@@ -115,6 +115,8 @@ def _admit(
                 f"{release.artifact_sha256}; this build brings {event.artifact_sha256}, a different artifact"
             )
         artifact_sha256 = release.artifact_sha256
+    elif release is not None:
+        pinned_release = replace(release, artifact_sha256=event.artifact_sha256)
     new_release: Release | None = None
     if release is None:
         first_version = services.config.apps[event.app].first_version
@@ -184,6 +186,8 @@ def _admit(
 
     if new_release is not None:
         tx.put_release(new_release)
+    if pinned_release is not None:
+        tx.put_release(pinned_release)
     for superseded in cancelled:
         tx.put_deployment(superseded)
     tx.put_deployment(deployment)
@@ -200,7 +204,7 @@ def reject_build_event(
         RejectedEvent(
             event_id=event_id,
             reason=reason,
-            payload=data[:MAX_STORED_PAYLOAD].decode("utf-8", errors="replace"),
+            payload=stored_payload(data),
             attributes=dict(attributes),
             received_at=received_at,
             topic=topology.BUILD_SUCCEEDED,

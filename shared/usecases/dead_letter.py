@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shared import topology
+from shared.domain.messages import stored_payload
 from shared.logging import get_logger
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyMessageError, NotifyRequest
 from shared.ports import DeadLetteredEvent
@@ -22,7 +23,6 @@ from shared.usecases.services import Services, publish_notify
 
 log = get_logger("dead_letter")
 
-MAX_STORED_PAYLOAD = 4096
 SOURCE_SUBSCRIPTION_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
 DELIVERY_ATTEMPT_ATTRIBUTE = "CloudPubSubDeadLetterSourceDeliveryCount"
 UNDELIVERED_KEY_PREFIX = "undelivered:"
@@ -37,7 +37,7 @@ def record_dead_letter(
         topic=topic,
         subscription=attributes.get(SOURCE_SUBSCRIPTION_ATTRIBUTE),
         delivery_attempts=int(attempts_text) if attempts_text and attempts_text.isdigit() else None,
-        payload=data[:MAX_STORED_PAYLOAD].decode("utf-8", errors="replace"),
+        payload=stored_payload(data),
         attributes=dict(attributes),
         received_at=services.clock.now(),
     )

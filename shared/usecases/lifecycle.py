@@ -22,6 +22,8 @@ FAILABLE = (DeploymentStatus.QUEUED, DeploymentStatus.PROVISIONING, DeploymentSt
 
 @dataclass(frozen=True)
 class Handover:
+    """The environment after its deployment ended, and the deployment that takes it over."""
+
     state: EnvironmentState
     next_deployment: Deployment | None
     """The next deployment, changed: started (`provisioning`), or still `queued` with a line
@@ -56,10 +58,10 @@ def hand_over_lock(
     if state.active_deployment_id != ending_id:
         queue = tuple(d for d in state.queue if d != ending_id)
         return Handover(replace(state, queue=queue, updated_at=now), None)
-    handover = release_lock(state.queue)
+    in_line = release_lock(state.queue)
     next_deployment = None
-    if handover.next_deployment_id is not None:
-        waiting = tx.deployment(handover.next_deployment_id)
+    if in_line.next_deployment_id is not None:
+        waiting = tx.deployment(in_line.next_deployment_id)
         if waiting is not None and waiting.status is DeploymentStatus.QUEUED:
             if not may_start_now(policy, now, rollback=waiting.rollback_of is not None):
                 return Handover(
@@ -67,7 +69,7 @@ def hand_over_lock(
                         state,
                         active_deployment_id=None,
                         locked_at=None,
-                        queue=(waiting.deployment_id, *handover.queue),
+                        queue=(waiting.deployment_id, *in_line.queue),
                         updated_at=now,
                     ),
                     held_for_window(waiting, policy, now),
@@ -80,7 +82,7 @@ def hand_over_lock(
             state,
             active_deployment_id=next_deployment.deployment_id if next_deployment else None,
             locked_at=now if next_deployment else None,
-            queue=handover.queue,
+            queue=in_line.queue,
             updated_at=now,
         ),
         next_deployment,
@@ -96,9 +98,12 @@ def start_next(services: Services, next_deployment: Deployment | None) -> None:
 def delete_green(services: Services, deployment: Deployment) -> None:
     """Delete the deployment's group and template (derived names, so even a half-made green)."""
     env = services.environment_config(deployment.app, deployment.environment)
-    services.compute.delete_instance_group(
-        env, deployment.instance_group or instance_group_name(deployment.deployment_id)
-    )
+    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    preview = env.preview()
+    if preview is not None:
+        # Compute Engine refuses to delete a group a backend service still uses.
+        services.compute.detach_group(preview, group)
+    services.compute.delete_instance_group(env, group)
     services.compute.delete_instance_template(
         env, deployment.instance_template or instance_template_name(deployment.deployment_id)
     )

@@ -55,6 +55,12 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
             artifact_sha256=deployment.artifact_sha256,
         )
         services.compute.ensure_instance_group(env, group, template=template)
+        preview = env.preview()
+        if preview is not None:
+            # Green is reachable before the switch only through the preview, where its smoke
+            # checks run; an earlier release's green left there goes.
+            services.compute.attach_group(preview, group)
+            services.compute.keep_only_group(preview, group)
     except PermanentError as exc:  # permanent: configuration or request refused; retrying cannot help
         fail_deployment(services, deployment.deployment_id, f"cannot create green: {exc}")
         return None

@@ -9,7 +9,8 @@ from shared import topology
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_payload
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.records import Deployment
-from shared.domain.rollback import UnknownTarget, choose_rollback_target
+from shared.domain.redeploy import missing_digest_problem
+from shared.domain.rollback import TargetWithoutDigest, UnknownTarget, choose_rollback_target
 from shared.logging import bind, get_logger
 from shared.usecases.services import Services
 
@@ -32,7 +33,8 @@ def request_rollback(
     to_version: str | None = None,
     reason: str | None = None,
 ) -> RollbackAccepted:
-    """Publish the target release's event; raises `RollbackRefused` subclasses (404, 409)."""
+    """Publish the target release's event; raises `RollbackRefused` subclasses (404, 409: also
+    for a release recorded before artifact digests, which no instance would start)."""
     if services.config.environment(app, environment) is None:
         raise UnknownTarget(f"unknown app or environment {app}/{environment}")
     state = services.store.get_environment(app, environment)
@@ -46,6 +48,11 @@ def request_rollback(
         services.store.released_versions(app),
     )
     source_event = _source_event(services, app, environment, target.version, target.source)
+    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
+    # the caller a rollback is under way while nothing happens.
+    problem = missing_digest_problem(target.version, source_event.commit, source_event.artifact_sha256)
+    if problem is not None:
+        raise TargetWithoutDigest(problem)
     build_id = f"rollback-{uuid.uuid4().hex}"
     event = source_event.as_rollback(
         build_id=build_id, rollback_of=live_id or "", triggered_by=caller, reason=reason

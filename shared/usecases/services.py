@@ -10,7 +10,7 @@ from shared.domain.messages import StepMessage
 from shared.domain.records import Deployment
 from shared.logging import get_logger
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
-from shared.ports import Clock, Compute, PermanentError, Publisher, Store
+from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
 
 log = get_logger("usecases")
 
@@ -34,6 +34,10 @@ class Services:
     compute: Compute
     publisher: Publisher
     clock: Clock
+    metrics: Metrics | None = None
+    """The load balancer's request counts (Cloud Monitoring); None: verification by health only."""
+    probe: SmokeProbe | None = None
+    """Sends smoke checks to the preview; required where an environment declares any."""
 
     def environment_config(self, app: str, environment: str) -> EnvironmentConfig:
         env = self.config.environment(app, environment)
@@ -44,10 +48,7 @@ class Services:
 
 def publish_step(services: Services, topic: str, deployment: Deployment) -> None:
     message = StepMessage(
-        deployment_id=deployment.deployment_id,
-        app=deployment.app,
-        environment=deployment.environment,
-        not_before=deployment.not_before if topic == topology.COOL_DOWN_COMPLETE else None,
+        deployment_id=deployment.deployment_id, app=deployment.app, environment=deployment.environment
     )
     data, attributes = message.to_message()
     message_id = services.publisher.publish(topic, data, attributes)

@@ -1,19 +1,29 @@
-"""on_cool_down_complete: once green is healthy and the cool-down is over, move traffic to it."""
+"""on_cool_down_complete: once green is healthy, the cool-down over and its smoke checks passed,
+move traffic to it. With a bake window, green keeps the environment lock after the switch until
+the bake step's verdict (shared/usecases/bake.py)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 
+from shared import topology
 from shared.config import EnvironmentConfig
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.records import Deployment
 from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import (
+    AUTOMATIC_ROLLBACK_ACTOR,
+    Verification,
+    VerificationState,
+    smoke_check_failure,
+)
 from shared.logging import get_logger
-from shared.ports import Transaction
+from shared.ports import PermanentError, Transaction
 from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
-from shared.usecases.services import NotReadyYet, Services, notify_status
+from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
 log = get_logger("switch")
 
@@ -25,7 +35,7 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         log.error("no such deployment; dropping the message")
         return None
     if deployment.status is DeploymentStatus.LIVE:
-        notify_status(services, deployment)  # a redelivery after a lost notification; deduplicated
+        announce_live(services, deployment)  # a redelivery after a lost notification; deduplicated
         return deployment
     if deployment.status is DeploymentStatus.FAILED:
         notify_status(services, deployment)
@@ -55,13 +65,41 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
             )
         if not health.all_healthy:
             raise NotReadyYet(f"green {health.healthy}/{health.target_size} healthy")
-        deployment = _to_switching(services, deployment)
+        smoke_detail = ""
+        if env.smoke_checks and not _adopted(deployment):
+            failure = _smoke_checks(services, env, group)
+            if failure is not None:
+                # No user request has reached green: it was attached to the preview only.
+                return fail_deployment(services, deployment.deployment_id, failure)
+            smoke_detail = f"; {len(env.smoke_checks)} smoke check(s) passed on the preview"
+        deployment = _to_switching(services, deployment, smoke_detail)
         if deployment.status is not DeploymentStatus.SWITCHING:
             return deployment
-    return _switch(services, env, deployment, group)
+    return switch_traffic(services, env, deployment, group)
 
 
-def _to_switching(services: Services, deployment: Deployment) -> Deployment:
+def _adopted(deployment: Deployment) -> bool:
+    """A rollback that took over a retained group: it passed its checks and served until lately."""
+    return deployment.instance_group not in (None, instance_group_name(deployment.deployment_id))
+
+
+def _smoke_checks(services: Services, env: EnvironmentConfig, group: str) -> str | None:
+    """Run the environment's smoke checks against green through the preview; the first failure."""
+    preview = env.preview()
+    if preview is None or services.probe is None:
+        raise PermanentError(f"{env.key} declares smoke checks but has no preview or no probe wired")
+    services.compute.attach_group(preview, group)  # no-op when provisioning attached it already
+    if not services.compute.serving_healthy(preview, group):
+        raise NotReadyYet("green is healthy; the preview does not route to it yet")
+    for check in env.smoke_checks:
+        failure = smoke_check_failure(check, services.probe.request(preview.url, check))
+        if failure is not None:
+            log.warning(failure)
+            return failure
+    return None
+
+
+def _to_switching(services: Services, deployment: Deployment, detail: str = "") -> Deployment:
     now = services.clock.now()
 
     def work(tx: Transaction) -> Deployment | None:
@@ -70,7 +108,9 @@ def _to_switching(services: Services, deployment: Deployment) -> Deployment:
             return None
         if current.status is not DeploymentStatus.COOLING_DOWN:
             return current
-        switching = current.advance(DeploymentStatus.SWITCHING, now, "green healthy; switching traffic")
+        switching = current.advance(
+            DeploymentStatus.SWITCHING, now, f"green healthy{detail}; switching traffic"
+        )
         tx.put_deployment(switching)
         return switching
 
@@ -78,18 +118,28 @@ def _to_switching(services: Services, deployment: Deployment) -> Deployment:
     return result or deployment
 
 
-def _switch(
+def switch_traffic(
     services: Services, env: EnvironmentConfig, deployment: Deployment, group: str
 ) -> Deployment | None:
+    """Move the environment's traffic to `group` for a deployment in `switching`, and record it.
+
+    The one traffic switch: after a cool-down, for a warm rollback and for the automatic
+    rollback of a release that failed its bake window. Safe to repeat.
+    """
     # Attach green first; only once the load balancer sees it healthy does blue leave, so
     # there is never a moment without a healthy backend.
     services.compute.attach_group(env, group)
     if not services.compute.serving_healthy(env, group):
         raise NotReadyYet("green attached; the backend service does not see it healthy yet")
     removed = services.compute.keep_only_group(env, group)
+    preview = env.preview()
+    if preview is not None:
+        # Users reach it now; the preview is for the next release (and a group must leave every
+        # backend service before it can be deleted).
+        services.compute.detach_group(preview, group)
     now = services.clock.now()
 
-    def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
+    def work(tx: Transaction) -> tuple[Deployment, Deployment | None, Deployment | None] | None:
         current = tx.deployment(deployment.deployment_id)
         if current is None or current.status is not DeploymentStatus.SWITCHING:
             return None
@@ -101,52 +151,107 @@ def _switch(
             and state.live_deployment_id != current.deployment_id
         ):
             blue = tx.deployment(state.live_deployment_id)
+        baking = _bakes(env, current)
+        # A release under verification keeps the lock: the next one waits for the verdict.
         handover = (
             hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
-            if state is not None
+            if state is not None and not baking
             else None
         )
         live = current.advance(
             DeploymentStatus.LIVE,
             now,
-            f"serving {current.version}" + (f"; drained {', '.join(removed)}" if removed else ""),
+            f"serving {current.version}"
+            + (f"; drained {', '.join(removed)}" if removed else "")
+            + (f"; bake window of {env.bake_seconds} s" if baking else ""),
             replaced_deployment_id=blue.deployment_id if blue else None,
+            verification=_pending_verification(env, now) if baking else None,
         )
+        rolled_back = None
         if blue is not None and blue.status is DeploymentStatus.LIVE:
-            # Blue's group is deleted (watchdog sweep) only once its connections have drained and
-            # its retention is over: until then a rollback to it is a traffic switch.
-            due = cleanup_due(now, env.draining_timeout_seconds, env.retain_previous_seconds)
-            tx.put_deployment(
-                blue.advance(
-                    DeploymentStatus.RETIRED,
-                    now,
-                    f"replaced by {current.version} ({current.deployment_id});"
-                    f" group retained until {due.isoformat()}",
-                    cleanup_due_at=due,
-                )
-            )
+            rolled_back = _replace_blue(tx, env, blue, current, now)
         next_deployment = handover.next_deployment if handover else None
-        if handover is not None:
+        if state is not None:
+            base = handover.state if handover is not None else replace(state, updated_at=now)
             tx.put_environment(
-                replace(
-                    handover.state,
-                    live_deployment_id=current.deployment_id,
-                    live_version=current.version,
-                )
+                replace(base, live_deployment_id=current.deployment_id, live_version=current.version)
             )
         if next_deployment is not None:
             tx.put_deployment(next_deployment)
         tx.put_deployment(live)
-        return live, next_deployment
+        return live, next_deployment, rolled_back
 
     result = services.store.atomically(work)
     if result is None:
         latest = services.store.get_deployment(deployment.deployment_id)
         if latest is not None and latest.status is DeploymentStatus.LIVE:
-            notify_status(services, latest)
+            announce_live(services, latest)
         return latest
-    live, next_deployment = result
+    live, next_deployment, _rolled_back = result
     log.info("live: %s", live.version)
-    notify_status(services, live)
+    announce_live(services, live)
     start_next(services, next_deployment)
     return live
+
+
+def _bakes(env: EnvironmentConfig, deployment: Deployment) -> bool:
+    """Whether a deployment going live is watched by a bake window. Rollbacks are not: going back
+    is the remedy, and judging it could only bounce traffic between two releases."""
+    return env.bake_seconds > 0 and deployment.rollback_of is None
+
+
+def _pending_verification(env: EnvironmentConfig, now: datetime) -> Verification:
+    ends_at = now + timedelta(seconds=env.bake_seconds)
+    return Verification(
+        state=VerificationState.PENDING,
+        detail=f"baking until {ends_at.isoformat()}",
+        checked_at=now,
+        ends_at=ends_at,
+    )
+
+
+def _replace_blue(
+    tx: Transaction, env: EnvironmentConfig, blue: Deployment, current: Deployment, now: datetime
+) -> Deployment | None:
+    """Record what became of the deployment that was live: retired, or rolled back if its bake
+    window failed. Returns it when rolled back."""
+    verification = blue.verification
+    if verification is not None and verification.state is VerificationState.FAILED:
+        # A bad release is not worth retaining: its group goes once its connections drained.
+        rolled_back = blue.advance(
+            DeploymentStatus.ROLLED_BACK,
+            now,
+            f"traffic back on {current.version} ({current.deployment_id}): {verification.detail}",
+            cleanup_due_at=cleanup_due(now, env.draining_timeout_seconds, 0),
+        )
+        tx.put_deployment(rolled_back)
+        return rolled_back
+    # Blue's group is deleted (watchdog sweep) only once its connections have drained and
+    # its retention is over: until then a rollback to it is a traffic switch.
+    due = cleanup_due(now, env.draining_timeout_seconds, env.retain_previous_seconds)
+    tx.put_deployment(
+        blue.advance(
+            DeploymentStatus.RETIRED,
+            now,
+            f"replaced by {current.version} ({current.deployment_id}); group retained until {due.isoformat()}",
+            cleanup_due_at=due,
+        )
+    )
+    return None
+
+
+def announce_live(services: Services, live: Deployment) -> None:
+    """Tell the team a deployment is live, once; resume its bake window if it has one.
+
+    The automatic rollback of a release that failed its bake window is announced by that
+    release's `rolled_back` alert alone: one alert for one incident.
+    """
+    if live.baking:
+        # Also on a redelivery: if the switch committed but crashed before publishing, this resumes it.
+        publish_step(services, topology.BAKE_CHECK, live)
+    if live.triggered_by == AUTOMATIC_ROLLBACK_ACTOR and live.rollback_of is not None:
+        rolled_back = services.store.get_deployment(live.rollback_of)
+        if rolled_back is not None and rolled_back.status is DeploymentStatus.ROLLED_BACK:
+            notify_status(services, rolled_back)
+            return
+    notify_status(services, live)

@@ -2,6 +2,7 @@
 
 - fails deployments past their provisioning deadline (green deleted, lock freed, next started);
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
+- re-publishes the bake step of a live release whose bake window stalled;
 - starts a queued deployment whose environment is free once its deploy window is open;
 - deletes retired blue groups once their connections have drained and their retention is over;
 - collects what a crash left behind: templates and groups named by the pipeline that no record
@@ -53,6 +54,20 @@ def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> Watc
             except (TransientError, PermanentError) as exc:  # either: the next tick looks again
                 # One stuck deployment must not block the sweep of the others.
                 log.warning("watchdog could not handle deployment: %s", exc)
+                report.errors.append(f"{deployment.deployment_id}: {exc}")
+    for deployment in services.store.deployments_with_status([DeploymentStatus.LIVE]):
+        if not (deployment.baking and _stalled(deployment, now, stall_seconds)):
+            continue
+        with log_context(
+            app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
+        ):
+            try:
+                _mark_kicked(services, deployment, now)
+                publish_step(services, topology.BAKE_CHECK, deployment)
+                log.info("re-published %s for a stalled bake window", topology.BAKE_CHECK)
+                report.kicked.append(deployment.deployment_id)
+            except (TransientError, PermanentError) as exc:  # either kind: the next tick looks again
+                log.warning("could not resume the bake window: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
     for deployment in services.store.deployments_due_for_cleanup(now):
         with log_context(
@@ -113,6 +128,8 @@ def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
     quiet_since = deployment.updated_at
     if deployment.status is DeploymentStatus.COOLING_DOWN and deployment.not_before is not None:
         quiet_since = max(quiet_since, deployment.not_before)
+    if deployment.baking and deployment.verification is not None:
+        quiet_since = max(quiet_since, deployment.verification.ends_at)
     if deployment.last_kick_at is not None:
         quiet_since = max(quiet_since, deployment.last_kick_at)
     return now - quiet_since >= stall
@@ -145,7 +162,8 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
         if state.active_deployment_id is not None:
             holder = tx.deployment(state.active_deployment_id)
             # A lock held by a deployment that has ended (its hand-over was lost) is free.
-            if holder is not None and holder.status in HOLDS_LOCK:
+            # A release in its bake window keeps the lock until the verdict.
+            if holder is not None and (holder.status in HOLDS_LOCK or holder.baking):
                 return None
         if not may_start:
             held = held_for_window(current, policy, now)

@@ -87,8 +87,6 @@ def frozen_pipeline(freezes: Freezes, tmp_path_factory: pytest.TempPathFactory) 
     stack = Stack(
         tmp / "stack", project=TEST_PROJECT, fixed_ports={}, pipeline_template=tmp / "pipeline.toml"
     )
-    if not stack.with_compute:
-        pytest.skip("the Compute emulator cannot run here")
     stack.start()
     assert stack.config is not None
     saved = {name: os.environ.get(name) for name in stack.env}

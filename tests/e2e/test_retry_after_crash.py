@@ -21,6 +21,7 @@ from shared import topology
 from shared.adapters.clock import SystemClock
 from shared.adapters.compute_engine import ComputeEngine
 from shared.adapters.firestore_store import FirestoreStore
+from shared.adapters.http_probe import HttpSmokeProbe
 from shared.adapters.pubsub_publisher import PubSubPublisher
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
@@ -63,14 +64,15 @@ class CrashingStore:
 
 
 class HoldingPublisher:
-    """Publishes notifications for real; keeps step messages for the test to deliver."""
+    """Publishes notifications and the bake step for real (the stack's functions handle them);
+    keeps the step messages the test delivers itself."""
 
     def __init__(self, inner: PubSubPublisher) -> None:
         self.inner = inner
         self.held: list[tuple[str, bytes]] = []
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
-        if topic == topology.NOTIFY:
+        if topic in (topology.NOTIFY, topology.BAKE_CHECK):
             return self.inner.publish(topic, data, attributes)
         self.held.append((topic, data))
         return f"held-{len(self.held)}"
@@ -92,6 +94,7 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         compute=compute,
         publisher=publisher,
         clock=SystemClock(),
+        probe=HttpSmokeProbe(),
     )
     blue = pipeline.environment("production")["live_deployment_id"]
     body = {
@@ -127,11 +130,12 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
 
     # 2. Traffic is switched, then the process dies before recording `live`.
     cool_down = publisher.last(topology.COOL_DOWN_COMPLETE)
-    assert cool_down.not_before is not None
+    not_before = (pipeline.deployment(deployment_id) or {}).get("not_before")
+    assert isinstance(not_before, datetime)
 
     def ready() -> bool:
         health = compute.group_health(env, instance_group_name(deployment_id))
-        return health.all_healthy and datetime.now(UTC) >= (cool_down.not_before or datetime.now(UTC))
+        return health.all_healthy and datetime.now(UTC) >= not_before
 
     wait_for(ready, env.provisioning_deadline_seconds, "green to be healthy and the cool-down over")
     store.crash_before_transaction(2)  # the first is cooling_down → switching; the second is `live`
@@ -188,6 +192,14 @@ def test_a_crash_after_the_commit_and_before_the_publish_is_resumed_by_the_redel
         ),
         publisher=publisher,
         clock=SystemClock(),
+        probe=HttpSmokeProbe(),
+    )
+    # The release before may still be in its bake window, which keeps the environment's lock.
+    bake = pipeline.config.apps["hello"].environments["production"].bake_seconds
+    wait_for(
+        lambda: pipeline.environment("production").get("active_deployment_id") is None,
+        bake + 30,
+        "production's lock to be free",
     )
     commit = new_commit()
     body = {

@@ -1,8 +1,9 @@
 """Integrity at the instance, on the real local stack: an artifact whose bytes are not the ones the
 build declared never starts, and the deployment fails at once, not at its deadline (CONTRACT §7).
 
-Named to run after test_release_pipeline.py, whose first test expects the session's first
-release; this test takes a version too (a failed release keeps its version).
+It runs after test_release_pipeline.py (the story module, first, see conftest), whose first
+test expects the session's first release: this test takes a version too (a failed release keeps
+its version).
 """
 
 from __future__ import annotations

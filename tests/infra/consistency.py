@@ -546,7 +546,7 @@ def module_compute_names(model: Model, module: str, app: str, environment: str) 
 
     return {
         key: render(local_values[key])
-        for key in ("base_instance_template", "health_check", "backend_service")
+        for key in ("base_instance_template", "health_check", "backend_service", "preview_backend_service")
     }
 
 

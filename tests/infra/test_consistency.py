@@ -26,6 +26,7 @@ TERRAFORM = REPO / "terraform"
 # ENV_* constants that must NOT be set on Google Cloud, each with the reason.
 LOCAL_ONLY_ENV = {
     config.ENV_COMPUTE_EMULATOR_HOST: "points the Compute client at the local emulator; on GCP the real API is used",
+    config.ENV_MONITORING_EMULATOR_HOST: "points the Monitoring client at the local emulator; on GCP the real API is used",
     config.ENV_NOTIFICATIONS_FILE: "the local stack's notification log file; functions on GCP have no such file",
 }
 
@@ -175,6 +176,7 @@ def test_compute_names_of_the_pipeline_file_are_what_the_environment_module_crea
             "base_instance_template": env.base_instance_template,
             "health_check": env.health_check,
             "backend_service": env.backend_service,
+            "preview_backend_service": env.preview_backend_service,
         }, env.key
 
 

@@ -39,9 +39,36 @@ class MetadataServer:
 
     def __init__(self) -> None:
         self.attributes: dict[str, str] = {}
+        self.guest_attributes: dict[str, str] = {}
+        self.guest_attributes_enabled = True
+        """False: as without `enable-guest-attributes=TRUE` in the metadata, writes are refused."""
         attributes = self.attributes
+        guest_attributes = self.guest_attributes
+        server = self
+        guest_prefix = "/computeMetadata/v1/instance/guest-attributes/"
 
         class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                # Guest attributes: the guest writes `namespace/key` with the value as the body.
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    self._answer(403, "Missing Metadata-Flavor:Google header")
+                elif not server.guest_attributes_enabled:
+                    self._answer(403, "Guest attributes endpoint access is disabled.")
+                elif self.path.startswith(guest_prefix) and self.path.count("/") == 6:
+                    guest_attributes[self.path[len(guest_prefix) :]] = body
+                    self._answer(200, "")
+                else:
+                    self._answer(404, "not found")
+
+            def do_DELETE(self) -> None:
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    self._answer(403, "Missing Metadata-Flavor:Google header")
+                elif guest_attributes.pop(self.path[len(guest_prefix) :], None) is not None:
+                    self._answer(200, "")
+                else:
+                    self._answer(404, "not found")
+
             def do_GET(self) -> None:
                 # Query parameters (wait_for_change, last_etag) are accepted and ignored: this
                 # server answers at once, which the watcher must tolerate without spinning.
@@ -331,6 +358,38 @@ def test_an_artifact_whose_digest_does_not_match_is_never_unpacked_nor_started(
     assert not list(instance.root.rglob("Procfile"))
     assert not (instance.root / "etc/systemd/system/release-app.service").exists()
     assert all("release-app" not in call for call in instance.recorded_calls())
+
+
+def test_a_refused_release_is_reported_in_a_guest_attribute_and_a_started_one_clears_it(
+    instance: Instance, tmp_path: Path
+) -> None:
+    artifact = release(instance, tmp_path, "1.0.5")
+    good_digest = instance.metadata.attributes["release-artifact-sha256"]
+    instance.metadata.attributes["release-artifact-sha256"] = "0" * 64
+
+    assert instance.boot().returncode != 0
+    # What Compute Engine never reports about a startup script, the guest reports itself.
+    error = instance.metadata.guest_attributes.get("release/error", "")
+    assert error.startswith("artifact digest mismatch: ")
+    assert artifact.as_uri() in error and sha256(artifact) in error and "0" * 64 in error
+
+    instance.metadata.attributes["release-artifact-sha256"] = good_digest
+    assert instance.boot().returncode == 0, instance.runs[-1].stderr
+    assert "release/error" not in instance.metadata.guest_attributes
+
+
+def test_a_boot_without_guest_attributes_still_fails_with_its_reason(
+    instance: Instance, tmp_path: Path
+) -> None:
+    release(instance, tmp_path, "1.0.6")
+    instance.metadata.attributes["release-artifact-sha256"] = "0" * 64
+    instance.metadata.guest_attributes_enabled = False
+
+    result = instance.boot()
+
+    assert result.returncode == 1
+    assert "artifact digest mismatch" in result.stderr
+    assert "could not write the guest attribute release/error" in result.stderr
 
 
 @pytest.mark.parametrize("digest", [None, "not-a-digest", "A" * 64])

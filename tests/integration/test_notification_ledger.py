@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
+from shared.adapters.notification_ledger import FirestoreNotificationLedger, ledger_document_id
 from shared.notifications.delivery import ClaimOutcome
-from shared.notifications.firestore import FirestoreNotificationLedger, ledger_document_id
 from shared.notifications.model import Notification
 
 FAILED = Notification(

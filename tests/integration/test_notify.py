@@ -21,6 +21,7 @@ import pytest
 from flask import Flask
 from google.cloud import firestore
 
+from shared.adapters import wiring
 from shared.config import ENV_NOTIFICATIONS_FILE, ENV_PIPELINE_CONFIG
 from shared.notify_message import NotifyRequest
 
@@ -112,11 +113,17 @@ def notify_env(
 
 
 @pytest.fixture
-def app(notify_env: Path) -> Flask:
-    # A fresh module per test, so its cached config and client see this test's environment.
-    return functions_framework.create_app(
-        target="on_notify", source=str(NOTIFY_SOURCE), signature_type="cloudevent"
-    )
+def app(notify_env: Path) -> Iterator[Flask]:
+    # Adapters built afresh for each test, so the cached config and client see its environment.
+    wiring.notify_services.cache_clear()
+    wiring.pipeline_config.cache_clear()
+    try:
+        yield functions_framework.create_app(
+            target="on_notify", source=str(NOTIFY_SOURCE), signature_type="cloudevent"
+        )
+    finally:
+        wiring.notify_services.cache_clear()
+        wiring.pipeline_config.cache_clear()
 
 
 @pytest.fixture

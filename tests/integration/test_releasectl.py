@@ -43,6 +43,8 @@ backend_service = "hello-staging-backend"
 
 [apps.hello.environments.staging]
 url = "http://127.0.0.1:18080"
+preview_backend_service = "hello-staging-preview"
+preview_url = "http://127.0.0.1:18081"
 
 [apps.hello.environments.production]
 """
@@ -156,8 +158,10 @@ def test_status_json_has_exactly_the_contract_shape(seeded: firestore.Client) ->
             "deployment_id": "hello-staging-bbb",
             "commit": COMMIT,
             "since": (T0 + timedelta(hours=1, seconds=6)).isoformat(),
+            "verification": None,
         },
         "in_progress": [{"deployment_id": "hello-staging-ddd", "version": "1.3.0", "status": "provisioning"}],
+        "preview_url": "http://127.0.0.1:18081",
         "next_deploy_window": None,
         "deploy_window_open": True,
     }
@@ -173,6 +177,7 @@ def test_status_of_an_environment_with_nothing_deployed_yet(cli_env: dict[str, s
         "url": None,
         "live": None,
         "in_progress": [],
+        "preview_url": None,
         "next_deploy_window": None,
         "deploy_window_open": True,
     }
@@ -207,6 +212,9 @@ def test_status_for_humans_names_the_live_version_and_what_is_coming(seeded: fir
     assert result.code == 0
     assert "live:         1.1.0  (hello-staging-bbb, commit 0123456" in result.stdout
     assert "1.3.0  provisioning  (hello-staging-ddd)" in result.stdout
+    assert "preview:      http://127.0.0.1:18081" in result.stdout, (
+        "green is reachable there before its switch"
+    )
 
 
 def test_releases_json_lists_the_environment_newest_first_in_the_contract_shape(

@@ -12,8 +12,18 @@ from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_conf
 from shared.domain.leaks import ListedResource
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import SmokeAnswer, SmokeCheck
 from shared.domain.versioning import highest_version
-from shared.ports import DeadLetteredEvent, GroupHealth, PermanentError, RejectedEvent
+from shared.notifications.delivery import ChannelSender, ClaimOutcome
+from shared.notifications.model import Notification
+from shared.ports import (
+    DeadLetteredEvent,
+    GroupHealth,
+    MetricsUnavailable,
+    PermanentError,
+    RejectedEvent,
+    TrafficSample,
+)
 from shared.usecases.services import Services
 
 T = TypeVar("T")
@@ -89,8 +99,8 @@ class FakeStore:
                 raise error
             self.deployments.update(tx.deployments)
             self.environments.update(tx.environments)
-            for key, release in tx.releases.items():
-                self.releases.setdefault(key, release)
+            # As in Firestore, a committed write replaces the document.
+            self.releases.update(tx.releases)
             self.highest_versions.update(tx.highest)
             return result
 
@@ -145,6 +155,7 @@ class FakeCompute:
     templates: dict[str, Mapping[str, str]] = field(default_factory=dict)
     groups: dict[str, FakeGroup] = field(default_factory=dict)
     attached: list[str] = field(default_factory=list)
+    preview_attached: dict[str, list[str]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     lb_healthy: bool = True
     refuse_templates: str | None = None
@@ -184,20 +195,35 @@ class FakeCompute:
             return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
         return GroupHealth(True, group.size, group.healthy, group.size, group.errors)
 
+    def _backends(self, env: EnvironmentConfig) -> list[str]:
+        # `attached` is the environment's own backend service; previews are kept apart by name.
+        if env.backend_service == env.preview_backend_service or env.backend_service.endswith("-preview"):
+            return self.preview_attached.setdefault(env.backend_service, [])
+        return self.attached
+
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
-        self.calls.append(f"attach {name}")
-        if name not in self.attached:
-            self.attached.append(name)
+        self.calls.append(f"attach {name} to {env.backend_service}")
+        backends = self._backends(env)
+        if name not in backends:
+            backends.append(name)
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
-        return self.lb_healthy and name in self.attached and self.groups[name].healthy > 0
+        group = self.groups.get(name)
+        return self.lb_healthy and name in self._backends(env) and group is not None and group.healthy > 0
 
     def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
-        removed = [g for g in self.attached if g != name]
-        self.attached = [name]
+        backends = self._backends(env)
+        removed = [g for g in backends if g != name]
+        backends[:] = [name]
         if removed:
-            self.calls.append(f"detach {','.join(removed)}")
+            self.calls.append(f"detach {','.join(removed)} from {env.backend_service}")
         return removed
+
+    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+        backends = self._backends(env)
+        if name in backends:
+            backends.remove(name)
+            self.calls.append(f"detach {name} from {env.backend_service}")
 
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
         if self.groups.pop(name, None) is not None:
@@ -245,6 +271,34 @@ class FakePublisher:
         return taken
 
 
+@dataclass
+class FakeMetrics:
+    """Request counts per group, as the load balancer would report them; `refuse` makes every
+    query a permanent refusal (health-only verification)."""
+
+    traffic_by_group: dict[str, TrafficSample] = field(default_factory=dict)
+    refuse: str | None = None
+    queries: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+
+    def traffic(self, env: EnvironmentConfig, group: str, start: datetime, end: datetime) -> TrafficSample:
+        self.queries.append((group, start, end))
+        if self.refuse:
+            raise MetricsUnavailable(self.refuse)
+        return self.traffic_by_group.get(group, TrafficSample(0, 0))
+
+
+@dataclass
+class FakeSmokeProbe:
+    """What the preview answers, per path (default 200 "ok"); records every request."""
+
+    answers: dict[str, SmokeAnswer] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def request(self, base_url: str, check: SmokeCheck) -> SmokeAnswer:
+        self.requests.append(f"{check.method} {base_url}{check.path}")
+        return self.answers.get(check.path, SmokeAnswer(200, "ok"))
+
+
 TEST_CONFIG = {
     "apps": {
         "hello": {
@@ -270,6 +324,18 @@ TEST_CONFIG = {
                     "health_check": "hello-production-hc",
                     "backend_service": "hello-production-backend",
                 },
+                # With verification: smoke checks on a preview, then a bake window.
+                "verified": {
+                    "base_instance_template": "hello-verified-base",
+                    "health_check": "hello-verified-hc",
+                    "backend_service": "hello-verified-backend",
+                    "preview_backend_service": "hello-verified-preview",
+                    "preview_url": "http://preview.verified.test",
+                    "smoke_checks": [{"path": "/", "body_contains": "ok"}],
+                    "bake_seconds": 30,
+                    "max_error_ratio": 0.1,
+                    "min_requests": 20,
+                },
             },
         }
     }
@@ -287,12 +353,69 @@ class FakeWorld:
     compute: FakeCompute
     publisher: FakePublisher
     clock: FakeClock
+    metrics: FakeMetrics = field(default_factory=FakeMetrics)
+    probe: FakeSmokeProbe = field(default_factory=FakeSmokeProbe)
 
 
 def fake_world() -> FakeWorld:
     store, compute, publisher, clock = FakeStore(), FakeCompute(), FakePublisher(), FakeClock()
     compute.now = clock.now
+    metrics, probe = FakeMetrics(), FakeSmokeProbe()
     services = Services(
-        config=pipeline_config(), store=store, compute=compute, publisher=publisher, clock=clock
+        config=pipeline_config(),
+        store=store,
+        compute=compute,
+        publisher=publisher,
+        clock=clock,
+        metrics=metrics,
+        probe=probe,
     )
-    return FakeWorld(services, store, compute, publisher, clock)
+    return FakeWorld(services, store, compute, publisher, clock, metrics, probe)
+
+
+@dataclass
+class FakeLedger:
+    """The ledger port in memory, with the same state rules as the Firestore one."""
+
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def claim(
+        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
+    ) -> ClaimOutcome:
+        key = (notification.dedupe_key, channel_id)
+        state = self.states.get(key)
+        if state == "delivered":
+            return ClaimOutcome.ALREADY_DELIVERED
+        if state == "given_up":
+            return ClaimOutcome.GIVEN_UP
+        if state == "sending" and self.owners[key] != owner:
+            return ClaimOutcome.HELD_ELSEWHERE
+        self.states[key], self.owners[key] = "sending", owner
+        return ClaimOutcome.CLAIMED
+
+    def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "delivered"
+
+    def release(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "failed"
+
+    def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
+        self.states[(dedupe_key, channel_id)] = "given_up"
+
+    def channel_states(self, dedupe_key: str) -> dict[str, str]:
+        return {channel: state for (key, channel), state in self.states.items() if key == dedupe_key}
+
+
+@dataclass
+class FakeChannels:
+    """The NotificationChannels port: the same senders for any app and environment, and what was asked."""
+
+    senders: list[ChannelSender] = field(default_factory=list)
+    asked: list[tuple[str | None, str | None, bool]] = field(default_factory=list)
+
+    def senders_for(
+        self, app: str | None, environment: str | None, *, operational: bool
+    ) -> list[ChannelSender]:
+        self.asked.append((app, environment, operational))
+        return list(self.senders)

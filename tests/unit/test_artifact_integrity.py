@@ -136,3 +136,19 @@ def test_an_app_that_lists_no_artifact_prefixes_accepts_no_build() -> None:
     world.services = replace(world.services, config=without_prefixes)
     result = admit(world, body("b1"))
     assert_rejected_and_announced(world, result, "no artifact_prefixes")
+
+
+def test_a_release_recorded_before_digests_is_pinned_by_the_first_build_that_brings_one(
+    world: FakeWorld,
+) -> None:
+    admit(world, body("b1"), "evt-0")
+    legacy = world.store.releases["hello@1.0.0"]
+    world.store.releases["hello@1.0.0"] = replace(legacy, artifact_sha256="")
+
+    pinned = admit(world, body("b2", environment="production", artifact_sha256=DIGEST_B), "evt-2")
+    refused = admit(world, body("b3", environment="production", artifact_sha256=DIGEST_A), "evt-3")
+
+    assert pinned.outcome is Outcome.STARTED and pinned.version == "1.0.0"
+    assert world.store.releases["hello@1.0.0"].artifact_sha256 == DIGEST_B
+    assert refused.outcome is Outcome.REJECTED and refused.reason is not None
+    assert "different artifact" in refused.reason

@@ -11,8 +11,8 @@ from shared.notifications.model import Notification
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.usecases.dead_letter import record_dead_letter
 from shared.usecases.services import publish_notify
-from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.test_notifications import FakeLedger, ScriptedSender, no_sleep
+from tests.unit.fakes import FakeLedger, FakeWorld, fake_world
+from tests.unit.test_notifications import ScriptedSender, no_sleep
 
 LIVE = NotifyRequest.for_deployment(
     app="hello", environment="staging", deployment_id="hello-staging-abc", version="1.1.0", status="live"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,26 +16,45 @@ from devstack.demo import (
     Demo,
     StepResult,
     broken_copy,
+    exposure_seconds,
     fake_commit,
+    faulty_copy,
     feature_copy,
     hop_durations,
     summary_table,
 )
 from devstack.load import Sample, summarize
 from shared.artifact import build_artifact
+from shared.domain.records import Deployment, HistoryEntry
+from shared.domain.status import DeploymentStatus as S
 
 
 def test_hop_durations_come_from_consecutive_history_entries() -> None:
     t0 = datetime(2026, 1, 5, tzinfo=UTC)
-    deployment = {
-        "history": [
-            {"status": "queued", "at": t0},
-            {"status": "provisioning", "at": t0 + timedelta(seconds=0.5)},
-            {"status": "cooling_down", "at": t0 + timedelta(seconds=1)},
-            {"status": "switching", "at": t0 + timedelta(seconds=5)},
-            {"status": "live", "at": t0 + timedelta(seconds=5.25)},
-        ]
-    }
+    history = tuple(
+        HistoryEntry(S(status), t0 + timedelta(seconds=offset))
+        for status, offset in (
+            ("queued", 0),
+            ("provisioning", 0.5),
+            ("cooling_down", 1),
+            ("switching", 5),
+            ("live", 5.25),
+        )
+    )
+    deployment = replace(
+        Deployment.queued(
+            deployment_id="hello-staging-abc",
+            app="hello",
+            environment="staging",
+            version="1.0.0",
+            commit="a" * 40,
+            build_id="b",
+            artifact="file:///a.tar.gz",
+            event={},
+            at=t0,
+        ),
+        history=history,
+    )
     assert hop_durations(deployment) == {
         "queued": 0.5,
         "provisioning": 0.5,
@@ -55,6 +75,66 @@ def test_the_broken_copy_runs_but_fails_its_health_check(tmp_path: Path) -> None
     assert 'self._send(500, b"broken\\n"' in code
     assert (broken / "Procfile").read_text() == (SAMPLE_APP / "Procfile").read_text()
     subprocess.run([sys.executable, "-m", "py_compile", str(broken / "app.py")], check=True)
+
+
+def _answers(app_dir: Path, paths: list[str]) -> list[int]:
+    """Run the sample app from `app_dir` on a free port and GET each path in turn."""
+    import os
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "RELEASE_VERSION": "9.9.9"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        codes = []
+        for path in paths:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                    codes.append(response.status)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+        return codes
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [("half", [200, 200, 200, 500, 200, 200]), ("always", [200, 500, 200, 500, 200, 500])],
+)
+def test_a_faulty_copy_fails_its_home_page_while_its_health_check_passes(
+    tmp_path: Path, fault: str, expected: list[int]
+) -> None:
+    app_dir = faulty_copy(SAMPLE_APP, tmp_path, fault)
+    paths = ["/healthz", "/", "/healthz", "/", "/healthz", "/"]
+    assert _answers(app_dir, paths) == expected
+    assert _answers(SAMPLE_APP, ["/", "/", "/healthz"]) == [200, 200, 200], "no marker, no fault"
+
+
+def test_exposure_is_the_time_from_live_to_rolled_back() -> None:
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    history = [
+        {"status": "switching", "at": t0},
+        {"status": "live", "at": t0 + timedelta(seconds=1)},
+        {"status": "rolled_back", "at": t0 + timedelta(seconds=3.5)},
+    ]
+    assert exposure_seconds({"history": history}) == 2.5
+    assert exposure_seconds({"history": history[:2]}) is None
 
 
 def test_feature_and_broken_copies_are_different_artifacts(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def test_statuses_are_exactly_the_contract_ones() -> None:
         "failed",
         "cancelled",
         "retired",
+        "rolled_back",
     }
 
 
@@ -49,10 +50,14 @@ def test_the_happy_path_is_allowed_step_by_step() -> None:
         assert can_transition(current, target)
 
 
-@pytest.mark.parametrize("terminal", [S.FAILED, S.CANCELLED, S.RETIRED])
+@pytest.mark.parametrize("terminal", [S.FAILED, S.CANCELLED, S.RETIRED, S.ROLLED_BACK])
 def test_terminal_statuses_go_nowhere(terminal: DeploymentStatus) -> None:
     assert is_terminal(terminal)
     assert all(not can_transition(terminal, target) for target in S)
+
+
+def test_only_a_live_deployment_can_be_rolled_back_by_its_bake_window() -> None:
+    assert [s for s in S if can_transition(s, S.ROLLED_BACK)] == [S.LIVE]
 
 
 def test_switching_cannot_fail_because_traffic_may_already_reach_green() -> None:

@@ -7,13 +7,19 @@ import pytest
 
 MODULES = [
     "shared.domain.status",
+    "shared.domain.messages",
     "shared.domain.versioning",
     "shared.domain.queue",
     "shared.domain.naming",
     "shared.domain.identifiers",
     "shared.domain.retention",
+    "shared.domain.verification",
+    "shared.adapters.monitoring",
+    "devstack.compute_emulator.discovery",
+    "devstack.compute_emulator.monitoring",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
+    "shared.domain.redeploy",
     "shared.domain.windows",
 ]
 

@@ -180,6 +180,22 @@ def test_an_accepted_rollback_answers_202_with_the_deployment_it_will_create(
     assert json.loads(event.data)["triggered_by"] == "lead@example.com"
 
 
+def test_a_rollback_to_a_release_recorded_before_digests_answers_409_with_the_reason(
+    world: FakeWorld, rollback_client: FlaskClient
+) -> None:
+    from tests.unit.test_pipeline_usecases import COMMIT_B, deploy_to_live, recorded_before_digests
+
+    recorded_before_digests(world, deploy_to_live(world, "b1"))
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.publisher.messages.clear()
+
+    response = post(rollback_client, {"app": "hello", "environment": "staging"})
+
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert "recorded before artifact digests" in response.get_json()["error"]
+    assert world.publisher.on(topology.BUILD_SUCCEEDED) == []
+
+
 def test_cold_start_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
     wiring.services.cache_clear()

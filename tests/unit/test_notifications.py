@@ -19,6 +19,7 @@ from shared.notifications.delivery import (
 from shared.notifications.model import Notification
 from shared.notifications.render import headline, render_google_chat, render_json, render_slack, render_text
 from shared.notifications.senders import NotificationsFileSender, channels_for, senders_for
+from tests.unit.fakes import FakeLedger
 
 LIVE = Notification(
     kind="deployment",
@@ -238,40 +239,6 @@ def test_the_notifications_file_gets_one_json_line_per_message(tmp_path: Path) -
 
 
 # ---- exactly-once delivery over a fake ledger -------------------------------------------------
-
-
-@dataclass
-class FakeLedger:
-    """The ledger port in memory, with the same state rules as the Firestore one."""
-
-    states: dict[tuple[str, str], str] = field(default_factory=dict)
-    owners: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def claim(
-        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
-    ) -> ClaimOutcome:
-        key = (notification.dedupe_key, channel_id)
-        state = self.states.get(key)
-        if state == "delivered":
-            return ClaimOutcome.ALREADY_DELIVERED
-        if state == "given_up":
-            return ClaimOutcome.GIVEN_UP
-        if state == "sending" and self.owners[key] != owner:
-            return ClaimOutcome.HELD_ELSEWHERE
-        self.states[key], self.owners[key] = "sending", owner
-        return ClaimOutcome.CLAIMED
-
-    def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
-        self.states[(dedupe_key, channel_id)] = "delivered"
-
-    def release(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
-        self.states[(dedupe_key, channel_id)] = "failed"
-
-    def give_up(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
-        self.states[(dedupe_key, channel_id)] = "given_up"
-
-    def channel_states(self, dedupe_key: str) -> dict[str, str]:
-        return {channel: state for (key, channel), state in self.states.items() if key == dedupe_key}
 
 
 @dataclass

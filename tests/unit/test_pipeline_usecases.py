@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from shared import topology
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
-from shared.domain.rollback import NothingToRollBack, UnknownTarget
+from shared.domain.rollback import NothingToRollBack, TargetWithoutDigest, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
 from shared.notify_message import NotifyRequest
 from shared.ports import TransientError
@@ -138,7 +139,7 @@ def test_a_full_deployment_goes_live_and_retires_the_previous_one(world: FakeWor
     # During the cool-down green exists but takes no traffic.
     assert world.compute.attached == [instance_group_name(first)]
     message = step(world, topology.COOL_DOWN_COMPLETE)
-    assert message.not_before == cooling.not_before
+    assert message.deployment_id == cooling.deployment_id and cooling.not_before is not None
     with pytest.raises(NotReadyYet):
         complete_cool_down(world.services, message)
     world.compute.make_healthy(instance_group_name(second.deployment_id or ""))
@@ -342,6 +343,45 @@ def test_rollback_refusals(world: FakeWorld) -> None:
         request_rollback(
             world.services, app="hello", environment="staging", caller="x@example.com", to_version="1.0.0"
         )
+
+
+def recorded_before_digests(world: FakeWorld, deployment_id: str) -> None:
+    """Make a deployment and its release look as CONTRACT v1 recorded them: no digest anywhere."""
+    deployment = world.store.deployments[deployment_id]
+    event = {key: value for key, value in deployment.event.items() if key != "artifact_sha256"}
+    world.store.deployments[deployment_id] = replace(deployment, event=event, artifact_sha256="")
+    key = f"{deployment.app}@{deployment.version}"
+    world.store.releases[key] = replace(world.store.releases[key], artifact_sha256="")
+
+
+def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(world: FakeWorld) -> None:
+    first = deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    recorded_before_digests(world, first)
+    world.publisher.messages.clear()
+
+    for to_version in (None, "1.0.0"):
+        with pytest.raises(TargetWithoutDigest) as refused:
+            request_rollback(
+                world.services,
+                app="hello",
+                environment="staging",
+                caller="x@example.com",
+                to_version=to_version,
+            )
+        assert refused.value.http_status == 409
+        assert "1.0.0 was recorded before artifact digests" in str(refused.value)
+        assert COMMIT_A[:7] in str(refused.value)
+    assert world.publisher.messages == [], "a refused rollback published a build"
+
+    # Once a build of that commit brings its digest (pinned on the release), the rollback goes.
+    world.store.releases["hello@1.0.0"] = replace(
+        world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
+    )
+    accepted = request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    assert accepted.version == "1.0.0"
+    assert json.loads(published.data)["artifact_sha256"] == digest_of(COMMIT_A)
 
 
 def test_a_feature_after_a_rollback_still_moves_forward(world: FakeWorld) -> None:

@@ -6,12 +6,13 @@
 locals {
   name = "${var.app}-${var.environment}"
   # Names config/pipeline.toml refers to (base_instance_template, health_check, backend_service).
-  base_instance_template = "${local.name}-base"
-  health_check           = "${local.name}-hc"
-  backend_service        = "${local.name}-backend"
-  web_tag                = "${local.name}-web"
-  https                  = length(var.domains) > 0
-  labels                 = { app = var.app, environment = var.environment }
+  base_instance_template  = "${local.name}-base"
+  health_check            = "${local.name}-hc"
+  backend_service         = "${local.name}-backend"
+  preview_backend_service = "${local.name}-preview"
+  web_tag                 = "${local.name}-web"
+  https                   = length(var.domains) > 0
+  labels                  = { app = var.app, environment = var.environment }
 }
 
 # Instances' identity: write logs and metrics, read this app's artifacts. No other API.
@@ -81,6 +82,10 @@ resource "google_compute_instance_template" "base" {
     release-health-path    = var.health_path
     block-project-ssh-keys = "true"
     enable-oslogin         = "true"
+    # The startup script reports a refused release (e.g. an artifact digest mismatch) in the
+    # guest attribute release/error, which the pipeline reads: startup-script failures are
+    # otherwise invisible to the Compute API.
+    enable-guest-attributes = "TRUE"
   }
 
   scheduling {
@@ -149,6 +154,46 @@ resource "google_compute_backend_service" "web" {
     # and a Terraform apply must never undo a switch.
     ignore_changes = [backend]
   }
+}
+
+# The preview: green is attached here only, during its cool-down, and its smoke checks run
+# through this load balancer before any user request reaches it. Plain HTTP on its own address:
+# it serves nothing users rely on, only the release about to go live.
+resource "google_compute_backend_service" "preview" {
+  name                            = local.preview_backend_service
+  description                     = "Serves the release about to go live in ${local.name}, for its smoke checks; the pipeline attaches green here."
+  load_balancing_scheme           = "EXTERNAL_MANAGED"
+  protocol                        = "HTTP"
+  port_name                       = "http"
+  timeout_sec                     = 30
+  connection_draining_timeout_sec = 0
+  health_checks                   = [google_compute_health_check.web.id]
+
+  lifecycle {
+    ignore_changes = [backend]
+  }
+}
+
+resource "google_compute_url_map" "preview" {
+  name            = "${local.name}-preview"
+  default_service = google_compute_backend_service.preview.id
+}
+
+resource "google_compute_global_address" "preview" {
+  name = "${local.name}-preview-ip"
+}
+
+resource "google_compute_target_http_proxy" "preview" {
+  name    = "${local.name}-preview-http"
+  url_map = google_compute_url_map.preview.id
+}
+
+resource "google_compute_global_forwarding_rule" "preview" {
+  name                  = "${local.name}-preview-http"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  ip_address            = google_compute_global_address.preview.id
+  port_range            = "80"
+  target                = google_compute_target_http_proxy.preview.id
 }
 
 resource "google_compute_url_map" "web" {

@@ -37,3 +37,13 @@ output "instance_service_account_name" {
   description = "Resource name of the instances' service account (for IAM bindings on it)."
   value       = google_service_account.instance.name
 }
+
+output "preview_backend_service" {
+  description = "Name of the preview backend service green joins for its smoke checks (`preview_backend_service`)."
+  value       = google_compute_backend_service.preview.name
+}
+
+output "preview_url" {
+  description = "URL of the preview load balancer (the `preview_url` of config/pipeline.toml)."
+  value       = "http://${google_compute_global_address.preview.address}"
+}

@@ -11,6 +11,13 @@
 # and restarts both; run again with the same release, it changes nothing but makes sure
 # both are running.
 #
+# Compute Engine does not report a failed startup script, so every refusal (`die`: missing or
+# malformed metadata, a digest mismatch, an artifact without a Procfile) is also written to the
+# guest attribute release/error (needs `enable-guest-attributes=TRUE` in the metadata), which
+# the pipeline reads through instances.getGuestAttributes to fail the deployment at once. A
+# release that starts deletes it. Other failures (a download that keeps failing) only exit:
+# autohealing recreates the VM and the startup runs again.
+#
 # Modes: `boot` (the default, what the metadata script runner calls) applies the release and
 # installs `release-watch`, a service running a copy of this script in `watch` mode, which
 # long-polls the metadata and runs `apply` when release-version changes.
@@ -38,9 +45,25 @@ log() {
   echo "release-startup: $*" >&2
 }
 
+GUEST_ERROR_URL="${METADATA_URL}/instance/guest-attributes/release/error"
+
 die() {
   log "error: $*"
+  report_error "$*"
   exit 1
+}
+
+report_error() {
+  # Best effort: without guest attributes the failure still shows in the log, and the
+  # deployment fails at its deadline instead of at once.
+  curl --silent --show-error --fail --retry 3 --retry-connrefused --max-time 10 -X PUT \
+    -H 'Metadata-Flavor: Google' --data-binary "$1" "$GUEST_ERROR_URL" >/dev/null ||
+    log "could not write the guest attribute release/error"
+}
+
+clear_error() {
+  # A release that started leaves no error from an earlier refusal behind (404: there was none).
+  curl --silent --max-time 10 -X DELETE -H 'Metadata-Flavor: Google' "$GUEST_ERROR_URL" >/dev/null || true
 }
 
 metadata() {
@@ -257,6 +280,7 @@ apply_release() {
     log "release ${version} already configured"
     systemctl start "$UNIT" nginx
   fi
+  clear_error
   log "serving ${version}"
 }
 
@@ -322,7 +346,10 @@ main() {
       ;;
     apply) apply_release ;;
     watch) watch_release ;;
-    *) die "usage: $0 [boot|apply|watch]" ;;
+    *)
+      log "usage: $0 [boot|apply|watch]"
+      exit 2
+      ;;
   esac
 }
 

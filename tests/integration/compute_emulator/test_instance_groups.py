@@ -200,6 +200,19 @@ def test_gs_artifact_is_refused_with_a_clear_message_and_the_group_shows_it(
     groups.delete(project=project, zone=ZONE, instance_group_manager="blue").result(timeout=60)
 
 
+def release_errors(emulator: Emulator, project: str, instance: str) -> list[compute_v1.GuestAttributesEntry]:
+    """The instance's `release/` guest attributes, as the pipeline reads them; [] for a 404."""
+    try:
+        attributes = emulator.client(compute_v1.InstancesClient).get_guest_attributes(
+            request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=project, zone=ZONE, instance=instance, query_path="release/"
+            )
+        )
+    except exceptions.NotFound:
+        return []
+    return list(attributes.query_value.items)
+
+
 @pytest.mark.parametrize(
     ("digest", "reason"),
     [
@@ -207,7 +220,7 @@ def test_gs_artifact_is_refused_with_a_clear_message_and_the_group_shows_it(
         ("", "no 'release-artifact-sha256' metadata item"),
     ],
 )
-def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_group_shows_why(
+def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_guest_reports_why(
     emulator: Emulator, project: str, artifacts: dict[str, str], digest: str, reason: str
 ) -> None:
     templates = emulator.client(compute_v1.InstanceTemplatesClient)
@@ -227,20 +240,63 @@ def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_group
     health_check = insert_health_check(emulator, project)
     insert_zonal_group(emulator, project, "green", "tampered", 1, health_check)
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
-
-    def failing_attempt() -> list[compute_v1.ManagedInstance]:
-        managed = list(
+    (managed,) = wait_until(
+        lambda: list(
             groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="green")
-        )
-        return [m for m in managed if m.last_attempt.errors.errors]
+        ),
+        10,
+        "the instance to exist",
+    )
 
-    (instance,) = wait_until(failing_attempt, 10, "the refused creation to show in lastAttempt")
-    assert reason in instance.last_attempt.errors.errors[0].message
-    assert instance.instance_status != "RUNNING"
+    # As on Compute Engine: the VM runs, its startup refused the release and says so in a guest
+    # attribute; lastAttempt (what the platform itself failed to do) stays empty.
+    (entry,) = wait_until(
+        lambda: release_errors(emulator, project, managed.name), 10, "the refusal in release/error"
+    )
+    assert (entry.namespace, entry.key) == ("release", "error")
+    assert reason in entry.value
+    one = emulator.client(compute_v1.InstancesClient).get_guest_attributes(
+        request=compute_v1.GetGuestAttributesInstanceRequest(
+            project=project, zone=ZONE, instance=managed.name, variable_key="release/error"
+        )
+    )
+    assert one.variable_value == entry.value
+    (managed,) = groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="green")
+    assert managed.instance_status == "RUNNING"
+    assert not managed.last_attempt.errors.errors
     assert emulator.processes(project) == []
     work = emulator.state_dir / "instances" / project
     assert not list(work.rglob("Procfile")), "the artifact was unpacked although its digest failed"
     groups.delete(project=project, zone=ZONE, instance_group_manager="green").result(timeout=60)
+
+
+def test_guest_attributes_are_a_404_until_the_guest_writes_some_and_for_unknown_instances(
+    emulator: Emulator, project: str, artifacts: dict[str, str]
+) -> None:
+    insert_template(emulator, project, "hello-guest", artifacts["hello"], "1.0.0")
+    health_check = insert_health_check(emulator, project)
+    insert_zonal_group(emulator, project, "served", "hello-guest", 1, health_check)
+    wait_group_healthy(emulator, project, "served", 1)
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    (managed,) = groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="served")
+    instances = emulator.client(compute_v1.InstancesClient)
+
+    for query in ({"query_path": "release/"}, {"variable_key": "release/error"}, {}):
+        with pytest.raises(exceptions.NotFound) as missing:
+            instances.get_guest_attributes(
+                request=compute_v1.GetGuestAttributesInstanceRequest(
+                    project=project, zone=ZONE, instance=managed.name, **query
+                )
+            )
+        assert f"instances/{managed.name}/guestAttributes" in missing.value.message
+    with pytest.raises(exceptions.NotFound) as unknown:
+        instances.get_guest_attributes(
+            request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=project, zone=ZONE, instance="no-such-vm", query_path="release/"
+            )
+        )
+    assert f"zones/{ZONE}/instances/no-such-vm" in unknown.value.message
+    groups.delete(project=project, zone=ZONE, instance_group_manager="served").result(timeout=60)
 
 
 def test_operations_are_done_on_return_and_answer_get_and_wait(emulator: Emulator, project: str) -> None:

@@ -10,7 +10,15 @@ from google.cloud import firestore
 from shared.adapters.firestore_store import FirestoreStore
 from shared.usecases.services import Services
 from tests.conftest import TEST_PROJECT
-from tests.unit.fakes import FakeClock, FakeCompute, FakePublisher, FakeWorld, pipeline_config
+from tests.unit.fakes import (
+    FakeClock,
+    FakeCompute,
+    FakeMetrics,
+    FakePublisher,
+    FakeSmokeProbe,
+    FakeWorld,
+    pipeline_config,
+)
 
 
 @pytest.fixture
@@ -28,7 +36,14 @@ def store(firestore_client: firestore.Client) -> FirestoreStore:
 @pytest.fixture
 def world(store: FirestoreStore) -> FakeWorld:
     compute, publisher, clock = FakeCompute(), FakePublisher(), FakeClock()
+    metrics, probe = FakeMetrics(), FakeSmokeProbe()
     services = Services(
-        config=pipeline_config(), store=store, compute=compute, publisher=publisher, clock=clock
+        config=pipeline_config(),
+        store=store,
+        compute=compute,
+        publisher=publisher,
+        clock=clock,
+        metrics=metrics,
+        probe=probe,
     )
-    return FakeWorld(services, store, compute, publisher, clock)  # type: ignore[arg-type]
+    return FakeWorld(services, store, compute, publisher, clock, metrics, probe)  # type: ignore[arg-type]

@@ -338,3 +338,48 @@ def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     assert [h["status"] for h in rolled["history"]].count("cooling_down") == 1
     later = world.clock.now() + timedelta(hours=2)
     assert first not in [d.deployment_id for d in store.deployments_due_for_cleanup(later)]
+
+
+def test_a_bake_window_breach_is_recorded_once_with_its_numbers_and_a_rollback_record(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    from shared.ports import TrafficSample
+    from shared.usecases.bake import automatic_rollback_id, check_bake
+
+    first = go_live(world, "v1", COMMITS[0], environment="verified")
+    world.metrics.traffic_by_group[instance_group_name(first)] = TrafficSample(400, 0)
+    world.clock.advance(31)
+    check_bake(world.services, take_step(world, topology.BAKE_CHECK))
+    passed = raw(firestore_client, "deployments", first)["verification"]
+    assert passed["state"] == "passed" and passed["requests"] == 400
+    assert isinstance(passed["checked_at"], DatetimeWithNanoseconds)
+
+    bad = go_live(world, "v2", COMMITS[1], environment="verified")
+    pending = raw(firestore_client, "deployments", bad)
+    assert pending["status"] == "live" and pending["verification"]["state"] == "pending"
+    assert raw(firestore_client, "environments", "hello@verified")["active_deployment_id"] == bad
+    world.metrics.traffic_by_group[instance_group_name(bad)] = TrafficSample(200, 90)
+    world.clock.advance(2)
+    message = take_step(world, topology.BAKE_CHECK)
+    threads = [threading.Thread(target=check_bake, args=(world.services, message)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    document = raw(firestore_client, "deployments", bad)
+    assert document["status"] == "rolled_back"
+    assert document["verification"]["state"] == "failed"
+    assert (document["verification"]["requests"], document["verification"]["server_errors"]) == (200, 90)
+    assert document["verification"]["error_ratio"] == 0.45
+    rollback_id = automatic_rollback_id(world.store.get_deployment(bad))  # type: ignore[arg-type]
+    rollback = raw(firestore_client, "deployments", rollback_id)
+    assert rollback["status"] == "live" and rollback["rollback_of"] == bad
+    all_rollbacks = (
+        firestore_client.collection("deployments")
+        .where(filter=firestore.FieldFilter("rollback_of", "==", bad))
+        .get()
+    )
+    assert len(all_rollbacks) == 1, "three concurrent deliveries, one rollback"
+    state = raw(firestore_client, "environments", "hello@verified")
+    assert state["live_deployment_id"] == rollback_id and state["active_deployment_id"] is None

@@ -27,7 +27,11 @@ CONTRACT_NAMES = (
     "RELEASECTL_TOKEN_URL",
     "ROLLBACK_AUDIENCE",
 )
-COMPUTE_NAMES = ("COMPUTE_EMULATOR_HOST", "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE")
+COMPUTE_NAMES = (
+    "COMPUTE_EMULATOR_HOST",
+    "MONITORING_EMULATOR_HOST",
+    "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE",
+)
 
 # Run in a fresh interpreter that knows nothing but what `source env` exported.
 CLIENT_PROBE = textwrap.dedent(
@@ -59,13 +63,11 @@ def test_env_file_holds_the_contract_names(echo_stack: EchoStack) -> None:
     assert env == stack.env
     for name in CONTRACT_NAMES:
         assert env.get(name), f"{name} missing from {stack.env_file}"
-    if stack.with_compute:
-        for name in COMPUTE_NAMES:
-            assert env.get(name), f"{name} missing from {stack.env_file}"
-        assert (
-            env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"]
-            == f"http://{env['COMPUTE_EMULATOR_HOST']}/compute/v1/"
-        )
+    for name in COMPUTE_NAMES:
+        assert env.get(name), f"{name} missing from {stack.env_file}"
+    assert (
+        env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] == f"http://{env['COMPUTE_EMULATOR_HOST']}/compute/v1/"
+    )
     assert env["RELEASECTL_ROLLBACK_URL"] == env["ROLLBACK_AUDIENCE"]
     assert env["PIPELINE_CONFIG"] == str(stack.pipeline_file)
     assert env["NOTIFICATIONS_FILE"] == str(stack.state_dir / "notifications.jsonl")
@@ -90,20 +92,18 @@ def test_sourcing_the_env_file_lets_the_client_libraries_reach_the_stack(echo_st
         result["topics"]
     )
     assert result["firestore"] == {"sourced": True}
-    if stack.with_compute:
-        assert stack.config is not None
-        assert result["backend_services"] == sorted(
-            e.backend_service for e in stack.config.all_environments()
-        )
+    assert stack.config is not None
+    assert result["backend_services"] == sorted(e.backend_service for e in stack.config.all_environments())
 
 
 @pytest.mark.gcloud
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="the gcloud CLI is not installed")
 def test_sourcing_the_env_file_points_gcloud_at_the_stack(echo_stack: EchoStack) -> None:
     stack = echo_stack.stack
-    commands = ["gcloud pubsub topics list --format='value(name)'"]
-    if stack.with_compute:
-        commands.append("gcloud compute backend-services list --format='value(name)'")
+    commands = [
+        "gcloud pubsub topics list --format='value(name)'",
+        "gcloud compute backend-services list --format='value(name)'",
+    ]
     completed = subprocess.run(
         ["bash", "-c", f'source "{stack.env_file}" && ' + " && ".join(commands)],
         # A fresh configuration directory: no login, no default project, nothing but the env file.
@@ -120,6 +120,5 @@ def test_sourcing_the_env_file_points_gcloud_at_the_stack(echo_stack: EchoStack)
     assert completed.returncode == 0, completed.stderr
     names = completed.stdout.split()
     assert f"projects/{stack.project}/topics/build-succeeded" in names
-    if stack.with_compute:
-        assert stack.config is not None
-        assert {e.backend_service for e in stack.config.all_environments()} <= set(names)
+    assert stack.config is not None
+    assert {e.backend_service for e in stack.config.all_environments()} <= set(names)

@@ -17,7 +17,8 @@ from devstack.stack import (
     render_pipeline_config,
     write_env_file,
 )
-from devstack.token_issuer import DEFAULT_IDENTITY, ENV_IDENTITY
+from devstack.token_issuer import DEFAULT_IDENTITY
+from shared.config import ENV_RELEASECTL_IDENTITY as ENV_IDENTITY
 from shared.config import load_pipeline_config
 from shared.topology import all_entry_points
 

@@ -31,8 +31,7 @@ def test_the_fixture_offers_env_config_and_urls(local_stack: Stack) -> None:
         assert local_stack.service(function_service(entry_point)).alive
     for environment in local_stack.config.all_environments():
         assert local_stack.url(environment.app, environment.name) == environment.url
-        if local_stack.with_compute:
-            assert environment.url.startswith("http://127.0.0.1:")
+        assert environment.url.startswith("http://127.0.0.1:")
         assert local_identity() in environment.rollback_callers
     assert local_stack.env["PIPELINE_CONFIG"] == str(local_stack.state_dir / "pipeline.toml")
 

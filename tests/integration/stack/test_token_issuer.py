@@ -17,12 +17,12 @@ from google.oauth2 import id_token
 from devstack.processes import free_port, http_ok, start_service, stop_process_group, wait_until
 from devstack.token_issuer import (
     DEFAULT_IDENTITY,
-    ENV_IDENTITY,
     TOKEN_LIFETIME_SECONDS,
     generate_signing_key,
     load_or_create_signing_key,
     mint_token,
 )
+from shared.config import ENV_RELEASECTL_IDENTITY as ENV_IDENTITY
 
 AUDIENCE = "http://127.0.0.1:9/rollback"
 

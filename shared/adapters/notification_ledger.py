@@ -1,12 +1,9 @@
-"""Firestore side of notifications: the delivery ledger and the release facts that enrich a message.
+"""The NotificationLedger port on Firestore: which channel got which notification, and when.
 
-Ledger: `notifications/{dedupe key}` with `dedupe_key`, `kind`, `app`, `environment`,
+`notifications/{dedupe key}` with `dedupe_key`, `kind`, `app`, `environment`,
 `deployment_id`, `version`, `status`, `created_at`, `updated_at`, and `channels.{channel id}` =
 `{state: sending|delivered|given_up|failed, owner, lease_until, attempts, delivered_at, last_error}`.
 An auditor reads there which channel got which outcome and when.
-
-Facts are read from the records of CONTRACT §6 (`deployments/{id}`, `releases/{app}@{version}`),
-never written.
 """
 
 from __future__ import annotations
@@ -21,19 +18,15 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from shared.config import PipelineConfig
-from shared.logging import get_logger
+from shared import queries
+from shared.adapters.firestore_store import TRANSIENT_ERRORS, StoreUnavailable
 from shared.notifications.delivery import ClaimOutcome
 from shared.notifications.model import Notification
-from shared.notify_message import NotifyRequest
+from shared.ports import TransientError
 
-log = get_logger("notifications.firestore")
-
-LEDGER_COLLECTION = "notifications"
+LEDGER_COLLECTION = queries.NOTIFICATIONS
 COMPARE_AND_SET_ATTEMPTS = 30
 """Tries per change when deliveries race on one record (each lost race means another one won)."""
-DEPLOYMENTS = "deployments"
-RELEASES = "releases"
 
 
 def ledger_document_id(dedupe_key: str) -> str:
@@ -48,7 +41,7 @@ def ledger_document_id(dedupe_key: str) -> str:
     return escaped
 
 
-class LedgerContentionError(RuntimeError):
+class LedgerContentionError(TransientError):
     """Too many deliveries raced on one record. Transient: raise so Pub/Sub redelivers later."""
 
 
@@ -133,8 +126,7 @@ class FirestoreNotificationLedger:
         self._settle(dedupe_key, channel_id, owner, "given_up", error)
 
     def channel_states(self, dedupe_key: str) -> dict[str, str]:
-        # A Firestore error propagates: transient, the notify event is redelivered.
-        snapshot = self._ref(dedupe_key).get()
+        snapshot = self._read(self._ref(dedupe_key))
         channels = (snapshot.to_dict() or {}).get("channels") if snapshot.exists else None
         return {
             str(channel): str(state.get("state"))
@@ -161,6 +153,12 @@ class FirestoreNotificationLedger:
             dedupe_key, channel_id, decide, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
         )
 
+    def _read(self, ref: firestore.DocumentReference) -> firestore.DocumentSnapshot:
+        try:
+            return ref.get()
+        except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
+            raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
+
     def _compare_and_set(
         self,
         dedupe_key: str,
@@ -171,7 +169,7 @@ class FirestoreNotificationLedger:
         ref = self._ref(dedupe_key)
         channel_path = FieldPath("channels", channel_id).to_api_repr()
         for attempt in range(COMPARE_AND_SET_ATTEMPTS):
-            snapshot = ref.get()
+            snapshot = self._read(ref)
             document = (snapshot.to_dict() or {}) if snapshot.exists else {}
             now = self._now()
             outcome, channel = decide(dict((document.get("channels") or {}).get(channel_id) or {}), now)
@@ -189,88 +187,8 @@ class FirestoreNotificationLedger:
             except (api_exceptions.FailedPrecondition, api_exceptions.Conflict):
                 # Transient: another delivery wrote the record after we read it; decide again.
                 self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+            except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
+                raise StoreUnavailable(f"cannot write {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
         raise LedgerContentionError(
             f"{LEDGER_COLLECTION}/{ref.id}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"
         )
-
-
-class FirestoreNotificationFacts:
-    """Enriches a notify event from the deployment and release records (read only)."""
-
-    def __init__(self, client: firestore.Client, config: PipelineConfig, clock: Any = None) -> None:
-        self._client = client
-        self._config = config
-        self._now = clock or (lambda: datetime.now(UTC))
-
-    def notification_for(self, request: NotifyRequest) -> Notification:
-        environment = (
-            self._config.environment(request.app, request.environment)
-            if request.app and request.environment
-            else None
-        )
-        base = Notification(
-            kind=request.kind,
-            dedupe_key=request.dedupe_key,
-            status=request.status,
-            app=request.app,
-            environment=request.environment,
-            version=request.version,
-            deployment_id=request.deployment_id,
-            detail=request.detail,
-            url=environment.url if environment and environment.url else None,
-        )
-        if request.kind != "deployment" or not request.deployment_id:
-            return base
-        deployment = self._read(DEPLOYMENTS, request.deployment_id)
-        if deployment is None:
-            # Transient-looking but not worth a retry loop: announce with what the event carries.
-            log.warning("deployment record not found; notifying without enrichment")
-            return base
-        version = request.version or _text(deployment.get("version"))
-        changelog = deployment.get("commit_messages")
-        if not changelog and base.app and version:
-            release = self._read(RELEASES, f"{base.app}@{version}") or {}
-            changelog = release.get("commit_messages")
-        return Notification(
-            kind=base.kind,
-            dedupe_key=base.dedupe_key,
-            status=base.status,
-            app=base.app or _text(deployment.get("app")),
-            environment=base.environment or _text(deployment.get("environment")),
-            version=version,
-            deployment_id=base.deployment_id,
-            detail=base.detail,
-            commit=_text(deployment.get("commit")),
-            changelog=tuple(str(message) for message in (changelog or []) if message),
-            duration_seconds=self._duration(deployment, request.status),
-            build_url=_text(deployment.get("build_url")),
-            triggered_by=_text(deployment.get("triggered_by")),
-            rollback_of=_text(deployment.get("rollback_of")),
-            url=base.url,
-        )
-
-    def _read(self, collection: str, document_id: str) -> dict[str, Any] | None:
-        try:
-            snapshot = self._client.collection(collection).document(document_id).get()
-        except api_exceptions.GoogleAPICallError as exc:
-            # Transient (Firestore unavailable): raise so Pub/Sub redelivers the event.
-            raise RuntimeError(f"cannot read {collection}/{document_id}: {exc}") from exc
-        return snapshot.to_dict() if snapshot.exists else None
-
-    def _duration(self, deployment: Mapping[str, Any], status: str) -> float | None:
-        created = deployment.get("created_at")
-        if not isinstance(created, datetime):
-            return None
-        ended: Any = None
-        for entry in deployment.get("history") or []:
-            if isinstance(entry, Mapping) and entry.get("status") == status:
-                ended = entry.get("at")
-        if not isinstance(ended, datetime):
-            ended = deployment.get("finished_at")
-        if not isinstance(ended, datetime):
-            ended = self._now()
-        return max(0.0, (ended - created).total_seconds())
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None

@@ -729,7 +729,9 @@ def check_pipeline_template(path: Path) -> shared_config.PipelineConfig:
     try:
         document = tomllib.loads(template)
         environments = shared_config.parse_pipeline_config(document).all_environments()
-        stand_ins = {e.backend_service: "http://127.0.0.1:1" for e in environments}
+        services = {e.backend_service for e in environments}
+        services |= {e.preview_backend_service for e in environments if e.preview_backend_service}
+        stand_ins = dict.fromkeys(sorted(services), "http://127.0.0.1:1")
         return shared_config.parse_pipeline_config(tomllib.loads(render_pipeline_config(template, stand_ins)))
     except tomllib.TOMLDecodeError as exc:
         raise ServiceError(f"pipeline template {path}: not valid TOML: {exc}") from exc

@@ -16,6 +16,10 @@ Direction = Literal["ASCENDING", "DESCENDING"]
 DEPLOYMENTS = "deployments"
 RELEASES = "releases"
 APPS = "apps"
+RELEASE_COMMITS = "release_commits"
+"""`{app}@{commit}` → the version that commit was given: read by document id inside the admission
+transaction, so that transactions of different apps lock different documents (a query there
+would lock a range of `releases` that every app's admission writes into)."""
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
@@ -54,7 +58,8 @@ RELEASE_BY_COMMIT = FirestoreQuery(
     name="release_by_commit",
     collection=RELEASES,
     equality=("app", "commit"),
-    purpose="the same commit always gets the same version",
+    purpose="the same commit always gets the same version (releases recorded before "
+    "release_commits existed; read outside the transaction)",
 )
 RELEASES_OF_APP = FirestoreQuery(
     name="releases_of_app",

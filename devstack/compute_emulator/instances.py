@@ -216,7 +216,12 @@ class Instance:
         # finished delete really means the processes are gone.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _REAP_TIMEOUT_SECONDS
-        while running_group_members(group) and loop.time() < deadline:
+        # A scan of /proc costs milliseconds on a busy machine: only when the group still has
+        # members at all, and off the event loop, which every API call and probe shares.
+        while _group_exists(group) and loop.time() < deadline:
+            members: list[int] = await asyncio.to_thread(running_group_members, group)
+            if not members:
+                break
             _signal_group(group, signal.SIGKILL)
             await asyncio.sleep(0.02)
         self.log(f"web process {group} stopped (exit code {process.returncode})")
@@ -300,6 +305,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _group_exists(group: int) -> bool:
+    """Whether any process (zombies included) is still in the group: one system call, no scan."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def running_group_members(group: int) -> list[int]:

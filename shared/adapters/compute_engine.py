@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -19,6 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from shared.config import EnvironmentConfig
+from shared.domain.leaks import ListedResource
 from shared.logging import get_logger
 from shared.ports import GroupHealth, PermanentError, TransientError
 
@@ -301,6 +303,35 @@ class ComputeEngine:
             f"deleting instance group {name}",
         )
 
+    # ---- listings (leak collection) ---------------------------------------------------------
+
+    def list_instance_groups(self, region: str) -> list[ListedResource]:
+        managers = self._call(
+            lambda: list(
+                self.groups.list(
+                    request=compute_v1.ListRegionInstanceGroupManagersRequest(
+                        project=self.project, region=region
+                    )
+                )
+            ),
+            f"listing instance groups in {region}",
+        )
+        return [
+            ListedResource("instance_group", m.name, _created_at(m.creation_timestamp), region)
+            for m in managers
+        ]
+
+    def list_instance_templates(self) -> list[ListedResource]:
+        templates = self._call(
+            lambda: list(
+                self.templates.list(request=compute_v1.ListInstanceTemplatesRequest(project=self.project))
+            ),
+            "listing instance templates",
+        )
+        return [
+            ListedResource("instance_template", t.name, _created_at(t.creation_timestamp)) for t in templates
+        ]
+
     # ---- backend service -------------------------------------------------------------------
 
     @staticmethod
@@ -360,6 +391,9 @@ class ComputeEngine:
             ),
             f"reading backend service {env.backend_service}",
         )
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        return [self._group_name(backend) for backend in self._backend_service(env).backends]
 
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
         link = self.group_link(env, name)
@@ -425,6 +459,17 @@ class ComputeEngine:
         )
         states = [status.health_state for status in response.health_status]
         return len(states) >= env.instance_count and all(state == "HEALTHY" for state in states)
+
+
+def _created_at(timestamp: str) -> datetime | None:
+    """Compute Engine's RFC 3339 `creationTimestamp`; None if absent or unreadable (never collected)."""
+    if not timestamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:  # permanent for this resource: without a time it is simply left alone
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def instance_location(link: str) -> tuple[str, str] | None:

@@ -68,6 +68,11 @@ def on_cool_down_complete(event: CloudEvent) -> None:
 
 
 @functions_framework.cloud_event
+def on_bake_check(event: CloudEvent) -> None:
+    _echo("on_bake_check", event)
+
+
+@functions_framework.cloud_event
 def on_notify(event: CloudEvent) -> None:
     _echo("on_notify", event)
 

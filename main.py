@@ -9,6 +9,7 @@ from functions.approve import approve
 from functions.bake_check import on_bake_check
 from functions.build_succeeded import on_build_succeeded
 from functions.cool_down_complete import on_cool_down_complete
+from functions.dashboard import dashboard
 from functions.dead_letter import on_dead_letter
 from functions.notify import on_notify
 from functions.promote import promote
@@ -18,6 +19,7 @@ from functions.watchdog import watchdog
 
 __all__ = [
     "approve",
+    "dashboard",
     "on_bake_check",
     "on_build_succeeded",
     "on_cool_down_complete",

@@ -1,6 +1,7 @@
 """`python -m bench [NAME...]` (`make bench`): run every `bench/bench_*.py` module's `main()`.
 
-Names select modules (`python -m bench pipeline lb_overhead`). Each benchmark starts what it
+Names select modules (`python -m bench pipeline lb_overhead`); options after a single name go to
+that benchmark (`python -m bench scale --k 10,30`). Each benchmark starts what it
 needs in a private directory and stops it. They print tables and assert nothing; a benchmark that
 crashes is reported and the others still run, and the exit code is then 1.
 """
@@ -8,6 +9,7 @@ crashes is reported and the others still run, and the exit code is then 1.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 import traceback
@@ -22,7 +24,12 @@ def discover() -> list[str]:
 
 def main(argv: list[str]) -> int:
     available = discover()
-    wanted = [name if name.startswith("bench_") else f"bench_{name}" for name in argv] or available
+    first_option = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    names, options = argv[:first_option], argv[first_option:]
+    if options and len(names) != 1:
+        print("bench: options go to one benchmark: python -m bench NAME --option ...", file=sys.stderr)
+        return 2
+    wanted = [name if name.startswith("bench_") else f"bench_{name}" for name in names] or available
     unknown = [name for name in wanted if name not in available]
     if unknown:
         print(
@@ -36,7 +43,10 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         try:
             module = importlib.import_module(f"bench.{name}")
-            module.main()
+            if inspect.signature(module.main).parameters:
+                module.main(options)
+            else:
+                module.main()
         except Exception:  # a crashed benchmark is reported; the others still run
             traceback.print_exc()
             crashed.append(name)

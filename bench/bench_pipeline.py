@@ -17,16 +17,16 @@ deployment's; one tick is measured on its own instead. Prints tables; asserts no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import requests
 from google.api_core.client_options import ClientOptions
@@ -36,11 +36,14 @@ from google.cloud import compute_v1, firestore
 from devstack.demo import fake_commit, served_version, wait_for_version
 from devstack.load import LoadGenerator, PhaseStats, percentile
 from devstack.stack import Stack
-from releasectl.records import get_deployment
+from releasectl.records import read_deployment
 from releasectl.remote import build_message, publish_build_succeeded, request_rollback
 from shared.artifact import build_artifact, sha256_of_url
 from shared.config import ENV_COMPUTE_EMULATOR_HOST, EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
+from shared.domain.records import Deployment
+from shared.domain.status import FINISHED
+from shared.domain.status import DeploymentStatus as S
 from shared.topology import BUILD_SUCCEEDED, WATCHDOG_TICK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -161,12 +164,9 @@ class DeploymentTiming:
         return self.total - self.wait
 
 
-def _history(deployment: Mapping[str, Any]) -> dict[str, datetime]:
-    return {
-        str(entry["status"]): entry["at"]
-        for entry in deployment.get("history") or []
-        if isinstance(entry.get("at"), datetime)
-    }
+def _history(deployment: Deployment) -> dict[str, datetime]:
+    """When the deployment (last) entered each status."""
+    return {str(entry.status): entry.at for entry in deployment.history}
 
 
 class PipelineBench:
@@ -219,26 +219,26 @@ class PipelineBench:
     def follow(self, deployment_id: str, published_at: datetime, before: Counts) -> DeploymentTiming:
         deadline = time.monotonic() + DEPLOY_TIMEOUT_SECONDS
         healthy_at: datetime | None = None
-        deployment: dict[str, Any] = {}
+        deployment: Deployment | None = None
         while time.monotonic() < deadline:
-            deployment = get_deployment(self.db, deployment_id) or {}
-            group = deployment.get("instance_group")
-            if group and healthy_at is None and deployment.get("status") == "cooling_down":
+            deployment = read_deployment(self.db, deployment_id)
+            group = deployment.instance_group if deployment else None
+            if group and healthy_at is None and deployment and deployment.status is S.COOLING_DOWN:
                 try:
-                    healthy_at = self.green_healthy_at(str(group).rsplit("/", 1)[-1])
+                    healthy_at = self.green_healthy_at(group.rsplit("/", 1)[-1])
                 except Exception:  # transient: the group is being created; poll again
                     healthy_at = None
-            if deployment.get("status") in ("live", "failed", "cancelled"):
+            if deployment is not None and deployment.status in FINISHED:
                 break
             time.sleep(POLL_SECONDS)
-        if deployment.get("status") != "live":
-            raise RuntimeError(f"{deployment_id} ended {deployment.get('status')}, not live")
+        if deployment is None or deployment.status is not S.LIVE:
+            raise RuntimeError(f"{deployment_id} ended {deployment.status if deployment else None}, not live")
         notified_at = self.notified_at(deployment_id, "live")
         counts = quiet_counts(self.counts_dir).minus(before)
         at = _history(deployment)
-        cool_down_ends = deployment.get("not_before")
-        if not isinstance(cool_down_ends, datetime):
-            cool_down_ends = at["cooling_down"] + timedelta(seconds=self.environment.cool_down_seconds)
+        cool_down_ends = deployment.not_before or (
+            at["cooling_down"] + timedelta(seconds=self.environment.cool_down_seconds)
+        )
         # Green is healthy no later than the switch; the poll may simply have missed the moment.
         healthy = min(healthy_at or at["switching"], at["switching"])
         ready = max(cool_down_ends, healthy)
@@ -253,7 +253,7 @@ class PipelineBench:
             hops["notify"] = (notified_at - at["live"]).total_seconds()
         return DeploymentTiming(
             deployment_id=deployment_id,
-            version=str(deployment.get("version")),
+            version=deployment.version,
             total=(at["live"] - published_at).total_seconds(),
             wait=(ready - at["cooling_down"]).total_seconds(),
             boot_to_healthy=(healthy - at["cooling_down"]).total_seconds() if healthy_at else None,
@@ -288,13 +288,12 @@ class PipelineBench:
         served_after = time.monotonic() - answered
         deadline = time.monotonic() + DEPLOY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            record = get_deployment(self.db, accepted.deployment_id) or {}
-            if record.get("status") == "live":
+            record = read_deployment(self.db, accepted.deployment_id)
+            if record is not None and record.status is S.LIVE:
                 live_at = _history(record).get("live")
                 recorded = (live_at - answered_wall).total_seconds() if live_at else float("nan")
                 self.notified_at(accepted.deployment_id, "live")
-                details = [entry.get("detail") or "" for entry in record.get("history", [])]
-                adopted = any("retained group" in detail for detail in details)
+                adopted = any("retained group" in entry.detail for entry in record.history)
                 return RollbackSample(served_after, recorded, adopted)
             time.sleep(POLL_SECONDS)
         raise RuntimeError(f"rollback {accepted.deployment_id} never went live")
@@ -421,24 +420,40 @@ def print_rollbacks(samples: Sequence[RollbackSample]) -> None:
 # ---- main ------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def counted_stack(root: Path, project: str, progress: Callable[[str], None]) -> Iterator[tuple[Stack, Path]]:
+    """A private local stack in `root` whose functions count their Firestore and Pub/Sub work into
+    the directory it yields with it; this process uses its environment until the stack stops."""
+    counts_dir = root / "counts"
+    counts_dir.mkdir()
+    pythonpath = os.pathsep.join(p for p in (str(COUNTING_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    stack = Stack(
+        root / "stack",
+        project=project,
+        fixed_ports={},
+        extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
+        scheduler_interval=3600,
+    )
+    progress("starting a private local stack…")
+    stack.start()
+    saved = {name: os.environ.get(name) for name in stack.env}
+    os.environ.update(stack.env)
+    try:
+        yield stack, counts_dir
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        progress("stopping the private stack…")
+        stack.stop()
+
+
 def run(progress: Callable[[str], None] = say) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
         root = Path(scratch)
-        counts_dir = root / "counts"
-        counts_dir.mkdir()
-        pythonpath = os.pathsep.join(p for p in (str(COUNTING_DIR), os.environ.get("PYTHONPATH", "")) if p)
-        stack = Stack(
-            root / "stack",
-            project="bench-pipeline",
-            fixed_ports={},
-            extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
-            scheduler_interval=3600,
-        )
-        progress("starting a private local stack…")
-        stack.start()
-        saved = {name: os.environ.get(name) for name in stack.env}
-        os.environ.update(stack.env)
-        try:
+        with counted_stack(root, "bench-pipeline", progress) as (stack, counts_dir):
             artifact = build_artifact(REPO_ROOT / "examples" / "hello", root / "artifacts")
             bench = PipelineBench(stack, counts_dir, artifact.resolve().as_uri())
             # The first deployment after a start pays every function's cold start (imports, first
@@ -499,14 +514,6 @@ def run(progress: Callable[[str], None] = say) -> None:
                 "Goals: 0 failed requests, under 2 s of total overhead locally, per-hop p50 under 200 ms."
                 " Reads and writes are Firestore billing units; deliveries include redeliveries."
             )
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            progress("stopping the private stack…")
-            stack.stop()
 
 
 def main() -> None:

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_pipeline import (
-    COUNTING_DIR,
     REPO_ROOT,
     Counts,
     PipelineBench,
+    counted_stack,
     quiet_counts,
     say,
     stats_row,
@@ -172,21 +172,7 @@ def print_costs(columns: Sequence[tuple[str, Counts]]) -> None:
 def run(progress: Callable[[str], None] = say) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-verification-") as scratch:
         root = Path(scratch)
-        counts_dir = root / "counts"
-        counts_dir.mkdir()
-        pythonpath = os.pathsep.join(p for p in (str(COUNTING_DIR), os.environ.get("PYTHONPATH", "")) if p)
-        stack = Stack(
-            root / "stack",
-            project="bench-verification",
-            fixed_ports={},
-            extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
-            scheduler_interval=3600,
-        )
-        progress("starting a private local stack…")
-        stack.start()
-        saved = {name: os.environ.get(name) for name in stack.env}
-        os.environ.update(stack.env)
-        try:
+        with counted_stack(root, "bench-verification", progress) as (stack, counts_dir):
             artifact = build_artifact(REPO_ROOT / "examples" / "hello", root / "artifacts")
             faulty_source = root / "faulty" / "hello"
             shutil.copytree(
@@ -255,14 +241,6 @@ def run(progress: Callable[[str], None] = say) -> None:
                 f" {environment.min_requests} requests; redelivery (the poll) every second locally."
                 f" Goal: exposure under 3 s."
             )
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            progress("stopping the private stack…")
-            stack.stop()
 
 
 def main() -> None:

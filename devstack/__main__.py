@@ -14,8 +14,10 @@ from devstack.stack import (
     Stack,
     StackAlreadyRunning,
     StackState,
+    pipeline_template_from_environment,
     ports_from_environment,
 )
+from shared.config import ENV_RELEASECTL_DASHBOARD_URL
 
 
 def _print(line: str) -> None:
@@ -39,6 +41,9 @@ def up(stack: Stack) -> int:
         return 130
     _print(f"Stack up in {time.monotonic() - started:.1f} s. Logs: {stack.logs_dir}/")
     _print(f"Environment: source {stack.env_file}")
+    dashboard = stack.env.get(ENV_RELEASECTL_DASHBOARD_URL)
+    if dashboard:
+        _print(f"Release dashboard: {dashboard}")
     if stack.config:
         for environment in stack.config.all_environments():
             _print(f"  {environment.key:<24} {environment.url or '(no URL)'}")
@@ -63,7 +68,7 @@ def status(stack: Stack) -> int:
         _print(
             f"The stack started at {state.started_at} has not finished starting (or its start was cut short)."
         )
-    _print(f"{'SERVICE':<34} {'PID':>8}  {'PORT':>6}  {'PROCESS':<8} HEALTH")
+    _print(f"{'SERVICE':<34} {'PID':>8}  {'PORT':>6}  {'RESTARTS':>8}  {'PROCESS':<8} HEALTH")
     all_healthy = True
     for record in services:
         alive = record.alive
@@ -77,13 +82,19 @@ def status(stack: Stack) -> int:
             health = "ok" if port_in_use(record.port) else "no answer"
         all_healthy = all_healthy and alive and health == "ok"
         port = str(record.port) if record.port else "-"
+        # Restarts by the supervisor; a service it never restarts (its data lived in memory) says so.
+        restarts = str(record.restarts) if record.restart else "never"
         _print(
-            f"{record.name:<34} {record.pid:>8}  {port:>6}  {'running' if alive else 'stopped':<8} {health}"
+            f"{record.name:<34} {record.pid:>8}  {port:>6}  {restarts:>8}  "
+            f"{'running' if alive else 'stopped':<8} {health}"
         )
     stack.load()
     if stack.config:
         for environment in stack.config.all_environments():
             _print(f"{environment.key:<34} {environment.url or '(no URL)'}")
+    restarted = [record for record in services if record.restarts]
+    for record in restarted:
+        _print(f"{record.name} was restarted {record.restarts} time(s), last at {record.last_restart_at}")
     _print(f"Environment: {stack.env_file}   Logs: {stack.logs_dir}/")
     # Non-zero when something is down, so scripts can wait on `python -m devstack status`.
     return 0 if all_healthy and state is not None and state.complete else 1
@@ -102,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             args.state_dir,
             functions_source=args.functions_source,
             fixed_ports=ports_from_environment(),
+            pipeline_template=pipeline_template_from_environment(),
             progress=_print,
         )
     except ServiceError as exc:

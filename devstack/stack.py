@@ -7,7 +7,9 @@
   - one functions-framework server per entry point (`devstack.function_server`), wired to its topic
     by a push subscription with the trigger's retry and dead-letter policy, each push arriving as
     the CloudEvent Eventarc delivers on GCP;
-  - a local stand-in for Cloud Scheduler publishing the watchdog tick.
+  - a local stand-in for Cloud Scheduler publishing the watchdog tick;
+  - last, the supervisor (devstack/supervisor.py), which restarts any of these that dies, except
+    the services listed in `NOT_RESTARTED`.
 It then writes the `env` file (`export NAME=value` lines). Everything it starts is recorded, pid and
 process start time, in the state file, so `stop()` (from this or any later process) ends exactly
 those processes and their descendants, and nothing else.
@@ -73,6 +75,7 @@ COMPUTE = "compute-emulator"
 TOKEN_ISSUER = "token-issuer"
 WEBHOOK_RECEIVER = "webhook-receiver"
 SCHEDULER = "scheduler"
+SUPERVISOR = "supervisor"
 FUNCTION_PREFIX = "function-"
 PORT_ENV_VARS = {
     PUBSUB: "DEVSTACK_PUBSUB_PORT",
@@ -83,6 +86,9 @@ PORT_ENV_VARS = {
 }
 FUNCTIONS_PORT_ENV_VAR = "DEVSTACK_FUNCTIONS_PORT"
 """First of consecutive ports for the functions, in `all_entry_points()` order."""
+
+PIPELINE_TEMPLATE_ENV_VAR = "DEVSTACK_PIPELINE_TEMPLATE"
+"""A pipeline file (local format, placeholders allowed) to serve instead of the sample configuration."""
 
 RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
 """Set to 1 to give the push subscriptions the topology's retry policies (see devstack/wiring.py)."""
@@ -96,6 +102,15 @@ FUNCTION_START_TIMEOUT_SECONDS = 60.0
 COMPUTE_STOP_GRACE_SECONDS = 15.0
 STOP_GRACE_SECONDS = 5.0
 SCHEDULER_INTERVAL_SECONDS = 3.0
+RESTART_GRACE_SECONDS = 10.0
+"""How long an attaching process waits for services the supervisor is restarting."""
+
+
+NOT_RESTARTED = frozenset({PUBSUB, FIRESTORE, COMPUTE})
+"""Services the supervisor leaves down when they die: each keeps its data in memory only (topics
+and subscriptions, records, resources and their instances), so a restarted one would answer health
+checks while everything it held was gone. `make status` shows them stopped; `make down; make up`
+starts afresh. Every other service, including any added later, is restarted."""
 
 
 class StackAlreadyRunning(ServiceError):
@@ -139,6 +154,14 @@ class ServiceRecord:
     log: str
     port: int | None = None
     health_url: str | None = None
+    argv: list[str] = field(default_factory=list)
+    """How to start it again: command, extra environment and working directory."""
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    restart: bool = False
+    """Whether the supervisor restarts it when it dies (see `NOT_RESTARTED`)."""
+    restarts: int = 0
+    last_restart_at: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -268,7 +291,8 @@ class Stack:
         return self._record(name)
 
     def services(self) -> list[ServiceRecord]:
-        state = self._state or StackState.load(self.state_file)
+        # The file first: the supervisor records a restarted service's new pid there.
+        state = StackState.load(self.state_file) or self._state
         return list(state.services) if state else []
 
     def is_running(self) -> bool:
@@ -307,6 +331,8 @@ class Stack:
                 raise StackAlreadyRunning(
                     f"the stack in {self.state_dir} is already running (started {existing.started_at})"
                 )
+            # A malformed template stops the start before anything runs, naming the file's error.
+            check_pipeline_template(self.pipeline_template)
             if existing:
                 # A stack that died (machine rebooted, processes killed): clear what it left.
                 self._stop_records(existing.services)
@@ -357,15 +383,18 @@ class Stack:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _stop_records(self, records: Sequence[ServiceRecord]) -> None:
-        # In stages, callers before what they call: first the scheduler and the functions, so no
-        # new work starts; then the issuer, receiver and Compute emulator (ending its instances);
-        # last Google's emulators. Within a stage services stop in parallel, so `down` is quick.
+        # In stages: first the supervisor, so nothing is restarted while it is being stopped; then
+        # callers before what they call: the scheduler and the functions, so no new work starts;
+        # then the issuer, receiver and Compute emulator (ending its instances); last Google's
+        # emulators. Within a stage services stop in parallel, so `down` is quick.
         def stage(record: ServiceRecord) -> int:
-            if record.name == SCHEDULER or record.name.startswith(FUNCTION_PREFIX):
+            if record.name == SUPERVISOR:
                 return 0
-            return 2 if record.name in (PUBSUB, FIRESTORE) else 1
+            if record.name == SCHEDULER or record.name.startswith(FUNCTION_PREFIX):
+                return 1
+            return 3 if record.name in (PUBSUB, FIRESTORE) else 2
 
-        for current in range(3):
+        for current in range(4):
             members = [record for record in records if stage(record) == current]
             if not members:
                 continue
@@ -415,6 +444,7 @@ class Stack:
         health_url: str | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = START_TIMEOUT_SECONDS,
+        restart: bool | None = None,
     ) -> _Launch:
         assert self._state is not None
         log = self._log(name)
@@ -431,6 +461,10 @@ class Stack:
             log=str(log),
             port=port,
             health_url=health_url,
+            argv=list(argv),
+            env=dict(env or {}),
+            cwd=str(REPO_ROOT),
+            restart=name not in NOT_RESTARTED if restart is None else restart,
         )
         # Recorded before waiting, so a failure (or Ctrl-C) during the wait still stops it.
         self._state.services.append(record)
@@ -467,6 +501,7 @@ class Stack:
         )
         self._report("push subscriptions", f"{len(plan)} subscriptions", started, "created")
         self._start_scheduler(endpoints)
+        self._start_supervisor()
         write_env_file(self.env_file, self.env)
 
     def _start_base_services(self, endpoints: _Endpoints, ports: Mapping[str, int]) -> None:
@@ -569,6 +604,7 @@ class Stack:
         env[shared_config.ENV_RELEASECTL_ROLLBACK_URL] = rollback_url
         env[shared_config.ENV_RELEASECTL_PROMOTE_URL] = function_urls["promote"]
         env[shared_config.ENV_RELEASECTL_APPROVE_URL] = function_urls["approve"]
+        env[shared_config.ENV_RELEASECTL_DASHBOARD_URL] = endpoints.function_urls()["dashboard"]
         env["CLOUDSDK_CORE_PROJECT"] = self.project
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB"] = f"http://{endpoints.pubsub_host}/"
         env["CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"] = f"http://{endpoints.compute_host}/compute/v1/"
@@ -586,6 +622,10 @@ class Stack:
             **env,
             shared_config.ENV_ID_TOKEN_CERTS_URL: f"{endpoints.issuer_url}/certs",
             shared_config.ENV_ID_TOKEN_ISSUERS: endpoints.issuer_url,
+            # The dashboard forwards actions to the functions, and offers tokens of the local issuer.
+            shared_config.ENV_DASHBOARD_ROLLBACK_URL: rollback_url,
+            shared_config.ENV_DASHBOARD_APPROVE_URL: endpoints.function_urls().get("approve", ""),
+            shared_config.ENV_DASHBOARD_LOCAL_TOKEN_URL: f"{endpoints.issuer_url}/token",
             "PYTHONUNBUFFERED": "1",
             **self.extra_function_env,
         }
@@ -628,6 +668,17 @@ class Stack:
         )
         self._await(launch)
 
+    def _start_supervisor(self) -> None:
+        # It waits for the stack's lock, which start() holds until the state is complete, so it
+        # never sees a half-started stack. Ready as soon as it runs: it has nothing to serve.
+        launch = self._launch(
+            SUPERVISOR,
+            [sys.executable, "-m", "devstack.supervisor", "--state-dir", str(self.state_dir)],
+            lambda: True,
+            restart=False,
+        )
+        self._await(launch)
+
 
 @dataclass(frozen=True)
 class _Endpoints:
@@ -667,6 +718,43 @@ def render_pipeline_config(template: str, backend_urls: Mapping[str, str]) -> st
     rendered = string.Template(template).substitute(values)
     shared_config.parse_pipeline_config(tomllib.loads(rendered))  # fail here, not in a function
     return rendered
+
+
+def pipeline_template_from_environment(environ: Mapping[str, str] = os.environ) -> Path:
+    """The template `make up` serves: DEVSTACK_PIPELINE_TEMPLATE if set, else the sample's."""
+    chosen = environ.get(PIPELINE_TEMPLATE_ENV_VAR, "").strip()
+    return Path(chosen).expanduser().resolve() if chosen else DEFAULT_PIPELINE_TEMPLATE
+
+
+def check_pipeline_template(path: Path) -> shared_config.PipelineConfig:
+    """Parse the template as `start()` will render it; any fault is a ServiceError naming the file.
+
+    Every backend service gets a stand-in URL here, so an unknown placeholder (a misspelt
+    `${lb_...}`) is found as surely as bad TOML or a bad setting.
+    """
+    try:
+        template = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ServiceError(f"pipeline template {path}: cannot read it: {exc.strerror or exc}") from exc
+    stand_ins: dict[str, str] = {}
+    try:
+        document = tomllib.loads(template)
+        environments = shared_config.parse_pipeline_config(document).all_environments()
+        services = {e.backend_service for e in environments}
+        services |= {e.preview_backend_service for e in environments if e.preview_backend_service}
+        stand_ins = dict.fromkeys(sorted(services), "http://127.0.0.1:1")
+        return shared_config.parse_pipeline_config(tomllib.loads(render_pipeline_config(template, stand_ins)))
+    except tomllib.TOMLDecodeError as exc:
+        raise ServiceError(f"pipeline template {path}: not valid TOML: {exc}") from exc
+    except shared_config.ConfigError as exc:
+        raise ServiceError(f"pipeline template {path}: {exc}") from exc
+    except (KeyError, ValueError) as exc:
+        # string.Template: an unknown placeholder (KeyError) or a stray `$` (ValueError).
+        known = ", ".join(sorted({backend_placeholder(b) for b in stand_ins} | {"identity"}))
+        raise ServiceError(
+            f"pipeline template {path}: bad placeholder {exc}; known placeholders: {known} "
+            "(write $$ for a literal $)"
+        ) from exc
 
 
 def write_env_file(path: Path, env: Mapping[str, str]) -> None:
@@ -721,6 +809,14 @@ def _attach_to_complete(stack: Stack) -> Stack:
         return bool(state and state.complete)
 
     wait_until(complete, START_TIMEOUT_SECONDS * 2, f"the stack in {stack.state_dir} to finish starting")
+
+    def all_running() -> bool:
+        stack.load()
+        return all(service.alive for service in stack.services())
+
+    # A service that died may be between its death and the supervisor's restart: give it a while.
+    with contextlib.suppress(ServiceError):
+        wait_until(all_running, RESTART_GRACE_SECONDS, "every service of the stack")
     stack.load()
     down = [service.name for service in stack.services() if not service.alive]
     if down:

@@ -1,7 +1,7 @@
 """`watchdog` (Pub/Sub `watchdog-tick`, from Cloud Scheduler): the pipeline's safety net.
 
 Fails deployments past their deadline, re-publishes stalled steps, deletes drained blue
-groups. Each problem is logged and retried on the next tick, so the tick itself is always
+groups and collects templates and groups a crash left behind. Each problem is logged and retried on the next tick, so the tick itself is always
 acknowledged: a failing tick would only pile up redeliveries of the same sweep.
 """
 
@@ -22,7 +22,14 @@ def watchdog(cloud_event: CloudEvent) -> None:
     pipeline = services()
     with log_context(event_id=str(cloud_event["id"])):
         report = run_watchdog(pipeline)
-        if report.failed or report.kicked or report.cleaned or report.expired or report.errors:
+        if (
+            report.failed
+            or report.kicked
+            or report.cleaned
+            or report.collected
+            or report.expired
+            or report.errors
+        ):
             log.info(
                 "watchdog sweep",
                 extra={
@@ -31,6 +38,7 @@ def watchdog(cloud_event: CloudEvent) -> None:
                         "kicked": report.kicked,
                         "cleaned": report.cleaned,
                         "expired": report.expired,
+                        "collected": report.collected,
                         "errors": report.errors,
                     }
                 },

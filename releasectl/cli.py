@@ -1,5 +1,5 @@
-"""`releasectl`: publish builds, read release state, watch deployments, roll back, promote,
-approve or reject (CONTRACT §5).
+"""`releasectl`: publish builds, read release state and metrics, watch deployments, roll back,
+promote, approve or reject (CONTRACT §5).
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or input (one line on stderr).
 `--json` prints exactly one JSON document on stdout; progress then goes to stderr.
@@ -30,10 +30,14 @@ from releasectl.remote import (
 )
 from releasectl.watch import watch_deployment
 from releasectl.windows import deploy_window_line, deploy_window_status
+from shared.adapters.delivery_records import FirestoreDeliveryRecords
+from shared.adapters.firestore_store import StoreUnavailable
 from shared.artifact import ArtifactError, build_artifact, sha256_of_file, sha256_of_url
 from shared.config import ConfigError, EnvironmentConfig, load_pipeline_config
 from shared.domain.build_event import DEPLOYMENT_ID_PATTERN
 from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.metrics import PHASES, Percentiles, format_seconds
+from shared.usecases.delivery import DEFAULT_WINDOW_DAYS, window_metrics
 
 NumberT = TypeVar("NumberT", int, float)
 
@@ -166,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("source_dir", type=Path)
     package.add_argument("--out", required=True, type=Path)
     json_flag(package)
+
+    metrics = commands.add_parser("metrics", help="delivery metrics: the four keys and phase durations")
+    metrics.add_argument("--app", required=True, type=_name("app"))
+    metrics.add_argument(
+        "--env", type=_name("environment"), dest="environment", help="one environment (default: all)"
+    )
+    metrics.add_argument(
+        "--since",
+        type=_positive_int,
+        default=DEFAULT_WINDOW_DAYS,
+        dest="since_days",
+        metavar="DAYS",
+        help=f"the window, in days up to now (default {DEFAULT_WINDOW_DAYS})",
+    )
+    json_flag(metrics)
 
     token = commands.add_parser("token", help="print an identity token the pipeline's HTTP functions accept")
     token.add_argument("--email", help="locally: mint the token for this identity instead of yours")
@@ -416,6 +435,82 @@ def _package(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def _check_app(app: str, environment: str | None) -> None:
+    """An app or environment the pipeline file does not declare is bad input (when the file is here)."""
+    if environment is not None:
+        _url_of(app, environment)
+        return
+    try:
+        config = load_pipeline_config()
+    except ConfigError:
+        return  # Without the pipeline file (e.g. on a CI runner) the records alone decide.
+    if app not in config.apps:
+        raise BadInput(f"unknown app {app!r}")
+
+
+_KEY_ROWS = (
+    ("deployment frequency", "deployment_frequency"),
+    ("lead time (p50 / p90)", "lead_time"),
+    ("change failure rate", "change_failure_rate"),
+    ("time to restore (p50 / p90)", "time_to_restore"),
+)
+
+
+def _metrics(args: argparse.Namespace, out: _Output) -> int:
+    _check_app(args.app, args.environment)
+    records = FirestoreDeliveryRecords(firestore_client())
+    try:
+        result = window_metrics(
+            records,
+            app=args.app,
+            environment=args.environment,
+            days=args.since_days,
+            now=datetime.now(UTC),
+        )
+    except StoreUnavailable as exc:  # transient or a missing index: this run failed
+        raise RecordsUnavailable(str(exc)) from exc
+    if out.as_json:
+        out.document(result.to_json())
+        return EXIT_OK
+    where = f"on {args.environment}" if args.environment else "on every environment"
+    out.line(
+        f"{args.app} {where}, last {args.since_days} days (since {_short_time(result.since.isoformat())} UTC):"
+        f" {result.deployments} deployments went live"
+    )
+    frequency = result.deployment_frequency_per_day
+    rate = result.change_failure_rate
+    values = {
+        "deployment_frequency": "-" if frequency is None else f"{frequency:.2f} a day",
+        "lead_time": _pair(result.lead_time_seconds),
+        "change_failure_rate": "-" if rate is None else f"{rate:.0%} ({result.change_failures} rolled back)",
+        "time_to_restore": _pair(result.time_to_restore_seconds),
+    }
+    bands = result.bands
+    out.line()
+    out.line(_table(["key", "value", "band"], [[label, values[key], bands[key]] for label, key in _KEY_ROWS]))
+    out.line()
+    out.line(
+        _table(
+            ["phase", "p50", "p90"],
+            [
+                [
+                    phase.replace("_", " "),
+                    format_seconds(result.phases[phase].p50),
+                    format_seconds(result.phases[phase].p90),
+                ]
+                for phase in PHASES
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _pair(values: Percentiles) -> str:
+    if values.p50 is None:
+        return "-"
+    return f"{format_seconds(values.p50)} / {format_seconds(values.p90)}"
+
+
 def _token(args: argparse.Namespace, out: _Output) -> int:
     token = identity_token(ENDPOINTS[args.endpoint], email=args.email)
     if out.as_json:
@@ -435,6 +530,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "reject": _decide("reject"),
     "watch": _watch,
     "package": _package,
+    "metrics": _metrics,
     "token": _token,
 }
 

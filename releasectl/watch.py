@@ -18,7 +18,8 @@ STILL_SECONDS = 10.0
 """A status unchanged this long gets a `still …` line, so a long cool-down does not look stuck."""
 SUCCEEDED = ("live", "retired")
 """`retired` was live and has since been replaced: the deployment itself succeeded."""
-UNSUCCESSFUL = ("failed", "cancelled")
+UNSUCCESSFUL = ("failed", "cancelled", "rolled_back")
+"""`rolled_back` went live, failed its bake window and lost its traffic again: it did not succeed."""
 
 
 @dataclass

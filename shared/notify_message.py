@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-NotifyKind = Literal["deployment", "rejected", "dead_letter"]
-_KINDS = ("deployment", "rejected", "dead_letter")
+NotifyKind = Literal["deployment", "rejected", "dead_letter", "leaks_collected"]
+_KINDS = ("deployment", "rejected", "dead_letter", "leaks_collected")
 DEDUPE_KEY_ATTRIBUTE = "notify_dedupe_key"
 """Set on every published notify event, so that a dead-lettered one is recognised as a
 notification (and by which key) wherever the dead-letter topic's name is not known."""
@@ -27,10 +27,12 @@ class NotifyRequest:
     app: str | None
     environment: str | None
     status: str
-    """A deployment status (CONTRACT §6) for kind=deployment; `rejected` or `dead_lettered` otherwise."""
+    """A deployment status (CONTRACT §6) for kind=deployment; `rejected`, `dead_lettered` or
+    `collected` (the watchdog deleted resources a crash had left behind) otherwise."""
     detail: str
     dedupe_key: str
-    """One notification per key: `<deployment_id>:<status>`, `rejected:<event id>`, `dead-letter:<message id>`."""
+    """One notification per key: `<deployment_id>:<status>`, `rejected:<event id>`, `dead-letter:<message id>`,
+    `leaks:<digest of the collected names>`."""
     deployment_id: str | None = None
     version: str | None = None
     about_notification: str | None = None

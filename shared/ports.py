@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from shared.config import EnvironmentConfig
+from shared.domain.leaks import ListedResource
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.release_request import ReleaseRequest
 from shared.domain.status import DeploymentStatus
@@ -176,6 +177,18 @@ class Compute(Protocol):
 
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
         """No-op if it is gone."""
+        ...
+
+    def list_instance_groups(self, region: str) -> list[ListedResource]:
+        """Every regional managed instance group in `region`, with its creation time."""
+        ...
+
+    def list_instance_templates(self) -> list[ListedResource]:
+        """Every global instance template, with its creation time."""
+        ...
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        """Names of the groups the environment's backend service sends (or drains) traffic to."""
         ...
 
 

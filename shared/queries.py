@@ -16,6 +16,10 @@ Direction = Literal["ASCENDING", "DESCENDING"]
 DEPLOYMENTS = "deployments"
 RELEASES = "releases"
 APPS = "apps"
+RELEASE_COMMITS = "release_commits"
+"""`{app}@{commit}` → the version that commit was given: read by document id inside the admission
+transaction, so that transactions of different apps lock different documents (a query there
+would lock a range of `releases` that every app's admission writes into)."""
 ENVIRONMENTS = "environments"
 REJECTED_EVENTS = "rejected_events"
 DEAD_LETTERED_EVENTS = "dead_lettered_events"
@@ -56,7 +60,8 @@ RELEASE_BY_COMMIT = FirestoreQuery(
     name="release_by_commit",
     collection=RELEASES,
     equality=("app", "commit"),
-    purpose="the same commit always gets the same version",
+    purpose="the same commit always gets the same version (releases recorded before "
+    "release_commits existed; read outside the transaction)",
 )
 RELEASES_OF_APP = FirestoreQuery(
     name="releases_of_app",
@@ -98,6 +103,23 @@ ENVIRONMENT_DEPLOYMENTS_WITH_STATUS = FirestoreQuery(
     membership=("status",),
     purpose="releasectl status and promotion: an environment's unfinished deployments (sorted by the caller)",
 )
+ENVIRONMENT_DEPLOYMENTS_SINCE = FirestoreQuery(
+    name="environment_deployments_since",
+    collection=DEPLOYMENTS,
+    equality=("app", "environment"),
+    range=("created_at",),
+    order_by=(("created_at", "DESCENDING"),),
+    purpose="releasectl metrics --env and the dashboard: an environment's deployments created in a "
+    "window, newest first (served by the same index as environment_deployments)",
+)
+APP_DEPLOYMENTS_SINCE = FirestoreQuery(
+    name="app_deployments_since",
+    collection=DEPLOYMENTS,
+    equality=("app",),
+    range=("created_at",),
+    order_by=(("created_at", "DESCENDING"),),
+    purpose="releasectl metrics without --env: every environment's deployments created in a window",
+)
 
 ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     RELEASE_BY_COMMIT,
@@ -107,6 +129,8 @@ ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     LIVE_HISTORY,
     ENVIRONMENT_DEPLOYMENTS,
     ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,
+    ENVIRONMENT_DEPLOYMENTS_SINCE,
+    APP_DEPLOYMENTS_SINCE,
 )
 
 

@@ -57,7 +57,7 @@ PUBSUB_TRIGGERS: tuple[Trigger, ...] = (
 DEAD_LETTER_ENTRY_POINT = "on_dead_letter"
 """Announces every dead-lettered event; subscribed to each trigger's dead-letter topic."""
 
-HTTP_ENTRY_POINTS: tuple[str, ...] = ("rollback", "promote", "approve")
+HTTP_ENTRY_POINTS: tuple[str, ...] = ("rollback", "promote", "approve", "dashboard")
 
 
 def all_topics() -> list[str]:

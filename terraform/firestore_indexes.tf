@@ -16,11 +16,20 @@ locals {
       ]
     }
     # environment_deployments. releasectl releases: an environment's deployments, newest first.
+    # environment_deployments_since. Metrics and the dashboard: the same, from a given time.
     deployments_by_creation = {
       collection = "deployments"
       fields = [
         { field_path = "app", order = "ASCENDING" },
         { field_path = "environment", order = "ASCENDING" },
+        { field_path = "created_at", order = "DESCENDING" },
+      ]
+    }
+    # app_deployments_since. releasectl metrics without --env: an app's deployments from a given time.
+    deployments_of_app_by_creation = {
+      collection = "deployments"
+      fields = [
+        { field_path = "app", order = "ASCENDING" },
         { field_path = "created_at", order = "DESCENDING" },
       ]
     }

@@ -114,6 +114,18 @@ locals {
       timeout_seconds  = 60
       memory           = "256Mi"
     }
+    # HTTP; the release dashboard, invoked by the team group only (iam.tf). It reads the records
+    # and forwards actions, with the user's own token, to the functions above; it publishes nothing.
+    dashboard = {
+      short            = "dashboard"
+      trigger_topics   = []
+      publishes        = []
+      compute_role     = null
+      webhook_secrets  = false
+      firestore_access = "read" # every change goes through the functions above
+      timeout_seconds  = 60
+      memory           = "512Mi"
+    }
   }
 
   # The rollback URL is derived rather than read back from the function, so the function can
@@ -140,6 +152,9 @@ locals {
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level
+    # The dashboard forwards a user's rollback here (and approvals, once that function exists).
+    DASHBOARD_ROLLBACK_URL = local.rollback_url
+    DASHBOARD_APPROVE_URL  = ""
   }
 
   pubsub_functions = { for name, fn in local.functions : name => fn if length(fn.trigger_topics) > 0 }

@@ -88,6 +88,15 @@ resource "google_cloud_run_v2_service_iam_member" "approve_invoker" {
   member   = "group:${var.approve_invoker_group}"
 }
 
+# The dashboard: the team (the same group that may call rollback) may open it, nobody else.
+resource "google_cloud_run_v2_service_iam_member" "dashboard_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["dashboard"].name
+  role     = "roles/run.invoker"
+  member   = "group:${var.rollback_invoker_group}"
+}
+
 # Compute permissions as custom roles: the predefined instanceAdmin / loadBalancerAdmin roles
 # would also let a function delete any VM or rewrite any load balancer in the project.
 locals {

@@ -67,3 +67,8 @@ output "pubsub_service_agent" {
   description = "IAM member of the Pub/Sub service agent (dead-lettering needs it on each trigger's subscription)."
   value       = local.pubsub_service_agent
 }
+
+output "dashboard_url" {
+  description = "The release dashboard (RELEASECTL_DASHBOARD_URL). Only the team group may invoke it; open it through `gcloud run services proxy` (see the README)."
+  value       = google_cloudfunctions2_function.fn["dashboard"].service_config[0].uri
+}

@@ -106,7 +106,7 @@ variable "function_max_instances" {
 }
 
 variable "rollback_invoker_group" {
-  description = "Google group (e-mail) whose members may call the rollback function. The function also checks the per-environment allow-list of the pipeline file."
+  description = "Google group (e-mail) of the team: its members may call the rollback function (which also checks the per-environment allow-list of the pipeline file) and open the release dashboard."
   type        = string
 
   validation {

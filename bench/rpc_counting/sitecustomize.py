@@ -5,7 +5,8 @@ BENCH_RPC_COUNTS_DIR set; Python imports `sitecustomize` at start-up, and this o
 `grpc.insecure_channel` (what the Google client libraries use to reach the emulators) with an
 interceptor. Nothing in the pipeline's code changes. Counts follow Firestore's billing units:
 - a read is a document returned by a get, batch get or query (an empty query counts one);
-- a write is a document write in a commit or batch write;
+- a write is a document write in a commit or batch write (a transaction's commit that Firestore
+  aborted for contention is counted apart, as `<method> aborted`);
 - a Pub/Sub message is one message in a Publish request, per topic;
 - a delivery is one push request a function answered (2xx acknowledged, anything else makes
   Pub/Sub redeliver), counted by wrapping the WSGI app functions-framework creates.
@@ -85,6 +86,16 @@ if _DIRECTORY:
     class _Counter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
         def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
             method = details.method
+            if method.endswith("/Commit") and getattr(request, "transaction", b""):
+                # A transaction's commit: Firestore answers ABORTED on contention and the client
+                # runs the transaction again, so those are counted apart (writes only if it held).
+                outcome = continuation(details, request)
+                aborted = outcome.exception() is not None and outcome.code() == grpc.StatusCode.ABORTED
+                if aborted:
+                    _count(f"{method} aborted")
+                else:
+                    _count(method, writes=len(getattr(request, "writes", [])))
+                return outcome
             if method.endswith("/Commit") or method.endswith("/BatchWrite"):
                 _count(method, writes=len(getattr(request, "writes", [])))
             elif method.endswith("/Publish") and "pubsub" in method:

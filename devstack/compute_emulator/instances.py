@@ -54,7 +54,7 @@ class BootError(Exception):
     """The instance cannot be created; reported in the MIG's lastAttempt errors and retried.
 
     Compute Engine reports there what stops it from creating the VM itself; locally, also what
-    the emulator cannot do in the guest's place (fetch a gs:// artifact, read a missing file).
+    the emulator cannot do in the guest's place (fetch a gs:// artifact, read a file it may not).
     """
 
 
@@ -216,7 +216,12 @@ class Instance:
         # finished delete really means the processes are gone.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _REAP_TIMEOUT_SECONDS
-        while running_group_members(group) and loop.time() < deadline:
+        # A scan of /proc costs milliseconds on a busy machine: only when the group still has
+        # members at all, and off the event loop, which every API call and probe shares.
+        while _group_exists(group) and loop.time() < deadline:
+            members: list[int] = await asyncio.to_thread(running_group_members, group)
+            if not members:
+                break
             _signal_group(group, signal.SIGKILL)
             await asyncio.sleep(0.02)
         self.log(f"web process {group} stopped (exit code {process.returncode})")
@@ -243,7 +248,9 @@ def artifact_path(url: str | None) -> str:
         raise BootError(f"cannot fetch {url}: only file:/// artifact URLs are supported locally")
     path = unquote(parsed.path)
     if not Path(path).is_file():
-        raise BootError(f"artifact {path} does not exist")
+        # Refused by the guest, as the startup script refuses a file:// or gs:// artifact that
+        # is not there: it will not appear by itself.
+        raise GuestRefusal(f"artifact {url} does not exist")
     return path
 
 
@@ -298,6 +305,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _group_exists(group: int) -> bool:
+    """Whether any process (zombies included) is still in the group: one system call, no scan."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def running_group_members(group: int) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -19,6 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from shared.config import EnvironmentConfig
+from shared.domain.leaks import ListedResource
 from shared.logging import get_logger
 from shared.ports import GroupHealth, PermanentError, TransientError
 
@@ -301,6 +303,35 @@ class ComputeEngine:
             f"deleting instance group {name}",
         )
 
+    # ---- listings (leak collection) ---------------------------------------------------------
+
+    def list_instance_groups(self, region: str) -> list[ListedResource]:
+        managers = self._call(
+            lambda: list(
+                self.groups.list(
+                    request=compute_v1.ListRegionInstanceGroupManagersRequest(
+                        project=self.project, region=region
+                    )
+                )
+            ),
+            f"listing instance groups in {region}",
+        )
+        return [
+            ListedResource("instance_group", m.name, _created_at(m.creation_timestamp), region)
+            for m in managers
+        ]
+
+    def list_instance_templates(self) -> list[ListedResource]:
+        templates = self._call(
+            lambda: list(
+                self.templates.list(request=compute_v1.ListInstanceTemplatesRequest(project=self.project))
+            ),
+            "listing instance templates",
+        )
+        return [
+            ListedResource("instance_template", t.name, _created_at(t.creation_timestamp)) for t in templates
+        ]
+
     # ---- backend service -------------------------------------------------------------------
 
     @staticmethod
@@ -317,12 +348,12 @@ class ComputeEngine:
         change: Callable[[Sequence[compute_v1.Backend]], list[compute_v1.Backend] | None],
         what: str,
     ) -> None:
-        """Read-modify-write of the backends, guarded by the fingerprint: a 412 re-reads."""
-        for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._backend_service(env)
+        """Patch the backends to what `change` makes of them (None: nothing to change)."""
+
+        def patch(service: compute_v1.BackendService) -> Callable[[], bool] | None:
             backends = change(list(service.backends))
             if backends is None:
-                return
+                return None
             request = compute_v1.PatchBackendServiceRequest(
                 project=self.project,
                 backend_service=env.backend_service,
@@ -330,13 +361,26 @@ class ComputeEngine:
                     backends=backends, fingerprint=service.fingerprint
                 ),
             )
-            # A 412: someone changed the backends since we read them; read them again.
-            if self._call(self._patch(request), what, expected=(google_exceptions.PreconditionFailed,)):
+            return lambda: self._finish(self.backend_services.patch(request=request))
+
+        self._write_backend_service(env, patch, what)
+
+    def _write_backend_service(
+        self,
+        env: EnvironmentConfig,
+        write_for: Callable[[compute_v1.BackendService], Callable[[], bool] | None],
+        what: str,
+    ) -> None:
+        """Read the backend service, then make the write `write_for` derives from it (None: none
+        needed). The write carries the fingerprint read: a 412 means someone changed the service
+        since, so it is read again."""
+        for _attempt in range(MAX_FINGERPRINT_RETRIES):
+            write = write_for(self._backend_service(env))
+            if write is None:
+                return
+            if self._call(write, what, expected=(google_exceptions.PreconditionFailed,)):
                 return
         raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
-
-    def _patch(self, request: compute_v1.PatchBackendServiceRequest) -> Callable[[], bool]:
-        return lambda: self._finish(self.backend_services.patch(request=request))
 
     def _backend_service(self, env: EnvironmentConfig) -> compute_v1.BackendService:
         return self._call(
@@ -347,6 +391,9 @@ class ComputeEngine:
             ),
             f"reading backend service {env.backend_service}",
         )
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        return [self._group_name(backend) for backend in self._backend_service(env).backends]
 
     def attach_group(self, env: EnvironmentConfig, name: str) -> None:
         link = self.group_link(env, name)
@@ -379,38 +426,23 @@ class ComputeEngine:
     def detach_group(self, env: EnvironmentConfig, name: str) -> None:
         # A patch cannot empty the list (an empty repeated field is left out of the request, so it
         # would change nothing): replace the whole resource instead, guarded by its fingerprint.
-        what = f"detaching {name} from {env.backend_service}"
-        for _attempt in range(MAX_FINGERPRINT_RETRIES):
-            service = self._call(
-                lambda: self.backend_services.get(
-                    request=compute_v1.GetBackendServiceRequest(
-                        project=self.project, backend_service=env.backend_service
-                    )
-                ),
-                f"reading backend service {env.backend_service}",
-            )
+        def replace_without_group(service: compute_v1.BackendService) -> Callable[[], bool] | None:
             if not any(self._is_group(b, name) for b in service.backends):
-                return
+                return None
             replacement = type(service).deserialize(type(service).serialize(service))
             kept = [b for b in service.backends if not self._is_group(b, name)]
             del replacement.backends[:]
             replacement.backends.extend(kept)
-            try:
-                operation = self.backend_services.update(
-                    request=compute_v1.UpdateBackendServiceRequest(
-                        project=self.project,
-                        backend_service=env.backend_service,
-                        backend_service_resource=replacement,
-                    )
-                )
-                operation.result(timeout=self.operation_timeout)
-                return
-            except google_exceptions.PreconditionFailed:  # transient: someone changed it meanwhile; re-read
-                log.info("backend service %s changed concurrently; retrying %s", env.backend_service, what)
-                continue
-            except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-                raise _translate(exc, what) from exc
-        raise ComputeUnavailable(f"{what}: backend service {env.backend_service} kept changing")
+            request = compute_v1.UpdateBackendServiceRequest(
+                project=self.project,
+                backend_service=env.backend_service,
+                backend_service_resource=replacement,
+            )
+            return lambda: self._finish(self.backend_services.update(request=request))
+
+        self._write_backend_service(
+            env, replace_without_group, f"detaching {name} from {env.backend_service}"
+        )
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         response = self._call(
@@ -427,6 +459,17 @@ class ComputeEngine:
         )
         states = [status.health_state for status in response.health_status]
         return len(states) >= env.instance_count and all(state == "HEALTHY" for state in states)
+
+
+def _created_at(timestamp: str) -> datetime | None:
+    """Compute Engine's RFC 3339 `creationTimestamp`; None if absent or unreadable (never collected)."""
+    if not timestamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:  # permanent for this resource: without a time it is simply left alone
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def instance_location(link: str) -> tuple[str, str] | None:

@@ -25,6 +25,7 @@ from shared.domain.records import (
     HistoryEntry,
     Release,
     environment_key,
+    release_commit_key,
     release_key,
 )
 from shared.domain.release_request import ReleaseRequest, RequestKind
@@ -388,8 +389,17 @@ class _Transaction:
         return release_from_document(doc) if doc else None
 
     def release_for_commit(self, app: str, commit: str) -> Release | None:
+        # A point read of the commit's index document, existing or not: two admissions of the same
+        # new commit both write it, so one re-runs and finds the other's version. A query here
+        # would lock a range of `releases` that every app's admission writes into, and the
+        # admissions of unrelated apps would wait on each other.
+        index = self._get(self._store.release_commits.document(release_commit_key(app, commit)))
+        if index is not None and index.get("version"):
+            return self.release(app, str(index["version"]))
+        # Releases recorded before the index existed; immutable once written, so a read outside
+        # the transaction is as good as one inside it, and locks nothing.
         query = self._store.query(queries.RELEASE_BY_COMMIT, app=app, commit=commit).limit(1)
-        for snapshot in self._transaction.get(query):
+        for snapshot in query.stream():
             return release_from_document(snapshot.to_dict() or {})
         return None
 
@@ -403,8 +413,10 @@ class _Transaction:
             else:
                 # Releases recorded before apps/{app} held the field (or before it existed):
                 # derive it from them this once; the release this transaction creates writes it.
+                # Outside the transaction (releases never change; the apps/{app} read above is
+                # what makes concurrent bumps conflict), so it locks no range of `releases`.
                 query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
-                self._highest[app] = highest_version(s.get("version") for s in self._transaction.get(query))
+                self._highest[app] = highest_version(s.get("version") for s in query.stream())
         return self._highest[app]
 
     def put_deployment(self, deployment: Deployment) -> None:
@@ -422,6 +434,11 @@ class _Transaction:
         current = self.highest_version(release.app)
         highest = highest_version([release.version, *([current] if current else [])])
         self._highest[release.app] = highest
+        commit_ref = self._store.release_commits.document(release_commit_key(release.app, release.commit))
+        self._writes[commit_ref.path] = (
+            commit_ref,
+            {"app": release.app, "commit": release.commit, "version": release.version},
+        )
         app_ref = self._store.apps.document(release.app)
         self._writes[app_ref.path] = (
             app_ref,
@@ -440,6 +457,7 @@ class FirestoreStore:
         self.deployments = client.collection(queries.DEPLOYMENTS)
         self.releases = client.collection(queries.RELEASES)
         self.apps = client.collection(queries.APPS)
+        self.release_commits = client.collection(queries.RELEASE_COMMITS)
         self.environments = client.collection(queries.ENVIRONMENTS)
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)

@@ -12,6 +12,9 @@ import os
 from shared.config import (
     ENV_APPROVE_AUDIENCE,
     ENV_COMPUTE_EMULATOR_HOST,
+    ENV_DASHBOARD_APPROVE_URL,
+    ENV_DASHBOARD_LOCAL_TOKEN_URL,
+    ENV_DASHBOARD_ROLLBACK_URL,
     ENV_MONITORING_EMULATOR_HOST,
     ENV_NOTIFICATIONS_FILE,
     ENV_PROJECT,
@@ -22,6 +25,7 @@ from shared.config import (
     load_pipeline_config,
     parse_audiences,
 )
+from shared.usecases.dashboard import DashboardServices
 from shared.usecases.notify import NotifyServices
 from shared.usecases.services import Services
 
@@ -99,6 +103,26 @@ def rollback_audience() -> tuple[str, ...]:
             "more accepted audiences may follow, comma-separated)"
         )
     return audiences
+
+
+@functools.cache
+def dashboard_services() -> DashboardServices:
+    """The dashboard reads the records and forwards actions; it holds no pipeline write access."""
+    from shared.adapters.delivery_records import FirestoreDeliveryRecords
+    from shared.adapters.pipeline_http import HttpPipelineEndpoints
+
+    rollback_url = os.environ.get(ENV_DASHBOARD_ROLLBACK_URL, "").strip()
+    if not rollback_url:
+        raise ConfigError(f"{ENV_DASHBOARD_ROLLBACK_URL}: required (the rollback function's URL)")
+    token_url = os.environ.get(ENV_DASHBOARD_LOCAL_TOKEN_URL, "").strip()
+    return DashboardServices(
+        config=pipeline_config(),
+        records=FirestoreDeliveryRecords.from_environment(project_id()),
+        endpoints=HttpPipelineEndpoints(),
+        rollback_url=rollback_url,
+        approve_url=os.environ.get(ENV_DASHBOARD_APPROVE_URL, "").strip(),
+        local_token_url=token_url,
+    )
 
 
 @functools.cache

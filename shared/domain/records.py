@@ -212,6 +212,14 @@ def release_key(app: str, version: str) -> str:
     return f"{app}@{version}"
 
 
+def release_commit_key(app: str, commit: str) -> str:
+    """
+    >>> release_commit_key("hello", "9f1c2ab" + "0" * 33)
+    'hello@9f1c2ab000000000000000000000000000000000'
+    """
+    return f"{app}@{commit}"
+
+
 def environment_key(app: str, environment: str) -> str:
     return f"{app}@{environment}"
 

@@ -10,7 +10,7 @@ class Notification:
     """One outcome worth telling the team about, with everything a reader needs to act on it."""
 
     kind: str
-    """`deployment`, `rejected` or `dead_letter` (the notify event's kind)."""
+    """`deployment`, `rejected`, `dead_letter` or `leaks_collected` (the notify event's kind)."""
     dedupe_key: str
     status: str
     app: str | None = None

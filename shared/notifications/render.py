@@ -42,6 +42,7 @@ _STATUS_EMOJI = {
     "verified": ":white_check_mark:",
     "rejected": ":no_entry:",
     "dead_lettered": ":rotating_light:",
+    "collected": ":broom:",
 }
 
 
@@ -60,6 +61,8 @@ def headline(notification: Notification) -> str:
         return f"Rejected a build-succeeded message for {target}: {detail or 'invalid message'}"
     if n.kind == "dead_letter":
         return f"Dead-lettered event: {detail or 'a pipeline event ran out of retries'}"
+    if n.kind == "leaks_collected":
+        return f"Watchdog deleted resources no deployment needed: {detail or 'see the logs'}"
     if n.status == "live":
         suffix = " (rollback)" if n.rollback_of else ""
         return f"{n.subject} is live on {where}{suffix}"

@@ -29,7 +29,7 @@ from shared.ports import Clock, Store
 
 log = get_logger("usecases.notify")
 
-OPERATIONAL_KINDS = ("dead_letter",)
+OPERATIONAL_KINDS = ("dead_letter", "leaks_collected")
 """Notify kinds the operations channels get too, besides the app's own."""
 
 

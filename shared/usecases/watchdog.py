@@ -5,23 +5,28 @@
 - re-publishes the bake step of a live release whose bake window stalled;
 - starts a queued deployment whose environment is free once its deploy window is open;
 - deletes retired blue groups once their connections have drained and their retention is over;
+- collects what a crash left behind: templates and groups named by the pipeline that no record
+  needs (see shared/domain/leaks.py), and announces them in one notification per sweep.
 - cancels deployments still awaiting approval after their environment's approval timeout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared import topology
 from shared.domain.approval import approval_expires_at
+from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by, with_their_templates
 from shared.domain.records import Deployment
-from shared.domain.status import HOLDS_LOCK, UNFINISHED, DeploymentStatus
+from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, UNFINISHED, DeploymentStatus
 from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
+from shared.notify_message import NotifyRequest
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
-from shared.usecases.services import Services, notify_status, publish_step
+from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
 log = get_logger("watchdog")
 
@@ -35,6 +40,8 @@ class WatchdogReport:
     kicked: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)
+    """Leaked templates and groups deleted in this sweep."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -75,6 +82,11 @@ def run_watchdog(services: Services, stall_seconds: int = STALL_SECONDS) -> Watc
             except (TransientError, PermanentError) as exc:  # either kind: retried on the next tick
                 log.warning("could not delete drained resources: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
+    try:
+        collect_leaks(services, report)
+    except (TransientError, PermanentError) as exc:  # either kind: the next tick lists again
+        log.warning("could not look for leaked resources: %s", exc)
+        report.errors.append(f"leak collection: {exc}")
     return report
 
 
@@ -233,3 +245,102 @@ def _clean_up(services: Services, deployment: Deployment, now: datetime) -> bool
     services.store.atomically(work)
     log.info("deleted drained group %s", current.instance_group)
     return True
+
+
+NEEDS_RESOURCES: frozenset[DeploymentStatus] = IN_PROGRESS | {DeploymentStatus.LIVE}
+"""Deployments whose template and group are in use or may be being created right now."""
+RETAINED_HORIZON = datetime(9999, 1, 1, tzinfo=UTC)
+"""Any clean-up due before this: every retired group still kept (for a rollback) or draining."""
+
+
+def collect_leaks(services: Services, report: WatchdogReport) -> list[ListedResource]:
+    """Delete the pipeline's templates and groups that no record needs; announce them once.
+
+    The resources are listed before the records are read, so whatever a listing shows was created
+    before the read: a deployment that made it is in the records by then, and the grace period
+    (the environment's provisioning deadline) covers a step that has not recorded it yet.
+    """
+    environments = services.config.all_environments()
+    if not environments:
+        return []
+    owners = [
+        Owner(env.app, env.name, env.region, timedelta(seconds=env.provisioning_deadline_seconds))
+        for env in environments
+    ]
+    resources: list[ListedResource] = []
+    for region in sorted({env.region for env in environments}):
+        resources.extend(services.compute.list_instance_groups(region))
+    resources.extend(services.compute.list_instance_templates())
+
+    users = services.store.deployments_with_status(sorted(NEEDS_RESOURCES))
+    users += services.store.deployments_due_for_cleanup(RETAINED_HORIZON)
+    needed = names_needed_by(
+        (d.deployment_id for d in users),
+        [name for d in users for name in (d.instance_group, d.instance_template)],
+    )
+    candidates = leaked(resources, needed, owners, services.clock.now())
+    if not candidates:
+        return []
+    # Only now (rarely), belts to the statuses' braces: whatever an environment points at as live
+    # stays, and so does any group its backend service still sends (or drains) traffic to,
+    # whatever the records' statuses say.
+    for owner in {owner for _, owner in candidates}:
+        state = services.store.get_environment(owner.app, owner.environment)
+        live = (
+            services.store.get_deployment(state.live_deployment_id)
+            if state and state.live_deployment_id
+            else None
+        )
+        if live is not None:
+            needed = needed | names_needed_by(
+                [live.deployment_id], [live.instance_group, live.instance_template]
+            )
+        env = services.config.environment(owner.app, owner.environment)
+        assert env is not None  # owners come from the configuration
+        needed = needed | frozenset(services.compute.attached_groups(env))
+    needed = with_their_templates(needed)
+    removed: list[ListedResource] = []
+    for resource, owner in candidates:
+        if resource.name in needed:
+            continue
+        env = services.config.environment(owner.app, owner.environment)
+        assert env is not None  # owners come from the configuration
+        try:
+            if resource.kind == "instance_group":
+                services.compute.delete_instance_group(env, resource.name)
+            else:
+                services.compute.delete_instance_template(env, resource.name)
+        except (TransientError, PermanentError) as exc:  # either kind: the next sweep finds it again
+            log.warning("could not delete leaked %s %s: %s", resource.kind, resource.name, exc)
+            report.errors.append(f"{resource.name}: {exc}")
+            continue
+        log.warning("deleted leaked %s %s (no deployment needs it)", resource.kind, resource.name)
+        removed.append(resource)
+        report.collected.append(resource.name)
+    if removed:
+        _announce_collected(
+            services, removed, [owner for resource, owner in candidates if resource in removed]
+        )
+    return removed
+
+
+def _announce_collected(services: Services, removed: list[ListedResource], owners: list[Owner]) -> None:
+    names = sorted(resource.name for resource in removed)
+    where = {(owner.app, owner.environment) for owner in owners}
+    apps = {app for app, _ in where}
+    # One environment: its channels; one app: the app's; several: the operations channels only
+    # (they get every leaks_collected notification anyway).
+    app = next(iter(apps)) if len(apps) == 1 else None
+    environment = next(iter(where))[1] if len(where) == 1 else None
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    publish_notify(
+        services,
+        NotifyRequest(
+            kind="leaks_collected",
+            app=app,
+            environment=environment,
+            status="collected",
+            detail=f"{len(names)} left behind by a crash: {', '.join(names)}",
+            dedupe_key=f"leaks:{digest}",
+        ),
+    )

@@ -28,6 +28,7 @@ LOCAL_ONLY_ENV = {
     config.ENV_COMPUTE_EMULATOR_HOST: "points the Compute client at the local emulator; on GCP the real API is used",
     config.ENV_MONITORING_EMULATOR_HOST: "points the Monitoring client at the local emulator; on GCP the real API is used",
     config.ENV_NOTIFICATIONS_FILE: "the local stack's notification log file; functions on GCP have no such file",
+    config.ENV_DASHBOARD_LOCAL_TOKEN_URL: "the local token issuer, for the dashboard's local sign-in; none on GCP",
 }
 
 

@@ -7,6 +7,7 @@ or users. The generated launcher is then started to show the unpacked release re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ class MetadataServer:
                     self._answer(403, "Missing Metadata-Flavor:Google header")
                 elif path.startswith(prefix) and path[len(prefix) :] in attributes:
                     self._answer(200, attributes[path[len(prefix) :]])
+                elif path == "/computeMetadata/v1/instance/service-accounts/default/token":
+                    self._answer(200, json.dumps({"access_token": ACCESS_TOKEN, "expires_in": 3599}))
                 else:
                     self._answer(404, "not found")
 
@@ -109,6 +113,54 @@ class MetadataServer:
         self._server.server_close()
 
 
+ACCESS_TOKEN = "instance-token"
+
+
+class StorageServer:
+    """The Cloud Storage JSON API's media download: GET /storage/v1/b/B/o/O?alt=media, bearer token
+    required; `objects` maps "B/O" to (status, body), anything else is a 404."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[int, bytes]] = {}
+        objects = self.objects
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                prefix = "/storage/v1/b/"
+                bucket, _, name = path[len(prefix) :].partition("/o/")
+                if self.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
+                    status, body = 401, b"no token"
+                elif not path.startswith(prefix) or query != "alt=media":
+                    status, body = 400, b"bad request"
+                else:
+                    status, body = objects.get(
+                        f"{bucket}/{urllib.parse.unquote(name)}", (404, b"No such object")
+                    )
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> StorageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @dataclass
 class Instance:
     """A temporary root, the shims, and how to boot the script in them."""
@@ -118,12 +170,14 @@ class Instance:
     calls: Path
     metadata: MetadataServer
     runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+    storage_url: str = "http://127.0.0.1:9"
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "PATH": f"{self.shims}{os.pathsep}{os.environ.get('PATH', '')}",
             "RELEASE_METADATA_URL": self.metadata.url,
+            "RELEASE_STORAGE_URL": self.storage_url,
             "RELEASE_ROOT": str(self.root),
         }
 
@@ -419,3 +473,44 @@ def test_an_unpacked_release_is_verified_again_if_its_digest_changes(
     result = instance.boot()
 
     assert result.returncode != 0 and "artifact digest mismatch" in result.stderr
+
+
+def test_an_artifact_that_does_not_exist_is_refused_and_reported(instance: Instance, tmp_path: Path) -> None:
+    artifact = release(instance, tmp_path, "1.0.7")
+    missing = tmp_path / "gone.tar.gz"
+    instance.metadata.attributes["release-artifact"] = missing.as_uri()
+
+    assert instance.boot().returncode == 1
+    assert (
+        instance.metadata.guest_attributes["release/error"] == f"artifact {missing.as_uri()} does not exist"
+    )
+    assert artifact.exists()
+
+
+def test_a_gs_artifact_is_downloaded_with_the_instance_token_and_a_missing_one_reported(
+    instance: Instance, tmp_path: Path
+) -> None:
+    artifact = release(instance, tmp_path, "1.0.8")
+    with StorageServer() as storage:
+        instance.storage_url = storage.url
+        storage.objects["hello-artifacts/hello/a b.tar.gz"] = (200, artifact.read_bytes())
+        instance.metadata.attributes["release-artifact"] = "gs://hello-artifacts/hello/a b.tar.gz"
+        assert instance.boot().returncode == 0, instance.runs[-1].stderr
+        assert (instance.root / "opt/release/releases/1.0.8/Procfile").is_file()
+        assert "release/error" not in instance.metadata.guest_attributes
+
+        # Gone from the bucket (e.g. deleted by a lifecycle rule): it will not come back, say so.
+        instance.metadata.attributes.update(
+            {"release-version": "1.0.9", "release-artifact": "gs://hello-artifacts/hello/gone.tar.gz"}
+        )
+        assert instance.boot().returncode == 1
+        error = instance.metadata.guest_attributes["release/error"]
+        assert error.startswith("cannot fetch artifact gs://hello-artifacts/hello/gone.tar.gz: HTTP 404")
+
+        # A failure that may pass (any other status) is not reported: a new VM tries again.
+        del instance.metadata.guest_attributes["release/error"]
+        storage.objects["hello-artifacts/hello/gone.tar.gz"] = (400, b"try later")
+        result = instance.boot()
+        assert result.returncode == 1
+        assert "failed (HTTP 400)" in result.stderr
+        assert "release/error" not in instance.metadata.guest_attributes

@@ -7,6 +7,7 @@ body the emulator sends, so the push-to-CloudEvent conversion is exercised too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -112,18 +113,25 @@ def notify_env(
     return notifications_file
 
 
+@contextlib.contextmanager
+def fresh_wiring() -> Iterator[None]:
+    """The composition root's cached adapters built afresh, so they see this test's environment."""
+    cached = (wiring.services, wiring.notify_services, wiring.pipeline_config)
+    for function in cached:
+        function.cache_clear()
+    try:
+        yield
+    finally:
+        for function in cached:
+            function.cache_clear()
+
+
 @pytest.fixture
 def app(notify_env: Path) -> Iterator[Flask]:
-    # Adapters built afresh for each test, so the cached config and client see its environment.
-    wiring.notify_services.cache_clear()
-    wiring.pipeline_config.cache_clear()
-    try:
+    with fresh_wiring():
         yield functions_framework.create_app(
             target="on_notify", source=str(NOTIFY_SOURCE), signature_type="cloudevent"
         )
-    finally:
-        wiring.notify_services.cache_clear()
-        wiring.pipeline_config.cache_clear()
 
 
 @pytest.fixture

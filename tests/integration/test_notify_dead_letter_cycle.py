@@ -23,7 +23,6 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore, pubsub_v1
 
 from shared import topology
-from shared.adapters import wiring
 from shared.notify_message import NotifyRequest
 from shared.usecases.dead_letter import DELIVERY_ATTEMPT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from tests.conftest import TEST_PROJECT
@@ -33,6 +32,7 @@ from tests.integration.test_notify import (  # noqa: F401  (fixtures)
     app,
     deployment,
     file_lines,
+    fresh_wiring,
     notify_env,
     receiver,
 )
@@ -50,15 +50,10 @@ NOTIFY_ATTEMPTS = next(
 def dead_letter_app(notify_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:  # noqa: F811
     # on_dead_letter builds every adapter at cold start; Compute is never called here.
     monkeypatch.setenv("COMPUTE_EMULATOR_HOST", "127.0.0.1:9")
-    wiring.services.cache_clear()
-    wiring.pipeline_config.cache_clear()
-    try:
+    with fresh_wiring():
         yield functions_framework.create_app(
             target="on_dead_letter", source=str(DEAD_LETTER_SOURCE), signature_type="cloudevent"
         )
-    finally:
-        wiring.services.cache_clear()
-        wiring.pipeline_config.cache_clear()
 
 
 @pytest.fixture

@@ -383,6 +383,24 @@ def test_watch_exits_1_when_the_deployment_fails(seeded: firestore.Client) -> No
     assert document["history"][-1]["detail"] == "never healthy"
 
 
+def test_watch_exits_1_when_the_bake_window_rolled_the_deployment_back(seeded: firestore.Client) -> None:
+    rolled_back = deployment("1.4.0", "live", T0 + timedelta(hours=4))
+    rolled_back["status"] = "rolled_back"
+    rolled_back["history"].append(
+        {
+            "status": "rolled_back",
+            "at": T0 + timedelta(hours=4, seconds=8),
+            "detail": "5xx 48% of 1,210 requests",
+        }
+    )
+    seeded.collection("deployments").document("hello-staging-fff").set(rolled_back)
+
+    result = releasectl("watch", "hello-staging-fff", "--timeout", "10", "--json")
+
+    assert result.code == 1
+    assert result.json()["status"] == "rolled_back"
+
+
 def test_watch_gives_up_after_its_timeout(seeded: firestore.Client) -> None:
     started = time.monotonic()
     result = releasectl("watch", "hello-staging-ddd", "--timeout", "1")

@@ -124,3 +124,21 @@ def test_an_operator_session_from_publish_to_rollback(local_stack: Any, tmp_path
                          "--app", app, "--env", environment)  # fmt: skip
     assert refused.returncode == 1
     assert "HTTP 403" in refused.stderr
+
+    # The rolled-back release is a change failure, and the rollback going live restored service.
+    metrics = as_json(
+        releasectl(env, "metrics", "--app", app, "--env", environment, "--since", "1", "--json")
+    )
+    assert metrics["deployments"] >= 3
+    assert metrics["change_failure_rate"] is not None and metrics["change_failure_rate"] > 0
+    assert metrics["time_to_restore_seconds"]["p50"] is not None
+    # The dashboard of the stack shows the same records.
+    page = requests.get(
+        env["RELEASECTL_DASHBOARD_URL"], params={"format": "json", "app": app, "days": "1"}, timeout=30
+    )
+    assert page.status_code == 200
+    shown = {view["environment"]: view for view in page.json()["environments"]}
+    assert shown[environment]["live"]["deployment_id"] == accepted["deployment_id"]
+    assert (
+        shown[environment]["metrics"]["deployments"] == metrics["deployments"] or metrics["deployments"] > 3
+    )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_config
+from shared.domain.leaks import ListedResource
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
 from shared.domain.release_request import ReleaseRequest
 from shared.domain.status import DeploymentStatus
@@ -178,6 +179,10 @@ class FakeCompute:
     lb_healthy: bool = True
     refuse_templates: str | None = None
     """When set, template creation is refused as a configuration error with this message."""
+    created_at: dict[str, datetime] = field(default_factory=dict)
+    """Creation time of each template and group, as listings report it."""
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The clock creations are stamped with; `fake_world` gives it the world's clock."""
 
     def ensure_instance_template(
         self, env: EnvironmentConfig, name: str, *, version: str, artifact: str, artifact_sha256: str
@@ -193,10 +198,12 @@ class FakeCompute:
                 "release-artifact-sha256": artifact_sha256,
             },
         )
+        self.created_at.setdefault(name, self.now())
 
     def ensure_instance_group(self, env: EnvironmentConfig, name: str, *, template: str) -> None:
         self.calls.append(f"group {name}")
         self.groups.setdefault(name, FakeGroup(template=template, size=env.instance_count))
+        self.created_at.setdefault(name, self.now())
 
     def make_healthy(self, name: str) -> None:
         self.groups[name].healthy = self.groups[name].size
@@ -244,6 +251,19 @@ class FakeCompute:
     def delete_instance_template(self, env: EnvironmentConfig, name: str) -> None:
         if self.templates.pop(name, None) is not None:
             self.calls.append(f"delete template {name}")
+
+    def list_instance_groups(self, region: str) -> list[ListedResource]:
+        return [
+            ListedResource("instance_group", name, self.created_at.get(name), region) for name in self.groups
+        ]
+
+    def attached_groups(self, env: EnvironmentConfig) -> list[str]:
+        return list(self.attached)
+
+    def list_instance_templates(self) -> list[ListedResource]:
+        return [
+            ListedResource("instance_template", name, self.created_at.get(name)) for name in self.templates
+        ]
 
 
 @dataclass
@@ -362,6 +382,7 @@ class FakeWorld:
 
 def fake_world() -> FakeWorld:
     store, compute, publisher, clock = FakeStore(), FakeCompute(), FakePublisher(), FakeClock()
+    compute.now = clock.now
     metrics, probe = FakeMetrics(), FakeSmokeProbe()
     services = Services(
         config=pipeline_config(),

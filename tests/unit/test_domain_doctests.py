@@ -17,6 +17,7 @@ MODULES = [
     "shared.domain.promotion",
     "shared.domain.release_request",
     "shared.domain.rollback",
+    "shared.domain.metrics",
     "shared.domain.verification",
     "shared.adapters.monitoring",
     "devstack.compute_emulator.discovery",

@@ -27,7 +27,7 @@ def test_every_declared_query_filters_and_orders_on_fields_the_store_writes() ->
         assert named <= fields[query.collection], query.name
 
 
-def test_the_queries_needing_a_composite_index_are_the_rollback_and_release_histories() -> None:
+def test_the_queries_needing_a_composite_index_are_the_rollback_release_and_metrics_histories() -> None:
     indexes = {query.name: query.composite_index_fields() for query in queries.composite_indexes()}
     assert indexes == {
         "live_history": [("app", "ASCENDING"), ("environment", "ASCENDING"), ("went_live_at", "DESCENDING")],
@@ -36,6 +36,13 @@ def test_the_queries_needing_a_composite_index_are_the_rollback_and_release_hist
             ("environment", "ASCENDING"),
             ("created_at", "DESCENDING"),
         ],
+        # The metrics window: the same order, bounded below by created_at.
+        "environment_deployments_since": [
+            ("app", "ASCENDING"),
+            ("environment", "ASCENDING"),
+            ("created_at", "DESCENDING"),
+        ],
+        "app_deployments_since": [("app", "ASCENDING"), ("created_at", "DESCENDING")],
     }
 
 

@@ -12,22 +12,25 @@
 # both are running.
 #
 # Compute Engine does not report a failed startup script, so every refusal (`die`: missing or
-# malformed metadata, a digest mismatch, an artifact without a Procfile) is also written to the
-# guest attribute release/error (needs `enable-guest-attributes=TRUE` in the metadata), which
-# the pipeline reads through instances.getGuestAttributes to fail the deployment at once. A
-# release that starts deletes it. Other failures (a download that keeps failing) only exit:
-# autohealing recreates the VM and the startup runs again.
+# malformed metadata, an artifact that does not exist, a digest mismatch, an artifact without a
+# Procfile) is also written to the guest attribute release/error (needs
+# `enable-guest-attributes=TRUE` in the metadata), which the pipeline reads through
+# instances.getGuestAttributes to fail the deployment at once. A release that starts deletes it.
+# Other failures (a download that keeps failing with a server error) only exit: autohealing
+# recreates the VM and the startup runs again.
 #
 # Modes: `boot` (the default, what the metadata script runner calls) applies the release and
 # installs `release-watch`, a service running a copy of this script in `watch` mode, which
 # long-polls the metadata and runs `apply` when release-version changes.
 #
-# Two variables exist for tests and images, not for production:
+# Three variables exist for tests and images, not for production:
 #   RELEASE_METADATA_URL  metadata server base (default: the real one)
+#   RELEASE_STORAGE_URL   Cloud Storage JSON API base (default: the real one)
 #   RELEASE_ROOT          prefix for every path written (default: the real root)
 set -euo pipefail
 
 METADATA_URL="${RELEASE_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}"
+STORAGE_URL="${RELEASE_STORAGE_URL:-https://storage.googleapis.com}"
 ROOT="${RELEASE_ROOT:-}"
 
 # Paths as the instance sees them (unit files name these) and as this script writes them.
@@ -99,12 +102,27 @@ fetch_artifact() {
       local rest="${uri#gs://}"
       local bucket="${rest%%/*}" object="${rest#*/}"
       [ -n "$bucket" ] && [ "$object" != "$rest" ] || die "malformed artifact URI ${uri}"
-      curl --silent --show-error --fail --retry 5 --retry-connrefused --max-time 300 \
-        -H "Authorization: Bearer $(access_token)" -o "$out" \
-        "https://storage.googleapis.com/storage/v1/b/${bucket}/o/$(urlencode "$object")?alt=media"
+      local token status
+      token="$(access_token)"
+      # No --fail: the status decides. A missing or unreadable object will not appear by itself
+      # (refused at once); anything else (5xx and 429 after curl's retries, no connection)
+      # only exits, and autohealing tries again on a new VM.
+      status="$(curl --silent --show-error --retry 5 --retry-connrefused --max-time 300 \
+        -H "Authorization: Bearer ${token}" -o "$out" -w '%{http_code}' \
+        "${STORAGE_URL}/storage/v1/b/${bucket}/o/$(urlencode "$object")?alt=media")" || status=000
+      case "$status" in
+        200) ;;
+        403 | 404) die "cannot fetch artifact ${uri}: HTTP ${status} (missing, or not readable by the instance)" ;;
+        *)
+          log "downloading ${uri} failed (HTTP ${status}); a new VM will try again"
+          exit 1
+          ;;
+      esac
       ;;
     file://*)
-      cp -- "${uri#file://}" "$out"
+      local path="${uri#file://}"
+      [ -f "$path" ] || die "artifact ${uri} does not exist"
+      cp -- "$path" "$out"
       ;;
     *)
       die "unsupported artifact URI ${uri} (expected gs:// or file://)"

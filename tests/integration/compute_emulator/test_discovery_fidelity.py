@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from google.api_core.exceptions import NotFound
 from google.cloud import compute_v1
 
 from devstack.compute_emulator.api import build_app
 from devstack.compute_emulator.discovery import discovery_document, method_for, problems
 from devstack.compute_emulator.state import Emulator as EmulatorState
 
-from .helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, wait_until
+from .helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, insert_template, wait_until
 from .test_load_balancer import healthy_group, insert_service
 
 # POST methods that only read: they are part of what a client reads after a deployment.
@@ -61,6 +62,29 @@ def _concrete(pattern: str, values: dict[str, str], operations: dict[str, str]) 
     return path
 
 
+def refused_instance(emulator: Emulator, project: str, artifact: str, health_check: str) -> str:
+    """The name of an instance whose startup refused its release, so it has guest attributes.
+
+    Its group has no autohealing: a recreation would clear them while the check reads them."""
+    insert_template(emulator, project, "refused", artifact, "6.6.6", sha256="0" * 64)
+    resource = group_resource(project, "refused", "refused", 1, health_check)
+    resource.auto_healing_policies = []
+    groups = emulator.client(compute_v1.InstanceGroupManagersClient)
+    groups.insert(project=project, zone=ZONE, instance_group_manager_resource=resource).result(timeout=30)
+    (managed,) = groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="refused")
+    instances = emulator.client(compute_v1.InstancesClient)
+
+    def reported() -> bool:
+        try:
+            instances.get_guest_attributes(project=project, zone=ZONE, instance=managed.name)
+        except NotFound:
+            return False
+        return True
+
+    wait_until(reported, 10, "the refusal in the guest attributes")
+    return managed.name
+
+
 def test_every_read_method_answers_within_the_compute_v1_discovery_document(
     emulator: Emulator, project: str, artifacts: dict[str, str]
 ) -> None:
@@ -75,6 +99,7 @@ def test_every_read_method_answers_within_the_compute_v1_discovery_document(
     insert_service(emulator, project, health_check, [zonal])
     url = emulator.load_balancer_url(project, "web")
     wait_until(lambda: requests.get(url + "/", timeout=5).status_code == 200, 10, "the LB to serve")
+    refused = refused_instance(emulator, project, artifacts["testapp"], health_check)
 
     values = {
         "project": project,
@@ -85,6 +110,7 @@ def test_every_read_method_answers_within_the_compute_v1_discovery_document(
         "regional:instanceGroupManagers": "green",
         "regional:instanceGroups": "green",
         "backendServices": "web",
+        "instances": refused,
     }
     operations = _operation_names(emulator, project)
     root = emulator.endpoint
@@ -112,6 +138,7 @@ def test_every_read_method_answers_within_the_compute_v1_discovery_document(
     assert {
         "compute.backendServices.getHealth",
         "compute.regionInstanceGroupManagers.listManagedInstances",
+        "compute.instances.getGuestAttributes",
     } <= set(checked)
     assert len(checked) >= 30, checked
 

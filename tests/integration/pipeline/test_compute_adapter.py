@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,9 +21,14 @@ from google.cloud import compute_v1
 from devstack.base_resources import create_base_resources
 from shared.adapters.compute_engine import ComputeEngine, ComputeRefused, ComputeUnavailable
 from shared.artifact import build_artifact, sha256_of_url
-from shared.config import EnvironmentConfig
+from shared.config import AppConfig, EnvironmentConfig, PipelineConfig
+from shared.domain.naming import instance_group_name, instance_template_name
 from shared.ports import GroupHealth, PermanentError, TransientError
+from shared.usecases.services import Services
+from shared.usecases.watchdog import WatchdogReport, collect_leaks
 from tests.e2e.conftest import REPO_ROOT, wait_for
+from tests.unit.fakes import FakeClock, FakePublisher, FakeStore
+from tests.unit.test_leak_collection import in_flight_record
 
 pytestmark = pytest.mark.stack
 
@@ -199,3 +205,50 @@ def test_a_group_whose_artifact_fails_its_digest_check_reports_it_as_an_error_wi
     assert all("artifact digest mismatch" in error for error in health.errors)
     compute.delete_instance_group(env, "adapter-bad-mig")
     compute.delete_instance_template(env, "adapter-bad-tpl")
+
+
+def test_the_watchdog_collects_a_leaked_group_and_template_through_the_listings(
+    compute: ComputeEngine, env: EnvironmentConfig, artifact: str, digest: str
+) -> None:
+    leaked_id = "adapter-test-0123456789ab"
+    kept_id = "adapter-test-ba9876543210"
+    for deployment_id in (leaked_id, kept_id):
+        compute.ensure_instance_template(
+            env,
+            instance_template_name(deployment_id),
+            version="1.0.0",
+            artifact=artifact,
+            artifact_sha256=digest,
+        )
+        compute.ensure_instance_group(
+            env, instance_group_name(deployment_id), template=instance_template_name(deployment_id)
+        )
+    groups = {g.name: g for g in compute.list_instance_groups(env.region)}
+    templates = {t.name: t for t in compute.list_instance_templates()}
+    created = groups[instance_group_name(leaked_id)].created_at
+    assert created is not None and abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+    assert templates[instance_template_name(leaked_id)].created_at is not None
+    assert "adapter-test-base" in templates  # listed, but not named by the scheme: never collected
+
+    # Records say only `kept_id` is in flight; the clock is past the grace period.
+    store = FakeStore()
+    world_clock = FakeClock(datetime.now(UTC) + timedelta(seconds=env.provisioning_deadline_seconds + 5))
+    store.deployments[kept_id] = in_flight_record(kept_id, world_clock.now())
+    services = Services(
+        config=PipelineConfig({"adapter": AppConfig("adapter", "1.0.0", {"test": env})}),
+        store=store,
+        compute=compute,
+        publisher=FakePublisher(),
+        clock=world_clock,
+    )
+    report = WatchdogReport()
+    removed = collect_leaks(services, report)
+    assert sorted(r.name for r in removed) == [
+        instance_group_name(leaked_id),
+        instance_template_name(leaked_id),
+    ]
+    names_left = {g.name for g in compute.list_instance_groups(env.region)}
+    names_left |= {t.name for t in compute.list_instance_templates()}
+    assert instance_group_name(leaked_id) not in names_left
+    assert instance_template_name(leaked_id) not in names_left
+    assert {instance_group_name(kept_id), instance_template_name(kept_id), "adapter-test-base"} <= names_left

@@ -210,6 +210,39 @@ def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> N
     assert staging.deployment_id != production.deployment_id
 
 
+def test_a_commit_maps_to_its_version_by_document_and_legacy_releases_are_still_found(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    go_live(world, "b1", COMMITS[0])
+    assert raw(firestore_client, "release_commits", f"hello@{COMMITS[0]}")["version"] == "1.0.0"
+    # A release recorded before the commit index existed: found by its commit all the same.
+    legacy = Release("hello", "1.5.0", COMMITS[1], "file:///old.tar.gz", (), world.clock.now())
+    firestore_client.collection("releases").document(legacy.key).set(release_to_document(legacy))
+    assert publish_build(world, "b2", COMMITS[1], environment="production").version == "1.5.0"
+
+
+def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_version(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    go_live(world, "b0", COMMITS[0])
+    results: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda environment=environment: results.append(
+                publish_build(world, "b1", COMMITS[1], environment=environment, commit_messages=["feat: x"])
+            )
+        )
+        for environment in ("staging", "production")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(r.version for r in results) == ["1.1.0", "1.1.0"]
+    releases = [s.to_dict() for s in firestore_client.collection("releases").stream()]
+    assert sorted(r["version"] for r in releases) == ["1.0.0", "1.1.0"]
+
+
 def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
     world: FakeWorld, store: FirestoreStore
 ) -> None:

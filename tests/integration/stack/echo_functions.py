@@ -68,6 +68,11 @@ def on_cool_down_complete(event: CloudEvent) -> None:
 
 
 @functions_framework.cloud_event
+def on_bake_check(event: CloudEvent) -> None:
+    _echo("on_bake_check", event)
+
+
+@functions_framework.cloud_event
 def on_notify(event: CloudEvent) -> None:
     _echo("on_notify", event)
 
@@ -98,3 +103,9 @@ def promote(request: flask.Request) -> flask.Response:
 def approve(request: flask.Request) -> flask.Response:
     _record("approve", {"method": request.method, "body": request.get_data(as_text=True)})
     return flask.jsonify({"echo": "approve"})
+
+
+@functions_framework.http
+def dashboard(request: flask.Request) -> flask.Response:
+    _record("dashboard", {"method": request.method, "body": request.get_data(as_text=True)})
+    return flask.jsonify({"echo": "dashboard"})

@@ -28,6 +28,7 @@ CONTRACT_NAMES = (
     "NOTIFICATIONS_FILE",
     "RELEASECTL_TOKEN_URL",
     "ROLLBACK_AUDIENCE",
+    "RELEASECTL_DASHBOARD_URL",
     "PROMOTE_AUDIENCE",
     "APPROVE_AUDIENCE",
 )
@@ -74,6 +75,7 @@ def test_env_file_holds_the_contract_names(echo_stack: EchoStack) -> None:
     )
     # One function URL, one audience: a token minted for one HTTP function is refused by the others.
     assert env["RELEASECTL_ROLLBACK_URL"] == env["ROLLBACK_AUDIENCE"]
+    assert env["RELEASECTL_DASHBOARD_URL"] == stack.function_url("dashboard")
     assert env["RELEASECTL_PROMOTE_URL"] == env["PROMOTE_AUDIENCE"]
     assert env["RELEASECTL_APPROVE_URL"] == env["APPROVE_AUDIENCE"]
     assert len({env["ROLLBACK_AUDIENCE"], env["PROMOTE_AUDIENCE"], env["APPROVE_AUDIENCE"]}) == 3

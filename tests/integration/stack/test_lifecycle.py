@@ -18,7 +18,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from devstack.processes import ServiceError, descendants, process_matches, wait_until
+from devstack.processes import ServiceError, descendants, port_in_use, process_matches, wait_until
 from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, running_stack
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import ECHO_SOURCE, EchoStack
@@ -243,3 +243,39 @@ def test_running_stack_uses_a_running_stack_and_leaves_it_running(echo_stack: Ec
         assert attached.env == started.env
     assert started.is_running()
     assert all(service.alive for service in started.services())
+
+
+def test_a_killed_function_is_restarted_and_stop_still_leaves_nothing(tmp_path: Path) -> None:
+    stack = _echo_stack(tmp_path).start()
+    try:
+        victim = stack.service("function-on_notify")
+        # What the dead server leaves behind (its worker, holding the port) must not survive either.
+        old_tree = [(victim.pid, victim.start_time), *descendants(victim.pid)]
+        os.kill(victim.pid, signal.SIGKILL)
+
+        def restarted() -> bool:
+            record = stack.service("function-on_notify")
+            return record.pid != victim.pid and record.alive and port_in_use(record.port or 0)
+
+        wait_until(restarted, 20, "the killed function to be restarted and listening", None)
+        record = stack.service("function-on_notify")
+        assert record.restarts == 1 and record.last_restart_at
+        assert "restarted by the supervisor" in Path(record.log).read_text(encoding="utf-8")
+        assert not any(process_matches(pid, start) for pid, start in old_tree)
+        supervisor_log = Path(stack.service("supervisor").log).read_text(encoding="utf-8")
+        assert f"pid {victim.pid} -> {record.pid}" in supervisor_log
+
+        completed = _devstack("status", "--state-dir", str(stack.state_dir))
+        line = next(line for line in completed.stdout.splitlines() if line.startswith("function-on_notify "))
+        assert line.split()[1:5] == [str(record.pid), str(record.port), "1", "running"]
+        assert "function-on_notify was restarted 1 time(s)" in completed.stdout
+        _stop_and_check(stack, [])
+    finally:
+        stack.stop()
+
+
+def test_a_dead_emulator_is_reported_and_not_restarted(echo_stack: EchoStack) -> None:
+    # Read-only on the shared echo stack: the emulators' records say they are never restarted.
+    never = {record.name for record in echo_stack.stack.services() if not record.restart}
+    assert {PUBSUB, "firestore-emulator", "supervisor"} <= never
+    assert all(record.argv for record in echo_stack.stack.services())

@@ -1,0 +1,1 @@
+"""The release dashboard: HTML rendering and its static assets (no build step)."""

@@ -22,7 +22,12 @@ from shared.config import ENV_RELEASECTL_IDENTITY as ENV_IDENTITY
 from shared.config import load_pipeline_config
 from shared.topology import all_entry_points
 
-URLS = {"hello-staging-backend": "http://127.0.0.1:4001", "hello-production-backend": "http://127.0.0.1:4002"}
+URLS = {
+    "hello-staging-backend": "http://127.0.0.1:4001",
+    "hello-production-backend": "http://127.0.0.1:4002",
+    "hello-staging-preview": "http://127.0.0.1:4003",
+    "hello-production-preview": "http://127.0.0.1:4004",
+}
 
 
 def test_the_rendered_file_meets_the_local_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,11 +58,6 @@ def test_the_local_identity_may_be_overridden(tmp_path: Path, monkeypatch: pytes
     path.write_text(render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), URLS))
     for environment in load_pipeline_config(path).all_environments():
         assert environment.rollback_callers == ("oncall@hello.local",)
-
-
-def test_without_the_compute_emulator_urls_are_empty() -> None:
-    rendered = render_pipeline_config(DEFAULT_PIPELINE_TEMPLATE.read_text(encoding="utf-8"), {})
-    assert 'url = ""' in rendered
 
 
 def test_the_env_file_round_trips_values_that_need_quoting(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from google.cloud import firestore
 
 from devstack.emulators import start_firestore
 from devstack.processes import free_port, port_in_use, start_service, stop_process_group, wait_until
-from shared.adapters.firestore_store import deployment_to_document, environment_to_document
+from shared.adapters.firestore_documents import deployment_to_document, environment_to_document
 from shared.domain.metrics import percentile
 from shared.domain.records import Deployment, EnvironmentState, HistoryEntry
 from shared.domain.status import DeploymentStatus

@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,8 +33,9 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore
 
-from devstack.demo import fake_commit, served_version, wait_for_version
+from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, PhaseStats, percentile
+from devstack.sample_releases import fake_commit, served_version, wait_for_version
 from devstack.stack import Stack
 from releasectl.records import read_deployment
 from releasectl.remote import build_message, publish_build_succeeded, request_rollback
@@ -53,9 +54,6 @@ DEPLOYMENTS = int(os.environ.get("BENCH_PIPELINE_DEPLOYMENTS", "5"))
 ROLLBACKS = int(os.environ.get("BENCH_PIPELINE_ROLLBACKS", "3"))
 ROLLBACKS_AFTER_RETENTION = int(os.environ.get("BENCH_PIPELINE_ROLLBACKS_AFTER_RETENTION", "1"))
 DEPLOY_TIMEOUT_SECONDS = 120.0
-QUIET_SECONDS = 1.5
-"""Counts unchanged this long means the deployment's last function (notify) has finished."""
-QUIET_TIMEOUT_SECONDS = 20.0
 POLL_SECONDS = 0.05
 LOAD_SETTLE_SECONDS = 3.0
 
@@ -71,69 +69,6 @@ HOPS = (
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-# ---- counting ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Counts:
-    reads: int = 0
-    writes: int = 0
-    published: dict[str, int] = field(default_factory=dict)
-    rpcs: dict[str, int] = field(default_factory=dict)
-    deliveries: dict[str, int] = field(default_factory=dict)
-    """`<entry point>` (acknowledged) and `<entry point> retried` (answered non-2xx) push deliveries."""
-
-    def minus(self, earlier: Counts) -> Counts:
-        return Counts(
-            reads=self.reads - earlier.reads,
-            writes=self.writes - earlier.writes,
-            published={k: v - earlier.published.get(k, 0) for k, v in self.published.items()},
-            rpcs={k: v - earlier.rpcs.get(k, 0) for k, v in self.rpcs.items()},
-            deliveries={k: v - earlier.deliveries.get(k, 0) for k, v in self.deliveries.items()},
-        )
-
-    @property
-    def messages(self) -> int:
-        return sum(self.published.values())
-
-
-def read_counts(directory: Path) -> Counts:
-    total = Counts()
-    for path in directory.glob("*.json"):
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):  # a file being replaced right now: read it next time
-            continue
-        total.reads += int(document.get("firestore_reads", 0))
-        total.writes += int(document.get("firestore_writes", 0))
-        for topic, n in document.get("published", {}).items():
-            total.published[topic] = total.published.get(topic, 0) + int(n)
-        for method, n in document.get("rpcs", {}).items():
-            total.rpcs[method] = total.rpcs.get(method, 0) + int(n)
-        for target, outcome in document.get("deliveries", {}).items():
-            for key, n in (
-                (target, outcome.get("acknowledged", 0)),
-                (f"{target} retried", outcome.get("retried", 0)),
-            ):
-                total.deliveries[key] = total.deliveries.get(key, 0) + int(n)
-    return total
-
-
-def quiet_counts(directory: Path) -> Counts:
-    """The counts once they stop moving (bounded)."""
-    deadline = time.monotonic() + QUIET_TIMEOUT_SECONDS
-    last = read_counts(directory)
-    stable_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        current = read_counts(directory)
-        if current != last:
-            last, stable_since = current, time.monotonic()
-        elif time.monotonic() - stable_since >= QUIET_SECONDS:
-            break
-    return last
 
 
 # ---- one deployment, timed -----------------------------------------------------------------------

@@ -30,10 +30,11 @@ from typing import Any
 
 from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
-from bench.bench_pipeline import COUNTING_DIR, Counts, quiet_counts, table
-from devstack.demo import fake_commit, served_version
+from bench.bench_pipeline import COUNTING_DIR, table
+from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import percentile
 from devstack.processes import descendants
+from devstack.sample_releases import fake_commit, served_version
 from devstack.stack import FUNCTION_PREFIX, Stack
 from releasectl.remote import build_message
 from shared.artifact import build_artifact, sha256_of_url

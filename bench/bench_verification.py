@@ -27,14 +27,13 @@ from typing import Any
 
 from bench.bench_pipeline import (
     REPO_ROOT,
-    Counts,
     PipelineBench,
     counted_stack,
-    quiet_counts,
     say,
     stats_row,
     table,
 )
+from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, LoadReport
 from devstack.stack import Stack
 from releasectl.records import get_deployment

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from devstack.local_config import pipeline_template_from_environment
 from devstack.processes import ServiceError, http_ok, port_in_use
 from devstack.stack import (
     DEFAULT_FUNCTIONS_SOURCE,
@@ -14,7 +15,6 @@ from devstack.stack import (
     Stack,
     StackAlreadyRunning,
     StackState,
-    pipeline_template_from_environment,
     ports_from_environment,
 )
 from shared.config import ENV_RELEASECTL_DASHBOARD_URL

@@ -42,7 +42,8 @@ from devstack.processes import (
     process_state,
     start_service,
 )
-from devstack.stack import LOCK_FILE, STATE_FILE, SUPERVISOR, ServiceRecord, StackState
+from devstack.services import SUPERVISOR
+from devstack.stack_state import LOCK_FILE, STATE_FILE, ServiceRecord, StackState
 
 POLL_SECONDS = 0.5
 FIRST_BACKOFF_SECONDS = 1.0

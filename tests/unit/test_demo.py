@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.demo import (
-    SAMPLE_APP,
-    Demo,
-    StepResult,
-    broken_copy,
-    exposure_seconds,
-    fake_commit,
-    faulty_copy,
-    feature_copy,
-    hop_durations,
-    summary_table,
-)
+from devstack.demo_actions import Demo
+from devstack.demo_report import StepResult, exposure_seconds, hop_durations, summary_table
 from devstack.load import Sample, summarize
+from devstack.sample_releases import SAMPLE_APP, broken_copy, fake_commit, faulty_copy, feature_copy
 from shared.artifact import build_artifact
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus as S
@@ -157,7 +148,7 @@ def sample(at: float, phase: str, version: str | None, ok: bool = True) -> Sampl
 
 @pytest.fixture
 def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Demo:
-    monkeypatch.setattr("devstack.demo.firestore_client", lambda: None)
+    monkeypatch.setattr("devstack.demo_actions.firestore_client", lambda: None)
     return Demo("http://127.0.0.1:9/", tmp_path / "notifications.jsonl", tmp_path)
 
 
@@ -199,7 +190,7 @@ def test_a_version_that_must_never_serve_is_caught(demo: Demo) -> None:
 def test_missing_and_duplicate_notifications_are_problems(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("devstack.demo.NOTIFICATION_TIMEOUT_SECONDS", 0.1)
+    monkeypatch.setattr("devstack.demo_actions.NOTIFICATION_TIMEOUT_SECONDS", 0.1)
     demo.results = [
         StepResult(step="a", status="live", deployment_id="d1"),
         StepResult(step="b", status="failed", deployment_id="d2"),

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from devstack.stack import read_env_file
+from devstack.stack_state import read_env_file
 from tests.integration.stack.conftest import EchoStack
 
 CONTRACT_NAMES = (

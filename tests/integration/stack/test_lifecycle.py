@@ -19,7 +19,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from devstack.processes import ServiceError, descendants, port_in_use, process_matches, wait_until
-from devstack.stack import PUBSUB, Stack, StackAlreadyRunning, running_stack
+from devstack.running import running_stack
+from devstack.stack import PUBSUB, Stack, StackAlreadyRunning
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import ECHO_SOURCE, EchoStack
 

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.local_config import DEFAULT_PIPELINE_TEMPLATE, render_pipeline_config
 from devstack.processes import ServiceError
-from devstack.stack import (
-    DEFAULT_PIPELINE_TEMPLATE,
-    PUBSUB,
-    function_service,
-    ports_from_environment,
-    read_env_file,
-    render_pipeline_config,
-    write_env_file,
-)
+from devstack.services import PUBSUB, function_service
+from devstack.stack import ports_from_environment
+from devstack.stack_state import read_env_file, write_env_file
 from devstack.token_issuer import DEFAULT_IDENTITY
 from shared.config import ENV_RELEASECTL_IDENTITY as ENV_IDENTITY
 from shared.config import load_pipeline_config

@@ -13,8 +13,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from devstack.base_resources import load_balancer_urls
+from devstack.local_config import PIPELINE_TEMPLATE_ENV_VAR, check_pipeline_template
 from devstack.processes import ServiceError
-from devstack.stack import PIPELINE_TEMPLATE_ENV_VAR, Stack, check_pipeline_template
+from devstack.stack import Stack
 from devstack.token_issuer import DEFAULT_IDENTITY
 from shared.config import ENV_RELEASECTL_IDENTITY as ENV_IDENTITY
 from tests.integration.stack.conftest import ECHO_SOURCE

@@ -7,7 +7,7 @@ import urllib.request
 import uuid
 
 from devstack.eventarc import MESSAGE_PUBLISHED, push_endpoint
-from devstack.stack import function_service
+from devstack.services import function_service
 from devstack.wiring import emulator_clients, plan_subscriptions, push_subscription_name, wire_pubsub
 from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, Trigger, all_entry_points
 from tests.conftest import TEST_PROJECT

@@ -1,0 +1,70 @@
+"""The sample app's releases, as the demo, the benches and the chaos run publish them: a commit id
+per build, the variants (a feature, a broken health check, a fault in `/`), and the version a URL serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from pathlib import Path
+
+import requests
+
+SAMPLE_APP = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+class DemoFailure(Exception):
+    """A step did not behave; the demo stops there and reports."""
+
+
+def fake_commit(label: str) -> str:
+    """A unique, valid 40-hex commit id for a demo build."""
+    return hashlib.sha1(label.encode()).hexdigest()
+
+
+def served_version(url: str) -> str | None:
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException:  # transient: the load balancer may be between backends
+        return None
+    return response.text.strip() if response.status_code == 200 else None
+
+
+def wait_for_version(url: str, version: str, timeout: float) -> float | None:
+    """Seconds until `url` answers `version`, or None after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if served_version(url) == version:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def feature_copy(source: Path, into: Path) -> Path:
+    """The sample app plus one file, so the feature release is a different artifact."""
+    target = into / "hello"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (target / "CHANGELOG").write_text("A greeting for everyone.\n", encoding="utf-8")
+    return target
+
+
+def broken_copy(source: Path, into: Path) -> Path:
+    """The sample app with a health check that answers 500: it runs, but is never healthy."""
+    target = into / "hello"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    app = target / "app.py"
+    text = app.read_text(encoding="utf-8")
+    healthy = 'self._send(200, b"ok\\n", "text/plain")'
+    if healthy not in text:
+        raise DemoFailure("cannot break the sample app: its health-check line changed")
+    app.write_text(text.replace(healthy, 'self._send(500, b"broken\\n", "text/plain")', 1), encoding="utf-8")
+    return target
+
+
+def faulty_copy(source: Path, into: Path, fault: str) -> Path:
+    """The sample app with a FAULT marker (see examples/hello/app.py): `/` fails, /healthz does not."""
+    target = into / "hello"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (target / "FAULT").write_text(f"{fault}\n", encoding="utf-8")
+    return target

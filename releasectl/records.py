@@ -17,11 +17,8 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from shared import queries
-from shared.adapters.firestore_store import (
-    declared_query,
-    deployment_from_document,
-    environment_from_document,
-)
+from shared.adapters.firestore_documents import deployment_from_document, environment_from_document
+from shared.adapters.firestore_store import declared_query
 from shared.config import ENV_PROJECT
 from shared.domain.records import Deployment, EnvironmentState, environment_key
 from shared.domain.status import AWAITING, IN_PROGRESS, DeploymentStatus

@@ -15,12 +15,8 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
 from shared import queries
-from shared.adapters.firestore_store import (
-    StoreUnavailable,
-    declared_query,
-    deployment_from_document,
-    environment_from_document,
-)
+from shared.adapters.firestore_documents import deployment_from_document, environment_from_document
+from shared.adapters.firestore_store import StoreUnavailable, declared_query
 from shared.domain.records import Deployment, EnvironmentState, environment_key
 
 log = logging.getLogger(__name__)

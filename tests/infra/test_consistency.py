@@ -200,7 +200,7 @@ def test_no_project_id_or_key_file_is_hard_coded() -> None:
 def written_fields() -> dict[str, set[str]]:
     """The fields the store writes, by collection, read from its document builders."""
     from shared import queries
-    from shared.adapters.firestore_store import (
+    from shared.adapters.firestore_documents import (
         deployment_to_document,
         environment_to_document,
         release_to_document,

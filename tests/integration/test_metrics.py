@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from shared.adapters.firestore_store import deployment_to_document
+from shared.adapters.firestore_documents import deployment_to_document
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus
 from tests.integration.test_releasectl import Result, releasectl, releasectl_process

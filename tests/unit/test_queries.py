@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared import queries
-from shared.adapters.firestore_store import deployment_to_document, release_to_document
+from shared.adapters.firestore_documents import deployment_to_document, release_to_document
 from shared.domain.records import Release
 from tests.unit.test_queue_rollback_and_naming import went_live
 

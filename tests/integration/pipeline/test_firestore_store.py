@@ -12,7 +12,8 @@ from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
 from shared import topology
-from shared.adapters.firestore_store import FirestoreStore, release_to_document
+from shared.adapters.firestore_documents import release_to_document
+from shared.adapters.firestore_store import FirestoreStore
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.records import Release

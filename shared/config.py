@@ -11,23 +11,18 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared import config_fields as fields
+from shared.config_fields import Channel, ConfigError
 from shared.domain.identifiers import NAME_PATTERN
-from shared.domain.naming import COMPUTE_NAME_PATTERN
 from shared.domain.records import environment_key
 from shared.domain.verification import BakeRules, SmokeCheck
 from shared.domain.windows import (
     DeployPolicy,
     Freeze,
-    InvalidPolicy,
     WeeklyWindow,
-    parse_clock_time,
-    parse_days,
-    parse_instant,
-    time_zone,
 )
 
 # ---- environment variable names (Terraform sets these on the functions) ---------------------
@@ -84,11 +79,6 @@ MAX_BAKE_SECONDS = 900
 BAKE_RETENTION_MARGIN_SECONDS = 30
 """The previous group must stay retained this much longer than the bake window: adoption refuses a
 group whose clean-up is due within 10 s, and the last look at green comes up to a poll late."""
-SMOKE_CHECK_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-class ConfigError(ValueError):
-    """The pipeline file or an environment variable is invalid. The message names the key."""
 
 
 def parse_audiences(text: str) -> tuple[str, ...]:
@@ -102,16 +92,6 @@ def parse_audiences(text: str) -> tuple[str, ...]:
     """
     audiences = (part.strip() for part in text.split(","))
     return tuple(dict.fromkeys(a for a in audiences if a))
-
-
-@dataclass(frozen=True)
-class Channel:
-    """Where notifications go. The webhook URL is a secret: it is read from an env var."""
-
-    kind: str  # "slack" | "google_chat" | "webhook"
-    url_env: str
-
-    KINDS = ("slack", "google_chat", "webhook")
 
 
 @dataclass(frozen=True)
@@ -250,93 +230,13 @@ _GCS_PREFIX = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}/\S*")
 _FILE_PREFIX = re.compile(r"file:///\S*")
 
 
-def _require(kind: type, value: Any, where: str) -> Any:
-    if kind is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _positive(value: Any, where: str) -> int:
-    number = _require(int, value, where)
-    if number <= 0:
-        raise ConfigError(f"{where}: must be > 0, got {number}")
-    return int(number)
-
-
-def _non_negative(value: Any, where: str) -> int:
-    number = _require(int, value, where)
-    if number < 0:
-        raise ConfigError(f"{where}: must be >= 0, got {number}")
-    return int(number)
-
-
-def _gce_name(value: Any, where: str) -> str:
-    name = _require(str, value, where)
-    if not COMPUTE_NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{where}: {name!r} is not a valid Compute Engine resource name")
-    return str(name)
-
-
-def _channels(raw: Any, where: str) -> tuple[Channel, ...]:
-    channels = []
-    for index, raw_channel in enumerate(_require(list, raw, where)):
-        channel_where = f"{where}[{index}]"
-        _table_keys(raw_channel, channel_where, ("kind", "url_env"), ())
-        kind = _require(str, raw_channel.get("kind"), f"{channel_where}.kind")
-        if kind not in Channel.KINDS:
-            raise ConfigError(f"{channel_where}.kind: must be one of {', '.join(Channel.KINDS)}")
-        url_env = _require(str, raw_channel.get("url_env"), f"{channel_where}.url_env")
-        channels.append(Channel(kind=kind, url_env=url_env))
-    return tuple(channels)
-
-
-def _operations(raw: Any) -> tuple[Channel, ...]:
-    section = _table_keys(raw, "operations", ("channels",), ())
-    return _channels(section.get("channels", []), "operations.channels")
-
-
-def _smoke_checks(raw: Any, where: str) -> tuple[SmokeCheck, ...]:
-    checks = []
-    for index, raw_check in enumerate(_require(list, raw, where)):
-        check_where = f"{where}[{index}]"
-        _require(dict, raw_check, check_where)
-        unknown = set(raw_check) - {"method", "path", "expect_status", "body_contains", "timeout_seconds"}
-        if unknown:
-            raise ConfigError(f"{check_where}.{sorted(unknown)[0]}: unknown key")
-        path = _require(str, raw_check.get("path"), f"{check_where}.path")
-        if not path.startswith("/"):
-            raise ConfigError(f"{check_where}.path: must start with '/'")
-        method = _require(str, raw_check.get("method", "GET"), f"{check_where}.method").upper()
-        if method not in SMOKE_CHECK_METHODS:
-            raise ConfigError(f"{check_where}.method: must be one of {', '.join(SMOKE_CHECK_METHODS)}")
-        status = _require(int, raw_check.get("expect_status", 200), f"{check_where}.expect_status")
-        if not 100 <= status <= 599:
-            raise ConfigError(f"{check_where}.expect_status: must be an HTTP status, got {status}")
-        body_contains = raw_check.get("body_contains")
-        if body_contains is not None:
-            _require(str, body_contains, f"{check_where}.body_contains")
-        timeout = raw_check.get("timeout_seconds", 5)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
-            raise ConfigError(f"{check_where}.timeout_seconds: must be a number in (0, 60], got {timeout!r}")
-        checks.append(SmokeCheck(path, method, status, body_contains, float(timeout)))
-    return tuple(checks)
-
-
-def _ratio(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"{where}: must be a number between 0 and 1, got {value!r}")
-    return float(value)
-
-
 def _environment(
     app: str, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> EnvironmentConfig:
     where = f"apps.{app}.environments.{name}"
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
-    _require(dict, raw, where)
+    fields.require(dict, raw, where)
     unknown = set(raw) - _ENV_KEYS
     if unknown:
         raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
@@ -344,60 +244,62 @@ def _environment(
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
             raise ConfigError(f"{where}.{key}: required")
-    channels = _channels(merged["channels"], f"{where}.channels")
-    callers = _identities(merged["rollback_callers"], f"{where}.rollback_callers")
-    health_path = _require(str, merged["health_path"], f"{where}.health_path")
+    channels = fields.channels(merged["channels"], f"{where}.channels")
+    callers = fields.identities(merged["rollback_callers"], f"{where}.rollback_callers")
+    health_path = fields.require(str, merged["health_path"], f"{where}.health_path")
     if not health_path.startswith("/"):
         raise ConfigError(f"{where}.health_path: must start with '/'")
-    preview_backend_service = _require(
+    preview_backend_service = fields.require(
         str, merged["preview_backend_service"], f"{where}.preview_backend_service"
     )
     if preview_backend_service:
-        _gce_name(preview_backend_service, f"{where}.preview_backend_service")
-    smoke_checks = _smoke_checks(merged["smoke_checks"], f"{where}.smoke_checks")
+        fields.gce_name(preview_backend_service, f"{where}.preview_backend_service")
+    smoke_checks = fields.smoke_checks(merged["smoke_checks"], f"{where}.smoke_checks")
     if smoke_checks and not preview_backend_service:
         raise ConfigError(f"{where}.smoke_checks: need a preview_backend_service to run against")
     if smoke_checks and not merged["preview_url"]:
         raise ConfigError(f"{where}.smoke_checks: need the preview_url of the preview backend service")
-    bake_seconds = _non_negative(merged["bake_seconds"], f"{where}.bake_seconds")
+    bake_seconds = fields.non_negative(merged["bake_seconds"], f"{where}.bake_seconds")
     if bake_seconds > MAX_BAKE_SECONDS:
         raise ConfigError(f"{where}.bake_seconds: at most {MAX_BAKE_SECONDS}, got {bake_seconds}")
     environment = EnvironmentConfig(
         app=app,
         name=name,
-        region=_require(str, merged["region"], f"{where}.region"),
-        instance_count=_positive(merged["instance_count"], f"{where}.instance_count"),
-        cool_down_seconds=_positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds"),
-        provisioning_deadline_seconds=_positive(
+        region=fields.require(str, merged["region"], f"{where}.region"),
+        instance_count=fields.positive(merged["instance_count"], f"{where}.instance_count"),
+        cool_down_seconds=fields.positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds"),
+        provisioning_deadline_seconds=fields.positive(
             merged["provisioning_deadline_seconds"], f"{where}.provisioning_deadline_seconds"
         ),
-        base_instance_template=_gce_name(merged["base_instance_template"], f"{where}.base_instance_template"),
-        health_check=_gce_name(merged["health_check"], f"{where}.health_check"),
-        backend_service=_gce_name(merged["backend_service"], f"{where}.backend_service"),
+        base_instance_template=fields.gce_name(
+            merged["base_instance_template"], f"{where}.base_instance_template"
+        ),
+        health_check=fields.gce_name(merged["health_check"], f"{where}.health_check"),
+        backend_service=fields.gce_name(merged["backend_service"], f"{where}.backend_service"),
         health_path=health_path,
-        draining_timeout_seconds=_positive(
+        draining_timeout_seconds=fields.positive(
             merged["draining_timeout_seconds"], f"{where}.draining_timeout_seconds"
         ),
-        url=_require(str, merged["url"], f"{where}.url"),
-        retain_previous_seconds=_non_negative(
+        url=fields.require(str, merged["url"], f"{where}.url"),
+        retain_previous_seconds=fields.non_negative(
             merged["retain_previous_seconds"], f"{where}.retain_previous_seconds"
         ),
         channels=channels,
         rollback_callers=callers,
-        auto_deploy=_require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
-        approvers=_identities(merged["approvers"], f"{where}.approvers"),
-        promoters=_identities(merged["promoters"], f"{where}.promoters"),
-        approval_timeout_seconds=_positive(
+        auto_deploy=fields.require(bool, merged["auto_deploy"], f"{where}.auto_deploy"),
+        approvers=fields.identities(merged["approvers"], f"{where}.approvers"),
+        promoters=fields.identities(merged["promoters"], f"{where}.promoters"),
+        approval_timeout_seconds=fields.positive(
             merged["approval_timeout_seconds"], f"{where}.approval_timeout_seconds"
         ),
-        deploy_windows=_deploy_windows(merged["deploy_windows"], f"{where}.deploy_windows"),
-        freezes=_freezes(merged["freezes"], f"{where}.freezes"),
+        deploy_windows=fields.deploy_windows(merged["deploy_windows"], f"{where}.deploy_windows"),
+        freezes=fields.freezes(merged["freezes"], f"{where}.freezes"),
         preview_backend_service=preview_backend_service,
-        preview_url=_require(str, merged["preview_url"], f"{where}.preview_url"),
+        preview_url=fields.require(str, merged["preview_url"], f"{where}.preview_url"),
         smoke_checks=smoke_checks,
         bake_seconds=bake_seconds,
-        max_error_ratio=_ratio(merged["max_error_ratio"], f"{where}.max_error_ratio"),
-        min_requests=_positive(merged["min_requests"], f"{where}.min_requests"),
+        max_error_ratio=fields.ratio(merged["max_error_ratio"], f"{where}.max_error_ratio"),
+        min_requests=fields.positive(merged["min_requests"], f"{where}.min_requests"),
     )
     retained = max(environment.draining_timeout_seconds, environment.retain_previous_seconds)
     if bake_seconds and retained < bake_seconds + BAKE_RETENTION_MARGIN_SECONDS:
@@ -411,91 +313,11 @@ def _environment(
     return environment
 
 
-def _identities(value: Any, where: str) -> tuple[str, ...]:
-    """A list of caller patterns: e-mail addresses, or `*@domain`."""
-    patterns = _require(list, value, where)
-    for index, pattern in enumerate(patterns):
-        _require(str, pattern, f"{where}[{index}]")
-    return tuple(patterns)
-
-
-_WINDOW_KEYS = ("days", "start", "end", "time_zone")
-_FREEZE_KEYS = ("start", "end", "reason")
-
-
-def _table_keys(raw: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
-    table = _require(dict, raw, where)
-    unknown = set(table) - set(allowed)
-    if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (expected {', '.join(allowed)})")
-    for key in required:
-        if key not in table:
-            raise ConfigError(f"{where}.{key}: required")
-    return dict(table)
-
-
-def _deploy_windows(raw: Any, where: str) -> tuple[WeeklyWindow, ...]:
-    """`[{ days = ["mon", ...], start = "09:00", end = "16:00", time_zone = "Europe/London" }]`"""
-    windows = []
-    for index, raw_window in enumerate(_require(list, raw, where)):
-        at = f"{where}[{index}]"
-        table = _table_keys(raw_window, at, _WINDOW_KEYS, _WINDOW_KEYS)
-        days = _require(list, table["days"], f"{at}.days")
-        for day_index, day in enumerate(days):
-            _require(str, day, f"{at}.days[{day_index}]")
-        try:
-            parsed_days = parse_days(days)
-        except InvalidPolicy as exc:  # permanent: a bad pipeline file
-            raise ConfigError(f"{at}.days: {exc}") from exc
-        minutes = {}
-        for key in ("start", "end"):
-            text = _require(str, table[key], f"{at}.{key}")
-            try:
-                minutes[key] = parse_clock_time(text, allow_midnight_end=key == "end")
-            except InvalidPolicy as exc:  # permanent: a bad pipeline file
-                raise ConfigError(f"{at}.{key}: {exc}") from exc
-        zone_name = _require(str, table["time_zone"], f"{at}.time_zone")
-        try:
-            time_zone(zone_name)
-            windows.append(WeeklyWindow(parsed_days, minutes["start"], minutes["end"], zone_name))
-        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
-            raise ConfigError(f"{at}.{exc}") from exc
-    return tuple(windows)
-
-
-def _freezes(raw: Any, where: str) -> tuple[Freeze, ...]:
-    """`[{ start = "2026-12-20T00:00:00Z", end = "2027-01-04T00:00:00Z", reason = "..." }]`; TOML's
-    own offset date-times are accepted too. Times without an offset are refused: ambiguous."""
-    freezes = []
-    for index, raw_freeze in enumerate(_require(list, raw, where)):
-        at = f"{where}[{index}]"
-        table = _table_keys(raw_freeze, at, _FREEZE_KEYS, ("start", "end"))
-        instants = {key: _instant(table[key], f"{at}.{key}") for key in ("start", "end")}
-        reason = _require(str, table.get("reason", ""), f"{at}.reason")
-        try:
-            freezes.append(Freeze(instants["start"], instants["end"], reason))
-        except InvalidPolicy as exc:  # permanent: a bad pipeline file (the message names the key)
-            raise ConfigError(f"{at}.{exc}") from exc
-    return tuple(freezes)
-
-
-def _instant(value: Any, where: str) -> datetime:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ConfigError(f"{where}: {value.isoformat()} has no UTC offset (write e.g. ...T00:00:00Z)")
-        return value.astimezone(UTC)
-    text = _require(str, value, where)
-    try:
-        return parse_instant(text)
-    except InvalidPolicy as exc:  # permanent: a bad pipeline file
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
 def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
     unknown = set(document) - {"apps", "operations"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key")
-    raw_apps = _require(dict, document.get("apps", {}), "apps")
+    raw_apps = fields.require(dict, document.get("apps", {}), "apps")
     if not raw_apps:
         raise ConfigError("apps: at least one app is required")
     apps: dict[str, AppConfig] = {}
@@ -503,20 +325,20 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
         where = f"apps.{app_name}"
         if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
-        _require(dict, raw_app, where)
+        fields.require(dict, raw_app, where)
         unknown = set(raw_app) - _APP_KEYS
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
-        defaults = _require(dict, raw_app.get("defaults", {}), f"{where}.defaults")
+        defaults = fields.require(dict, raw_app.get("defaults", {}), f"{where}.defaults")
         unknown = set(defaults) - _ENV_KEYS
         if unknown:
             raise ConfigError(f"{where}.defaults.{sorted(unknown)[0]}: unknown key")
-        raw_envs = _require(dict, raw_app.get("environments", {}), f"{where}.environments")
+        raw_envs = fields.require(dict, raw_app.get("environments", {}), f"{where}.environments")
         if not raw_envs:
             raise ConfigError(f"{where}.environments: at least one environment is required")
-        first_version = _require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
+        first_version = fields.require(str, raw_app.get("first_version", "1.0.0"), f"{where}.first_version")
         _check_semver(first_version, f"{where}.first_version")
-        allow_file_artifacts = _require(
+        allow_file_artifacts = fields.require(
             bool, raw_app.get("allow_file_artifacts", False), f"{where}.allow_file_artifacts"
         )
         apps[app_name] = AppConfig(
@@ -529,7 +351,7 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
                 for env_name, raw_env in raw_envs.items()
             },
         )
-    return PipelineConfig(apps=apps, operations_channels=_operations(document.get("operations", {})))
+    return PipelineConfig(apps=apps, operations_channels=fields.operations(document.get("operations", {})))
 
 
 def _artifact_prefixes(
@@ -540,9 +362,9 @@ def _artifact_prefixes(
     key = f"{where}.artifact_prefixes"
     # Optional to load, but deny by default: an app without prefixes has every build rejected
     # (the rejection says to add them), so a missing line never lets an artifact in.
-    prefixes = _require(list, raw_app.get("artifact_prefixes", []), key)
+    prefixes = fields.require(list, raw_app.get("artifact_prefixes", []), key)
     for index, prefix in enumerate(prefixes):
-        _require(str, prefix, f"{key}[{index}]")
+        fields.require(str, prefix, f"{key}[{index}]")
         if not prefix.endswith("/"):
             # Without it, gs://bucket/app would also admit gs://bucket/app-of-someone-else/.
             raise ConfigError(f"{key}[{index}]: {prefix!r} must end with '/'")

@@ -171,13 +171,21 @@ def function_ready(port: int) -> Callable[[], bool]:
 
 
 def spec_of(name: str) -> ServiceSpec:
-    """The specification a started service's name belongs to."""
+    """The specification a started service's name belongs to.
+
+    >>> spec_of("function-on_build_succeeded").stop_stage == STOP_CALLERS
+    True
+    >>> spec_of(PUBSUB).restart
+    False
+    """
     for spec in (*SERVICES, SCHEDULER_SPEC, SUPERVISOR_SPEC):
         if spec.name == name:
             return spec
     if name.startswith(FUNCTION_PREFIX):
         return FUNCTION
-    raise KeyError(f"{name}: not a service of the local stack")
+    # A name this table does not know (a state file written by another version): stopped with the
+    # servers, and restarted like every service not listed as unrestartable.
+    return ServiceSpec(name, STOP_SERVERS)
 
 
 def port_services() -> list[str]:

@@ -26,6 +26,8 @@ MODULES = [
     "shared.domain.artifact_origin",
     "shared.domain.redeploy",
     "shared.domain.windows",
+    "devstack.services",
+    "devstack.local_config",
 ]
 
 

@@ -15,7 +15,7 @@ from shared.auth import Caller, caller_allowed
 from shared.config import parse_pipeline_config
 from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
 from shared.domain.naming import instance_group_name
-from shared.domain.promotion import AlreadyThere, NotPromoter, UnknownPromotion
+from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
 from shared.domain.rollback import UnknownTarget
 from shared.domain.status import DeploymentStatus as S
 from shared.usecases.admit_build import Outcome, admit_build
@@ -27,11 +27,14 @@ from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
 from tests.unit.test_pipeline_usecases import (
+    COMMIT_A,
     COMMIT_B,
     COMMIT_C,
     build,
     deploy_to_live,
+    digest_of,
     notifications,
+    recorded_before_digests,
     step,
 )
 
@@ -267,6 +270,26 @@ def test_promotion_is_409_when_the_version_is_live_or_on_its_way(world: FakeWorl
     with pytest.raises(AlreadyThere) as on_its_way:
         promote(world)
     assert on_its_way.value.http_status == 409
+
+
+def test_promotion_of_a_release_recorded_before_digests_is_refused_up_front(world: FakeWorld) -> None:
+    recorded_before_digests(world, deploy_to_live(world, "b1"))
+    world.publisher.messages.clear()
+    with pytest.raises(SourceWithoutDigest) as refused:
+        promote(world)
+    assert refused.value.http_status == 409
+    assert "1.0.0 was recorded before artifact digests" in str(refused.value)
+    assert COMMIT_A[:7] in str(refused.value), "the reason names the commit to rebuild"
+    assert world.publisher.messages == [], "a refused promotion published a build"
+    assert world.store.release_requests == {}, "a refused promotion recorded a request"
+
+    # Once a build of that commit brings its digest (pinned on the release), the promotion goes.
+    world.store.releases["hello@1.0.0"] = replace(
+        world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
+    )
+    assert promote(world).version == "1.0.0"
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    assert json.loads(published.data)["artifact_sha256"] == digest_of(COMMIT_A)
 
 
 def test_only_promoters_of_the_target_may_promote(world: FakeWorld) -> None:

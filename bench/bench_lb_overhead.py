@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from google.cloud import compute_v1
 
-from devstack.compute_emulator.launcher import EmulatorProcess
+from compute_emulator.launcher import EmulatorProcess
 from shared.artifact import build_artifact
 
 from .compute_setup import (

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.cloud import compute_v1
 
-from devstack.compute_emulator.launcher import EmulatorProcess
+from compute_emulator.launcher import EmulatorProcess
 from shared.artifact import build_artifact
 
 from .compute_setup import (

@@ -22,6 +22,8 @@ MODULES = [
     "shared.adapters.monitoring",
     "compute_emulator.discovery",
     "compute_emulator.monitoring",
+    "compute_emulator.state.registry",
+    "compute_emulator.state.services",
     "shared.domain.build_event",
     "shared.domain.artifact_origin",
     "shared.domain.redeploy",

@@ -47,6 +47,11 @@ def int_in_range(body: dict[str, Any], field: str, default: int, low: int, high:
 
 
 def default_zones(region: str) -> list[str]:
+    """The zones a regional group spreads over when its distribution policy names none.
+
+    >>> default_zones("europe-west1")
+    ['europe-west1-a', 'europe-west1-b', 'europe-west1-c']
+    """
     return [f"{region}-{suffix}" for suffix in ("a", "b", "c")]
 
 

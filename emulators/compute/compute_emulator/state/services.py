@@ -171,6 +171,11 @@ class BackendServices(Registry):
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge-patch (RFC 7396), as a backend service's `patch` applies its body.
+
+    >>> merge_patch({"a": 1, "b": {"c": 2, "d": 3}}, {"a": None, "b": {"c": 4}})
+    {'b': {'c': 4, 'd': 3}}
+    """
     result = dict(target)
     for key, value in patch.items():
         if value is None:

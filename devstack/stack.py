@@ -530,7 +530,7 @@ class Stack:
             self._launch(
                 COMPUTE,
                 [
-                    *(python, "-m", "devstack.compute_emulator"),
+                    *(python, "-m", "compute_emulator"),
                     *("--host", HOST, "--port", str(ports[COMPUTE])),
                     *("--state-dir", str(self.state_dir / "compute")),
                 ],

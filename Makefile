@@ -4,16 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Compute emulator is its own distribution; it is installed next to the pipeline, editable too.
+COMPUTE_EMULATOR := emulators/compute
 
 .PHONY: venv up down status demo test test-unit lint fmt bench clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml $(COMPUTE_EMULATOR)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps -e $(COMPUTE_EMULATOR)
 	@touch $(STAMP)
 
 ## Start the local stack in the background (emulators, Compute emulator, functions); writes .local/env.
@@ -31,7 +34,7 @@ status: venv
 demo: venv
 	$(PY) -m devstack.demo
 
-## Lint and type-check, then the whole suite; tests start (and stop) their own isolated stack.
+## Lint and type-check, then the whole suite, the Compute emulator's own tests included; tests start (and stop) their own isolated stack.
 test: venv lint
 	$(PY) -m pytest
 
@@ -41,7 +44,7 @@ test-unit: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared functions releasectl devstack main.py
+	$(VENV)/bin/mypy shared functions releasectl devstack main.py $(COMPUTE_EMULATOR)/compute_emulator
 	bash scripts/check-infra.sh
 
 fmt: venv

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from compute_emulator.launcher import EmulatorProcess
 from google.cloud import compute_v1
 
-from devstack.compute_emulator.launcher import EmulatorProcess
 from shared.artifact import build_artifact
 
 from .compute_setup import (

@@ -117,7 +117,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         restart=False,
         port_variable="DEVSTACK_COMPUTE_PORT",
         command=lambda context: _python_module(
-            "devstack.compute_emulator", *_served(context, "--state-dir", str(context.state_dir / "compute"))
+            "compute_emulator", *_served(context, "--state-dir", str(context.state_dir / "compute"))
         ),
         health_url=lambda context: f"http://{context.address}/healthz",
         stop_grace=COMPUTE_STOP_GRACE_SECONDS,

@@ -3,7 +3,7 @@
 Answers: 202 `{deployment_id, version, status}` (status `awaiting_approval` where the target
 needs an approval); 400 malformed body; 401 no or bad token; 403 not a promoter of the target;
 404 unknown app or environment, or a version never live in the source; 409 that version is
-already live in the target or on its way; 503 when a dependency is briefly unavailable.
+already live in the target or on its way, or was recorded before artifact digests; 503 when a dependency is briefly unavailable.
 """
 
 from __future__ import annotations

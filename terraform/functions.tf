@@ -152,9 +152,9 @@ locals {
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level
-    # The dashboard forwards a user's rollback here (and approvals, once that function exists).
+    # The dashboard forwards a user's rollback and approval decisions to these functions.
     DASHBOARD_ROLLBACK_URL = local.rollback_url
-    DASHBOARD_APPROVE_URL  = ""
+    DASHBOARD_APPROVE_URL  = local.approve_url
   }
 
   pubsub_functions = { for name, fn in local.functions : name => fn if length(fn.trigger_topics) > 0 }

@@ -14,8 +14,9 @@ from typing import Any
 
 from shared.domain.metrics import DeliveryMetrics, format_seconds, phase_durations, went_live_at
 from shared.domain.records import Deployment
+from shared.domain.status import DeploymentStatus
 
-AWAITING_APPROVAL = "awaiting_approval"
+AWAITING_APPROVAL = DeploymentStatus.AWAITING_APPROVAL
 IN_FLIGHT_STATUSES = frozenset({"queued", "provisioning", "cooling_down", "switching"})
 """Deployments on their way (one holds the environment, the others queue)."""
 FAILED_STATUSES = frozenset({"failed", "cancelled", "rolled_back"})
@@ -89,21 +90,12 @@ class EnvironmentView:
 
 def requested_by(deployment: Deployment) -> str | None:
     """Who asked for it: the verified requester, else the build's own claim (e.g. CI's user)."""
-    verified = getattr(deployment, "requested_by", None)
-    return verified if isinstance(verified, str) and verified else deployment.triggered_by
+    return deployment.requested_by or deployment.triggered_by
 
 
 def approvers(deployment: Deployment) -> tuple[str, ...]:
-    found: list[str] = []
-    for approval in getattr(deployment, "approvals", None) or ():
-        by = _field(approval, "by")
-        if str(_field(approval, "decision")) == "approve" and isinstance(by, str):
-            found.append(by)
-    return tuple(found)
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+    """Who approved it, in the order they did (rejections are not approvals)."""
+    return tuple(a.by for a in deployment.approvals if a.decision == "approve")
 
 
 def verification_state(deployment: Deployment) -> str | None:
@@ -192,7 +184,7 @@ def environment_view(
     """Everything the page shows for one environment. `window` is newest first."""
     ordered = sorted(window, key=lambda d: d.created_at, reverse=True)
     in_flight = [d for d in reversed(ordered) if str(d.status) in IN_FLIGHT_STATUSES or is_baking(d)]
-    waiting = [d for d in reversed(ordered) if str(d.status) == AWAITING_APPROVAL]
+    waiting = [d for d in reversed(ordered) if d.status is AWAITING_APPROVAL]
     live_version = live_deployment.version if live_deployment else None
     targets = _unique(
         d.version

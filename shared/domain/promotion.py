@@ -37,6 +37,12 @@ class AlreadyThere(PromotionRefused):
     http_status = 409
 
 
+class SourceWithoutDigest(PromotionRefused):
+    """409: the release has no artifact digest (recorded before CONTRACT v2)."""
+
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class PromotionSource:
     version: str

@@ -89,6 +89,10 @@ class Deployment:
     """The release request (written by an HTTP function) that proves the fields above."""
     verification: Verification | None = None
     """The bake window's verdict once live (CONTRACT §9); None when it has no bake window."""
+    is_rollback: bool = False
+    """A rollback: asked for through a verified rollback request, or started by the pipeline after
+    a failed bake window. It holds even when nothing was live to replace (`rollback_of` None);
+    it exempts the deployment from approvals, deploy windows and freezes, and from baking."""
 
     @property
     def baking(self) -> bool:
@@ -125,8 +129,20 @@ class Deployment:
         promoted_from: str | None = None,
         request_id: str | None = None,
         awaiting_approval: bool = False,
+        is_rollback: bool = False,
     ) -> Deployment:
-        """A new deployment: `queued`, or `awaiting_approval` where the environment needs one."""
+        """A new deployment: `queued`, or `awaiting_approval` where the environment needs one.
+
+        One that replaces a named deployment (`rollback_of`) is a rollback whatever `is_rollback`
+        says; `is_rollback` makes one that replaces nothing a rollback too.
+
+        >>> from datetime import UTC, datetime
+        >>> new = dict(deployment_id="d", app="a", environment="e", version="1.0.0", commit="c",
+        ...     build_id="b", artifact="x", event={}, at=datetime(2026, 1, 1, tzinfo=UTC))
+        >>> [Deployment.queued(**new, **how).is_rollback
+        ...     for how in ({}, {"rollback_of": "live"}, {"is_rollback": True})]
+        [False, True, True]
+        """
         status = DeploymentStatus.AWAITING_APPROVAL if awaiting_approval else DeploymentStatus.QUEUED
         return cls(
             deployment_id=deployment_id,
@@ -152,6 +168,7 @@ class Deployment:
             requested_by=requested_by,
             promoted_from=promoted_from,
             request_id=request_id,
+            is_rollback=is_rollback or rollback_of is not None,
         )
 
     def advance(self, target: DeploymentStatus, at: datetime, detail: str = "", **changes: Any) -> Deployment:

@@ -199,8 +199,10 @@ def _admit(
             )
         state = replace(state, awaiting_deployment_id=None)
 
-    # A rollback never waits: it is how an environment gets out of trouble.
-    needs_approval = not env.auto_deploy and not (request is not None and request.is_rollback)
+    # A rollback never waits: it is how an environment gets out of trouble. Only a verified
+    # rollback request makes one (the message's own fields never do).
+    is_rollback = request is not None and request.is_rollback
+    needs_approval = not env.auto_deploy and not is_rollback
     detail = _origin(event, request, version)
     if needs_approval:
         detail = f"{detail}; {awaiting_detail(deployment_id, env.approvers)}"
@@ -228,6 +230,7 @@ def _admit(
         promoted_from=request.promoted_from if request else None,
         request_id=request.request_id if request else None,
         awaiting_approval=needs_approval,
+        is_rollback=is_rollback,
     )
     if needs_approval:
         state = replace(state, awaiting_deployment_id=deployment_id, updated_at=now)
@@ -240,7 +243,7 @@ def _admit(
             deployment,
             now,
             policy=env.deploy_policy,
-            rollback=request is not None and request.is_rollback,
+            rollback=deployment.is_rollback,
         )
         cancelled.extend(superseded_queued)
 

@@ -63,7 +63,7 @@ def hand_over_lock(
     if in_line.next_deployment_id is not None:
         waiting = tx.deployment(in_line.next_deployment_id)
         if waiting is not None and waiting.status is DeploymentStatus.QUEUED:
-            if not may_start_now(policy, now, rollback=waiting.rollback_of is not None):
+            if not may_start_now(policy, now, rollback=waiting.is_rollback):
                 return Handover(
                     replace(
                         state,

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from shared.domain.promotion import (
     NotPromoter,
+    SourceWithoutDigest,
     UnknownPromotion,
     check_not_already_there,
     choose_promotion_source,
 )
+from shared.domain.redeploy import missing_digest_problem
 from shared.domain.release_request import RequestKind
 from shared.domain.status import UNFINISHED, DeploymentStatus
 from shared.usecases.release_requests import ReleaseUnavailable, release_event, submit_request
@@ -71,6 +73,11 @@ def request_promotion(
         event = release_event(services, source.deployment)
     except ReleaseUnavailable as exc:  # permanent: nothing left to deploy that release from
         raise UnknownPromotion(str(exc)) from exc
+    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
+    # the caller a promotion is under way while nothing happens.
+    problem = missing_digest_problem(source.version, event.commit, event.artifact_sha256)
+    if problem is not None:
+        raise SourceWithoutDigest(problem)
     deployment_id = submit_request(
         services,
         kind=RequestKind.PROMOTION,

@@ -197,7 +197,7 @@ def switch_traffic(
 def _bakes(env: EnvironmentConfig, deployment: Deployment) -> bool:
     """Whether a deployment going live is watched by a bake window. Rollbacks are not: going back
     is the remedy, and judging it could only bounce traffic between two releases."""
-    return env.bake_seconds > 0 and deployment.rollback_of is None
+    return env.bake_seconds > 0 and not deployment.is_rollback
 
 
 def _pending_verification(env: EnvironmentConfig, now: datetime) -> Verification:

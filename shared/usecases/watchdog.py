@@ -185,7 +185,7 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
     start now. This is also what starts a deployment that waited for its window to open."""
     now = services.clock.now()
     policy = deploy_policy(services, deployment.app, deployment.environment)
-    may_start = may_start_now(policy, now, rollback=deployment.rollback_of is not None)
+    may_start = may_start_now(policy, now, rollback=deployment.is_rollback)
     if not may_start and held_for_window(deployment, policy, now) is None:
         return  # Still waiting, and its history already says until when: nothing to write.
 

@@ -508,7 +508,9 @@ def rollback_endpoint(issuer: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     state.url = f"http://127.0.0.1:{server.server_address[1]}/"
     monkeypatch.setenv("RELEASECTL_ROLLBACK_URL", state.url)
     monkeypatch.setenv("RELEASECTL_TOKEN_URL", f"{issuer}/token")
-    monkeypatch.delenv("ROLLBACK_AUDIENCE", raising=False)
+    # A stack started earlier in this process may have exported its functions' audiences.
+    for audience_variable in ("ROLLBACK_AUDIENCE", "PROMOTE_AUDIENCE", "APPROVE_AUDIENCE"):
+        monkeypatch.delenv(audience_variable, raising=False)
     monkeypatch.delenv("RELEASECTL_IDENTITY", raising=False)
     try:
         yield state

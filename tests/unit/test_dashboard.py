@@ -8,13 +8,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 import functions.dashboard
-from shared.domain.records import Deployment, EnvironmentState, HistoryEntry
+from shared.domain.records import Approval, Deployment, EnvironmentState, HistoryEntry
 from shared.domain.status import DeploymentStatus
 from shared.domain.verification import Verification, VerificationState
 from shared.usecases.dashboard import DashboardServices, ForwardedAnswer
@@ -23,7 +23,7 @@ from tests.unit.test_function_entry_points import client
 
 S = DeploymentStatus
 NOW = datetime.now(UTC)
-AWAITING_APPROVAL = cast(DeploymentStatus, "awaiting_approval")
+AWAITING_APPROVAL = DeploymentStatus.AWAITING_APPROVAL
 
 
 class MemoryRecords:
@@ -101,6 +101,11 @@ WAITING = replace(
     record("hello-production-wait", "production", "1.1.0", 5),
     status=AWAITING_APPROVAL,
     history=(HistoryEntry(AWAITING_APPROVAL, NOW - timedelta(minutes=5)),),
+    requested_by="dev@example.com",
+    approvals=(
+        Approval("lead@example.com", "approve", NOW - timedelta(minutes=2)),
+        Approval("qa@example.com", "reject", NOW - timedelta(minutes=1), reason="not yet"),
+    ),
 )
 
 
@@ -158,6 +163,10 @@ def test_the_json_form_has_what_the_page_shows(dashboard: FlaskClient) -> None:
     assert staging["live"]["version"] == "1.1.0"
     assert [d["phase"] for d in staging["in_flight"]] == ["cooling_down"]
     assert [d["deployment_id"] for d in production["awaiting_approval"]] == ["hello-production-wait"]
+    waiting = production["awaiting_approval"][0]
+    # The verified requester wins over the build's claim; a rejection is not an approval.
+    assert waiting["requested_by"] == "dev@example.com"
+    assert waiting["approved_by"] == ["lead@example.com"]
     assert staging["metrics"]["deployments"] == 1
     assert staging["metrics"]["lead_time_seconds"]["p50"] == pytest.approx(600 + 40, abs=1)
     assert staging["metrics"]["bands"]["lead_time"] == "elite"

@@ -265,3 +265,61 @@ def test_a_redelivered_build_that_waits_for_its_window_stays_waiting(after_hours
     assert again.outcome is Outcome.DUPLICATE and again.deployment_id == first.deployment_id
     assert deployment(after_hours, first.deployment_id).history == history
     assert after_hours.publisher.on(topology.START_ROLLING_REPLACE) == []
+
+
+def nothing_live_any_more(world: FakeWorld) -> None:
+    """The environment's state says nothing is live (say its live release was taken down), while
+    its history still names releases that were: a rollback to one of them replaces nothing."""
+    key = "hello@staging"
+    world.store.environments[key] = replace(
+        world.store.environments[key], live_deployment_id=None, live_version=None
+    )
+
+
+def test_a_rollback_while_nothing_is_live_is_still_a_rollback_and_starts_in_a_freeze() -> None:
+    world = world_with(datetime(2026, 12, 19, 23, 58, tzinfo=UTC), freezes=[YEAR_END])
+    deploy_to_live(world, "b1")
+    nothing_live_any_more(world)
+    running = build(world, "b2", COMMIT_B, messages=["feat: x"])
+    accepted = request_rollback(
+        world.services, app="hello", environment="staging", caller="lead@example.com", to_version="1.0.0"
+    )
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    assert admit_build(world.services, published.data, published.attributes, "rollback-event").outcome is (
+        Outcome.QUEUED
+    )
+    queued = deployment(world, accepted.deployment_id)
+    assert queued.rollback_of is None and queued.is_rollback, "the request says rollback, not rollback_of"
+
+    # The freeze begins while the running deployment holds the lock; its end hands over.
+    world.clock.current = IN_THE_FREEZE
+    fail_deployment(world.services, running.deployment_id or "", "broken")
+
+    assert deployment(world, accepted.deployment_id).status is S.PROVISIONING
+    assert world.store.environments["hello@staging"].active_deployment_id == accepted.deployment_id
+
+
+def test_the_watchdog_starts_a_rollback_that_replaces_nothing_in_a_freeze() -> None:
+    world = world_with(datetime(2026, 12, 19, 23, 58, tzinfo=UTC), freezes=[YEAR_END])
+    deploy_to_live(world, "b1")
+    nothing_live_any_more(world)
+    running = build(world, "b2", COMMIT_B, messages=["feat: x"])
+    accepted = request_rollback(
+        world.services, app="hello", environment="staging", caller="lead@example.com", to_version="1.0.0"
+    )
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    admit_build(world.services, published.data, published.attributes, "rollback-event")
+    # The hand-over is lost: the running one ends in the freeze, but nothing starts what queued.
+    key = "hello@staging"
+    world.store.environments[key] = replace(
+        world.store.environments[key], active_deployment_id=None, queue=()
+    )
+    world.store.deployments[running.deployment_id or ""] = deployment(world, running.deployment_id).advance(
+        S.FAILED, IN_THE_FREEZE, "broken"
+    )
+    world.clock.current = IN_THE_FREEZE
+
+    run_watchdog(world.services)
+
+    assert deployment(world, accepted.deployment_id).status is S.PROVISIONING
+    assert world.store.environments[key].active_deployment_id == accepted.deployment_id

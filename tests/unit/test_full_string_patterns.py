@@ -7,10 +7,10 @@ import io
 from typing import Any
 
 import pytest
+from compute_emulator.errors import ApiError
+from compute_emulator.links import check_name, check_region, check_zone, parse_reference
+from compute_emulator.listing import apply_filter
 
-from devstack.compute_emulator.errors import ApiError
-from devstack.compute_emulator.links import check_name, check_region, check_zone, parse_reference
-from devstack.compute_emulator.listing import apply_filter
 from releasectl.cli import run
 from shared.config import ConfigError, parse_pipeline_config
 from shared.domain.naming import is_valid_name

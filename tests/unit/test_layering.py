@@ -114,5 +114,10 @@ def test_no_entry_point_constructs_an_sdk_client(module: Path) -> None:
 def test_the_compute_emulator_shares_no_code_with_the_pipeline_it_stands_in_for() -> None:
     # Its checks (the artifact digest, the Procfile) are its own reading of the contract, so a bug
     # in the pipeline's code cannot hide behind the same bug in the emulator.
-    emulator = ROOT / "devstack" / "compute_emulator"
-    assert forbidden_imports(emulator, ("shared", "functions", "releasectl", "devstack.")) == []
+    # Its tests too: the distribution installs and tests on its own, without the pipeline.
+    distribution = ROOT / "emulators" / "compute"
+    folders = sorted({path.parent for path in distribution.rglob("*.py")})
+    assert distribution / "compute_emulator" / "state" in folders
+    assert distribution / "tests" in folders
+    pipeline = ("shared", "functions", "releasectl", "devstack", "tests")
+    assert [problem for folder in folders for problem in forbidden_imports(folder, pipeline)] == []

@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared import queries
-from shared.adapters.firestore_documents import deployment_to_document, release_to_document
+from shared.adapters.firestore_documents import (
+    deployment_from_document,
+    deployment_to_document,
+    release_to_document,
+)
 from shared.domain.records import Release
 from tests.unit.test_queue_rollback_and_naming import went_live
 
@@ -79,3 +83,13 @@ def test_queries_are_built_only_from_declarations() -> None:
             and node not in allowed
         ]
     assert hand_built == []
+
+
+def test_a_deployment_stays_a_rollback_through_the_store_even_one_written_before_the_field() -> None:
+    replaced_nothing = replace(went_live("d1", "1.0.0", 1), is_rollback=True)
+    assert deployment_from_document("d1", deployment_to_document(replaced_nothing)).is_rollback
+    ordinary = went_live("d2", "1.1.0", 2)
+    assert not deployment_from_document("d2", deployment_to_document(ordinary)).is_rollback
+    older = deployment_to_document(replace(ordinary, rollback_of="d1"))
+    del older["is_rollback"]
+    assert deployment_from_document("d2", older).is_rollback, "rollback_of alone made a rollback then"

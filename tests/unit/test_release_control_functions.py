@@ -20,7 +20,7 @@ from shared.auth import Caller, InvalidTokenError
 from shared.usecases.admit_build import admit_build
 from tests.unit.fakes import FakeWorld, fake_world
 from tests.unit.test_function_entry_points import MAIN
-from tests.unit.test_pipeline_usecases import build, deploy_to_live
+from tests.unit.test_pipeline_usecases import build, deploy_to_live, recorded_before_digests
 
 AUDIENCES = {"promote": ("https://promote.example",), "approve": ("https://approve.example",)}
 IDENTITIES = {
@@ -107,6 +107,18 @@ def test_promote_maps_each_request_to_its_contract_answer(world: FakeWorld) -> N
     assert post(app, PROMOTION).status_code == 409, "already on its way"
     assert post(app, {**PROMOTION, "version": "9.9.9"}).status_code == 404
     assert app.get("/", headers={"Authorization": "Bearer lead"}).status_code == 405
+
+
+@pytest.mark.usefixtures("verify")
+def test_promoting_a_release_recorded_before_digests_answers_409_with_the_reason(world: FakeWorld) -> None:
+    recorded_before_digests(world, deploy_to_live(world, "b1"))
+    world.publisher.messages.clear()
+
+    response = post(client("promote"), PROMOTION)
+
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert "recorded before artifact digests" in response.get_json()["error"]
+    assert world.publisher.on(topology.BUILD_SUCCEEDED) == []
 
 
 @pytest.mark.usefixtures("verify")

@@ -15,7 +15,8 @@ from shared.auth import Caller, caller_allowed
 from shared.config import parse_pipeline_config
 from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
 from shared.domain.naming import instance_group_name
-from shared.domain.promotion import AlreadyThere, NotPromoter, UnknownPromotion
+from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
+from shared.domain.records import Deployment
 from shared.domain.rollback import UnknownTarget
 from shared.domain.status import DeploymentStatus as S
 from shared.usecases.admit_build import Outcome, admit_build
@@ -23,15 +24,18 @@ from shared.usecases.approval import decide
 from shared.usecases.promote import request_promotion
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.rollback import request_rollback
-from shared.usecases.switch import complete_cool_down
+from shared.usecases.switch import _bakes, complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
 from tests.unit.test_pipeline_usecases import (
+    COMMIT_A,
     COMMIT_B,
     COMMIT_C,
     build,
     deploy_to_live,
+    digest_of,
     notifications,
+    recorded_before_digests,
     step,
 )
 
@@ -269,6 +273,26 @@ def test_promotion_is_409_when_the_version_is_live_or_on_its_way(world: FakeWorl
     assert on_its_way.value.http_status == 409
 
 
+def test_promotion_of_a_release_recorded_before_digests_is_refused_up_front(world: FakeWorld) -> None:
+    recorded_before_digests(world, deploy_to_live(world, "b1"))
+    world.publisher.messages.clear()
+    with pytest.raises(SourceWithoutDigest) as refused:
+        promote(world)
+    assert refused.value.http_status == 409
+    assert "1.0.0 was recorded before artifact digests" in str(refused.value)
+    assert COMMIT_A[:7] in str(refused.value), "the reason names the commit to rebuild"
+    assert world.publisher.messages == [], "a refused promotion published a build"
+    assert world.store.release_requests == {}, "a refused promotion recorded a request"
+
+    # Once a build of that commit brings its digest (pinned on the release), the promotion goes.
+    world.store.releases["hello@1.0.0"] = replace(
+        world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
+    )
+    assert promote(world).version == "1.0.0"
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    assert json.loads(published.data)["artifact_sha256"] == digest_of(COMMIT_A)
+
+
 def test_only_promoters_of_the_target_may_promote(world: FakeWorld) -> None:
     deploy_to_live(world, "b1")
     with pytest.raises(NotPromoter) as caught:
@@ -372,6 +396,50 @@ def test_a_rollback_in_production_never_waits_for_approval(world: FakeWorld) -> 
     rolled = world.store.deployments[accepted.deployment_id]
     assert (rolled.rollback_of, rolled.requested_by, rolled.reason) == (second, APPROVER, "errors")
     assert rolled.history[0].detail == f"rollback of {second} requested by {APPROVER}"
+
+
+def test_a_rollback_that_replaces_nothing_never_waits_for_approval(world: FakeWorld) -> None:
+    first = build(world, "b1-prod", environment="production").deployment_id
+    approve(world, first)
+    finish(world, first)
+    # Nothing live any more (say production's release was taken down): a rollback to 1.0.0
+    # replaces no deployment, and is a rollback all the same.
+    key = "hello@production"
+    world.store.environments[key] = replace(
+        world.store.environments[key], live_deployment_id=None, live_version=None
+    )
+    world.publisher.messages.clear()
+    accepted = request_rollback(
+        world.services, app="hello", environment="production", caller=APPROVER, to_version="1.0.0"
+    )
+    assert accepted.rollback_of is None
+    assert admit_published(world).outcome is Outcome.STARTED
+    rolled = world.store.deployments[accepted.deployment_id]
+    assert rolled.is_rollback and rolled.rollback_of is None and rolled.status is S.PROVISIONING
+
+
+def test_a_rollback_that_replaces_nothing_is_not_judged_by_a_bake_window(world: FakeWorld) -> None:
+    verified = world.services.config.environment("hello", "verified")
+    assert verified is not None and verified.bake_seconds > 0
+    new = dict(
+        deployment_id="d",
+        app="hello",
+        environment="verified",
+        version="1.0.0",
+        commit=COMMIT_A,
+        build_id="b",
+        artifact="file:///a.tar.gz",
+        event={},
+        at=world.clock.now(),
+    )
+    assert _bakes(verified, Deployment.queued(**new))
+    assert not _bakes(verified, Deployment.queued(**new, is_rollback=True))
+
+
+def test_a_build_message_cannot_make_itself_a_rollback(world: FakeWorld) -> None:
+    build(world, "b1-prod", environment="production", is_rollback=True)
+    (only,) = world.store.deployments.values()
+    assert not only.is_rollback and only.status is S.AWAITING_APPROVAL
 
 
 def test_a_rollback_target_must_have_been_live_in_that_environment(world: FakeWorld) -> None:

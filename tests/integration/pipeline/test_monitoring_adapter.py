@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from compute_emulator.launcher import EmulatorProcess, free_port
 
 from devstack.base_resources import create_base_resources, load_balancer_urls
-from devstack.compute_emulator.launcher import EmulatorProcess, free_port
 from shared.adapters.compute_engine import ComputeEngine
 from shared.adapters.monitoring import CloudMonitoring, MonitoringUnavailable
 from shared.artifact import build_artifact, sha256_of_file

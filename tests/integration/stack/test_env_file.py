@@ -103,7 +103,10 @@ def test_sourcing_the_env_file_lets_the_client_libraries_reach_the_stack(echo_st
     )
     assert result["firestore"] == {"sourced": True}
     assert stack.config is not None
-    assert result["backend_services"] == sorted(e.backend_service for e in stack.config.all_environments())
+    environments = stack.config.all_environments()
+    expected = {e.backend_service for e in environments}
+    expected |= {e.preview_backend_service for e in environments if e.preview_backend_service}
+    assert result["backend_services"] == sorted(expected)
 
 
 @pytest.mark.gcloud

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 import requests
+from emulator_helpers import ZONE, Emulator, insert_health_check, insert_template
 from google.api_core import exceptions
 from google.cloud import compute_v1
-
-from .helpers import ZONE, Emulator, insert_health_check, insert_template
 
 
 def call(

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .clock import new_fingerprint, new_id, rfc3339_now
 from .health import HealthChecker, ProbeSpec
-from .instances import RELEASE_ERROR_ATTRIBUTE, BootError, GuestRefusal, Instance, Release
+from .instances import RELEASE_ERROR_ATTRIBUTE, BootError, GuestRefusal, Instance, ReleaseMetadata
 
 LOG = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ class GroupContext(Protocol):
     def health_checks_serving(self, group_path: str) -> list[str]: ...
 
 
-def release_from_template(template: dict[str, Any]) -> Release:
+def release_from_template(template: dict[str, Any]) -> ReleaseMetadata:
     items = ((template.get("properties") or {}).get("metadata") or {}).get("items") or []
     metadata = {item.get("key"): item.get("value") for item in items}
-    return Release(
+    return ReleaseMetadata(
         artifact_url=metadata.get("release-artifact"),
         version=metadata.get("release-version") or "",
         artifact_sha256=metadata.get("release-artifact-sha256"),

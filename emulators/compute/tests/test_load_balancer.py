@@ -6,10 +6,7 @@ import time
 
 import pytest
 import requests
-from google.api_core import exceptions
-from google.cloud import compute_v1
-
-from .helpers import (
+from emulator_helpers import (
     Emulator,
     Load,
     insert_health_check,
@@ -18,6 +15,8 @@ from .helpers import (
     wait_group_healthy,
     wait_until,
 )
+from google.api_core import exceptions
+from google.cloud import compute_v1
 
 DRAINING_SECONDS = 3
 

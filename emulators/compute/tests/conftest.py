@@ -7,10 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from shared.artifact import build_artifact
-
-from .helpers import REPO_ROOT, Emulator, pid_alive, start_emulator, stop_emulator
+from emulator_helpers import Emulator, build_artifact, pid_alive, start_emulator, stop_emulator
 
 TESTAPP = Path(__file__).resolve().parent / "testapp"
 
@@ -45,10 +42,10 @@ def _app(tmp: Path, name: str, procfile: str) -> str:
 
 @pytest.fixture(scope="package")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """file:// URLs: the sample app, the test app, one whose /healthz fails, one whose process exits."""
+    """file:// URLs: two copies of the test app, one whose /healthz fails, one whose process exits."""
     tmp = tmp_path_factory.mktemp("artifacts")
     return {
-        "hello": f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp / 'dist')}",
+        "hello": _app(tmp, "hello", "web: python3 app.py\n"),
         "testapp": _app(tmp, "testapp", "web: python3 app.py\n"),
         "unhealthy": _app(tmp, "unhealthy", "web: python3 app.py --healthz-status 500\n"),
         "exits": _app(tmp, "exits", "web: python3 -c 'import sys; print(\"crashing\"); sys.exit(3)'\n"),

@@ -82,7 +82,9 @@ class ProbeState:
 
 
 @dataclass
-class Release:
+class ReleaseMetadata:
+    """What an instance runs, as its template's metadata names it (the startup script's inputs)."""
+
     artifact_url: str | None
     version: str
     artifact_sha256: str | None = None
@@ -95,7 +97,7 @@ class Instance:
     zone: str
     name: str
     template_path: str
-    release: Release
+    release: ReleaseMetadata
     state_dir: Path
     id: str = field(default_factory=new_id)
     creation_timestamp: str = field(default_factory=rfc3339_now)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from emulator_helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, insert_template
 from google.cloud import compute_v1
-
-from .helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, insert_template
 
 
 def test_template_lists_page_filter_and_aggregate(

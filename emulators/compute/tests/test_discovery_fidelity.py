@@ -8,15 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from compute_emulator.api import build_app
+from compute_emulator.discovery import discovery_document, method_for, problems
+from compute_emulator.state import Emulator as EmulatorState
+from emulator_helpers import (
+    REGION,
+    ZONE,
+    Emulator,
+    group_resource,
+    insert_health_check,
+    insert_template,
+    wait_until,
+)
 from google.api_core.exceptions import NotFound
 from google.cloud import compute_v1
-
-from devstack.compute_emulator.api import build_app
-from devstack.compute_emulator.discovery import discovery_document, method_for, problems
-from devstack.compute_emulator.state import Emulator as EmulatorState
-
-from .helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, insert_template, wait_until
-from .test_load_balancer import healthy_group, insert_service
+from test_load_balancer import healthy_group, insert_service
 
 # POST methods that only read: they are part of what a client reads after a deployment.
 READING_POSTS = ("/listManagedInstances", "/getHealth", "/wait")

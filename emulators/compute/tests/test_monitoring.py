@@ -6,14 +6,12 @@ import datetime as dt
 from typing import Any
 
 import requests
+from compute_emulator.discovery import discovery_document, problems
+from emulator_helpers import Emulator, insert_health_check, wait_until
 from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
-
-from devstack.compute_emulator.discovery import discovery_document, problems
-
-from .helpers import Emulator, insert_health_check, wait_until
-from .test_load_balancer import healthy_group, insert_service
+from test_load_balancer import healthy_group, insert_service
 
 METRIC = "loadbalancing.googleapis.com/https/backend_request_count"
 

@@ -47,7 +47,7 @@ class EmulatorProcess:
                 [
                     sys.executable,
                     "-m",
-                    "devstack.compute_emulator",
+                    "compute_emulator",
                     "--host",
                     "127.0.0.1",
                     "--port",

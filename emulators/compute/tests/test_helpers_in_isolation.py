@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from devstack.compute_emulator.errors import ApiError
-from devstack.compute_emulator.instances import (
+from compute_emulator.errors import ApiError
+from compute_emulator.instances import (
     BootError,
     artifact_path,
     expected_sha256,
     fetch_and_hash,
     shell_command,
 )
-from devstack.compute_emulator.links import parse_reference
-from devstack.compute_emulator.listing import apply_filter, page
+from compute_emulator.links import parse_reference
+from compute_emulator.listing import apply_filter, page
 
 ITEMS: list[dict[str, Any]] = [
     {"name": "web-1", "status": {"isStable": True}},

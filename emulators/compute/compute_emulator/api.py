@@ -2,111 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from .errors import ApiError, internal, invalid, not_found
-from .links import check_region, check_zone, parse_reference, region_of_zone
+from .api_common import (
+    EMULATOR_KEY,
+    REPLY_WAIT_KEY,
+    base_url,
+    emulator_of,
+    google_errors,
+    json_body,
+    list_identity,
+    mutate,
+    reply,
+    zone_scope,
+)
+from .api_locations import get_region, get_zone, list_regions, list_zones
+from .api_operations import aggregated_operations, get_operation, list_operations, wait_operation
+from .errors import invalid, not_found
+from .links import check_zone, parse_reference
 from .listing import aggregated_body, list_body
 from .monitoring import add_routes as add_monitoring_routes
 from .operations import Operation
-from .schema import check_body, parse_json_body
-from .state import Emulator, default_zones
-
-LOG = logging.getLogger(__name__)
-
-OPERATION_WAIT_SECONDS = 120.0
-EMULATOR_KEY = web.AppKey("emulator", Emulator)
-REPLY_WAIT_KEY = web.AppKey("reply_wait", float)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}/compute/v1/"
-
-
-def emulator_of(request: web.Request) -> Emulator:
-    return request.app[EMULATOR_KEY]
-
-
-def reply(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
-
-
-@web.middleware
-async def google_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as Google's error JSON; a traceback never reaches a client."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return reply(exc.to_json(), exc.code)
-    except web.HTTPNotFound:
-        LOG.info("unsupported: %s %s", request.method, request.path)
-        error = ApiError(404, "notFound", f"The requested URL {request.path} was not found on this server.")
-        return reply(error.to_json(), 404)
-    except web.HTTPMethodNotAllowed:
-        error = ApiError(
-            405, "httpMethodNotAllowed", f"Method {request.method} is not allowed for {request.path}."
-        )
-        return reply(error.to_json(), 405)
-    except web.HTTPException:
-        raise
-    except Exception:
-        LOG.exception("%s %s failed", request.method, request.path)
-        return reply(internal().to_json(), 500)
-
-
-def _request_id(request: web.Request) -> str | None:
-    value = request.query.get("requestId")
-    if not value:
-        return None
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError as exc:
-        raise invalid(f"Invalid value for field 'requestId': '{value}'. It must be a UUID.") from exc
-    if parsed.int == 0:
-        raise invalid("Invalid value for field 'requestId': the zero UUID is not allowed.")
-    return value
-
-
-async def _body(request: web.Request, message: str) -> dict[str, Any]:
-    return check_body(parse_json_body(await request.read()), message)
-
-
-async def _operation_reply(request: web.Request, operation: Operation) -> web.Response:
-    # Answer once the operation is DONE (normally milliseconds): the client library polls
-    # operations through a second client that does not inherit the api_endpoint override, so an
-    # operation returned unfinished would send the caller's poll to the real Compute Engine.
-    reply_wait = request.app[REPLY_WAIT_KEY]
-    if reply_wait > 0:
-        await emulator_of(request).operations.wait(operation, reply_wait)
-    return reply(operation.to_json(base_url(request)))
-
-
-async def _mutate(request: web.Request, start: Callable[[str | None], Operation]) -> web.Response:
-    request_id = _request_id(request)
-    earlier = emulator_of(request).operations.replay(request.match_info["project"], request_id)
-    operation = earlier if earlier is not None else start(request_id)
-    return await _operation_reply(request, operation)
-
-
-def _zone_scope(request: web.Request) -> str:
-    if "zone" in request.match_info:
-        return "zones/" + check_zone(request.match_info["zone"])
-    return "regions/" + check_region(request.match_info["region"])
-
-
-def _list_id(request: web.Request) -> tuple[str, str]:
-    link = base_url(request) + request.path.split("/compute/v1/", 1)[1]
-    return request.path.split("/compute/v1/", 1)[1], link
-
+from .state import Emulator
 
 # -- instance templates and health checks ---------------------------------------------------
 
@@ -149,8 +70,8 @@ class StoredGlobalCollection:
 
     async def insert_handler(self, request: web.Request) -> web.Response:
         project = request.match_info["project"]
-        body = await _body(request, self.message)
-        return await _mutate(request, lambda rid: self.insert(emulator_of(request), project, body, rid))
+        body = await json_body(request, self.message)
+        return await mutate(request, lambda rid: self.insert(emulator_of(request), project, body, rid))
 
     async def get(self, request: web.Request) -> web.Response:
         project, name = request.match_info["project"], request.match_info["name"]
@@ -162,14 +83,14 @@ class StoredGlobalCollection:
 
     async def delete_handler(self, request: web.Request) -> web.Response:
         project, name = request.match_info["project"], request.match_info["name"]
-        return await _mutate(request, lambda rid: self.delete(emulator_of(request), project, name, rid))
+        return await mutate(request, lambda rid: self.delete(emulator_of(request), project, name, rid))
 
     async def list(self, request: web.Request) -> web.Response:
-        list_id, link = _list_id(request)
+        list_id, link = list_identity(request)
         return reply(list_body(f"{self.kind}List", list_id, link, self._items(request), request.query))
 
     async def aggregated(self, request: web.Request) -> web.Response:
-        list_id, link = _list_id(request)
+        list_id, link = list_identity(request)
         scoped = [("global", item) for item in self._items(request)]
         return reply(
             aggregated_body(self.aggregated_kind, list_id, link, self.segment, scoped, request.query)
@@ -200,32 +121,32 @@ HEALTH_CHECKS = StoredGlobalCollection(
 
 
 async def insert_group(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _zone_scope(request)
-    body = await _body(request, "InstanceGroupManager")
-    return await _mutate(request, lambda rid: emulator_of(request).insert_group(project, scope, body, rid))
+    project, scope = request.match_info["project"], zone_scope(request)
+    body = await json_body(request, "InstanceGroupManager")
+    return await mutate(request, lambda rid: emulator_of(request).insert_group(project, scope, body, rid))
 
 
 async def get_group(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _zone_scope(request)
+    project, scope = request.match_info["project"], zone_scope(request)
     group = emulator_of(request).existing_group(project, scope, request.match_info["name"])
     return reply(group.to_json(base_url(request)))
 
 
 async def delete_group(request: web.Request) -> web.Response:
-    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
-    return await _mutate(request, lambda rid: emulator_of(request).delete_group(project, scope, name, rid))
+    project, scope, name = request.match_info["project"], zone_scope(request), request.match_info["name"]
+    return await mutate(request, lambda rid: emulator_of(request).delete_group(project, scope, name, rid))
 
 
 async def resize_group(request: web.Request) -> web.Response:
-    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
+    project, scope, name = request.match_info["project"], zone_scope(request), request.match_info["name"]
     size = request.query.get("size")
-    return await _mutate(
+    return await mutate(
         request, lambda rid: emulator_of(request).resize_group(project, scope, name, size, rid)
     )
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _zone_scope(request)
+    project, scope = request.match_info["project"], zone_scope(request)
     base = base_url(request)
     items = [
         g.to_json(base)
@@ -237,7 +158,7 @@ async def list_groups(request: web.Request) -> web.Response:
         if scope.startswith("zones/")
         else "compute#regionInstanceGroupManagerList"
     )
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(list_body(kind, list_id, link, items, request.query))
 
 
@@ -247,7 +168,7 @@ async def aggregated_groups(request: web.Request) -> web.Response:
     scoped = [
         (g.scope, g.to_json(base)) for g in emulator_of(request).groups.values() if g.project == project
     ]
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(
         aggregated_body(
             "compute#instanceGroupManagerAggregatedList",
@@ -261,9 +182,9 @@ async def aggregated_groups(request: web.Request) -> web.Response:
 
 
 async def list_managed_instances(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _zone_scope(request)
+    project, scope = request.match_info["project"], zone_scope(request)
     group = emulator_of(request).existing_group(project, scope, request.match_info["name"])
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     page = list_body("", list_id, link, group.managed_instances_json(base_url(request)), request.query)
     body: dict[str, Any] = {"managedInstances": page["items"]}
     if "nextPageToken" in page:
@@ -272,7 +193,7 @@ async def list_managed_instances(request: web.Request) -> web.Response:
 
 
 async def get_instance_group(request: web.Request) -> web.Response:
-    project, scope, name = request.match_info["project"], _zone_scope(request), request.match_info["name"]
+    project, scope, name = request.match_info["project"], zone_scope(request), request.match_info["name"]
     group = emulator_of(request).group(f"projects/{project}/{scope}/instanceGroups/{name}")
     if group is None:
         raise not_found(f"projects/{project}/{scope}/instanceGroups/{name}")
@@ -280,7 +201,7 @@ async def get_instance_group(request: web.Request) -> web.Response:
 
 
 async def list_instance_groups(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _zone_scope(request)
+    project, scope = request.match_info["project"], zone_scope(request)
     base = base_url(request)
     emulator = emulator_of(request)
     items = [
@@ -289,7 +210,7 @@ async def list_instance_groups(request: web.Request) -> web.Response:
         if g.project == project and g.scope == scope
     ]
     kind = "compute#instanceGroupList" if scope.startswith("zones/") else "compute#regionInstanceGroupList"
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(list_body(kind, list_id, link, items, request.query))
 
 
@@ -301,7 +222,7 @@ async def aggregated_instance_groups(request: web.Request) -> web.Response:
         for g in emulator_of(request).groups.values()
         if g.project == project
     ]
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(
         aggregated_body(
             "compute#instanceGroupAggregatedList", list_id, link, "instanceGroups", scoped, request.query
@@ -344,14 +265,14 @@ async def get_guest_attributes(request: web.Request) -> web.Response:
 
 
 async def list_autoscalers(request: web.Request) -> web.Response:
-    _zone_scope(request)
-    list_id, link = _list_id(request)
+    zone_scope(request)
+    list_id, link = list_identity(request)
     kind = "compute#autoscalerList" if "zone" in request.match_info else "compute#regionAutoscalerList"
     return reply(list_body(kind, list_id, link, [], request.query))
 
 
 async def aggregated_autoscalers(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(
         aggregated_body("compute#autoscalerAggregatedList", list_id, link, "autoscalers", [], request.query)
     )
@@ -362,8 +283,8 @@ async def aggregated_autoscalers(request: web.Request) -> web.Response:
 
 async def insert_service(request: web.Request) -> web.Response:
     project = request.match_info["project"]
-    body = await _body(request, "BackendService")
-    return await _mutate(request, lambda rid: emulator_of(request).insert_service(project, body, rid))
+    body = await json_body(request, "BackendService")
+    return await mutate(request, lambda rid: emulator_of(request).insert_service(project, body, rid))
 
 
 async def get_service(request: web.Request) -> web.Response:
@@ -373,16 +294,16 @@ async def get_service(request: web.Request) -> web.Response:
 
 async def patch_service(request: web.Request) -> web.Response:
     project, name = request.match_info["project"], request.match_info["name"]
-    body = await _body(request, "BackendService")
+    body = await json_body(request, "BackendService")
     merge = request.method == "PATCH"
-    return await _mutate(
+    return await mutate(
         request, lambda rid: emulator_of(request).change_service(project, name, body, rid, merge=merge)
     )
 
 
 async def delete_service(request: web.Request) -> web.Response:
     project, name = request.match_info["project"], request.match_info["name"]
-    return await _mutate(request, lambda rid: emulator_of(request).delete_service(project, name, rid))
+    return await mutate(request, lambda rid: emulator_of(request).delete_service(project, name, rid))
 
 
 def _services(request: web.Request) -> list[dict[str, Any]]:
@@ -392,12 +313,12 @@ def _services(request: web.Request) -> list[dict[str, Any]]:
 
 
 async def list_services(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     return reply(list_body("compute#backendServiceList", list_id, link, _services(request), request.query))
 
 
 async def aggregated_services(request: web.Request) -> web.Response:
-    list_id, link = _list_id(request)
+    list_id, link = list_identity(request)
     scoped = [("global", item) for item in _services(request)]
     return reply(
         aggregated_body(
@@ -410,7 +331,7 @@ async def service_health(request: web.Request) -> web.Response:
     emulator = emulator_of(request)
     project = request.match_info["project"]
     service = emulator.existing_service(project, request.match_info["name"])
-    body = await _body(request, "ResourceGroupReference")
+    body = await json_body(request, "ResourceGroupReference")
     reference = parse_reference(body.get("group"), "resource.group", project, ("instanceGroups",))
     group = emulator.group(reference.path)
     if group is None:
@@ -423,111 +344,6 @@ async def service_health(request: web.Request) -> web.Response:
             "healthStatus": service.health_of(group, base_url(request)),
         }
     )
-
-
-# -- operations -----------------------------------------------------------------------------
-
-
-def _operation_scope(request: web.Request) -> str:
-    if "zone" in request.match_info or "region" in request.match_info:
-        return _zone_scope(request)
-    return "global"
-
-
-def _existing_operation(request: web.Request) -> Operation:
-    project, scope = request.match_info["project"], _operation_scope(request)
-    path = f"projects/{project}/{scope}/operations/{request.match_info['name']}"
-    operation = emulator_of(request).operations.get(path)
-    if operation is None:
-        raise not_found(path)
-    return operation
-
-
-async def get_operation(request: web.Request) -> web.Response:
-    return reply(_existing_operation(request).to_json(base_url(request)))
-
-
-async def wait_operation(request: web.Request) -> web.Response:
-    operation = _existing_operation(request)
-    await emulator_of(request).operations.wait(operation, OPERATION_WAIT_SECONDS)
-    return reply(operation.to_json(base_url(request)))
-
-
-async def list_operations(request: web.Request) -> web.Response:
-    project, scope = request.match_info["project"], _operation_scope(request)
-    base = base_url(request)
-    items = [op.to_json(base) for op in emulator_of(request).operations.in_scope(project, scope)]
-    list_id, link = _list_id(request)
-    return reply(list_body("compute#operationList", list_id, link, items, request.query))
-
-
-async def aggregated_operations(request: web.Request) -> web.Response:
-    base = base_url(request)
-    scoped = [
-        (op.scope, op.to_json(base))
-        for op in emulator_of(request).operations.all_in_project(request.match_info["project"])
-    ]
-    list_id, link = _list_id(request)
-    return reply(
-        aggregated_body("compute#operationAggregatedList", list_id, link, "operations", scoped, request.query)
-    )
-
-
-# -- zones and regions: any well-formed name exists (gcloud looks zones up before some commands) ---
-
-KNOWN_REGIONS = ("us-central1", "us-east1", "us-west1", "europe-west1", "asia-east1")
-
-
-def _stable_id(name: str) -> str:
-    return str(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16))
-
-
-def _zone_json(base: str, project: str, zone: str) -> dict[str, Any]:
-    return {
-        "kind": "compute#zone",
-        "id": _stable_id(zone),
-        "name": zone,
-        "description": zone,
-        "status": "UP",
-        "region": base + f"projects/{project}/regions/{region_of_zone(zone)}",
-        "selfLink": base + f"projects/{project}/zones/{zone}",
-    }
-
-
-def _region_json(base: str, project: str, region: str) -> dict[str, Any]:
-    return {
-        "kind": "compute#region",
-        "id": _stable_id(region),
-        "name": region,
-        "description": region,
-        "status": "UP",
-        "zones": [base + f"projects/{project}/zones/{zone}" for zone in default_zones(region)],
-        "selfLink": base + f"projects/{project}/regions/{region}",
-    }
-
-
-async def get_zone(request: web.Request) -> web.Response:
-    zone = check_zone(request.match_info["zone"])
-    return reply(_zone_json(base_url(request), request.match_info["project"], zone))
-
-
-async def list_zones(request: web.Request) -> web.Response:
-    base, project = base_url(request), request.match_info["project"]
-    items = [_zone_json(base, project, zone) for region in KNOWN_REGIONS for zone in default_zones(region)]
-    list_id, link = _list_id(request)
-    return reply(list_body("compute#zoneList", list_id, link, items, request.query))
-
-
-async def get_region(request: web.Request) -> web.Response:
-    region = check_region(request.match_info["region"])
-    return reply(_region_json(base_url(request), request.match_info["project"], region))
-
-
-async def list_regions(request: web.Request) -> web.Response:
-    base, project = base_url(request), request.match_info["project"]
-    items = [_region_json(base, project, region) for region in KNOWN_REGIONS]
-    list_id, link = _list_id(request)
-    return reply(list_body("compute#regionList", list_id, link, items, request.query))
 
 
 # -- side API and liveness ------------------------------------------------------------------

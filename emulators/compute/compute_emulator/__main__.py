@@ -1,4 +1,4 @@
-"""`python -m devstack.compute_emulator --host H --port P --state-dir DIR` (also `compute-emulator`)."""
+"""`python -m compute_emulator --host H --port P --state-dir DIR` (also `compute-emulator`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .api import OPERATION_WAIT_SECONDS, build_app
+from .api import build_app
+from .api_common import OPERATION_WAIT_SECONDS
 from .state import Emulator
 
-LOG = logging.getLogger("devstack.compute_emulator")
+LOG = logging.getLogger("compute_emulator")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

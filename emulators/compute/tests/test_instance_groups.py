@@ -8,10 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from google.api_core import exceptions
-from google.cloud import compute_v1
-
-from .helpers import (
+from emulator_helpers import (
     HEALTHY_TIMEOUT_SECONDS,
     REGION,
     ZONE,
@@ -28,6 +25,8 @@ from .helpers import (
     wait_group_healthy,
     wait_until,
 )
+from google.api_core import exceptions
+from google.cloud import compute_v1
 
 
 def test_zonal_group_of_two_with_autohealing_gets_two_healthy_instances_and_delete_ends_their_processes(

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .helpers import (
+from emulator_helpers import (
     ZONE,
     Emulator,
     insert_health_check,

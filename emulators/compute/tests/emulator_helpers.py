@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import io
 import os
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -14,13 +17,11 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import requests
+from compute_emulator.launcher import EmulatorProcess
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from devstack.compute_emulator.launcher import EmulatorProcess
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 ZONE = "us-central1-a"
 REGION = "us-central1"
 HEALTHY_TIMEOUT_SECONDS = 30.0
@@ -273,3 +274,28 @@ class Load:
 
     def versions_since(self, moment: float) -> set[str]:
         return {o.body for o in self.snapshot() if o.started >= moment and o.status == 200}
+
+
+def build_artifact(source: Path, out_dir: Path) -> Path:
+    """Pack `source` the way the pipeline's artifacts are packed: `<name>-<sha256 prefix>.tar.gz`.
+
+    The tests build their own artifacts so that this distribution needs nothing from the pipeline;
+    the emulator only relies on the format (a gzipped tar with a Procfile at its root).
+    """
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(item for item in source.rglob("*") if item.is_file()):
+            info = tarfile.TarInfo(path.relative_to(source).as_posix())
+            data = path.read_bytes()
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    # mtime=0 and no file name keep the archive, and so its name, the same for the same files.
+    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, filename="") as archive:
+        archive.write(raw.getvalue())
+    payload = compressed.getvalue()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{source.name}-{hashlib.sha256(payload).hexdigest()[:16]}.tar.gz"
+    target.write_bytes(payload)
+    return target

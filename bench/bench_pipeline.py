@@ -312,10 +312,58 @@ def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
         label = target.replace(" retried", " answered non-2xx (redelivered)")
         rows.append([f"  {label}", *[str(t.counts.deliveries.get(target, 0)) for t in timings]])
     say(table(["per deployment", *[f"#{i + 1}" for i in range(len(timings))]], rows))
+    print_firestore_by_step(timings)
     say(
         f"One watchdog tick (not per deployment; every minute on GCP by default): {tick.reads} reads, {tick.writes} writes,"
         f" {tick.messages} messages, {sum(tick.deliveries.values())} deliveries."
     )
+
+
+FIRESTORE_BUDGET = 30
+"""Document reads plus writes an ordinary staging deployment may cost (publish → notified)."""
+
+
+def print_firestore_by_step(timings: Sequence[DeploymentTiming]) -> None:
+    """Where each deployment's Firestore operations go: per step (entry point), the median over
+    the deployments of its reads, writes and invocations, and the total against the budget."""
+    say()
+    say(
+        f"Firestore document operations per deployment, by step (median of {len(timings)}; budget {FIRESTORE_BUDGET})"
+    )
+    steps = sorted(
+        {
+            step
+            for t in timings
+            for step, n in (*t.counts.reads_by_step.items(), *t.counts.writes_by_step.items())
+            if n
+        }
+    )
+
+    def median(values: Sequence[float]) -> float:
+        return percentile(list(values), 0.5) or 0.0
+
+    rows = []
+    for step in steps:
+        reads = median([t.counts.reads_by_step.get(step, 0) for t in timings])
+        writes = median([t.counts.writes_by_step.get(step, 0) for t in timings])
+        invocations = median(
+            [
+                t.counts.deliveries.get(step, 0) + t.counts.deliveries.get(f"{step} retried", 0)
+                for t in timings
+            ]
+        )
+        rows.append([step, f"{invocations:g}", f"{reads:g}", f"{writes:g}", f"{reads + writes:g}"])
+    totals = [t.counts.reads + t.counts.writes for t in timings]
+    rows.append(
+        [
+            "total",
+            f"{median([sum(t.counts.deliveries.values()) for t in timings]):g}",
+            f"{median([t.counts.reads for t in timings]):g}",
+            f"{median([t.counts.writes for t in timings]):g}",
+            f"{median(totals):g} (max {max(totals) if totals else 0})",
+        ]
+    )
+    say(table(["step", "invocations", "reads", "writes", "reads + writes"], rows))
 
 
 def print_load(stats: Mapping[str, PhaseStats]) -> None:

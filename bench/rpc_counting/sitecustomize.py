@@ -10,7 +10,9 @@ interceptor. Nothing in the pipeline's code changes. Counts follow Firestore's b
 - a Pub/Sub message is one message in a Publish request, per topic;
 - a delivery is one push request a function answered (2xx acknowledged, anything else makes
   Pub/Sub redeliver), counted by wrapping the WSGI app functions-framework creates.
-Each process keeps its totals in `<dir>/<pid>.json`, rewritten after every counted call.
+Each process keeps its totals in `<dir>/<pid>.json`, rewritten after every counted call, with the
+entry point it serves (`target`) once functions-framework has built its app, so the work can be
+told apart per pipeline step.
 """
 
 from __future__ import annotations
@@ -166,6 +168,9 @@ if _DIRECTORY:
             app = original_create_app(target, *args, **kwargs)
             name = target or os.environ.get("FUNCTION_TARGET", "function")
             app.wsgi_app = _counting_wsgi(app.wsgi_app, name)
+            with _lock:
+                _counts["target"] = name
+                _save()
             return app
 
         module.create_app = create_app

@@ -8,6 +8,7 @@ from shared import topology
 from shared.config import EnvironmentConfig, PipelineConfig
 from shared.domain.messages import StepMessage
 from shared.domain.records import Deployment
+from shared.domain.status import DeploymentStatus
 from shared.logging import get_logger
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
@@ -47,8 +48,17 @@ class Services:
 
 
 def publish_step(services: Services, topic: str, deployment: Deployment) -> None:
+    # The hints are the record's own fields as this step committed or read them: a later poll
+    # uses them only to see that it must wait, and acts only on the record (domain/messages.py).
     message = StepMessage(
-        deployment_id=deployment.deployment_id, app=deployment.app, environment=deployment.environment
+        deployment_id=deployment.deployment_id,
+        app=deployment.app,
+        environment=deployment.environment,
+        instance_group=deployment.instance_group,
+        cool_down_ends_at=deployment.not_before
+        if deployment.status is DeploymentStatus.COOLING_DOWN
+        else None,
+        went_live_at=deployment.went_live_at if deployment.baking else None,
     )
     data, attributes = message.to_message()
     message_id = services.publisher.publish(topic, data, attributes)

@@ -2,8 +2,10 @@
 
 Approve: the decision is recorded, the deployment goes `queued` and joins the environment's
 queue like any other (it takes the lock if it is free; newest wins). Reject: recorded, and the
-deployment is `cancelled`. One transaction each, checking the status first, so a repeated or
-racing decision changes nothing twice: the loser gets 409.
+deployment is `cancelled`. One transaction each, checking the status first, so a racing
+decision changes nothing twice: the loser gets 409. The same approver repeating the same decision
+(a retry after a timeout, or after a crash between the commit and the announcement) changes
+nothing either, and gets 202 with the decision announced again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shared.domain.approval import (
     UnknownDeployment,
     check_approver,
     check_awaiting,
+    recorded_decision,
 )
 from shared.domain.records import Approval, Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
@@ -41,6 +44,8 @@ class DecisionTaken:
 class _Outcome:
     deployment: Deployment
     superseded: tuple[Deployment, ...] = ()
+    repeated: bool = False
+    """The caller's same decision was already recorded: nothing changed this time."""
 
 
 def decide(
@@ -59,6 +64,9 @@ def decide(
     if deployment is None or env is None:
         raise UnknownDeployment(f"no deployment {deployment_id} in a configured environment")
     check_approver(caller, deployment, env.approvers, caller_matches(env.approvers))
+    if recorded_decision(deployment, caller, decision) is not None:
+        log.info("%s by %s repeated; announcing it again", decision, caller)
+        return _announce(services, _Outcome(deployment, repeated=True), decision)
     check_awaiting(deployment)
     now = services.clock.now()
     approval = Approval(by=caller, decision=str(decision), at=now, reason=reason)
@@ -67,6 +75,8 @@ def decide(
         current = tx.deployment(deployment_id)
         if current is None:
             raise UnknownDeployment(f"no deployment {deployment_id}")
+        if recorded_decision(current, caller, decision) is not None:
+            return _Outcome(current, repeated=True)  # a racing copy of this request won
         check_awaiting(current)  # again, inside the transaction: a racing decision may have won
         state = tx.environment(current.app, current.environment) or EnvironmentState(
             current.app, current.environment
@@ -96,9 +106,23 @@ def decide(
         return _Outcome(approved, tuple(superseded))
 
     outcome = services.store.atomically(work)
+    log.info(
+        "%s by %s%s",
+        decision,
+        caller,
+        " repeated; announcing it again" if outcome.repeated else "",
+        extra={"fields": {"status": str(outcome.deployment.status)}},
+    )
+    return _announce(services, outcome, decision)
+
+
+def _announce(services: Services, outcome: _Outcome, decision: Decision) -> DecisionTaken:
+    """Announce a decision recorded just now, or again for a repeated request: the first one may
+    have crashed after its commit and before these publishes. Notifications are deduplicated per
+    (deployment, status) downstream and the first step is idempotent, so announcing twice is safe."""
     decided = outcome.deployment
-    log.info("%s by %s", decision, caller, extra={"fields": {"status": str(decided.status)}})
     if decision is Decision.APPROVE:
+        approval = next(a for a in reversed(decided.approvals) if a.decision == str(Decision.APPROVE))
         publish_notify(
             services,
             NotifyRequest.for_deployment(
@@ -107,10 +131,10 @@ def decide(
                 deployment_id=decided.deployment_id,
                 version=decided.version,
                 status="approved",
-                detail=f"approved by {caller}" + (f": {reason}" if reason else ""),
+                detail=f"approved by {approval.by}" + (f": {approval.reason}" if approval.reason else ""),
             ),
         )
-    else:
+    elif decided.status is DeploymentStatus.CANCELLED:
         notify_status(services, decided)
     for cancelled in outcome.superseded:
         notify_status(services, cancelled)

@@ -27,6 +27,7 @@ from shared.logging import bind, get_logger
 from shared.notify_message import NotifyRequest
 from shared.ports import Transaction
 from shared.usecases.admit_build import join_queue
+from shared.usecases.notify import facts_of
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
 log = get_logger("approval")
@@ -132,6 +133,7 @@ def _announce(services: Services, outcome: _Outcome, decision: Decision) -> Deci
                 version=decided.version,
                 status="approved",
                 detail=f"approved by {approval.by}" + (f": {approval.reason}" if approval.reason else ""),
+                facts=facts_of(decided, "approved", services.clock.now()),
             ),
         )
     elif decided.status is DeploymentStatus.CANCELLED:

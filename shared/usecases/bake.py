@@ -43,6 +43,7 @@ from shared.logging import get_logger
 from shared.notify_message import NotifyRequest
 from shared.ports import MetricsUnavailable, Transaction
 from shared.usecases.lifecycle import hand_over_lock, start_next
+from shared.usecases.notify import facts_of
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import switch_traffic
 
@@ -218,6 +219,7 @@ def _announce_passed(services: Services, deployment: Deployment) -> None:
             dedupe_key=f"{deployment.deployment_id}:verified",
             deployment_id=deployment.deployment_id,
             version=deployment.version,
+            facts=facts_of(deployment, "verified", services.clock.now()),
         ),
     )
 

@@ -12,6 +12,7 @@ from shared.domain.status import DeploymentStatus
 from shared.logging import get_logger
 from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
+from shared.usecases.notify import facts_of
 
 log = get_logger("usecases")
 
@@ -87,6 +88,7 @@ def publish_notify(services: Services, request: NotifyRequest) -> None:
 
 def notify_status(services: Services, deployment: Deployment, detail: str = "") -> None:
     """Announce the deployment's current status; on_notify sends it once per (deployment, status)."""
+    status = str(deployment.status)
     publish_notify(
         services,
         NotifyRequest.for_deployment(
@@ -94,7 +96,8 @@ def notify_status(services: Services, deployment: Deployment, detail: str = "") 
             environment=deployment.environment,
             deployment_id=deployment.deployment_id,
             version=deployment.version,
-            status=str(deployment.status),
+            status=status,
             detail=detail or (deployment.history[-1].detail if deployment.history else ""),
+            facts=facts_of(deployment, status, services.clock.now()),
         ),
     )

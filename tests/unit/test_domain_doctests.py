@@ -30,6 +30,8 @@ MODULES = [
     "shared.domain.windows",
     "devstack.services",
     "devstack.local_config",
+    "shared.notify_message",
+    "shared.adapters.notification_ledger",
 ]
 
 

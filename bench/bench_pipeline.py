@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore
 
+from bench.count_tables import print_counts, table
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, PhaseStats, percentile
 from devstack.sample_releases import fake_commit, served_version, wait_for_version
@@ -45,7 +46,7 @@ from shared.domain.identifiers import deployment_id_for
 from shared.domain.records import Deployment
 from shared.domain.status import FINISHED
 from shared.domain.status import DeploymentStatus as S
-from shared.topology import BUILD_SUCCEEDED, WATCHDOG_TICK
+from shared.topology import WATCHDOG_TICK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COUNTING_DIR = Path(__file__).resolve().parent / "rpc_counting"
@@ -247,15 +248,6 @@ class PipelineBench:
 # ---- tables --------------------------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    body = [list(row) for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value * 1000:.0f}"
 
@@ -285,85 +277,6 @@ def print_timings(timings: Sequence[DeploymentTiming], cool_down: int) -> None:
             ],
         )
     )
-
-
-def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
-    say()
-    say("Firestore and Pub/Sub work per deployment (counted in the functions' processes)")
-    topics = sorted({topic for t in timings for topic in t.counts.published} | {BUILD_SUCCEEDED})
-    rows = [
-        ["Firestore document reads", *[str(t.counts.reads) for t in timings]],
-        ["Firestore document writes", *[str(t.counts.writes) for t in timings]],
-        ["Pub/Sub messages published by functions", *[str(t.counts.messages) for t in timings]],
-    ]
-    for topic in topics:
-        if topic == BUILD_SUCCEEDED:
-            rows.append(["  build-succeeded (published by CI)", *["1" for _ in timings]])
-        else:
-            rows.append([f"  {topic}", *[str(t.counts.published.get(topic, 0)) for t in timings]])
-    targets = sorted(
-        {target for t in timings for target, n in t.counts.deliveries.items() if n},
-        key=lambda name: (name.removesuffix(" retried"), name.endswith(" retried")),
-    )
-    rows.append(
-        ["Push deliveries (function invocations)", *[str(sum(t.counts.deliveries.values())) for t in timings]]
-    )
-    for target in targets:
-        label = target.replace(" retried", " answered non-2xx (redelivered)")
-        rows.append([f"  {label}", *[str(t.counts.deliveries.get(target, 0)) for t in timings]])
-    say(table(["per deployment", *[f"#{i + 1}" for i in range(len(timings))]], rows))
-    print_firestore_by_step(timings)
-    say(
-        f"One watchdog tick (not per deployment; every minute on GCP by default): {tick.reads} reads, {tick.writes} writes,"
-        f" {tick.messages} messages, {sum(tick.deliveries.values())} deliveries."
-    )
-
-
-FIRESTORE_BUDGET = 30
-"""Document reads plus writes an ordinary staging deployment may cost (publish → notified)."""
-
-
-def print_firestore_by_step(timings: Sequence[DeploymentTiming]) -> None:
-    """Where each deployment's Firestore operations go: per step (entry point), the median over
-    the deployments of its reads, writes and invocations, and the total against the budget."""
-    say()
-    say(
-        f"Firestore document operations per deployment, by step (median of {len(timings)}; budget {FIRESTORE_BUDGET})"
-    )
-    steps = sorted(
-        {
-            step
-            for t in timings
-            for step, n in (*t.counts.reads_by_step.items(), *t.counts.writes_by_step.items())
-            if n
-        }
-    )
-
-    def median(values: Sequence[float]) -> float:
-        return percentile(list(values), 0.5) or 0.0
-
-    rows = []
-    for step in steps:
-        reads = median([t.counts.reads_by_step.get(step, 0) for t in timings])
-        writes = median([t.counts.writes_by_step.get(step, 0) for t in timings])
-        invocations = median(
-            [
-                t.counts.deliveries.get(step, 0) + t.counts.deliveries.get(f"{step} retried", 0)
-                for t in timings
-            ]
-        )
-        rows.append([step, f"{invocations:g}", f"{reads:g}", f"{writes:g}", f"{reads + writes:g}"])
-    totals = [t.counts.reads + t.counts.writes for t in timings]
-    rows.append(
-        [
-            "total",
-            f"{median([sum(t.counts.deliveries.values()) for t in timings]):g}",
-            f"{median([t.counts.reads for t in timings]):g}",
-            f"{median([t.counts.writes for t in timings]):g}",
-            f"{median(totals):g} (max {max(totals) if totals else 0})",
-        ]
-    )
-    say(table(["step", "invocations", "reads", "writes", "reads + writes"], rows))
 
 
 def print_load(stats: Mapping[str, PhaseStats]) -> None:
@@ -489,7 +402,7 @@ def run(progress: Callable[[str], None] = say) -> None:
                 f"First deployment after the stack started (cold functions): publish → live {cold.total:.2f} s,"
                 f" overhead {cold.overhead:.2f} s."
             )
-            print_counts(timings, tick)
+            print_counts([t.counts for t in timings], tick)
             print_load(load_report.phases)
             print_rollbacks(rollbacks)
             say()

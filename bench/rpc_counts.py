@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+FIRESTORE_BUDGET = 30
+"""Document reads plus writes an ordinary staging deployment may cost, publish to notified."""
+
 QUIET_SECONDS = 1.5
 """Counts unchanged this long means the deployment's last function (notify) has finished."""
 QUIET_TIMEOUT_SECONDS = 20.0

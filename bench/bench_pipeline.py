@@ -170,6 +170,10 @@ class PipelineBench:
         if deployment is None or deployment.status is not S.LIVE:
             raise RuntimeError(f"{deployment_id} ended {deployment.status if deployment else None}, not live")
         notified_at = self.notified_at(deployment_id, "live")
+        if deployment.verification is not None:
+            # The deployment's work ends with its bake window's verdict: count up to that, so none
+            # of it spills into the next deployment's figures.
+            self.notified_at(deployment_id, "verified", timeout=DEPLOY_TIMEOUT_SECONDS)
         counts = quiet_counts(self.counts_dir).minus(before)
         at = _history(deployment)
         cool_down_ends = deployment.not_before or (

@@ -26,10 +26,10 @@ import functions_framework
 
 from functions.http_body import MAX_BODY_BYTES, BadRequest, decode_json_object, read_body
 from shared.adapters.wiring import dashboard_services
-from shared.auth import InvalidTokenError, bearer_token
 from shared.dashboard.render import PageContext, content_security_policy, render_page
 from shared.domain.dashboard_view import to_json
 from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.identity import InvalidTokenError, bearer_token
 from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context
 from shared.ports import TransientError

@@ -13,13 +13,13 @@ from typing import Any
 
 import flask
 
-from shared.auth import (
+from shared.adapters.identity_tokens import verify_identity_token
+from shared.domain.identity import (
     Caller,
     CertificatesUnavailableError,
     InvalidTokenError,
     bearer_token,
     caller_allowed,
-    verify_identity_token,
 )
 
 MAX_REASON = 500

@@ -16,15 +16,15 @@ import flask
 import functions_framework
 
 from functions.http_body import BadRequest, TextField, parse_json_body
+from shared.adapters.identity_tokens import verify_identity_token
 from shared.adapters.wiring import rollback_audience, services
-from shared.auth import (
+from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.identity import (
     CertificatesUnavailableError,
     InvalidTokenError,
     bearer_token,
     caller_allowed,
-    verify_identity_token,
 )
-from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.rollback import RollbackRefused
 from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context

@@ -19,6 +19,7 @@ MODULES = [
     "shared.domain.rollback",
     "shared.domain.metrics",
     "shared.domain.verification",
+    "shared.domain.identity",
     "shared.adapters.monitoring",
     "compute_emulator.discovery",
     "compute_emulator.monitoring",

@@ -23,8 +23,8 @@ import functions.start_rolling_replace
 from functions.step_event import StepNotReady, handle_step_event
 from shared import topology
 from shared.adapters import wiring
-from shared.auth import Caller, InvalidTokenError
 from shared.config import ConfigError
+from shared.domain.identity import Caller, InvalidTokenError
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.logging import CloudLoggingFormatter

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from shared import topology
-from shared.auth import Caller, caller_allowed
 from shared.config import parse_pipeline_config
 from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
+from shared.domain.identity import Caller, caller_allowed
 from shared.domain.naming import instance_group_name
 from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
 from shared.domain.records import Deployment

@@ -344,8 +344,8 @@ def test_a_rollback_adopts_the_retained_group_in_one_transaction(
 def test_promotion_approval_and_provenance_records_round_trip_in_firestore(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    from shared.auth import Caller, caller_allowed
     from shared.domain.approval import Decision
+    from shared.domain.identity import Caller, caller_allowed
     from shared.usecases.approval import decide
     from shared.usecases.promote import request_promotion
 

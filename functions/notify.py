@@ -17,8 +17,8 @@ from cloudevents.http import CloudEvent
 
 from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
 from shared.adapters.wiring import notify_services
+from shared.domain.notify_message import NotifyMessageError, NotifyRequest
 from shared.logging import get_logger, log_context
-from shared.notify_message import NotifyMessageError, NotifyRequest
 from shared.usecases.notify import notify_team
 
 log = get_logger("notify")

@@ -18,10 +18,10 @@ from shared.domain.approval import (
     check_approver,
     check_awaiting,
 )
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Approval, Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
-from shared.notify_message import NotifyRequest
 from shared.ports import Transaction
 from shared.usecases.admit_build import join_queue
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step

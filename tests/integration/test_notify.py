@@ -24,7 +24,7 @@ from google.cloud import firestore
 
 from shared.adapters import wiring
 from shared.config import ENV_NOTIFICATIONS_FILE, ENV_PIPELINE_CONFIG
-from shared.notify_message import NotifyRequest
+from shared.domain.notify_message import NotifyRequest
 
 NOTIFY_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "notify.py"
 DEPLOYMENT_ID = "hello-staging-0123456789ab"

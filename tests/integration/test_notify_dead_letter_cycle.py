@@ -23,7 +23,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore, pubsub_v1
 
 from shared import topology
-from shared.notify_message import NotifyRequest
+from shared.domain.notify_message import NotifyRequest
 from shared.usecases.dead_letter import DELIVERY_ATTEMPT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from tests.conftest import TEST_PROJECT
 from tests.integration.test_notify import (  # noqa: F401  (fixtures)

@@ -20,6 +20,7 @@ MODULES = [
     "shared.domain.metrics",
     "shared.domain.verification",
     "shared.domain.identity",
+    "shared.domain.notify_message",
     "shared.adapters.monitoring",
     "compute_emulator.discovery",
     "compute_emulator.monitoring",

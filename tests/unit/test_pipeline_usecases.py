@@ -13,9 +13,9 @@ from shared import topology
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.rollback import NothingToRollBack, TargetWithoutDigest, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
-from shared.notify_message import NotifyRequest
 from shared.ports import TransientError
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.dead_letter import record_dead_letter

@@ -13,7 +13,7 @@ import functions_framework
 
 from functions.http_body import BadRequest, TextField, parse_json_body
 from functions.http_support import MAX_REASON, answer, authenticate, caller_matcher, request_id
-from shared.adapters.wiring import approve_audience, services
+from shared.adapters.composition_root import approve_audience, services
 from shared.domain.approval import ApprovalRefused, Decision
 from shared.domain.build_event import DEPLOYMENT_ID_PATTERN
 from shared.logging import get_logger, log_context

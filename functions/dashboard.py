@@ -25,7 +25,7 @@ import flask
 import functions_framework
 
 from functions.http_body import MAX_BODY_BYTES, BadRequest, decode_json_object, read_body
-from shared.adapters.wiring import dashboard_services
+from shared.adapters.composition_root import dashboard_services
 from shared.dashboard.render import PageContext, content_security_policy, render_page
 from shared.domain.dashboard_view import to_json
 from shared.domain.identifiers import NAME_PATTERN

@@ -13,7 +13,7 @@ import functions_framework
 
 from functions.http_body import BadRequest, TextField, parse_json_body
 from functions.http_support import MAX_REASON, answer, authenticate, caller_matcher, request_id
-from shared.adapters.wiring import promote_audience, services
+from shared.adapters.composition_root import promote_audience, services
 from shared.config import NAME_PATTERN
 from shared.domain.promotion import PromotionRefused
 from shared.domain.versioning import is_version

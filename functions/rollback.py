@@ -16,8 +16,8 @@ import flask
 import functions_framework
 
 from functions.http_body import BadRequest, TextField, parse_json_body
+from shared.adapters.composition_root import rollback_audience, services
 from shared.adapters.identity_tokens import verify_identity_token
-from shared.adapters.wiring import rollback_audience, services
 from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.identity import (
     CertificatesUnavailableError,

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain.redeploy import missing_digest_problem
 from shared.domain.release_request import RequestKind
 from shared.domain.rollback import TargetWithoutDigest, UnknownTarget, choose_rollback_target
-from shared.usecases.release_requests import ReleaseUnavailable, release_event, submit_request
+from shared.usecases.release_requests import request_redeploy
 from shared.usecases.services import Services
 
 
@@ -41,24 +40,16 @@ def request_rollback(
     target = choose_rollback_target(
         services.store.live_history(app, environment), live_id, live_version, to_version
     )
-    try:
-        event = release_event(services, target.source)
-    except ReleaseUnavailable as exc:  # permanent: nothing left to deploy that release from
-        raise UnknownTarget(str(exc)) from exc
-    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
-    # the caller a rollback is under way while nothing happens.
-    problem = missing_digest_problem(target.version, event.commit, event.artifact_sha256)
-    if problem is not None:
-        raise TargetWithoutDigest(problem)
-    deployment_id = submit_request(
+    deployment_id = request_redeploy(
         services,
         kind=RequestKind.ROLLBACK,
-        event=event,
-        environment=environment,
-        version=target.version,
-        requested_by=caller,
         source=target.source,
+        version=target.version,
+        environment=environment,
+        requested_by=caller,
         reason=reason,
+        unavailable=UnknownTarget,
+        without_digest=TargetWithoutDigest,
         rollback_of=live_id,
     )
     return RollbackAccepted(deployment_id=deployment_id, version=target.version, rollback_of=live_id)

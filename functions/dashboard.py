@@ -25,6 +25,7 @@ import flask
 import functions_framework
 
 from functions.http_body import MAX_BODY_BYTES, BadRequest, decode_json_object, read_body
+from functions.http_support import MAX_REASON
 from shared.adapters.composition_root import dashboard_services
 from shared.dashboard.render import PageContext, content_security_policy, render_page
 from shared.domain.dashboard_view import to_json
@@ -46,7 +47,6 @@ from shared.usecases.delivery import DEFAULT_WINDOW_DAYS
 
 log = get_logger("dashboard")
 
-MAX_REASON = 500
 MAX_WINDOW_DAYS = 365
 DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")

@@ -13,9 +13,13 @@ a matching `email` but no `hd`. Only the Workspace account of that domain carrie
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+CallerCheck = Callable[[Sequence[str]], bool]
+"""Whether the verified caller matches one of these patterns (e-mails or `*@domain`): how a use
+case asks about a caller it cannot see the token of (see `caller_allowed`)."""
 
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 

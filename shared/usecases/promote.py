@@ -7,9 +7,9 @@ target environment, through a release request that records who asked. Where the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shared.domain.identity import CallerCheck
 from shared.domain.promotion import (
     NotPromoter,
     SourceWithoutDigest,
@@ -21,9 +21,6 @@ from shared.domain.release_request import RequestKind
 from shared.domain.status import UNFINISHED, DeploymentStatus
 from shared.usecases.release_requests import request_redeploy
 from shared.usecases.services import Services
-
-CallerCheck = Callable[[Sequence[str]], bool]
-"""Whether the verified caller matches one of these patterns (e-mails or `*@domain`)."""
 
 
 @dataclass(frozen=True)

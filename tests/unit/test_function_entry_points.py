@@ -136,7 +136,7 @@ def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterat
             return Caller(email="stranger@elsewhere.example", subject="2", issuer="test")
         raise InvalidTokenError("bad token")
 
-    monkeypatch.setattr(functions.rollback, "verify_identity_token", verify)
+    monkeypatch.setattr("functions.http_support.verify_identity_token", verify)
     monkeypatch.setattr(functions.rollback, "rollback_audience", lambda: ("https://rollback.example",))
     yield client("rollback", "http")
 

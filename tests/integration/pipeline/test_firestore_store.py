@@ -22,7 +22,7 @@ from shared.ports import RejectedEvent
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.switch import complete_cool_down
-from tests.unit.fakes import FakeWorld
+from tests.unit.fakes import FakeWorld, verified_caller_check
 
 COMMITS = [f"{i:x}" * 40 for i in range(1, 8)]
 
@@ -340,7 +340,13 @@ def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     first = go_live(world, "b1", COMMITS[0])
     go_live(world, "b2", COMMITS[1])
     world.publisher.messages.clear()
-    accepted = request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
+    accepted = request_rollback(
+        world.services,
+        app="hello",
+        environment="staging",
+        caller="x@example.com",
+        caller_matches=verified_caller_check("x@example.com"),
+    )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "evt-rollback")
     message = take_step(world, topology.START_ROLLING_REPLACE)

@@ -32,6 +32,7 @@ from shared.domain.identity import (
     caller_allowed,
 )
 from shared.domain.refusal import RequestRefused
+from shared.domain.versioning import is_version
 from shared.logging import log_context
 from shared.ports import TransientError
 from shared.usecases.services import Services
@@ -50,6 +51,11 @@ def name_field(name: str) -> TextField:
     return TextField(
         name, required=True, pattern=NAME_PATTERN, max_length=30, rule=f"matching {NAME_PATTERN.pattern}"
     )
+
+
+def version_field(name: str) -> TextField:
+    """An optional semantic version field."""
+    return TextField(name, max_length=100, valid=is_version, rule="a semantic version such as 1.2.3")
 
 
 def _no_further_rules(body: Body) -> None:

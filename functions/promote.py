@@ -14,7 +14,7 @@ from typing import Any
 import flask
 import functions_framework
 
-from functions.http_body import BadRequest, TextField
+from functions.http_body import BadRequest
 from functions.http_support import (
     REASON_FIELD,
     Body,
@@ -22,10 +22,10 @@ from functions.http_support import (
     caller_matcher,
     handle_release_control,
     name_field,
+    version_field,
 )
 from shared.adapters.composition_root import promote_audience, services
 from shared.domain.identity import Caller
-from shared.domain.versioning import is_version
 from shared.logging import get_logger
 from shared.usecases.promote import request_promotion
 from shared.usecases.services import Services
@@ -62,7 +62,7 @@ PROMOTE = ReleaseControl(
         name_field("app"),
         name_field("from_environment"),
         name_field("to_environment"),
-        TextField("version", max_length=100, valid=is_version, rule="a semantic version such as 1.2.3"),
+        version_field("version"),
         REASON_FIELD,
     ),
     check=_different_environments,

@@ -14,7 +14,6 @@ from typing import Any
 import flask
 import functions_framework
 
-from functions.http_body import TextField
 from functions.http_support import (
     REASON_FIELD,
     Body,
@@ -22,10 +21,10 @@ from functions.http_support import (
     caller_matcher,
     handle_release_control,
     name_field,
+    version_field,
 )
 from shared.adapters.composition_root import rollback_audience, services
 from shared.domain.identity import Caller
-from shared.domain.versioning import is_version
 from shared.logging import get_logger
 from shared.usecases.rollback import request_rollback
 from shared.usecases.services import Services
@@ -55,7 +54,7 @@ ROLLBACK = ReleaseControl(
     fields=(
         name_field("app"),
         name_field("environment"),
-        TextField("to_version", max_length=100, valid=is_version, rule="a semantic version such as 1.2.3"),
+        version_field("to_version"),
         REASON_FIELD,
     ),
     act=_roll_back,

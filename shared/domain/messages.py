@@ -8,6 +8,7 @@ end, when the release went live). A poll that only finds "wait" then reads no re
 that is missing, malformed or implausible, or that says it is time, makes the step read the
 record and decide from it, as without hints. (Messages published by earlier versions may carry
 `not_before`; it is ignored.)
+The `notify` event, the other internal message, is in `notify_message.py` beside this module.
 """
 
 from __future__ import annotations

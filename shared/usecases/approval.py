@@ -10,7 +10,6 @@ nothing either, and gets 202 with the decision announced again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from shared import topology
@@ -21,18 +20,17 @@ from shared.domain.approval import (
     check_awaiting,
     recorded_decision,
 )
+from shared.domain.identity import CallerCheck
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Approval, Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
-from shared.notify_message import NotifyRequest
 from shared.ports import Transaction
 from shared.usecases.admit_build import join_queue
 from shared.usecases.notify import facts_of
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
 log = get_logger("approval")
-
-CallerCheck = Callable[[Sequence[str]], bool]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ MODULES = [
     "shared.domain.rollback",
     "shared.domain.metrics",
     "shared.domain.verification",
+    "shared.domain.identity",
+    "shared.domain.notify_message",
     "shared.adapters.monitoring",
     "compute_emulator.discovery",
     "compute_emulator.monitoring",
@@ -30,7 +32,6 @@ MODULES = [
     "shared.domain.windows",
     "devstack.services",
     "devstack.local_config",
-    "shared.notify_message",
     "shared.adapters.notification_ledger",
 ]
 

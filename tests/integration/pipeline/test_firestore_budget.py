@@ -23,9 +23,9 @@ from shared.adapters.firestore_store import FirestoreStore
 from shared.adapters.notification_ledger import FirestoreNotificationLedger
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.status import DeploymentStatus as S
 from shared.domain.verification import VerificationState
-from shared.notify_message import NotifyRequest
 from shared.ports import TrafficSample
 from shared.usecases.admit_build import admit_build
 from shared.usecases.bake import check_bake

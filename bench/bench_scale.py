@@ -34,9 +34,8 @@ from bench.bench_pipeline import COUNTING_DIR, table
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import percentile
 from devstack.processes import descendants
-from devstack.sample_releases import fake_commit, served_version
+from devstack.sample_releases import local_build_message, served_version
 from devstack.stack import FUNCTION_PREFIX, Stack
-from releasectl.remote import build_message
 from shared.artifact import build_artifact, sha256_of_url
 from shared.domain.identifiers import deployment_id_for
 from shared.topology import BUILD_SUCCEEDED
@@ -176,14 +175,13 @@ class ScaleBench:
         prepared = []
         for app in apps:
             build_id = f"scale-{self.run_id}-{self.sequence}-{app}"
-            data, attributes = build_message(
+            data, attributes = local_build_message(
                 app=app,
                 environment=ENVIRONMENT,
-                commit=fake_commit(build_id),
                 build_id=build_id,
                 artifact=self.artifact_uri,
                 artifact_sha256=self.artifact_sha256,
-                commit_messages=[message],
+                commit_message=message,
             )
             prepared.append((deployment_id_for(app, ENVIRONMENT, build_id), data, attributes))
         published: dict[str, datetime] = {}

@@ -41,6 +41,11 @@ class NotAwaitingApproval(ApprovalRefused):
     http_status = 409
 
 
+class AlreadyDecided(NotAwaitingApproval):
+    """409 like any decision on a deployment no longer waiting (CONTRACT §4c), for the caller's
+    own decision repeated: a retry. Nothing changes; the decision has been announced again."""
+
+
 def same_identity(left: str | None, right: str | None) -> bool:
     """E-mail identities compare without case and surrounding blanks.
 

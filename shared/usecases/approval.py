@@ -5,7 +5,8 @@ queue like any other (it takes the lock if it is free; newest wins). Reject: rec
 deployment is `cancelled`. One transaction each, checking the status first, so a racing
 decision changes nothing twice: the loser gets 409. The same approver repeating the same decision
 (a retry after a timeout, or after a crash between the commit and the announcement) changes
-nothing either, and gets 202 with the decision announced again.
+nothing either and gets 409 like any call on a deployment no longer waiting (CONTRACT §4c), but
+the decision is announced again first, so a crash can never leave it unsaid.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from shared import topology
 from shared.domain.approval import (
+    AlreadyDecided,
     Decision,
     UnknownDeployment,
     check_approver,
@@ -64,8 +66,8 @@ def decide(
         raise UnknownDeployment(f"no deployment {deployment_id} in a configured environment")
     check_approver(caller, deployment, env.approvers, caller_matches(env.approvers))
     if recorded_decision(deployment, caller, decision) is not None:
-        log.info("%s by %s repeated; announcing it again", decision, caller)
-        return _announce(services, _Outcome(deployment, repeated=True), decision)
+        _announce(services, _Outcome(deployment, repeated=True), decision)
+        raise _already_decided(deployment, caller, decision)
     check_awaiting(deployment)
     now = services.clock.now()
     approval = Approval(by=caller, decision=str(decision), at=now, reason=reason)
@@ -105,14 +107,19 @@ def decide(
         return _Outcome(approved, tuple(superseded))
 
     outcome = services.store.atomically(work)
-    log.info(
-        "%s by %s%s",
-        decision,
-        caller,
-        " repeated; announcing it again" if outcome.repeated else "",
-        extra={"fields": {"status": str(outcome.deployment.status)}},
+    taken = _announce(services, outcome, decision)
+    if outcome.repeated:
+        raise _already_decided(outcome.deployment, caller, decision)
+    log.info("%s by %s", decision, caller, extra={"fields": {"status": str(outcome.deployment.status)}})
+    return taken
+
+
+def _already_decided(deployment: Deployment, caller: str, decision: Decision) -> AlreadyDecided:
+    log.info("%s by %s repeated; announced again", decision, caller)
+    return AlreadyDecided(
+        f"{deployment.deployment_id} is {deployment.status}: {caller} already took this decision "
+        "(announced again)"
     )
-    return _announce(services, outcome, decision)
 
 
 def _announce(services: Services, outcome: _Outcome, decision: Decision) -> DecisionTaken:

@@ -12,7 +12,13 @@ import pytest
 
 from shared import topology
 from shared.config import parse_pipeline_config
-from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
+from shared.domain.approval import (
+    AlreadyDecided,
+    Decision,
+    NotAnApprover,
+    NotAwaitingApproval,
+    UnknownDeployment,
+)
 from shared.domain.identity import Caller, caller_allowed
 from shared.domain.naming import instance_group_name
 from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
@@ -190,15 +196,18 @@ def test_a_retried_approval_announces_what_a_crash_after_the_commit_left_unsaid(
     assert (waiting, "approved") not in statuses(world)
     monkeypatch.setattr(world.publisher, "publish", publish)
 
-    retried = approve(world, waiting, reason="looks good")
+    with pytest.raises(AlreadyDecided) as retried:
+        approve(world, waiting, reason="looks good")
 
-    assert retried.status is S.PROVISIONING
+    assert retried.value.http_status == 409, "CONTRACT §4c: no longer awaiting approval"
+    assert world.store.deployments[waiting].status is S.PROVISIONING
     (announced,) = [n for n in notifications(world) if n.deployment_id == waiting and n.status == "approved"]
     assert announced.detail == f"approved by {APPROVER}: looks good"
     assert step(world, topology.START_ROLLING_REPLACE).deployment_id == waiting, "its first step resumed"
     assert len(world.store.deployments[waiting].approvals) == 1, "recorded once"
     history = world.store.history_of(waiting)
-    approve(world, waiting)
+    with pytest.raises(AlreadyDecided):
+        approve(world, waiting)
     assert world.store.history_of(waiting) == history, "a repeat changes nothing"
 
 
@@ -207,8 +216,10 @@ def test_a_retried_rejection_announces_the_cancellation_again(world: FakeWorld) 
     reject(world, waiting)
     world.publisher.take(topology.NOTIFY)
 
-    assert reject(world, waiting).status is S.CANCELLED
-    assert statuses(world) == [(waiting, "cancelled")]
+    with pytest.raises(AlreadyDecided):
+        reject(world, waiting)
+    assert world.store.deployments[waiting].status is S.CANCELLED
+    assert statuses(world) == [(waiting, "cancelled")], "announced again, once"
     with pytest.raises(NotAwaitingApproval):
         approve(world, waiting)  # the same approver deciding otherwise is refused
 

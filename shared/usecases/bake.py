@@ -207,18 +207,15 @@ def _after_pass(services: Services, passed: Deployment, next_deployment: Deploym
 
 
 def _announce_passed(services: Services, deployment: Deployment) -> None:
-    detail = deployment.verification.detail if deployment.verification else ""
     publish_notify(
         services,
-        NotifyRequest(
-            kind="deployment",
+        NotifyRequest.for_deployment(
             app=deployment.app,
             environment=deployment.environment,
-            status="verified",
-            detail=detail,
-            dedupe_key=f"{deployment.deployment_id}:verified",
             deployment_id=deployment.deployment_id,
             version=deployment.version,
+            status="verified",
+            detail=deployment.verification.detail if deployment.verification else "",
             facts=facts_of(deployment, "verified", services.clock.now()),
         ),
     )
@@ -297,7 +294,7 @@ def _roll_back(
 def _rollback_record(rollback_id: str, bad: Deployment, previous: Deployment, now: datetime) -> Deployment:
     """A deployment of the previous release, started by the pipeline itself (no request to prove)."""
     build_id = f"auto-rollback-{bad.deployment_id}"
-    reason = bad.verification.detail if bad.verification else "bake window failed"
+    reason = _breach(bad)
     return Deployment.queued(
         deployment_id=rollback_id,
         app=previous.app,
@@ -327,7 +324,7 @@ def _resume_rollback(services: Services, env: EnvironmentConfig, bad: Deployment
     """A later delivery for a release whose breach is recorded: carry on with its rollback."""
     going_back = services.store.get_deployment(automatic_rollback_id(bad))
     if going_back is None:
-        _alert_nothing_to_roll_back_to(services, bad)
+        _announce_failed(services, bad, "nothing earlier was live here to roll back to")
         return bad
     return _continue_rollback(services, env, going_back, bad)
 
@@ -340,20 +337,11 @@ def _continue_rollback(
     if going_back.status is DeploymentStatus.PROVISIONING:
         # The previous group is gone: the rollback runs as an ordinary deployment. Say so now;
         # its switch later ends the bad release `rolled_back` with the usual alert.
-        detail = bad.verification.detail if bad.verification else "bake window failed"
-        publish_notify(
+        _announce_failed(
             services,
-            NotifyRequest(
-                kind="deployment",
-                app=bad.app,
-                environment=bad.environment,
-                status="verification_failed",
-                detail=f"{detail}; the previous release's group is gone, so {going_back.version} is being"
-                f" redeployed ({going_back.deployment_id})",
-                dedupe_key=f"{bad.deployment_id}:verification_failed",
-                deployment_id=bad.deployment_id,
-                version=bad.version,
-            ),
+            bad,
+            f"the previous release's group is gone, so {going_back.version} is being"
+            f" redeployed ({going_back.deployment_id})",
         )
         publish_step(services, topology.START_ROLLING_REPLACE, going_back)
         return going_back
@@ -364,18 +352,22 @@ def _continue_rollback(
     return going_back
 
 
-def _alert_nothing_to_roll_back_to(services: Services, bad: Deployment) -> None:
-    detail = bad.verification.detail if bad.verification else "bake window failed"
+def _announce_failed(services: Services, bad: Deployment, what_follows: str) -> None:
+    """The one `verification_failed` alert for a breach the `rolled_back` alert will not tell
+    (nothing to go back to, or the previous release being redeployed first)."""
     publish_notify(
         services,
-        NotifyRequest(
-            kind="deployment",
+        NotifyRequest.for_deployment(
             app=bad.app,
             environment=bad.environment,
-            status="verification_failed",
-            detail=f"{detail}; nothing earlier was live here to roll back to",
-            dedupe_key=f"{bad.deployment_id}:verification_failed",
             deployment_id=bad.deployment_id,
             version=bad.version,
+            status="verification_failed",
+            detail=f"{_breach(bad)}; {what_follows}",
         ),
     )
+
+
+def _breach(bad: Deployment) -> str:
+    """What the failed bake window saw, as recorded with its verdict."""
+    return bad.verification.detail if bad.verification else "bake window failed"

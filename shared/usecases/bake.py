@@ -102,10 +102,9 @@ def check_bake(services: Services, message: StepMessage) -> Deployment | None:
 
     now = services.clock.now()
     group = deployment.instance_group or instance_group_name(deployment.deployment_id)
-    measured = _measure(services, env, group, deployment.went_live_at or now, now)
-    verdict = judge_bake(env.bake_rules, measured)
-    if verdict.state is VerificationState.PENDING:
-        raise NotReadyYet(f"{verdict.detail}; window ends {verification.ends_at.isoformat()}")
+    measured, verdict = _judge_window(
+        services, env, group, deployment.went_live_at or now, verification.ends_at, now
+    )
     if verdict.state is VerificationState.PASSED:
         recorded = _record_pass(services, env, deployment.deployment_id, verdict, measured, now)
         if recorded is None:
@@ -138,14 +137,28 @@ def _judge_on_hints(services: Services, message: StepMessage) -> _HintedVerdict 
     now = services.clock.now()
     if went_live_at > now:
         return None  # not a copy of a record: nothing goes live in the future
-    measured = _measure(services, env, group, went_live_at, now)
-    verdict = judge_bake(env.bake_rules, measured)
-    if verdict.state is VerificationState.PENDING:
-        ends_at = went_live_at + timedelta(seconds=env.bake_seconds)
-        raise NotReadyYet(f"{verdict.detail}; window ends {ends_at.isoformat()}")
+    ends_at = went_live_at + timedelta(seconds=env.bake_seconds)
+    measured, verdict = _judge_window(services, env, group, went_live_at, ends_at, now)
     if verdict.state is VerificationState.PASSED:
         return _HintedVerdict(env, group, went_live_at, measured, verdict, now)
     return None
+
+
+def _judge_window(
+    services: Services,
+    env: EnvironmentConfig,
+    group: str,
+    went_live_at: datetime,
+    ends_at: datetime,
+    now: datetime,
+) -> tuple[Measurement, BakeVerdict]:
+    """Measure green since it went live and judge it; raise `NotReadyYet` while the verdict is
+    pending, so the redelivery is the next look. Returns a pass or a breach."""
+    measured = _measure(services, env, group, went_live_at, now)
+    verdict = judge_bake(env.bake_rules, measured)
+    if verdict.state is VerificationState.PENDING:
+        raise NotReadyYet(f"{verdict.detail}; window ends {ends_at.isoformat()}")
+    return measured, verdict
 
 
 def _measure(

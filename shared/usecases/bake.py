@@ -42,7 +42,7 @@ from shared.domain.verification import (
 )
 from shared.logging import get_logger
 from shared.ports import MetricsUnavailable, Transaction
-from shared.usecases.lifecycle import hand_over_lock, start_next
+from shared.usecases.lifecycle import free_lock, start_next
 from shared.usecases.notify import facts_of
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import switch_traffic
@@ -199,13 +199,7 @@ def _record_pass(
         concluded = current.verification.concluded(verdict.state, verdict.detail, now, measured)
         passed = current.with_changes(now, verification=concluded)
         state = tx.environment(current.app, current.environment)
-        next_deployment = None
-        if state is not None:
-            handover = hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
-            tx.put_environment(handover.state)
-            next_deployment = handover.next_deployment
-            if next_deployment is not None:
-                tx.put_deployment(next_deployment)
+        next_deployment = free_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
         tx.put_deployment(passed)
         return passed, next_deployment
 
@@ -252,11 +246,7 @@ def _roll_back(
         if retained is None or state is None:
             # Nothing earlier to go back to: record the verdict, free the environment, alert.
             tx.put_deployment(failed)
-            if state is not None:
-                handover = hand_over_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
-                tx.put_environment(handover.state)
-                if handover.next_deployment is not None:
-                    tx.put_deployment(handover.next_deployment)
+            free_lock(tx, state, current.deployment_id, now, policy=env.deploy_policy)
             return None
         going_back = _rollback_record(rollback_id, failed, retained, now)
         if _retained_group_usable(retained, going_back, now):

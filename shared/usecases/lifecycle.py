@@ -89,6 +89,20 @@ def hand_over_lock(
     )
 
 
+def free_lock(
+    tx: Transaction, state: EnvironmentState | None, ending_id: str, now: datetime, *, policy: DeployPolicy
+) -> Deployment | None:
+    """Inside a transaction: `hand_over_lock` and write what it changed. Returns the next
+    deployment, for `start_next` once the transaction committed; None with no environment record."""
+    if state is None:
+        return None
+    handover = hand_over_lock(tx, state, ending_id, now, policy=policy)
+    tx.put_environment(handover.state)
+    if handover.next_deployment is not None:
+        tx.put_deployment(handover.next_deployment)
+    return handover.next_deployment
+
+
 def start_next(services: Services, next_deployment: Deployment | None) -> None:
     """Publish the first step of the deployment a hand-over started (not of one it left queued)."""
     if next_deployment is not None and next_deployment.status is DeploymentStatus.PROVISIONING:
@@ -135,14 +149,8 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
             return None
         failed = deployment.advance(DeploymentStatus.FAILED, now, reason, resources_deleted_at=now)
         state = tx.environment(deployment.app, deployment.environment)
-        next_deployment = None
-        if state is not None:
-            policy = deploy_policy(services, deployment.app, deployment.environment)
-            handover = hand_over_lock(tx, state, deployment_id, now, policy=policy)
-            tx.put_environment(handover.state)
-            next_deployment = handover.next_deployment
-            if next_deployment is not None:
-                tx.put_deployment(next_deployment)
+        policy = deploy_policy(services, deployment.app, deployment.environment)
+        next_deployment = free_lock(tx, state, deployment_id, now, policy=policy)
         tx.put_deployment(failed)
         return failed, next_deployment
 

@@ -268,6 +268,11 @@ def _per(value: float, n: int) -> str:
     return "-" if n == 0 else f"{value / n:.1f}"
 
 
+def _hop_seconds(key: str) -> Callable[[Outcome], float | None]:
+    """How long one outcome spent on the hop `key` (None where it did not get that far)."""
+    return lambda outcome: outcome.hops.get(key)
+
+
 def report(results: Sequence[Result]) -> None:
     say()
     say("=" * 78)
@@ -332,7 +337,7 @@ def report(results: Sequence[Result]) -> None:
     for label_key, label in HOPS:
         cells = [label]
         for result in results:
-            values = result.burst.values(lambda o, key=label_key: o.hops.get(key))
+            values = result.burst.values(_hop_seconds(label_key))
             cells.append(f"{_s(percentile(values, 0.5))}/{_s(percentile(values, 0.9))}")
         hop_rows.append(cells)
     say(table(["hop", *[f"K={r.apps}" for r in results]], hop_rows))

@@ -7,11 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 KILL_SETTLE_SECONDS = 2.0
 """How long to wait for SIGKILLed processes to disappear."""
@@ -31,6 +33,36 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back a Ctrl-C (SIGINT) that arrives inside the block, and deliver it once the block
+    is done: for steps that must not be cut in half, such as starting a process and recording it.
+
+    The signal is caught, not blocked: a blocked signal mask would be inherited by every process
+    started inside the block, and those must still answer SIGINT. Python delivers signals to the
+    main thread only, so in any other thread this holds nothing back (nor where a handler set
+    outside Python, which could not be put back, owns the signal).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    arrived: list[FrameType | None] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        arrived.append(frame)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if arrived:
+            if callable(previous):
+                previous(signal.SIGINT, arrived[0])  # the usual handler raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def start_service(

@@ -43,6 +43,7 @@ from devstack.local_config import (
 from devstack.processes import (
     ServiceError,
     free_port,
+    interrupts_deferred,
     port_in_use,
     process_start_time,
     start_service,
@@ -341,22 +342,25 @@ class Stack:
             # Logs are kept across runs; a banner tells one run from the next.
             handle.write(f"\n===== {name} started {datetime.datetime.now(datetime.UTC).isoformat()} =====\n")
         started = time.monotonic()
-        process = start_service(name, argv, log, env=env, cwd=REPO_ROOT)
-        record = ServiceRecord(
-            name=name,
-            pid=process.pid,
-            start_time=process_start_time(process.pid),
-            log=str(log),
-            port=port,
-            health_url=health_url,
-            argv=list(argv),
-            env=dict(env or {}),
-            cwd=str(REPO_ROOT),
-            restart=specs.spec_of(name).restart,
-        )
-        # Recorded before waiting, so a failure (or Ctrl-C) during the wait still stops it.
-        self._state.services.append(record)
-        self._state.save(self.state_file)
+        # A Ctrl-C between starting the process and recording it would leave it running with no
+        # record to stop it by: it waits until the record is saved, then interrupts as usual.
+        with interrupts_deferred():
+            process = start_service(name, argv, log, env=env, cwd=REPO_ROOT)
+            record = ServiceRecord(
+                name=name,
+                pid=process.pid,
+                start_time=process_start_time(process.pid),
+                log=str(log),
+                port=port,
+                health_url=health_url,
+                argv=list(argv),
+                env=dict(env or {}),
+                cwd=str(REPO_ROOT),
+                restart=specs.spec_of(name).restart,
+            )
+            # Recorded before waiting, so a failure (or Ctrl-C) during the wait still stops it.
+            self._state.services.append(record)
+            self._state.save(self.state_file)
         return _Launch(record, process, ready, started, timeout)
 
     def _await(self, launch: _Launch) -> None:

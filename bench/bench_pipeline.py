@@ -36,6 +36,7 @@ from google.cloud import compute_v1, firestore
 from bench.count_tables import print_counts, table
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, PhaseStats, percentile
+from devstack.processes import environment_applied
 from devstack.sample_releases import local_build_message, served_version, wait_for_version
 from devstack.stack import Stack
 from releasectl.records import read_deployment
@@ -335,16 +336,10 @@ def counted_stack(root: Path, project: str, progress: Callable[[str], None]) -> 
     )
     progress("starting a private local stack…")
     stack.start()
-    saved = {name: os.environ.get(name) for name in stack.env}
-    os.environ.update(stack.env)
     try:
-        yield stack, counts_dir
+        with environment_applied(stack.env):
+            yield stack, counts_dir
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         progress("stopping the private stack…")
         stack.stop()
 

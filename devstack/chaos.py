@@ -43,6 +43,7 @@ from devstack.fault_proxy import STATS_PATH
 from devstack.load import LoadGenerator
 from devstack.processes import (
     descendants,
+    environment_applied,
     free_port,
     http_answers,
     start_service,
@@ -160,20 +161,13 @@ class ChaosRun:
             pipeline_template=template,
             extra_function_env={ENV_COMPUTE_EMULATOR_HOST: f"127.0.0.1:{proxy_port}"},
         )
-        saved = {}
         try:
             wait_until(http_answers(f"{self.proxy_url}{STATS_PATH}"), 30, "the fault proxy", proxy, proxy_log)
             self.progress("starting a private stack with the fault proxy in front of the Compute emulator…")
             stack.start()
-            saved = {name: os.environ.get(name) for name in stack.env}
-            os.environ.update(stack.env)
-            yield stack
+            with environment_applied(stack.env):
+                yield stack
         finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
             stack.stop()
             stop_process_tree(proxy.pid, None)
             with contextlib.suppress(OSError):

@@ -36,6 +36,29 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 @contextlib.contextmanager
+def environment_applied(values: Mapping[str, str]) -> Iterator[None]:
+    """Set `values` in this process's environment for the block (so the Google clients it builds
+    find a stack's emulators), then put back each variable as it was, unset ones unset again.
+
+    >>> with environment_applied({"DEVSTACK_EXAMPLE_VARIABLE": "inside"}):
+    ...     os.environ["DEVSTACK_EXAMPLE_VARIABLE"]
+    'inside'
+    >>> "DEVSTACK_EXAMPLE_VARIABLE" in os.environ
+    False
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold back a Ctrl-C (SIGINT) that arrives inside the block, and deliver it once the block
     is done: for steps that must not be cut in half, such as starting a process and recording it.

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from google.cloud import firestore
 
+from devstack.processes import environment_applied
 from devstack.stack import DEFAULT_PIPELINE_TEMPLATE, Stack
 from releasectl.remote import build_message, publish_build_succeeded
 from shared.artifact import build_artifact, sha256_of_url
@@ -163,17 +164,11 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     template.write_text(text, encoding="utf-8")
     stack = Stack(workdir / "state", project=TEST_PROJECT, pipeline_template=template, fixed_ports={})
     stack.start()
-    saved = {name: os.environ.get(name) for name in stack.env}
-    os.environ.update(stack.env)
     try:
-        artifact = build_artifact(REPO_ROOT / "examples" / "hello", workdir / "dist")
-        yield Shop(stack=stack, db=firestore.Client(project=TEST_PROJECT), artifact=f"file://{artifact}")
+        with environment_applied(stack.env):
+            artifact = build_artifact(REPO_ROOT / "examples" / "hello", workdir / "dist")
+            yield Shop(stack=stack, db=firestore.Client(project=TEST_PROJECT), artifact=f"file://{artifact}")
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         stack.stop()
 
 

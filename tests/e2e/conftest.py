@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
+from devstack.processes import environment_applied
 from shared.artifact import ArtifactError, build_artifact, sha256_of_url
 from shared.config import PipelineConfig
 from shared.domain.identifiers import deployment_id_for
@@ -266,9 +266,7 @@ def artifact_digest(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def pipeline(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    saved = {name: os.environ.get(name) for name in local_stack.env}
-    os.environ.update(local_stack.env)
-    try:
+    with environment_applied(local_stack.env):
         tmp = tmp_path_factory.mktemp("e2e-artifacts")
         unhealthy = tmp / "unhealthy"
         unhealthy.mkdir()
@@ -293,9 +291,3 @@ def pipeline(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
             project=project,
             artifacts=artifacts,
         )
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

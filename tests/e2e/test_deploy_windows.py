@@ -10,7 +10,6 @@ Bounded polls only; no test sleeps a fixed time.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
+from devstack.processes import environment_applied
 from devstack.stack import DEFAULT_PIPELINE_TEMPLATE, Stack
 from shared.artifact import build_artifact
 from shared.domain.windows import rfc3339
@@ -89,29 +89,23 @@ def frozen_pipeline(freezes: Freezes, tmp_path_factory: pytest.TempPathFactory) 
     )
     stack.start()
     assert stack.config is not None
-    saved = {name: os.environ.get(name) for name in stack.env}
-    os.environ.update(stack.env)
     try:
-        artifact = build_artifact(REPO_ROOT / "examples" / "hello", tmp / "dist")
-        yield Pipeline(
-            stack=stack,
-            config=stack.config,
-            publisher=pubsub_v1.PublisherClient(),
-            db=firestore.Client(project=TEST_PROJECT),
-            groups=compute_v1.RegionInstanceGroupManagersClient(
-                credentials=AnonymousCredentials(),
-                client_options=ClientOptions(api_endpoint=f"http://{stack.env['COMPUTE_EMULATOR_HOST']}"),
-            ),
-            project=TEST_PROJECT,
-            artifacts={"hello": f"file://{artifact}"},
-        )
+        with environment_applied(stack.env):
+            artifact = build_artifact(REPO_ROOT / "examples" / "hello", tmp / "dist")
+            yield Pipeline(
+                stack=stack,
+                config=stack.config,
+                publisher=pubsub_v1.PublisherClient(),
+                db=firestore.Client(project=TEST_PROJECT),
+                groups=compute_v1.RegionInstanceGroupManagersClient(
+                    credentials=AnonymousCredentials(),
+                    client_options=ClientOptions(api_endpoint=f"http://{stack.env['COMPUTE_EMULATOR_HOST']}"),
+                ),
+                project=TEST_PROJECT,
+                artifacts={"hello": f"file://{artifact}"},
+            )
     finally:
         stack.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def entry(doc: dict[str, Any], status: str) -> dict[str, Any]:

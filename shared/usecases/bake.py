@@ -43,8 +43,14 @@ from shared.domain.verification import (
 from shared.logging import get_logger
 from shared.ports import MetricsUnavailable, Transaction
 from shared.usecases.lifecycle import free_lock, start_next
-from shared.usecases.notify import facts_of
-from shared.usecases.services import NotReadyYet, Services, notify_status, publish_notify, publish_step
+from shared.usecases.services import (
+    NotReadyYet,
+    Services,
+    notify_deployment,
+    notify_status,
+    publish_notify,
+    publish_step,
+)
 from shared.usecases.switch import switch_traffic
 
 log = get_logger("bake")
@@ -214,18 +220,8 @@ def _after_pass(services: Services, passed: Deployment, next_deployment: Deploym
 
 
 def _announce_passed(services: Services, deployment: Deployment) -> None:
-    publish_notify(
-        services,
-        NotifyRequest.for_deployment(
-            app=deployment.app,
-            environment=deployment.environment,
-            deployment_id=deployment.deployment_id,
-            version=deployment.version,
-            status="verified",
-            detail=deployment.verification.detail if deployment.verification else "",
-            facts=facts_of(deployment, "verified", services.clock.now()),
-        ),
-    )
+    detail = deployment.verification.detail if deployment.verification else ""
+    notify_deployment(services, deployment, "verified", detail)
 
 
 def _roll_back(

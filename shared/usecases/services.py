@@ -88,7 +88,12 @@ def publish_notify(services: Services, request: NotifyRequest) -> None:
 
 def notify_status(services: Services, deployment: Deployment, detail: str = "") -> None:
     """Announce the deployment's current status; on_notify sends it once per (deployment, status)."""
-    status = str(deployment.status)
+    latest = deployment.history[-1].detail if deployment.history else ""
+    notify_deployment(services, deployment, str(deployment.status), detail or latest)
+
+
+def notify_deployment(services: Services, deployment: Deployment, status: str, detail: str) -> None:
+    """Announce `status` for the deployment, with its facts; sent once per (deployment, status)."""
     publish_notify(
         services,
         NotifyRequest.for_deployment(
@@ -97,7 +102,7 @@ def notify_status(services: Services, deployment: Deployment, detail: str = "") 
             deployment_id=deployment.deployment_id,
             version=deployment.version,
             status=status,
-            detail=detail or (deployment.history[-1].detail if deployment.history else ""),
+            detail=detail,
             facts=facts_of(deployment, status, services.clock.now()),
         ),
     )

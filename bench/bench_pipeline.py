@@ -35,7 +35,7 @@ from google.cloud import compute_v1, firestore
 
 from bench.count_tables import print_counts, table
 from bench.rpc_counts import Counts, quiet_counts
-from devstack.load import LoadGenerator, PhaseStats, percentile
+from devstack.load import PhaseStats, percentile, under_load
 from devstack.processes import environment_applied
 from devstack.sample_releases import local_build_message, served_version, wait_for_version
 from devstack.stack import Stack
@@ -363,13 +363,9 @@ def run(progress: Callable[[str], None] = say) -> None:
                 timings.append(timing)
 
             progress("zero-downtime run…")
-            with LoadGenerator(bench.url) as load:
-                time.sleep(LOAD_SETTLE_SECONDS)
-                load.phase("during")
-                zero_downtime = bench.deploy("feat: bench under load")
-                load.phase("after")
-                time.sleep(LOAD_SETTLE_SECONDS)
-            load_report = load.report()
+            zero_downtime, load_report = under_load(
+                bench.url, lambda: bench.deploy("feat: bench under load"), LOAD_SETTLE_SECONDS
+            )
             progress(
                 f"zero-downtime run: {zero_downtime.version} live; now serving {served_version(bench.url)}"
             )

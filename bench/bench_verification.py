@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from bench.bench_pipeline import (
     table,
 )
 from bench.rpc_counts import Counts, quiet_counts
-from devstack.load import LoadGenerator, LoadReport
+from devstack.load import LoadReport, under_load
 from devstack.stack import Stack
 from releasectl.records import get_deployment
 from shared.artifact import build_artifact, sha256_of_url
@@ -192,26 +193,23 @@ def run(progress: Callable[[str], None] = say) -> None:
             costs: list[tuple[str, Counts]] = []
             for index in range(RUNS):
                 before_version = str(first.get("version"))
-                with LoadGenerator(bench.url) as load:
-                    time.sleep(LOAD_SETTLE_SECONDS)
-                    load.phase("during")
-                    good, good_counts = bench.deploy_verified(f"feat: bench release {index + 1}")
-                    load.phase("after")
-                    time.sleep(LOAD_SETTLE_SECONDS)
-                window = mixed_version_window(load.report(), before_version, str(good.get("version")))
+                (good, good_counts), report = under_load(
+                    bench.url,
+                    partial(bench.deploy_verified, f"feat: bench release {index + 1}"),
+                    LOAD_SETTLE_SECONDS,
+                )
+                window = mixed_version_window(report, before_version, str(good.get("version")))
                 if window is not None:
                     windows.append(window)
                 progress(
                     f"run {index + 1}/{RUNS}: {good.get('version')} verified;"
                     f" mixed-version window {window if window is None else f'{window:.2f} s'}"
                 )
-                with LoadGenerator(bench.url) as load:
-                    time.sleep(LOAD_SETTLE_SECONDS)
-                    load.phase("during")
-                    bad, bad_counts = bench.deploy_faulty(f"feat: bench faulty release {index + 1}")
-                    load.phase("after")
-                    time.sleep(LOAD_SETTLE_SECONDS)
-                report = load.report()
+                (bad, bad_counts), report = under_load(
+                    bench.url,
+                    partial(bench.deploy_faulty, f"feat: bench faulty release {index + 1}"),
+                    LOAD_SETTLE_SECONDS,
+                )
                 live_at, back_at = _at(bad, "live"), _at(bad, "rolled_back")
                 if bad.get("status") == "rolled_back" and live_at and back_at:
                     during = report.phases.get("during")

@@ -18,11 +18,14 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 
 import requests
+
+T = TypeVar("T")
 
 DEFAULT_WORKERS = 4
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 5.0
@@ -241,3 +244,16 @@ class LoadGenerator:
                 self._stop.wait(self.pause_seconds)
         finally:
             session.close()
+
+
+def under_load(url: str, act: Callable[[], T], settle_seconds: float) -> tuple[T, LoadReport]:
+    """Run `act` while steady load reaches `url`, with `settle_seconds` of load before it and after
+    it (phases `before`, `during`, `after`) so the change is judged against traffic on both sides.
+    Returns what `act` returned and what the load saw."""
+    with LoadGenerator(url) as load:
+        time.sleep(settle_seconds)  # not a poll: the traffic users had before the change
+        load.phase("during")
+        result = act()
+        load.phase("after")
+        time.sleep(settle_seconds)
+    return result, load.report()

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from devstack.load import LoadGenerator, Sample, percentile, summarize
+from devstack.load import LoadGenerator, Sample, percentile, summarize, under_load
 
 
 @dataclass
@@ -122,3 +122,19 @@ def test_summaries_split_version_runs_and_percentiles() -> None:
     assert report.phases["during"].served == 2
     assert report.phases["after"].failed == 1
     assert percentile([0.010, 0.020, 0.030], 0.5) == 0.020
+
+
+def test_under_load_labels_the_traffic_before_during_and_after_the_change(server: VersionServer) -> None:
+    def release() -> str:
+        server.version = "2.0.0"
+        return "released"
+
+    result, report = under_load(server.url, release, settle_seconds=0.3)
+    assert result == "released"
+    assert set(report.phases) <= {"before", "during", "after"}
+    # Labelled when sent, so a request of `before` may still be in flight when the change lands;
+    # one of `after` went out once `act` had returned, and meets the new version only.
+    after = report.phases.get("after")
+    assert after is None or set(after.versions) == {"2.0.0"}
+    assert report.versions_seen() <= {"1.0.0", "2.0.0"}
+    assert report.failed == 0

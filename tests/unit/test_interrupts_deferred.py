@@ -6,9 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,14 +64,8 @@ def test_a_ctrl_c_right_after_a_service_started_still_finds_it_recorded(
 ) -> None:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start_then_ctrl_c(
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        process = start_service(name, argv, log_path, env=env, cwd=cwd)
+    def start_then_ctrl_c(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = start_service(*args, **kwargs)
         started.append(process)
         signal.raise_signal(signal.SIGINT)  # the worst moment: running, not yet recorded
         return process

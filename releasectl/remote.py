@@ -32,6 +32,7 @@ from shared.config import (
     ENV_ROLLBACK_AUDIENCE,
 )
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
+from shared.domain.rollback import rollback_request_body
 from shared.topology import BUILD_SUCCEEDED
 
 DEFAULT_IDENTITY = "developer@hello.local"
@@ -211,12 +212,7 @@ def request_rollback(
     app: str, environment: str, to_version: str | None, reason: str | None, token: str | None = None
 ) -> RollbackAccepted:
     """POST CONTRACT §4. 400/404 are the caller's input (BadInput); 401/403/409/5xx fail the operation."""
-    body: dict[str, Any] = {"app": app, "environment": environment}
-    if to_version:
-        body["to_version"] = to_version
-    if reason:
-        body["reason"] = reason
-    answer = call(ROLLBACK, body, token)
+    answer = call(ROLLBACK, rollback_request_body(app, environment, to_version, reason), token)
     return RollbackAccepted(
         deployment_id=str(answer.get("deployment_id")),
         version=str(answer.get("version")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared.domain.records import Deployment
 from shared.domain.refusal import RequestRefused
@@ -74,3 +75,21 @@ def choose_rollback_target(
             continue
         return RollbackTarget(version=deployment.version, source=deployment)
     raise NothingToRollBack("no earlier release was live in this environment")
+
+
+def rollback_request_body(
+    app: str, environment: str, to_version: str | None, reason: str | None
+) -> dict[str, Any]:
+    """The JSON body of a rollback request (CONTRACT §4): the optional fields only when given.
+
+    >>> rollback_request_body("shop", "prod", None, "checkout errors")
+    {'app': 'shop', 'environment': 'prod', 'reason': 'checkout errors'}
+    >>> rollback_request_body("shop", "prod", "1.4.0", "")
+    {'app': 'shop', 'environment': 'prod', 'to_version': '1.4.0'}
+    """
+    body: dict[str, Any] = {"app": app, "environment": environment}
+    if to_version:
+        body["to_version"] = to_version
+    if reason:
+        body["reason"] = reason
+    return body

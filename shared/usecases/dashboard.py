@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from shared.config import EnvironmentConfig, PipelineConfig
 from shared.domain.dashboard_view import EnvironmentView, environment_view
 from shared.domain.metrics import delivery_metrics
+from shared.domain.rollback import rollback_request_body
 from shared.usecases.delivery import DeliveryRecords
 
 MAX_PARALLEL_READS = 8
@@ -108,11 +109,7 @@ def forward_rollback(
     reason: str | None,
 ) -> ForwardedAnswer:
     """CONTRACT §4, with the caller's token."""
-    body: dict[str, Any] = {"app": app, "environment": environment}
-    if to_version:
-        body["to_version"] = to_version
-    if reason:
-        body["reason"] = reason
+    body = rollback_request_body(app, environment, to_version, reason)
     return _forward(services, services.rollback_url, body, token, "rollback")
 
 

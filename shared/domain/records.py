@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.status import FINISHED, DeploymentStatus, check_transition
 from shared.domain.verification import Verification, VerificationState
 
@@ -93,6 +94,17 @@ class Deployment:
     """A rollback: asked for through a verified rollback request, or started by the pipeline after
     a failed bake window. It holds even when nothing was live to replace (`rollback_of` None);
     it exempts the deployment from approvals, deploy windows and freezes, and from baking."""
+
+    @property
+    def group_name(self) -> str:
+        """Its instance group: the recorded one (for a warm rollback, the group it adopted), else
+        the name derived from its id, which is known even before provisioning recorded it."""
+        return self.instance_group or instance_group_name(self.deployment_id)
+
+    @property
+    def template_name(self) -> str:
+        """Its instance template: the recorded one, else the name derived from its id."""
+        return self.instance_template or instance_template_name(self.deployment_id)
 
     @property
     def baking(self) -> bool:

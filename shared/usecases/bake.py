@@ -27,7 +27,6 @@ from shared import topology
 from shared.config import EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
-from shared.domain.naming import instance_group_name
 from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.domain.retention import is_adoptable
@@ -107,7 +106,7 @@ def check_bake(services: Services, message: StepMessage) -> Deployment | None:
         return _resume_rollback(services, env, deployment)
 
     now = services.clock.now()
-    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    group = deployment.group_name
     measured, verdict = _judge_window(
         services, env, group, deployment.went_live_at or now, verification.ends_at, now
     )

@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared import topology
-from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.queue import release_lock
 from shared.domain.records import Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
@@ -112,15 +111,13 @@ def start_next(services: Services, next_deployment: Deployment | None) -> None:
 def delete_green(services: Services, deployment: Deployment) -> None:
     """Delete the deployment's group and template (derived names, so even a half-made green)."""
     env = services.environment_config(deployment.app, deployment.environment)
-    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    group = deployment.group_name
     preview = env.preview()
     if preview is not None:
         # Compute Engine refuses to delete a group a backend service still uses.
         services.compute.detach_group(preview, group)
     services.compute.delete_instance_group(env, group)
-    services.compute.delete_instance_template(
-        env, deployment.instance_template or instance_template_name(deployment.deployment_id)
-    )
+    services.compute.delete_instance_template(env, deployment.template_name)
 
 
 def fail_deployment(services: Services, deployment_id: str, reason: str) -> Deployment | None:

@@ -46,7 +46,7 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         return None
 
     env = services.environment_config(deployment.app, deployment.environment)
-    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    group = deployment.group_name
     if deployment.status is DeploymentStatus.COOLING_DOWN:
         now = services.clock.now()
         if deployment.is_past_deadline(now, env.provisioning_deadline_seconds):

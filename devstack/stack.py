@@ -65,7 +65,7 @@ from devstack.services import (
 )
 from devstack.stack_state import ENV_FILE, LOCK_FILE, STATE_FILE, ServiceRecord, StackState, write_env_file
 from devstack.stack_state import read_env_file as read_env_file
-from devstack.wiring import wire_pubsub
+from devstack.subscriptions import wire_pubsub
 from shared import config as shared_config
 from shared.topology import PUBSUB_TRIGGERS, WATCHDOG_TICK, Trigger, all_entry_points
 
@@ -93,7 +93,7 @@ NOTIFICATIONS_FILE = "notifications.jsonl"
 ACCESS_TOKEN_FILE = "access-token"
 
 RETRY_POLICY_ENV_VAR = "DEVSTACK_PUBSUB_RETRY_POLICY"
-"""Set to 1 to give the push subscriptions the topology's retry policies (see devstack/wiring.py)."""
+"""Set to 1 to give the push subscriptions the topology's retry policies (see devstack/subscriptions.py)."""
 
 SCHEDULER_INTERVAL_SECONDS = 3.0
 RESTART_GRACE_SECONDS = 10.0
@@ -145,7 +145,7 @@ class Stack:
         self.triggers = tuple(triggers)
         self.extra_function_env = dict(extra_function_env or {})
         self.scheduler_interval = scheduler_interval
-        # Off unless asked for: see devstack/wiring.py for the emulator fault this avoids.
+        # Off unless asked for: see devstack/subscriptions.py for the emulator fault this avoids.
         self.retry_policies = (
             os.environ.get(RETRY_POLICY_ENV_VAR) == "1" if retry_policies is None else retry_policies
         )

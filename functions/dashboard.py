@@ -25,11 +25,12 @@ import flask
 import functions_framework
 
 from functions.http_body import MAX_BODY_BYTES, BadRequest, decode_json_object, read_body
-from shared.adapters.wiring import dashboard_services
-from shared.auth import InvalidTokenError, bearer_token
+from functions.http_support import MAX_REASON
+from shared.adapters.composition_root import dashboard_services
 from shared.dashboard.render import PageContext, content_security_policy, render_page
 from shared.domain.dashboard_view import to_json
 from shared.domain.identifiers import NAME_PATTERN
+from shared.domain.identity import InvalidTokenError, bearer_token
 from shared.domain.versioning import is_version
 from shared.logging import get_logger, log_context
 from shared.ports import TransientError
@@ -46,7 +47,6 @@ from shared.usecases.delivery import DEFAULT_WINDOW_DAYS
 
 log = get_logger("dashboard")
 
-MAX_REASON = 500
 MAX_WINDOW_DAYS = 365
 DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")

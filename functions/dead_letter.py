@@ -7,8 +7,8 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from shared.adapters.composition_root import services
 from shared.adapters.pubsub_event import UndecodableEvent, decode_pubsub_event
-from shared.adapters.wiring import services
 from shared.logging import get_logger, log_context
 from shared.usecases.dead_letter import record_dead_letter
 

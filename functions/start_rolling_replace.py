@@ -13,7 +13,7 @@ from cloudevents.http import CloudEvent
 
 from functions.step_event import handle_step_event
 from shared import topology
-from shared.adapters.wiring import services
+from shared.adapters.composition_root import services
 from shared.logging import get_logger
 from shared.usecases.provision import start_rolling_replace
 

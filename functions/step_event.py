@@ -44,7 +44,7 @@ def handle_step_event(
 
     `topic` names the message in the log line about an undecodable one; `action` completes
     "cannot ..." when the environment is unknown. The caller passes its own `services()` so
-    each entry point keeps its wiring (and tests can replace it per module).
+    each entry point keeps its own (and tests can replace it per module).
     """
     with log_context(event_id=str(cloud_event["id"])):
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared.adapters.wiring import services
+from shared.adapters.composition_root import services
 from shared.logging import get_logger, log_context
 from shared.usecases.watchdog import run_watchdog
 

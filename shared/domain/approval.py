@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.domain.records import Deployment
+from shared.domain.refusal import RequestRefused
 from shared.domain.status import DeploymentStatus
 
 
@@ -22,10 +23,8 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
-class ApprovalRefused(Exception):
+class ApprovalRefused(RequestRefused):
     """The decision cannot be taken; `http_status` is the CONTRACT §4c answer."""
-
-    http_status = 400
 
 
 class UnknownDeployment(ApprovalRefused):

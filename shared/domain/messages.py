@@ -4,6 +4,7 @@ message is kept on a record.
 A step message names its deployment only: the step reads everything else, the cool-down's end
 included, from the deployment record, which a late or duplicate message cannot contradict.
 (Messages published by earlier versions may still carry `not_before`; it is ignored.)
+The `notify` event, the other internal message, is in `notify_message.py` beside this module.
 """
 
 from __future__ import annotations

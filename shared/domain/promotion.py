@@ -11,12 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.domain.records import Deployment
+from shared.domain.refusal import RequestRefused
 
 
-class PromotionRefused(Exception):
+class PromotionRefused(RequestRefused):
     """The promotion cannot be accepted; `http_status` is the CONTRACT §4b answer."""
-
-    http_status = 400
 
 
 class UnknownPromotion(PromotionRefused):

@@ -11,12 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.domain.records import Deployment
+from shared.domain.refusal import RequestRefused
 
 
-class RollbackRefused(Exception):
+class RollbackRefused(RequestRefused):
     """The rollback cannot be accepted; `http_status` is the CONTRACT §4 answer."""
 
-    http_status = 400
+
+class NotAllowedToRollBack(RollbackRefused):
+    """403: the caller is not among the environment's `rollback_callers`."""
+
+    http_status = 403
 
 
 class UnknownTarget(RollbackRefused):

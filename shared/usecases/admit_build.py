@@ -20,6 +20,7 @@ from shared.domain.artifact_origin import artifact_origin_problem
 from shared.domain.build_event import BuildSucceeded, InvalidBuildEvent, parse_build_succeeded
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import stored_payload
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.queue import admit
 from shared.domain.records import Deployment, EnvironmentState, Release
 from shared.domain.release_request import ProvenanceRefused, ReleaseRequest, check_request_matches
@@ -27,7 +28,6 @@ from shared.domain.status import DeploymentStatus
 from shared.domain.versioning import next_version
 from shared.domain.windows import DeployPolicy, may_start_now
 from shared.logging import bind, get_logger
-from shared.notify_message import NotifyRequest
 from shared.ports import RejectedEvent, Transaction, TransientError
 from shared.usecases.lifecycle import held_for_window
 from shared.usecases.services import Services, UnknownEnvironment, notify_status, publish_notify, publish_step

@@ -8,7 +8,6 @@ racing decision changes nothing twice: the loser gets 409.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from shared import topology
@@ -18,17 +17,16 @@ from shared.domain.approval import (
     check_approver,
     check_awaiting,
 )
+from shared.domain.identity import CallerCheck
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Approval, Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
-from shared.notify_message import NotifyRequest
 from shared.ports import Transaction
 from shared.usecases.admit_build import join_queue
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
 log = get_logger("approval")
-
-CallerCheck = Callable[[Sequence[str]], bool]
 
 
 @dataclass(frozen=True)

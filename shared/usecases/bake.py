@@ -28,6 +28,7 @@ from shared.config import EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.domain.retention import is_adoptable
 from shared.domain.status import DeploymentStatus
@@ -39,7 +40,6 @@ from shared.domain.verification import (
     judge_bake,
 )
 from shared.logging import get_logger
-from shared.notify_message import NotifyRequest
 from shared.ports import MetricsUnavailable, Transaction
 from shared.usecases.lifecycle import hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_notify, publish_step

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from shared import topology
 from shared.domain.messages import stored_payload
+from shared.domain.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyMessageError, NotifyRequest
 from shared.logging import get_logger
-from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyMessageError, NotifyRequest
 from shared.ports import DeadLetteredEvent
 from shared.usecases.services import Services, publish_notify
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.config import PipelineConfig
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.logging import get_logger
 from shared.notifications.delivery import (
@@ -24,7 +25,6 @@ from shared.notifications.delivery import (
     without_channels_that_failed,
 )
 from shared.notifications.model import Notification
-from shared.notify_message import NotifyRequest
 from shared.ports import Clock, Store
 
 log = get_logger("usecases.notify")

@@ -7,9 +7,9 @@ target environment, through a release request that records who asked. Where the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shared.domain.identity import CallerCheck
 from shared.domain.promotion import (
     NotPromoter,
     SourceWithoutDigest,
@@ -17,14 +17,10 @@ from shared.domain.promotion import (
     check_not_already_there,
     choose_promotion_source,
 )
-from shared.domain.redeploy import missing_digest_problem
 from shared.domain.release_request import RequestKind
 from shared.domain.status import UNFINISHED, DeploymentStatus
-from shared.usecases.release_requests import ReleaseUnavailable, release_event, submit_request
+from shared.usecases.release_requests import request_redeploy
 from shared.usecases.services import Services
-
-CallerCheck = Callable[[Sequence[str]], bool]
-"""Whether the verified caller matches one of these patterns (e-mails or `*@domain`)."""
 
 
 @dataclass(frozen=True)
@@ -69,24 +65,16 @@ def request_promotion(
         services.store.deployments_of_environment(app, to_environment, sorted(UNFINISHED)),
         to_environment,
     )
-    try:
-        event = release_event(services, source.deployment)
-    except ReleaseUnavailable as exc:  # permanent: nothing left to deploy that release from
-        raise UnknownPromotion(str(exc)) from exc
-    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
-    # the caller a promotion is under way while nothing happens.
-    problem = missing_digest_problem(source.version, event.commit, event.artifact_sha256)
-    if problem is not None:
-        raise SourceWithoutDigest(problem)
-    deployment_id = submit_request(
+    deployment_id = request_redeploy(
         services,
         kind=RequestKind.PROMOTION,
-        event=event,
-        environment=to_environment,
-        version=source.version,
-        requested_by=caller,
         source=source.deployment,
+        version=source.version,
+        environment=to_environment,
+        requested_by=caller,
         reason=reason,
+        unavailable=UnknownPromotion,
+        without_digest=SourceWithoutDigest,
         promoted_from=from_environment,
     )
     status = DeploymentStatus.QUEUED if target_env.auto_deploy else DeploymentStatus.AWAITING_APPROVAL

@@ -1,6 +1,6 @@
 """rollback: deploy again a release that was live in the environment, as a new deployment.
 
-The caller's verified identity, the reason and the deployment rolled back are written in a
+Only the environment's `rollback_callers` may ask. The caller's verified identity, the reason and the deployment rolled back are written in a
 release request; the republished event only names it (see `shared.domain.release_request`).
 """
 
@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain.redeploy import missing_digest_problem
+from shared.domain.identity import CallerCheck
 from shared.domain.release_request import RequestKind
-from shared.domain.rollback import TargetWithoutDigest, UnknownTarget, choose_rollback_target
-from shared.usecases.release_requests import ReleaseUnavailable, release_event, submit_request
+from shared.domain.rollback import (
+    NotAllowedToRollBack,
+    TargetWithoutDigest,
+    UnknownTarget,
+    choose_rollback_target,
+)
+from shared.usecases.release_requests import request_redeploy
 from shared.usecases.services import Services
 
 
@@ -28,37 +33,33 @@ def request_rollback(
     app: str,
     environment: str,
     caller: str,
+    caller_matches: CallerCheck,
     to_version: str | None = None,
     reason: str | None = None,
 ) -> RollbackAccepted:
-    """Record and publish the rollback; raises `RollbackRefused` subclasses (404, 409: also for a
-    release recorded before artifact digests, which no instance would start)."""
-    if services.config.environment(app, environment) is None:
+    """Record and publish the rollback; raises `RollbackRefused` subclasses (403, 404, 409: also for
+    a release recorded before artifact digests, which no instance would start)."""
+    env = services.config.environment(app, environment)
+    if env is None:
         raise UnknownTarget(f"unknown app or environment {app}/{environment}")
+    if not caller_matches(env.rollback_callers):
+        raise NotAllowedToRollBack(f"{caller} may not roll back {app}/{environment}")
     state = services.store.get_environment(app, environment)
     live_id = state.live_deployment_id if state else None
     live_version = state.live_version if state else None
     target = choose_rollback_target(
         services.store.live_history(app, environment), live_id, live_version, to_version
     )
-    try:
-        event = release_event(services, target.source)
-    except ReleaseUnavailable as exc:  # permanent: nothing left to deploy that release from
-        raise UnknownTarget(str(exc)) from exc
-    # Refused here, not at admission: a 202 for a build that admission then rejects would tell
-    # the caller a rollback is under way while nothing happens.
-    problem = missing_digest_problem(target.version, event.commit, event.artifact_sha256)
-    if problem is not None:
-        raise TargetWithoutDigest(problem)
-    deployment_id = submit_request(
+    deployment_id = request_redeploy(
         services,
         kind=RequestKind.ROLLBACK,
-        event=event,
-        environment=environment,
-        version=target.version,
-        requested_by=caller,
         source=target.source,
+        version=target.version,
+        environment=environment,
+        requested_by=caller,
         reason=reason,
+        unavailable=UnknownTarget,
+        without_digest=TargetWithoutDigest,
         rollback_of=live_id,
     )
     return RollbackAccepted(deployment_id=deployment_id, version=target.version, rollback_of=live_id)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from shared import topology
 from shared.config import EnvironmentConfig, PipelineConfig
 from shared.domain.messages import StepMessage
+from shared.domain.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.domain.records import Deployment
 from shared.logging import get_logger
-from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
 
 log = get_logger("usecases")

@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from shared import topology
 from shared.domain.approval import approval_expires_at
 from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by, with_their_templates
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, UNFINISHED, DeploymentStatus
 from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
-from shared.notify_message import NotifyRequest
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step

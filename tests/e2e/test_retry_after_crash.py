@@ -23,8 +23,8 @@ from shared.adapters.compute_engine import ComputeEngine
 from shared.adapters.firestore_store import FirestoreStore
 from shared.adapters.http_probe import HttpSmokeProbe
 from shared.adapters.pubsub_publisher import PubSubPublisher
-from shared.auth import caller_allowed
 from shared.domain.approval import Decision
+from shared.domain.identity import caller_allowed
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.status import DeploymentStatus

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +44,8 @@ class MetadataServer:
         self.guest_attributes: dict[str, str] = {}
         self.guest_attributes_enabled = True
         """False: as without `enable-guest-attributes=TRUE` in the metadata, writes are refused."""
+        self.watch_polls = 0
+        """How many `wait_for_change` requests (a watcher's long polls) have been answered."""
         attributes = self.attributes
         guest_attributes = self.guest_attributes
         server = self
@@ -75,7 +77,9 @@ class MetadataServer:
                 # Query parameters (wait_for_change, last_etag) are accepted and ignored: this
                 # server answers at once, which the watcher must tolerate without spinning.
                 prefix = "/computeMetadata/v1/instance/attributes/"
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
+                if "wait_for_change=true" in query:
+                    server.watch_polls += 1
                 if self.headers.get("Metadata-Flavor") != "Google":
                     self._answer(403, "Missing Metadata-Flavor:Google header")
                 elif path.startswith(prefix) and path[len(prefix) :] in attributes:
@@ -331,6 +335,15 @@ def test_the_generated_launcher_serves_the_release(instance: Instance, tmp_path:
         server.wait(timeout=10)
 
 
+def wait_until(condition: Callable[[], bool], watcher: subprocess.Popen[str], failure: str) -> None:
+    """Polls `condition` for at most 20 s while the watcher keeps running."""
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert watcher.poll() is None, "the watcher exited"
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.1)
+
+
 def test_the_watcher_applies_a_release_whose_metadata_changes(instance: Instance, tmp_path: Path) -> None:
     release(instance, tmp_path, "1.2.3")
     assert instance.boot().returncode == 0
@@ -338,24 +351,28 @@ def test_the_watcher_applies_a_release_whose_metadata_changes(instance: Instance
         ["bash", str(instance.root / "opt/release/bin/release-apply"), "watch"],
         env=instance.env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
+    env_file = instance.root / "etc/release/app.env"
     try:
-        time.sleep(1.5)  # a few polls of the unchanged version: nothing happens
-        assert (instance.root / "etc/release/app.env").read_text().endswith("RELEASE_VERSION=1.2.3\n")
+        # A few long polls of the unchanged version: nothing may happen.
+        wait_until(lambda: instance.metadata.watch_polls >= 3, watcher, "the watcher did not poll")
+        assert env_file.read_text().endswith("RELEASE_VERSION=1.2.3\n")
+        calls_before = len(instance.recorded_calls())
         instance.metadata.attributes["release-version"] = "1.2.4"
-        deadline = time.monotonic() + 20
-        env_file = instance.root / "etc/release/app.env"
-        while "RELEASE_VERSION=1.2.4" not in env_file.read_text():
-            assert watcher.poll() is None, "the watcher exited"
-            assert time.monotonic() < deadline, "the watcher did not apply the new release"
-            time.sleep(0.2)
+        # The apply ends by restarting nginx; only then is the switch complete.
+        wait_until(
+            lambda: "systemctl restart nginx" in instance.recorded_calls()[calls_before:],
+            watcher,
+            "the watcher did not apply the new release",
+        )
     finally:
         watcher.terminate()
         watcher.wait(timeout=10)
+    assert "RELEASE_VERSION=1.2.4" in env_file.read_text()
+    assert "systemctl restart release-app" in instance.recorded_calls()[calls_before:]
     assert os.readlink(instance.root / "opt/release/current") == "releases/1.2.4"
-    assert "systemctl restart release-app" in instance.recorded_calls()[-6:]
 
 
 def test_missing_metadata_fails_the_boot_with_a_reason(instance: Instance) -> None:

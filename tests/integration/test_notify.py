@@ -22,9 +22,9 @@ import pytest
 from flask import Flask
 from google.cloud import firestore
 
-from shared.adapters import wiring
+from shared.adapters import composition_root
 from shared.config import ENV_NOTIFICATIONS_FILE, ENV_PIPELINE_CONFIG
-from shared.notify_message import NotifyRequest
+from shared.domain.notify_message import NotifyRequest
 
 NOTIFY_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "notify.py"
 DEPLOYMENT_ID = "hello-staging-0123456789ab"
@@ -114,9 +114,9 @@ def notify_env(
 
 
 @contextlib.contextmanager
-def fresh_wiring() -> Iterator[None]:
+def fresh_composition_root() -> Iterator[None]:
     """The composition root's cached adapters built afresh, so they see this test's environment."""
-    cached = (wiring.services, wiring.notify_services, wiring.pipeline_config)
+    cached = (composition_root.services, composition_root.notify_services, composition_root.pipeline_config)
     for function in cached:
         function.cache_clear()
     try:
@@ -128,7 +128,7 @@ def fresh_wiring() -> Iterator[None]:
 
 @pytest.fixture
 def app(notify_env: Path) -> Iterator[Flask]:
-    with fresh_wiring():
+    with fresh_composition_root():
         yield functions_framework.create_app(
             target="on_notify", source=str(NOTIFY_SOURCE), signature_type="cloudevent"
         )

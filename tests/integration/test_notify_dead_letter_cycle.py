@@ -23,7 +23,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore, pubsub_v1
 
 from shared import topology
-from shared.notify_message import NotifyRequest
+from shared.domain.notify_message import NotifyRequest
 from shared.usecases.dead_letter import DELIVERY_ATTEMPT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from tests.conftest import TEST_PROJECT
 from tests.integration.test_notify import (  # noqa: F401  (fixtures)
@@ -32,7 +32,7 @@ from tests.integration.test_notify import (  # noqa: F401  (fixtures)
     app,
     deployment,
     file_lines,
-    fresh_wiring,
+    fresh_composition_root,
     notify_env,
     receiver,
 )
@@ -50,7 +50,7 @@ NOTIFY_ATTEMPTS = next(
 def dead_letter_app(notify_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:  # noqa: F811
     # on_dead_letter builds every adapter at cold start; Compute is never called here.
     monkeypatch.setenv("COMPUTE_EMULATOR_HOST", "127.0.0.1:9")
-    with fresh_wiring():
+    with fresh_composition_root():
         yield functions_framework.create_app(
             target="on_dead_letter", source=str(DEAD_LETTER_SOURCE), signature_type="cloudevent"
         )

@@ -26,8 +26,9 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 from devstack.processes import free_port, http_ok, start_service, stop_process_group, wait_until
 from releasectl.cli import run
 from releasectl.watch import watch_deployment
-from shared.auth import CachingRequest, InvalidTokenError, bearer_token, caller_allowed, verify_identity_token
+from shared.adapters.identity_tokens import CachingRequest, verify_identity_token
 from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS, ENV_PIPELINE_CONFIG
+from shared.domain.identity import InvalidTokenError, bearer_token, caller_allowed
 from shared.topology import BUILD_SUCCEEDED
 from tests.conftest import TEST_PROJECT
 
@@ -453,7 +454,7 @@ def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @dataclass
 class RollbackEndpoint:
-    """Answers CONTRACT §4 the way the rollback function does, verifying tokens with shared.auth."""
+    """Answers CONTRACT §4 the way the rollback function does, verifying tokens with shared.adapters.identity_tokens."""
 
     url: str = ""
     allowed: tuple[str, ...] = ("developer@hello.local",)

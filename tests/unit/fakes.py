@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.config import EnvironmentConfig, PipelineConfig, parse_pipeline_config
+from shared.domain.identity import Caller, CallerCheck, caller_allowed
 from shared.domain.leaks import ListedResource
 from shared.domain.records import Deployment, EnvironmentState, Release, environment_key, release_key
 from shared.domain.release_request import ReleaseRequest
@@ -363,6 +364,13 @@ TEST_CONFIG = {
         }
     }
 }
+
+
+def verified_caller_check(email: str) -> CallerCheck:
+    """How the HTTP functions check a verified caller, for a Workspace account: its token's `hd`
+    claim is its e-mail domain (what a `*@domain` allow-list entry needs)."""
+    caller = Caller(email=email, subject=email, issuer="test", hosted_domain=email.rsplit("@", 1)[1].lower())
+    return lambda patterns: caller_allowed(caller, patterns)
 
 
 def pipeline_config() -> PipelineConfig:

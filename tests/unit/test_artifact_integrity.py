@@ -12,7 +12,7 @@ import pytest
 
 from shared import topology
 from shared.domain.identifiers import deployment_id_for
-from shared.notify_message import NotifyRequest
+from shared.domain.notify_message import NotifyRequest
 from shared.usecases.admit_build import AdmitResult, Outcome, admit_build
 from tests.unit.fakes import FakeWorld, fake_world, pipeline_config
 

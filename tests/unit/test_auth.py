@@ -18,16 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from shared.auth import (
-    CachingRequest,
+from shared.adapters.identity_tokens import CachingRequest, verify_identity_token
+from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS
+from shared.domain.identity import (
     Caller,
     CertificatesUnavailableError,
     InvalidTokenError,
     bearer_token,
     caller_allowed,
-    verify_identity_token,
 )
-from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS
 
 ISSUER = "http://issuer.test"
 AUDIENCE = "http://127.0.0.1:9/rollback"

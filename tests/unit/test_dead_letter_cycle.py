@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from shared import topology
+from shared.domain.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.notifications.delivery import TransientDeliveryError, deliver, without_channels_that_failed
 from shared.notifications.model import Notification
-from shared.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.usecases.dead_letter import record_dead_letter
 from shared.usecases.services import publish_notify
 from tests.unit.fakes import FakeLedger, FakeWorld, fake_world

@@ -19,6 +19,8 @@ MODULES = [
     "shared.domain.rollback",
     "shared.domain.metrics",
     "shared.domain.verification",
+    "shared.domain.identity",
+    "shared.domain.notify_message",
     "shared.adapters.monitoring",
     "compute_emulator.discovery",
     "compute_emulator.monitoring",

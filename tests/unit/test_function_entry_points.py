@@ -22,9 +22,9 @@ import functions.rollback
 import functions.start_rolling_replace
 from functions.step_event import StepNotReady, handle_step_event
 from shared import topology
-from shared.adapters import wiring
-from shared.auth import Caller, InvalidTokenError
+from shared.adapters import composition_root
 from shared.config import ConfigError
+from shared.domain.identity import Caller, InvalidTokenError
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.logging import CloudLoggingFormatter
@@ -136,7 +136,7 @@ def rollback_client(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterat
             return Caller(email="stranger@elsewhere.example", subject="2", issuer="test")
         raise InvalidTokenError("bad token")
 
-    monkeypatch.setattr(functions.rollback, "verify_identity_token", verify)
+    monkeypatch.setattr("functions.http_support.verify_identity_token", verify)
     monkeypatch.setattr(functions.rollback, "rollback_audience", lambda: ("https://rollback.example",))
     yield client("rollback", "http")
 
@@ -202,31 +202,31 @@ def test_a_rollback_to_a_release_recorded_before_digests_answers_409_with_the_re
 
 def test_cold_start_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
-    wiring.services.cache_clear()
+    composition_root.services.cache_clear()
     with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
-        wiring.services()
+        composition_root.services()
     monkeypatch.delenv("ROLLBACK_AUDIENCE", raising=False)
-    wiring.rollback_audience.cache_clear()
+    composition_root.rollback_audience.cache_clear()
     with pytest.raises(ConfigError, match="ROLLBACK_AUDIENCE"):
-        wiring.rollback_audience()
+        composition_root.rollback_audience()
 
 
 def test_the_rollback_audience_accepts_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "ROLLBACK_AUDIENCE", " https://rollback.example , 32555940559.apps.googleusercontent.com ,"
     )
-    wiring.rollback_audience.cache_clear()
+    composition_root.rollback_audience.cache_clear()
     try:
-        assert wiring.rollback_audience() == (
+        assert composition_root.rollback_audience() == (
             "https://rollback.example",
             "32555940559.apps.googleusercontent.com",
         )
         monkeypatch.setenv("ROLLBACK_AUDIENCE", " , ")
-        wiring.rollback_audience.cache_clear()
+        composition_root.rollback_audience.cache_clear()
         with pytest.raises(ConfigError, match="ROLLBACK_AUDIENCE"):
-            wiring.rollback_audience()
+            composition_root.rollback_audience()
     finally:
-        wiring.rollback_audience.cache_clear()
+        composition_root.rollback_audience.cache_clear()
 
 
 def test_a_pushed_start_step_creates_green_and_schedules_the_cool_down(world: FakeWorld) -> None:

@@ -10,9 +10,9 @@ import pytest
 from shared import topology
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.naming import instance_group_name, instance_template_name
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.domain.status import DeploymentStatus as S
-from shared.notify_message import NotifyRequest
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment, Release
 from shared.domain.status import DeploymentStatus as S
 from shared.notifications.delivery import TransientDeliveryError, UndeliveredChannelsError
-from shared.notify_message import NotifyRequest
 from shared.usecases.notify import NotifyServices, notification_for, notify_team
 from tests.unit.fakes import FakeChannels, FakeClock, FakeLedger, FakeStore, pipeline_config
 from tests.unit.test_notifications import ScriptedSender

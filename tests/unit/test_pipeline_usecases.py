@@ -13,9 +13,9 @@ from shared import topology
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
+from shared.domain.notify_message import NotifyRequest
 from shared.domain.rollback import NothingToRollBack, TargetWithoutDigest, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
-from shared.notify_message import NotifyRequest
 from shared.ports import TransientError
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.dead_letter import record_dead_letter
@@ -24,7 +24,7 @@ from shared.usecases.rollback import request_rollback
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
-from tests.unit.fakes import FakeWorld, fake_world
+from tests.unit.fakes import FakeWorld, fake_world, verified_caller_check
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
@@ -314,7 +314,12 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
     second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.publisher.messages.clear()
     accepted = request_rollback(
-        world.services, app="hello", environment="staging", caller="lead@example.com", reason="errors"
+        world.services,
+        app="hello",
+        environment="staging",
+        caller="lead@example.com",
+        reason="errors",
+        caller_matches=verified_caller_check("lead@example.com"),
     )
     assert accepted.version == "1.0.0" and accepted.rollback_of == second
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
@@ -329,19 +334,47 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
 
 def test_rollback_refusals(world: FakeWorld) -> None:
     with pytest.raises(UnknownTarget):
-        request_rollback(world.services, app="nope", environment="staging", caller="x@example.com")
-    with pytest.raises(NothingToRollBack):
-        request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
-    deploy_to_live(world, "b1")
-    with pytest.raises(NothingToRollBack):
-        request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
-    with pytest.raises(UnknownTarget):
         request_rollback(
-            world.services, app="hello", environment="staging", caller="x@example.com", to_version="9.9.9"
+            world.services,
+            app="nope",
+            environment="staging",
+            caller="x@example.com",
+            caller_matches=verified_caller_check("x@example.com"),
         )
     with pytest.raises(NothingToRollBack):
         request_rollback(
-            world.services, app="hello", environment="staging", caller="x@example.com", to_version="1.0.0"
+            world.services,
+            app="hello",
+            environment="staging",
+            caller="x@example.com",
+            caller_matches=verified_caller_check("x@example.com"),
+        )
+    deploy_to_live(world, "b1")
+    with pytest.raises(NothingToRollBack):
+        request_rollback(
+            world.services,
+            app="hello",
+            environment="staging",
+            caller="x@example.com",
+            caller_matches=verified_caller_check("x@example.com"),
+        )
+    with pytest.raises(UnknownTarget):
+        request_rollback(
+            world.services,
+            app="hello",
+            environment="staging",
+            caller="x@example.com",
+            to_version="9.9.9",
+            caller_matches=verified_caller_check("x@example.com"),
+        )
+    with pytest.raises(NothingToRollBack):
+        request_rollback(
+            world.services,
+            app="hello",
+            environment="staging",
+            caller="x@example.com",
+            to_version="1.0.0",
+            caller_matches=verified_caller_check("x@example.com"),
         )
 
 
@@ -368,6 +401,7 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
                 environment="staging",
                 caller="x@example.com",
                 to_version=to_version,
+                caller_matches=verified_caller_check("x@example.com"),
             )
         assert refused.value.http_status == 409
         assert "1.0.0 was recorded before artifact digests" in str(refused.value)
@@ -378,7 +412,13 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
     world.store.releases["hello@1.0.0"] = replace(
         world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
     )
-    accepted = request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
+    accepted = request_rollback(
+        world.services,
+        app="hello",
+        environment="staging",
+        caller="x@example.com",
+        caller_matches=verified_caller_check("x@example.com"),
+    )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     assert accepted.version == "1.0.0"
     assert json.loads(published.data)["artifact_sha256"] == digest_of(COMMIT_A)
@@ -387,7 +427,13 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
 def test_a_feature_after_a_rollback_still_moves_forward(world: FakeWorld) -> None:
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
-    request_rollback(world.services, app="hello", environment="staging", caller="x@example.com")
+    request_rollback(
+        world.services,
+        app="hello",
+        environment="staging",
+        caller="x@example.com",
+        caller_matches=verified_caller_check("x@example.com"),
+    )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "e")
     assert build(world, "b3", COMMIT_C, messages=["feat: y"]).version == "1.2.0"
@@ -446,7 +492,12 @@ def roll_back(world: FakeWorld, **kwargs: Any) -> str:
     """Request a rollback and admit its republished event; returns the new deployment's id."""
     world.publisher.messages.clear()
     accepted = request_rollback(
-        world.services, app="hello", environment="staging", caller="lead@example.com", **kwargs
+        world.services,
+        app="hello",
+        environment="staging",
+        caller="lead@example.com",
+        **kwargs,
+        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, f"event-{accepted.deployment_id}")

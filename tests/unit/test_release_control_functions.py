@@ -16,7 +16,7 @@ import functions.approve
 import functions.promote
 from functions.http_body import MAX_BODY_BYTES
 from shared import topology
-from shared.auth import Caller, InvalidTokenError
+from shared.domain.identity import Caller, InvalidTokenError
 from shared.usecases.admit_build import admit_build
 from tests.unit.fakes import FakeWorld, fake_world
 from tests.unit.test_function_entry_points import MAIN

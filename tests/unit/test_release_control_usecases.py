@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from shared import topology
-from shared.auth import Caller, caller_allowed
 from shared.config import parse_pipeline_config
 from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
+from shared.domain.identity import Caller, caller_allowed
 from shared.domain.naming import instance_group_name
 from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
 from shared.domain.records import Deployment
-from shared.domain.rollback import UnknownTarget
+from shared.domain.rollback import NotAllowedToRollBack, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.approval import decide
@@ -26,7 +26,7 @@ from shared.usecases.provision import start_rolling_replace
 from shared.usecases.rollback import request_rollback
 from shared.usecases.switch import _bakes, complete_cool_down
 from shared.usecases.watchdog import run_watchdog
-from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
+from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world, verified_caller_check
 from tests.unit.test_pipeline_usecases import (
     COMMIT_A,
     COMMIT_B,
@@ -48,20 +48,13 @@ def world() -> FakeWorld:
     return fake_world()
 
 
-def matcher(email: str) -> Any:
-    """As the HTTP functions check a verified caller: a Workspace account, whose token's `hd`
-    claim is its e-mail domain (what a `*@domain` approver entry needs)."""
-    caller = Caller(email=email, subject=email, issuer="test", hosted_domain=email.rsplit("@", 1)[1].lower())
-    return lambda patterns: caller_allowed(caller, patterns)
-
-
 def approve(world: FakeWorld, deployment_id: str, caller: str = APPROVER, reason: str | None = None) -> Any:
     return decide(
         world.services,
         deployment_id=deployment_id,
         decision=Decision.APPROVE,
         caller=caller,
-        caller_matches=matcher(caller),
+        caller_matches=verified_caller_check(caller),
         reason=reason,
     )
 
@@ -72,7 +65,7 @@ def reject(world: FakeWorld, deployment_id: str, caller: str = APPROVER, reason:
         deployment_id=deployment_id,
         decision=Decision.REJECT,
         caller=caller,
-        caller_matches=matcher(caller),
+        caller_matches=verified_caller_check(caller),
         reason=reason,
     )
 
@@ -86,7 +79,7 @@ def promote(
         from_environment="staging",
         to_environment="production",
         caller=caller,
-        caller_matches=matcher(caller),
+        caller_matches=verified_caller_check(caller),
         version=version,
         reason=reason,
     )
@@ -195,6 +188,24 @@ def test_only_an_approver_may_decide_and_unknown_deployments_are_404(world: Fake
         approve(world, "hello-production-000000000000")
     assert unknown.value.http_status == 404
     assert world.store.deployments[waiting].status is S.AWAITING_APPROVAL
+
+
+def test_only_the_rollback_callers_may_roll_back(world: FakeWorld) -> None:
+    deploy_to_live(world, "b1")
+    deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.publisher.messages.clear()
+    # `*@example.com` needs the token's `hd` claim: a consumer account with that e-mail will not do.
+    consumer = Caller(email="dev@example.com", subject="3", issuer="test")
+    for caller, check in (
+        ("stranger@elsewhere.example", verified_caller_check("stranger@elsewhere.example")),
+        ("dev@example.com", lambda patterns: caller_allowed(consumer, patterns)),
+    ):
+        with pytest.raises(NotAllowedToRollBack) as refused:
+            request_rollback(
+                world.services, app="hello", environment="staging", caller=caller, caller_matches=check
+            )
+        assert refused.value.http_status == 403
+    assert world.publisher.messages == [] and world.store.release_requests == {}
 
 
 def test_a_newer_deployment_cancels_the_one_still_waiting(world: FakeWorld) -> None:
@@ -309,7 +320,7 @@ def test_promotion_into_an_auto_deploy_environment_queues(world: FakeWorld) -> N
         from_environment="staging",
         to_environment="qa",
         caller="dev@example.com",
-        caller_matches=matcher("dev@example.com"),
+        caller_matches=verified_caller_check("dev@example.com"),
     )
     assert accepted.status is S.QUEUED
     world.publisher.messages = [m for m in world.publisher.messages if m.topic == topology.BUILD_SUCCEEDED]
@@ -357,7 +368,13 @@ def test_a_real_request_cannot_be_replayed_for_another_build_or_environment(worl
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.publisher.messages.clear()
-    request_rollback(world.services, app="hello", environment="staging", caller=APPROVER)
+    request_rollback(
+        world.services,
+        app="hello",
+        environment="staging",
+        caller=APPROVER,
+        caller_matches=verified_caller_check(APPROVER),
+    )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     body = json.loads(published.data)
     for changes in ({"environment": "production"}, {"build_id": "ci-99"}, {"commit": COMMIT_C}):
@@ -389,7 +406,12 @@ def test_a_rollback_in_production_never_waits_for_approval(world: FakeWorld) -> 
     finish(world, second)
     world.publisher.messages.clear()
     accepted = request_rollback(
-        world.services, app="hello", environment="production", caller=APPROVER, reason="errors"
+        world.services,
+        app="hello",
+        environment="production",
+        caller=APPROVER,
+        reason="errors",
+        caller_matches=verified_caller_check(APPROVER),
     )
     result = admit_published(world)
     assert result.outcome is Outcome.STARTED
@@ -410,7 +432,12 @@ def test_a_rollback_that_replaces_nothing_never_waits_for_approval(world: FakeWo
     )
     world.publisher.messages.clear()
     accepted = request_rollback(
-        world.services, app="hello", environment="production", caller=APPROVER, to_version="1.0.0"
+        world.services,
+        app="hello",
+        environment="production",
+        caller=APPROVER,
+        to_version="1.0.0",
+        caller_matches=verified_caller_check(APPROVER),
     )
     assert accepted.rollback_of is None
     assert admit_published(world).outcome is Outcome.STARTED
@@ -451,7 +478,12 @@ def test_a_rollback_target_must_have_been_live_in_that_environment(world: FakeWo
     finish(world, waiting)
     with pytest.raises(UnknownTarget) as caught:
         request_rollback(
-            world.services, app="hello", environment="production", caller=APPROVER, to_version="1.0.0"
+            world.services,
+            app="hello",
+            environment="production",
+            caller=APPROVER,
+            to_version="1.0.0",
+            caller_matches=verified_caller_check(APPROVER),
         )
     assert caught.value.http_status == 404
 

@@ -1,4 +1,4 @@
-"""A session stack serving the test-only echo functions, so the wiring is tested on its own."""
+"""A session stack serving the test-only echo functions, so the push subscriptions are tested on their own."""
 
 from __future__ import annotations
 

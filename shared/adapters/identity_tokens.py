@@ -1,16 +1,12 @@
-"""Who is calling: verify an OpenID Connect identity token and check the caller against an allow-list.
+"""Identity-token verification against the issuer's published keys: the SDK side of
+`shared.domain.identity`.
 
 One code path everywhere. On Google Cloud the token is a Google-signed ID token
 (`gcloud auth print-identity-token`, or a service account's metadata-server token) and the keys
 come from Google's certificate endpoint. Locally the stack runs its own issuer, publishes its
 keys in the same format (`{key id: PEM X.509 certificate}`), and the functions are pointed at it
 with `ID_TOKEN_CERTS_URL` and `ID_TOKEN_ISSUERS`. Signature, expiry and audience are checked by
-google-auth in both cases; the issuer, the e-mail and the hosted-domain claims are checked here.
-
-A `*@domain` allow-list entry trusts the token's `hd` (hosted domain) claim, never the e-mail
-alone: anyone can create a consumer Google account whose verified e-mail is an address of a
-company domain (for instance before the company moved to Google Workspace), and its tokens carry
-a matching `email` but no `hd`. Only the Workspace account of that domain carries `hd`.
+google-auth in both cases; what the claims must say is decided by the domain.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +25,13 @@ import google.auth.transport.requests
 from google.oauth2 import id_token
 
 from shared.config import ENV_ID_TOKEN_CERTS_URL, ENV_ID_TOKEN_ISSUERS, GOOGLE_CERTS_URL, GOOGLE_ISSUERS
+from shared.domain.identity import (
+    Caller,
+    CertificatesUnavailableError,
+    InvalidTokenError,
+    caller_from_claims,
+    issuers_from,
+)
 
 CLOCK_SKEW_SECONDS = 10
 """Tolerated difference between the issuer's clock and ours when checking `iat` and `exp`."""
@@ -37,74 +40,8 @@ DEFAULT_CERTS_MAX_AGE_SECONDS = 300.0
 MAX_CERTS_MAX_AGE_SECONDS = 6 * 3600.0
 CERTS_FETCH_TIMEOUT_SECONDS = 10.0
 
-_BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 _UNKNOWN_KEY_ID = "Certificate for key id"
-
-
-class InvalidTokenError(Exception):
-    """The caller did not present a token that verifies. Permanent for this request: answer 401."""
-
-
-class CertificatesUnavailableError(Exception):
-    """The signing keys could not be fetched. Transient (the key endpoint is down): answer 503."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A verified caller, as recorded on the deployment it triggers."""
-
-    email: str
-    subject: str
-    issuer: str
-    hosted_domain: str | None = None
-    """The token's `hd` claim: the Google Workspace domain that manages the account, or None for
-    a consumer account (or a service account)."""
-
-
-def bearer_token(authorization_header: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` header.
-
-    >>> bearer_token("Bearer abc.def.ghi")
-    'abc.def.ghi'
-    """
-    match = _BEARER.fullmatch(authorization_header or "")
-    if not match:
-        raise InvalidTokenError("missing or malformed Authorization header; expected `Bearer <token>`")
-    return match.group(1)
-
-
-def caller_allowed(caller: Caller | str, patterns: Iterable[str]) -> bool:
-    """Whether the caller matches one pattern: an exact address, or `*@domain` for the accounts
-    that the domain's Google Workspace manages (the token's `hd` claim is that domain).
-
-    Comparison ignores case, as e-mail domains do. A domain pattern does not match subdomains.
-    Given a bare e-mail instead of a verified Caller, there is no proof of a hosted domain, so
-    only exact addresses can match.
-
-    >>> workspace = Caller("Ada@Example.com", "1", "iss", hosted_domain="example.com")
-    >>> caller_allowed(workspace, ["*@example.com"])
-    True
-    >>> consumer = Caller("ada@example.com", "2", "iss")  # a consumer account: no `hd`
-    >>> caller_allowed(consumer, ["*@example.com"]), caller_allowed(consumer, ["ada@example.com"])
-    (False, True)
-    >>> caller_allowed("ada@evil.example.com", ["*@example.com", "bob@example.com"])
-    False
-    """
-    email, hosted_domain = (caller, None) if isinstance(caller, str) else (caller.email, caller.hosted_domain)
-    address = email.strip().lower()
-    if not address or "@" not in address:
-        return False
-    domain = address.rsplit("@", 1)[1]
-    proven_domain = (hosted_domain or "").strip().lower()
-    for raw in patterns:
-        pattern = raw.strip().lower()
-        if pattern.startswith("*@"):
-            if domain == pattern[2:] and proven_domain == domain:
-                return True
-        elif pattern == address:
-            return True
-    return False
 
 
 @dataclass
@@ -180,9 +117,7 @@ def certs_url() -> str:
 
 
 def accepted_issuers() -> tuple[str, ...]:
-    configured = os.environ.get(ENV_ID_TOKEN_ISSUERS, "")
-    issuers = tuple(part.strip() for part in configured.split(",") if part.strip())
-    return issuers or GOOGLE_ISSUERS
+    return issuers_from(os.environ.get(ENV_ID_TOKEN_ISSUERS, "")) or GOOGLE_ISSUERS
 
 
 def verify_identity_token(
@@ -220,7 +155,7 @@ def verify_identity_token(
             claims = _verify(token, transport, audiences, url)
         except ValueError as retry_exc:  # permanent: the key really is not the issuer's
             raise InvalidTokenError(f"identity token rejected: {retry_exc}") from retry_exc
-    return _caller_from(claims)
+    return caller_from_claims(claims, accepted_issuers())
 
 
 def _verify(token: str, transport: CachingRequest, audience: list[str], url: str) -> Mapping[str, Any]:
@@ -235,22 +170,3 @@ def _verify(token: str, transport: CachingRequest, audience: list[str], url: str
     except google.auth.exceptions.TransportError as exc:
         # Transient: the key endpoint is unreachable or erroring; the caller may retry.
         raise CertificatesUnavailableError(f"cannot fetch token signing keys from {url}: {exc}") from exc
-
-
-def _caller_from(claims: Mapping[str, Any]) -> Caller:
-    issuer = str(claims.get("iss") or "")
-    if issuer not in accepted_issuers():
-        raise InvalidTokenError(f"identity token has issuer {issuer!r}, which is not trusted")
-    email = claims.get("email")
-    if not isinstance(email, str) or not email:
-        raise InvalidTokenError("identity token carries no e-mail claim")
-    verified = claims.get("email_verified")
-    if verified is not True and str(verified).lower() != "true":
-        raise InvalidTokenError(f"the e-mail {email} in the identity token is not verified")
-    hosted_domain = claims.get("hd")
-    return Caller(
-        email=email,
-        subject=str(claims.get("sub") or ""),
-        issuer=issuer,
-        hosted_domain=hosted_domain if isinstance(hosted_domain, str) and hosted_domain else None,
-    )

@@ -1,4 +1,5 @@
-"""Builds the adapters once per function instance (cold start), from the environment.
+"""The composition root: builds the adapters once per function instance (cold start), from the
+environment, and hands each entry point the ports its use case needs.
 
 Environment variable names come only from `shared.config`. A missing or invalid setting
 fails the cold start with an error naming it, instead of failing later mid-deployment.

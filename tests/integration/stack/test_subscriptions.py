@@ -8,7 +8,7 @@ import uuid
 
 from devstack.eventarc import MESSAGE_PUBLISHED, push_endpoint
 from devstack.services import function_service
-from devstack.wiring import emulator_clients, plan_subscriptions, push_subscription_name, wire_pubsub
+from devstack.subscriptions import emulator_clients, plan_subscriptions, push_subscription_name, wire_pubsub
 from shared.topology import DEAD_LETTER_ENTRY_POINT, PUBSUB_TRIGGERS, Trigger, all_entry_points
 from tests.conftest import TEST_PROJECT
 from tests.integration.stack.conftest import DEAD_LETTER_PROBE, EchoStack
@@ -31,7 +31,7 @@ def test_every_subscription_carries_the_topology_policies(echo_stack: EchoStack)
             assert actual.push_config.push_endpoint == push_endpoint(
                 function_urls[planned.entry_point], TEST_PROJECT, planned.topic
             )
-            # Off by default: the emulator stalls with retry policies (devstack/wiring.py).
+            # Off by default: the emulator stalls with retry policies (devstack/subscriptions.py).
             assert not actual.retry_policy.maximum_backoff
             if planned.dead_letter_topic:
                 assert actual.dead_letter_policy.dead_letter_topic == publisher.topic_path(

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1.types import ReceivedMessage, Subscription
 
-from devstack.wiring import ACK_DEADLINE_SECONDS, emulator_clients
+from devstack.subscriptions import ACK_DEADLINE_SECONDS, emulator_clients
 
 DISCOVERY_INTERVAL_SECONDS = 1.0
 """How soon a subscription created after start gets its extra capacity."""

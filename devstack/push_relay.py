@@ -6,13 +6,14 @@ The emulator pushes each subscription's messages two at a time: two push loops p
 each posting one message and waiting for the answer, a fixed number no flag changes. Pub/Sub on
 Google Cloud keeps many pushes in flight and Eventarc scales the function out, so there a hundred
 releases published at once are admitted, provisioned and switched side by side; locally every
-step of all of them queued behind two pushes (a step that takes 0.3 s passed a hundred messages
-in 15 s while the function's threads sat mostly idle).
+step of all of them queued behind two pushes (a hundred pushes to an endpoint that answers in
+0.5 s take 25 s), while the functions' threads sat mostly idle.
 
 This process adds the missing capacity without changing the wiring: it lists the project's push
 subscriptions, pulls from each (the emulator serves pull on a push subscription, handing each
-message to one consumer at a time) and delivers each message exactly as the emulator's push does:
-the same JSON body POSTed to the subscription's push endpoint; a 2xx answer acknowledges it,
+message to one consumer at a time), keeps up to ten pushes in flight per subscription with the
+emulator's own two, and delivers each message exactly as the emulator's push does: the same JSON
+body POSTed to the subscription's push endpoint; a 2xx answer acknowledges it,
 anything else (or no answer) leaves it to be redelivered after the same delay the emulator's push
 uses, one second, or the subscription's retry policy when it has one. Delivery attempts and
 dead-lettering stay the emulator's: a pulled message counts as an attempt as a pushed one does.
@@ -55,9 +56,16 @@ ERROR_PAUSE_SECONDS = 0.5
 SUCCESS = range(200, 300)
 
 
+PUSHES_IN_FLIGHT = 10
+"""Per subscription, as on Google Cloud with Terraform's default `function_max_instances`: ten
+instances of a function, each serving one request at a time. A local function server has eight
+threads on two cores, so a few wait in its queue at most."""
+EMULATOR_PUSH_LOOPS = 2
+"""The emulator's own pushes per subscription, which keep running beside the relay."""
+
+
 def in_flight_per_subscription() -> int:
-    """As many pushes at once as the function server has threads (functions-framework's rule)."""
-    return int(os.environ.get("THREADS", (os.cpu_count() or 1) * 4))
+    return PUSHES_IN_FLIGHT - EMULATOR_PUSH_LOOPS
 
 
 def push_body(received: ReceivedMessage, subscription: str) -> bytes:

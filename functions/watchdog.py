@@ -4,6 +4,11 @@ Fails deployments past their deadline, re-publishes stalled steps, deletes drain
 groups and collects templates and groups a crash left behind. Each problem is logged and retried on the next tick, so the tick itself is always
 acknowledged: a failing tick would only pile up redeliveries of the same sweep.
 
+Leaks are looked for at most every LEAK_COLLECTION_INTERVAL per instance: on Google Cloud, where
+Cloud Scheduler ticks every minute, on every tick; locally, where the tick comes every few seconds,
+on one tick in ten, since listing every group and template and reading every deployment that needs
+one was most of a sweep's work with a hundred environments.
+
 One sweep at a time per instance: a tick that arrives while a sweep runs is acknowledged at once.
 A sweep reads every unfinished, live and retired deployment and lists every group and template,
 so with a hundred environments busy it can outlast the tick interval (seconds locally); sweeps
@@ -14,6 +19,7 @@ running sweep does what the skipped tick would have done, and the next tick come
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import functions_framework
 from cloudevents.http import CloudEvent
@@ -24,7 +30,11 @@ from shared.usecases.watchdog import run_watchdog
 
 log = get_logger("watchdog")
 
+LEAK_COLLECTION_INTERVAL = timedelta(seconds=30)
+
 _sweeping = threading.Lock()
+_leaks_looked_for_at: datetime | None = None
+"""When this instance last collected leaks; only read and written while `_sweeping` is held."""
 
 
 @functions_framework.cloud_event
@@ -40,7 +50,13 @@ def watchdog(cloud_event: CloudEvent) -> None:
 
 
 def _sweep() -> None:
-    report = run_watchdog(services())
+    global _leaks_looked_for_at
+    pipeline = services()
+    now = pipeline.clock.now()
+    look_for_leaks = _leaks_looked_for_at is None or now - _leaks_looked_for_at >= LEAK_COLLECTION_INTERVAL
+    report = run_watchdog(pipeline, look_for_leaks=look_for_leaks)
+    if look_for_leaks:
+        _leaks_looked_for_at = now
     if (
         report.failed
         or report.kicked

@@ -332,7 +332,7 @@ def test_a_tick_that_arrives_during_a_sweep_is_acknowledged_without_a_second_swe
     started, release = threading.Event(), threading.Event()
     sweeps: list[Services] = []
 
-    def slow_sweep(services: Services) -> WatchdogReport:
+    def slow_sweep(services: Services, *, look_for_leaks: bool) -> WatchdogReport:
         sweeps.append(services)
         started.set()
         assert release.wait(10), "the test never released the first sweep"
@@ -358,3 +358,23 @@ def test_a_tick_that_arrives_during_a_sweep_is_acknowledged_without_a_second_swe
     )
     assert third.status_code == 200
     assert len(sweeps) == 2, "once the sweep ended, the next tick sweeps again"
+
+
+def test_leaks_are_looked_for_on_the_first_tick_then_once_per_interval(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[bool] = []
+
+    def sweep(services: Services, *, look_for_leaks: bool) -> WatchdogReport:
+        looked.append(look_for_leaks)
+        return WatchdogReport()
+
+    monkeypatch.setattr(functions.watchdog, "services", lambda: world.services)
+    monkeypatch.setattr(functions.watchdog, "run_watchdog", sweep)
+    monkeypatch.setattr(functions.watchdog, "_leaks_looked_for_at", None)
+    app = client("watchdog", "cloudevent")
+    for index, seconds_later in enumerate((0, 3, 3, functions.watchdog.LEAK_COLLECTION_INTERVAL.seconds)):
+        world.clock.advance(seconds_later)
+        tick = push(b"{}", {}, message_id=f"tick-{index}")
+        assert app.post("/", json=tick).status_code == 200
+    assert looked == [True, False, False, True]

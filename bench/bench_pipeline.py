@@ -35,10 +35,10 @@ from google.cloud import compute_v1, firestore
 
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, PhaseStats, percentile
-from devstack.sample_releases import fake_commit, served_version, wait_for_version
+from devstack.sample_releases import local_build_message, served_version, wait_for_version
 from devstack.stack import Stack
 from releasectl.records import read_deployment
-from releasectl.remote import build_message, publish_build_succeeded, request_rollback
+from releasectl.remote import publish_build_succeeded, request_rollback
 from shared.artifact import build_artifact, sha256_of_url
 from shared.config import ENV_COMPUTE_EMULATOR_HOST, EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
@@ -127,14 +127,13 @@ class PipelineBench:
     def publish(self, message: str) -> tuple[str, datetime]:
         self.sequence += 1
         build_id = f"bench-{self.run_id}-{self.sequence}"
-        data, attributes = build_message(
+        data, attributes = local_build_message(
             app=APP,
             environment=ENVIRONMENT,
-            commit=fake_commit(build_id),
             build_id=build_id,
             artifact=self.artifact_uri,
             artifact_sha256=self.artifact_sha256,
-            commit_messages=[message],
+            commit_message=message,
         )
         published_at = datetime.now(UTC)
         publish_build_succeeded(data, attributes)

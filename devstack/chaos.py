@@ -49,9 +49,9 @@ from devstack.processes import (
     stop_process_tree,
     wait_until,
 )
-from devstack.sample_releases import fake_commit, served_version
+from devstack.sample_releases import local_build_message, served_version
 from devstack.stack import COMPUTE, FUNCTION_PREFIX, Stack
-from releasectl.remote import BadInput, OperationFailed, build_message, request_rollback
+from releasectl.remote import BadInput, OperationFailed, request_rollback
 from shared.adapters.compute_engine import ComputeEngine
 from shared.artifact import build_artifact, sha256_of_url
 from shared.config import ENV_COMPUTE_EMULATOR_HOST
@@ -183,14 +183,13 @@ class ChaosRun:
     def _release(self, app: str, label: str, artifact: str) -> str:
         self._sequence += 1
         build_id = f"chaos-{self.run_id}-{self._sequence}-{label}"
-        data, attributes = build_message(
+        data, attributes = local_build_message(
             app=app,
             environment=ENVIRONMENT,
-            commit=fake_commit(build_id),
             build_id=build_id,
             artifact=artifact,
             artifact_sha256=sha256_of_url(artifact),
-            commit_messages=[f"fix: {label}"],
+            commit_message=f"fix: {label}",
         )
         self._publish(data, attributes)
         self.published.append((data, attributes))

@@ -20,14 +20,13 @@ from devstack.demo_report import StepResult, exposure_seconds, hop_durations
 from devstack.load import LoadGenerator, LoadReport
 from devstack.sample_releases import (
     DemoFailure,
-    fake_commit,
+    local_build_message,
     wait_for_version,
 )
 from releasectl.records import firestore_client, get_deployment
 from releasectl.remote import (
     APPROVE,
     OperationFailed,
-    build_message,
     identity_token,
     publish_build_succeeded,
     request_decision,
@@ -123,15 +122,14 @@ class Demo:
         self.results.append(result)
         artifact = build_artifact(source, self.workdir / "artifacts")
         build_id = f"demo-{self.run_id}-{len(self.results)}"
-        data, attributes = build_message(
+        data, attributes = local_build_message(
             app=APP,
             environment=ENVIRONMENT,
-            commit=fake_commit(build_id),
             build_id=build_id,
             artifact=artifact.resolve().as_uri(),
             artifact_sha256=sha256_of_file(artifact),
             committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            commit_messages=[commit_message],
+            commit_message=commit_message,
             build_url=f"https://ci.example.com/demo/{build_id}",
             triggered_by="make demo",
         )

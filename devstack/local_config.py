@@ -7,10 +7,11 @@ local token issuer's identity. They sit inside TOML strings, so the template par
 
 from __future__ import annotations
 
+import json
 import os
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,57 @@ def backend_placeholder(backend_service: str) -> str:
     'lb_hello_web_staging'
     """
     return "lb_" + backend_service.replace("-", "_")
+
+
+def one_environment_apps_template(
+    apps: Iterable[str], environment: str, settings: Mapping[str, Any], comment: str
+) -> str:
+    """A template of apps with one auto-deployed environment each, of one instance unless
+    `settings` say otherwise, on base resources named `<app>-<environment>-base|hc|backend`
+    (the stack creates them for every environment) and served at its load balancer's URL.
+
+    >>> print(one_environment_apps_template(["a1"], "stage", {"cool_down_seconds": 2}, "two apps"))
+    # two apps
+    <BLANKLINE>
+    [apps.a1]
+    first_version = "1.0.0"
+    allow_file_artifacts = true
+    artifact_prefixes = ["file:///"]
+    <BLANKLINE>
+    [apps.a1.environments.stage]
+    auto_deploy = true
+    instance_count = 1
+    cool_down_seconds = 2
+    base_instance_template = "a1-stage-base"
+    health_check = "a1-stage-hc"
+    backend_service = "a1-stage-backend"
+    url = "${lb_a1_stage_backend}"
+    <BLANKLINE>
+    """
+    parts = [f"# {comment}"]
+    for app in apps:
+        backend_service = f"{app}-{environment}-backend"
+        environment_settings = {
+            "auto_deploy": True,
+            "instance_count": 1,
+            **settings,
+            "base_instance_template": f"{app}-{environment}-base",
+            "health_check": f"{app}-{environment}-hc",
+            "backend_service": backend_service,
+            "url": "${" + backend_placeholder(backend_service) + "}",
+        }
+        lines = [
+            f"[apps.{app}]",
+            'first_version = "1.0.0"',
+            "allow_file_artifacts = true",
+            'artifact_prefixes = ["file:///"]',
+            "",
+            f"[apps.{app}.environments.{environment}]",
+            # JSON's strings, numbers, booleans and lists of them are also TOML's.
+            *(f"{key} = {json.dumps(value)}" for key, value in environment_settings.items()),
+        ]
+        parts.append("\n" + "\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def template_environments(template: str) -> list[shared_config.EnvironmentConfig]:

@@ -1,5 +1,6 @@
 """The sample app's releases, as the demo, the benches and the chaos run publish them: a commit id
-per build, the variants (a feature, a broken health check, a fault in `/`), and the version a URL serves.
+per build, their build-succeeded message, the variants (a feature, a broken health check, a fault
+in `/`), and the version a URL serves.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from releasectl.remote import build_message
+
 SAMPLE_APP = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
@@ -21,6 +24,30 @@ class DemoFailure(Exception):
 def fake_commit(label: str) -> str:
     """A unique, valid 40-hex commit id for a demo build."""
     return hashlib.sha1(label.encode()).hexdigest()
+
+
+def local_build_message(
+    *,
+    app: str,
+    environment: str,
+    build_id: str,
+    artifact: str,
+    artifact_sha256: str,
+    commit_message: str,
+    **optional: str,
+) -> tuple[bytes, dict[str, str]]:
+    """The build-succeeded message of a local build: one commit, named after the build id, whose
+    message decides the version bump; `optional` holds the message's optional string fields."""
+    return build_message(
+        app=app,
+        environment=environment,
+        commit=fake_commit(build_id),
+        build_id=build_id,
+        artifact=artifact,
+        artifact_sha256=artifact_sha256,
+        commit_messages=[commit_message],
+        **optional,
+    )
 
 
 def served_version(url: str) -> str | None:
@@ -41,18 +68,22 @@ def wait_for_version(url: str, version: str, timeout: float) -> float | None:
     return None
 
 
-def feature_copy(source: Path, into: Path) -> Path:
-    """The sample app plus one file, so the feature release is a different artifact."""
+def _copy(source: Path, into: Path) -> Path:
     target = into / "hello"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def feature_copy(source: Path, into: Path) -> Path:
+    """The sample app plus one file, so the feature release is a different artifact."""
+    target = _copy(source, into)
     (target / "CHANGELOG").write_text("A greeting for everyone.\n", encoding="utf-8")
     return target
 
 
 def broken_copy(source: Path, into: Path) -> Path:
     """The sample app with a health check that answers 500: it runs, but is never healthy."""
-    target = into / "hello"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    target = _copy(source, into)
     app = target / "app.py"
     text = app.read_text(encoding="utf-8")
     healthy = 'self._send(200, b"ok\\n", "text/plain")'
@@ -64,7 +95,6 @@ def broken_copy(source: Path, into: Path) -> Path:
 
 def faulty_copy(source: Path, into: Path, fault: str) -> Path:
     """The sample app with a FAULT marker (see examples/hello/app.py): `/` fails, /healthz does not."""
-    target = into / "hello"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    target = _copy(source, into)
     (target / "FAULT").write_text(f"{fault}\n", encoding="utf-8")
     return target

@@ -33,7 +33,7 @@ def _rejection_says_why(body: Body) -> None:
         raise BadRequest("reason: required to reject")
 
 
-def _decide(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
+def _take_decision(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
     taken = decide(
         pipeline,
         deployment_id=str(body["deployment_id"]),
@@ -59,7 +59,7 @@ APPROVE = ReleaseControl(
         REASON_FIELD,
     ),
     check=_rejection_says_why,
-    act=_decide,
+    act=_take_decision,
     log_fields=lambda body: {"deployment_id": str(body["deployment_id"])},
 )
 

@@ -38,7 +38,7 @@ def _different_environments(body: Body) -> None:
         raise BadRequest("from_environment and to_environment must differ")
 
 
-def _promote(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
+def _accept_promotion(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
     accepted = request_promotion(
         pipeline,
         app=str(body["app"]),
@@ -66,7 +66,7 @@ PROMOTE = ReleaseControl(
         REASON_FIELD,
     ),
     check=_different_environments,
-    act=_promote,
+    act=_accept_promotion,
     log_fields=lambda body: {"app": str(body["app"]), "environment": str(body["to_environment"])},
 )
 

@@ -32,7 +32,7 @@ from shared.usecases.services import Services
 log = get_logger("rollback")
 
 
-def _roll_back(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
+def _accept_rollback(pipeline: Services, body: Body, caller: Caller) -> Mapping[str, Any]:
     accepted = request_rollback(
         pipeline,
         app=str(body["app"]),
@@ -57,7 +57,7 @@ ROLLBACK = ReleaseControl(
         version_field("to_version"),
         REASON_FIELD,
     ),
-    act=_roll_back,
+    act=_accept_rollback,
     log_fields=lambda body: {"app": str(body["app"]), "environment": str(body["environment"])},
 )
 

@@ -237,9 +237,7 @@ def _environment(
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: environment name must match {NAME_PATTERN.pattern}")
     fields.require(dict, raw, where)
-    unknown = set(raw) - _ENV_KEYS
-    if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    fields.refuse_unknown_keys(raw, where, _ENV_KEYS)
     merged = {**_ENV_DEFAULTS, **defaults, **raw}
     for key in ("base_instance_template", "health_check", "backend_service"):
         if key not in merged:
@@ -326,13 +324,9 @@ def parse_pipeline_config(document: Mapping[str, Any]) -> PipelineConfig:
         if not NAME_PATTERN.fullmatch(app_name):
             raise ConfigError(f"{where}: app name must match {NAME_PATTERN.pattern}")
         fields.require(dict, raw_app, where)
-        unknown = set(raw_app) - _APP_KEYS
-        if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        fields.refuse_unknown_keys(raw_app, where, _APP_KEYS)
         defaults = fields.require(dict, raw_app.get("defaults", {}), f"{where}.defaults")
-        unknown = set(defaults) - _ENV_KEYS
-        if unknown:
-            raise ConfigError(f"{where}.defaults.{sorted(unknown)[0]}: unknown key")
+        fields.refuse_unknown_keys(defaults, f"{where}.defaults", _ENV_KEYS)
         raw_envs = fields.require(dict, raw_app.get("environments", {}), f"{where}.environments")
         if not raw_envs:
             raise ConfigError(f"{where}.environments: at least one environment is required")

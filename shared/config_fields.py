@@ -4,6 +4,7 @@ raises ConfigError naming the offending key. `shared.config` assembles the whole
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,14 @@ def require(kind: type, value: Any, where: str) -> Any:
     if not isinstance(value, kind):
         raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def refuse_unknown_keys(table: Mapping[str, Any], where: str, allowed: Iterable[str], hint: str = "") -> None:
+    """ConfigError naming the first key (in sorted order) of `table` that is not `allowed`: a
+    misspelt key must not be silently ignored."""
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key{hint}")
 
 
 def positive(value: Any, where: str) -> int:
@@ -89,9 +98,9 @@ def smoke_checks(raw: Any, where: str) -> tuple[SmokeCheck, ...]:
     for index, raw_check in enumerate(require(list, raw, where)):
         check_where = f"{where}[{index}]"
         require(dict, raw_check, check_where)
-        unknown = set(raw_check) - {"method", "path", "expect_status", "body_contains", "timeout_seconds"}
-        if unknown:
-            raise ConfigError(f"{check_where}.{sorted(unknown)[0]}: unknown key")
+        refuse_unknown_keys(
+            raw_check, check_where, ("method", "path", "expect_status", "body_contains", "timeout_seconds")
+        )
         path = require(str, raw_check.get("path"), f"{check_where}.path")
         if not path.startswith("/"):
             raise ConfigError(f"{check_where}.path: must start with '/'")
@@ -131,9 +140,7 @@ _FREEZE_KEYS = ("start", "end", "reason")
 
 def table_keys(raw: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
     table = require(dict, raw, where)
-    unknown = set(table) - set(allowed)
-    if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (expected {', '.join(allowed)})")
+    refuse_unknown_keys(table, where, allowed, hint=f" (expected {', '.join(allowed)})")
     for key in required:
         if key not in table:
             raise ConfigError(f"{where}.{key}: required")

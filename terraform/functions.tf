@@ -128,33 +128,32 @@ locals {
     }
   }
 
-  # The rollback URL is derived rather than read back from the function, so the function can
-  # carry its own URL as the token audience without a dependency cycle.
-  rollback_function_name = "${var.name_prefix}-rollback"
-  rollback_url           = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.rollback_function_name}"
-  # What ROLLBACK_AUDIENCE holds: the function's URL first, then any extra accepted audiences,
-  # comma-separated (shared/config.py parses it).
-  rollback_audiences = join(",", concat([local.rollback_url], var.rollback_extra_audiences))
-  # The same for promote and approve: one function URL, one audience (plus the extra ones).
-  promote_url       = "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-promote"
-  promote_audiences = join(",", concat([local.promote_url], var.rollback_extra_audiences))
-  approve_url       = "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-approve"
-  approve_audiences = join(",", concat([local.approve_url], var.rollback_extra_audiences))
+  # The release-control functions callers reach over HTTPS. Each URL is derived rather than read
+  # back from the function, so the function can carry its own URL as the token audience without
+  # a dependency cycle. What each <NAME>_AUDIENCE variable holds: the function's URL first, then
+  # any extra accepted audiences, comma-separated (shared/config.py parses it).
+  release_control_urls = {
+    for name in ["rollback", "promote", "approve"] :
+    name => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-${name}"
+  }
+  release_control_audiences = {
+    for name, url in local.release_control_urls : name => join(",", concat([url], var.rollback_extra_audiences))
+  }
 
   # Every variable shared/config.py reads on Google Cloud. COMPUTE_EMULATOR_HOST and
   # NOTIFICATIONS_FILE are for the local stack only and must stay unset here.
   function_environment = {
     GOOGLE_CLOUD_PROJECT = var.project_id
     PIPELINE_CONFIG      = var.pipeline_config_path
-    ROLLBACK_AUDIENCE    = local.rollback_audiences
-    PROMOTE_AUDIENCE     = local.promote_audiences
-    APPROVE_AUDIENCE     = local.approve_audiences
+    ROLLBACK_AUDIENCE    = local.release_control_audiences["rollback"]
+    PROMOTE_AUDIENCE     = local.release_control_audiences["promote"]
+    APPROVE_AUDIENCE     = local.release_control_audiences["approve"]
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level
     # The dashboard forwards a user's rollback and approval decisions to these functions.
-    DASHBOARD_ROLLBACK_URL = local.rollback_url
-    DASHBOARD_APPROVE_URL  = local.approve_url
+    DASHBOARD_ROLLBACK_URL = local.release_control_urls["rollback"]
+    DASHBOARD_APPROVE_URL  = local.release_control_urls["approve"]
   }
 
   pubsub_functions = { for name, fn in local.functions : name => fn if length(fn.trigger_topics) > 0 }

@@ -60,41 +60,47 @@ resource "google_service_account_iam_member" "pubsub_signs_trigger_tokens" {
   member             = local.pubsub_service_agent
 }
 
-# The rollback endpoint: the configured group may invoke it, nobody else. The function then
-# checks the caller against the environment's allow-list in the pipeline file.
-resource "google_cloud_run_v2_service_iam_member" "rollback_invoker" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.fn["rollback"].name
-  role     = "roles/run.invoker"
-  member   = "group:${var.rollback_invoker_group}"
+# The HTTP functions: one group each may invoke them, nobody else. The functions then check the
+# caller against the pipeline file (the environment's rollback_callers, promoters or approvers,
+# and the two-person rule). The dashboard is opened by the team: the group that may roll back.
+locals {
+  http_invoker_groups = {
+    rollback  = var.rollback_invoker_group
+    promote   = var.promote_invoker_group
+    approve   = var.approve_invoker_group
+    dashboard = var.rollback_invoker_group
+  }
 }
 
-# Promote and approve: likewise one group each; the functions then check the caller against the
-# target environment's promoters / approvers in the pipeline file (and the two-person rule).
-resource "google_cloud_run_v2_service_iam_member" "promote_invoker" {
+resource "google_cloud_run_v2_service_iam_member" "http_invoker" {
+  for_each = local.http_invoker_groups
+
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.fn["promote"].name
+  name     = google_cloudfunctions2_function.fn[each.key].name
   role     = "roles/run.invoker"
-  member   = "group:${var.promote_invoker_group}"
+  member   = "group:${each.value}"
 }
 
-resource "google_cloud_run_v2_service_iam_member" "approve_invoker" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.fn["approve"].name
-  role     = "roles/run.invoker"
-  member   = "group:${var.approve_invoker_group}"
+# The bindings were one resource each before; existing state keeps them instead of replacing them.
+moved {
+  from = google_cloud_run_v2_service_iam_member.rollback_invoker
+  to   = google_cloud_run_v2_service_iam_member.http_invoker["rollback"]
 }
 
-# The dashboard: the team (the same group that may call rollback) may open it, nobody else.
-resource "google_cloud_run_v2_service_iam_member" "dashboard_invoker" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.fn["dashboard"].name
-  role     = "roles/run.invoker"
-  member   = "group:${var.rollback_invoker_group}"
+moved {
+  from = google_cloud_run_v2_service_iam_member.promote_invoker
+  to   = google_cloud_run_v2_service_iam_member.http_invoker["promote"]
+}
+
+moved {
+  from = google_cloud_run_v2_service_iam_member.approve_invoker
+  to   = google_cloud_run_v2_service_iam_member.http_invoker["approve"]
+}
+
+moved {
+  from = google_cloud_run_v2_service_iam_member.dashboard_invoker
+  to   = google_cloud_run_v2_service_iam_member.http_invoker["dashboard"]
 }
 
 # Compute permissions as custom roles: the predefined instanceAdmin / loadBalancerAdmin roles

@@ -1,16 +1,16 @@
 output "rollback_url" {
   description = "POST here to roll back (CONTRACT §4); set RELEASECTL_ROLLBACK_URL to it. Also the token audience."
-  value       = local.rollback_url
+  value       = local.release_control_urls["rollback"]
 }
 
 output "promote_url" {
   description = "POST here to promote (CONTRACT §4b); set RELEASECTL_PROMOTE_URL to it. Also the token audience."
-  value       = local.promote_url
+  value       = local.release_control_urls["promote"]
 }
 
 output "approve_url" {
   description = "POST here to approve or reject (CONTRACT §4c); set RELEASECTL_APPROVE_URL to it. Also the token audience."
-  value       = local.approve_url
+  value       = local.release_control_urls["approve"]
 }
 
 output "topics" {

@@ -96,14 +96,8 @@ def notify_services() -> NotifyServices:
 
 @functools.cache
 def rollback_audience() -> tuple[str, ...]:
-    """Every audience a rollback caller's token may carry (comma-separated in the variable)."""
-    audiences = parse_audiences(os.environ.get(ENV_ROLLBACK_AUDIENCE, ""))
-    if not audiences:
-        raise ConfigError(
-            f"{ENV_ROLLBACK_AUDIENCE}: required (the rollback function's URL, the token audience; "
-            "more accepted audiences may follow, comma-separated)"
-        )
-    return audiences
+    """Every audience a rollback caller's token may carry (the rollback function's URL first)."""
+    return _audiences(ENV_ROLLBACK_AUDIENCE, "the rollback function's URL")
 
 
 @functools.cache

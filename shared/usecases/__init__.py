@@ -10,6 +10,9 @@
 - `lifecycle.fail_deployment`: delete green, `failed`, hand the lock over, notify.
 - `watchdog.run_watchdog`: deadlines, stalled steps, lost hand-overs, deferred blue cleanup.
 - `rollback.request_rollback`: republish the target release's event as a new build.
+- `promote.request_promotion`: the same for a release live upstream, into the next environment.
+- `release_requests.request_redeploy`: what both share: record the request, publish the event.
+- `approval.decide`: an approver's decision on a deployment awaiting approval.
 - `dead_letter.record_dead_letter`: record and announce an event that exhausted its retries.
 - `notify.notify_team`: enrich a notify event from the records, deliver it once per channel.
 """

@@ -352,17 +352,25 @@ def public_access_problems(model: Model) -> list[str]:
             for path, item in _walk(value, root):
                 if isinstance(item, str) and any(public in item for public in PUBLIC_MEMBERS):
                     problems.append(f"{path} grants access to {item!r}")
+    invoker = _resource(model, "google_cloud_run_v2_service_iam_member", "http_invoker") or {}
+    groups: Mapping[str, Any] = {}
+    if invoker.get("for_each") == "${local.http_invoker_groups}":
+        groups = _locals(model).get("http_invoker_groups", {})
+    member = str(invoker.get("member", ""))
     for function in HTTP_FUNCTIONS:
-        invoker = _resource(model, "google_cloud_run_v2_service_iam_member", f"{function}_invoker")
-        if invoker is None:
+        group = groups.get(function)
+        if group is None:
             problems.append(f"no invoker binding for the {function} function")
-        elif not str(invoker.get("member", "")).startswith("group:"):
-            problems.append(f"the {function} function's invoker is {invoker.get('member')!r}, not a group")
+        elif not member.startswith("group:") or not _GROUP_VARIABLE.fullmatch(str(group)):
+            rendered = member.replace("${each.value}", str(group))
+            problems.append(f"the {function} function's invoker is {rendered!r}, not a group variable")
     return problems
 
 
-HTTP_FUNCTIONS = ("rollback", "promote", "approve")
+HTTP_FUNCTIONS = ("rollback", "promote", "approve", "dashboard")
 """The HTTP entry points: reachable from outside, so each needs a group as its only invoker."""
+_GROUP_VARIABLE = re.compile(r"\$\{var\.[a-z_]+_invoker_group\}")
+"""A variable whose validation accepts a group's e-mail address only."""
 
 
 # ---- Firestore indexes --------------------------------------------------------------------
@@ -783,6 +791,13 @@ def _publishes_and_calls(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tu
     return published, called
 
 
+def _names_passed(call: ast.Call) -> set[str]:
+    """The bare names a call passes on, positionally or by keyword (a function handed over to a
+    value built at module level; inside functions, keywords mostly pass plain values)."""
+    values = [*call.args, *(keyword.value for keyword in call.keywords)]
+    return {value.id for value in values if isinstance(value, ast.Name)}
+
+
 def published_topics(
     sources: Iterable[Path], entry_points: Iterable[str], topology_module: Any
 ) -> dict[str, set[str]]:
@@ -790,11 +805,23 @@ def published_topics(
     (the function modules and the use cases): an over-approximation, never an under one."""
     definitions: dict[str, tuple[set[str], set[str]]] = {}
     for path in sources:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name not in _PUBLISH_HELPERS:
                 published, called = _publishes_and_calls(node)
                 known = definitions.get(node.name, (set(), set()))
                 definitions[node.name] = (known[0] | published, known[1] | called)
+        # A module-level value built from functions (an HTTP function's ReleaseControl names its
+        # use-case call) calls what it is built from, for whoever passes it on.
+        for statement in tree.body:
+            if (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)
+                and isinstance(statement.value, ast.Call)
+            ):
+                known = definitions.get(statement.targets[0].id, (set(), set()))
+                definitions[statement.targets[0].id] = (known[0], known[1] | _names_passed(statement.value))
 
     def reachable(name: str, seen: set[str]) -> set[str]:
         if name in seen or name not in definitions:

@@ -144,9 +144,18 @@ def test_webhook_variables_of_the_pipeline_file_come_from_secrets(model: c.Model
 
 def test_the_rollback_audience_is_its_url_then_the_extra_audiences_comma_separated(model: c.Model) -> None:
     local_values = model["locals"]
-    assert local_values["function_environment"][config.ENV_ROLLBACK_AUDIENCE] == "${local.rollback_audiences}"
-    assert local_values["rollback_audiences"] == (
-        '${join(",", concat([local.rollback_url], var.rollback_extra_audiences))}'
+    for name, variable in (
+        ("rollback", config.ENV_ROLLBACK_AUDIENCE),
+        ("promote", config.ENV_PROMOTE_AUDIENCE),
+        ("approve", config.ENV_APPROVE_AUDIENCE),
+    ):
+        assert (
+            local_values["function_environment"][variable]
+            == f'${{local.release_control_audiences["{name}"]}}'
+        )
+    assert local_values["release_control_audiences"] == (
+        "${{for name, url in local.release_control_urls : "
+        'name => join(",", concat([url], var.rollback_extra_audiences))}}'
     )
     assert model["variable"]["rollback_extra_audiences"]["default"] == []
     # What that join renders is what the functions parse back.
@@ -302,10 +311,17 @@ def test_a_webhook_without_secret_is_reported(model: c.Model) -> None:
 
 def test_a_public_rollback_invoker_is_reported(model: c.Model) -> None:
     broken = copy.deepcopy(model)
-    broken["resource"]["google_cloud_run_v2_service_iam_member"]["rollback_invoker"]["member"] = "allUsers"
+    broken["locals"]["http_invoker_groups"]["rollback"] = "allUsers"
     problems = c.public_access_problems(broken)
     assert any("allUsers" in p for p in problems)
-    assert any("not a group" in p for p in problems)
+    assert "the rollback function's invoker is 'group:allUsers', not a group variable" in problems
+    broken = copy.deepcopy(model)
+    broken["resource"]["google_cloud_run_v2_service_iam_member"]["http_invoker"]["member"] = (
+        "user:${each.value}"
+    )
+    assert len([p for p in c.public_access_problems(broken) if "not a group" in p]) == len(c.HTTP_FUNCTIONS)
+    del broken["locals"]["http_invoker_groups"]["approve"]
+    assert "no invoker binding for the approve function" in c.public_access_problems(broken)
 
 
 def test_public_members_are_found_in_modules_locals_and_defaults(model: c.Model) -> None:

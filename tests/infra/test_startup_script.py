@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -36,7 +37,27 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class MetadataServer:
+class LoopbackServer:
+    """An HTTP server on a free port of 127.0.0.1, serving from a thread while in a `with` block."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class MetadataServer(LoopbackServer):
     """Serves instance attributes the way the metadata server does, header check included."""
 
     def __init__(self) -> None:
@@ -101,26 +122,17 @@ class MetadataServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/computeMetadata/v1"
-
-    def __enter__(self) -> MetadataServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.origin}/computeMetadata/v1"
 
 
 ACCESS_TOKEN = "instance-token"
 
 
-class StorageServer:
+class StorageServer(LoopbackServer):
     """The Cloud Storage JSON API's media download: GET /storage/v1/b/B/o/O?alt=media, bearer token
     required; `objects` maps "B/O" to (status, body), anything else is a 404."""
 
@@ -149,20 +161,11 @@ class StorageServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> StorageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.origin
 
 
 @dataclass
@@ -232,6 +235,13 @@ def release(instance: Instance, tmp_path: Path, version: str) -> Path:
     return artifact
 
 
+def booted(instance: Instance, tmp_path: Path, version: str) -> Path:
+    """The sample app's artifact as release `version`, after a boot that applied it."""
+    artifact = release(instance, tmp_path, version)
+    assert instance.boot().returncode == 0, instance.runs[-1].stderr
+    return artifact
+
+
 def user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -289,8 +299,7 @@ def test_first_boot_unpacks_the_artifact_and_writes_unit_env_and_nginx(
 def test_a_new_release_switches_and_restarts_both_and_the_same_release_restarts_nothing(
     instance: Instance, tmp_path: Path
 ) -> None:
-    release(instance, tmp_path, "1.2.3")
-    assert instance.boot().returncode == 0
+    booted(instance, tmp_path, "1.2.3")
     instance.metadata.attributes["release-version"] = "1.3.0"
 
     assert instance.boot().returncode == 0, instance.runs[-1].stderr
@@ -307,8 +316,7 @@ def test_a_new_release_switches_and_restarts_both_and_the_same_release_restarts_
 
 
 def test_the_generated_launcher_serves_the_release(instance: Instance, tmp_path: Path) -> None:
-    release(instance, tmp_path, "2.0.0")
-    assert instance.boot().returncode == 0
+    booted(instance, tmp_path, "2.0.0")
     port = free_port()
     env = {**os.environ, "PORT": str(port), "RELEASE_VERSION": "2.0.0"}
     server = subprocess.Popen(
@@ -345,8 +353,7 @@ def wait_until(condition: Callable[[], bool], watcher: subprocess.Popen[str], fa
 
 
 def test_the_watcher_applies_a_release_whose_metadata_changes(instance: Instance, tmp_path: Path) -> None:
-    release(instance, tmp_path, "1.2.3")
-    assert instance.boot().returncode == 0
+    booted(instance, tmp_path, "1.2.3")
     watcher = subprocess.Popen(
         ["bash", str(instance.root / "opt/release/bin/release-apply"), "watch"],
         env=instance.env(),
@@ -483,8 +490,7 @@ def test_a_release_without_a_valid_digest_is_refused(
 def test_an_unpacked_release_is_verified_again_if_its_digest_changes(
     instance: Instance, tmp_path: Path
 ) -> None:
-    release(instance, tmp_path, "1.0.4")
-    assert instance.boot().returncode == 0
+    booted(instance, tmp_path, "1.0.4")
     instance.metadata.attributes["release-artifact-sha256"] = "0" * 64
 
     result = instance.boot()

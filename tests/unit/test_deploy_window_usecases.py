@@ -18,10 +18,9 @@ from shared.domain.status import DeploymentStatus as S
 from shared.usecases.admit_build import Outcome
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.rollback import request_rollback
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
-from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world, verified_caller_check
+from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
 from tests.unit.test_pipeline_usecases import (
     COMMIT_B,
     COMMIT_C,
@@ -29,6 +28,7 @@ from tests.unit.test_pipeline_usecases import (
     build,
     deploy_to_live,
     notifications,
+    rollback_by,
     step,
 )
 
@@ -224,12 +224,11 @@ def test_a_rollback_during_a_freeze_goes_through() -> None:
     world.clock.current = IN_THE_FREEZE
     assert build(world, "b3", COMMIT_C).outcome is Outcome.QUEUED  # an ordinary build waits
 
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     result = admit_build(world.services, published.data, published.attributes, "rollback-event")
@@ -246,12 +245,11 @@ def test_a_rollback_queued_behind_a_running_deployment_starts_in_a_freeze_when_i
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     running = build(world, "b3", COMMIT_C, messages=["fix: y"])
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "rollback-event")
@@ -293,13 +291,12 @@ def test_a_rollback_while_nothing_is_live_is_still_a_rollback_and_starts_in_a_fr
     deploy_to_live(world, "b1")
     nothing_live_any_more(world)
     running = build(world, "b2", COMMIT_B, messages=["feat: x"])
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
         to_version="1.0.0",
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     assert admit_build(world.services, published.data, published.attributes, "rollback-event").outcome is (
@@ -321,13 +318,12 @@ def test_the_watchdog_starts_a_rollback_that_replaces_nothing_in_a_freeze() -> N
     deploy_to_live(world, "b1")
     nothing_live_any_more(world)
     running = build(world, "b2", COMMIT_B, messages=["feat: x"])
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
         to_version="1.0.0",
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "rollback-event")

@@ -20,7 +20,7 @@ from shared.ports import TransientError
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.dead_letter import record_dead_letter
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.rollback import request_rollback
+from shared.usecases.rollback import RollbackAccepted, request_rollback
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
@@ -75,6 +75,20 @@ def step(world: FakeWorld, topic: str) -> StepMessage:
 
 def notifications(world: FakeWorld) -> list[NotifyRequest]:
     return [NotifyRequest.from_json(m.data) for m in world.publisher.on(topology.NOTIFY)]
+
+
+def rollback_by(
+    world: FakeWorld, *, app: str = "hello", environment: str = "staging", caller: str, **options: Any
+) -> RollbackAccepted:
+    """A rollback asked by `caller`, a verified Workspace account (see `verified_caller_check`)."""
+    return request_rollback(
+        world.services,
+        app=app,
+        environment=environment,
+        caller=caller,
+        caller_matches=verified_caller_check(caller),
+        **options,
+    )
 
 
 def deploy_to_live(world: FakeWorld, build_id: str, commit: str = COMMIT_A, **kwargs: Any) -> str:
@@ -313,13 +327,12 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
     first = deploy_to_live(world, "b1", build_url="https://ci/1")
     second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.publisher.messages.clear()
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
         reason="errors",
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     assert accepted.version == "1.0.0" and accepted.rollback_of == second
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
@@ -334,47 +347,42 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
 
 def test_rollback_refusals(world: FakeWorld) -> None:
     with pytest.raises(UnknownTarget):
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="nope",
             environment="staging",
             caller="x@example.com",
-            caller_matches=verified_caller_check("x@example.com"),
         )
     with pytest.raises(NothingToRollBack):
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="hello",
             environment="staging",
             caller="x@example.com",
-            caller_matches=verified_caller_check("x@example.com"),
         )
     deploy_to_live(world, "b1")
     with pytest.raises(NothingToRollBack):
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="hello",
             environment="staging",
             caller="x@example.com",
-            caller_matches=verified_caller_check("x@example.com"),
         )
     with pytest.raises(UnknownTarget):
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="hello",
             environment="staging",
             caller="x@example.com",
             to_version="9.9.9",
-            caller_matches=verified_caller_check("x@example.com"),
         )
     with pytest.raises(NothingToRollBack):
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="hello",
             environment="staging",
             caller="x@example.com",
             to_version="1.0.0",
-            caller_matches=verified_caller_check("x@example.com"),
         )
 
 
@@ -395,13 +403,12 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
 
     for to_version in (None, "1.0.0"):
         with pytest.raises(TargetWithoutDigest) as refused:
-            request_rollback(
-                world.services,
+            rollback_by(
+                world,
                 app="hello",
                 environment="staging",
                 caller="x@example.com",
                 to_version=to_version,
-                caller_matches=verified_caller_check("x@example.com"),
             )
         assert refused.value.http_status == 409
         assert "1.0.0 was recorded before artifact digests" in str(refused.value)
@@ -412,12 +419,11 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
     world.store.releases["hello@1.0.0"] = replace(
         world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
     )
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="x@example.com",
-        caller_matches=verified_caller_check("x@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     assert accepted.version == "1.0.0"
@@ -427,12 +433,11 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
 def test_a_feature_after_a_rollback_still_moves_forward(world: FakeWorld) -> None:
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
-    request_rollback(
-        world.services,
+    rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="x@example.com",
-        caller_matches=verified_caller_check("x@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "e")
@@ -491,13 +496,12 @@ def test_dead_lettered_events_are_recorded_and_announced(world: FakeWorld) -> No
 def roll_back(world: FakeWorld, **kwargs: Any) -> str:
     """Request a rollback and admit its republished event; returns the new deployment's id."""
     world.publisher.messages.clear()
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="lead@example.com",
         **kwargs,
-        caller_matches=verified_caller_check("lead@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, f"event-{accepted.deployment_id}")

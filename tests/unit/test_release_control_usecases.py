@@ -36,6 +36,7 @@ from tests.unit.test_pipeline_usecases import (
     digest_of,
     notifications,
     recorded_before_digests,
+    rollback_by,
     step,
 )
 
@@ -368,12 +369,11 @@ def test_a_real_request_cannot_be_replayed_for_another_build_or_environment(worl
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.publisher.messages.clear()
-    request_rollback(
-        world.services,
+    rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller=APPROVER,
-        caller_matches=verified_caller_check(APPROVER),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     body = json.loads(published.data)
@@ -405,13 +405,12 @@ def test_a_rollback_in_production_never_waits_for_approval(world: FakeWorld) -> 
     approve(world, second)
     finish(world, second)
     world.publisher.messages.clear()
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="production",
         caller=APPROVER,
         reason="errors",
-        caller_matches=verified_caller_check(APPROVER),
     )
     result = admit_published(world)
     assert result.outcome is Outcome.STARTED
@@ -431,13 +430,12 @@ def test_a_rollback_that_replaces_nothing_never_waits_for_approval(world: FakeWo
         world.store.environments[key], live_deployment_id=None, live_version=None
     )
     world.publisher.messages.clear()
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="production",
         caller=APPROVER,
         to_version="1.0.0",
-        caller_matches=verified_caller_check(APPROVER),
     )
     assert accepted.rollback_of is None
     assert admit_published(world).outcome is Outcome.STARTED
@@ -477,13 +475,12 @@ def test_a_rollback_target_must_have_been_live_in_that_environment(world: FakeWo
     approve(world, waiting)
     finish(world, waiting)
     with pytest.raises(UnknownTarget) as caught:
-        request_rollback(
-            world.services,
+        rollback_by(
+            world,
             app="hello",
             environment="production",
             caller=APPROVER,
             to_version="1.0.0",
-            caller_matches=verified_caller_check(APPROVER),
         )
     assert caught.value.http_status == 404
 

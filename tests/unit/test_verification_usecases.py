@@ -14,12 +14,11 @@ from shared.ports import TrafficSample
 from shared.usecases.admit_build import admit_build
 from shared.usecases.bake import automatic_rollback_id, check_bake
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.rollback import request_rollback
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
-from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world, verified_caller_check
-from tests.unit.test_pipeline_usecases import COMMIT_A, COMMIT_B, build, notifications, step
+from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
+from tests.unit.test_pipeline_usecases import COMMIT_A, COMMIT_B, build, notifications, rollback_by, step
 
 ENV = "verified"
 
@@ -223,12 +222,11 @@ def test_a_rollback_is_not_baked(world: FakeWorld) -> None:
     second = go_live(world, "b2", COMMIT_B)
     bake_until_passed(world, second)
     # A rollback comes only from the rollback use case (its release request is the proof).
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment=ENV,
         caller="a@example.com",
-        caller_matches=verified_caller_check("a@example.com"),
     )
     assert accepted.rollback_of == second
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)

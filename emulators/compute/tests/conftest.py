@@ -1,4 +1,5 @@
-"""Fixtures: one emulator process for the package (each test uses its own project id), artifacts."""
+"""Fixtures: one emulator process for the package (each test uses its own project id), artifacts,
+and the health check and release template most tests start from."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emulator_helpers import Emulator, build_artifact, pid_alive, start_emulator, stop_emulator
+from emulator_helpers import (
+    Emulator,
+    build_artifact,
+    insert_health_check,
+    insert_template,
+    pid_alive,
+    start_emulator,
+    stop_emulator,
+)
 
 TESTAPP = Path(__file__).resolve().parent / "testapp"
 
@@ -50,3 +59,16 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "unhealthy": _app(tmp, "unhealthy", "web: python3 app.py --healthz-status 500\n"),
         "exits": _app(tmp, "exits", "web: python3 -c 'import sys; print(\"crashing\"); sys.exit(3)'\n"),
     }
+
+
+@pytest.fixture
+def health_check(emulator: Emulator, project: str) -> str:
+    """The HTTP health check of this test's project (`/healthz` on the named port): its path."""
+    return insert_health_check(emulator, project)
+
+
+@pytest.fixture
+def hello_template(emulator: Emulator, project: str, artifacts: dict[str, str]) -> str:
+    """An instance template of the test app's release 1.0.0 in this test's project: its name."""
+    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
+    return "hello-1-0-0"

@@ -189,6 +189,15 @@ def insert_zonal_group(
     return groups.get(project=project, zone=ZONE, instance_group_manager=name)
 
 
+def insert_healthy_group(
+    emulator: Emulator, project: str, name: str, template: str, size: int, health_check: str
+) -> compute_v1.InstanceGroupManager:
+    """A zonal group of `size` instances of `template`, once all of them answer their health check."""
+    group = insert_zonal_group(emulator, project, name, template, size, health_check)
+    wait_group_healthy(emulator, project, name, size)
+    return group
+
+
 def health_states(emulator: Emulator, project: str, group: str) -> list[tuple[str, str, list[str]]]:
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
     return [

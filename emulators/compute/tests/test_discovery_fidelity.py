@@ -16,7 +16,6 @@ from emulator_helpers import (
     ZONE,
     Emulator,
     group_resource,
-    insert_health_check,
     insert_template,
     wait_until,
 )
@@ -92,10 +91,9 @@ def refused_instance(emulator: Emulator, project: str, artifact: str, health_che
 
 
 def test_every_read_method_answers_within_the_compute_v1_discovery_document(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
     document = discovery_document("compute.v1")
-    health_check = insert_health_check(emulator, project)
     zonal = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
     regional_groups = emulator.client(compute_v1.RegionInstanceGroupManagersClient)
     regional = group_resource(project, "green", "blue", 1, health_check)

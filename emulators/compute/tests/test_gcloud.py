@@ -13,12 +13,10 @@ import pytest
 from emulator_helpers import (
     ZONE,
     Emulator,
-    insert_health_check,
+    insert_healthy_group,
     insert_template,
-    insert_zonal_group,
     pid_alive,
     process_group_alive,
-    wait_group_healthy,
 )
 
 GCLOUD = shutil.which("gcloud")
@@ -52,12 +50,10 @@ def gcloud(emulator: Emulator, project: str, config_dir: Path, *args: str) -> An
 
 
 def test_gcloud_lists_describes_and_deletes_templates_and_managed_groups(
-    emulator: Emulator, project: str, artifacts: dict[str, str], tmp_path: Path
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str], tmp_path: Path
 ) -> None:
     insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
-    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
-    wait_group_healthy(emulator, project, "blue", 2)
+    insert_healthy_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
 
     templates = gcloud(emulator, project, tmp_path, "compute", "instance-templates", "list")
     assert [t["name"] for t in templates] == ["hello-1-0-0"]

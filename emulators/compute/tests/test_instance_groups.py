@@ -15,7 +15,7 @@ from emulator_helpers import (
     Emulator,
     file_sha256,
     health_states,
-    insert_health_check,
+    insert_healthy_group,
     insert_template,
     insert_zonal_group,
     pid_alive,
@@ -30,12 +30,10 @@ from google.cloud import compute_v1
 
 
 def test_zonal_group_of_two_with_autohealing_gets_two_healthy_instances_and_delete_ends_their_processes(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
     started = time.monotonic()
-    group = insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
+    group = insert_zonal_group(emulator, project, "blue", hello_template, 2, health_check)
 
     wait_group_healthy(emulator, project, "blue", 2)
     assert time.monotonic() - started < HEALTHY_TIMEOUT_SECONDS
@@ -61,15 +59,13 @@ def test_zonal_group_of_two_with_autohealing_gets_two_healthy_instances_and_dele
 
 
 def test_regional_group_spreads_instances_over_zones_and_gets_them_healthy(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
     groups = emulator.client(compute_v1.RegionInstanceGroupManagersClient)
     resource = compute_v1.InstanceGroupManager(
         name="regional",
         base_instance_name="regional",
-        instance_template=f"projects/{project}/global/instanceTemplates/hello-1-0-0",
+        instance_template=f"projects/{project}/global/instanceTemplates/{hello_template}",
         target_size=3,
         named_ports=[compute_v1.NamedPort(name="http", port=8080)],
         auto_healing_policies=[
@@ -101,12 +97,9 @@ def test_regional_group_spreads_instances_over_zones_and_gets_them_healthy(
 
 
 def test_resize_down_ends_the_removed_instance_process_tree(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
-    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 2, health_check)
-    wait_group_healthy(emulator, project, "blue", 2)
+    insert_healthy_group(emulator, project, "blue", hello_template, 2, health_check)
     before = {item["pid"] for item in emulator.processes(project)}
 
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
@@ -121,12 +114,9 @@ def test_resize_down_ends_the_removed_instance_process_tree(
 
 
 def test_autohealing_recreates_an_instance_whose_web_process_died(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
-    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 1, health_check)
-    wait_group_healthy(emulator, project, "blue", 1)
+    insert_healthy_group(emulator, project, "blue", hello_template, 1, health_check)
     (victim,) = emulator.processes(project)
 
     os.killpg(victim["pid"], signal.SIGKILL)
@@ -142,11 +132,10 @@ def test_autohealing_recreates_an_instance_whose_web_process_died(
 
 
 def test_artifacts_that_exit_or_fail_their_health_check_never_become_healthy(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
     insert_template(emulator, project, "exits", artifacts["exits"], "9.9.9")
     insert_template(emulator, project, "unhealthy", artifacts["unhealthy"], "9.9.8")
-    health_check = insert_health_check(emulator, project)
     insert_zonal_group(emulator, project, "exits", "exits", 1, health_check)
     insert_zonal_group(emulator, project, "unhealthy", "unhealthy", 1, health_check)
 
@@ -174,10 +163,9 @@ def test_artifacts_that_exit_or_fail_their_health_check_never_become_healthy(
 
 
 def test_gs_artifact_is_refused_with_a_clear_message_and_the_group_shows_it(
-    emulator: Emulator, project: str
+    emulator: Emulator, project: str, health_check: str
 ) -> None:
     insert_template(emulator, project, "from-gcs", "gs://bucket/hello.tar.gz", "1.0.0")
-    health_check = insert_health_check(emulator, project)
     insert_zonal_group(emulator, project, "blue", "from-gcs", 1, health_check)
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
 
@@ -220,7 +208,7 @@ def release_errors(emulator: Emulator, project: str, instance: str) -> list[comp
     ],
 )
 def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_guest_reports_why(
-    emulator: Emulator, project: str, artifacts: dict[str, str], digest: str, reason: str
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str], digest: str, reason: str
 ) -> None:
     templates = emulator.client(compute_v1.InstanceTemplatesClient)
     items = [
@@ -236,7 +224,6 @@ def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_guest
             properties=compute_v1.InstanceProperties(metadata=compute_v1.Metadata(items=items)),
         ),
     ).result(timeout=30)
-    health_check = insert_health_check(emulator, project)
     insert_zonal_group(emulator, project, "green", "tampered", 1, health_check)
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
     (managed,) = wait_until(
@@ -270,12 +257,10 @@ def test_an_artifact_that_fails_its_digest_check_is_never_unpacked_and_the_guest
 
 
 def test_guest_attributes_are_a_404_until_the_guest_writes_some_and_for_unknown_instances(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
     insert_template(emulator, project, "hello-guest", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
-    insert_zonal_group(emulator, project, "served", "hello-guest", 1, health_check)
-    wait_group_healthy(emulator, project, "served", 1)
+    insert_healthy_group(emulator, project, "served", "hello-guest", 1, health_check)
     groups = emulator.client(compute_v1.InstanceGroupManagersClient)
     (managed,) = groups.list_managed_instances(project=project, zone=ZONE, instance_group_manager="served")
     instances = emulator.client(compute_v1.InstancesClient)
@@ -322,14 +307,12 @@ def test_operations_are_done_on_return_and_answer_get_and_wait(emulator: Emulato
 
 
 def test_a_failed_operation_carries_its_error_and_the_client_raises_it(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_template(emulator, project, "hello-1-0-0", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
-    insert_zonal_group(emulator, project, "blue", "hello-1-0-0", 0, health_check)
+    insert_zonal_group(emulator, project, "blue", hello_template, 0, health_check)
     templates = emulator.client(compute_v1.InstanceTemplatesClient)
 
-    operation = templates.delete(project=project, instance_template="hello-1-0-0")
+    operation = templates.delete(project=project, instance_template=hello_template)
     with pytest.raises(exceptions.BadRequest, match="already being used"):
         operation.result(timeout=30)
     fetched = emulator.client(compute_v1.GlobalOperationsClient).get(
@@ -337,7 +320,7 @@ def test_a_failed_operation_carries_its_error_and_the_client_raises_it(
     )
     assert fetched.error.errors[0].code == "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE"
     assert fetched.http_error_status_code == 400
-    templates.get(project=project, instance_template="hello-1-0-0")
+    templates.get(project=project, instance_template=hello_template)
 
 
 def test_with_async_operations_they_go_pending_to_done_and_zone_operations_wait_returns_done(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator_helpers import REGION, ZONE, Emulator, group_resource, insert_health_check, insert_template
+from emulator_helpers import REGION, ZONE, Emulator, group_resource, insert_template
 from google.cloud import compute_v1
 
 
@@ -36,10 +36,9 @@ def test_template_lists_page_filter_and_aggregate(
 
 
 def test_group_aggregated_list_holds_zonal_and_regional_groups(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
     insert_template(emulator, project, "t", artifacts["hello"], "1.0.0")
-    health_check = insert_health_check(emulator, project)
     zonal = emulator.client(compute_v1.InstanceGroupManagersClient)
     regional = emulator.client(compute_v1.RegionInstanceGroupManagersClient)
     zonal.insert(

@@ -9,7 +9,7 @@ import requests
 from emulator_helpers import (
     Emulator,
     Load,
-    insert_health_check,
+    insert_healthy_group,
     insert_template,
     insert_zonal_group,
     wait_group_healthy,
@@ -58,15 +58,12 @@ def healthy_group(
     emulator: Emulator, project: str, name: str, artifact: str, version: str, health_check: str
 ) -> str:
     insert_template(emulator, project, name, artifact, version)
-    group = insert_zonal_group(emulator, project, name, name, 2, health_check)
-    wait_group_healthy(emulator, project, name, 2)
-    return str(group.instance_group)
+    return str(insert_healthy_group(emulator, project, name, name, 2, health_check).instance_group)
 
 
 def test_attaching_a_healthy_group_makes_the_load_balancer_serve_its_version(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     insert_template(emulator, project, "blue", artifacts["hello"], "1.0.0")
     blue = str(insert_zonal_group(emulator, project, "blue", "blue", 2, health_check).instance_group)
     insert_service(emulator, project, health_check, [])
@@ -91,9 +88,8 @@ def test_attaching_a_healthy_group_makes_the_load_balancer_serve_its_version(
 
 
 def test_a_patch_with_a_stale_fingerprint_is_refused_with_412(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     services = emulator.client(compute_v1.BackendServicesClient)
     stale = insert_service(emulator, project, health_check, []).fingerprint
     services.patch(
@@ -114,9 +110,8 @@ def test_a_patch_with_a_stale_fingerprint_is_refused_with_412(
 
 
 def test_under_load_attaching_green_then_detaching_blue_with_draining_fails_no_request(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
     insert_service(emulator, project, health_check, [blue])
     url = emulator.load_balancer_url(project, "web")
@@ -147,9 +142,8 @@ def test_under_load_attaching_green_then_detaching_blue_with_draining_fails_no_r
 
 
 def test_negative_control_deleting_blue_while_attached_fails_requests(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
     green = healthy_group(emulator, project, "green", artifacts["testapp"], "2.0.0", health_check)
     insert_service(emulator, project, health_check, [blue, green])
@@ -170,9 +164,8 @@ def test_negative_control_deleting_blue_while_attached_fails_requests(
 
 
 def test_groups_that_exit_or_fail_health_checks_never_receive_traffic(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     insert_template(emulator, project, "exits", artifacts["exits"], "6.6.6")
     insert_template(emulator, project, "unhealthy", artifacts["unhealthy"], "6.6.7")
     broken = [
@@ -202,9 +195,8 @@ def test_groups_that_exit_or_fail_health_checks_never_receive_traffic(
 
 
 def test_requests_still_in_flight_when_the_draining_timeout_ends_are_cut(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
     green = healthy_group(emulator, project, "green", artifacts["testapp"], "2.0.0", health_check)
     insert_service(emulator, project, health_check, [blue], draining=1)
@@ -220,9 +212,8 @@ def test_requests_still_in_flight_when_the_draining_timeout_ends_are_cut(
 
 
 def test_resizing_down_an_attached_group_lets_its_requests_finish(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     blue = healthy_group(emulator, project, "blue", artifacts["testapp"], "1.0.0", health_check)
     insert_service(emulator, project, health_check, [blue])
     url = emulator.load_balancer_url(project, "web")

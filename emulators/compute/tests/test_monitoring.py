@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 from compute_emulator.discovery import discovery_document, problems
-from emulator_helpers import Emulator, insert_health_check, wait_until
+from emulator_helpers import Emulator, wait_until
 from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -42,9 +42,8 @@ def _list(emulator: Emulator, project: str, **query: Any) -> dict[str, Any]:
 
 
 def test_request_counts_per_response_code_class_of_one_group_answer_the_real_client(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     green = healthy_group(emulator, project, "green", artifacts["testapp"], "2.0.0", health_check)
     other = healthy_group(emulator, project, "other", artifacts["testapp"], "1.0.0", health_check)
     insert_service(emulator, project, health_check, [green])
@@ -92,9 +91,8 @@ def test_request_counts_per_response_code_class_of_one_group_answer_the_real_cli
 
 
 def test_raw_series_carry_the_labels_of_cloud_load_balancing(
-    emulator: Emulator, project: str, artifacts: dict[str, str]
+    emulator: Emulator, project: str, health_check: str, artifacts: dict[str, str]
 ) -> None:
-    health_check = insert_health_check(emulator, project)
     insert_service(emulator, project, health_check, [])
     url = emulator.load_balancer_url(project, "web")
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)

@@ -22,7 +22,7 @@ from shared.ports import RejectedEvent
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.switch import complete_cool_down
-from tests.unit.fakes import FakeWorld, verified_caller_check
+from tests.unit.fakes import FakeWorld
 
 COMMITS = [f"{i:x}" * 40 for i in range(1, 8)]
 
@@ -335,17 +335,16 @@ def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
 def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    from shared.usecases.rollback import request_rollback
+    from tests.unit.test_pipeline_usecases import rollback_by
 
     first = go_live(world, "b1", COMMITS[0])
     go_live(world, "b2", COMMITS[1])
     world.publisher.messages.clear()
-    accepted = request_rollback(
-        world.services,
+    accepted = rollback_by(
+        world,
         app="hello",
         environment="staging",
         caller="x@example.com",
-        caller_matches=verified_caller_check("x@example.com"),
     )
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     admit_build(world.services, published.data, published.attributes, "evt-rollback")

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore
 
+from bench.count_tables import print_counts, table
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import LoadGenerator, PhaseStats, percentile
 from devstack.sample_releases import local_build_message, served_version, wait_for_version
@@ -45,7 +46,7 @@ from shared.domain.identifiers import deployment_id_for
 from shared.domain.records import Deployment
 from shared.domain.status import FINISHED
 from shared.domain.status import DeploymentStatus as S
-from shared.topology import BUILD_SUCCEEDED, WATCHDOG_TICK
+from shared.topology import WATCHDOG_TICK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COUNTING_DIR = Path(__file__).resolve().parent / "rpc_counting"
@@ -168,6 +169,10 @@ class PipelineBench:
         if deployment is None or deployment.status is not S.LIVE:
             raise RuntimeError(f"{deployment_id} ended {deployment.status if deployment else None}, not live")
         notified_at = self.notified_at(deployment_id, "live")
+        if deployment.verification is not None:
+            # The deployment's work ends with its bake window's verdict: count up to that, so none
+            # of it spills into the next deployment's figures.
+            self.notified_at(deployment_id, "verified", timeout=DEPLOY_TIMEOUT_SECONDS)
         counts = quiet_counts(self.counts_dir).minus(before)
         at = _history(deployment)
         cool_down_ends = deployment.not_before or (
@@ -246,15 +251,6 @@ class PipelineBench:
 # ---- tables --------------------------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    body = [list(row) for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value * 1000:.0f}"
 
@@ -283,37 +279,6 @@ def print_timings(timings: Sequence[DeploymentTiming], cool_down: int) -> None:
                 stats_row("overhead = (publish → live) - wait", overheads),
             ],
         )
-    )
-
-
-def print_counts(timings: Sequence[DeploymentTiming], tick: Counts) -> None:
-    say()
-    say("Firestore and Pub/Sub work per deployment (counted in the functions' processes)")
-    topics = sorted({topic for t in timings for topic in t.counts.published} | {BUILD_SUCCEEDED})
-    rows = [
-        ["Firestore document reads", *[str(t.counts.reads) for t in timings]],
-        ["Firestore document writes", *[str(t.counts.writes) for t in timings]],
-        ["Pub/Sub messages published by functions", *[str(t.counts.messages) for t in timings]],
-    ]
-    for topic in topics:
-        if topic == BUILD_SUCCEEDED:
-            rows.append(["  build-succeeded (published by CI)", *["1" for _ in timings]])
-        else:
-            rows.append([f"  {topic}", *[str(t.counts.published.get(topic, 0)) for t in timings]])
-    targets = sorted(
-        {target for t in timings for target, n in t.counts.deliveries.items() if n},
-        key=lambda name: (name.removesuffix(" retried"), name.endswith(" retried")),
-    )
-    rows.append(
-        ["Push deliveries (function invocations)", *[str(sum(t.counts.deliveries.values())) for t in timings]]
-    )
-    for target in targets:
-        label = target.replace(" retried", " answered non-2xx (redelivered)")
-        rows.append([f"  {label}", *[str(t.counts.deliveries.get(target, 0)) for t in timings]])
-    say(table(["per deployment", *[f"#{i + 1}" for i in range(len(timings))]], rows))
-    say(
-        f"One watchdog tick (not per deployment; every minute on GCP by default): {tick.reads} reads, {tick.writes} writes,"
-        f" {tick.messages} messages, {sum(tick.deliveries.values())} deliveries."
     )
 
 
@@ -440,7 +405,7 @@ def run(progress: Callable[[str], None] = say) -> None:
                 f"First deployment after the stack started (cold functions): publish → live {cold.total:.2f} s,"
                 f" overhead {cold.overhead:.2f} s."
             )
-            print_counts(timings, tick)
+            print_counts([t.counts for t in timings], tick)
             print_load(load_report.phases)
             print_rollbacks(rollbacks)
             say()

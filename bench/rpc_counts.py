@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+FIRESTORE_BUDGET = 30
+"""Document reads plus writes an ordinary staging deployment may cost, publish to notified."""
+
 QUIET_SECONDS = 1.5
 """Counts unchanged this long means the deployment's last function (notify) has finished."""
 QUIET_TIMEOUT_SECONDS = 20.0
@@ -22,6 +25,9 @@ class Counts:
     rpcs: dict[str, int] = field(default_factory=dict)
     deliveries: dict[str, int] = field(default_factory=dict)
     """`<entry point>` (acknowledged) and `<entry point> retried` (answered non-2xx) push deliveries."""
+    reads_by_step: dict[str, int] = field(default_factory=dict)
+    writes_by_step: dict[str, int] = field(default_factory=dict)
+    """Firestore reads and writes per entry point (the function whose process did them)."""
 
     def minus(self, earlier: Counts) -> Counts:
         return Counts(
@@ -30,6 +36,8 @@ class Counts:
             published={k: v - earlier.published.get(k, 0) for k, v in self.published.items()},
             rpcs={k: v - earlier.rpcs.get(k, 0) for k, v in self.rpcs.items()},
             deliveries={k: v - earlier.deliveries.get(k, 0) for k, v in self.deliveries.items()},
+            reads_by_step={k: v - earlier.reads_by_step.get(k, 0) for k, v in self.reads_by_step.items()},
+            writes_by_step={k: v - earlier.writes_by_step.get(k, 0) for k, v in self.writes_by_step.items()},
         )
 
     @property
@@ -44,8 +52,13 @@ def read_counts(directory: Path) -> Counts:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):  # a file being replaced right now: read it next time
             continue
-        total.reads += int(document.get("firestore_reads", 0))
-        total.writes += int(document.get("firestore_writes", 0))
+        reads, writes = int(document.get("firestore_reads", 0)), int(document.get("firestore_writes", 0))
+        total.reads += reads
+        total.writes += writes
+        # A restarted function is a new process with a file of its own: per step, they add up.
+        step = str(document.get("target") or "other")
+        total.reads_by_step[step] = total.reads_by_step.get(step, 0) + reads
+        total.writes_by_step[step] = total.writes_by_step.get(step, 0) + writes
         for topic, n in document.get("published", {}).items():
             total.published[topic] = total.published.get(topic, 0) + int(n)
         for method, n in document.get("rpcs", {}).items():

@@ -2,8 +2,9 @@
 
 Answers: 202 `{deployment_id, status}`; 400 malformed body (a rejection needs a reason);
 401 no or bad token; 403 not an approver of the deployment's environment, or the identity that
-requested it; 404 unknown deployment; 409 not awaiting approval (e.g. already decided,
-superseded or expired); 503 when a dependency is briefly unavailable.
+requested it; 404 unknown deployment; 409 not awaiting approval (e.g. decided otherwise,
+superseded or expired); 503 when a dependency is briefly unavailable. The same approver sending
+the same decision again gets 202 and its notification again (a safe retry).
 """
 
 from __future__ import annotations

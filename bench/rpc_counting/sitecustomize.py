@@ -2,15 +2,13 @@
 
 The benchmark starts the pipeline's functions with this directory on PYTHONPATH and
 BENCH_RPC_COUNTS_DIR set; Python imports `sitecustomize` at start-up, and this one wraps
-`grpc.insecure_channel` (what the Google client libraries use to reach the emulators) with an
-interceptor. Nothing in the pipeline's code changes. Counts follow Firestore's billing units:
-- a read is a document returned by a get, batch get or query (an empty query counts one);
-- a write is a document write in a commit or batch write (a transaction's commit that Firestore
-  aborted for contention is counted apart, as `<method> aborted`);
-- a Pub/Sub message is one message in a Publish request, per topic;
-- a delivery is one push request a function answered (2xx acknowledged, anything else makes
-  Pub/Sub redeliver), counted by wrapping the WSGI app functions-framework creates.
-Each process keeps its totals in `<dir>/<pid>.json`, rewritten after every counted call.
+`grpc.insecure_channel` (what the Google client libraries use to reach the emulators) with the
+counter of `rpc_counter.py` beside it, whose docstring says what is counted. Nothing in the
+pipeline's code changes. A delivery is one push request a function answered (2xx acknowledged,
+anything else makes Pub/Sub redeliver), counted by wrapping the WSGI app functions-framework
+creates. Each process keeps its totals in `<dir>/<pid>.json`, rewritten after every counted call,
+with the entry point it serves (`target`) once functions-framework has built its app, so the work
+can be told apart per pipeline step.
 """
 
 from __future__ import annotations
@@ -18,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 _DIRECTORY = os.environ.get("BENCH_RPC_COUNTS_DIR")
 
 if _DIRECTORY:
     import grpc
+    from rpc_counter import RpcCounts, counting_insecure_channel
 
     _lock = threading.Lock()
     _counts: dict[str, Any] = {
@@ -42,97 +41,15 @@ if _DIRECTORY:
             json.dump(_counts, handle)
         os.replace(temporary, path)
 
-    def _count(
-        method: str, reads: int = 0, writes: int = 0, topic: str | None = None, messages: int = 0
-    ) -> None:
+    def _on_rpc(counts: RpcCounts) -> None:
         with _lock:
-            _counts["rpcs"][method] = _counts["rpcs"].get(method, 0) + 1
-            _counts["firestore_reads"] += reads
-            _counts["firestore_writes"] += writes
-            if topic:
-                _counts["published"][topic] = _counts["published"].get(topic, 0) + messages
+            _counts["firestore_reads"] = counts.firestore_reads
+            _counts["firestore_writes"] = counts.firestore_writes
+            _counts["rpcs"] = dict(counts.rpcs)
+            _counts["published"] = dict(counts.published)
             _save()
 
-    def _has(message: Any, field: str) -> bool:
-        raw = getattr(message, "_pb", message)
-        try:
-            return bool(raw.HasField(field))
-        except (ValueError, AttributeError):  # not a message field: treat as absent
-            return False
-
-    class _CountingStream:
-        """Passes a streaming call through, counting each response; the call's methods still work."""
-
-        def __init__(self, call: Any, on_response: Callable[[Any], None], on_end: Callable[[], None]) -> None:
-            self._call = call
-            self._on_response = on_response
-            self._on_end = on_end
-
-        def __iter__(self) -> Iterator[Any]:
-            return self
-
-        def __next__(self) -> Any:
-            try:
-                response = next(self._call)
-            except StopIteration:
-                self._on_end()
-                raise
-            self._on_response(response)
-            return response
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._call, name)
-
-    class _Counter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            method = details.method
-            if method.endswith("/Commit") and getattr(request, "transaction", b""):
-                # A transaction's commit: Firestore answers ABORTED on contention and the client
-                # runs the transaction again, so those are counted apart (writes only if it held).
-                outcome = continuation(details, request)
-                aborted = outcome.exception() is not None and outcome.code() == grpc.StatusCode.ABORTED
-                if aborted:
-                    _count(f"{method} aborted")
-                else:
-                    _count(method, writes=len(getattr(request, "writes", [])))
-                return outcome
-            if method.endswith("/Commit") or method.endswith("/BatchWrite"):
-                _count(method, writes=len(getattr(request, "writes", [])))
-            elif method.endswith("/Publish") and "pubsub" in method:
-                topic = str(getattr(request, "topic", "")).rsplit("/", 1)[-1]
-                _count(method, topic=topic, messages=len(getattr(request, "messages", [])))
-            elif "firestore" in method or "pubsub" in method:
-                _count(method)
-            return continuation(details, request)
-
-        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-            method = details.method
-            call = continuation(details, request)
-            if method.endswith("/BatchGetDocuments"):
-                return _CountingStream(
-                    call, lambda r: _count(method, reads=1) if _has(r, "found") else None, lambda: None
-                )
-            if method.endswith("/RunQuery") or method.endswith("/RunAggregationQuery"):
-                returned = [0]
-
-                def on_response(response: Any) -> None:
-                    if _has(response, "document") or _has(response, "result"):
-                        returned[0] += 1
-                        _count(method, reads=1)
-
-                def on_end() -> None:
-                    if returned[0] == 0:
-                        _count(method, reads=1)  # an empty query is billed one read
-
-                return _CountingStream(call, on_response, on_end)
-            return call
-
-    _original_insecure_channel = grpc.insecure_channel
-
-    def _counting_insecure_channel(target: str, *args: Any, **kwargs: Any) -> Any:
-        return grpc.intercept_channel(_original_insecure_channel(target, *args, **kwargs), _Counter())
-
-    grpc.insecure_channel = _counting_insecure_channel
+    grpc.insecure_channel = counting_insecure_channel(grpc.insecure_channel, RpcCounts(on_change=_on_rpc))
 
     # ---- push deliveries: wrap the app functions-framework builds, once it is imported ------
 
@@ -166,6 +83,9 @@ if _DIRECTORY:
             app = original_create_app(target, *args, **kwargs)
             name = target or os.environ.get("FUNCTION_TARGET", "function")
             app.wsgi_app = _counting_wsgi(app.wsgi_app, name)
+            with _lock:
+                _counts["target"] = name
+                _save()
             return app
 
         module.create_app = create_app

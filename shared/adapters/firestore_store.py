@@ -44,6 +44,11 @@ T = TypeVar("T")
 
 TRANSACTION_ATTEMPTS = 10
 
+COMMITS_INDEXED = "commits_indexed"
+"""apps/{app}: true once every release of the app has its `release_commits` document (an app
+whose first release was recorded by this version), so admitting a new commit needs no query of
+`releases` for ones recorded before that index existed. Absent or false: the query still runs."""
+
 _RETRYABLE = (
     google_exceptions.Aborted,
     google_exceptions.DeadlineExceeded,
@@ -103,6 +108,8 @@ class _Transaction:
         self._transaction = transaction
         self._writes: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._highest: dict[str, str | None] = {}
+        self._apps: dict[str, Mapping[str, Any]] = {}
+        self._indexed: dict[str, bool] = {}
 
     def _get(self, ref: Any) -> Mapping[str, Any] | None:
         snapshot = next(iter(self._transaction.get(ref)), None)
@@ -128,6 +135,8 @@ class _Transaction:
         index = self._get(self._store.release_commits.document(release_commit_key(app, commit)))
         if index is not None and index.get("version"):
             return self.release(app, str(index["version"]))
+        if self._app(app).get(COMMITS_INDEXED) is True:
+            return None  # every release of the app has its index document: this commit is new
         # Releases recorded before the index existed; immutable once written, so a read outside
         # the transaction is as good as one inside it, and locks nothing.
         query = self._store.query(queries.RELEASE_BY_COMMIT, app=app, commit=commit).limit(1)
@@ -135,13 +144,20 @@ class _Transaction:
             return release_from_document(snapshot.to_dict() or {})
         return None
 
+    def _app(self, app: str) -> Mapping[str, Any]:
+        """apps/{app}, read once per transaction attempt ({} when it does not exist). Reading it in
+        the transaction, existing or not, makes two builds that both bump from it conflict, so
+        one re-runs and bumps from the other's version."""
+        if app not in self._apps:
+            self._apps[app] = self._get(self._store.apps.document(app)) or {}
+        return self._apps[app]
+
     def highest_version(self, app: str) -> str | None:
         if app not in self._highest:
-            # Reading apps/{app} in the transaction, existing or not, makes two builds that
-            # both bump from it conflict, so one re-runs and bumps from the other's version.
-            doc = self._get(self._store.apps.document(app))
-            if doc is not None and doc.get("highest_version"):
+            doc = self._app(app)
+            if doc.get("highest_version"):
                 self._highest[app] = doc["highest_version"]
+                self._indexed[app] = doc.get(COMMITS_INDEXED) is True
             else:
                 # Releases recorded before apps/{app} held the field (or before it existed):
                 # derive it from them this once; the release this transaction creates writes it.
@@ -149,6 +165,8 @@ class _Transaction:
                 # what makes concurrent bumps conflict), so it locks no range of `releases`.
                 query = self._store.query(queries.RELEASES_OF_APP, app=app).select(["version"])
                 self._highest[app] = highest_version(s.get("version") for s in query.stream())
+                # An app with no release at all starts with every release indexed by commit.
+                self._indexed[app] = not doc and self._highest[app] is None
         return self._highest[app]
 
     def put_deployment(self, deployment: Deployment) -> None:
@@ -174,7 +192,12 @@ class _Transaction:
         app_ref = self._store.apps.document(release.app)
         self._writes[app_ref.path] = (
             app_ref,
-            {"app": release.app, "highest_version": highest, "updated_at": release.created_at},
+            {
+                "app": release.app,
+                "highest_version": highest,
+                COMMITS_INDEXED: self._indexed.get(release.app, False),
+                "updated_at": release.created_at,
+            },
         )
 
     def commit_writes(self) -> None:

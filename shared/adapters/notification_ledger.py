@@ -9,7 +9,9 @@ An auditor reads there which channel got which outcome and when.
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,18 +58,34 @@ class FirestoreNotificationLedger:
     racing delivery that wrote first makes the write fail, and the decision is taken again on
     what it wrote. This is Firestore's optimistic form of a single-document transaction: it takes
     no locks, so many deliveries racing on one message do not abort each other into a retry storm.
+
+    A delivery changes its record several times in a row (claim, mark delivered, the next
+    channel...). After each write the ledger remembers the record as it wrote it, with the
+    update time Firestore gave it, and decides the next change on that instead of reading it
+    again: the precondition is the same, so if anyone else wrote in between, the write fails
+    and the record is read as usual.
     """
+
+    KNOWN_RECORDS = 64
+    """Records remembered after our own writes (the deliveries this instance serves at once)."""
 
     def __init__(self, client: firestore.Client, clock: Any = None, sleep: Any = time.sleep) -> None:
         self._client = client
         self._now = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
+        self._known: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+        self._known_lock = threading.Lock()
 
     def _ref(self, dedupe_key: str) -> firestore.DocumentReference:
         return self._client.collection(LEDGER_COLLECTION).document(ledger_document_id(dedupe_key))
 
     def claim(
-        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
+        self,
+        notification: Notification,
+        channel_id: str,
+        owner: str,
+        lease_seconds: float,
+        delivered: str | None = None,
     ) -> ClaimOutcome:
         def decide(channel: dict[str, Any], now: datetime) -> _Decision:
             state = channel.get("state")
@@ -99,24 +117,20 @@ class FirestoreNotificationLedger:
                 "created_at": now,
             }
 
-        outcome = self._compare_and_set(notification.dedupe_key, channel_id, decide, summary)
+        if delivered == channel_id:
+            raise ValueError(f"{channel_id}: cannot be claimed and marked delivered at once")
+        decisions: dict[str, Callable[[dict[str, Any], datetime], _Decision]] = {channel_id: decide}
+        if delivered is not None:
+            decisions[delivered] = _delivered_by(owner)
+        outcome = self._compare_and_set(notification.dedupe_key, decisions, summary)[channel_id]
         assert outcome is not None
         return outcome
 
     def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
-        def decide(channel: dict[str, Any], now: datetime) -> _Decision:
-            if channel.get("state") == "delivered":
-                return None, None  # Already recorded (by us or a delivery that took over).
-            return None, {
-                **channel,
-                "state": "delivered",
-                "delivered_at": now,
-                "owner": owner,
-                "lease_until": None,
-            }
-
         self._compare_and_set(
-            dedupe_key, channel_id, decide, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
+            dedupe_key,
+            {channel_id: _delivered_by(owner)},
+            lambda now: {"dedupe_key": dedupe_key, "created_at": now},
         )
 
     def release(self, dedupe_key: str, channel_id: str, owner: str, error: str) -> None:
@@ -150,7 +164,7 @@ class FirestoreNotificationLedger:
             return None, settled
 
         self._compare_and_set(
-            dedupe_key, channel_id, decide, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
+            dedupe_key, {channel_id: decide}, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
         )
 
     def _read(self, ref: firestore.DocumentReference) -> firestore.DocumentSnapshot:
@@ -159,36 +173,88 @@ class FirestoreNotificationLedger:
         except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
             raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
 
+    def _current(self, ref: firestore.DocumentReference) -> tuple[dict[str, Any] | None, Any]:
+        """The record and its update time: as we last wrote it if we remember that, else read.
+        None for a record that does not exist."""
+        with self._known_lock:
+            known = self._known.get(ref.id)
+        if known is not None:
+            return known
+        snapshot = self._read(ref)
+        return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time
+
+    def _remember(
+        self, ref: firestore.DocumentReference, document: dict[str, Any] | None, update_time: Any
+    ) -> None:
+        with self._known_lock:
+            if document is None:
+                self._known.pop(ref.id, None)
+                return
+            self._known[ref.id] = (document, update_time)
+            self._known.move_to_end(ref.id)
+            while len(self._known) > self.KNOWN_RECORDS:
+                self._known.popitem(last=False)
+
     def _compare_and_set(
         self,
         dedupe_key: str,
-        channel_id: str,
-        decide: Callable[[dict[str, Any], datetime], _Decision],
+        decisions: Mapping[str, Callable[[dict[str, Any], datetime], _Decision]],
         new_document: Callable[[datetime], dict[str, Any]],
-    ) -> ClaimOutcome | None:
+    ) -> dict[str, ClaimOutcome | None]:
+        """Apply each channel's decision to the record in one atomic change; each one's outcome."""
         ref = self._ref(dedupe_key)
-        channel_path = FieldPath("channels", channel_id).to_api_repr()
         for attempt in range(COMPARE_AND_SET_ATTEMPTS):
-            snapshot = self._read(ref)
-            document = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            document, update_time = self._current(ref)
+            channels = dict((document or {}).get("channels") or {})
             now = self._now()
-            outcome, channel = decide(dict((document.get("channels") or {}).get(channel_id) or {}), now)
-            if channel is None:
-                return outcome
+            outcomes: dict[str, ClaimOutcome | None] = {}
+            changes: dict[str, dict[str, Any]] = {}
+            for channel_id, decide in decisions.items():
+                outcomes[channel_id], changed = decide(dict(channels.get(channel_id) or {}), now)
+                if changed is not None:
+                    changes[channel_id] = changed
+            if not changes:
+                return outcomes
             try:
-                if snapshot.exists:
-                    ref.update(
-                        {channel_path: channel, "updated_at": now},
-                        option=self._client.write_option(last_update_time=snapshot.update_time),
+                if document is not None:
+                    result = ref.update(
+                        {
+                            **{FieldPath("channels", c).to_api_repr(): state for c, state in changes.items()},
+                            "updated_at": now,
+                        },
+                        option=self._client.write_option(last_update_time=update_time),
                     )
+                    written = {**document, "channels": {**channels, **changes}, "updated_at": now}
                 else:
-                    ref.create({**new_document(now), "channels": {channel_id: channel}, "updated_at": now})
-                return outcome
+                    written = {**new_document(now), "channels": changes, "updated_at": now}
+                    result = ref.create(written)
+                self._remember(ref, written, result.update_time)
+                return outcomes
             except (api_exceptions.FailedPrecondition, api_exceptions.Conflict):
-                # Transient: another delivery wrote the record after we read it; decide again.
+                # Transient: another delivery wrote the record after we read it; decide again on
+                # what it wrote.
+                self._remember(ref, None, None)
                 self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
             except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
+                self._remember(ref, None, None)
                 raise StoreUnavailable(f"cannot write {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
         raise LedgerContentionError(
             f"{LEDGER_COLLECTION}/{ref.id}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"
         )
+
+
+def _delivered_by(owner: str) -> Callable[[dict[str, Any], datetime], _Decision]:
+    """The decision that records a channel as delivered by `owner` (nothing if it is already)."""
+
+    def decide(channel: dict[str, Any], now: datetime) -> _Decision:
+        if channel.get("state") == "delivered":
+            return None, None  # Already recorded (by us or a delivery that took over).
+        return None, {
+            **channel,
+            "state": "delivered",
+            "delivered_at": now,
+            "owner": owner,
+            "lease_until": None,
+        }
+
+    return decide

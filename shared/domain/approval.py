@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.domain.records import Deployment
+from shared.domain.records import Approval, Deployment
 from shared.domain.refusal import RequestRefused
 from shared.domain.status import DeploymentStatus
 
@@ -39,6 +39,11 @@ class NotAnApprover(ApprovalRefused):
 
 class NotAwaitingApproval(ApprovalRefused):
     http_status = 409
+
+
+class AlreadyDecided(NotAwaitingApproval):
+    """409 like any decision on a deployment no longer waiting (CONTRACT §4c), for the caller's
+    own decision repeated: a retry. Nothing changes; the decision has been announced again."""
 
 
 def same_identity(left: str | None, right: str | None) -> bool:
@@ -82,6 +87,39 @@ def check_approver(caller: str, deployment: Deployment, approvers: Iterable[str]
 def check_awaiting(deployment: Deployment) -> None:
     if deployment.status is not DeploymentStatus.AWAITING_APPROVAL:
         raise NotAwaitingApproval(f"{deployment.deployment_id} is {deployment.status}, not awaiting approval")
+
+
+def recorded_decision(deployment: Deployment, caller: str, decision: Decision) -> Approval | None:
+    """The caller's own decision, already taken, when `decision` repeats it: a retry of the same
+    request (perhaps after a crash between its commit and its announcement). None otherwise, and
+    always while the deployment still waits (then the decision is simply taken).
+
+    >>> from datetime import timezone
+    >>> at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> d = Deployment.queued(deployment_id="d", app="a", environment="production", version="1.0.0",
+    ...     commit="c" * 40, build_id="b", artifact="gs://b/a.tar.gz", event={}, at=at,
+    ...     awaiting_approval=True)
+    >>> recorded_decision(d, "bo@example.com", Decision.APPROVE) is None
+    True
+    >>> approved = d.with_approval(Approval("bo@example.com", "approve", at, "ok")).advance(
+    ...     DeploymentStatus.QUEUED, at, "approved by bo@example.com")
+    >>> recorded_decision(approved, "BO@example.com", Decision.APPROVE).reason
+    'ok'
+    >>> recorded_decision(approved, "bo@example.com", Decision.REJECT) is None
+    True
+    >>> recorded_decision(approved, "cy@example.com", Decision.APPROVE) is None
+    True
+    """
+    if deployment.status is DeploymentStatus.AWAITING_APPROVAL:
+        return None
+    return next(
+        (
+            approval
+            for approval in reversed(deployment.approvals)
+            if same_identity(caller, approval.by) and approval.decision == str(decision)
+        ),
+        None,
+    )
 
 
 def approval_expires_at(deployment: Deployment, timeout_seconds: int) -> datetime:

@@ -57,8 +57,16 @@ class NotificationLedger(Protocol):
     """Which channels already have the message for a dedupe key. Each method is one atomic change."""
 
     def claim(
-        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
-    ) -> ClaimOutcome: ...
+        self,
+        notification: Notification,
+        channel_id: str,
+        owner: str,
+        lease_seconds: float,
+        delivered: str | None = None,
+    ) -> ClaimOutcome:
+        """Claim `channel_id` for `owner`; with `delivered`, also record that channel (which
+        `owner` has just sent to) as delivered, in the same atomic change."""
+        ...
 
     def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None: ...
 
@@ -141,9 +149,14 @@ def deliver(
     """Send to each channel that does not have the message yet; raise if any is still missing it."""
     owner = owner or uuid.uuid4().hex
     report = DeliveryReport()
+    # A channel just sent to is recorded delivered together with the next channel's claim, which
+    # is written before anything else is sent: one change of the ledger instead of two, and the
+    # window in which a crash makes a redelivery send it again is no wider.
+    sent_unrecorded: str | None = None
     for sender in senders:
         channel = sender.channel_id
-        outcome = ledger.claim(notification, channel, owner, CLAIM_LEASE_SECONDS)
+        outcome = ledger.claim(notification, channel, owner, CLAIM_LEASE_SECONDS, delivered=sent_unrecorded)
+        sent_unrecorded = None
         if outcome is ClaimOutcome.ALREADY_DELIVERED:
             report.already_delivered.append(channel)
             continue
@@ -153,9 +166,12 @@ def deliver(
         if outcome is ClaimOutcome.HELD_ELSEWHERE:
             report.held_elsewhere.append(channel)
             continue
-        _send_with_retries(
+        if _send_with_retries(
             notification, sender, ledger, owner, report, quick_attempts, first_backoff_seconds, sleep
-        )
+        ):
+            sent_unrecorded = channel
+    if sent_unrecorded is not None:
+        ledger.mark_delivered(notification.dedupe_key, sent_unrecorded, owner)
     fields = {"channels": {key: value for key, value in vars(report).items() if value}}
     if not report.complete:
         log.warning("notification not yet delivered everywhere", extra={"fields": fields})
@@ -173,7 +189,8 @@ def _send_with_retries(
     quick_attempts: int,
     first_backoff_seconds: float,
     sleep: Callable[[float], None],
-) -> None:
+) -> bool:
+    """Send to one claimed channel; True when it took the message (the caller records that)."""
     channel = sender.channel_id
     last_error = "no attempt made"
     for attempt in range(1, quick_attempts + 1):
@@ -186,7 +203,7 @@ def _send_with_retries(
             )
             ledger.give_up(notification.dedupe_key, channel, owner, str(exc))
             report.given_up.append(channel)
-            return
+            return False
         except TransientDeliveryError as exc:  # transient: retry quickly, then leave it to Pub/Sub
             last_error = str(exc)
             log.warning(
@@ -196,8 +213,8 @@ def _send_with_retries(
             if attempt < quick_attempts:
                 sleep(first_backoff_seconds * 2 ** (attempt - 1))
             continue
-        ledger.mark_delivered(notification.dedupe_key, channel, owner)
         report.delivered.append(channel)
-        return
+        return True
     ledger.release(notification.dedupe_key, channel, owner, last_error)
     report.failed.append(channel)
+    return False

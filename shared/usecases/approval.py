@@ -2,8 +2,11 @@
 
 Approve: the decision is recorded, the deployment goes `queued` and joins the environment's
 queue like any other (it takes the lock if it is free; newest wins). Reject: recorded, and the
-deployment is `cancelled`. One transaction each, checking the status first, so a repeated or
-racing decision changes nothing twice: the loser gets 409.
+deployment is `cancelled`. One transaction each, checking the status first, so a racing
+decision changes nothing twice: the loser gets 409. The same approver repeating the same decision
+(a retry after a timeout, or after a crash between the commit and the announcement) changes
+nothing either and gets 409 like any call on a deployment no longer waiting (CONTRACT §4c), but
+the decision is announced again first, so a crash can never leave it unsaid.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from dataclasses import dataclass, replace
 
 from shared import topology
 from shared.domain.approval import (
+    AlreadyDecided,
     Decision,
     UnknownDeployment,
     check_approver,
     check_awaiting,
+    recorded_decision,
 )
 from shared.domain.identity import CallerCheck
 from shared.domain.notify_message import NotifyRequest
@@ -24,6 +29,7 @@ from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
 from shared.ports import Transaction
 from shared.usecases.admit_build import join_queue
+from shared.usecases.notify import facts_of
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
 log = get_logger("approval")
@@ -39,6 +45,8 @@ class DecisionTaken:
 class _Outcome:
     deployment: Deployment
     superseded: tuple[Deployment, ...] = ()
+    repeated: bool = False
+    """The caller's same decision was already recorded: nothing changed this time."""
 
 
 def decide(
@@ -57,6 +65,9 @@ def decide(
     if deployment is None or env is None:
         raise UnknownDeployment(f"no deployment {deployment_id} in a configured environment")
     check_approver(caller, deployment, env.approvers, caller_matches(env.approvers))
+    if recorded_decision(deployment, caller, decision) is not None:
+        _announce(services, _Outcome(deployment, repeated=True), decision)
+        raise _already_decided(deployment, caller, decision)
     check_awaiting(deployment)
     now = services.clock.now()
     approval = Approval(by=caller, decision=str(decision), at=now, reason=reason)
@@ -65,6 +76,8 @@ def decide(
         current = tx.deployment(deployment_id)
         if current is None:
             raise UnknownDeployment(f"no deployment {deployment_id}")
+        if recorded_decision(current, caller, decision) is not None:
+            return _Outcome(current, repeated=True)  # a racing copy of this request won
         check_awaiting(current)  # again, inside the transaction: a racing decision may have won
         state = tx.environment(current.app, current.environment) or EnvironmentState(
             current.app, current.environment
@@ -94,9 +107,28 @@ def decide(
         return _Outcome(approved, tuple(superseded))
 
     outcome = services.store.atomically(work)
+    taken = _announce(services, outcome, decision)
+    if outcome.repeated:
+        raise _already_decided(outcome.deployment, caller, decision)
+    log.info("%s by %s", decision, caller, extra={"fields": {"status": str(outcome.deployment.status)}})
+    return taken
+
+
+def _already_decided(deployment: Deployment, caller: str, decision: Decision) -> AlreadyDecided:
+    log.info("%s by %s repeated; announced again", decision, caller)
+    return AlreadyDecided(
+        f"{deployment.deployment_id} is {deployment.status}: {caller} already took this decision "
+        "(announced again)"
+    )
+
+
+def _announce(services: Services, outcome: _Outcome, decision: Decision) -> DecisionTaken:
+    """Announce a decision recorded just now, or again for a repeated request: the first one may
+    have crashed after its commit and before these publishes. Notifications are deduplicated per
+    (deployment, status) downstream and the first step is idempotent, so announcing twice is safe."""
     decided = outcome.deployment
-    log.info("%s by %s", decision, caller, extra={"fields": {"status": str(decided.status)}})
     if decision is Decision.APPROVE:
+        approval = next(a for a in reversed(decided.approvals) if a.decision == str(Decision.APPROVE))
         publish_notify(
             services,
             NotifyRequest.for_deployment(
@@ -105,10 +137,11 @@ def decide(
                 deployment_id=decided.deployment_id,
                 version=decided.version,
                 status="approved",
-                detail=f"approved by {caller}" + (f": {reason}" if reason else ""),
+                detail=f"approved by {approval.by}" + (f": {approval.reason}" if approval.reason else ""),
+                facts=facts_of(decided, "approved", services.clock.now()),
             ),
         )
-    else:
+    elif decided.status is DeploymentStatus.CANCELLED:
         notify_status(services, decided)
     for cancelled in outcome.superseded:
         notify_status(services, cancelled)

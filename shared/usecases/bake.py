@@ -20,8 +20,8 @@ the rollback deployment's id derives from the bad deployment's, so there is neve
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from shared import topology
 from shared.config import EnvironmentConfig
@@ -34,6 +34,7 @@ from shared.domain.retention import is_adoptable
 from shared.domain.status import DeploymentStatus
 from shared.domain.verification import (
     AUTOMATIC_ROLLBACK_ACTOR,
+    BakeVerdict,
     Measurement,
     Verification,
     VerificationState,
@@ -42,6 +43,7 @@ from shared.domain.verification import (
 from shared.logging import get_logger
 from shared.ports import MetricsUnavailable, Transaction
 from shared.usecases.lifecycle import hand_over_lock, start_next
+from shared.usecases.notify import facts_of
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import switch_traffic
 
@@ -53,7 +55,33 @@ def automatic_rollback_id(bad: Deployment) -> str:
     return deployment_id_for(bad.app, bad.environment, f"auto-rollback-{bad.deployment_id}")
 
 
+@dataclass(frozen=True)
+class _HintedVerdict:
+    """A verdict reached on the message's hints, before any record was read."""
+
+    env: EnvironmentConfig
+    group: str
+    went_live_at: datetime
+    measured: Measurement
+    verdict: BakeVerdict
+    now: datetime
+
+
 def check_bake(services: Services, message: StepMessage) -> Deployment | None:
+    hinted = _judge_on_hints(services, message)
+    if hinted is not None:
+        recorded = _record_pass(
+            services,
+            hinted.env,
+            message.deployment_id,
+            hinted.verdict,
+            hinted.measured,
+            hinted.now,
+            hints=(hinted.group, hinted.went_live_at),
+        )
+        if recorded is not None:
+            return _after_pass(services, *recorded)
+        # Not this record's window any more (or the hints were not its own): the record decides.
     deployment = services.store.get_deployment(message.deployment_id)
     if deployment is None:
         log.error("no such deployment; dropping the message")
@@ -73,22 +101,56 @@ def check_bake(services: Services, message: StepMessage) -> Deployment | None:
         return _resume_rollback(services, env, deployment)
 
     now = services.clock.now()
-    measured = _measure(services, env, deployment, now)
+    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
+    measured = _measure(services, env, group, deployment.went_live_at or now, now)
     verdict = judge_bake(env.bake_rules, measured)
     if verdict.state is VerificationState.PENDING:
         raise NotReadyYet(f"{verdict.detail}; window ends {verification.ends_at.isoformat()}")
-    concluded = verification.concluded(verdict.state, verdict.detail, now, measured)
     if verdict.state is VerificationState.PASSED:
-        return _pass(services, env, deployment, concluded, now)
+        recorded = _record_pass(services, env, deployment.deployment_id, verdict, measured, now)
+        if recorded is None:
+            latest = services.store.get_deployment(deployment.deployment_id)
+            if (
+                latest is not None
+                and latest.verification
+                and latest.verification.state is VerificationState.PASSED
+            ):
+                _announce_passed(services, latest)
+            return latest
+        return _after_pass(services, *recorded)
     log.warning("bake window failed: %s", verdict.detail)
+    concluded = verification.concluded(verdict.state, verdict.detail, now, measured)
     return _roll_back(services, env, deployment, concluded, now)
 
 
+def _judge_on_hints(services: Services, message: StepMessage) -> _HintedVerdict | None:
+    """Judge the bake window from the message's hints (green's group, when it went live), reading
+    no record: raise `NotReadyYet` while it is pending, which is what nearly every poll finds.
+
+    Returns a pass for the caller to record (its transaction checks the hints against the
+    record), or None when the record must decide: no or implausible hints, or a breach, which
+    is judged again on the record before anything is rolled back.
+    """
+    group, went_live_at = message.instance_group, message.went_live_at
+    env = services.config.environment(message.app, message.environment)
+    if group is None or went_live_at is None or env is None or env.bake_seconds <= 0:
+        return None
+    now = services.clock.now()
+    if went_live_at > now:
+        return None  # not a copy of a record: nothing goes live in the future
+    measured = _measure(services, env, group, went_live_at, now)
+    verdict = judge_bake(env.bake_rules, measured)
+    if verdict.state is VerificationState.PENDING:
+        ends_at = went_live_at + timedelta(seconds=env.bake_seconds)
+        raise NotReadyYet(f"{verdict.detail}; window ends {ends_at.isoformat()}")
+    if verdict.state is VerificationState.PASSED:
+        return _HintedVerdict(env, group, went_live_at, measured, verdict, now)
+    return None
+
+
 def _measure(
-    services: Services, env: EnvironmentConfig, deployment: Deployment, now: datetime
+    services: Services, env: EnvironmentConfig, group: str, started: datetime, now: datetime
 ) -> Measurement:
-    group = deployment.instance_group or instance_group_name(deployment.deployment_id)
-    started = deployment.went_live_at or now
     elapsed = (now - started).total_seconds()
     healthy = services.compute.serving_healthy(env, group)
     health_detail = "" if healthy else f"not every instance of {group} is healthy"
@@ -102,13 +164,26 @@ def _measure(
     return Measurement(elapsed, healthy, health_detail, sample.requests, sample.server_errors)
 
 
-def _pass(
-    services: Services, env: EnvironmentConfig, deployment: Deployment, concluded: Verification, now: datetime
-) -> Deployment | None:
+def _record_pass(
+    services: Services,
+    env: EnvironmentConfig,
+    deployment_id: str,
+    verdict: BakeVerdict,
+    measured: Measurement,
+    now: datetime,
+    *,
+    hints: tuple[str, datetime] | None = None,
+) -> tuple[Deployment, Deployment | None] | None:
+    """Record the pass and hand the lock on, if the deployment is still baking (and, for a verdict
+    reached on hints, the hints are its group and go-live time). None when it is not."""
+
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
-        current = tx.deployment(deployment.deployment_id)
-        if current is None or not current.baking:
+        current = tx.deployment(deployment_id)
+        if current is None or not current.baking or current.verification is None:
             return None
+        if hints is not None and hints != (current.instance_group, current.went_live_at):
+            return None
+        concluded = current.verification.concluded(verdict.state, verdict.detail, now, measured)
         passed = current.with_changes(now, verification=concluded)
         state = tx.environment(current.app, current.environment)
         next_deployment = None
@@ -121,18 +196,11 @@ def _pass(
         tx.put_deployment(passed)
         return passed, next_deployment
 
-    result = services.store.atomically(work)
-    if result is None:
-        latest = services.store.get_deployment(deployment.deployment_id)
-        if (
-            latest is not None
-            and latest.verification
-            and latest.verification.state is VerificationState.PASSED
-        ):
-            _announce_passed(services, latest)
-        return latest
-    passed, next_deployment = result
-    log.info("bake window passed: %s", concluded.detail)
+    return services.store.atomically(work)
+
+
+def _after_pass(services: Services, passed: Deployment, next_deployment: Deployment | None) -> Deployment:
+    log.info("bake window passed: %s", passed.verification.detail if passed.verification else "")
     _announce_passed(services, passed)
     start_next(services, next_deployment)
     return passed
@@ -151,6 +219,7 @@ def _announce_passed(services: Services, deployment: Deployment) -> None:
             dedupe_key=f"{deployment.deployment_id}:verified",
             deployment_id=deployment.deployment_id,
             version=deployment.version,
+            facts=facts_of(deployment, "verified", services.clock.now()),
         ),
     )
 

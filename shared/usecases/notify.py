@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.config import PipelineConfig
-from shared.domain.notify_message import NotifyRequest
+from shared.domain.notify_message import DeploymentFacts, NotifyRequest
 from shared.domain.records import Deployment
 from shared.logging import get_logger
 from shared.notifications.delivery import (
@@ -75,7 +75,8 @@ def notify_team(services: NotifyServices, request: NotifyRequest) -> DeliveryRep
 
 
 def notification_for(services: NotifyServices, request: NotifyRequest) -> Notification:
-    """The notify event, with the environment's URL and, for a deployment, the facts of its records."""
+    """The notify event, with the environment's URL and, for a deployment, the facts of its records:
+    as the publishing step sent them, or else read from the deployment record here."""
     environment = (
         services.config.environment(request.app, request.environment)
         if request.app and request.environment
@@ -94,25 +95,45 @@ def notification_for(services: NotifyServices, request: NotifyRequest) -> Notifi
     )
     if request.kind != "deployment" or not request.deployment_id:
         return base
+    if request.facts is not None:
+        return _with_facts(services, base, request.facts)
     deployment = services.store.get_deployment(request.deployment_id)
     if deployment is None:
         # Transient-looking but not worth a retry loop: announce with what the event carries.
         log.warning("deployment record not found; notifying without enrichment")
         return base
-    version = request.version or deployment.version or None
-    changelog = deployment.commit_messages
-    app = base.app or deployment.app
-    if not changelog and app and version:
-        release = services.store.get_release(app, version)
+    base = dataclasses.replace(
+        base,
+        app=base.app or deployment.app,
+        environment=base.environment or deployment.environment,
+        version=request.version or deployment.version or None,
+    )
+    return _with_facts(services, base, facts_of(deployment, request.status, services.clock.now()))
+
+
+def _with_facts(services: NotifyServices, base: Notification, facts: DeploymentFacts) -> Notification:
+    changelog = facts.changelog
+    if not changelog and base.app and base.version:
+        release = services.store.get_release(base.app, base.version)
         changelog = release.commit_messages if release else ()
     return dataclasses.replace(
         base,
-        app=app,
-        environment=base.environment or deployment.environment,
-        version=version,
-        commit=deployment.commit or None,
+        commit=facts.commit or None,
         changelog=tuple(message for message in changelog if message),
-        duration_seconds=duration_until(deployment, request.status, services.clock.now()),
+        duration_seconds=facts.duration_seconds,
+        build_url=facts.build_url or None,
+        triggered_by=facts.triggered_by or None,
+        requested_by=facts.requested_by or None,
+        rollback_of=facts.rollback_of or None,
+    )
+
+
+def facts_of(deployment: Deployment, status: str, now: datetime) -> DeploymentFacts:
+    """What a notification about `deployment` reaching `status` shows, from its record."""
+    return DeploymentFacts(
+        commit=deployment.commit or None,
+        changelog=tuple(deployment.commit_messages),
+        duration_seconds=duration_until(deployment, status, now),
         build_url=deployment.build_url or None,
         triggered_by=deployment.triggered_by or None,
         requested_by=deployment.requested_by or None,

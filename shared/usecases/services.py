@@ -9,8 +9,10 @@ from shared.config import EnvironmentConfig, PipelineConfig
 from shared.domain.messages import StepMessage
 from shared.domain.notify_message import DEDUPE_KEY_ATTRIBUTE, NotifyRequest
 from shared.domain.records import Deployment
+from shared.domain.status import DeploymentStatus
 from shared.logging import get_logger
 from shared.ports import Clock, Compute, Metrics, PermanentError, Publisher, SmokeProbe, Store
+from shared.usecases.notify import facts_of
 
 log = get_logger("usecases")
 
@@ -47,8 +49,17 @@ class Services:
 
 
 def publish_step(services: Services, topic: str, deployment: Deployment) -> None:
+    # The hints are the record's own fields as this step committed or read them: a later poll
+    # uses them only to see that it must wait, and acts only on the record (domain/messages.py).
     message = StepMessage(
-        deployment_id=deployment.deployment_id, app=deployment.app, environment=deployment.environment
+        deployment_id=deployment.deployment_id,
+        app=deployment.app,
+        environment=deployment.environment,
+        instance_group=deployment.instance_group,
+        cool_down_ends_at=deployment.not_before
+        if deployment.status is DeploymentStatus.COOLING_DOWN
+        else None,
+        went_live_at=deployment.went_live_at if deployment.baking else None,
     )
     data, attributes = message.to_message()
     message_id = services.publisher.publish(topic, data, attributes)
@@ -77,6 +88,7 @@ def publish_notify(services: Services, request: NotifyRequest) -> None:
 
 def notify_status(services: Services, deployment: Deployment, detail: str = "") -> None:
     """Announce the deployment's current status; on_notify sends it once per (deployment, status)."""
+    status = str(deployment.status)
     publish_notify(
         services,
         NotifyRequest.for_deployment(
@@ -84,7 +96,8 @@ def notify_status(services: Services, deployment: Deployment, detail: str = "") 
             environment=deployment.environment,
             deployment_id=deployment.deployment_id,
             version=deployment.version,
-            status=str(deployment.status),
+            status=status,
             detail=detail or (deployment.history[-1].detail if deployment.history else ""),
+            facts=facts_of(deployment, status, services.clock.now()),
         ),
     )

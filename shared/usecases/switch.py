@@ -30,6 +30,7 @@ log = get_logger("switch")
 
 def complete_cool_down(services: Services, message: StepMessage) -> Deployment | None:
     """Raise `NotReadyYet` until green may take traffic; then switch, retire blue, free the lock."""
+    _wait_on_hints(services, message)
     deployment = services.store.get_deployment(message.deployment_id)
     if deployment is None:
         log.error("no such deployment; dropping the message")
@@ -76,6 +77,30 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         if deployment.status is not DeploymentStatus.SWITCHING:
             return deployment
     return switch_traffic(services, env, deployment, group)
+
+
+def _wait_on_hints(services: Services, message: StepMessage) -> None:
+    """Raise `NotReadyYet`, reading no record, while the message's hints show the cool-down still
+    running and green starting normally: most polls only find that, and a record read each would
+    cost more than the rest of the deployment. Otherwise return, and the step reads the record.
+
+    The hints only ever make a poll wait, never act. A cool-down end further away than this
+    environment's cool-down cannot be a genuine copy of the record, so it is not believed; a
+    group that cannot start or is gone is for the record to judge at once (fail, or nothing to do).
+    """
+    ends_at, group = message.cool_down_ends_at, message.instance_group
+    env = services.config.environment(message.app, message.environment)
+    if ends_at is None or group is None or env is None:
+        return
+    now = services.clock.now()
+    if not 0 < (ends_at - now).total_seconds() <= env.cool_down_seconds:
+        return
+    health = services.compute.group_health(env, group)
+    if health.errors or not health.exists:
+        return
+    raise NotReadyYet(
+        f"cool-down ends at {ends_at.isoformat()} ({health.healthy}/{health.target_size} healthy)"
+    )
 
 
 def _adopted(deployment: Deployment) -> bool:

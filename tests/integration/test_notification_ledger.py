@@ -130,3 +130,36 @@ def test_keys_with_slashes_get_a_valid_document_id(ledger: FirestoreNotification
         firestore.Client().collection("notifications").document(ledger_document_id(odd.dedupe_key)).get()
     )
     assert snapshot.to_dict()["dedupe_key"] == odd.dedupe_key  # type: ignore[index]
+
+
+def test_a_ledger_deciding_on_the_record_it_last_wrote_still_sees_another_deliverys_write(
+    ledger: FirestoreNotificationLedger, clock: Clock
+) -> None:
+    other = FirestoreNotificationLedger(firestore.Client(), clock=clock)
+    assert ledger.claim(FAILED, "slack_URL", "a", 60) is ClaimOutcome.CLAIMED
+    assert other.claim(FAILED, "chat_URL", "b", 60) is ClaimOutcome.CLAIMED
+
+    # `ledger` remembers the record from before b's claim: its precondition fails, it reads again.
+    assert ledger.claim(FAILED, "chat_URL", "a", 60, delivered="slack_URL") is ClaimOutcome.HELD_ELSEWHERE
+
+    channels = record()["channels"]
+    assert channels["slack_URL"]["state"] == "delivered"  # type: ignore[index]
+    assert channels["chat_URL"]["owner"] == "b"  # type: ignore[index]
+
+
+def test_one_delivery_changes_the_record_without_reading_it_again(
+    ledger: FirestoreNotificationLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    read = ledger._read
+    monkeypatch.setattr(ledger, "_read", lambda ref: reads.append(ref.id) or read(ref))
+
+    ledger.claim(FAILED, "slack_URL", "a", 60)
+    ledger.claim(FAILED, "chat_URL", "a", 60, delivered="slack_URL")
+    ledger.mark_delivered(FAILED.dedupe_key, "chat_URL", "a")
+
+    assert reads == [ledger_document_id(FAILED.dedupe_key)], "only the first claim reads"
+    assert {c: s["state"] for c, s in record()["channels"].items()} == {  # type: ignore[attr-defined]
+        "slack_URL": "delivered",
+        "chat_URL": "delivered",
+    }

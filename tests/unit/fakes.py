@@ -412,8 +412,15 @@ class FakeLedger:
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def claim(
-        self, notification: Notification, channel_id: str, owner: str, lease_seconds: float
+        self,
+        notification: Notification,
+        channel_id: str,
+        owner: str,
+        lease_seconds: float,
+        delivered: str | None = None,
     ) -> ClaimOutcome:
+        if delivered is not None:
+            self.states[(notification.dedupe_key, delivered)] = "delivered"
         key = (notification.dedupe_key, channel_id)
         state = self.states.get(key)
         if state == "delivered":

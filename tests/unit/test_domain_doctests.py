@@ -32,6 +32,7 @@ MODULES = [
     "shared.domain.windows",
     "devstack.services",
     "devstack.local_config",
+    "shared.adapters.notification_ledger",
 ]
 
 

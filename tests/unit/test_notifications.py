@@ -292,6 +292,38 @@ def test_every_channel_gets_the_message_once() -> None:
     assert (len(slack.received), len(chat.received)) == (1, 1)
 
 
+@dataclass
+class WatchedSender(ScriptedSender):
+    """A channel that notes the ledger's state of every channel at the moment it is sent to."""
+
+    ledger: FakeLedger = field(default_factory=FakeLedger)
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+    def send(self, notification: Notification) -> None:
+        self.seen.append(self.ledger.channel_states(notification.dedupe_key))
+        super().send(notification)
+
+
+def test_a_channel_is_recorded_delivered_with_the_next_claim_before_anything_else_is_sent() -> None:
+    ledger = FakeLedger()
+    slack, chat = WatchedSender("slack", ledger=ledger), WatchedSender("chat", ledger=ledger)
+    changes: list[str] = []
+    claim, mark = ledger.claim, ledger.mark_delivered
+    ledger.claim = lambda n, c, o, lease, delivered=None: (
+        changes.append(f"claim {c} +{delivered}")
+        or claim(  # type: ignore[method-assign]
+            n, c, o, lease, delivered
+        )
+    )
+    ledger.mark_delivered = lambda key, c, o: changes.append(f"delivered {c}") or mark(key, c, o)  # type: ignore[method-assign]
+
+    deliver(LIVE, [slack, chat], ledger, sleep=no_sleep)
+
+    assert changes == ["claim slack +None", "claim chat +slack", "delivered chat"], "three changes, not four"
+    assert chat.seen == [{"slack": "delivered", "chat": "sending"}]
+    assert ledger.channel_states(LIVE.dedupe_key) == {"slack": "delivered", "chat": "delivered"}
+
+
 def test_a_redelivered_event_sends_nothing_twice() -> None:
     ledger = FakeLedger()
     slack = ScriptedSender("slack")

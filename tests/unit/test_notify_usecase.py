@@ -3,13 +3,15 @@ channel ports (fakes of our own ports, no Firestore)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment, Release
 from shared.domain.status import DeploymentStatus as S
 from shared.notifications.delivery import TransientDeliveryError, UndeliveredChannelsError
-from shared.usecases.notify import NotifyServices, notification_for, notify_team
+from shared.usecases.notify import NotifyServices, facts_of, notification_for, notify_team
 from tests.unit.fakes import FakeChannels, FakeClock, FakeLedger, FakeStore, pipeline_config
 from tests.unit.test_notifications import ScriptedSender
 
@@ -84,6 +86,18 @@ def test_a_deployment_notification_carries_the_facts_of_its_records(
     assert notification.build_url == "https://circleci.example.com/build/42"
     assert notification.triggered_by == "circleci"
     assert notification.rollback_of is None
+
+
+def test_facts_sent_with_the_event_are_shown_as_the_record_would_give_them_without_reading_it(
+    store: FakeStore, clock: FakeClock
+) -> None:
+    from_records = notification_for(services(store, clock), LIVE)
+    deployment = store.deployments.pop(DEPLOYMENT_ID)
+    with_facts = dataclasses.replace(LIVE, facts=facts_of(deployment, "live", clock.now()))
+
+    sent = notification_for(services(store, clock), NotifyRequest.from_json(with_facts.to_json()))
+
+    assert sent == from_records, "the same notification, with no deployment record to read"
 
 
 def test_without_its_deployment_record_the_event_is_announced_as_it_came(

@@ -12,7 +12,13 @@ import pytest
 
 from shared import topology
 from shared.config import parse_pipeline_config
-from shared.domain.approval import Decision, NotAnApprover, NotAwaitingApproval, UnknownDeployment
+from shared.domain.approval import (
+    AlreadyDecided,
+    Decision,
+    NotAnApprover,
+    NotAwaitingApproval,
+    UnknownDeployment,
+)
 from shared.domain.identity import Caller, caller_allowed
 from shared.domain.naming import instance_group_name
 from shared.domain.promotion import AlreadyThere, NotPromoter, SourceWithoutDigest, UnknownPromotion
@@ -168,6 +174,54 @@ def test_a_second_decision_is_409_and_changes_nothing(world: FakeWorld) -> None:
         reject(world, waiting, SECOND_APPROVER)
     assert caught.value.http_status == 409 and world.store.history_of(waiting) == history
     assert len(world.store.deployments[waiting].approvals) == 1
+
+
+class CrashBeforePublishing(Exception):
+    """The function's process dying right after its Firestore commit."""
+
+
+def test_a_retried_approval_announces_what_a_crash_after_the_commit_left_unsaid(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    publish = world.publisher.publish
+
+    def crash(topic: str, data: bytes, attributes: Any) -> str:
+        raise CrashBeforePublishing(topic)
+
+    monkeypatch.setattr(world.publisher, "publish", crash)
+    with pytest.raises(CrashBeforePublishing):
+        approve(world, waiting, reason="looks good")
+    assert world.store.deployments[waiting].status is S.PROVISIONING, "the decision was committed"
+    assert (waiting, "approved") not in statuses(world)
+    monkeypatch.setattr(world.publisher, "publish", publish)
+
+    with pytest.raises(AlreadyDecided) as retried:
+        approve(world, waiting, reason="looks good")
+
+    assert retried.value.http_status == 409, "CONTRACT §4c: no longer awaiting approval"
+    assert world.store.deployments[waiting].status is S.PROVISIONING
+    (announced,) = [n for n in notifications(world) if n.deployment_id == waiting and n.status == "approved"]
+    assert announced.detail == f"approved by {APPROVER}: looks good"
+    assert step(world, topology.START_ROLLING_REPLACE).deployment_id == waiting, "its first step resumed"
+    assert len(world.store.deployments[waiting].approvals) == 1, "recorded once"
+    history = world.store.history_of(waiting)
+    with pytest.raises(AlreadyDecided):
+        approve(world, waiting)
+    assert world.store.history_of(waiting) == history, "a repeat changes nothing"
+
+
+def test_a_retried_rejection_announces_the_cancellation_again(world: FakeWorld) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    reject(world, waiting)
+    world.publisher.take(topology.NOTIFY)
+
+    with pytest.raises(AlreadyDecided):
+        reject(world, waiting)
+    assert world.store.deployments[waiting].status is S.CANCELLED
+    assert statuses(world) == [(waiting, "cancelled")], "announced again, once"
+    with pytest.raises(NotAwaitingApproval):
+        approve(world, waiting)  # the same approver deciding otherwise is refused
 
 
 def test_only_an_approver_may_decide_and_unknown_deployments_are_404(world: FakeWorld) -> None:

@@ -229,12 +229,23 @@ def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> N
 def test_a_commit_maps_to_its_version_by_document_and_legacy_releases_are_still_found(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    go_live(world, "b1", COMMITS[0])
-    assert raw(firestore_client, "release_commits", f"hello@{COMMITS[0]}")["version"] == "1.0.0"
     # A release recorded before the commit index existed: found by its commit all the same.
     legacy = Release("hello", "1.5.0", COMMITS[1], "file:///old.tar.gz", (), world.clock.now())
     firestore_client.collection("releases").document(legacy.key).set(release_to_document(legacy))
+    go_live(world, "b1", COMMITS[0])
+    assert raw(firestore_client, "release_commits", f"hello@{COMMITS[0]}")["version"] == "1.5.1"
+    assert raw(firestore_client, "apps", "hello")["commits_indexed"] is False, "an unindexed release exists"
     assert publish_build(world, "b2", COMMITS[1], environment="production").version == "1.5.0"
+
+
+def test_an_app_whose_first_release_is_indexed_is_marked_so_and_new_commits_still_bump(
+    world: FakeWorld, firestore_client: firestore.Client
+) -> None:
+    go_live(world, "b1", COMMITS[0])
+    assert raw(firestore_client, "apps", "hello")["commits_indexed"] is True
+    assert publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"]).version == "1.1.0"
+    assert publish_build(world, "b3", COMMITS[0], environment="production").version == "1.0.0"
+    assert raw(firestore_client, "apps", "hello")["commits_indexed"] is True
 
 
 def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_version(

@@ -147,29 +147,37 @@ class Pusher:
         self.pool = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"push {self.subscription.name}")
 
     def run(self) -> None:
-        name = self.subscription.name
-        while not self.stopping.is_set():
-            self.slots.acquire()
-            free = 1
-            while free < self.capacity and self.slots.acquire(blocking=False):
-                free += 1
-            try:
-                response = self.subscriber.pull(
-                    request={"subscription": name, "max_messages": free}, timeout=PULL_TIMEOUT_SECONDS
-                )
-                received = list(response.received_messages)
-            except api_exceptions.NotFound:  # permanent: the subscription was deleted; stop serving it
-                self._release(free)
-                return
-            except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError):
-                # Transient: an empty long poll ends in DEADLINE_EXCEEDED, or the emulator is busy.
-                self._release(free)
-                self.stopping.wait(ERROR_PAUSE_SECONDS)
-                continue
-            self._release(free - len(received))
-            for message in received:
-                self.pool.submit(self._deliver, message)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            while not self.stopping.is_set() and self._pull_and_deliver():
+                pass
+        finally:
+            # Deliveries already handed out finish on their own; nothing new is taken.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _pull_and_deliver(self) -> bool:
+        """One pull of as many messages as there are free slots; False once the subscription is gone."""
+        self.slots.acquire()
+        free = 1
+        while free < self.capacity and self.slots.acquire(blocking=False):
+            free += 1
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": self.subscription.name, "max_messages": free},
+                timeout=PULL_TIMEOUT_SECONDS,
+            )
+            received = list(response.received_messages)
+        except api_exceptions.NotFound:  # permanent: the subscription was deleted; stop serving it
+            self._release(free)
+            return False
+        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError):
+            # Transient: an empty long poll ends in DEADLINE_EXCEEDED, or the emulator is busy.
+            self._release(free)
+            self.stopping.wait(ERROR_PAUSE_SECONDS)
+            return True
+        self._release(free - len(received))
+        for message in received:
+            self.pool.submit(self._deliver, message)
+        return True
 
     def _release(self, count: int) -> None:
         for _ in range(count):

@@ -36,6 +36,7 @@ COMPUTE = "compute-emulator"
 TOKEN_ISSUER = "token-issuer"
 WEBHOOK_RECEIVER = "webhook-receiver"
 SCHEDULER = "scheduler"
+PUSH_RELAY = "push-relay"
 SUPERVISOR = "supervisor"
 FUNCTION_PREFIX = "function-"
 
@@ -147,6 +148,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
 FUNCTION = ServiceSpec(FUNCTION_PREFIX, STOP_CALLERS, port_variable=FUNCTIONS_PORT_ENV_VAR)
 """Every function server: one per entry point, on consecutive ports from DEVSTACK_FUNCTIONS_PORT."""
 SCHEDULER_SPEC = ServiceSpec(SCHEDULER, STOP_CALLERS)
+PUSH_RELAY_SPEC = ServiceSpec(PUSH_RELAY, STOP_CALLERS)
+"""Push capacity beside the Pub/Sub emulator's own two pushes per subscription (devstack/push_relay.py)."""
 SUPERVISOR_SPEC = ServiceSpec(SUPERVISOR, STOP_FIRST, restart=False)
 
 NOT_RESTARTED = frozenset(spec.name for spec in SERVICES if not spec.restart)
@@ -178,7 +181,7 @@ def spec_of(name: str) -> ServiceSpec:
     >>> spec_of(PUBSUB).restart
     False
     """
-    for spec in (*SERVICES, SCHEDULER_SPEC, SUPERVISOR_SPEC):
+    for spec in (*SERVICES, SCHEDULER_SPEC, PUSH_RELAY_SPEC, SUPERVISOR_SPEC):
         if spec.name == name:
             return spec
     if name.startswith(FUNCTION_PREFIX):

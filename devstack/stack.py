@@ -7,6 +7,8 @@
   - one functions-framework server per entry point (`devstack.function_server`), wired to its topic
     by a push subscription with the trigger's retry and dead-letter policy, each push arriving as
     the CloudEvent Eventarc delivers on GCP;
+  - the push relay (devstack/push_relay.py), which gives push subscriptions the concurrency
+    Pub/Sub has on GCP where the emulator pushes two messages at a time;
   - a local stand-in for Cloud Scheduler publishing the watchdog tick;
   - last, the supervisor (devstack/supervisor.py), which restarts any of these that dies, except
     the services whose specification says not to (devstack/services.py).
@@ -392,6 +394,7 @@ class Stack:
             endpoints.pubsub_host, self.project, endpoints.function_urls(), self.triggers, self.retry_policies
         )
         self._report("push subscriptions", f"{len(plan)} subscriptions", started, "created")
+        self._start_push_relay(endpoints)
         self._start_scheduler(endpoints)
         self._start_supervisor()
         write_env_file(self.env_file, self.env)
@@ -469,6 +472,16 @@ class Stack:
                 *("--ready-file", str(ready_file)),
             ],
             ready_file.exists,
+            env={"PUBSUB_EMULATOR_HOST": endpoints.pubsub_host},
+        )
+        self._await(launch)
+
+    def _start_push_relay(self, endpoints: Endpoints) -> None:
+        # Ready as soon as it runs: the emulator's own pushes deliver everything meanwhile.
+        launch = self._launch(
+            specs.PUSH_RELAY,
+            [sys.executable, "-m", "devstack.push_relay", "--project", self.project],
+            lambda: True,
             env={"PUBSUB_EMULATOR_HOST": endpoints.pubsub_host},
         )
         self._await(launch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import functions.build_succeeded
 import functions.cool_down_complete
 import functions.rollback
 import functions.start_rolling_replace
+import functions.watchdog
 from functions.step_event import StepNotReady, handle_step_event
 from shared import topology
 from shared.adapters import composition_root
@@ -29,6 +31,7 @@ from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.logging import CloudLoggingFormatter
 from shared.usecases.services import NotReadyYet, Services, UnknownEnvironment
+from shared.usecases.watchdog import WatchdogReport
 from tests.unit.fakes import FakeWorld, fake_world
 
 MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
@@ -321,3 +324,57 @@ def test_the_step_helper_binds_the_log_context_and_maps_each_error(world: FakeWo
         assert len(seen) == 4
     finally:
         logger.removeHandler(lines)
+
+
+def test_a_tick_that_arrives_during_a_sweep_is_acknowledged_without_a_second_sweep(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    sweeps: list[Services] = []
+
+    def slow_sweep(services: Services, *, look_for_leaks: bool) -> WatchdogReport:
+        sweeps.append(services)
+        started.set()
+        assert release.wait(10), "the test never released the first sweep"
+        return WatchdogReport()
+
+    monkeypatch.setattr(functions.watchdog, "services", lambda: world.services)
+    monkeypatch.setattr(functions.watchdog, "run_watchdog", slow_sweep)
+    tick = push(b'{"scheduled_at": "2026-01-01T00:00:00+00:00"}', {})
+    first = threading.Thread(target=lambda: client("watchdog", "cloudevent").post("/", json=tick))
+    first.start()
+    try:
+        assert started.wait(10), "the first tick never started its sweep"
+        second = client("watchdog", "cloudevent").post(
+            "/", json={**tick, "message": {**tick["message"], "messageId": "2"}}
+        )
+        assert second.status_code == 200
+        assert len(sweeps) == 1
+    finally:
+        release.set()
+        first.join(10)
+    third = client("watchdog", "cloudevent").post(
+        "/", json={**tick, "message": {**tick["message"], "messageId": "3"}}
+    )
+    assert third.status_code == 200
+    assert len(sweeps) == 2, "once the sweep ended, the next tick sweeps again"
+
+
+def test_leaks_are_looked_for_on_the_first_tick_then_once_per_interval(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[bool] = []
+
+    def sweep(services: Services, *, look_for_leaks: bool) -> WatchdogReport:
+        looked.append(look_for_leaks)
+        return WatchdogReport()
+
+    monkeypatch.setattr(functions.watchdog, "services", lambda: world.services)
+    monkeypatch.setattr(functions.watchdog, "run_watchdog", sweep)
+    monkeypatch.setattr(functions.watchdog, "_leaks_looked_for_at", None)
+    app = client("watchdog", "cloudevent")
+    for index, seconds_later in enumerate((0, 3, 3, functions.watchdog.LEAK_COLLECTION_INTERVAL.seconds)):
+        world.clock.advance(seconds_later)
+        tick = push(b"{}", {}, message_id=f"tick-{index}")
+        assert app.post("/", json=tick).status_code == 200
+    assert looked == [True, False, False, True]

@@ -2,7 +2,8 @@
 
 Each delivery is appended as one JSON line to $ECHO_RECORD_FILE. A message whose attributes carry
 `fail=yes` (or `fail_until=<epoch seconds>`, until then) makes the function raise, so functions-framework answers 500 and Pub/Sub redelivers
-(and finally dead-letters) it, exactly as with the real functions.
+(and finally dead-letters) it, exactly as with the real functions. `hold_seconds=S` makes it answer only
+after S seconds (at most 10), so deliveries overlap.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def _echo(entry_point: str, event: CloudEvent) -> None:
             "event": {name: event.get(name) for name in ("type", "source", "subject", "id", "time")},
         },
     )
+    time.sleep(min(10.0, float(attributes.get("hold_seconds", 0))))
     if attributes.get("fail") == "yes":
         raise EchoFailure(f"{entry_point}: failing as asked")
     if time.time() < float(attributes.get("fail_until", 0)):

@@ -158,6 +158,20 @@ def test_a_failing_function_is_retried_then_dead_lettered_to_the_announcer(echo_
     )
 
 
+def test_many_pushes_of_one_subscription_are_in_flight_at_once(echo_stack: EchoStack) -> None:
+    # The emulator alone pushes two at a time per subscription; the push relay adds capacity as
+    # Pub/Sub has on GCP. Each delivery takes 3 s: two at a time, the sixth would start after 6 s.
+    marker = uuid.uuid4().hex
+    for index in range(10):
+        _publish(echo_stack, "notify", b"{}", marker=marker, hold_seconds="3", index=str(index))
+    delivered = echo_stack.wait_for_records(
+        lambda r: r["entry_point"] == "on_notify" and r["attributes"].get("marker") == marker, count=10
+    )
+    started = sorted(r["at"] for r in delivered)
+    overlapping = [at for at in started if at < started[0] + 3]
+    assert len(overlapping) >= 6, f"only {len(overlapping)} deliveries began while the first was in flight"
+
+
 def test_the_local_scheduler_ticks_the_watchdog(echo_stack: EchoStack) -> None:
     before = len(
         [r for r in echo_stack.records() if r["entry_point"] == "watchdog" and "scheduled_at" in r["data"]]

@@ -1,0 +1,258 @@
+"""More push capacity for the Pub/Sub emulator's push subscriptions, as Pub/Sub has on GCP.
+
+`python -m devstack.push_relay --project P` (PUBSUB_EMULATOR_HOST names the emulator).
+
+The emulator pushes each subscription's messages two at a time: two push loops per subscription,
+each posting one message and waiting for the answer, a fixed number no flag changes. Pub/Sub on
+Google Cloud keeps many pushes in flight and Eventarc scales the function out, so there a hundred
+releases published at once are admitted, provisioned and switched side by side; locally every
+step of all of them queued behind two pushes (a hundred pushes to an endpoint that answers in
+0.5 s take 25 s), while the functions' threads sat mostly idle.
+
+This process adds the missing capacity without changing the wiring: it lists the project's push
+subscriptions, pulls from each (the emulator serves pull on a push subscription, handing each
+message to one consumer at a time), keeps up to ten pushes in flight per subscription with the
+emulator's own two, and delivers each message exactly as the emulator's push does: the same JSON
+body POSTed to the subscription's push endpoint; a 2xx answer acknowledges it,
+anything else (or no answer) leaves it to be redelivered after the same delay the emulator's push
+uses, one second, or the subscription's retry policy when it has one. Delivery attempts and
+dead-lettering stay the emulator's: a pulled message counts as an attempt as a pushed one does.
+The emulator's own two push loops keep running beside it, so nothing depends on this process
+being up: when it is down (the supervisor restarts it), delivery is as slow as before, never lost.
+A message it had pulled when it died is redelivered once its ack deadline passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.api_core import exceptions as api_exceptions
+from google.pubsub_v1.types import ReceivedMessage, Subscription
+
+from devstack.subscriptions import ACK_DEADLINE_SECONDS, emulator_clients
+
+DISCOVERY_INTERVAL_SECONDS = 1.0
+"""How soon a subscription created after start gets its extra capacity."""
+PULL_TIMEOUT_SECONDS = 10.0
+"""A pull waits this long for a message; an idle subscription costs one call per interval."""
+REDELIVERY_DELAY_SECONDS = 1
+"""What the emulator's push waits before a failed message is delivered again (no retry policy)."""
+PUSH_TIMEOUT_SECONDS = ACK_DEADLINE_SECONDS - 5
+"""An answer later than this would come after the emulator handed the message out again."""
+ERROR_PAUSE_SECONDS = 0.5
+SUCCESS = range(200, 300)
+
+
+PUSHES_IN_FLIGHT = 10
+"""Per subscription, as on Google Cloud with Terraform's default `function_max_instances`: ten
+instances of a function, each serving one request at a time. A local function server has eight
+threads on two cores, so a few wait in its queue at most."""
+EMULATOR_PUSH_LOOPS = 2
+"""The emulator's own pushes per subscription, which keep running beside the relay."""
+
+
+def in_flight_per_subscription() -> int:
+    return PUSHES_IN_FLIGHT - EMULATOR_PUSH_LOOPS
+
+
+def push_body(received: ReceivedMessage, subscription: str) -> bytes:
+    """The JSON body the emulator's push sends for one message.
+
+    >>> from google.pubsub_v1.types import PubsubMessage
+    >>> message = PubsubMessage(data=b"hi", attributes={"app": "a"}, message_id="7")
+    >>> body = json.loads(push_body(ReceivedMessage(message=message, delivery_attempt=2), "projects/p/subscriptions/s"))
+    >>> body["message"]["data"], body["message"]["attributes"], body["message"]["messageId"]
+    ('aGk=', {'app': 'a'}, '7')
+    >>> body["subscription"], body["deliveryAttempt"]
+    ('projects/p/subscriptions/s', 2)
+    """
+    message = received.message
+    fields: dict[str, Any] = {
+        "data": base64.b64encode(message.data).decode("ascii"),
+        "attributes": dict(message.attributes),
+        "messageId": message.message_id,
+        "message_id": message.message_id,
+    }
+    if message.publish_time:
+        published = message.publish_time.isoformat().replace("+00:00", "Z")
+        fields["publishTime"] = fields["publish_time"] = published
+    envelope: dict[str, Any] = {"message": fields, "subscription": subscription}
+    if received.delivery_attempt:
+        envelope["deliveryAttempt"] = received.delivery_attempt
+    return json.dumps(envelope).encode("utf-8")
+
+
+def redelivery_delay(subscription: Subscription, delivery_attempt: int) -> int:
+    """Seconds before a failed message is delivered again: the retry policy's exponential backoff
+    where the subscription has one, else the emulator push's fixed second.
+
+    >>> redelivery_delay(Subscription(), 3)
+    1
+    >>> from google.pubsub_v1.types import RetryPolicy
+    >>> policy = RetryPolicy(minimum_backoff={"seconds": 2}, maximum_backoff={"seconds": 10})
+    >>> [redelivery_delay(Subscription(retry_policy=policy), n) for n in (1, 2, 3, 4)]
+    [2, 4, 8, 10]
+    """
+    policy = subscription.retry_policy
+    if not policy.maximum_backoff:
+        return REDELIVERY_DELAY_SECONDS
+    low = max(1, int(policy.minimum_backoff.total_seconds()))
+    high = max(low, int(policy.maximum_backoff.total_seconds()))
+    return int(min(high, low * 2 ** max(0, delivery_attempt - 1)))
+
+
+def post(endpoint: str, body: bytes, timeout: float) -> int:
+    """POST a push body; the HTTP status, or 0 when no answer came (refused, reset, timed out)."""
+    target = urlsplit(endpoint)
+    connection = http.client.HTTPConnection(
+        target.hostname or "127.0.0.1", target.port or 80, timeout=timeout
+    )
+    try:
+        connection.request(
+            "POST", target.path or "/", body=body, headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):  # transient: the function is down or busy; redelivered
+        return 0
+    finally:
+        connection.close()
+
+
+@dataclass
+class Pusher:
+    """Pulls one push subscription's messages and delivers up to `capacity` of them at once."""
+
+    subscriber: Any  # pubsub_v1.SubscriberClient
+    subscription: Subscription
+    capacity: int
+    stopping: threading.Event
+
+    def __post_init__(self) -> None:
+        self.slots = threading.Semaphore(self.capacity)
+        self.pool = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"push {self.subscription.name}")
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set() and self._pull_and_deliver():
+                pass
+        finally:
+            # Deliveries already handed out finish on their own; nothing new is taken.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _pull_and_deliver(self) -> bool:
+        """One pull of as many messages as there are free slots; False once the subscription is gone."""
+        self.slots.acquire()
+        free = 1
+        while free < self.capacity and self.slots.acquire(blocking=False):
+            free += 1
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": self.subscription.name, "max_messages": free},
+                timeout=PULL_TIMEOUT_SECONDS,
+            )
+            received = list(response.received_messages)
+        except api_exceptions.NotFound:  # permanent: the subscription was deleted; stop serving it
+            self._release(free)
+            return False
+        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError):
+            # Transient: an empty long poll ends in DEADLINE_EXCEEDED, or the emulator is busy.
+            self._release(free)
+            self.stopping.wait(ERROR_PAUSE_SECONDS)
+            return True
+        self._release(free - len(received))
+        for message in received:
+            self.pool.submit(self._deliver, message)
+        return True
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self.slots.release()
+
+    def _deliver(self, received: ReceivedMessage) -> None:
+        name = self.subscription.name
+        try:
+            status = post(
+                self.subscription.push_config.push_endpoint, push_body(received, name), PUSH_TIMEOUT_SECONDS
+            )
+            try:
+                if status in SUCCESS:
+                    self.subscriber.acknowledge(
+                        request={"subscription": name, "ack_ids": [received.ack_id]}, timeout=10
+                    )
+                else:
+                    delay = redelivery_delay(self.subscription, received.delivery_attempt)
+                    self.subscriber.modify_ack_deadline(
+                        request={
+                            "subscription": name,
+                            "ack_ids": [received.ack_id],
+                            "ack_deadline_seconds": delay,
+                        },
+                        timeout=10,
+                    )
+            except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
+                # Transient: unacknowledged, the message comes back when its ack deadline passes.
+                sys.stderr.write(f"push-relay: {name}: acknowledging failed: {exc}\n")
+        finally:
+            self.slots.release()
+
+
+def run(emulator_host: str, project: str, capacity: int) -> None:
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sys.stderr.write(f"push-relay: up to {capacity} pushes in flight per push subscription of {project}\n")
+    served: dict[str, threading.Thread] = {}
+    with emulator_clients(emulator_host) as (_, subscriber):
+        while not stopping.is_set():
+            try:
+                subscriptions = list(
+                    subscriber.list_subscriptions(request={"project": f"projects/{project}"}, timeout=10)
+                )
+            except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
+                # Transient: the emulator is starting or busy; the next round lists again.
+                sys.stderr.write(f"push-relay: listing subscriptions failed: {exc}\n")
+                subscriptions = []
+            for subscription in subscriptions:
+                thread = served.get(subscription.name)
+                if not subscription.push_config.push_endpoint or (thread is not None and thread.is_alive()):
+                    continue
+                pusher = Pusher(subscriber, subscription, capacity, stopping)
+                served[subscription.name] = threading.Thread(
+                    target=pusher.run, name=f"pull {subscription.name}", daemon=True
+                )
+                served[subscription.name].start()
+            stopping.wait(DISCOVERY_INTERVAL_SECONDS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack.push_relay", description=__doc__)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--in-flight", type=int, default=in_flight_per_subscription())
+    args = parser.parse_args(argv)
+    emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not emulator_host:
+        parser.error("PUBSUB_EMULATOR_HOST is not set")
+    run(emulator_host, args.project, max(1, args.in_flight))
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,7 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
-from devstack.chaos_plan import ENVIRONMENT, UNHEALTHY_APP, ChaosPlan, ChaosReport, chaos_template
+from devstack.chaos_plan import ENVIRONMENT, ChaosPlan, ChaosReport, chaos_template
 from devstack.fault_proxy import STATS_PATH
 from devstack.load import LoadGenerator
 from devstack.processes import (
@@ -50,7 +50,7 @@ from devstack.processes import (
     stop_process_tree,
     wait_until,
 )
-from devstack.sample_releases import local_build_message, served_version
+from devstack.sample_releases import local_build_message, served_version, unhealthy_app
 from devstack.stack import COMPUTE, FUNCTION_PREFIX, Stack
 from releasectl.remote import BadInput, OperationFailed, request_rollback
 from shared.adapters.compute_engine import ComputeEngine
@@ -96,10 +96,7 @@ class ChaosRun:
             )
             dist = self.directory / "artifacts"
             self.artifact = build_artifact(REPO_ROOT / "examples" / "hello", dist).resolve().as_uri()
-            broken = self.directory / "unhealthy"
-            broken.mkdir(exist_ok=True)
-            (broken / "app.py").write_text(UNHEALTHY_APP, encoding="utf-8")
-            (broken / "Procfile").write_text("web: python3 app.py\n", encoding="utf-8")
+            broken = unhealthy_app(self.directory / "unhealthy")
             self.broken_artifact = build_artifact(broken, dist).resolve().as_uri()
 
             self.progress(f"first release in {len(self.apps)} environments…")

@@ -12,24 +12,6 @@ from devstack.local_config import one_environment_apps_template
 
 ENVIRONMENT = "staging"
 
-UNHEALTHY_APP = """\
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(500)
-        self.end_headers()
-        self.wfile.write(b"broken release\\n")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
 
 @dataclass(frozen=True)
 class ChaosPlan:

@@ -17,6 +17,26 @@ from releasectl.remote import build_message
 SAMPLE_APP = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
+UNHEALTHY_APP = """\
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500)
+        self.end_headers()
+        self.wfile.write(b"broken release\\n")
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+"""An app that answers 500 to everything, its health check included: it starts, never serves."""
+
+
 class DemoFailure(Exception):
     """A step did not behave; the demo stops there and reports."""
 
@@ -91,6 +111,14 @@ def broken_copy(source: Path, into: Path) -> Path:
         raise DemoFailure("cannot break the sample app: its health-check line changed")
     app.write_text(text.replace(healthy, 'self._send(500, b"broken\\n", "text/plain")', 1), encoding="utf-8")
     return target
+
+
+def unhealthy_app(into: Path) -> Path:
+    """A directory holding `UNHEALTHY_APP` and the Procfile that runs it, for `build_artifact`."""
+    into.mkdir(parents=True, exist_ok=True)
+    (into / "app.py").write_text(UNHEALTHY_APP, encoding="utf-8")
+    (into / "Procfile").write_text("web: python3 app.py\n", encoding="utf-8")
+    return into
 
 
 def faulty_copy(source: Path, into: Path, fault: str) -> Path:

@@ -21,6 +21,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1, firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from devstack.processes import environment_applied
+from devstack.sample_releases import unhealthy_app
 from shared.artifact import ArtifactError, build_artifact, sha256_of_url
 from shared.config import PipelineConfig
 from shared.domain.identifiers import deployment_id_for
@@ -41,25 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ordered = sorted((items[i] for i in e2e), key=lambda item: item.path.name != STORY_MODULE)
     for index, item in zip(e2e, ordered, strict=True):  # other directories keep their places
         items[index] = item
-
-
-UNHEALTHY_APP = """\
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(500)
-        self.end_headers()
-        self.wfile.write(b"broken release\\n")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -268,10 +250,7 @@ def artifact_digest(url: str) -> str:
 def pipeline(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     with environment_applied(local_stack.env):
         tmp = tmp_path_factory.mktemp("e2e-artifacts")
-        unhealthy = tmp / "unhealthy"
-        unhealthy.mkdir()
-        (unhealthy / "app.py").write_text(UNHEALTHY_APP, encoding="utf-8")
-        (unhealthy / "Procfile").write_text("web: python3 app.py\n", encoding="utf-8")
+        unhealthy = unhealthy_app(tmp / "unhealthy")
         artifacts = {
             "hello": f"file://{build_artifact(REPO_ROOT / 'examples' / 'hello', tmp / 'dist')}",
             "unhealthy": f"file://{build_artifact(unhealthy, tmp / 'dist')}",

@@ -94,10 +94,15 @@ def start_service(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    banner: str = "",
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session (so the whole tree can be stopped), logging to `log_path`."""
+    """Start `argv` in its own session (so the whole tree can be stopped), logging to `log_path`
+    after a `banner` line: logs are kept across runs, and the banner tells one run from the next."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        if banner:
+            log.write(f"\n===== {banner} =====\n".encode())
+            log.flush()  # before the process writes to the same file
         try:
             return subprocess.Popen(
                 list(argv),

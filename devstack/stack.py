@@ -339,15 +339,12 @@ class Stack:
     ) -> _Launch:
         assert self._state is not None
         log = self.logs_dir / specs.spec_of(name).log_name
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a", encoding="utf-8") as handle:
-            # Logs are kept across runs; a banner tells one run from the next.
-            handle.write(f"\n===== {name} started {datetime.datetime.now(datetime.UTC).isoformat()} =====\n")
         started = time.monotonic()
         # A Ctrl-C between starting the process and recording it would leave it running with no
         # record to stop it by: it waits until the record is saved, then interrupts as usual.
         with interrupts_deferred():
-            process = start_service(name, argv, log, env=env, cwd=REPO_ROOT)
+            banner = f"{name} started {datetime.datetime.now(datetime.UTC).isoformat()}"
+            process = start_service(name, argv, log, env=env, cwd=REPO_ROOT, banner=banner)
             record = ServiceRecord(
                 name=name,
                 pid=process.pid,

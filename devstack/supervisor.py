@@ -187,11 +187,6 @@ class Supervisor:
             self.log(f"{record.name}: ended what its dead process left behind: pids {leftovers}")
         log_path = Path(record.log)
         restart_number = record.restarts + 1
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(
-                f"\n===== {record.name} restarted by the supervisor {_now_text()} "
-                f"(restart {restart_number}; pid {record.pid} had exited) =====\n"
-            )
         try:
             process = start_service(
                 record.name,
@@ -199,6 +194,8 @@ class Supervisor:
                 log_path,
                 env=record.env,
                 cwd=Path(record.cwd) if record.cwd else None,
+                banner=f"{record.name} restarted by the supervisor {_now_text()}"
+                f" (restart {restart_number}; pid {record.pid} had exited)",
             )
         except ServiceError as exc:  # transient as far as we can tell: try again after the next backoff
             self.log(f"{record.name}: restart failed: {exc}")

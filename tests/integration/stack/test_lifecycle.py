@@ -220,8 +220,8 @@ def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
 
     wait_until(some_services_started, 60, "the first services of the stack", None)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    out, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, stderr)
     assert "interrupted" in stderr
     assert seen and not any(process_matches(pid, start) for pid, start in seen)
     assert not state_file.exists() and not (state_dir / "env").exists()

@@ -58,6 +58,19 @@ def environment_applied(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def stop_requested() -> threading.Event:
+    """An event that SIGTERM (`make down`) or SIGINT sets: a background service's main loop runs
+    until it is set, then ends cleanly instead of dying mid-step."""
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return stopping
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold back a Ctrl-C (SIGINT) that arrives inside the block, and deliver it once the block

@@ -29,19 +29,18 @@ import base64
 import http.client
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1.types import ReceivedMessage, Subscription
 
+from devstack.processes import stop_requested
 from devstack.subscriptions import ACK_DEADLINE_SECONDS, emulator_clients
 
 DISCOVERY_INTERVAL_SECONDS = 1.0
@@ -212,13 +211,7 @@ class Pusher:
 
 
 def run(emulator_host: str, project: str, capacity: int) -> None:
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_requested()
     sys.stderr.write(f"push-relay: up to {capacity} pushes in flight per push subscription of {project}\n")
     served: dict[str, threading.Thread] = {}
     with emulator_clients(emulator_host) as (_, subscriber):

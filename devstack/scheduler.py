@@ -11,14 +11,12 @@ import base64
 import datetime
 import json
 import os
-import signal
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import FrameType
 
+from devstack.processes import stop_requested
 from shared.config import ENV_PROJECT
 from shared.topology import WATCHDOG_TICK
 
@@ -38,13 +36,7 @@ def publish(emulator_host: str, project: str, topic: str, payload: dict[str, str
 
 
 def run(emulator_host: str, project: str, topic: str, interval: float, ready_file: Path | None) -> None:
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_requested()
     sys.stderr.write(f"scheduler: publishing to {topic} every {interval:g} s\n")
     # The first tick goes out at once: it proves the topic is reachable before `up` reports ready.
     while True:

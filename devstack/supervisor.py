@@ -28,12 +28,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from devstack.processes import (
     KILL_SETTLE_SECONDS,
@@ -41,6 +39,7 @@ from devstack.processes import (
     process_start_time,
     process_state,
     start_service,
+    stop_requested,
 )
 from devstack.services import SUPERVISOR
 from devstack.stack_state import LOCK_FILE, STATE_FILE, ServiceRecord, StackState
@@ -215,13 +214,7 @@ class Supervisor:
 
 
 def run(state_dir: Path, poll: float = POLL_SECONDS) -> None:
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_requested()
 
     def log(line: str) -> None:
         sys.stdout.write(f"{_now_text()} supervisor: {line}\n")

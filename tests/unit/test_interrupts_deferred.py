@@ -1,5 +1,6 @@
-"""A Ctrl-C during a step that must not be cut in half (start a service, record it) waits for the
-step's end, and the processes started meanwhile still answer Ctrl-C themselves."""
+"""Signals in the local stack: a Ctrl-C during a step that must not be cut in half (start a service,
+record it) waits for the step's end, the processes started meanwhile still answer Ctrl-C
+themselves, and a background service's loop is asked to stop by SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from devstack import stack as stack_module
-from devstack.processes import interrupts_deferred, start_service
+from devstack.processes import interrupts_deferred, start_service, stop_requested
 from devstack.services import PUBSUB
 from devstack.stack import Stack
 from devstack.stack_state import StackState
@@ -28,10 +29,11 @@ CHILD_REPORT = (
 
 
 @pytest.fixture(autouse=True)
-def sigint_handler_restored() -> Iterator[None]:
-    before = signal.getsignal(signal.SIGINT)
+def signal_handlers_restored() -> Iterator[None]:
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     yield
-    signal.signal(signal.SIGINT, before)
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
 
 
 def test_a_ctrl_c_inside_the_block_interrupts_only_once_the_block_is_done() -> None:
@@ -84,3 +86,11 @@ def test_a_ctrl_c_right_after_a_service_started_still_finds_it_recorded(
     saved = StackState.load(stack.state_file)
     assert saved is not None
     assert [(s.name, s.pid) for s in saved.services] == [(PUBSUB, started[0].pid)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_service_is_asked_to_stop_by_sigterm_and_by_ctrl_c(signum: int) -> None:
+    stopping = stop_requested()
+    assert not stopping.is_set()
+    signal.raise_signal(signum)
+    assert stopping.is_set()

@@ -31,6 +31,9 @@ CHILD_REPORT = (
 @pytest.fixture(autouse=True)
 def signal_handlers_restored() -> Iterator[None]:
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C as at a terminal: started in the background by a shell without job control, this
+    # process (and each one it starts) would have inherited SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)

@@ -187,6 +187,10 @@ def _tiny_artifact(directory: Path) -> Path:
     return path
 
 
+def answer_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
     state_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
@@ -204,6 +208,9 @@ def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal. A shell without job control starts background commands with SIGINT
+        # ignored, and a process inherits that: run that way, this test's Ctrl-C would be lost.
+        preexec_fn=answer_ctrl_c,
     )
     state_file = state_dir / "stack.json"
     seen: list[tuple[int, int | None]] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +24,58 @@ class ServiceError(RuntimeError):
     """A service did not start, or did not become ready in time."""
 
 
+EPHEMERAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+SERVICE_PORT_SPAN = 8000
+"""How many ports below the kernel's ephemeral range the local services choose from."""
+FREE_PORT_ATTEMPTS = 50
+
+
+def service_port_range(ephemeral_range: str | None = None) -> range:
+    """Where a local service's port is chosen: just below the kernel's ephemeral range.
+
+    A port chosen inside that range (a `bind` to port 0) stays free only until something else
+    needs one: every outgoing connection and every instance the Compute emulator starts draws its
+    port from the same range, and a function server binds seconds after its port was chosen. Below
+    the range only an explicit choice like this one can take a port.
+
+    >>> service_port_range("32768 60999")
+    range(24768, 32768)
+    >>> service_port_range("2000 60999")
+    range(1024, 2000)
+    """
+    try:
+        text = ephemeral_range if ephemeral_range is not None else EPHEMERAL_PORT_RANGE.read_text()
+        lowest_ephemeral = int(text.split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux, or unreadable: the kernels' usual start
+        lowest_ephemeral = 32768
+    return range(max(1024, lowest_ephemeral - SERVICE_PORT_SPAN), lowest_ephemeral)
+
+
 def free_port() -> int:
+    """A port nothing listens on or holds now, outside the ephemeral range where one can be found."""
+    candidates = service_port_range()
+    for _ in range(FREE_PORT_ATTEMPTS if candidates else 0):
+        port = random.choice(candidates)
+        if _bindable(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:  # in use (or lingering): try another
+            return False
+    # Also free on the wildcard address, where the Java emulators and function servers may bind.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

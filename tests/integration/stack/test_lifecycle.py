@@ -225,13 +225,20 @@ def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
         seen[:] = [(s["pid"], s["start_time"]) for s in services]
         return len(seen) >= 2
 
-    wait_until(some_services_started, 60, "the first services of the stack", None)
-    process.send_signal(signal.SIGINT)
-    out, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, (out, stderr)
-    assert "interrupted" in stderr
-    assert seen and not any(process_matches(pid, start) for pid, start in seen)
-    assert not state_file.exists() and not (state_dir / "env").exists()
+    try:
+        wait_until(some_services_started, 60, "the first services of the stack", None)
+        process.send_signal(signal.SIGINT)
+        out, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, (out, stderr)
+        assert "interrupted" in stderr
+        assert seen and not any(process_matches(pid, start) for pid, start in seen)
+        assert not state_file.exists() and not (state_dir / "env").exists()
+    finally:
+        # Whatever happened above, no stack outlives the test (a failure would leave one running).
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+        Stack(state_dir).stop()
 
 
 def test_another_process_can_attach_to_a_running_stack(echo_stack: EchoStack) -> None:

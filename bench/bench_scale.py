@@ -36,6 +36,7 @@ from bench.process_cpu import COMPONENTS, CpuSnapshot, CpuUse
 from bench.rpc_counts import Counts, quiet_counts
 from devstack.load import percentile
 from devstack.local_config import one_environment_apps_template
+from devstack.processes import environment_applied
 from devstack.sample_releases import local_build_message, served_version
 from devstack.stack import Stack
 from shared.artifact import build_artifact, sha256_of_url
@@ -394,34 +395,30 @@ def run_one(apps: int, progress: Callable[[str], None] = say) -> Result:
         started = time.monotonic()
         stack.start()
         progress(f"K={apps}: stack up in {time.monotonic() - started:.0f} s")
-        saved = {name: os.environ.get(name) for name in stack.env}
-        os.environ.update(stack.env)
         try:
-            artifact = build_artifact(REPO_ROOT / "examples" / "hello", root / "artifacts").resolve().as_uri()
-            bench = ScaleBench(stack, counts_dir, artifact, apps)
-            names = [app_name(i) for i in range(apps)]
-            first = bench.round(names, "feat: first release")
-            live = sum(1 for o in first.outcomes if o.status == "live")
-            progress(f"K={apps}: first release everywhere: {live}/{apps} live")
-            lone = []
-            for index in range(LONE_SAMPLES):
-                sample = bench.round(names[:1], f"fix: lone release {index + 1}")
-                progress(f"K={apps}: lone release {index + 1}: {_s(sample.outcomes[0].total)} s")
-                lone.append(sample)
-            burst = bench.round(names, "fix: everyone at once")
-            totals = burst.values(lambda o: o.total)
-            progress(
-                f"K={apps}: {apps} at once: p50 {_s(percentile(totals, 0.5))} s,"
-                f" max {_s(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
-            )
-            bench.publisher.stop()
-            return Result(apps, lone, burst)
+            with environment_applied(stack.env):
+                artifact = (
+                    build_artifact(REPO_ROOT / "examples" / "hello", root / "artifacts").resolve().as_uri()
+                )
+                bench = ScaleBench(stack, counts_dir, artifact, apps)
+                names = [app_name(i) for i in range(apps)]
+                first = bench.round(names, "feat: first release")
+                live = sum(1 for o in first.outcomes if o.status == "live")
+                progress(f"K={apps}: first release everywhere: {live}/{apps} live")
+                lone = []
+                for index in range(LONE_SAMPLES):
+                    sample = bench.round(names[:1], f"fix: lone release {index + 1}")
+                    progress(f"K={apps}: lone release {index + 1}: {_s(sample.outcomes[0].total)} s")
+                    lone.append(sample)
+                burst = bench.round(names, "fix: everyone at once")
+                totals = burst.values(lambda o: o.total)
+                progress(
+                    f"K={apps}: {apps} at once: p50 {_s(percentile(totals, 0.5))} s,"
+                    f" max {_s(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
+                )
+                bench.publisher.stop()
+                return Result(apps, lone, burst)
         finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
             progress(f"K={apps}: stopping the private stack…")
             stack.stop()
 

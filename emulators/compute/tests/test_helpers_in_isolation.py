@@ -13,6 +13,7 @@ from compute_emulator.instances import (
     artifact_path,
     expected_sha256,
     fetch_and_hash,
+    guest_path,
     shell_command,
 )
 from compute_emulator.links import parse_reference
@@ -89,6 +90,14 @@ def test_single_commands_are_execed_and_compound_ones_left_to_the_shell(
     procfile_command: str, script: str
 ) -> None:
     assert shell_command(procfile_command) == script
+
+
+def test_an_instance_finds_the_images_programs_before_the_hosts() -> None:
+    # A version manager's shim directory first on the host must not decide which `python3` a
+    # Procfile runs; the host's directories still follow, for what only they have.
+    path = guest_path("/home/dev/.pyenv/shims:/usr/bin:/opt/tools/bin::/bin").split(":")
+    assert path[:6] == ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    assert path[6:] == ["/home/dev/.pyenv/shims", "/opt/tools/bin"]
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,7 @@ if _DIRECTORY:
             time.sleep(FLUSH_INTERVAL_SECONDS)
 
     grpc.insecure_channel = counting_insecure_channel(grpc.insecure_channel, _rpc_counts)
+
     def _start_flushing() -> None:
         threading.Thread(target=_flush_while_running, name="rpc-counts-flush", daemon=True).start()
 

@@ -43,7 +43,9 @@ SCRIPT = textwrap.dedent(
 
 def test_a_forked_worker_flushes_its_own_counts(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(COUNTING_DIR), "BENCH_RPC_COUNTS_DIR": str(tmp_path)}
-    finished = subprocess.run([sys.executable, "-c", SCRIPT], env=env, timeout=30, capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, timeout=30, capture_output=True, text=True
+    )
     assert finished.returncode == 0, finished.stderr
     files = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in tmp_path.glob("*.json")}
     assert [counts["firestore_writes"] for counts in files.values() if counts["firestore_writes"]] == [2]

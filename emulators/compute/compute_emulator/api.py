@@ -371,7 +371,14 @@ async def processes(request: web.Request) -> web.Response:
             continue
         for instance in group.instances:
             if instance.pid is not None:
-                items.append({"instance": instance.name, "pid": instance.pid, "group": group.name})
+                items.append(
+                    {
+                        "instance": instance.name,
+                        "pid": instance.pid,
+                        "port": instance.port,
+                        "group": group.name,
+                    }
+                )
     return reply({"items": items})
 
 

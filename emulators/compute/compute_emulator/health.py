@@ -113,6 +113,10 @@ class HealthChecker:
             if port is None:
                 # A VM that runs while its startup refused the release: nothing ever listens.
                 outcome, detail = "timeout", "nothing listens: the release did not start"
+            elif instance.pid is None:
+                # Its web process exited. A VM's address is its own, so no other process could
+                # answer in its place; here another instance may listen on the port by now.
+                outcome, detail = "timeout", "nothing listens: the web process exited"
             else:
                 outcome, detail = await self._probe_once(spec, port)
             probe = instance.probes.setdefault(spec.path, ProbeState())

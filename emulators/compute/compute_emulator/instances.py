@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,11 +23,19 @@ from .clock import new_id, rfc3339_now
 
 STOP_GRACE_SECONDS = 3.0
 INSTANCE_NICENESS = 10
-"""Instance processes run at this niceness. On Compute Engine a VM's CPU is its own and never slows
-the control plane; here instances share the machine's cores with the emulator, the functions and
-Google's emulators, and a hundred of them starting (and being probed) at once took a third of all
-CPU time, so every API call waited behind them. Under contention they yield; idle, nothing changes."""
+"""Instance processes run at this niceness, in the emulator's session. On Compute Engine a VM's CPU
+is its own and never slows the control plane; here instances share the machine's cores with the
+emulator, the functions and Google's emulators, and a hundred of them starting (and being probed)
+at once took a third of all CPU time, so every API call waited behind them. Under contention they
+yield; idle, nothing changes. They stay in the emulator's session because Linux schedules each
+session as one group (autogroup): an instance in a session of its own weighed as much as the
+whole emulator, whatever its niceness. (Niceness 19 slowed their start past a 3 s cool-down.)"""
 _REAP_TIMEOUT_SECONDS = 5.0
+_EPHEMERAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+INSTANCE_PORT_SPAN = 8000
+_PORT_ATTEMPTS = 50
+_claimed_ports: set[int] = set()
+"""Ports of instances from their boot to their stop (the emulator's one event loop uses it)."""
 GUEST_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 """systemd's default PATH, which a Compute Engine startup script runs with."""
 _PR_SET_PDEATHSIG = 1
@@ -182,7 +191,8 @@ class Instance:
         self.status = "STAGING"
         self.log(f"staging release {self.release.version!r} from {self.release.artifact_url!r}")
         command = await asyncio.to_thread(self._prepare_work_dir)
-        self.port = free_port()
+        self._release_port()
+        self.port = claim_port()
         env = dict(os.environ)
         env["PATH"] = guest_path(env.get("PATH", ""))
         env["PORT"] = str(self.port)
@@ -197,8 +207,9 @@ class Instance:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_handle,
                 stderr=asyncio.subprocess.STDOUT,
-                # Its own process group, so stopping the instance ends every process it spawned.
-                start_new_session=True,
+                # Its own process group, so stopping the instance ends every process it spawned;
+                # not its own session (see INSTANCE_NICENESS).
+                process_group=0,
                 preexec_fn=before_exec,
             )
         finally:
@@ -242,6 +253,7 @@ class Instance:
         """End the whole process tree: SIGTERM to the group, SIGKILL after a grace period."""
         process = self.process
         if process is None:
+            self._release_port()
             return
         self.status = "STOPPING"
         group = process.pid
@@ -268,8 +280,13 @@ class Instance:
             await asyncio.sleep(0.02)
         self.log(f"web process {group} stopped (exit code {process.returncode})")
         self.process = None
-        self.port = None
+        self._release_port()
         self.status = "TERMINATED"
+
+    def _release_port(self) -> None:
+        if self.port is not None:
+            release_port(self.port)
+            self.port = None
 
     def stop_now(self) -> None:
         """Last-resort synchronous kill, used when the emulator exits."""
@@ -343,10 +360,64 @@ def fetch_and_hash(source: str, destination: Path) -> str:
     return digest.hexdigest()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def instance_port_range(ephemeral_range: str | None = None) -> range:
+    """Where instances' ports are chosen: the span of INSTANCE_PORT_SPAN ports that ends that many
+    below the kernel's ephemeral range.
+
+    On Compute Engine every VM has an address of its own; here every instance listens on
+    127.0.0.1, so ports are what keeps them apart. A port chosen inside the ephemeral range (a
+    `bind` to port 0) stays free only until an outgoing connection takes it, and the web process
+    binds it only once its interpreter has started. The span just below the ephemeral range is
+    left to whoever runs the emulator (the local stack chooses its services' ports there).
+
+    >>> instance_port_range("32768 60999")
+    range(16768, 24768)
+    >>> instance_port_range("9000 60999")
+    range(1024, 1024)
+    """
+    try:
+        text = ephemeral_range if ephemeral_range is not None else _EPHEMERAL_PORT_RANGE.read_text()
+        lowest_ephemeral = int(text.split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux, or unreadable: the kernels' usual start
+        lowest_ephemeral = 32768
+    high = max(1024, lowest_ephemeral - INSTANCE_PORT_SPAN)
+    return range(max(1024, high - INSTANCE_PORT_SPAN), high)
+
+
+def claim_port() -> int:
+    """A port for an instance's web process, free now and held by no other instance until released.
+
+    Two instances starting at once could otherwise be given the same free port: the second web
+    process then fails to bind, while probes of its port reach the first and find it healthy.
+    """
+    candidates = instance_port_range()
+    for _ in range(_PORT_ATTEMPTS if candidates else 0):
+        port = random.choice(candidates)
+        if port not in _claimed_ports and _bindable(port):
+            _claimed_ports.add(port)
+            return port
+    for _ in range(_PORT_ATTEMPTS):  # no room below the ephemeral range: any free port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _claimed_ports:
+            _claimed_ports.add(port)
+            return port
+    raise BootError("no free port for the instance's web process")
+
+
+def release_port(port: int) -> None:
+    _claimed_ports.discard(port)
+
+
+def _bindable(port: int) -> bool:
+    for address in ("127.0.0.1", "0.0.0.0"):  # a web process may bind either
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:  # in use, or lingering
+                return False
+    return True
 
 
 def _group_exists(group: int) -> bool:

@@ -11,9 +11,12 @@ from compute_emulator.errors import ApiError
 from compute_emulator.instances import (
     BootError,
     artifact_path,
+    claim_port,
     expected_sha256,
     fetch_and_hash,
     guest_path,
+    instance_port_range,
+    release_port,
     shell_command,
 )
 from compute_emulator.links import parse_reference
@@ -90,6 +93,16 @@ def test_single_commands_are_execed_and_compound_ones_left_to_the_shell(
     procfile_command: str, script: str
 ) -> None:
     assert shell_command(procfile_command) == script
+
+
+def test_an_instance_port_is_never_given_twice_until_released() -> None:
+    claimed = [claim_port() for _ in range(200)]
+    try:
+        assert len(set(claimed)) == len(claimed)
+        assert all(port in instance_port_range() for port in claimed)
+    finally:
+        for port in claimed:
+            release_port(port)
 
 
 def test_an_instance_finds_the_images_programs_before_the_hosts() -> None:

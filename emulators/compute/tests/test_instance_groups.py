@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -129,6 +131,41 @@ def test_autohealing_recreates_an_instance_whose_web_process_died(
     (fresh,) = emulator.processes(project)
     assert fresh["instance"] == victim["instance"], "a recreated instance keeps its name"
     wait_group_healthy(emulator, project, "blue", 1)
+
+
+def test_an_exited_web_process_is_unhealthy_even_when_another_listens_on_its_port(
+    emulator: Emulator, project: str, hello_template: str, health_check: str
+) -> None:
+    # On Compute Engine a VM's address is its own; here instances share 127.0.0.1, and a port a
+    # dead instance held may be taken by another process that answers 200.
+    insert_healthy_group(emulator, project, "blue", hello_template, 1, health_check)
+    (victim,) = emulator.processes(project)
+    os.killpg(victim["pid"], signal.SIGKILL)
+    wait_until(lambda: not process_group_alive(victim["pid"]), 10, "the killed instance to end")
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", victim["port"]), _AlwaysOk)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    try:
+
+        def replaced() -> bool:
+            items = emulator.processes(project)
+            return len(items) == 1 and items[0]["pid"] != victim["pid"]
+
+        wait_until(replaced, 30, "autohealing to restart the instance despite the impostor")
+        (fresh,) = emulator.processes(project)
+        assert fresh["port"] != victim["port"], "a port another process holds is never given out"
+        wait_group_healthy(emulator, project, "blue", 1)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+
+
+class _AlwaysOk(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
 
 
 def test_artifacts_that_exit_or_fail_their_health_check_never_become_healthy(

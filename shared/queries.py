@@ -76,6 +76,12 @@ DEPLOYMENTS_IN_PROGRESS = FirestoreQuery(
     membership=("status",),
     purpose="watchdog: deadlines and stalled steps",
 )
+BAKING_DEPLOYMENTS = FirestoreQuery(
+    name="baking_deployments",
+    collection=DEPLOYMENTS,
+    equality=("status", "verification.state"),
+    purpose="watchdog: bake windows whose step stalled (not every live deployment: one read each)",
+)
 DEPLOYMENTS_DUE_FOR_CLEANUP = FirestoreQuery(
     name="deployments_due_for_cleanup",
     collection=DEPLOYMENTS,
@@ -125,6 +131,7 @@ ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     RELEASE_BY_COMMIT,
     RELEASES_OF_APP,
     DEPLOYMENTS_IN_PROGRESS,
+    BAKING_DEPLOYMENTS,
     DEPLOYMENTS_DUE_FOR_CLEANUP,
     LIVE_HISTORY,
     ENVIRONMENT_DEPLOYMENTS,

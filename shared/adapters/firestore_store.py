@@ -37,6 +37,7 @@ from shared.domain.records import (
 )
 from shared.domain.release_request import ReleaseRequest
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import VerificationState
 from shared.domain.versioning import highest_version
 from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 
@@ -280,6 +281,14 @@ class FirestoreStore:
 
     def deployments_with_status(self, statuses: Sequence[DeploymentStatus]) -> list[Deployment]:
         query = self.query(queries.DEPLOYMENTS_IN_PROGRESS, status=[str(s) for s in statuses])
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
+    def baking_deployments(self) -> list[Deployment]:
+        query = self.query(
+            queries.BAKING_DEPLOYMENTS,
+            status=str(DeploymentStatus.LIVE),
+            **{"verification.state": str(VerificationState.PENDING)},
+        )
         return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
 
     def deployments_due_for_cleanup(self, now: datetime) -> list[Deployment]:

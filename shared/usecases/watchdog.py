@@ -62,7 +62,7 @@ def run_watchdog(
                 # One stuck deployment must not block the sweep of the others.
                 log.warning("watchdog could not handle deployment: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
-    for deployment in services.store.deployments_with_status([DeploymentStatus.LIVE]):
+    for deployment in services.store.baking_deployments():
         if not (deployment.baking and _stalled(deployment, now, stall_seconds)):
             continue
         with log_context(

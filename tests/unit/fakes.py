@@ -122,6 +122,9 @@ class FakeStore:
     def deployments_with_status(self, statuses: Sequence[DeploymentStatus]) -> list[Deployment]:
         return [d for d in self.deployments.values() if d.status in statuses]
 
+    def baking_deployments(self) -> list[Deployment]:
+        return [d for d in self.deployments.values() if d.baking]
+
     def deployments_due_for_cleanup(self, now: datetime) -> list[Deployment]:
         return [
             d for d in self.deployments.values() if d.cleanup_due_at is not None and d.cleanup_due_at <= now

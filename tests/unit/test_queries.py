@@ -12,6 +12,7 @@ from shared.adapters.firestore_documents import (
     release_to_document,
 )
 from shared.domain.records import Release
+from shared.domain.verification import Verification, VerificationState
 from tests.unit.test_queue_rollback_and_naming import went_live
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -26,9 +27,20 @@ def test_every_declared_query_filters_and_orders_on_fields_the_store_writes() ->
         queries.DEPLOYMENTS: set(deployment_to_document(deployment)),
         queries.RELEASES: set(release_to_document(release)),
     }
+    baking = replace(
+        deployment, verification=Verification(VerificationState.PENDING, "baking", T0, ends_at=T0)
+    )
+    documents = {
+        queries.DEPLOYMENTS: deployment_to_document(baking),
+        queries.RELEASES: release_to_document(release),
+    }
     for query in queries.ALL_QUERIES:
         named = {*query.equality, *query.membership, *query.range, *(f for f, _ in query.order_by)}
-        assert named <= fields[query.collection], query.name
+        top_level = {field.split(".", 1)[0] for field in named}
+        assert top_level <= fields[query.collection], query.name
+        for field in named - fields[query.collection]:  # a path into a map field
+            outer, inner = field.split(".", 1)
+            assert inner in documents[query.collection][outer], query.name
 
 
 def test_the_queries_needing_a_composite_index_are_the_rollback_release_and_metrics_histories() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.records import Release
 from shared.domain.status import DeploymentStatus as S
+from shared.domain.verification import Verification, VerificationState
 from shared.ports import RejectedEvent
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.provision import start_rolling_replace
@@ -281,6 +283,20 @@ def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
     state = store.get_environment("hello", "staging")
     assert state is not None
     assert state.active_deployment_id == running.deployment_id and state.queue == (newest.deployment_id,)
+
+
+def test_the_baking_query_finds_only_live_deployments_in_their_bake_window(
+    world: FakeWorld, store: FirestoreStore
+) -> None:
+    baked = go_live(world, "b1", COMMITS[0])
+    baking = go_live(world, "b2", COMMITS[1])
+    now = world.clock.now()
+    for deployment_id, state in ((baked, VerificationState.PASSED), (baking, VerificationState.PENDING)):
+        record = store.get_deployment(deployment_id)
+        assert record is not None
+        verification = Verification(state, str(state), now, ends_at=now)
+        store.atomically(lambda tx, r=record, v=verification: tx.put_deployment(replace(r, verification=v)))
+    assert [d.deployment_id for d in store.baking_deployments()] == [baking]
 
 
 def test_a_status_change_from_the_wrong_status_changes_nothing(

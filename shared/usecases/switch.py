@@ -27,6 +27,13 @@ from shared.usecases.services import NotReadyYet, Services, notify_status, publi
 
 log = get_logger("switch")
 
+JUST_WAIT_SECONDS = 3.0
+"""In the last seconds of a cool-down a poll only waits, without looking at green: the poll at its
+end looks anyway, and failing a release that cannot start a second or two sooner is not worth two
+Compute calls per poll (with a hundred deployments cooling down at once, such polls were most of
+the Compute API's work). Earlier in a long cool-down a poll still looks, to fail such a release
+at once."""
+
 
 def complete_cool_down(services: Services, message: StepMessage) -> Deployment | None:
     """Raise `NotReadyYet` until green may take traffic; then switch, retire blue, free the lock."""
@@ -93,8 +100,11 @@ def _wait_on_hints(services: Services, message: StepMessage) -> None:
     if ends_at is None or group is None or env is None:
         return
     now = services.clock.now()
-    if not 0 < (ends_at - now).total_seconds() <= env.cool_down_seconds:
+    remaining = (ends_at - now).total_seconds()
+    if not 0 < remaining <= env.cool_down_seconds:
         return
+    if remaining <= JUST_WAIT_SECONDS:
+        raise NotReadyYet(f"cool-down ends at {ends_at.isoformat()}")
     health = services.compute.group_health(env, group)
     if health.errors or not health.exists:
         return

@@ -84,6 +84,31 @@ def test_a_cool_down_poll_that_only_has_to_wait_reads_no_record(
     assert record_reads[0] == f"get {deployment_id}", "the poll that acts reads the record first"
 
 
+def test_a_poll_in_the_last_seconds_of_a_cool_down_only_waits(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment_id, message = provisioned(world)
+    group = instance_group_name(deployment_id)
+    world.compute.groups[group].errors = ("artifact digest mismatch",)
+    calls: list[str] = []
+    group_health = world.compute.group_health
+
+    def counting_group_health(env: Any, name: str) -> Any:
+        calls.append(name)
+        return group_health(env, name)
+
+    monkeypatch.setattr(world.compute, "group_health", counting_group_health)
+    world.clock.advance(2.5)  # 2.5 s of the 5 s cool-down left
+
+    with pytest.raises(NotReadyYet, match="cool-down ends at"):
+        complete_cool_down(world.services, message)
+    assert calls == [], "no Compute call"
+
+    world.clock.advance(2.5)
+    complete_cool_down(world.services, message)
+    assert world.store.deployments[deployment_id].status is S.FAILED, "the poll at the end looks at green"
+
+
 def test_a_cool_down_end_further_away_than_a_cool_down_is_not_believed(world: FakeWorld) -> None:
     deployment_id, message = provisioned(world)
     world.compute.make_healthy(instance_group_name(deployment_id))

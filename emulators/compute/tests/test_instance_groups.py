@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from emulator_helpers import (
@@ -123,12 +124,7 @@ def test_autohealing_recreates_an_instance_whose_web_process_died(
 
     os.killpg(victim["pid"], signal.SIGKILL)
 
-    def replaced() -> bool:
-        items = emulator.processes(project)
-        return len(items) == 1 and items[0]["pid"] != victim["pid"]
-
-    wait_until(replaced, 30, "autohealing to restart the instance")
-    (fresh,) = emulator.processes(project)
+    fresh = wait_replaced(emulator, project, victim, "autohealing to restart the instance")
     assert fresh["instance"] == victim["instance"], "a recreated instance keeps its name"
     wait_group_healthy(emulator, project, "blue", 1)
 
@@ -145,18 +141,26 @@ def test_an_exited_web_process_is_unhealthy_even_when_another_listens_on_its_por
     impostor = http.server.ThreadingHTTPServer(("127.0.0.1", victim["port"]), _AlwaysOk)
     threading.Thread(target=impostor.serve_forever, daemon=True).start()
     try:
-
-        def replaced() -> bool:
-            items = emulator.processes(project)
-            return len(items) == 1 and items[0]["pid"] != victim["pid"]
-
-        wait_until(replaced, 30, "autohealing to restart the instance despite the impostor")
-        (fresh,) = emulator.processes(project)
+        fresh = wait_replaced(
+            emulator, project, victim, "autohealing to restart the instance despite the impostor"
+        )
         assert fresh["port"] != victim["port"], "a port another process holds is never given out"
         wait_group_healthy(emulator, project, "blue", 1)
     finally:
         impostor.shutdown()
         impostor.server_close()
+
+
+def wait_replaced(emulator: Emulator, project: str, victim: dict[str, Any], what: str) -> dict[str, Any]:
+    """The one instance of `project` once a process other than `victim`'s runs it (bounded)."""
+
+    def replaced() -> bool:
+        items = emulator.processes(project)
+        return len(items) == 1 and items[0]["pid"] != victim["pid"]
+
+    wait_until(replaced, 30, what)
+    (fresh,) = emulator.processes(project)
+    return fresh
 
 
 class _AlwaysOk(http.server.BaseHTTPRequestHandler):

@@ -32,13 +32,9 @@ if _DIRECTORY:
     from rpc_counter import RpcCounts, counting_insecure_channel
 
     _lock = threading.Lock()
-    _counts: dict[str, Any] = {
-        "firestore_reads": 0,
-        "firestore_writes": 0,
-        "rpcs": {},
-        "published": {},
-        "deliveries": {},
-    }
+    """Guards `_deliveries` and `_target`, what this file counts beside the gRPC counter."""
+    _deliveries: dict[str, dict[str, int]] = {}
+    _target: str | None = None
 
     _changed = threading.Event()
     _rpc_counts = RpcCounts(on_change=lambda counts: _changed.set())
@@ -46,11 +42,16 @@ if _DIRECTORY:
     def _save() -> None:
         """Write the totals now (the file is replaced whole, so a reader never sees half of it)."""
         with _rpc_counts.lock, _lock:
-            _counts["firestore_reads"] = _rpc_counts.firestore_reads
-            _counts["firestore_writes"] = _rpc_counts.firestore_writes
-            _counts["rpcs"] = dict(_rpc_counts.rpcs)
-            _counts["published"] = dict(_rpc_counts.published)
-            text = json.dumps(_counts)
+            document: dict[str, Any] = {
+                "firestore_reads": _rpc_counts.firestore_reads,
+                "firestore_writes": _rpc_counts.firestore_writes,
+                "rpcs": _rpc_counts.rpcs,
+                "published": _rpc_counts.published,
+                "deliveries": _deliveries,
+            }
+            if _target is not None:
+                document["target"] = _target
+            text = json.dumps(document)
         path = os.path.join(str(_DIRECTORY), f"{os.getpid()}.json")
         temporary = f"{path}.{threading.get_ident()}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -96,7 +97,7 @@ if _DIRECTORY:
 
     def _count_delivery(target: str, acknowledged: bool) -> None:
         with _lock:
-            per_target = _counts["deliveries"].setdefault(target, {"acknowledged": 0, "retried": 0})
+            per_target = _deliveries.setdefault(target, {"acknowledged": 0, "retried": 0})
             per_target["acknowledged" if acknowledged else "retried"] += 1
         _changed.set()
 
@@ -117,11 +118,12 @@ if _DIRECTORY:
         original_create_app = module.create_app
 
         def create_app(target: str | None = None, *args: Any, **kwargs: Any) -> Any:
+            global _target
             app = original_create_app(target, *args, **kwargs)
             name = target or os.environ.get("FUNCTION_TARGET", "function")
             app.wsgi_app = _counting_wsgi(app.wsgi_app, name)
             with _lock:
-                _counts["target"] = name
+                _target = name
             _save()
             return app
 

@@ -49,3 +49,19 @@ def test_a_forked_worker_flushes_its_own_counts(tmp_path: Path) -> None:
     assert finished.returncode == 0, finished.stderr
     files = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in tmp_path.glob("*.json")}
     assert [counts["firestore_writes"] for counts in files.values() if counts["firestore_writes"]] == [2]
+
+
+def test_the_counts_name_the_entry_point_the_process_serves(tmp_path: Path) -> None:
+    source = tmp_path / "main.py"
+    source.write_text("def hello(request):\n    return 'ok'\n", encoding="utf-8")
+    script = f"import functions_framework\nfunctions_framework.create_app('hello', {str(source)!r})\n"
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(COUNTING_DIR), "BENCH_RPC_COUNTS_DIR": str(counts)}
+    finished = subprocess.run(
+        [sys.executable, "-c", script], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr
+    (document,) = [json.loads(path.read_text(encoding="utf-8")) for path in counts.glob("*.json")]
+    assert document["target"] == "hello"
+    assert document["deliveries"] == {} and document["firestore_reads"] == 0

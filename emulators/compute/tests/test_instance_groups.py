@@ -119,10 +119,7 @@ def test_resize_down_ends_the_removed_instance_process_tree(
 def test_autohealing_recreates_an_instance_whose_web_process_died(
     emulator: Emulator, project: str, hello_template: str, health_check: str
 ) -> None:
-    insert_healthy_group(emulator, project, "blue", hello_template, 1, health_check)
-    (victim,) = emulator.processes(project)
-
-    os.killpg(victim["pid"], signal.SIGKILL)
+    victim = kill_the_only_instance(emulator, project, hello_template, health_check)
 
     fresh = wait_replaced(emulator, project, victim, "autohealing to restart the instance")
     assert fresh["instance"] == victim["instance"], "a recreated instance keeps its name"
@@ -134,9 +131,7 @@ def test_an_exited_web_process_is_unhealthy_even_when_another_listens_on_its_por
 ) -> None:
     # On Compute Engine a VM's address is its own; here instances share 127.0.0.1, and a port a
     # dead instance held may be taken by another process that answers 200.
-    insert_healthy_group(emulator, project, "blue", hello_template, 1, health_check)
-    (victim,) = emulator.processes(project)
-    os.killpg(victim["pid"], signal.SIGKILL)
+    victim = kill_the_only_instance(emulator, project, hello_template, health_check)
     wait_until(lambda: not process_group_alive(victim["pid"]), 10, "the killed instance to end")
     impostor = http.server.ThreadingHTTPServer(("127.0.0.1", victim["port"]), _AlwaysOk)
     threading.Thread(target=impostor.serve_forever, daemon=True).start()
@@ -149,6 +144,16 @@ def test_an_exited_web_process_is_unhealthy_even_when_another_listens_on_its_por
     finally:
         impostor.shutdown()
         impostor.server_close()
+
+
+def kill_the_only_instance(
+    emulator: Emulator, project: str, hello_template: str, health_check: str
+) -> dict[str, Any]:
+    """SIGKILL the web process of a healthy one-instance group "blue"; what it was listed as."""
+    insert_healthy_group(emulator, project, "blue", hello_template, 1, health_check)
+    (victim,) = emulator.processes(project)
+    os.killpg(victim["pid"], signal.SIGKILL)
+    return victim
 
 
 def wait_replaced(emulator: Emulator, project: str, victim: dict[str, Any], what: str) -> dict[str, Any]:

@@ -34,9 +34,9 @@ def service_port_range(ephemeral_range: str | None = None) -> range:
     """Where a local service's port is chosen: just below the kernel's ephemeral range.
 
     A port chosen inside that range (a `bind` to port 0) stays free only until something else
-    needs one: every outgoing connection and every instance the Compute emulator starts draws its
-    port from the same range, and a function server binds seconds after its port was chosen. Below
-    the range only an explicit choice like this one can take a port.
+    needs one: every outgoing connection draws its port from that range, and a function server
+    binds seconds after its port was chosen. Below the range only an explicit choice like this one
+    can take a port (the Compute emulator chooses its instances' ports in the span below this one).
 
     >>> service_port_range("32768 60999")
     range(24768, 32768)

@@ -10,10 +10,11 @@ on one tick in ten, since listing every group and template and reading every dep
 one was most of a sweep's work with a hundred environments.
 
 One sweep at a time per instance: a tick that arrives while a sweep runs is acknowledged at once.
-A sweep reads every unfinished, live and retired deployment and lists every group and template,
-so with a hundred environments busy it can outlast the tick interval (seconds locally); sweeps
-started side by side would each do the whole work again and race for the same deletions. The
-running sweep does what the skipped tick would have done, and the next tick comes soon.
+A sweep reads every unfinished, baking and retired deployment (and, collecting leaks, lists every
+group and template), so with a hundred environments busy it can outlast the tick interval
+(seconds locally); sweeps started side by side would each do the whole work again and race for
+the same deletions. The running sweep does what the skipped tick would have done, and the next
+tick comes soon.
 """
 
 from __future__ import annotations

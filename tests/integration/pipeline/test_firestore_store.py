@@ -258,7 +258,7 @@ def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_
     threads = [
         threading.Thread(
             target=lambda environment=environment: results.append(
-                publish_build(world, "b1", COMMITS[1], environment=environment, commit_messages=["feat: x"])
+                deliver_build(world, "b1", COMMITS[1], environment=environment, commit_messages=["feat: x"])
             )
         )
         for environment in ("staging", "production")

@@ -173,15 +173,18 @@ class FirestoreNotificationLedger:
         except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
             raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
 
-    def _current(self, ref: firestore.DocumentReference) -> tuple[dict[str, Any] | None, Any]:
-        """The record and its update time: as we last wrote it if we remember that, else read.
-        None for a record that does not exist."""
-        with self._known_lock:
-            known = self._known.get(ref.id)
-        if known is not None:
-            return known
+    def _current(
+        self, ref: firestore.DocumentReference, *, remembered: bool = True
+    ) -> tuple[dict[str, Any] | None, Any, bool]:
+        """The record, its update time, and whether it came from memory: as we last wrote it if
+        we remember that (and `remembered` allows it), else read. None for a missing record."""
+        if remembered:
+            with self._known_lock:
+                known = self._known.get(ref.id)
+            if known is not None:
+                return (*known, True)
         snapshot = self._read(ref)
-        return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time
+        return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time, False
 
     def _remember(
         self, ref: firestore.DocumentReference, document: dict[str, Any] | None, update_time: Any
@@ -189,6 +192,15 @@ class FirestoreNotificationLedger:
         with self._known_lock:
             if document is None:
                 self._known.pop(ref.id, None)
+                return
+            known = self._known.get(ref.id)
+            if (
+                known is not None
+                and known[1] is not None
+                and update_time is not None
+                and known[1] > update_time
+            ):
+                # Two deliveries in this instance wrote in one order and got here in the other.
                 return
             self._known[ref.id] = (document, update_time)
             self._known.move_to_end(ref.id)
@@ -203,8 +215,9 @@ class FirestoreNotificationLedger:
     ) -> dict[str, ClaimOutcome | None]:
         """Apply each channel's decision to the record in one atomic change; each one's outcome."""
         ref = self._ref(dedupe_key)
+        use_remembered = True
         for attempt in range(COMPARE_AND_SET_ATTEMPTS):
-            document, update_time = self._current(ref)
+            document, update_time, remembered = self._current(ref, remembered=use_remembered)
             channels = dict((document or {}).get("channels") or {})
             now = self._now()
             outcomes: dict[str, ClaimOutcome | None] = {}
@@ -214,6 +227,11 @@ class FirestoreNotificationLedger:
                 if changed is not None:
                     changes[channel_id] = changed
             if not changes:
+                if remembered:
+                    # A write's precondition proves the remembered record current; an answer
+                    # that writes nothing has no such proof, so it is decided on a fresh read.
+                    use_remembered = False
+                    continue
                 return outcomes
             try:
                 if document is not None:

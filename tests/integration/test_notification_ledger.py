@@ -163,3 +163,31 @@ def test_one_delivery_changes_the_record_without_reading_it_again(
         "slack_URL": "delivered",
         "chat_URL": "delivered",
     }
+
+
+def test_an_outcome_that_writes_nothing_is_never_decided_on_a_remembered_record(
+    ledger: FirestoreNotificationLedger, clock: Clock
+) -> None:
+    other = FirestoreNotificationLedger(firestore.Client(), clock=clock)
+    assert ledger.claim(FAILED, "slack_URL", "a", 60) is ClaimOutcome.CLAIMED
+    other.mark_delivered(FAILED.dedupe_key, "slack_URL", "a")
+
+    # `ledger` remembers slack held by a; a no-write answer ("held elsewhere") is not checked by
+    # any precondition, so it reads the record again and sees the delivery.
+    assert ledger.claim(FAILED, "slack_URL", "b", 60) is ClaimOutcome.ALREADY_DELIVERED
+
+
+def test_a_late_remember_never_replaces_a_newer_remembered_record(
+    ledger: FirestoreNotificationLedger, clock: Clock
+) -> None:
+    ledger.claim(FAILED, "slack_URL", "a", 60)
+    stale_record, stale_time, _ = ledger._current(ledger._ref(FAILED.dedupe_key))
+    ledger.mark_delivered(FAILED.dedupe_key, "slack_URL", "a")
+
+    # Two deliveries in one instance finish their writes in one order and remember them in the
+    # other: the older record must not win.
+    ledger._remember(ledger._ref(FAILED.dedupe_key), stale_record, stale_time)
+
+    remembered, _, _ = ledger._current(ledger._ref(FAILED.dedupe_key))
+    assert remembered is not None
+    assert remembered["channels"]["slack_URL"]["state"] == "delivered"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,18 +51,22 @@ def publish_build(
 
 
 REDELIVERIES = 10
-"""How often a concurrent test redelivers a build whose admission lost to contention."""
+"""How often a concurrent test redelivers a step that lost to contention."""
 
 
-def deliver_build(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> Any:
+def redelivered(handle: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Like Pub/Sub: a delivery that failed transiently (contention outlasted the transaction's
     own attempts, as it can on a loaded machine) is delivered again; every attempt is bounded."""
     for _ in range(REDELIVERIES - 1):
         try:
-            return publish_build(world, build_id, commit, **extra)
+            return handle(*args, **kwargs)
         except StoreUnavailable:  # transient: the step is retried, as Pub/Sub would
             continue
-    return publish_build(world, build_id, commit, **extra)
+    return handle(*args, **kwargs)
+
+
+def deliver_build(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> Any:
+    return redelivered(publish_build, world, build_id, commit, **extra)
 
 
 def take_step(world: FakeWorld, topic: str) -> StepMessage:
@@ -466,7 +471,9 @@ def test_a_bake_window_breach_is_recorded_once_with_its_numbers_and_a_rollback_r
     world.metrics.traffic_by_group[instance_group_name(bad)] = TrafficSample(200, 90)
     world.clock.advance(2)
     message = take_step(world, topology.BAKE_CHECK)
-    threads = [threading.Thread(target=check_bake, args=(world.services, message)) for _ in range(3)]
+    threads = [
+        threading.Thread(target=redelivered, args=(check_bake, world.services, message)) for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

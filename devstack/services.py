@@ -72,6 +72,8 @@ class ServiceSpec:
     command: Callable[[ServiceContext], list[str]] | None = None
     health_url: Callable[[ServiceContext], str] | None = None
     """Ready once this answers 200."""
+    environment: Callable[[], Mapping[str, str]] | None = None
+    """Variables it starts with beside the stack's own environment."""
     stop_grace: float = STOP_GRACE_SECONDS
 
     @property
@@ -103,6 +105,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         port_variable="DEVSTACK_PUBSUB_PORT",
         command=lambda context: emulators.pubsub_command(context.port, HOST),
         health_url=lambda context: emulators.pubsub_ready_url(context.address, context.project),
+        environment=emulators.emulator_environment,
     ),
     ServiceSpec(
         FIRESTORE,
@@ -111,6 +114,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         port_variable="DEVSTACK_FIRESTORE_PORT",
         command=lambda context: emulators.firestore_command(context.port, HOST),
         health_url=lambda context: emulators.firestore_ready_url(context.address),
+        environment=emulators.emulator_environment,
     ),
     ServiceSpec(
         COMPUTE,

@@ -409,6 +409,7 @@ class Stack:
                     spec.ready(context),
                     context.port,
                     spec.health_url(context),
+                    env=spec.environment() if spec.environment else None,
                 )
             )
         for launch in launches:

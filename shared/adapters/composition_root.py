@@ -8,6 +8,7 @@ fails the cold start with an error naming it, instead of failing later mid-deplo
 from __future__ import annotations
 
 import functools
+import gc
 import os
 
 from shared.config import (
@@ -56,7 +57,7 @@ def services() -> Services:
     config = pipeline_config()
     compute_host = _emulator_host(ENV_COMPUTE_EMULATOR_HOST)
     monitoring_host = _emulator_host(ENV_MONITORING_EMULATOR_HOST)
-    return Services(
+    built = Services(
         config=config,
         store=FirestoreStore.from_environment(project),
         compute=ComputeEngine(project, endpoint=f"http://{compute_host}" if compute_host else None),
@@ -65,6 +66,17 @@ def services() -> Services:
         metrics=CloudMonitoring(project, endpoint=f"http://{monitoring_host}" if monitoring_host else None),
         probe=HttpSmokeProbe(),
     )
+    _keep_start_up_objects_out_of_collections()
+    return built
+
+
+def _keep_start_up_objects_out_of_collections() -> None:
+    """The client libraries leave about 230,000 objects behind at start-up (google-cloud-compute
+    alone builds thousands of message classes), all alive as long as the instance. Each full
+    collection of the cyclic garbage collector walked every one of them, about 140 ms of CPU in
+    the middle of a request; frozen, the collector skips them."""
+    gc.collect()
+    gc.freeze()
 
 
 def _emulator_host(variable: str) -> str:

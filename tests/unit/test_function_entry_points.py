@@ -5,6 +5,7 @@ how events are decoded and how outcomes map to acknowledge / retry / HTTP status
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
 import threading
@@ -378,3 +379,26 @@ def test_leaks_are_looked_for_on_the_first_tick_then_once_per_interval(
         tick = push(b"{}", {}, message_id=f"tick-{index}")
         assert app.post("/", json=tick).status_code == 200
     assert looked == [True, False, False, True]
+
+
+def test_the_objects_built_at_cold_start_are_kept_out_of_garbage_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "cold-start-test")
+    monkeypatch.setenv(
+        "PIPELINE_CONFIG", str(Path(__file__).resolve().parents[2] / "config" / "pipeline.toml")
+    )
+    monkeypatch.setenv("COMPUTE_EMULATOR_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
+    composition_root.pipeline_config.cache_clear()
+    composition_root.services.cache_clear()
+    gc.unfreeze()
+    try:
+        composition_root.services()
+        # Every object alive after the cold start, the client libraries' classes among them.
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        composition_root.services.cache_clear()
+        composition_root.pipeline_config.cache_clear()

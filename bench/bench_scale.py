@@ -367,7 +367,7 @@ def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
                     f"{wall / len(rounds):.1f}",
                     f"{busy:.0%}",
                     f"{max(r.load_average for r in rounds):.1f}",
-                    *(f"{value:.2f}" for value in per_component),
+                    *(f"{value:.3f}" for value in per_component),
                 ]
             )
     return rows

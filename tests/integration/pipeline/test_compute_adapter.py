@@ -252,3 +252,17 @@ def test_the_watchdog_collects_a_leaked_group_and_template_through_the_listings(
     assert instance_group_name(leaked_id) not in names_left
     assert instance_template_name(leaked_id) not in names_left
     assert {instance_group_name(kept_id), instance_template_name(kept_id), "adapter-test-base"} <= names_left
+
+
+def test_an_emulator_is_reached_directly_whatever_proxy_the_environment_names(
+    compute_host: str, project: str, env: EnvironmentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy meant for the Internet, with no NO_PROXY for loopback: asked, it would refuse.
+    for variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    compute = ComputeEngine(project, endpoint=f"http://{compute_host}", operation_timeout=60)
+
+    # Through the proxy this raises ComputeUnavailable (the connection is refused).
+    assert isinstance(compute.attached_groups(env), list)

@@ -465,13 +465,9 @@ class ComputeEngine:
 
 
 def _reach_directly(client: Any) -> None:
-    """Send an emulator client's requests straight to the emulator, ignoring proxy settings.
-
-    `requests` reads the proxy variables (HTTP_PROXY, NO_PROXY...) from the environment for
-    every request. For an emulator that is wrong, since a proxy set for the Internet would be asked
-    for a loopback address unless NO_PROXY lists it, and slow: each request walked the whole
-    environment twice, a quarter of a millisecond with a hundred variables, a dozen times per
-    deployment. The REST transport offers no option for its session, hence its attribute."""
+    """Send an emulator client's requests straight to it: `requests` reads the proxy variables
+    on every call, wrong for a loopback emulator (a proxy meant for the Internet would be asked)
+    and slow (the whole environment walked twice per call). The transport has no such option."""
     session = getattr(getattr(client, "_transport", None), "_session", None)
     if session is not None:
         session.trust_env = False

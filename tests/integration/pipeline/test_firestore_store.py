@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -54,19 +56,39 @@ REDELIVERIES = 10
 """How often a concurrent test redelivers a step that lost to contention."""
 
 
+REDELIVERY_BACKOFF_SECONDS = 1.0
+"""Up to this long before a redelivery: Pub/Sub never redelivers all duplicates at one instant."""
+
+
 def redelivered(handle: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Like Pub/Sub: a delivery that failed transiently (contention outlasted the transaction's
-    own attempts, as it can on a loaded machine) is delivered again; every attempt is bounded."""
+    own attempts, as it can on a loaded machine) is delivered again after a backoff; every
+    attempt is bounded. Concurrent transactions on the same documents can all time out on the
+    emulator's locks at once; redelivered at once, they would collide again."""
     for _ in range(REDELIVERIES - 1):
         try:
             return handle(*args, **kwargs)
         except StoreUnavailable:  # transient: the step is retried, as Pub/Sub would
-            continue
+            time.sleep(random.uniform(0, REDELIVERY_BACKOFF_SECONDS))
     return handle(*args, **kwargs)
 
 
 def deliver_build(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> Any:
     return redelivered(publish_build, world, build_id, commit, **extra)
+
+
+CONCURRENT_BOUND_SECONDS = 180
+"""Bound on concurrent deliveries: each redelivery may first wait out the emulator's lock timeout."""
+
+
+def run_concurrently(threads: list[threading.Thread]) -> None:
+    """Start the deliveries together and wait until every one has ended, within the bound."""
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + CONCURRENT_BOUND_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "a delivery was still running at the bound"
 
 
 def take_step(world: FakeWorld, topic: str) -> StepMessage:
@@ -158,10 +180,7 @@ def test_concurrent_deliveries_of_one_build_make_one_deployment(
         threading.Thread(target=lambda: outcomes.append(deliver_build(world, "b1", COMMITS[0]).outcome))
         for _ in range(4)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_concurrently(threads)
     assert sorted(outcomes) == sorted([Outcome.STARTED] + [Outcome.DUPLICATE] * 3)
     assert len(list(firestore_client.collection("deployments").stream())) == 1
 
@@ -179,10 +198,7 @@ def test_concurrent_builds_of_different_commits_get_distinct_versions_and_one_lo
         )
         for i in range(1, 4)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_concurrently(threads)
     versions = sorted(r.version for r in results)
     assert versions == ["1.0.1", "1.0.2", "1.0.3"]
     assert sum(r.outcome is Outcome.STARTED for r in results) == 1
@@ -268,10 +284,7 @@ def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_
         )
         for environment in ("staging", "production")
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_concurrently(threads)
     assert sorted(r.version for r in results) == ["1.1.0", "1.1.0"]
     releases = [s.to_dict() for s in firestore_client.collection("releases").stream()]
     assert sorted(r["version"] for r in releases) == ["1.0.0", "1.1.0"]
@@ -474,10 +487,7 @@ def test_a_bake_window_breach_is_recorded_once_with_its_numbers_and_a_rollback_r
     threads = [
         threading.Thread(target=redelivered, args=(check_bake, world.services, message)) for _ in range(3)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_concurrently(threads)
 
     document = raw(firestore_client, "deployments", bad)
     assert document["status"] == "rolled_back"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import signal
 import sys
 import time
 import traceback
@@ -22,7 +23,19 @@ def discover() -> list[str]:
     return sorted(path.stem for path in BENCH_DIR.glob("bench_*.py"))
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (a timeout, a cancelled job, `kill`) end a benchmark as Ctrl-C does: by an
+    exception, so its `finally` blocks stop the private stack it started. Python's default for
+    SIGTERM ends the process at once, and the stack's processes were left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str]) -> int:
+    stop_on_sigterm()
     available = discover()
     first_option = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
     names, options = argv[:first_option], argv[first_option:]

@@ -173,16 +173,13 @@ class FirestoreNotificationLedger:
         except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
             raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
 
-    def _current(
-        self, ref: firestore.DocumentReference, *, remembered: bool = True
-    ) -> tuple[dict[str, Any] | None, Any, bool]:
+    def _current(self, ref: firestore.DocumentReference) -> tuple[dict[str, Any] | None, Any, bool]:
         """The record, its update time, and whether it came from memory: as we last wrote it if
-        we remember that (and `remembered` allows it), else read. None for a missing record."""
-        if remembered:
-            with self._known_lock:
-                known = self._known.get(ref.id)
-            if known is not None:
-                return (*known, True)
+        we remember that, else read. None for a missing record."""
+        with self._known_lock:
+            known = self._known.get(ref.id)
+        if known is not None:
+            return (*known, True)
         snapshot = self._read(ref)
         return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time, False
 
@@ -194,12 +191,7 @@ class FirestoreNotificationLedger:
                 self._known.pop(ref.id, None)
                 return
             known = self._known.get(ref.id)
-            if (
-                known is not None
-                and known[1] is not None
-                and update_time is not None
-                and known[1] > update_time
-            ):
+            if known is not None and known[1] > update_time:
                 # Two deliveries in this instance wrote in one order and got here in the other.
                 return
             self._known[ref.id] = (document, update_time)
@@ -215,9 +207,8 @@ class FirestoreNotificationLedger:
     ) -> dict[str, ClaimOutcome | None]:
         """Apply each channel's decision to the record in one atomic change; each one's outcome."""
         ref = self._ref(dedupe_key)
-        use_remembered = True
         for attempt in range(COMPARE_AND_SET_ATTEMPTS):
-            document, update_time, remembered = self._current(ref, remembered=use_remembered)
+            document, update_time, remembered = self._current(ref)
             channels = dict((document or {}).get("channels") or {})
             now = self._now()
             outcomes: dict[str, ClaimOutcome | None] = {}
@@ -230,7 +221,7 @@ class FirestoreNotificationLedger:
                 if remembered:
                     # A write's precondition proves the remembered record current; an answer
                     # that writes nothing has no such proof, so it is decided on a fresh read.
-                    use_remembered = False
+                    self._remember(ref, None, None)
                     continue
                 return outcomes
             try:

@@ -13,11 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from devstack.emulators import RunningEmulator, start_firestore, start_pubsub
+from devstack.emulators import EMULATOR_JVM_OPTIONS, RunningEmulator, start_firestore, start_pubsub
 from devstack.processes import free_port, stop_process_group
 from devstack.stack import Stack
 
 TEST_PROJECT = "release-pipeline-test"
+
+
+def assert_jvm_took_the_emulator_options(log_path: Path) -> None:
+    """The JVM itself prints the JAVA_TOOL_OPTIONS it picked up: proof that the emulator options
+    reached it through whatever launcher started it."""
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    picked_up = [line for line in log.splitlines() if line.startswith("Picked up JAVA_TOOL_OPTIONS:")]
+    assert picked_up, f"{log_path.name}: the JVM did not report JAVA_TOOL_OPTIONS"
+    assert all(option in picked_up[-1] for option in EMULATOR_JVM_OPTIONS), picked_up[-1]
 
 
 @pytest.fixture(scope="session")

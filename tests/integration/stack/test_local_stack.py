@@ -6,11 +6,11 @@ import json
 import urllib.error
 import urllib.request
 
-from devstack.emulators import EMULATOR_JVM_OPTIONS
 from devstack.services import FIRESTORE, PUBSUB, spec_of
 from devstack.stack import Stack, function_service
 from devstack.token_issuer import local_identity, mint_token
 from shared.topology import all_entry_points
+from tests.conftest import assert_jvm_took_the_emulator_options
 
 
 def _post_rollback(stack: Stack, body: dict[str, str], token: str | None) -> int:
@@ -51,9 +51,5 @@ def test_the_rollback_function_accepts_the_local_issuers_tokens_only(local_stack
 def test_the_stacks_java_emulators_run_with_the_quick_compiler_and_serial_collector(
     local_stack: Stack,
 ) -> None:
-    # The JVM itself prints the options it picked up: proof they reached it through the launcher.
     for name in (PUBSUB, FIRESTORE):
-        log = (local_stack.logs_dir / spec_of(name).log_name).read_text(encoding="utf-8", errors="replace")
-        picked_up = [line for line in log.splitlines() if line.startswith("Picked up JAVA_TOOL_OPTIONS:")]
-        assert picked_up, f"{name}: the JVM did not report JAVA_TOOL_OPTIONS"
-        assert all(option in picked_up[-1] for option in EMULATOR_JVM_OPTIONS), picked_up[-1]
+        assert_jvm_took_the_emulator_options(local_stack.logs_dir / spec_of(name).log_name)

@@ -106,10 +106,10 @@ def broken_copy(source: Path, into: Path) -> Path:
     target = _copy(source, into)
     app = target / "app.py"
     text = app.read_text(encoding="utf-8")
-    healthy = 'self._send(200, b"ok\\n", "text/plain")'
+    healthy = 'return 200, b"ok\\n", "text/plain"'
     if healthy not in text:
         raise DemoFailure("cannot break the sample app: its health-check line changed")
-    app.write_text(text.replace(healthy, 'self._send(500, b"broken\\n", "text/plain")', 1), encoding="utf-8")
+    app.write_text(text.replace(healthy, 'return 500, b"broken\\n", "text/plain"', 1), encoding="utf-8")
     return target
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .api import build_app
 from .api_common import OPERATION_WAIT_SECONDS
+from .instances import watch_children_with_pidfds
 from .state import Emulator
 
 LOG = logging.getLogger("compute_emulator")
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="compute-emulator-"))
     state_dir.mkdir(parents=True, exist_ok=True)
+    watch_children_with_pidfds(asyncio.get_running_loop())
     emulator = Emulator(state_dir.resolve())
     # Whatever happens to the event loop, no instance process may outlive the emulator.
     atexit.register(emulator.kill_everything_now)

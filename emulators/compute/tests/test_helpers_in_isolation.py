@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from compute_emulator.instances import (
     instance_port_range,
     release_port,
     shell_command,
+    watch_children_with_pidfds,
 )
 from compute_emulator.links import parse_reference
 from compute_emulator.listing import apply_filter, page
@@ -146,3 +149,31 @@ def test_the_fetched_copy_is_hashed_as_it_is_written(tmp_path: Path) -> None:
     copy = tmp_path / "copy.tar.gz"
     assert fetch_and_hash(str(source), copy) == hashlib.sha256(source.read_bytes()).hexdigest()
     assert copy.read_bytes() == source.read_bytes()
+
+
+def test_instance_exits_are_seen_without_a_thread_per_process() -> None:
+    async def spawn_and_reap() -> tuple[list[int], int]:
+        if not watch_children_with_pidfds(asyncio.get_running_loop()):
+            pytest.skip("pidfds unavailable here, or Python 3.12+ uses them by itself")
+        threads_before = threading.active_count()
+        # Each waits for a line on stdin, so all three are still running when the threads are counted.
+        processes = [
+            await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", f"read line; exit {code}", stdin=asyncio.subprocess.PIPE
+            )
+            for code in (0, 3, 7)
+        ]
+        # Python 3.11's default watcher would be running one thread per process now.
+        threads_while_running = threading.active_count() - threads_before
+        codes = [
+            (await asyncio.wait_for(process.communicate(b"go\n"), 10), process.returncode)[1]
+            for process in processes
+        ]
+        return codes, threads_while_running
+
+    try:
+        codes, extra_threads = asyncio.run(spawn_and_reap())
+    finally:
+        asyncio.set_child_watcher(None)  # later tests get the default watcher back
+    assert codes == [0, 3, 7]
+    assert extra_threads == 0

@@ -76,10 +76,6 @@ class ServiceSpec:
     """Variables it starts with beside the stack's own environment."""
     stop_grace: float = STOP_GRACE_SECONDS
 
-    @property
-    def log_name(self) -> str:
-        return f"{self.name}.log"
-
     def ready(self, context: ServiceContext) -> Callable[[], bool]:
         assert self.health_url is not None
         return http_ok(self.health_url(context))
@@ -158,6 +154,16 @@ SUPERVISOR_SPEC = ServiceSpec(SUPERVISOR, STOP_FIRST, restart=False)
 
 NOT_RESTARTED = frozenset(spec.name for spec in SERVICES if not spec.restart)
 """Services the supervisor leaves down when they die (see the comment on `SERVICES`)."""
+
+
+def log_name(service: str) -> str:
+    """The file in the stack's logs directory that a started service writes to: one per service,
+    so each function has its own (its spec is shared by every function).
+
+    >>> log_name("function-on_notify")
+    'function-on_notify.log'
+    """
+    return f"{service}.log"
 
 
 def function_service(entry_point: str) -> str:

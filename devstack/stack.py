@@ -338,7 +338,7 @@ class Stack:
         timeout: float = START_TIMEOUT_SECONDS,
     ) -> _Launch:
         assert self._state is not None
-        log = self.logs_dir / specs.spec_of(name).log_name
+        log = self.logs_dir / specs.log_name(name)
         started = time.monotonic()
         # A Ctrl-C between starting the process and recording it would leave it running with no
         # record to stop it by: it waits until the record is saved, then interrupts as usual.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-from devstack.services import FIRESTORE, PUBSUB, spec_of
+from devstack.services import FIRESTORE, PUBSUB, log_name
 from devstack.stack import Stack, function_service
 from devstack.token_issuer import local_identity, mint_token
 from shared.topology import all_entry_points
@@ -38,6 +39,17 @@ def test_the_fixture_offers_env_config_and_urls(local_stack: Stack) -> None:
     assert local_stack.env["PIPELINE_CONFIG"] == str(local_stack.state_dir / "pipeline.toml")
 
 
+def test_each_function_writes_a_log_of_its_own(local_stack: Stack) -> None:
+    for entry_point in all_entry_points():
+        name = function_service(entry_point)
+        log = local_stack.logs_dir / log_name(name)
+        assert Path(local_stack.service(name).log) == log
+        text = log.read_text(encoding="utf-8")
+        assert f"{name} started" in text
+        others = [function_service(other) for other in all_entry_points() if other != entry_point]
+        assert not [other for other in others if f"{other} started" in text], f"{log} is shared"
+
+
 def test_the_rollback_function_accepts_the_local_issuers_tokens_only(local_stack: Stack) -> None:
     issuer_url = local_stack.env["RELEASECTL_TOKEN_URL"].removesuffix("/token")
     body = {"app": "no-such-app", "environment": "staging"}
@@ -52,4 +64,4 @@ def test_the_stacks_java_emulators_run_with_the_quick_compiler_and_serial_collec
     local_stack: Stack,
 ) -> None:
     for name in (PUBSUB, FIRESTORE):
-        assert_jvm_took_the_emulator_options(local_stack.logs_dir / spec_of(name).log_name)
+        assert_jvm_took_the_emulator_options(local_stack.logs_dir / log_name(name))

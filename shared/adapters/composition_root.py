@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from shared.config import (
     ENV_APPROVE_AUDIENCE,
@@ -31,6 +34,37 @@ from shared.usecases.dashboard import DashboardServices
 from shared.usecases.notify import NotifyServices
 from shared.usecases.services import Services
 
+T = TypeVar("T")
+
+
+class built_once(Generic[T]):
+    """`functools.cache` for a function of no arguments, except that concurrent first calls wait
+    for one build instead of each running its own.
+
+    A function instance serves several requests at once (a thread each), and the first burst on
+    a cold instance used to build the clients once per thread, each with its own start-up
+    collection: several times the cold start's CPU, and clients thrown away. A build that raises
+    stores nothing: the next call tries again.
+    """
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._built: list[T] = []
+        functools.update_wrapper(self, build)
+
+    def __call__(self) -> T:
+        if not self._built:
+            with self._lock:
+                if not self._built:
+                    self._built.append(self._build())
+        return self._built[0]
+
+    def cache_clear(self) -> None:
+        """Forget the built value (tests build again with other settings)."""
+        with self._lock:
+            self._built.clear()
+
 
 def project_id() -> str:
     project = os.environ.get(ENV_PROJECT, "").strip()
@@ -39,12 +73,12 @@ def project_id() -> str:
     return project
 
 
-@functools.cache
+@built_once
 def pipeline_config() -> PipelineConfig:
     return load_pipeline_config()
 
 
-@functools.cache
+@built_once
 def services() -> Services:
     from shared.adapters.clock import SystemClock
     from shared.adapters.compute_engine import ComputeEngine
@@ -87,7 +121,7 @@ def _emulator_host(variable: str) -> str:
     return host
 
 
-@functools.cache
+@built_once
 def notify_services() -> NotifyServices:
     """`on_notify` reads the records and keeps its ledger; it needs no Compute and no publisher."""
     from shared.adapters.clock import SystemClock
@@ -106,13 +140,13 @@ def notify_services() -> NotifyServices:
     )
 
 
-@functools.cache
+@built_once
 def rollback_audience() -> tuple[str, ...]:
     """Every audience a rollback caller's token may carry (the rollback function's URL first)."""
     return _audiences(ENV_ROLLBACK_AUDIENCE, "the rollback function's URL")
 
 
-@functools.cache
+@built_once
 def dashboard_services() -> DashboardServices:
     """The dashboard reads the records and forwards actions; it holds no pipeline write access."""
     from shared.adapters.delivery_records import FirestoreDeliveryRecords
@@ -132,13 +166,13 @@ def dashboard_services() -> DashboardServices:
     )
 
 
-@functools.cache
+@built_once
 def promote_audience() -> tuple[str, ...]:
     """Every audience a promote caller's token may carry (the promote function's URL first)."""
     return _audiences(ENV_PROMOTE_AUDIENCE, "the promote function's URL")
 
 
-@functools.cache
+@built_once
 def approve_audience() -> tuple[str, ...]:
     """Every audience an approve caller's token may carry (the approve function's URL first)."""
     return _audiences(ENV_APPROVE_AUDIENCE, "the approve function's URL")

@@ -402,3 +402,51 @@ def test_the_objects_built_at_cold_start_are_kept_out_of_garbage_collections(
         gc.unfreeze()
         composition_root.services.cache_clear()
         composition_root.pipeline_config.cache_clear()
+
+
+def test_concurrent_first_calls_at_cold_start_build_the_clients_once() -> None:
+    builds: list[int] = []
+    all_waiting = threading.Barrier(8)
+    another_build_began = threading.Event()
+
+    def build() -> object:
+        builds.append(threading.get_ident())
+        if len(builds) > 1:
+            another_build_began.set()
+        # Holds the first build open (bounded) for as long as a second one could begin.
+        another_build_began.wait(timeout=0.5)
+        return object()
+
+    services = composition_root.built_once(build)
+
+    def first_request() -> object:
+        all_waiting.wait(timeout=10)
+        return services()
+
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(first_request())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(results) == 8 and len({id(result) for result in results}) == 1
+    assert len(builds) == 1
+
+    services.cache_clear()
+    assert services() is not results[0] and len(builds) == 2
+
+
+def test_a_cold_start_that_fails_is_tried_again_by_the_next_request() -> None:
+    attempts: list[str] = []
+
+    def build() -> str:
+        attempts.append("tried")
+        if len(attempts) == 1:
+            raise ConfigError("PIPELINE_CONFIG: unreadable")
+        return "built"
+
+    services = composition_root.built_once(build)
+    with pytest.raises(ConfigError):
+        services()
+    assert services() == "built" and services() == "built"
+    assert len(attempts) == 2

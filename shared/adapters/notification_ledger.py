@@ -183,13 +183,13 @@ class FirestoreNotificationLedger:
         snapshot = self._read(ref)
         return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time, False
 
-    def _remember(
-        self, ref: firestore.DocumentReference, document: dict[str, Any] | None, update_time: Any
-    ) -> None:
+    def _forget(self, ref: firestore.DocumentReference) -> None:
+        """Drop the remembered record: the next decision reads the ledger afresh."""
         with self._known_lock:
-            if document is None:
-                self._known.pop(ref.id, None)
-                return
+            self._known.pop(ref.id, None)
+
+    def _remember(self, ref: firestore.DocumentReference, document: dict[str, Any], update_time: Any) -> None:
+        with self._known_lock:
             known = self._known.get(ref.id)
             if known is not None and known[1] > update_time:
                 # Two deliveries in this instance wrote in one order and got here in the other.
@@ -221,7 +221,7 @@ class FirestoreNotificationLedger:
                 if remembered:
                     # A write's precondition proves the remembered record current; an answer
                     # that writes nothing has no such proof, so it is decided on a fresh read.
-                    self._remember(ref, None, None)
+                    self._forget(ref)
                     continue
                 return outcomes
             try:
@@ -242,10 +242,10 @@ class FirestoreNotificationLedger:
             except (api_exceptions.FailedPrecondition, api_exceptions.Conflict):
                 # Transient: another delivery wrote the record after we read it; decide again on
                 # what it wrote.
-                self._remember(ref, None, None)
+                self._forget(ref)
                 self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
             except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
-                self._remember(ref, None, None)
+                self._forget(ref)
                 raise StoreUnavailable(f"cannot write {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
         raise LedgerContentionError(
             f"{LEDGER_COLLECTION}/{ref.id}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"

@@ -1,6 +1,6 @@
 """Scale: K apps of one environment each on one local stack, K releases published at once.
 
-`python -m bench scale [--k 10,30,100]` (`make bench` runs K = 10, 30, 100). For each K, a private
+`python -m bench scale [--k 10,30,100] [--repeat N]` (`make bench` runs K = 10, 30, 100 once). For each K, a private
 stack serves a generated pipeline file (DEVSTACK_PIPELINE_TEMPLATE's format) of K apps with one
 environment each (instance_count 1, the local cool-down), then:
   1. a first release everywhere (all K at once; it also warms every function up);
@@ -11,17 +11,19 @@ green boot-to-healthy under the same load (MIG requested → the instance's heal
 passes, from the Compute emulator's instance logs), the pipeline's overhead (publish → live minus
 the wait for green), Firestore reads and writes, aborted transactions, function invocations and the
 CPU seconds of the pipeline's own processes (the functions), per deployment, and whether every
-app then serves its new version. Prints tables; asserts nothing.
+app then serves its new version. Single runs vary, so `--repeat N` runs each K N times (a fresh
+stack each) and adds each run's ratio and their median. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -255,6 +257,36 @@ class Result:
     apps: int
     lone: list[Round]
     burst: Round
+    run: int = 0
+    """Which of several runs of this K (`--repeat`), from 1; 0 when K ran once."""
+
+    @property
+    def label(self) -> str:
+        return str(self.apps) if self.run == 0 else f"{self.apps}#{self.run}"
+
+    @property
+    def p50_ratio(self) -> float | None:
+        """The burst's median publish -> live over the lone release's."""
+        lone = percentile([v for r in self.lone for v in r.values(lambda o: o.total)], 0.5)
+        p50 = percentile(self.burst.values(lambda o: o.total), 0.5)
+        return None if lone is None or p50 is None else p50 / lone
+
+
+def repeat_summary(ratios: Mapping[int, Sequence[float | None]]) -> list[str]:
+    """One line per K that ran more than once: each run's p50/lone and their median.
+
+    >>> repeat_summary({10: [1.1], 100: [1.71, 1.62, None, 1.8]})
+    ['K=100 over 4 runs: p50/lone 1.71x 1.62x - 1.80x; median 1.71x']
+    """
+    lines = []
+    for apps, values in ratios.items():
+        if len(values) < 2:
+            continue
+        measured = sorted(v for v in values if v is not None)
+        each = " ".join("-" if v is None else f"{v:.2f}x" for v in values)
+        median = f"{statistics.median(measured):.2f}x" if measured else "-"
+        lines.append(f"K={apps} over {len(values)} runs: p50/lone {each}; median {median}")
+    return lines
 
 
 def _s(value: float | None) -> str:
@@ -293,12 +325,12 @@ def report(results: Sequence[Result]) -> None:
         live = sum(1 for o in burst.outcomes if o.status == "live")
         rows.append(
             [
-                str(result.apps),
+                result.label,
                 _s(lone),
                 _s(p50),
                 _s(percentile(totals, 0.9)),
                 _s(max(totals) if totals else None),
-                "-" if lone is None or p50 is None else f"{p50 / lone:.2f}x",
+                "-" if result.p50_ratio is None else f"{result.p50_ratio:.2f}x",
                 f"{_s(percentile(boots, 0.5))}/{_s(percentile(boots, 0.9))}",
                 f"{_s(percentile(overheads, 0.5))}/{_s(percentile(overheads, 0.9))}",
                 f"{_per(burst.counts.reads, n)}/{_per(burst.counts.writes, n)}",
@@ -337,7 +369,7 @@ def report(results: Sequence[Result]) -> None:
             values = result.burst.values(_hop_seconds(label_key))
             cells.append(f"{_s(percentile(values, 0.5))}/{_s(percentile(values, 0.9))}")
         hop_rows.append(cells)
-    say(table(["hop", *[f"K={r.apps}" for r in results]], hop_rows))
+    say(table(["hop", *[f"K={r.label}" for r in results]], hop_rows))
     say()
     say("CPU seconds per deployment by component, and how busy the whole machine was")
     say(table(["K", "round", "wall s", "machine busy", "load", *COMPONENTS], cpu_rows(results)))
@@ -348,6 +380,15 @@ def report(results: Sequence[Result]) -> None:
         " CPU s per dep: the functions' processes only; the last table has every component (instances: every"
         " process the Compute emulator runs; machine busy and load count other work on the machine too)."
     )
+    ratios: dict[int, list[float | None]] = {}
+    for result in results:
+        ratios.setdefault(result.apps, []).append(result.p50_ratio)
+    summary = repeat_summary(ratios)
+    if summary:
+        say()
+        say("Single runs vary; over the repeated runs:")
+        for line in summary:
+            say(line)
 
 
 def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
@@ -360,7 +401,7 @@ def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
             per_component = [sum(r.cpu.seconds.get(c, 0.0) for r in rounds) / max(n, 1) for c in COMPONENTS]
             rows.append(
                 [
-                    str(result.apps),
+                    result.label,
                     label,
                     f"{wall / len(rounds):.1f}",
                     f"{busy:.0%}",
@@ -374,7 +415,7 @@ def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
 # ---- main ------------------------------------------------------------------------------------------
 
 
-def run_one(apps: int, progress: Callable[[str], None] = say) -> Result:
+def run_one(apps: int, progress: Callable[[str], None] = say, run: int = 0) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"bench-scale-{apps}-") as scratch:
         root = Path(scratch)
         counts_dir = root / "counts"
@@ -415,7 +456,7 @@ def run_one(apps: int, progress: Callable[[str], None] = say) -> Result:
                     f" max {_s(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
                 )
                 bench.publisher.stop()
-                return Result(apps, lone, burst)
+                return Result(apps, lone, burst, run)
         finally:
             progress(f"K={apps}: stopping the private stack…")
             stack.stop()
@@ -431,13 +472,33 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def parse_repeat(text: str) -> int:
+    try:
+        repeat = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--repeat wants a number, got {text!r}") from None
+    if not 1 <= repeat <= 10:
+        raise argparse.ArgumentTypeError(f"--repeat wants a number between 1 and 10, got {text!r}")
+    return repeat
+
+
 def main(argv: Sequence[str] = ()) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench scale")
     parser.add_argument(
         "--k", type=parse_ks, default=DEFAULT_KS, help="apps per run, comma-separated (default 10,30,100)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=parse_repeat,
+        default=1,
+        help="runs per K, each on a fresh stack; the report adds each run's ratio and their median",
+    )
     args = parser.parse_args(list(argv))
-    results = [run_one(apps) for apps in args.k]
+    results = [
+        run_one(apps, run=run if args.repeat > 1 else 0)
+        for apps in args.k
+        for run in range(1, args.repeat + 1)
+    ]
     report(results)
 
 

@@ -34,6 +34,8 @@ MODULES = [
     "devstack.local_config",
     "devstack.processes",
     "shared.adapters.notification_ledger",
+    "bench.process_cpu",
+    "bench.bench_scale",
 ]
 
 

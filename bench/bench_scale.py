@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,10 @@ from typing import Any
 from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from bench import process_cpu
-from bench.bench_pipeline import COUNTING_DIR, table
-from bench.process_cpu import COMPONENTS, CpuSnapshot, CpuUse
-from bench.rpc_counts import Counts, quiet_counts
+from bench.bench_pipeline import COUNTING_DIR
+from bench.process_cpu import CpuSnapshot
+from bench.rpc_counts import quiet_counts
+from bench.scale_report import Outcome, Result, Round, report, say, seconds_text
 from devstack.load import percentile
 from devstack.local_config import one_environment_apps_template
 from devstack.processes import environment_applied
@@ -58,10 +57,6 @@ POLL_SECONDS = 0.5
 ENDED = ("live", "failed", "cancelled")
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def app_name(index: int) -> str:
     return f"app{index:03d}"
 
@@ -82,45 +77,6 @@ def scale_template(apps: int) -> str:
 
 
 # ---- measuring -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    deployment_id: str
-    status: str
-    version: str
-    total: float | None
-    """publish → live, seconds."""
-    wait: float | None
-    """cooling_down → ready (the later of the cool-down's end and green healthy)."""
-    boot_to_healthy: float | None
-    hops: dict[str, float]
-    """Seconds per hop (see HOPS), where the record has both ends."""
-
-
-HOPS = (
-    ("admission", "publish → recorded"),
-    ("lock", "recorded → provisioning"),
-    ("provisioning", "provisioning → green requested"),
-    ("detection", "ready → switching noticed"),
-    ("switching", "switching → live"),
-)
-
-
-@dataclass(frozen=True)
-class Round:
-    outcomes: list[Outcome]
-    counts: Counts
-    cpu: CpuUse
-    load_average: float
-    """The machine's 1-minute load average when the round ended (other work included)."""
-    wall_seconds: float
-    """First publish → the last deployment ended."""
-    serving: int
-    """How many apps serve the version they were just given."""
-
-    def values(self, pick: Callable[[Outcome], float | None]) -> list[float]:
-        return [value for o in self.outcomes if (value := pick(o)) is not None]
 
 
 def cpu_snapshot(stack: Stack) -> CpuSnapshot:
@@ -249,169 +205,6 @@ class ScaleBench:
         return Round(outcomes, counts, cpu, load, wall, self.serving(outcomes))
 
 
-# ---- report ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Result:
-    apps: int
-    lone: list[Round]
-    burst: Round
-    run: int = 0
-    """Which of several runs of this K (`--repeat`), from 1; 0 when K ran once."""
-
-    @property
-    def label(self) -> str:
-        return str(self.apps) if self.run == 0 else f"{self.apps}#{self.run}"
-
-    @property
-    def p50_ratio(self) -> float | None:
-        """The burst's median publish -> live over the lone release's."""
-        lone = percentile([v for r in self.lone for v in r.values(lambda o: o.total)], 0.5)
-        p50 = percentile(self.burst.values(lambda o: o.total), 0.5)
-        return None if lone is None or p50 is None else p50 / lone
-
-
-def repeat_summary(ratios: Mapping[int, Sequence[float | None]]) -> list[str]:
-    """One line per K that ran more than once: each run's p50/lone and their median.
-
-    >>> repeat_summary({10: [1.1], 100: [1.71, 1.62, None, 1.8]})
-    ['K=100 over 4 runs: p50/lone 1.71x 1.62x - 1.80x; median 1.71x']
-    """
-    lines = []
-    for apps, values in ratios.items():
-        if len(values) < 2:
-            continue
-        measured = sorted(v for v in values if v is not None)
-        each = " ".join("-" if v is None else f"{v:.2f}x" for v in values)
-        median = f"{statistics.median(measured):.2f}x" if measured else "-"
-        lines.append(f"K={apps} over {len(values)} runs: p50/lone {each}; median {median}")
-    return lines
-
-
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _per(value: float, n: int) -> str:
-    return "-" if n == 0 else f"{value / n:.1f}"
-
-
-def _hop_seconds(key: str) -> Callable[[Outcome], float | None]:
-    """How long one outcome spent on the hop `key` (None where it did not get that far)."""
-    return lambda outcome: outcome.hops.get(key)
-
-
-def report(results: Sequence[Result]) -> None:
-    say()
-    say("=" * 78)
-    say(
-        f"Scale: K apps x 1 environment (instance_count 1, cool-down {COOL_DOWN_SECONDS} s), K releases at once"
-    )
-    say(f"Machine: {os.cpu_count()} CPUs; {datetime.now(UTC):%Y-%m-%d}. Times in seconds.")
-    rows = []
-    for result in results:
-        lone_totals = [v for r in result.lone for v in r.values(lambda o: o.total)]
-        lone = percentile(lone_totals, 0.5)
-        burst = result.burst
-        totals = burst.values(lambda o: o.total)
-        overheads = [o.total - o.wait for o in burst.outcomes if o.total is not None and o.wait is not None]
-        boots = burst.values(lambda o: o.boot_to_healthy)
-        n = len(burst.outcomes)
-        p50 = percentile(totals, 0.5)
-        rpcs = burst.counts.rpcs
-        begun = sum(v for k, v in rpcs.items() if k.endswith("/BeginTransaction"))
-        aborted = sum(v for k, v in rpcs.items() if k.endswith(" aborted"))
-        live = sum(1 for o in burst.outcomes if o.status == "live")
-        rows.append(
-            [
-                result.label,
-                _s(lone),
-                _s(p50),
-                _s(percentile(totals, 0.9)),
-                _s(max(totals) if totals else None),
-                "-" if result.p50_ratio is None else f"{result.p50_ratio:.2f}x",
-                f"{_s(percentile(boots, 0.5))}/{_s(percentile(boots, 0.9))}",
-                f"{_s(percentile(overheads, 0.5))}/{_s(percentile(overheads, 0.9))}",
-                f"{_per(burst.counts.reads, n)}/{_per(burst.counts.writes, n)}",
-                f"{aborted}/{begun}",
-                _per(sum(burst.counts.deliveries.values()), n),
-                f"{burst.cpu.seconds['functions'] / n:.2f}" if n else "-",
-                f"{live}/{n} live, {burst.serving} serve",
-            ]
-        )
-    say(
-        table(
-            [
-                "K",
-                "lone",
-                "p50",
-                "p90",
-                "max",
-                "p50/lone",
-                "boot p50/p90",
-                "overhead p50/p90",
-                "reads/writes per dep",
-                "aborted/begun txns",
-                "invocations per dep",
-                "CPU s per dep",
-                "outcome",
-            ],
-            rows,
-        )
-    )
-    say()
-    say("Where the time goes with K at once (p50/p90 per hop, seconds)")
-    hop_rows = []
-    for label_key, label in HOPS:
-        cells = [label]
-        for result in results:
-            values = result.burst.values(_hop_seconds(label_key))
-            cells.append(f"{_s(percentile(values, 0.5))}/{_s(percentile(values, 0.9))}")
-        hop_rows.append(cells)
-    say(table(["hop", *[f"K={r.label}" for r in results]], hop_rows))
-    say()
-    say("CPU seconds per deployment by component, and how busy the whole machine was")
-    say(table(["K", "round", "wall s", "machine busy", "load", *COMPONENTS], cpu_rows(results)))
-    say(
-        "lone: median publish -> live of a release alone; p50/p90/max: publish -> live of the K at once;"
-        " boot: MIG requested -> instance healthy; overhead: publish -> live minus the wait for green"
-        " (the later of the cool-down and healthy); invocations: push deliveries incl. redeliveries;"
-        " CPU s per dep: the functions' processes only; the last table has every component (instances: every"
-        " process the Compute emulator runs; machine busy and load count other work on the machine too)."
-    )
-    ratios: dict[int, list[float | None]] = {}
-    for result in results:
-        ratios.setdefault(result.apps, []).append(result.p50_ratio)
-    summary = repeat_summary(ratios)
-    if summary:
-        say()
-        say("Single runs vary; over the repeated runs:")
-        for line in summary:
-            say(line)
-
-
-def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
-    rows = []
-    for result in results:
-        for label, rounds in (("lone", result.lone), ("burst", [result.burst])):
-            n = sum(len(r.outcomes) for r in rounds)
-            wall = sum(r.wall_seconds for r in rounds)
-            busy = sum(r.cpu.machine_busy * r.wall_seconds for r in rounds) / wall if wall else 0.0
-            per_component = [sum(r.cpu.seconds.get(c, 0.0) for r in rounds) / max(n, 1) for c in COMPONENTS]
-            rows.append(
-                [
-                    result.label,
-                    label,
-                    f"{wall / len(rounds):.1f}",
-                    f"{busy:.0%}",
-                    f"{max(r.load_average for r in rounds):.1f}",
-                    *(f"{value:.3f}" for value in per_component),
-                ]
-            )
-    return rows
-
-
 # ---- main ------------------------------------------------------------------------------------------
 
 
@@ -447,13 +240,15 @@ def run_one(apps: int, progress: Callable[[str], None] = say, run: int = 0) -> R
                 lone = []
                 for index in range(LONE_SAMPLES):
                     sample = bench.round(names[:1], f"fix: lone release {index + 1}")
-                    progress(f"K={apps}: lone release {index + 1}: {_s(sample.outcomes[0].total)} s")
+                    progress(
+                        f"K={apps}: lone release {index + 1}: {seconds_text(sample.outcomes[0].total)} s"
+                    )
                     lone.append(sample)
                 burst = bench.round(names, "fix: everyone at once")
                 totals = burst.values(lambda o: o.total)
                 progress(
-                    f"K={apps}: {apps} at once: p50 {_s(percentile(totals, 0.5))} s,"
-                    f" max {_s(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
+                    f"K={apps}: {apps} at once: p50 {seconds_text(percentile(totals, 0.5))} s,"
+                    f" max {seconds_text(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
                 )
                 bench.publisher.stop()
                 return Result(apps, lone, burst, run)
@@ -499,7 +294,7 @@ def main(argv: Sequence[str] = ()) -> None:
         for apps in args.k
         for run in range(1, args.repeat + 1)
     ]
-    report(results)
+    report(results, COOL_DOWN_SECONDS)
 
 
 if __name__ == "__main__":

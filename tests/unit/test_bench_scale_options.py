@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from bench.bench_scale import parse_ks, parse_repeat, repeat_summary
+from bench.bench_scale import parse_ks, parse_repeat
+from bench.scale_report import repeat_summary
 
 
 def test_repeat_takes_a_small_count_and_explains_anything_else() -> None:

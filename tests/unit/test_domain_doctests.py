@@ -35,7 +35,7 @@ MODULES = [
     "devstack.processes",
     "shared.adapters.notification_ledger",
     "bench.process_cpu",
-    "bench.bench_scale",
+    "bench.scale_report",
 ]
 
 

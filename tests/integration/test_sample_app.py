@@ -19,21 +19,32 @@ APP = Path(__file__).resolve().parents[2] / "examples" / "hello"
 StartApp = Callable[[], int]
 
 
+def launch(version: str = "1.4.2") -> tuple[subprocess.Popen[bytes], int]:
+    """The app started on a free port, once it answers its health check: its process and port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(APP / "app.py")],
+        env={"PORT": str(port), "RELEASE_VERSION": version},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), 10, "the sample app to listen", process)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process, port
+
+
 @pytest.fixture
 def start_app() -> Iterator[StartApp]:
-    """Starts the app on a free port and answers the port (its FAULT files: tests/unit/test_demo.py)."""
+    """Starts the app and answers its port (its FAULT files: tests/unit/test_demo.py)."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> int:
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, str(APP / "app.py")],
-            env={"PORT": str(port), "RELEASE_VERSION": "1.4.2"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process, port = launch()
         started.append(process)
-        wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), 10, "the sample app to listen", process)
         return port
 
     yield start
@@ -134,15 +145,8 @@ def test_a_request_it_cannot_read_gets_a_clear_status_and_a_closed_connection(
 
 
 def test_sigterm_stops_it_cleanly() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(APP / "app.py")],
-        env={"PORT": str(port), "RELEASE_VERSION": "2.0.0"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process, port = launch(version="2.0.0")
     try:
-        wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), 10, "the sample app to listen", process)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=10)
     finally:

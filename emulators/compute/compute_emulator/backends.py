@@ -92,17 +92,16 @@ class BackendService:
     @resource.setter
     def resource(self, resource: dict[str, Any]) -> None:
         self._resource = resource
-        # Asked for by every group's reconcile, several times a second each: with a hundred
-        # groups and a hundred services, building the list on every question took a sixth of
-        # the event loop.
-        self._attached = tuple(str(backend["group"]) for backend in resource.get("backends", []))
-        self._attached_set = frozenset(self._attached)
+        # `serves` is asked by every group's reconcile, several times a second each: with a
+        # hundred groups and a hundred services, building the list on every question took a
+        # sixth of the event loop.
+        self._attached = frozenset(self.attached_groups())
 
     def attached_groups(self) -> list[str]:
-        return list(self._attached)
+        return [str(backend["group"]) for backend in self._resource.get("backends", [])]
 
     def serves(self, group_path: str) -> bool:
-        return group_path in self._attached_set or group_path in self._draining
+        return group_path in self._attached or group_path in self._draining
 
     # -- lifecycle --------------------------------------------------------------------------
 

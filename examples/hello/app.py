@@ -148,12 +148,13 @@ class Handler(socketserver.StreamRequestHandler):
             raise BadRequest(431)
         if b"transfer-encoding" in headers:
             raise BadRequest(501)  # no chunked bodies: a GET or HEAD has none
-        length = headers.get(b"content-length", b"0")
-        if not length.isdigit():
+        length_text = headers.get(b"content-length", b"0")
+        if not length_text.isdigit():
             raise BadRequest(400)
-        if int(length) > MAX_BODY:
+        length = int(length_text)
+        if length > MAX_BODY:
             raise BadRequest(413)
-        if int(length) and len(self.rfile.read(int(length))) < int(length):
+        if length and len(self.rfile.read(length)) < length:
             raise ClientGone
         connection = tokens(headers.get(b"connection", b""))
         keep_alive = b"close" not in connection if version == b"HTTP/1.1" else b"keep-alive" in connection

@@ -157,18 +157,16 @@ def start_service(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     banner: str = "",
-    niceness: int = 0,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (so the whole tree can be stopped), logging to `log_path`
-    after a `banner` line: logs are kept across runs, and the banner tells one run from the next.
-    A positive `niceness` gives it a smaller share of a busy CPU (`lower_priority`)."""
+    after a `banner` line: logs are kept across runs, and the banner tells one run from the next."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         if banner:
             log.write(f"\n===== {banner} =====\n".encode())
             log.flush()  # before the process writes to the same file
         try:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 list(argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -179,25 +177,6 @@ def start_service(
             )
         except OSError as exc:
             raise ServiceError(f"{name}: cannot start {argv[0]}: {exc}") from exc
-    if niceness > 0:
-        lower_priority(process.pid, niceness)
-    return process
-
-
-def lower_priority(session_leader: int, niceness: int) -> None:
-    """Run the session led by `session_leader` at `niceness` (positive: no privilege needed).
-
-    Where the kernel schedules each session as one group (autogroup, on by default in most
-    distributions), a process's own niceness only ranks it within its session, and the session's
-    share of the CPU is set by the group's niceness in /proc/PID/autogroup; elsewhere the process
-    niceness is what counts. Both are set, each where the system allows it. The leader's children
-    started from now on inherit its niceness; the group's applies to the whole session at once.
-    Not essential (the service merely competes on equal terms), so a refusal is ignored.
-    """
-    with contextlib.suppress(OSError):  # permanent for this process: it runs at the default priority
-        os.setpriority(os.PRIO_PROCESS, session_leader, niceness)
-    with contextlib.suppress(OSError):  # no autogroup in this kernel, or /proc is read-only here
-        Path(f"/proc/{session_leader}/autogroup").write_text(str(niceness), encoding="ascii")
 
 
 def wait_until(

@@ -75,8 +75,6 @@ class ServiceSpec:
     environment: Callable[[], Mapping[str, str]] | None = None
     """Variables it starts with beside the stack's own environment."""
     stop_grace: float = STOP_GRACE_SECONDS
-    niceness: int = 0
-    """0 for Google's services and what stands in for them; see FUNCTION_NICENESS."""
 
     def ready(self, context: ServiceContext) -> Callable[[], bool]:
         assert self.health_url is not None
@@ -147,16 +145,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
 )
 """The services with a port of their own, started together before anything else."""
 
-FUNCTION_NICENESS = 5
-"""The pipeline's functions yield the CPU to the emulators and the other stand-ins for Google's
-services. On Google Cloud those services never wait for a customer's code; here they share two
-cores with a hundred functions' requests, and the Compute emulator, one event loop that every step
-of every deployment calls, waited for the CPU most of the time while a hundred releases were
-provisioned (its loop lagged 25-50 ms at the median): each step then waited on it. The instances
-it runs yield to both (compute_emulator.instances.INSTANCE_NICENESS)."""
-FUNCTION = ServiceSpec(
-    FUNCTION_PREFIX, STOP_CALLERS, port_variable=FUNCTIONS_PORT_ENV_VAR, niceness=FUNCTION_NICENESS
-)
+FUNCTION = ServiceSpec(FUNCTION_PREFIX, STOP_CALLERS, port_variable=FUNCTIONS_PORT_ENV_VAR)
 """Every function server: one per entry point, on consecutive ports from DEVSTACK_FUNCTIONS_PORT."""
 SCHEDULER_SPEC = ServiceSpec(SCHEDULER, STOP_CALLERS)
 PUSH_RELAY_SPEC = ServiceSpec(PUSH_RELAY, STOP_CALLERS)

@@ -344,9 +344,7 @@ class Stack:
         # record to stop it by: it waits until the record is saved, then interrupts as usual.
         with interrupts_deferred():
             banner = f"{name} started {datetime.datetime.now(datetime.UTC).isoformat()}"
-            process = start_service(
-                name, argv, log, env=env, cwd=REPO_ROOT, banner=banner, niceness=specs.spec_of(name).niceness
-            )
+            process = start_service(name, argv, log, env=env, cwd=REPO_ROOT, banner=banner)
             record = ServiceRecord(
                 name=name,
                 pid=process.pid,

@@ -41,7 +41,7 @@ from devstack.processes import (
     start_service,
     stop_requested,
 )
-from devstack.services import SUPERVISOR, spec_of
+from devstack.services import SUPERVISOR
 from devstack.stack_state import LOCK_FILE, STATE_FILE, ServiceRecord, StackState
 
 POLL_SECONDS = 0.5
@@ -195,7 +195,6 @@ class Supervisor:
                 cwd=Path(record.cwd) if record.cwd else None,
                 banner=f"{record.name} restarted by the supervisor {_now_text()}"
                 f" (restart {restart_number}; pid {record.pid} had exited)",
-                niceness=spec_of(record.name).niceness,
             )
         except ServiceError as exc:  # transient as far as we can tell: try again after the next backoff
             self.log(f"{record.name}: restart failed: {exc}")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from devstack.services import COMPUTE, FIRESTORE, FUNCTION_NICENESS, PUBSUB, log_name
+from devstack.services import FIRESTORE, PUBSUB, log_name
 from devstack.stack import Stack, function_service
 from devstack.token_issuer import local_identity, mint_token
 from shared.topology import all_entry_points
@@ -66,11 +65,3 @@ def test_the_stacks_java_emulators_run_with_the_quick_compiler_and_serial_collec
 ) -> None:
     for name in (PUBSUB, FIRESTORE):
         assert_jvm_took_the_emulator_options(local_stack.logs_dir / log_name(name))
-
-
-def test_the_functions_yield_the_cpu_to_the_emulators(local_stack: Stack) -> None:
-    for entry_point in all_entry_points():
-        pid = local_stack.service(function_service(entry_point)).pid
-        assert os.getpriority(os.PRIO_PROCESS, pid) == FUNCTION_NICENESS
-    for emulator in (PUBSUB, FIRESTORE, COMPUTE):
-        assert os.getpriority(os.PRIO_PROCESS, local_stack.service(emulator).pid) == 0

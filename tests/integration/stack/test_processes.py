@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -56,26 +55,3 @@ def test_a_recorded_pid_now_naming_another_process_is_left_alone() -> None:
     finally:
         bystander.kill()
         bystander.wait(timeout=10)
-
-
-def _autogroup_niceness(pid: int) -> int | None:
-    """The niceness of the scheduling group of `pid`'s session; None where the kernel has none."""
-    try:
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[-1])
-    except (OSError, ValueError):
-        return None
-
-
-def test_a_service_started_with_a_niceness_runs_at_it_with_its_whole_session(tmp_path: Path) -> None:
-    log = tmp_path / "sleeper.log"
-    sleeper = start_service("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], log, niceness=5)
-    plain = start_service("plain", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "p.log")
-    try:
-        assert os.getpriority(os.PRIO_PROCESS, sleeper.pid) == 5
-        assert os.getpriority(os.PRIO_PROCESS, plain.pid) == 0
-        if _autogroup_niceness(os.getpid()) is not None:
-            assert _autogroup_niceness(sleeper.pid) == 5
-            assert _autogroup_niceness(plain.pid) == 0
-    finally:
-        for process in (sleeper, plain):
-            stop_process_tree(process.pid, process_start_time(process.pid), grace=1.0)

@@ -17,9 +17,12 @@ body POSTed to the subscription's push endpoint; a 2xx answer acknowledges it,
 anything else (or no answer) leaves it to be redelivered after the same delay the emulator's push
 uses, one second, or the subscription's retry policy when it has one. Delivery attempts and
 dead-lettering stay the emulator's: a pulled message counts as an attempt as a pushed one does.
-The emulator's own two push loops keep running beside it, so nothing depends on this process
-being up: when it is down (the supervisor restarts it), delivery is as slow as before, never lost.
-A message it had pulled when it died is redelivered once its ack deadline passes.
+Acknowledgements go out in batches, as the Pub/Sub client library's subscriber sends them
+(`Acknowledger`). The emulator's own two push loops keep running beside it, so nothing depends
+on this process being up: when it is down (the supervisor restarts it), delivery is as slow as
+before, never lost. A message it had pulled when it died, or whose acknowledgement it had not
+sent yet, is delivered again once its ack deadline passes (a duplicate, which every function is
+built to take).
 """
 
 from __future__ import annotations
@@ -132,6 +135,82 @@ def post(endpoint: str, body: bytes, timeout: float) -> int:
         connection.close()
 
 
+ACKNOWLEDGE_BATCH_LIMIT = 1000
+"""Ack ids per request, well within Pub/Sub's request size limit."""
+
+
+ACKNOWLEDGE_WINDOW_SECONDS = 0.05
+"""How long an acknowledgement waits for others to share its request."""
+
+
+class Acknowledger:
+    """Acknowledges and defers one subscription's messages in batches.
+
+    Acknowledging each message in a request of its own cost about 1 ms of CPU between the relay
+    and the emulator (measured: 0.45 ms in the relay, 0.6 ms in the emulator; 0.1 ms together per
+    message in requests of ten), about 7 ms per deployment. An acknowledgement waits up to
+    ACKNOWLEDGE_WINDOW_SECONDS for others to share its request: nothing waits for it, since the
+    function has answered and published its next step. A deferral waits for nothing: it sets when
+    the message comes back, so it goes out at once, with whatever is pending.
+    """
+
+    def __init__(self, subscriber: Any, subscription: str) -> None:
+        self.subscriber = subscriber
+        self.subscription = subscription
+        self.requests_sent = 0
+        self._acks: list[str] = []
+        self._deferrals: dict[int, list[str]] = {}
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"ack {subscription}", daemon=True)
+        self._thread.start()
+
+    def acknowledge(self, ack_id: str) -> None:
+        with self._changed:
+            self._acks.append(ack_id)
+            self._changed.notify()
+
+    def defer(self, ack_id: str, seconds: int) -> None:
+        """Have the message delivered again `seconds` from now."""
+        with self._changed:
+            self._deferrals.setdefault(seconds, []).append(ack_id)
+            self._changed.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is pending, then stop."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._acks or self._deferrals or self._closing):
+                    self._changed.wait()
+                self._changed.wait_for(lambda: self._deferrals or self._closing, ACKNOWLEDGE_WINDOW_SECONDS)
+                acks, deferrals = self._acks, self._deferrals
+                self._acks, self._deferrals = [], {}
+                if self._closing and not acks and not deferrals:
+                    return
+            for start in range(0, len(acks), ACKNOWLEDGE_BATCH_LIMIT):
+                self._send("acknowledge", {"ack_ids": acks[start : start + ACKNOWLEDGE_BATCH_LIMIT]})
+            for seconds, ack_ids in deferrals.items():
+                for start in range(0, len(ack_ids), ACKNOWLEDGE_BATCH_LIMIT):
+                    batch = ack_ids[start : start + ACKNOWLEDGE_BATCH_LIMIT]
+                    self._send("modify_ack_deadline", {"ack_ids": batch, "ack_deadline_seconds": seconds})
+
+    def _send(self, method: str, fields: dict[str, Any]) -> None:
+        self.requests_sent += 1
+        try:
+            getattr(self.subscriber, method)(
+                request={"subscription": self.subscription, **fields}, timeout=10
+            )
+        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
+            # Transient: unacknowledged, the messages come back when their ack deadline passes.
+            sys.stderr.write(f"push-relay: {self.subscription}: {method} failed: {exc}\n")
+
+
 @dataclass
 class Pusher:
     """Pulls one push subscription's messages and delivers up to `capacity` of them at once."""
@@ -144,6 +223,7 @@ class Pusher:
     def __post_init__(self) -> None:
         self.slots = threading.Semaphore(self.capacity)
         self.pool = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"push {self.subscription.name}")
+        self.acknowledger = Acknowledger(self.subscriber, self.subscription.name)
 
     def run(self) -> None:
         try:
@@ -152,6 +232,7 @@ class Pusher:
         finally:
             # Deliveries already handed out finish on their own; nothing new is taken.
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.acknowledger.close()
 
     def _pull_and_deliver(self) -> bool:
         """One pull of as many messages as there are free slots; False once the subscription is gone."""
@@ -188,24 +269,11 @@ class Pusher:
             status = post(
                 self.subscription.push_config.push_endpoint, push_body(received, name), PUSH_TIMEOUT_SECONDS
             )
-            try:
-                if status in SUCCESS:
-                    self.subscriber.acknowledge(
-                        request={"subscription": name, "ack_ids": [received.ack_id]}, timeout=10
-                    )
-                else:
-                    delay = redelivery_delay(self.subscription, received.delivery_attempt)
-                    self.subscriber.modify_ack_deadline(
-                        request={
-                            "subscription": name,
-                            "ack_ids": [received.ack_id],
-                            "ack_deadline_seconds": delay,
-                        },
-                        timeout=10,
-                    )
-            except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
-                # Transient: unacknowledged, the message comes back when its ack deadline passes.
-                sys.stderr.write(f"push-relay: {name}: acknowledging failed: {exc}\n")
+            if status in SUCCESS:
+                self.acknowledger.acknowledge(received.ack_id)
+            else:
+                delay = redelivery_delay(self.subscription, received.delivery_attempt)
+                self.acknowledger.defer(received.ack_id, delay)
         finally:
             self.slots.release()
 

@@ -151,7 +151,9 @@ def post(endpoint: str, body: bytes, timeout: float) -> int:
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             connection.close()
             if reused:
-                continue  # transient: the server had closed the idle connection; a new one
+                # Transient: almost always the server closing the idle connection. Had the function
+                # died mid-request instead, this second try is one more delivery, which it takes.
+                continue
             return 0  # transient: the function went away mid-request; redelivered
         except (OSError, http.client.HTTPException):  # transient: the function is down or busy; redelivered
             connection.close()
@@ -235,8 +237,8 @@ class Acknowledger:
             getattr(self.subscriber, method)(
                 request={"subscription": self.subscription, **fields}, timeout=10
             )
-        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
-            # Transient: unacknowledged, the messages come back when their ack deadline passes.
+        except Exception as exc:  # transient or not, this thread must go on acknowledging the rest
+            # Unacknowledged, the messages come back when their ack deadline passes.
             sys.stderr.write(f"push-relay: {self.subscription}: {method} failed: {exc}\n")
 
 

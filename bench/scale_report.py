@@ -68,9 +68,14 @@ class Result:
         return str(self.apps) if self.run == 0 else f"{self.apps}#{self.run}"
 
     @property
+    def lone_p50(self) -> float | None:
+        """The median publish -> live of the releases published alone."""
+        return percentile([v for r in self.lone for v in r.values(lambda o: o.total)], 0.5)
+
+    @property
     def p50_ratio(self) -> float | None:
         """The burst's median publish -> live over the lone release's."""
-        lone = percentile([v for r in self.lone for v in r.values(lambda o: o.total)], 0.5)
+        lone = self.lone_p50
         p50 = percentile(self.burst.values(lambda o: o.total), 0.5)
         return None if lone is None or p50 is None else p50 / lone
 
@@ -87,8 +92,8 @@ def repeat_summary(ratios: Mapping[int, Sequence[float | None]]) -> list[str]:
             continue
         measured = sorted(v for v in values if v is not None)
         each = " ".join("-" if v is None else f"{v:.2f}x" for v in values)
-        median = f"{statistics.median(measured):.2f}x" if measured else "-"
-        lines.append(f"K={apps} over {len(values)} runs: p50/lone {each}; median {median}")
+        median_text = f"{statistics.median(measured):.2f}x" if measured else "-"
+        lines.append(f"K={apps} over {len(values)} runs: p50/lone {each}; median {median_text}")
     return lines
 
 
@@ -114,14 +119,12 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
     say(f"Machine: {os.cpu_count()} CPUs; {datetime.now(UTC):%Y-%m-%d}. Times in seconds.")
     rows = []
     for result in results:
-        lone_totals = [v for r in result.lone for v in r.values(lambda o: o.total)]
-        lone = percentile(lone_totals, 0.5)
         burst = result.burst
         totals = burst.values(lambda o: o.total)
         overheads = [o.total - o.wait for o in burst.outcomes if o.total is not None and o.wait is not None]
         boots = burst.values(lambda o: o.boot_to_healthy)
         n = len(burst.outcomes)
-        p50 = percentile(totals, 0.5)
+        ratio = result.p50_ratio
         rpcs = burst.counts.rpcs
         begun = sum(v for k, v in rpcs.items() if k.endswith("/BeginTransaction"))
         aborted = sum(v for k, v in rpcs.items() if k.endswith(" aborted"))
@@ -129,11 +132,11 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
         rows.append(
             [
                 result.label,
-                seconds_text(lone),
-                seconds_text(p50),
+                seconds_text(result.lone_p50),
+                seconds_text(percentile(totals, 0.5)),
                 seconds_text(percentile(totals, 0.9)),
                 seconds_text(max(totals) if totals else None),
-                "-" if result.p50_ratio is None else f"{result.p50_ratio:.2f}x",
+                "-" if ratio is None else f"{ratio:.2f}x",
                 f"{seconds_text(percentile(boots, 0.5))}/{seconds_text(percentile(boots, 0.9))}",
                 f"{seconds_text(percentile(overheads, 0.5))}/{seconds_text(percentile(overheads, 0.9))}",
                 f"{_per(burst.counts.reads, n)}/{_per(burst.counts.writes, n)}",

@@ -76,6 +76,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "last_kick_at": d.last_kick_at,
         "request_id": d.request_id,
         "is_rollback": d.is_rollback,
+        "superseded": list(d.superseded) or None,
     }
     document.update({k: v for k, v in extra.items() if v is not None})
     return document
@@ -156,6 +157,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
             for a in doc.get("approvals") or []
         ),
         request_id=doc.get("request_id"),
+        superseded=tuple(doc.get("superseded") or ()),
         # Records written before the field existed: then only a replaced deployment told.
         is_rollback=bool(doc.get("is_rollback")) or doc.get("rollback_of") is not None,
     )

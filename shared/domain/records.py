@@ -94,6 +94,10 @@ class Deployment:
     """A rollback: asked for through a verified rollback request, or started by the pipeline after
     a failed bake window. It holds even when nothing was live to replace (`rollback_of` None);
     it exempts the deployment from approvals, deploy windows and freezes, and from baking."""
+    superseded: tuple[str, ...] = ()
+    """The deployments this one cancelled when it arrived (newest wins among those waiting): a
+    retry of the step that cancelled them announces them again, in case the first try died between
+    its commit and its announcements."""
 
     @property
     def group_name(self) -> str:

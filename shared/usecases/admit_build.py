@@ -8,7 +8,7 @@ pipeline's HTTP functions) must match that request; the authority fields come fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -90,6 +90,7 @@ def admit_build(services: Services, data: bytes, attributes: Mapping[str, str], 
         return reject_build_event(services, data, attributes, event_id, admitted.reason)
     deployment = admitted.deployment
 
+    # On a duplicate too: the first delivery may have died between its commit and these.
     for cancelled in admitted.cancelled:
         notify_status(services, cancelled)
     if deployment.status is DeploymentStatus.AWAITING_APPROVAL:
@@ -149,7 +150,7 @@ def _admit(
 ) -> _Admitted | _Refused:
     existing = tx.deployment(deployment_id)
     if existing is not None:
-        return _Admitted(existing, created=False)
+        return _Admitted(existing, created=False, cancelled=still_superseded(tx.deployment, existing))
     now = services.clock.now()
     state = tx.environment(event.app, event.environment) or EnvironmentState(event.app, event.environment)
     release = tx.release_for_commit(event.app, event.commit)
@@ -246,6 +247,7 @@ def _admit(
             rollback=deployment.is_rollback,
         )
         cancelled.extend(superseded_queued)
+    deployment = replace(deployment, superseded=tuple(c.deployment_id for c in cancelled))
 
     if new_release is not None:
         tx.put_release(new_release)
@@ -298,6 +300,15 @@ def join_queue(
             deployment = held_for_window(deployment, policy, now) or deployment
         state = replace(state, queue=admission.queue, updated_at=now)
     return deployment, state, cancelled
+
+
+def still_superseded(
+    read: Callable[[str], Deployment | None], deployment: Deployment
+) -> tuple[Deployment, ...]:
+    """The deployments `deployment` cancelled on arrival, as recorded now, for a retried step to
+    announce again (announcements are deduplicated downstream, so a second one is never sent)."""
+    found = (read(deployment_id) for deployment_id in deployment.superseded)
+    return tuple(d for d in found if d is not None and d.status is DeploymentStatus.CANCELLED)
 
 
 def _origin(event: BuildSucceeded, request: ReleaseRequest | None, version: str) -> str:

@@ -6,7 +6,8 @@ deployment is `cancelled`. One transaction each, checking the status first, so a
 decision changes nothing twice: the loser gets 409. The same approver repeating the same decision
 (a retry after a timeout, or after a crash between the commit and the announcement) changes
 nothing either and gets 409 like any call on a deployment no longer waiting (CONTRACT §4c), but
-the decision is announced again first, so a crash can never leave it unsaid.
+the decision, and the deployments it superseded, are announced again first, so a crash can never
+leave them unsaid.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from shared.domain.records import Approval, Deployment, EnvironmentState
 from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
 from shared.ports import Transaction
-from shared.usecases.admit_build import join_queue
+from shared.usecases.admit_build import join_queue, still_superseded
 from shared.usecases.notify import facts_of
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 
@@ -66,7 +67,8 @@ def decide(
         raise UnknownDeployment(f"no deployment {deployment_id} in a configured environment")
     check_approver(caller, deployment, env.approvers, caller_matches(env.approvers))
     if recorded_decision(deployment, caller, decision) is not None:
-        _announce(services, _Outcome(deployment, repeated=True), decision)
+        superseded = still_superseded(services.store.get_deployment, deployment)
+        _announce(services, _Outcome(deployment, superseded, repeated=True), decision)
         raise _already_decided(deployment, caller, decision)
     check_awaiting(deployment)
     now = services.clock.now()
@@ -77,7 +79,8 @@ def decide(
         if current is None:
             raise UnknownDeployment(f"no deployment {deployment_id}")
         if recorded_decision(current, caller, decision) is not None:
-            return _Outcome(current, repeated=True)  # a racing copy of this request won
+            # A racing copy of this request won (or an earlier try died before announcing).
+            return _Outcome(current, still_superseded(tx.deployment, current), repeated=True)
         check_awaiting(current)  # again, inside the transaction: a racing decision may have won
         state = tx.environment(current.app, current.environment) or EnvironmentState(
             current.app, current.environment
@@ -102,6 +105,9 @@ def decide(
         )
         for cancelled in superseded:
             tx.put_deployment(cancelled)
+        approved = replace(
+            approved, superseded=(*approved.superseded, *(c.deployment_id for c in superseded))
+        )
         tx.put_deployment(approved)
         tx.put_environment(state)
         return _Outcome(approved, tuple(superseded))

@@ -184,12 +184,7 @@ def test_a_retried_approval_announces_what_a_crash_after_the_commit_left_unsaid(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waiting = build(world, "b1-prod", environment="production").deployment_id
-    publish = world.publisher.publish
-
-    def crash(topic: str, data: bytes, attributes: Any) -> str:
-        raise CrashBeforePublishing(topic)
-
-    monkeypatch.setattr(world.publisher, "publish", crash)
+    publish = crashing_publishes(world, monkeypatch)
     with pytest.raises(CrashBeforePublishing):
         approve(world, waiting, reason="looks good")
     assert world.store.deployments[waiting].status is S.PROVISIONING, "the decision was committed"
@@ -222,6 +217,64 @@ def test_a_retried_rejection_announces_the_cancellation_again(world: FakeWorld) 
     assert statuses(world) == [(waiting, "cancelled")], "announced again, once"
     with pytest.raises(NotAwaitingApproval):
         approve(world, waiting)  # the same approver deciding otherwise is refused
+
+
+def crashing_publishes(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make every publish die as if the function's process died after its commit; returns the
+    real publish, to put back."""
+    publish = world.publisher.publish
+
+    def crash(topic: str, data: bytes, attributes: Any) -> str:
+        raise CrashBeforePublishing(topic)
+
+    monkeypatch.setattr(world.publisher, "publish", crash)
+    return publish
+
+
+def test_a_retried_approval_announces_the_queued_deployment_it_superseded(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = build(world, "b1-prod", environment="production").deployment_id
+    approve(world, running)
+    queued = build(world, "b2-prod", COMMIT_B, environment="production").deployment_id
+    assert approve(world, queued).status is S.QUEUED
+    newer = build(world, "b3-prod", COMMIT_C, environment="production").deployment_id
+    publish = crashing_publishes(world, monkeypatch)
+    with pytest.raises(CrashBeforePublishing):
+        approve(world, newer)
+    assert world.store.deployments[queued].status is S.CANCELLED, "the approval was committed"
+    assert (queued, "cancelled") not in statuses(world)
+    monkeypatch.setattr(world.publisher, "publish", publish)
+
+    with pytest.raises(AlreadyDecided):
+        approve(world, newer)
+
+    assert statuses(world).count((queued, "cancelled")) == 1, "announced by the retry"
+    assert world.store.deployments[newer].superseded == (queued,)
+
+
+def test_a_duplicate_build_announces_the_deployment_it_superseded_when_the_first_try_died(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = build(world, "b1-prod", environment="production").deployment_id
+    publish = crashing_publishes(world, monkeypatch)
+    with pytest.raises(CrashBeforePublishing):
+        build(world, "b2-prod", COMMIT_B, environment="production")
+    assert world.store.deployments[waiting].status is S.CANCELLED, "the admission was committed"
+    assert (waiting, "cancelled") not in statuses(world)
+    monkeypatch.setattr(world.publisher, "publish", publish)
+
+    assert build(world, "b2-prod", COMMIT_B, environment="production").outcome is Outcome.DUPLICATE
+
+    assert statuses(world).count((waiting, "cancelled")) == 1, "announced by the redelivery"
+    # A later duplicate announces it again; the notification ledger sends it once (its own tests).
+    newer = world.store.deployments[deployment_of(world, "b2-prod")]
+    assert newer.superseded == (waiting,) and newer.status is S.AWAITING_APPROVAL
+
+
+def deployment_of(world: FakeWorld, build_id: str) -> str:
+    (found,) = [d for d, deployment in world.store.deployments.items() if deployment.build_id == build_id]
+    return found
 
 
 def test_only_an_approver_may_decide_and_unknown_deployments_are_404(world: FakeWorld) -> None:

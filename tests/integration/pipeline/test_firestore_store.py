@@ -301,6 +301,8 @@ def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
     state = store.get_environment("hello", "staging")
     assert state is not None
     assert state.active_deployment_id == running.deployment_id and state.queue == (newest.deployment_id,)
+    recorded = store.get_deployment(newest.deployment_id)
+    assert recorded is not None and recorded.superseded == (older.deployment_id,), "kept, to announce again"
 
 
 def test_the_baking_query_finds_only_live_deployments_in_their_bake_window(

@@ -27,7 +27,6 @@ from shared import topology
 from shared.config import EnvironmentConfig
 from shared.domain.identifiers import deployment_id_for
 from shared.domain.messages import StepMessage
-from shared.domain.notify_message import NotifyRequest
 from shared.domain.records import Deployment
 from shared.domain.retention import is_adoptable
 from shared.domain.status import DeploymentStatus
@@ -47,7 +46,6 @@ from shared.usecases.services import (
     Services,
     notify_deployment,
     notify_status,
-    publish_notify,
     publish_step,
 )
 from shared.usecases.switch import switch_traffic
@@ -353,17 +351,7 @@ def _continue_rollback(
 def _announce_failed(services: Services, bad: Deployment, what_follows: str) -> None:
     """The one `verification_failed` alert for a breach the `rolled_back` alert will not tell
     (nothing to go back to, or the previous release being redeployed first)."""
-    publish_notify(
-        services,
-        NotifyRequest.for_deployment(
-            app=bad.app,
-            environment=bad.environment,
-            deployment_id=bad.deployment_id,
-            version=bad.version,
-            status="verification_failed",
-            detail=f"{_breach(bad)}; {what_follows}",
-        ),
-    )
+    notify_deployment(services, bad, "verification_failed", f"{_breach(bad)}; {what_follows}")
 
 
 def _breach(bad: Deployment) -> str:

@@ -177,6 +177,9 @@ def test_a_breach_after_the_previous_group_is_gone_redeploys_it_and_says_so(worl
     assert "previous group is gone" in rollback.history[-1].detail
     [alert] = [n for n in notifications(world) if n.status == "verification_failed"]
     assert "is being redeployed" in alert.detail
+    # With the facts every deployment alert carries: what was deployed, and who asked.
+    assert alert.facts is not None and alert.facts.commit == COMMIT_B
+    assert alert.facts.duration_seconds > 0
     # It runs as an ordinary deployment; its switch ends the bad release rolled back.
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     world.compute.make_healthy(instance_group_name(rollback.deployment_id))

@@ -6,35 +6,14 @@ import http.client
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from devstack.processes import free_port, http_ok, wait_until
-
-APP = Path(__file__).resolve().parents[2] / "examples" / "hello"
+from devstack.processes import http_ok
+from tests.sample_app import APP, launch
 
 StartApp = Callable[[], int]
-
-
-def launch(version: str = "1.4.2") -> tuple[subprocess.Popen[bytes], int]:
-    """The app started on a free port, once it answers its health check: its process and port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(APP / "app.py")],
-        env={"PORT": str(port), "RELEASE_VERSION": version},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), 10, "the sample app to listen", process)
-    except BaseException:
-        process.kill()
-        process.wait(timeout=10)
-        raise
-    return process, port
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from devstack.sample_releases import SAMPLE_APP, broken_copy, fake_commit, fault
 from shared.artifact import build_artifact
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus as S
+from tests.sample_app import launch
 
 
 def test_hop_durations_come_from_consecutive_history_entries() -> None:
@@ -68,27 +68,11 @@ def test_the_broken_copy_runs_but_fails_its_health_check(tmp_path: Path) -> None
 
 def _answers(app_dir: Path, paths: list[str]) -> list[int]:
     """Run the sample app from `app_dir` on a free port and GET each path in turn."""
-    import os
-    import socket
-    import time
     import urllib.error
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "RELEASE_VERSION": "9.9.9"}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=subprocess.DEVNULL)
+    process, port = launch(app_dir, "9.9.9", output=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         codes = []
         for path in paths:
             try:

@@ -66,6 +66,7 @@ def main() -> None:
                         measure(lambda: adapter.publish(TOPIC, PAYLOAD, attributes)),
                     ),
                 ]
+                batching.stop()
         finally:
             stop_process_group(emulator.process.pid)
     print(f"{'client':42s}  {'CPU ms':>7s}  {'wall ms':>7s}")

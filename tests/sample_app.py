@@ -13,10 +13,11 @@ START_TIMEOUT_SECONDS = 10
 
 
 def launch(
-    app_dir: Path = APP, version: str = "1.4.2", *, output: int = subprocess.PIPE
+    app_dir: Path = APP, version: str = "1.4.2", *, output: int | None = subprocess.PIPE
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The app of `app_dir` started on a free port, once it answers HTTP (whatever the status: a
-    broken copy answers 500): its process and port. A process that never answers is killed."""
+    broken copy answers 500): its process and port. A process that never answers is killed.
+    `output` None lets its output through (a faulty copy's traceback shows in a failing test)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "app.py"],

@@ -98,6 +98,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "adopted_by",
     "last_kick_at",
     "request_id",
+    "superseded",
 )
 """Written only when set, so a cleared one must be deleted explicitly."""
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1
 
+from devstack.processes import free_port
 from shared.adapters.pubsub_publisher import PublishFailed, PubSubPublisher
 from tests.conftest import TEST_PROJECT
 
@@ -38,3 +39,17 @@ def test_a_publish_that_pub_sub_refuses_is_a_transient_publish_failure(emulator_
     # The step that published is retried (its effects are idempotent); nothing is lost silently.
     with pytest.raises(PublishFailed, match="publishing to no-such-topic failed"):
         PubSubPublisher(TEST_PROJECT).publish("no-such-topic", b"{}", {})
+
+
+def test_a_publish_to_a_pub_sub_that_never_answers_fails_within_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing listens on a free port: every attempt fails as UNAVAILABLE and is retried. The
+    # generated client's own default would keep retrying for 600 s, past any function's timeout.
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    publisher = PubSubPublisher(TEST_PROJECT, timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(PublishFailed):
+        publisher.publish("step", b"{}", {})
+    # Bounded by the limit plus at most one attempt's share past it (and the machine's slack).
+    assert time.monotonic() - started < 10

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +70,7 @@ def _answers(app_dir: Path, paths: list[str]) -> list[int]:
     import urllib.error
     import urllib.request
 
-    process, port = launch(app_dir, "9.9.9", output=subprocess.DEVNULL)
+    process, port = launch(app_dir, "9.9.9", output=None)
     try:
         codes = []
         for path in paths:

@@ -16,6 +16,8 @@ class _Server(ThreadingHTTPServer):
     connections = 0
     close_silently = False
     """Close each connection after its answer without saying so, as a keep-alive timeout does."""
+    close_saying_so = False
+    """Answer with `Connection: close`, then close."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -30,8 +32,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(204)
         self.send_header("Content-Length", "0")
+        if self.server.close_saying_so:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.close_connection = self.server.close_silently
+        self.close_connection = self.server.close_silently or self.server.close_saying_so
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -61,6 +65,13 @@ def test_pushes_from_one_thread_share_a_connection(server: _Server) -> None:
 
 def test_a_connection_the_server_closed_while_idle_costs_no_push(server: _Server) -> None:
     server.close_silently = True
+    statuses = [post(_endpoint(server), b"{}", 5) for _ in range(3)]
+    assert statuses == [204] * 3
+    assert server.connections == 3
+
+
+def test_a_server_that_says_it_closes_gets_a_new_connection_for_the_next_push(server: _Server) -> None:
+    server.close_saying_so = True
     statuses = [post(_endpoint(server), b"{}", 5) for _ in range(3)]
     assert statuses == [204] * 3
     assert server.connections == 3

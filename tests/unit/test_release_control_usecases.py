@@ -4,7 +4,8 @@ rollback targets (`production` in the test configuration is not `auto_deploy`)."
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -180,16 +181,28 @@ class CrashBeforePublishing(Exception):
     """The function's process dying right after its Firestore commit."""
 
 
+@contextmanager
+def dying_before_publishing(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the block as a function whose process dies at its first publish, after its commit."""
+    publish = world.publisher.publish
+
+    def crash(topic: str, data: bytes, attributes: Any) -> str:
+        raise CrashBeforePublishing(topic)
+
+    monkeypatch.setattr(world.publisher, "publish", crash)
+    with pytest.raises(CrashBeforePublishing):
+        yield
+    monkeypatch.setattr(world.publisher, "publish", publish)
+
+
 def test_a_retried_approval_announces_what_a_crash_after_the_commit_left_unsaid(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waiting = build(world, "b1-prod", environment="production").deployment_id
-    publish = crashing_publishes(world, monkeypatch)
-    with pytest.raises(CrashBeforePublishing):
+    with dying_before_publishing(world, monkeypatch):
         approve(world, waiting, reason="looks good")
     assert world.store.deployments[waiting].status is S.PROVISIONING, "the decision was committed"
     assert (waiting, "approved") not in statuses(world)
-    monkeypatch.setattr(world.publisher, "publish", publish)
 
     with pytest.raises(AlreadyDecided) as retried:
         approve(world, waiting, reason="looks good")
@@ -219,18 +232,6 @@ def test_a_retried_rejection_announces_the_cancellation_again(world: FakeWorld) 
         approve(world, waiting)  # the same approver deciding otherwise is refused
 
 
-def crashing_publishes(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Make every publish die as if the function's process died after its commit; returns the
-    real publish, to put back."""
-    publish = world.publisher.publish
-
-    def crash(topic: str, data: bytes, attributes: Any) -> str:
-        raise CrashBeforePublishing(topic)
-
-    monkeypatch.setattr(world.publisher, "publish", crash)
-    return publish
-
-
 def test_a_retried_approval_announces_the_queued_deployment_it_superseded(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -239,12 +240,10 @@ def test_a_retried_approval_announces_the_queued_deployment_it_superseded(
     queued = build(world, "b2-prod", COMMIT_B, environment="production").deployment_id
     assert approve(world, queued).status is S.QUEUED
     newer = build(world, "b3-prod", COMMIT_C, environment="production").deployment_id
-    publish = crashing_publishes(world, monkeypatch)
-    with pytest.raises(CrashBeforePublishing):
+    with dying_before_publishing(world, monkeypatch):
         approve(world, newer)
     assert world.store.deployments[queued].status is S.CANCELLED, "the approval was committed"
     assert (queued, "cancelled") not in statuses(world)
-    monkeypatch.setattr(world.publisher, "publish", publish)
 
     with pytest.raises(AlreadyDecided):
         approve(world, newer)
@@ -257,17 +256,14 @@ def test_a_duplicate_build_announces_the_deployment_it_superseded_when_the_first
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waiting = build(world, "b1-prod", environment="production").deployment_id
-    publish = crashing_publishes(world, monkeypatch)
-    with pytest.raises(CrashBeforePublishing):
+    with dying_before_publishing(world, monkeypatch):
         build(world, "b2-prod", COMMIT_B, environment="production")
     assert world.store.deployments[waiting].status is S.CANCELLED, "the admission was committed"
     assert (waiting, "cancelled") not in statuses(world)
-    monkeypatch.setattr(world.publisher, "publish", publish)
 
     assert build(world, "b2-prod", COMMIT_B, environment="production").outcome is Outcome.DUPLICATE
 
     assert statuses(world).count((waiting, "cancelled")) == 1, "announced by the redelivery"
-    # A later duplicate announces it again; the notification ledger sends it once (its own tests).
     newer = world.store.deployments[deployment_of(world, "b2-prod")]
     assert newer.superseded == (waiting,) and newer.status is S.AWAITING_APPROVAL
 

@@ -33,10 +33,11 @@ class PublishFailed(TransientError):
 
 
 def publish_retry(timeout: float) -> retries.Retry:
-    """The generated client's retry of a Publish (same codes, same backoff), bounded by `timeout`."""
+    """The generated client's retry of a Publish (same codes, same backoff), bounded by `timeout`:
+    it gives up instead of sleeping past it."""
     return retries.Retry(
         initial=0.1,
-        maximum=min(60.0, timeout / ATTEMPT_SHARE),
+        maximum=60.0,
         multiplier=4,
         predicate=retries.if_exception_type(
             google_exceptions.Aborted,

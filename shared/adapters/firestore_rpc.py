@@ -1,0 +1,257 @@
+"""Firestore point reads and read-write transactions through the library's generated client.
+
+Every pipeline step reads its records and changes them in a transaction, so this is the hot path
+of the whole pipeline. The `google-cloud-firestore` document and transaction objects cost the
+functions more CPU than the RPCs themselves: each read is a streamed batch get whose document is
+built into a snapshot and deep-copied twice, and a merge write derives a field path object for
+every leaf of the document.
+
+Here the same library's generated client (`FirestoreClient`, the RPCs as Google defines them)
+carries plain protobuf messages: a document is read with one unary `GetDocument` and decoded
+straight from its values, and a write replaces the top-level fields it names (its update mask),
+leaving every other field alone. A transaction begins at its first read; a commit that Firestore
+aborts for contention runs the work again in a transaction that names the aborted one
+(`retry_transaction`), as the library does; anything else rolls it back, so the documents it
+read are not left locked. `python -m bench firestore` prints both ways' costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.api_core import exceptions as google_exceptions
+from google.cloud import firestore
+from google.cloud.firestore_v1.services.firestore import FirestoreClient
+from google.cloud.firestore_v1.services.firestore.transports import FirestoreGrpcTransport
+from google.cloud.firestore_v1.types import common, document, write
+from google.cloud.firestore_v1.types import firestore as firestore_requests
+
+T = TypeVar("T")
+
+_Value = document.Value.pb()
+_MapValue = document.MapValue.pb()
+_ArrayValue = document.ArrayValue.pb()
+_Write = write.Write.pb()
+_DocumentMask = common.DocumentMask.pb()
+_TransactionOptions = common.TransactionOptions.pb()
+
+EMULATOR_HOST_VARIABLE = "FIRESTORE_EMULATOR_HOST"
+_EMULATOR_CREDENTIALS = ("authorization", "Bearer owner")
+"""What the library sends the emulator: the owner's access, past any security rules."""
+
+
+class UnsupportedValue(TypeError):
+    """A value the pipeline's documents never hold (references, geo points); a bug to report."""
+
+
+def encode_value(value: Any) -> Any:
+    """A Python value as a Firestore `Value` message.
+
+    >>> encode_value({"n": 1, "ok": True, "tags": ["a"]}).map_value.fields["tags"].array_value.values[0].string_value
+    'a'
+    """
+    encoded = _Value()
+    if value is None:
+        encoded.null_value = 0
+    elif isinstance(value, bool):  # before int: a bool is an int too
+        encoded.boolean_value = value
+    elif isinstance(value, int):
+        encoded.integer_value = value
+    elif isinstance(value, float):
+        encoded.double_value = value
+    elif isinstance(value, str):
+        encoded.string_value = value
+    elif isinstance(value, bytes):
+        encoded.bytes_value = value
+    elif isinstance(value, datetime):
+        # Firestore keeps UTC instants; a datetime without a zone is taken as UTC, as the library does.
+        encoded.timestamp_value.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    elif isinstance(value, Mapping):
+        fields = encoded.map_value.fields
+        for key, item in value.items():
+            fields[str(key)].CopyFrom(encode_value(item))
+        if not value:
+            encoded.map_value.SetInParent()
+    elif isinstance(value, (list, tuple)):
+        encoded.array_value.values.extend(encode_value(item) for item in value)
+        if not value:
+            encoded.array_value.SetInParent()
+    else:
+        raise UnsupportedValue(f"cannot store {type(value).__name__} in Firestore: {value!r}")
+    return encoded
+
+
+def decode_value(value: Any) -> Any:
+    """A Firestore `Value` message as the Python value it holds (timestamps as aware UTC datetimes).
+
+    >>> decode_value(encode_value({"at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "n": [1.5, None]}))
+    {'at': datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc), 'n': [1.5, None]}
+    """
+    kind = value.WhichOneof("value_type")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "timestamp_value":
+        return value.timestamp_value.ToDatetime(tzinfo=UTC)
+    if kind == "integer_value":
+        return value.integer_value
+    if kind == "boolean_value":
+        return value.boolean_value
+    if kind == "map_value":
+        return decode_fields(value.map_value.fields)
+    if kind == "array_value":
+        return [decode_value(item) for item in value.array_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bytes_value":
+        return value.bytes_value
+    raise UnsupportedValue(f"the pipeline does not read Firestore {kind} values")
+
+
+def decode_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: decode_value(value) for key, value in fields.items()}
+
+
+def field_write(path: str, data: Mapping[str, Any]) -> Any:
+    """The write that sets each top-level field of `data` on the document at `path`, whole.
+
+    A field whose value is `firestore.DELETE_FIELD` is deleted; fields `data` does not name are
+    left as they are (the document is created if it does not exist).
+
+    >>> w = field_write("projects/p/databases/(default)/documents/c/d", {"a": 1, "gone": firestore.DELETE_FIELD})
+    >>> sorted(w.update_mask.field_paths), list(w.update.fields)
+    (['a', 'gone'], ['a'])
+    """
+    encoded = _Write()
+    encoded.update.name = path
+    fields = encoded.update.fields
+    for key, value in data.items():
+        if value is not firestore.DELETE_FIELD:
+            fields[key].CopyFrom(encode_value(value))
+    encoded.update_mask.field_paths.extend(_field_path(key) for key in data)
+    return encoded
+
+
+def _field_path(key: str) -> str:
+    """A top-level field name as a field path: backquoted unless it is a plain identifier.
+
+    >>> _field_path("status"), _field_path("cleanup-due"), _field_path("a`b")
+    ('status', '`cleanup-due`', '`a\\\\`b`')
+    """
+    if key and (key[0].isalpha() or key[0] == "_") and all(c.isalnum() or c == "_" for c in key):
+        return key
+    return "`" + key.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class TransactionReads:
+    """The reads of one attempt of a read-write transaction; the first read begins it."""
+
+    def __init__(self, rpc: FirestoreRpc, retrying: bytes) -> None:
+        self._rpc = rpc
+        self._retrying = retrying
+        self.transaction = b""
+        """The transaction's id once a read began it; empty before."""
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The document at `path` as of this transaction (None if it does not exist). Firestore
+        holds it, existing or not, until the transaction ends: a concurrent writer waits, and a
+        concurrent transaction that read it conflicts (a missing document too: the Firestore
+        emulator holds a `GetDocument` that found nothing as it does a batch get's `missing`)."""
+        if not self.transaction:
+            self.transaction = self._rpc.begin(self._retrying)
+        return self._rpc.read(path, transaction=self.transaction)
+
+
+class FirestoreRpc:
+    """Point reads and read-write transactions on one Firestore database."""
+
+    def __init__(
+        self, client: FirestoreClient, project: str, metadata: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self._client = client
+        self.database = f"projects/{project}/databases/(default)"
+        # The library sends the database as a resource prefix on every call; so does this.
+        self._metadata = (("google-cloud-resource-prefix", self.database), *metadata)
+
+    @classmethod
+    def for_project(cls, project: str) -> FirestoreRpc:
+        """At FIRESTORE_EMULATOR_HOST when set (anonymously, as the library connects there), else
+        Firestore itself with the application's default credentials."""
+        host = os.environ.get(EMULATOR_HOST_VARIABLE)
+        if host:
+            transport = FirestoreGrpcTransport(channel=grpc.insecure_channel(host))
+            return cls(FirestoreClient(transport=transport), project, [_EMULATOR_CREDENTIALS])
+        return cls(FirestoreClient(), project)
+
+    def document_path(self, collection: str, document_id: str) -> str:
+        return f"{self.database}/documents/{collection}/{document_id}"
+
+    def begin(self, retrying: bytes = b"") -> bytes:
+        """A new read-write transaction's id; `retrying` names one that Firestore aborted."""
+        options = _TransactionOptions()
+        options.read_write.retry_transaction = retrying
+        request = firestore_requests.BeginTransactionRequest(database=self.database, options=options)
+        return bytes(self._client.begin_transaction(request=request, metadata=self._metadata).transaction)
+
+    def read(self, path: str, *, transaction: bytes = b"") -> dict[str, Any] | None:
+        """The document at `path`, or None; in `transaction` when given. One unary `GetDocument`:
+        half the CPU of a streamed batch get of one document."""
+        request = firestore_requests.GetDocumentRequest(name=path)
+        if transaction:  # a oneof: even an empty id would select it
+            request.transaction = transaction
+        try:
+            found = self._client.get_document(request=request, metadata=self._metadata)
+        except google_exceptions.NotFound:  # expected: the document does not exist
+            return None
+        return decode_fields(document.Document.pb(found).fields)
+
+    def run_transaction(
+        self, work: Callable[[TransactionReads], tuple[T, Mapping[str, Mapping[str, Any]]]], attempts: int
+    ) -> T:
+        """Run `work` in a read-write transaction and commit the writes it returns (document path
+        → fields to set), retrying a commit aborted for contention up to `attempts` times in all.
+        The last abort is raised as `google.api_core.exceptions.Aborted`."""
+        retrying = b""
+        for attempt in range(1, attempts + 1):
+            reads = TransactionReads(self, retrying)
+            try:
+                result, writes = work(reads)
+            except BaseException:
+                self._roll_back(reads.transaction)
+                raise
+            try:
+                self._commit(writes, reads.transaction)
+            except google_exceptions.Aborted:
+                if attempt == attempts:
+                    raise
+                retrying = reads.transaction
+                continue
+            except BaseException:
+                self._roll_back(reads.transaction)
+                raise
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _commit(self, writes: Mapping[str, Mapping[str, Any]], transaction: bytes) -> None:
+        if not writes and not transaction:
+            return  # nothing read, nothing to write: no transaction was begun
+        request = firestore_requests.CommitRequest(database=self.database, transaction=transaction)
+        request_pb = firestore_requests.CommitRequest.pb(request)
+        request_pb.writes.extend(field_write(path, data) for path, data in writes.items())
+        self._client.commit(request=request, metadata=self._metadata)
+
+    def _roll_back(self, transaction: bytes) -> None:
+        if not transaction:
+            return
+        # Best effort: a transaction not rolled back still ends when Firestore times it out.
+        with contextlib.suppress(google_exceptions.GoogleAPICallError):
+            self._client.rollback(
+                request=firestore_requests.RollbackRequest(database=self.database, transaction=transaction),
+                metadata=self._metadata,
+            )

@@ -4,7 +4,8 @@ library's document and transaction objects and through the store's generated-cli
 
 Two operations every step does: a point read of a deployment record, and a read-write
 transaction that reads the record and its environment and writes the record back (the shape of
-a status change). Per operation: the reading process's CPU and the time until it is done.
+a status change); and what every notification does a few times: a write to its ledger record
+conditional on the update time it last saw. Per operation: the reading process's CPU and the time until it is done.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from devstack.emulators import start_firestore
 from devstack.processes import environment_applied, free_port, stop_process_group
 from shared import queries
 from shared.adapters.firestore_documents import deployment_write
-from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus
 
@@ -109,6 +110,26 @@ def main() -> None:
                     reads.get(environment_path)
                     return None, {deployment_path: fields}
 
+                ledger_ref = client.collection(queries.NOTIFICATIONS).document("bench")
+                ledger_path = rpc.document_path(queries.NOTIFICATIONS, "bench-generated")
+                library_version = [ledger_ref.create({"channels": {}}).update_time]
+                generated_version = [rpc.write(ledger_path, {"channels": {}}, exists=False)]
+
+                def library_update() -> None:
+                    option = client.write_option(last_update_time=library_version[0])
+                    result = ledger_ref.update(
+                        {"channels.`chat:#releases`": {"state": "sent"}}, option=option
+                    )
+                    library_version[0] = result.update_time
+
+                def generated_update() -> None:
+                    generated_version[0] = rpc.write(
+                        ledger_path,
+                        {"channels": {"chat:#releases": {"state": "sent"}}},
+                        field_paths=[field_path("channels", "chat:#releases")],
+                        last_update=generated_version[0],
+                    )
+
                 print(f"{OPERATIONS} of each, on a live deployment's record ({len(fields)} fields)")
                 rows = [
                     ("point read: library get().to_dict()", measure(lambda: deployment_ref.get().to_dict())),
@@ -121,6 +142,8 @@ def main() -> None:
                         "transaction: generated client, field mask",
                         measure(lambda: rpc.run_transaction(generated_change, attempts=1)),
                     ),
+                    ("ledger update: library update(option)", measure(library_update)),
+                    ("ledger update: generated conditional write", measure(generated_update)),
                 ]
         finally:
             stop_process_group(emulator.process.pid)
@@ -128,7 +151,8 @@ def main() -> None:
     print(f"{'-' * 48}  {'-' * 7}  {'-' * 7}")
     for name, (cpu, wall) in rows:
         print(f"{name:48s}  {cpu:7.2f}  {wall:7.2f}")
-    for kind, (library, generated) in (("a point read", rows[0:2]), ("a transaction", rows[2:4])):
+    pairs = (("a point read", rows[0:2]), ("a transaction", rows[2:4]), ("a conditional update", rows[4:6]))
+    for kind, (library, generated) in pairs:
         print(
             f"{kind}: the generated client takes {generated[1][0] / library[1][0]:.2f}x the CPU"
             f" and {generated[1][1] / library[1][1]:.2f}x the time of the library's objects"

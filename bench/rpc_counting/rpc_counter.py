@@ -6,6 +6,8 @@ deployment to its budget (tests/integration/pipeline/test_firestore_budget.py). 
 - a read is a document returned by a get, batch get or query (an empty query counts one);
 - a write is a document write in a commit or batch write (a transaction's commit that Firestore
   aborted for contention is counted apart, as `<method> aborted`);
+- a transaction begun is a BeginTransaction call or a batch get that begins one with its read
+  (counted as `<method> begins a transaction`);
 - a Pub/Sub message is one message in a Publish request, per topic.
 """
 
@@ -17,6 +19,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+
+BEGINS_A_TRANSACTION = "begins a transaction"
+"""How a batch get that begins a transaction with its read is counted, beside its method."""
 
 
 class RpcCounts:
@@ -117,6 +122,8 @@ class CountingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClie
         method = details.method
         call = continuation(details, request)
         if method.endswith("/BatchGetDocuments"):
+            if _has(request, "new_transaction"):
+                count(f"{method} {BEGINS_A_TRANSACTION}")
             return _CountingStream(
                 call, lambda r: count(method, reads=1) if _has(r, "found") else None, lambda: None
             )

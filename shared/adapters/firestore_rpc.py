@@ -1,15 +1,18 @@
-"""Firestore point reads and read-write transactions through the library's generated client.
+"""Firestore point reads, read-write transactions and conditional writes through the library's
+generated client.
 
-Every pipeline step reads its records and changes them in a transaction, so this is the hot path
+Every pipeline step reads its records and changes them in a transaction, and every notification
+changes its ledger record a few times with writes conditional on its update time: the hot path
 of the whole pipeline. The `google-cloud-firestore` document and transaction objects cost the
 functions more CPU than the RPCs themselves: each read is a streamed batch get whose document is
 built into a snapshot and deep-copied twice, and a merge write derives a field path object for
 every leaf of the document.
 
 Here the same library's generated client (`FirestoreClient`, the RPCs as Google defines them)
-carries plain protobuf messages: a document is read with one unary `GetDocument` and decoded
-straight from its values, and a write replaces the top-level fields it names (its update mask),
-leaving every other field alone. A transaction begins at its first read; a commit that Firestore
+carries plain protobuf messages: outside a transaction a document is read with one unary
+`GetDocument`, inside one with a batch get (the first of which begins it), each decoded straight
+from its values; a write replaces the top-level fields it names (its update mask), leaving every
+other field alone. A commit that Firestore
 aborts for contention runs the work again in a transaction that names the aborted one
 (`retry_transaction`), as the library does; anything else rolls it back, so the documents it
 read are not left locked. `python -m bench firestore` prints both ways' costs.
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -28,19 +33,19 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.services.firestore import FirestoreClient
 from google.cloud.firestore_v1.services.firestore.transports import FirestoreGrpcTransport
-from google.cloud.firestore_v1.types import common, document, write
+from google.cloud.firestore_v1.types import document, write
 from google.cloud.firestore_v1.types import firestore as firestore_requests
 
 T = TypeVar("T")
 
 _Value = document.Value.pb()
-_MapValue = document.MapValue.pb()
-_ArrayValue = document.ArrayValue.pb()
 _Write = write.Write.pb()
-_DocumentMask = common.DocumentMask.pb()
-_TransactionOptions = common.TransactionOptions.pb()
+
+_PLAIN_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A field name Firestore takes unquoted in a field path (ASCII only)."""
 
 EMULATOR_HOST_VARIABLE = "FIRESTORE_EMULATOR_HOST"
+ROLLBACK_TIMEOUT_SECONDS = 5.0
 _EMULATOR_CREDENTIALS = ("authorization", "Bearer owner")
 """What the library sends the emulator: the owner's access, past any security rules."""
 
@@ -138,15 +143,38 @@ def field_write(path: str, data: Mapping[str, Any]) -> Any:
     return encoded
 
 
+def field_path(*names: str) -> str:
+    """The field path of a field nested under `names`, each quoted where it needs to be.
+
+    >>> field_path("channels", "slack:#releases")
+    'channels.`slack:#releases`'
+    """
+    return ".".join(_field_path(name) for name in names)
+
+
 def _field_path(key: str) -> str:
     """A top-level field name as a field path: backquoted unless it is a plain identifier.
 
-    >>> _field_path("status"), _field_path("cleanup-due"), _field_path("a`b")
-    ('status', '`cleanup-due`', '`a\\\\`b`')
+    >>> _field_path("status"), _field_path("cleanup-due"), _field_path("café"), _field_path("a`b")
+    ('status', '`cleanup-due`', '`café`', '`a\\\\`b`')
     """
-    if key and (key[0].isalpha() or key[0] == "_") and all(c.isalnum() or c == "_" for c in key):
+    if _PLAIN_FIELD_NAME.fullmatch(key):
         return key
     return "`" + key.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+@dataclass(frozen=True, order=True)
+class UpdateTime:
+    """When Firestore last wrote a document, to the nanosecond, as it reported it: a write whose
+    precondition names it succeeds only if nobody wrote the document since (a datetime would
+    lose the nanoseconds and never match)."""
+
+    seconds: int
+    nanos: int
+
+    @classmethod
+    def of(cls, timestamp: Any) -> UpdateTime:
+        return cls(timestamp.seconds, timestamp.nanos)
 
 
 class TransactionReads:
@@ -161,11 +189,23 @@ class TransactionReads:
     def get(self, path: str) -> dict[str, Any] | None:
         """The document at `path` as of this transaction (None if it does not exist). Firestore
         holds it, existing or not, until the transaction ends: a concurrent writer waits, and a
-        concurrent transaction that read it conflicts (a missing document too: the Firestore
-        emulator holds a `GetDocument` that found nothing as it does a batch get's `missing`)."""
-        if not self.transaction:
-            self.transaction = self._rpc.begin(self._retrying)
-        return self._rpc.read(path, transaction=self.transaction)
+        concurrent transaction that read it conflicts. A batch get, as the library reads in a
+        transaction: it answers a missing document as `missing` within the transaction rather
+        than with an error; the first one begins the transaction (`new_transaction`)."""
+        request = firestore_requests.BatchGetDocumentsRequest(database=self._rpc.database, documents=[path])
+        raw_request = firestore_requests.BatchGetDocumentsRequest.pb(request)
+        if self.transaction:
+            raw_request.transaction = self.transaction
+        else:
+            raw_request.new_transaction.read_write.retry_transaction = self._retrying
+        found: dict[str, Any] | None = None
+        for response in self._rpc.batch_get(request):
+            raw = firestore_requests.BatchGetDocumentsResponse.pb(response)
+            if raw.transaction:
+                self.transaction = raw.transaction
+            if raw.HasField("found"):
+                found = decode_fields(raw.found.fields)
+        return found
 
 
 class FirestoreRpc:
@@ -192,24 +232,61 @@ class FirestoreRpc:
     def document_path(self, collection: str, document_id: str) -> str:
         return f"{self.database}/documents/{collection}/{document_id}"
 
-    def begin(self, retrying: bytes = b"") -> bytes:
-        """A new read-write transaction's id; `retrying` names one that Firestore aborted."""
-        options = _TransactionOptions()
-        options.read_write.retry_transaction = retrying
-        request = firestore_requests.BeginTransactionRequest(database=self.database, options=options)
-        return bytes(self._client.begin_transaction(request=request, metadata=self._metadata).transaction)
+    def batch_get(self, request: Any) -> Iterable[Any]:
+        return self._client.batch_get_documents(request=request, metadata=self._metadata)
 
-    def read(self, path: str, *, transaction: bytes = b"") -> dict[str, Any] | None:
-        """The document at `path`, or None; in `transaction` when given. One unary `GetDocument`:
-        half the CPU of a streamed batch get of one document."""
+    def read(self, path: str) -> dict[str, Any] | None:
+        """The document at `path`, or None. One unary `GetDocument`: half the CPU of a streamed
+        batch get of one document."""
         request = firestore_requests.GetDocumentRequest(name=path)
-        if transaction:  # a oneof: even an empty id would select it
-            request.transaction = transaction
         try:
             found = self._client.get_document(request=request, metadata=self._metadata)
         except google_exceptions.NotFound:  # expected: the document does not exist
             return None
         return decode_fields(document.Document.pb(found).fields)
+
+    def read_versioned(self, path: str) -> tuple[dict[str, Any] | None, UpdateTime | None]:
+        """The document at `path` and its update time; (None, None) if it does not exist."""
+        try:
+            found = self._client.get_document(
+                request=firestore_requests.GetDocumentRequest(name=path), metadata=self._metadata
+            )
+        except google_exceptions.NotFound:  # expected: the document does not exist
+            return None, None
+        raw = document.Document.pb(found)
+        return decode_fields(raw.fields), UpdateTime.of(raw.update_time)
+
+    def write(
+        self,
+        path: str,
+        data: Mapping[str, Any],
+        *,
+        field_paths: Sequence[str] | None = None,
+        exists: bool | None = None,
+        last_update: UpdateTime | None = None,
+    ) -> UpdateTime:
+        """Write one document outside any transaction and return its new update time.
+
+        `field_paths` names the fields to set from `data` (nested ones too, see `field_path`), the
+        others staying as they are; without it the document becomes `data`. The write happens only
+        if the document does not exist yet (`exists=False`), or was last written at `last_update`:
+        otherwise Firestore refuses it (`AlreadyExists` or `FailedPrecondition`).
+        """
+        encoded = _Write()
+        encoded.update.name = path
+        for key, value in data.items():
+            encoded.update.fields[key].CopyFrom(encode_value(value))
+        if field_paths is not None:
+            encoded.update_mask.field_paths.extend(field_paths)
+        if exists is not None:
+            encoded.current_document.exists = exists
+        elif last_update is not None:
+            encoded.current_document.update_time.seconds = last_update.seconds
+            encoded.current_document.update_time.nanos = last_update.nanos
+        request = firestore_requests.CommitRequest(database=self.database)
+        firestore_requests.CommitRequest.pb(request).writes.append(encoded)
+        response = self._client.commit(request=request, metadata=self._metadata)
+        return UpdateTime.of(firestore_requests.CommitResponse.pb(response).write_results[0].update_time)
 
     def run_transaction(
         self, work: Callable[[TransactionReads], tuple[T, Mapping[str, Mapping[str, Any]]]], attempts: int
@@ -249,9 +326,12 @@ class FirestoreRpc:
     def _roll_back(self, transaction: bytes) -> None:
         if not transaction:
             return
-        # Best effort: a transaction not rolled back still ends when Firestore times it out.
-        with contextlib.suppress(google_exceptions.GoogleAPICallError):
+        # Best effort, once and briefly: the step's own failure is what gets reported, and a
+        # transaction not rolled back still ends when Firestore times it out.
+        with contextlib.suppress(google_exceptions.GoogleAPIError):
             self._client.rollback(
                 request=firestore_requests.RollbackRequest(database=self.database, transaction=transaction),
                 metadata=self._metadata,
+                retry=None,
+                timeout=ROLLBACK_TIMEOUT_SECONDS,
             )

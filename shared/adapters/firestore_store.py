@@ -59,6 +59,8 @@ _RETRYABLE = (
     google_exceptions.TooManyRequests,
     google_exceptions.ResourceExhausted,
     google_exceptions.Unknown,
+    # The generated client's own retries gave up (UNAVAILABLE and the like for their deadline).
+    google_exceptions.RetryError,
 )
 TRANSIENT_ERRORS = _RETRYABLE
 """Firestore errors worth retrying: every Firestore adapter raises them as StoreUnavailable."""
@@ -208,6 +210,8 @@ class FirestoreStore:
         self._client = client
         # Point reads and transactions, the pipeline's hot path, go through the generated client;
         # queries and one-off creates through the library (shared/adapters/firestore_rpc.py).
+        # Both find the database the same way: the emulator at FIRESTORE_EMULATOR_HOST, else
+        # Firestore's (default) database with the application's default credentials.
         self._rpc = rpc if rpc is not None else FirestoreRpc.for_project(str(client.project))
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)
@@ -220,7 +224,8 @@ class FirestoreStore:
 
     @property
     def client(self) -> firestore.Client:
-        """For other adapters of the same database (one connection per function instance)."""
+        """For other adapters of the same database (the library's connection, one per function
+        instance beside the generated client's)."""
         return self._client
 
     def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:

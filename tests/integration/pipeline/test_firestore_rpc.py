@@ -17,7 +17,7 @@ import pytest
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
-from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
 from tests.conftest import TEST_PROJECT
 
 COLLECTION = "rpc_test"
@@ -51,7 +51,12 @@ def test_every_value_the_records_use_reads_back_as_written(rpc: FirestoreRpc) ->
     write(rpc, path, data)
     stored = rpc.read(path)
     assert stored == {**data, "at": at.astimezone(UTC), "history": [{"status": "live", "at": at}, "note"]}
-    assert stored is not None and stored["at"].tzinfo == UTC
+    assert stored is not None
+    # `==` alone would take True for 1 and 7.0 for 7: the types must come back too.
+    assert {key: type(value) for key, value in stored.items()} == {
+        key: type(value) for key, value in data.items()
+    }
+    assert stored["at"].tzinfo == UTC and stored["history"][0]["at"].tzinfo == UTC
 
 
 def test_a_missing_document_reads_as_none(rpc: FirestoreRpc) -> None:
@@ -71,8 +76,9 @@ def test_a_write_replaces_the_fields_it_names_whole_and_leaves_the_others(
 
 def test_field_names_that_need_quoting_are_written(rpc: FirestoreRpc) -> None:
     path = rpc.document_path(COLLECTION, "quoted")
-    write(rpc, path, {"hello@staging": 1, "a.b": 2, "9lives": 3})
-    assert rpc.read(path) == {"hello@staging": 1, "a.b": 2, "9lives": 3}
+    names = {"hello@staging": 1, "a.b": 2, "9lives": 3, "café": 4, "back`tick": 5}
+    write(rpc, path, names)
+    assert rpc.read(path) == names
 
 
 def test_concurrent_transactions_on_one_document_both_take_effect(rpc: FirestoreRpc) -> None:
@@ -146,3 +152,30 @@ def test_work_that_fails_releases_its_reads_at_once(rpc: FirestoreRpc) -> None:
     # Unreleased, the read would hold the document until the emulator's lock timeout (~20 s).
     assert time.monotonic() - started < 5
     assert rpc.read(path) == {"n": 1}
+
+
+def test_a_conditional_write_holds_only_on_the_version_it_names(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "conditional")
+    created = rpc.write(
+        path, {"channels": {"slack": {"state": "sending"}}, "kind": "deployment"}, exists=False
+    )
+    with pytest.raises(google_exceptions.AlreadyExists):
+        rpc.write(path, {"kind": "other"}, exists=False)
+
+    nested = field_path("channels", "chat:#releases")
+    updated = rpc.write(
+        path,
+        {"channels": {"chat:#releases": {"state": "delivered"}}},
+        field_paths=[nested],
+        last_update=created,
+    )
+    assert updated > created
+    with pytest.raises(google_exceptions.FailedPrecondition):
+        rpc.write(path, {"kind": "stale"}, field_paths=["kind"], last_update=created)
+
+    document, version = rpc.read_versioned(path)
+    assert version == updated
+    assert document == {
+        "channels": {"slack": {"state": "sending"}, "chat:#releases": {"state": "delivered"}},
+        "kind": "deployment",
+    }

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from bench.bench_pipeline import say, table
 from bench.process_cpu import COMPONENTS, CpuUse
-from bench.rpc_counting.rpc_counter import BEGINS_A_TRANSACTION
 from bench.rpc_counts import Counts
 from devstack.load import percentile
 
@@ -127,7 +126,7 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
         n = len(burst.outcomes)
         ratio = result.p50_ratio
         rpcs = burst.counts.rpcs
-        begun = sum(v for k, v in rpcs.items() if k.endswith(("/BeginTransaction", BEGINS_A_TRANSACTION)))
+        begun = sum(v for k, v in rpcs.items() if k.endswith("/BeginTransaction"))
         aborted = sum(v for k, v in rpcs.items() if k.endswith(" aborted"))
         live = sum(1 for o in burst.outcomes if o.status == "live")
         rows.append(

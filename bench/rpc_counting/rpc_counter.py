@@ -6,8 +6,6 @@ deployment to its budget (tests/integration/pipeline/test_firestore_budget.py). 
 - a read is a document returned by a get, batch get or query (an empty query counts one);
 - a write is a document write in a commit or batch write (a transaction's commit that Firestore
   aborted for contention is counted apart, as `<method> aborted`);
-- a transaction begun is a BeginTransaction call or a batch get that begins one with its read
-  (counted as `<method> begins a transaction`);
 - a Pub/Sub message is one message in a Publish request, per topic.
 """
 
@@ -19,9 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-
-BEGINS_A_TRANSACTION = "begins a transaction"
-"""How a batch get that begins a transaction with its read is counted, beside its method."""
 
 
 class RpcCounts:
@@ -103,11 +98,6 @@ class CountingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClie
             else:
                 count(method, writes=len(getattr(request, "writes", [])))
             return outcome
-        if method.endswith("/GetDocument"):
-            # Billed like a batch get: a read when a document comes back (NOT_FOUND is none here).
-            outcome = continuation(details, request)
-            count(method, reads=1 if outcome.exception() is None else 0)
-            return outcome
         if method.endswith("/Commit") or method.endswith("/BatchWrite"):
             count(method, writes=len(getattr(request, "writes", [])))
         elif method.endswith("/Publish") and "pubsub" in method:
@@ -122,8 +112,6 @@ class CountingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClie
         method = details.method
         call = continuation(details, request)
         if method.endswith("/BatchGetDocuments"):
-            if _has(request, "new_transaction"):
-                count(f"{method} {BEGINS_A_TRANSACTION}")
             return _CountingStream(
                 call, lambda r: count(method, reads=1) if _has(r, "found") else None, lambda: None
             )

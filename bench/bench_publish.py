@@ -8,14 +8,12 @@ own. Per publish: the publishing process's CPU, and the time until the message i
 
 from __future__ import annotations
 
-import resource
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
+from bench.per_operation import measure, print_costs
 from devstack.emulators import start_pubsub
 from devstack.processes import environment_applied, free_port, stop_process_group
 from shared.adapters.pubsub_publisher import PubSubPublisher
@@ -23,26 +21,7 @@ from shared.adapters.pubsub_publisher import PubSubPublisher
 PROJECT = "bench-publish"
 TOPIC = "step"
 PUBLISHES = 1000
-WARM_UP = 50
 PAYLOAD = b'{"deployment_id": "hello-staging-0123456789ab", "hints": {}}' * 4
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measure(publish: Callable[[], object]) -> tuple[float, float]:
-    """(CPU ms, wall ms) per publish, after a warm-up."""
-    for _ in range(WARM_UP):
-        publish()
-    cpu, started = own_cpu_seconds(), time.monotonic()
-    for _ in range(PUBLISHES):
-        publish()
-    return (
-        1000 * (own_cpu_seconds() - cpu) / PUBLISHES,
-        1000 * (time.monotonic() - started) / PUBLISHES,
-    )
 
 
 def main() -> None:
@@ -59,20 +38,20 @@ def main() -> None:
                 rows = [
                     (
                         "batching client (publish, then result())",
-                        measure(lambda: batching.publish(path, PAYLOAD, **attributes).result(timeout=30)),
+                        measure(
+                            lambda: batching.publish(path, PAYLOAD, **attributes).result(timeout=30),
+                            PUBLISHES,
+                        ),
                     ),
                     (
                         "Publisher adapter (one Publish call)",
-                        measure(lambda: adapter.publish(TOPIC, PAYLOAD, attributes)),
+                        measure(lambda: adapter.publish(TOPIC, PAYLOAD, attributes), PUBLISHES),
                     ),
                 ]
                 batching.stop()
         finally:
             stop_process_group(emulator.process.pid)
-    print(f"{'client':42s}  {'CPU ms':>7s}  {'wall ms':>7s}")
-    print(f"{'-' * 42}  {'-' * 7}  {'-' * 7}")
-    for name, (cpu, wall) in rows:
-        print(f"{name:42s}  {cpu:7.2f}  {wall:7.2f}")
+    print_costs(rows, label="client")
     (_, (batch_cpu, batch_wall)), (_, (own_cpu, own_wall)) = rows
     print(f"the adapter takes {own_cpu / batch_cpu:.2f}x the CPU and {own_wall / batch_wall:.2f}x the time")
 

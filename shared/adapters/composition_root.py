@@ -134,7 +134,7 @@ def notify_services() -> NotifyServices:
     return NotifyServices(
         config=config,
         store=store,
-        ledger=FirestoreNotificationLedger(store.client),
+        ledger=FirestoreNotificationLedger(store.client, rpc=store.rpc),
         channels=ConfiguredChannels(config, os.environ.get(ENV_NOTIFICATIONS_FILE, "").strip() or None),
         clock=SystemClock(),
     )

@@ -27,6 +27,7 @@ from shared.adapters.firestore_documents import (
     release_request_to_document,
     release_to_document,
 )
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads
 from shared.domain.records import (
     Deployment,
     EnvironmentState,
@@ -58,6 +59,8 @@ _RETRYABLE = (
     google_exceptions.TooManyRequests,
     google_exceptions.ResourceExhausted,
     google_exceptions.Unknown,
+    # The generated client's own retries gave up (UNAVAILABLE and the like for their deadline).
+    google_exceptions.RetryError,
 )
 TRANSIENT_ERRORS = _RETRYABLE
 """Firestore errors worth retrying: every Firestore adapter raises them as StoreUnavailable."""
@@ -101,31 +104,34 @@ def declared_query(client: firestore.Client, declared: queries.FirestoreQuery, *
 
 
 class _Transaction:
-    """The Transaction port over a Firestore transaction. Writes are buffered until the end,
-    because Firestore refuses reads after writes in a transaction."""
+    """The Transaction port over a Firestore read-write transaction. Writes are buffered until the
+    end, because Firestore refuses reads after writes in a transaction."""
 
-    def __init__(self, store: FirestoreStore, transaction: firestore.Transaction) -> None:
+    def __init__(self, store: FirestoreStore, reads: TransactionReads) -> None:
         self._store = store
-        self._transaction = transaction
-        self._writes: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._reads = reads
+        self.writes: dict[str, Mapping[str, Any]] = {}
+        """Document path → the top-level fields to set (each replaced whole; others stay)."""
         self._highest: dict[str, str | None] = {}
         self._apps: dict[str, Mapping[str, Any]] = {}
         self._indexed: dict[str, bool] = {}
 
-    def _get(self, ref: Any) -> Mapping[str, Any] | None:
-        snapshot = next(iter(self._transaction.get(ref)), None)
-        return snapshot.to_dict() if snapshot is not None and snapshot.exists else None
+    def _get(self, collection: str, document_id: str) -> Mapping[str, Any] | None:
+        return self._reads.get(self._store.document_path(collection, document_id))
+
+    def _put(self, collection: str, document_id: str, data: Mapping[str, Any]) -> None:
+        self.writes[self._store.document_path(collection, document_id)] = data
 
     def deployment(self, deployment_id: str) -> Deployment | None:
-        doc = self._get(self._store.deployments.document(deployment_id))
+        doc = self._get(queries.DEPLOYMENTS, deployment_id)
         return deployment_from_document(deployment_id, doc) if doc else None
 
     def environment(self, app: str, environment: str) -> EnvironmentState | None:
-        doc = self._get(self._store.environments.document(environment_key(app, environment)))
+        doc = self._get(queries.ENVIRONMENTS, environment_key(app, environment))
         return environment_from_document(doc) if doc else None
 
     def release(self, app: str, version: str) -> Release | None:
-        doc = self._get(self._store.releases.document(release_key(app, version)))
+        doc = self._get(queries.RELEASES, release_key(app, version))
         return release_from_document(doc) if doc else None
 
     def release_for_commit(self, app: str, commit: str) -> Release | None:
@@ -133,7 +139,7 @@ class _Transaction:
         # new commit both write it, so one re-runs and finds the other's version. A query here
         # would lock a range of `releases` that every app's admission writes into, and the
         # admissions of unrelated apps would wait on each other.
-        index = self._get(self._store.release_commits.document(release_commit_key(app, commit)))
+        index = self._get(queries.RELEASE_COMMITS, release_commit_key(app, commit))
         if index is not None and index.get("version"):
             return self.release(app, str(index["version"]))
         if self._app(app).get(COMMITS_INDEXED) is True:
@@ -150,7 +156,7 @@ class _Transaction:
         the transaction, existing or not, makes two builds that both bump from it conflict, so
         one re-runs and bumps from the other's version."""
         if app not in self._apps:
-            self._apps[app] = self._get(self._store.apps.document(app)) or {}
+            self._apps[app] = self._get(queries.APPS, app) or {}
         return self._apps[app]
 
     def highest_version(self, app: str) -> str | None:
@@ -171,28 +177,25 @@ class _Transaction:
         return self._highest[app]
 
     def put_deployment(self, deployment: Deployment) -> None:
-        ref = self._store.deployments.document(deployment.deployment_id)
-        self._writes[ref.path] = (ref, deployment_write(deployment))
+        self._put(queries.DEPLOYMENTS, deployment.deployment_id, deployment_write(deployment))
 
     def put_environment(self, state: EnvironmentState) -> None:
-        ref = self._store.environments.document(state.key)
-        self._writes[ref.path] = (ref, environment_to_document(state))
+        self._put(queries.ENVIRONMENTS, state.key, environment_to_document(state))
 
     def put_release(self, release: Release) -> None:
-        ref = self._store.releases.document(release.key)
-        self._writes[ref.path] = (ref, release_to_document(release))
+        self._put(queries.RELEASES, release.key, release_to_document(release))
         # Reads are still allowed here (writes are buffered), so the record only ever rises.
         current = self.highest_version(release.app)
         highest = highest_version([release.version, *([current] if current else [])])
         self._highest[release.app] = highest
-        commit_ref = self._store.release_commits.document(release_commit_key(release.app, release.commit))
-        self._writes[commit_ref.path] = (
-            commit_ref,
+        self._put(
+            queries.RELEASE_COMMITS,
+            release_commit_key(release.app, release.commit),
             {"app": release.app, "commit": release.commit, "version": release.version},
         )
-        app_ref = self._store.apps.document(release.app)
-        self._writes[app_ref.path] = (
-            app_ref,
+        self._put(
+            queries.APPS,
+            release.app,
             {
                 "app": release.app,
                 "highest_version": highest,
@@ -201,20 +204,15 @@ class _Transaction:
             },
         )
 
-    def commit_writes(self) -> None:
-        for ref, data in self._writes.values():
-            # Merge: whole known fields are replaced (history included); foreign fields stay.
-            self._transaction.set(ref, data, merge=True)
-
 
 class FirestoreStore:
-    def __init__(self, client: firestore.Client) -> None:
+    def __init__(self, client: firestore.Client, rpc: FirestoreRpc | None = None) -> None:
         self._client = client
-        self.deployments = client.collection(queries.DEPLOYMENTS)
-        self.releases = client.collection(queries.RELEASES)
-        self.apps = client.collection(queries.APPS)
-        self.release_commits = client.collection(queries.RELEASE_COMMITS)
-        self.environments = client.collection(queries.ENVIRONMENTS)
+        # Point reads and transactions, the pipeline's hot path, go through the generated client;
+        # queries and one-off creates through the library (shared/adapters/firestore_rpc.py).
+        # Both find the database the same way: the emulator at FIRESTORE_EMULATOR_HOST, else
+        # Firestore's (default) database with the application's default credentials.
+        self._rpc = rpc if rpc is not None else FirestoreRpc.for_project(str(client.project))
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)
         self.release_requests = client.collection(queries.RELEASE_REQUESTS)
@@ -226,36 +224,40 @@ class FirestoreStore:
 
     @property
     def client(self) -> firestore.Client:
-        """For other adapters of the same database (one connection per function instance)."""
+        """For other adapters of the same database (the library's connection, one per function
+        instance beside the generated client's)."""
         return self._client
+
+    @property
+    def rpc(self) -> FirestoreRpc:
+        """The generated client's connection, for other adapters of the same database."""
+        return self._rpc
 
     def query(self, declared: queries.FirestoreQuery, **values: Any) -> Query:
         """The declared query with its filter values; the only way this adapter queries."""
         return declared_query(self._client, declared, **values)
 
+    def document_path(self, collection: str, document_id: str) -> str:
+        return self._rpc.document_path(collection, document_id)
+
     def atomically(self, work: Callable[[Any], T]) -> T:
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> T:
-            view = _Transaction(self, transaction)
+        def attempt(reads: TransactionReads) -> tuple[T, Mapping[str, Mapping[str, Any]]]:
+            view = _Transaction(self, reads)
             result = work(view)
-            view.commit_writes()
-            return result
+            return result, view.writes
 
         try:
-            return run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+            return self._rpc.run_transaction(attempt, TRANSACTION_ATTEMPTS)
+        except google_exceptions.Aborted as exc:  # transient: contention outlasted the attempts
+            raise StoreUnavailable(f"Firestore transaction kept conflicting: {exc}") from exc
         except _RETRYABLE as exc:  # transient: Firestore outage or contention
             raise StoreUnavailable(f"Firestore transaction failed: {exc}") from exc
-        except ValueError as exc:  # transient if contention outlasted the attempts; else not ours to judge
-            if isinstance(exc.__cause__, google_exceptions.Aborted):
-                raise StoreUnavailable(f"Firestore transaction kept conflicting: {exc}") from exc
-            raise
 
-    def _read(self, ref: Any) -> Mapping[str, Any] | None:
+    def _read(self, collection: str, document_id: str) -> Mapping[str, Any] | None:
         try:
-            snapshot = ref.get()
+            return self._rpc.read(self.document_path(collection, document_id))
         except _RETRYABLE as exc:  # transient
             raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
-        return snapshot.to_dict() if snapshot.exists else None
 
     def _stream(self, query: Any) -> list[Any]:
         try:
@@ -264,15 +266,15 @@ class FirestoreStore:
             raise StoreUnavailable(f"Firestore query failed: {exc}") from exc
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:
-        doc = self._read(self.deployments.document(deployment_id))
+        doc = self._read(queries.DEPLOYMENTS, deployment_id)
         return deployment_from_document(deployment_id, doc) if doc else None
 
     def get_environment(self, app: str, environment: str) -> EnvironmentState | None:
-        doc = self._read(self.environments.document(environment_key(app, environment)))
+        doc = self._read(queries.ENVIRONMENTS, environment_key(app, environment))
         return environment_from_document(doc) if doc else None
 
     def get_release(self, app: str, version: str) -> Release | None:
-        doc = self._read(self.releases.document(release_key(app, version)))
+        doc = self._read(queries.RELEASES, release_key(app, version))
         return release_from_document(doc) if doc else None
 
     def released_versions(self, app: str) -> list[str]:
@@ -320,7 +322,7 @@ class FirestoreStore:
             raise StoreUnavailable(f"Firestore write failed: {exc}") from exc
 
     def get_release_request(self, request_id: str) -> ReleaseRequest | None:
-        doc = self._read(self.release_requests.document(request_id))
+        doc = self._read(queries.RELEASE_REQUESTS, request_id)
         return release_request_from_document(doc) if doc else None
 
     def record_rejected(self, event: RejectedEvent) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
 
 from shared import queries
+from shared.adapters.firestore_rpc import FirestoreRpc, UpdateTime, field_path
 from shared.adapters.firestore_store import TRANSIENT_ERRORS, StoreUnavailable
 from shared.notifications.delivery import ClaimOutcome
 from shared.notifications.model import Notification
@@ -69,15 +69,24 @@ class FirestoreNotificationLedger:
     KNOWN_RECORDS = 64
     """Records remembered after our own writes (the deliveries this instance serves at once)."""
 
-    def __init__(self, client: firestore.Client, clock: Any = None, sleep: Any = time.sleep) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: firestore.Client,
+        clock: Any = None,
+        sleep: Any = time.sleep,
+        rpc: FirestoreRpc | None = None,
+    ) -> None:
+        # Reads and writes go through the generated client, as the store's do
+        # (shared/adapters/firestore_rpc.py): a delivery changes its record several times.
+        self._rpc = rpc if rpc is not None else FirestoreRpc.for_project(str(client.project))
         self._now = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
-        self._known: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[dict[str, Any], UpdateTime]] = OrderedDict()
         self._known_lock = threading.Lock()
 
-    def _ref(self, dedupe_key: str) -> firestore.DocumentReference:
-        return self._client.collection(LEDGER_COLLECTION).document(ledger_document_id(dedupe_key))
+    def _ref(self, dedupe_key: str) -> str:
+        """The record's document id."""
+        return ledger_document_id(dedupe_key)
 
     def claim(
         self,
@@ -140,8 +149,8 @@ class FirestoreNotificationLedger:
         self._settle(dedupe_key, channel_id, owner, "given_up", error)
 
     def channel_states(self, dedupe_key: str) -> dict[str, str]:
-        snapshot = self._read(self._ref(dedupe_key))
-        channels = (snapshot.to_dict() or {}).get("channels") if snapshot.exists else None
+        document, _ = self._read(self._ref(dedupe_key))
+        channels = (document or {}).get("channels")
         return {
             str(channel): str(state.get("state"))
             for channel, state in (channels or {}).items()
@@ -167,35 +176,38 @@ class FirestoreNotificationLedger:
             dedupe_key, {channel_id: decide}, lambda now: {"dedupe_key": dedupe_key, "created_at": now}
         )
 
-    def _read(self, ref: firestore.DocumentReference) -> firestore.DocumentSnapshot:
-        try:
-            return ref.get()
-        except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
-            raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
+    def _path(self, ref: str) -> str:
+        return self._rpc.document_path(LEDGER_COLLECTION, ref)
 
-    def _current(self, ref: firestore.DocumentReference) -> tuple[dict[str, Any] | None, Any, bool]:
+    def _read(self, ref: str) -> tuple[dict[str, Any] | None, UpdateTime | None]:
+        try:
+            return self._rpc.read_versioned(self._path(ref))
+        except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
+            raise StoreUnavailable(f"cannot read {LEDGER_COLLECTION}/{ref}: {exc}") from exc
+
+    def _current(self, ref: str) -> tuple[dict[str, Any] | None, UpdateTime | None, bool]:
         """The record, its update time, and whether it came from memory: as we last wrote it if
         we remember that, else read. None for a missing record."""
         with self._known_lock:
-            known = self._known.get(ref.id)
+            known = self._known.get(ref)
         if known is not None:
             return (*known, True)
-        snapshot = self._read(ref)
-        return ((snapshot.to_dict() or {}) if snapshot.exists else None), snapshot.update_time, False
+        document, update_time = self._read(ref)
+        return document, update_time, False
 
-    def _forget(self, ref: firestore.DocumentReference) -> None:
+    def _forget(self, ref: str) -> None:
         """Drop the remembered record: the next decision reads the ledger afresh."""
         with self._known_lock:
-            self._known.pop(ref.id, None)
+            self._known.pop(ref, None)
 
-    def _remember(self, ref: firestore.DocumentReference, document: dict[str, Any], update_time: Any) -> None:
+    def _remember(self, ref: str, document: dict[str, Any], update_time: UpdateTime) -> None:
         with self._known_lock:
-            known = self._known.get(ref.id)
+            known = self._known.get(ref)
             if known is not None and known[1] > update_time:
                 # Two deliveries in this instance wrote in one order and got here in the other.
                 return
-            self._known[ref.id] = (document, update_time)
-            self._known.move_to_end(ref.id)
+            self._known[ref] = (document, update_time)
+            self._known.move_to_end(ref)
             while len(self._known) > self.KNOWN_RECORDS:
                 self._known.popitem(last=False)
 
@@ -226,18 +238,17 @@ class FirestoreNotificationLedger:
                 return outcomes
             try:
                 if document is not None:
-                    result = ref.update(
-                        {
-                            **{FieldPath("channels", c).to_api_repr(): state for c, state in changes.items()},
-                            "updated_at": now,
-                        },
-                        option=self._client.write_option(last_update_time=update_time),
+                    written_at = self._rpc.write(
+                        self._path(ref),
+                        {"channels": changes, "updated_at": now},
+                        field_paths=[*(field_path("channels", c) for c in changes), "updated_at"],
+                        last_update=update_time,
                     )
                     written = {**document, "channels": {**channels, **changes}, "updated_at": now}
                 else:
                     written = {**new_document(now), "channels": changes, "updated_at": now}
-                    result = ref.create(written)
-                self._remember(ref, written, result.update_time)
+                    written_at = self._rpc.write(self._path(ref), written, exists=False)
+                self._remember(ref, written, written_at)
                 return outcomes
             except (api_exceptions.FailedPrecondition, api_exceptions.Conflict):
                 # Transient: another delivery wrote the record after we read it; decide again on
@@ -246,9 +257,9 @@ class FirestoreNotificationLedger:
                 self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
             except TRANSIENT_ERRORS as exc:  # transient: Firestore unavailable, Pub/Sub redelivers
                 self._forget(ref)
-                raise StoreUnavailable(f"cannot write {LEDGER_COLLECTION}/{ref.id}: {exc}") from exc
+                raise StoreUnavailable(f"cannot write {LEDGER_COLLECTION}/{ref}: {exc}") from exc
         raise LedgerContentionError(
-            f"{LEDGER_COLLECTION}/{ref.id}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"
+            f"{LEDGER_COLLECTION}/{ref}: still contended after {COMPARE_AND_SET_ATTEMPTS} tries"
         )
 
 

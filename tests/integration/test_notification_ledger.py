@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from google.cloud import firestore
@@ -152,7 +153,12 @@ def test_one_delivery_changes_the_record_without_reading_it_again(
 ) -> None:
     reads: list[str] = []
     read = ledger._read
-    monkeypatch.setattr(ledger, "_read", lambda ref: reads.append(ref.id) or read(ref))
+
+    def counted_read(ref: str) -> Any:
+        reads.append(ref)
+        return read(ref)
+
+    monkeypatch.setattr(ledger, "_read", counted_read)
 
     ledger.claim(FAILED, "slack_URL", "a", 60)
     ledger.claim(FAILED, "chat_URL", "a", 60, delivered="slack_URL")
@@ -182,6 +188,7 @@ def test_a_late_remember_never_replaces_a_newer_remembered_record(
 ) -> None:
     ledger.claim(FAILED, "slack_URL", "a", 60)
     stale_record, stale_time, _ = ledger._current(ledger._ref(FAILED.dedupe_key))
+    assert stale_record is not None and stale_time is not None
     ledger.mark_delivered(FAILED.dedupe_key, "slack_URL", "a")
 
     # Two deliveries in one instance finish their writes in one order and remember them in the

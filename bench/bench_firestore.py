@@ -1,0 +1,145 @@
+"""`python -m bench firestore`: what a step's Firestore work costs the function, through the
+library's document and transaction objects and through the store's generated-client path
+(`shared/adapters/firestore_rpc.py`), against the Firestore emulator.
+
+Two operations every step does: a point read of a deployment record, and a read-write
+transaction that reads the record and its environment and writes the record back (the shape of
+a status change); and what every notification does a few times: a write to its ledger record
+conditional on the update time it last saw. Per operation: the reading process's CPU and the time until it is done.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from google.cloud import firestore
+
+from bench.per_operation import measure, print_costs
+from devstack.emulators import start_firestore
+from devstack.processes import environment_applied, free_port, stop_process_group
+from shared import queries
+from shared.adapters.firestore_documents import deployment_write
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
+from shared.domain.records import Deployment, HistoryEntry
+from shared.domain.status import DeploymentStatus
+
+PROJECT = "bench-firestore"
+OPERATIONS = 500
+
+
+def live_deployment() -> Deployment:
+    """A record as a live deployment's looks: five history entries, its artifact and resources."""
+    now = datetime.now(UTC)
+    steps = (
+        DeploymentStatus.QUEUED,
+        DeploymentStatus.PROVISIONING,
+        DeploymentStatus.COOLING_DOWN,
+        DeploymentStatus.SWITCHING,
+        DeploymentStatus.LIVE,
+    )
+    return Deployment(
+        deployment_id="hello-staging-0123456789ab",
+        app="hello",
+        environment="staging",
+        version="1.4.2",
+        commit="a" * 40,
+        build_id="circleci-1234",
+        artifact="gs://hello-artifacts/hello-1.4.2.tar.gz",
+        artifact_sha256="0" * 64,
+        status=DeploymentStatus.LIVE,
+        created_at=now,
+        updated_at=now,
+        history=tuple(HistoryEntry(step, now, f"{step} after the previous step") for step in steps),
+        event={"app": "hello", "environment": "staging", "commit": "a" * 40},
+        started_at=now,
+        not_before=now,
+        went_live_at=now,
+        instance_template="hello-staging-0123456789ab",
+        instance_group="hello-staging-0123456789ab",
+    )
+
+
+def main() -> None:
+    record = live_deployment()
+    fields = deployment_write(record)
+    with tempfile.TemporaryDirectory(prefix="bench-firestore-") as tmp:
+        emulator = start_firestore(free_port(), Path(tmp) / "firestore.log")
+        try:
+            with environment_applied({"FIRESTORE_EMULATOR_HOST": emulator.host}):
+                client = firestore.Client(project=PROJECT)
+                rpc = FirestoreRpc.for_project(PROJECT)
+                deployment_ref = client.collection(queries.DEPLOYMENTS).document(record.deployment_id)
+                environment_ref = client.collection(queries.ENVIRONMENTS).document("hello@staging")
+                deployment_ref.set(fields, merge=True)
+                environment_ref.set({"app": "hello", "environment": "staging", "queue": []})
+                deployment_path = rpc.document_path(queries.DEPLOYMENTS, record.deployment_id)
+                environment_path = rpc.document_path(queries.ENVIRONMENTS, "hello@staging")
+
+                @firestore.transactional
+                def library_change(transaction: Any) -> None:
+                    next(iter(transaction.get(deployment_ref))).to_dict()
+                    next(iter(transaction.get(environment_ref))).to_dict()
+                    transaction.set(deployment_ref, fields, merge=True)
+
+                def generated_change(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+                    reads.get(deployment_path)
+                    reads.get(environment_path)
+                    return None, {deployment_path: fields}
+
+                ledger_ref = client.collection(queries.NOTIFICATIONS).document("bench")
+                ledger_path = rpc.document_path(queries.NOTIFICATIONS, "bench-generated")
+                library_version = [ledger_ref.create({"channels": {}}).update_time]
+                generated_version = [rpc.write(ledger_path, {"channels": {}}, exists=False)]
+
+                def library_update() -> None:
+                    option = client.write_option(last_update_time=library_version[0])
+                    result = ledger_ref.update(
+                        {"channels.`chat:#releases`": {"state": "sent"}}, option=option
+                    )
+                    library_version[0] = result.update_time
+
+                def generated_update() -> None:
+                    generated_version[0] = rpc.write(
+                        ledger_path,
+                        {"channels": {"chat:#releases": {"state": "sent"}}},
+                        field_paths=[field_path("channels", "chat:#releases")],
+                        last_update=generated_version[0],
+                    )
+
+                print(f"{OPERATIONS} of each, on a live deployment's record ({len(fields)} fields)")
+                rows = [
+                    (
+                        "point read: library get().to_dict()",
+                        measure(lambda: deployment_ref.get().to_dict(), OPERATIONS),
+                    ),
+                    (
+                        "point read: generated GetDocument",
+                        measure(lambda: rpc.read(deployment_path), OPERATIONS),
+                    ),
+                    (
+                        "transaction: library transactional, set(merge)",
+                        measure(lambda: library_change(client.transaction()), OPERATIONS),
+                    ),
+                    (
+                        "transaction: generated client, field mask",
+                        measure(lambda: rpc.run_transaction(generated_change, attempts=1), OPERATIONS),
+                    ),
+                    ("ledger update: library update(option)", measure(library_update, OPERATIONS)),
+                    ("ledger update: generated conditional write", measure(generated_update, OPERATIONS)),
+                ]
+        finally:
+            stop_process_group(emulator.process.pid)
+    print_costs(rows)
+    pairs = (("a point read", rows[0:2]), ("a transaction", rows[2:4]), ("a conditional update", rows[4:6]))
+    for kind, (library, generated) in pairs:
+        print(
+            f"{kind}: the generated client takes {generated[1][0] / library[1][0]:.2f}x the CPU"
+            f" and {generated[1][1] / library[1][1]:.2f}x the time of the library's objects"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The store's generated-client path on the Firestore emulator: values, writes, transactions.
+
+What the library's objects did for the store must still hold: every value the records use comes
+back as it went in, a write leaves fields it does not name alone, concurrent transactions on one
+document both take effect (one retried after Firestore aborted it), and a transaction whose work
+fails releases what it read at once instead of holding it until Firestore times it out.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as google_exceptions
+from google.cloud import firestore
+
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
+from tests.conftest import TEST_PROJECT
+
+COLLECTION = "rpc_test"
+
+
+@pytest.fixture
+def rpc(firestore_client: firestore.Client) -> FirestoreRpc:
+    return FirestoreRpc.for_project(TEST_PROJECT)
+
+
+def write(rpc: FirestoreRpc, path: str, data: dict[str, Any]) -> None:
+    rpc.run_transaction(lambda reads: (None, {path: data}), attempts=1)
+
+
+def test_every_value_the_records_use_reads_back_as_written(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "values")
+    at = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=1)))
+    data = {
+        "text": "héllo <b>",
+        "count": 7,
+        "ratio": 1.5,
+        "flag": True,
+        "nothing": None,
+        "raw": b"\x00\x01",
+        "at": at,
+        "history": [{"status": "live", "at": at}, "note"],
+        "nested": {"inner": {"n": 1}},
+        "empty_map": {},
+        "empty_list": [],
+    }
+    write(rpc, path, data)
+    stored = rpc.read(path)
+    assert stored == {**data, "at": at.astimezone(UTC), "history": [{"status": "live", "at": at}, "note"]}
+    assert stored is not None
+    # `==` alone would take True for 1 and 7.0 for 7: the types must come back too.
+    assert {key: type(value) for key, value in stored.items()} == {
+        key: type(value) for key, value in data.items()
+    }
+    assert stored["at"].tzinfo == UTC and stored["history"][0]["at"].tzinfo == UTC
+
+
+def test_a_missing_document_reads_as_none(rpc: FirestoreRpc) -> None:
+    assert rpc.read(rpc.document_path(COLLECTION, "never-written")) is None
+
+
+def test_a_write_replaces_the_fields_it_names_whole_and_leaves_the_others(
+    rpc: FirestoreRpc, firestore_client: firestore.Client
+) -> None:
+    path = rpc.document_path(COLLECTION, "merge")
+    firestore_client.collection(COLLECTION).document("merge").set(
+        {"foreign": "kept", "verification": {"state": "pending", "ends_at": "soon"}, "reason": "old"}
+    )
+    write(rpc, path, {"verification": {"state": "passed"}, "reason": firestore.DELETE_FIELD, "added": 1})
+    assert rpc.read(path) == {"foreign": "kept", "verification": {"state": "passed"}, "added": 1}
+
+
+def test_field_names_that_need_quoting_are_written(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "quoted")
+    names = {"hello@staging": 1, "a.b": 2, "9lives": 3, "café": 4, "back`tick": 5}
+    write(rpc, path, names)
+    assert rpc.read(path) == names
+
+
+def test_concurrent_transactions_on_one_document_both_take_effect(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "counter")
+    write(rpc, path, {"n": 0})
+    both_read = threading.Barrier(2, timeout=10)
+    attempts: list[int] = []
+    errors: list[BaseException] = []
+
+    def increment(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+        attempts.append(1)
+        current = reads.get(path) or {}
+        if len(attempts) <= 2:
+            both_read.wait()  # both first attempts hold their read before either commits
+        return None, {path: {"n": int(current["n"]) + 1}}
+
+    def run() -> None:
+        try:
+            rpc.run_transaction(increment, attempts=5)
+        except BaseException as exc:  # reported below; a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert rpc.read(path) == {"n": 2}
+    assert len(attempts) >= 3, "one of the two must have run again after its commit was aborted"
+
+
+def test_contention_that_outlasts_the_attempts_raises_aborted(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "contended")
+    write(rpc, path, {"n": 0})
+    holder_read = threading.Event()
+    other_done = threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def hold(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+        reads.get(path)
+        holder_read.set()
+        assert other_done.wait(timeout=30)  # keeps its read until the other transaction gave up
+        return None, {path: {"n": 1}}
+
+    def holder() -> None:
+        rpc.run_transaction(hold, attempts=1)
+        outcomes["holder"] = "committed"
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert holder_read.wait(timeout=30)
+
+        def overwrite(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+            reads.get(path)
+            return None, {path: {"n": 2}}
+
+        # Its commit waits for the holder's lock until Firestore aborts it; one attempt in all.
+        with pytest.raises(google_exceptions.Aborted):
+            rpc.run_transaction(overwrite, attempts=1)
+    finally:
+        other_done.set()
+        thread.join(timeout=60)
+    assert outcomes == {"holder": "committed"}
+    assert rpc.read(path) == {"n": 1}
+
+
+def test_work_that_fails_releases_its_reads_at_once(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "released")
+    write(rpc, path, {"n": 0})
+
+    def fail(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+        reads.get(path)
+        raise RuntimeError("the step's own failure")
+
+    with pytest.raises(RuntimeError, match="own failure"):
+        rpc.run_transaction(fail, attempts=3)
+    # Unreleased, the read would hold the document until the emulator expires the idle
+    # transaction (a minute): this write would wait for its lock for 2 s and be aborted.
+    write(rpc, path, {"n": 1})
+    assert rpc.read(path) == {"n": 1}
+
+
+def test_a_conditional_write_holds_only_on_the_version_it_names(rpc: FirestoreRpc) -> None:
+    path = rpc.document_path(COLLECTION, "conditional")
+    created = rpc.write(
+        path, {"channels": {"slack": {"state": "sending"}}, "kind": "deployment"}, exists=False
+    )
+    with pytest.raises(google_exceptions.AlreadyExists):
+        rpc.write(path, {"kind": "other"}, exists=False)
+
+    nested = field_path("channels", "chat:#releases")
+    updated = rpc.write(
+        path,
+        {"channels": {"chat:#releases": {"state": "delivered"}}},
+        field_paths=[nested],
+        last_update=created,
+    )
+    assert updated > created
+    with pytest.raises(google_exceptions.FailedPrecondition):
+        rpc.write(path, {"kind": "stale"}, field_paths=["kind"], last_update=created)
+
+    document, version = rpc.read_versioned(path)
+    assert version == updated
+    assert document == {
+        "channels": {"slack": {"state": "sending"}, "chat:#releases": {"state": "delivered"}},
+        "kind": "deployment",
+    }

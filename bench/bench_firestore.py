@@ -1,11 +1,13 @@
-"""`python -m bench firestore`: what a step's Firestore work costs the function, through the
-library's document and transaction objects and through the store's generated-client path
+"""`python -m bench firestore`: what a step's Firestore work costs, through the library's
+document and transaction objects and through the store's generated-client path
 (`shared/adapters/firestore_rpc.py`), against the Firestore emulator.
 
 Two operations every step does: a point read of a deployment record, and a read-write
 transaction that reads the record and its environment and writes the record back (the shape of
-a status change); and what every notification does a few times: a write to its ledger record
-conditional on the update time it last saw. Per operation: the reading process's CPU and the time until it is done.
+a status change); what admission's transaction reads, four records one by one or read ahead in
+one batch get; and what every notification does a few times: a write to its ledger record
+conditional on the update time it last saw. Per operation: the calling process's CPU, the time
+until it is done, and the emulator's CPU.
 """
 
 from __future__ import annotations
@@ -89,6 +91,23 @@ def main() -> None:
                     reads.get(environment_path)
                     return None, {deployment_path: fields}
 
+                # Admission's reads: its deployment, environment, commit index and app records.
+                admission_paths = [
+                    deployment_path,
+                    environment_path,
+                    rpc.document_path(queries.RELEASE_COMMITS, "hello@" + "a" * 40),
+                    rpc.document_path(queries.APPS, "hello"),
+                ]
+
+                def one_by_one(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+                    for path in admission_paths:
+                        reads.get(path)
+                    return None, {}
+
+                def read_ahead(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+                    reads.get_all(admission_paths)
+                    return None, {}
+
                 ledger_ref = client.collection(queries.NOTIFICATIONS).document("bench")
                 ledger_path = rpc.document_path(queries.NOTIFICATIONS, "bench-generated")
                 library_version = [ledger_ref.create({"channels": {}}).update_time]
@@ -110,34 +129,73 @@ def main() -> None:
                     )
 
                 print(f"{OPERATIONS} of each, on a live deployment's record ({len(fields)} fields)")
+                emulator_pid = emulator.process.pid
                 rows = [
                     (
                         "point read: library get().to_dict()",
-                        measure(lambda: deployment_ref.get().to_dict(), OPERATIONS),
+                        measure(lambda: deployment_ref.get().to_dict(), OPERATIONS, server_pid=emulator_pid),
                     ),
                     (
                         "point read: generated GetDocument",
-                        measure(lambda: rpc.read(deployment_path), OPERATIONS),
+                        measure(lambda: rpc.read(deployment_path), OPERATIONS, server_pid=emulator_pid),
                     ),
                     (
                         "transaction: library transactional, set(merge)",
-                        measure(lambda: library_change(client.transaction()), OPERATIONS),
+                        measure(
+                            lambda: library_change(client.transaction()), OPERATIONS, server_pid=emulator_pid
+                        ),
                     ),
                     (
                         "transaction: generated client, field mask",
-                        measure(lambda: rpc.run_transaction(generated_change, attempts=1), OPERATIONS),
+                        measure(
+                            lambda: rpc.run_transaction(generated_change, attempts=1),
+                            OPERATIONS,
+                            server_pid=emulator_pid,
+                        ),
                     ),
-                    ("ledger update: library update(option)", measure(library_update, OPERATIONS)),
-                    ("ledger update: generated conditional write", measure(generated_update, OPERATIONS)),
+                    (
+                        "ledger update: library update(option)",
+                        measure(library_update, OPERATIONS, server_pid=emulator_pid),
+                    ),
+                    (
+                        "ledger update: generated conditional write",
+                        measure(generated_update, OPERATIONS, server_pid=emulator_pid),
+                    ),
+                    (
+                        "four reads in a transaction, one by one",
+                        measure(
+                            lambda: rpc.run_transaction(one_by_one, attempts=1),
+                            OPERATIONS,
+                            server_pid=emulator_pid,
+                        ),
+                    ),
+                    (
+                        "four reads in a transaction, read ahead",
+                        measure(
+                            lambda: rpc.run_transaction(read_ahead, attempts=1),
+                            OPERATIONS,
+                            server_pid=emulator_pid,
+                        ),
+                    ),
                 ]
         finally:
             stop_process_group(emulator.process.pid)
-    print_costs(rows)
-    pairs = (("a point read", rows[0:2]), ("a transaction", rows[2:4]), ("a conditional update", rows[4:6]))
-    for kind, (library, generated) in pairs:
+    print_costs(rows, server="emulator")
+    pairs = (
+        ("a point read", "the library's objects", rows[0:2]),
+        ("a transaction", "the library's objects", rows[2:4]),
+        ("a conditional update", "the library's objects", rows[4:6]),
+        ("four reads read ahead", "one by one", rows[6:8]),
+    )
+    for kind, baseline, ((_, before), (_, after)) in pairs:
+        emulator_share = (
+            f", the emulator {after.server_cpu / before.server_cpu:.2f}x"
+            if after.server_cpu and before.server_cpu
+            else ""
+        )
         print(
-            f"{kind}: the generated client takes {generated[1][0] / library[1][0]:.2f}x the CPU"
-            f" and {generated[1][1] / library[1][1]:.2f}x the time of the library's objects"
+            f"{kind}: the client takes {after.cpu / before.cpu:.2f}x the CPU and"
+            f" {after.wall / before.wall:.2f}x the time of {baseline}{emulator_share}"
         )
 
 

@@ -52,8 +52,11 @@ def main() -> None:
         finally:
             stop_process_group(emulator.process.pid)
     print_costs(rows, label="client")
-    (_, (batch_cpu, batch_wall)), (_, (own_cpu, own_wall)) = rows
-    print(f"the adapter takes {own_cpu / batch_cpu:.2f}x the CPU and {own_wall / batch_wall:.2f}x the time")
+    (_, batching_cost), (_, adapter_cost) = rows
+    print(
+        f"the adapter takes {adapter_cost.cpu / batching_cost.cpu:.2f}x the CPU"
+        f" and {adapter_cost.wall / batching_cost.wall:.2f}x the time"
+    )
 
 
 if __name__ == "__main__":

@@ -54,6 +54,20 @@ class Transaction(Protocol):
         the app's release history, so the read does not grow with it); None before the first."""
         ...
 
+    def read_ahead(
+        self,
+        *,
+        deployments: Sequence[str] = (),
+        environments: Sequence[tuple[str, str]] = (),
+        commits: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Fetch in one round trip what the reads that follow will ask for: deployments by id,
+        environments by (app, environment), and for each (app, commit) what `release_for_commit`
+        and `highest_version` read first. Only for speed: every read answers the same without it.
+        What is fetched joins the transaction's reads (another transaction writing it conflicts
+        with this one), so name only what the work reads on its usual path."""
+        ...
+
     def put_deployment(self, deployment: Deployment) -> None: ...
     def put_environment(self, state: EnvironmentState) -> None: ...
     def put_release(self, release: Release) -> None:

@@ -191,15 +191,21 @@ class TransactionReads:
         holds it, existing or not, until the transaction ends: a concurrent writer waits, and a
         concurrent transaction that read it conflicts. A batch get, as the library reads in a
         transaction: it answers a missing document as `missing` rather than with an error."""
+        return self.get_all([path])[path]
+
+    def get_all(self, paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Each document of `paths` as `get` reads it, in one batch get: path → fields or None."""
         request = firestore_requests.BatchGetDocumentsRequest(
-            database=self._rpc.database, documents=[path], transaction=self.transaction
+            database=self._rpc.database, documents=list(paths), transaction=self.transaction
         )
-        found: dict[str, Any] | None = None
+        documents: dict[str, dict[str, Any] | None] = dict.fromkeys(paths)
         for response in self._rpc.batch_get(request):
             raw = firestore_requests.BatchGetDocumentsResponse.pb(response)
             if raw.HasField("found"):
-                found = decode_fields(raw.found.fields)
-        return found
+                if raw.found.name not in documents:  # Firestore names a document as it was asked for
+                    raise ValueError(f"Firestore answered {raw.found.name!r}, not one of {list(paths)}")
+                documents[raw.found.name] = decode_fields(raw.found.fields)
+        return documents
 
 
 class FirestoreRpc:

@@ -115,9 +115,32 @@ class _Transaction:
         self._highest: dict[str, str | None] = {}
         self._apps: dict[str, Mapping[str, Any]] = {}
         self._indexed: dict[str, bool] = {}
+        self._fetched: dict[str, Mapping[str, Any] | None] = {}
+        """Documents read ahead (path → fields, None if missing), each as of this transaction."""
 
     def _get(self, collection: str, document_id: str) -> Mapping[str, Any] | None:
-        return self._reads.get(self._store.document_path(collection, document_id))
+        path = self._store.document_path(collection, document_id)
+        if path in self._fetched:
+            # Read in this transaction already: Firestore holds it, so it cannot have changed.
+            return self._fetched[path]
+        return self._reads.get(path)
+
+    def read_ahead(
+        self,
+        *,
+        deployments: Sequence[str] = (),
+        environments: Sequence[tuple[str, str]] = (),
+        commits: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        paths = [self._store.document_path(queries.DEPLOYMENTS, d) for d in deployments]
+        paths += [self._store.document_path(queries.ENVIRONMENTS, environment_key(*e)) for e in environments]
+        for app, commit in commits:
+            # What release_for_commit and highest_version read first: the commit's index, the app.
+            paths.append(self._store.document_path(queries.RELEASE_COMMITS, release_commit_key(app, commit)))
+            paths.append(self._store.document_path(queries.APPS, app))
+        wanted = [path for path in dict.fromkeys(paths) if path not in self._fetched]
+        if wanted:
+            self._fetched.update(self._reads.get_all(wanted))
 
     def _put(self, collection: str, document_id: str, data: Mapping[str, Any]) -> None:
         self.writes[self._store.document_path(collection, document_id)] = data

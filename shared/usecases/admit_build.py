@@ -148,6 +148,13 @@ def _admit(
     request: ReleaseRequest | None,
     deployment_id: str,
 ) -> _Admitted | _Refused:
+    # One round trip for the records every new build's admission reads (a duplicate needs only
+    # the first, and is rare).
+    tx.read_ahead(
+        deployments=[deployment_id],
+        environments=[(event.app, event.environment)],
+        commits=[(event.app, event.commit)],
+    )
     existing = tx.deployment(deployment_id)
     if existing is not None:
         return _Admitted(existing, created=False, cancelled=still_superseded(tx.deployment, existing))

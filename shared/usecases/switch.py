@@ -175,6 +175,10 @@ def switch_traffic(
     now = services.clock.now()
 
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None, Deployment | None] | None:
+        tx.read_ahead(
+            deployments=[deployment.deployment_id],
+            environments=[(deployment.app, deployment.environment)],
+        )
         current = tx.deployment(deployment.deployment_id)
         if current is None or current.status is not DeploymentStatus.SWITCHING:
             return None

@@ -62,6 +62,15 @@ class _FakeTransaction:
     def release_for_commit(self, app: str, commit: str) -> Release | None:
         return next((r for r in self.store.releases.values() if r.app == app and r.commit == commit), None)
 
+    def read_ahead(
+        self,
+        *,
+        deployments: Sequence[str] = (),
+        environments: Sequence[tuple[str, str]] = (),
+        commits: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Nothing to fetch: the fake's reads cost nothing."""
+
     def highest_version(self, app: str) -> str | None:
         # Only the per-app record, like the Firestore store: the release history is not read.
         return self.highest.get(app, self.store.highest_versions.get(app))

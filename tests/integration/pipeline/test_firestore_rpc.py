@@ -17,7 +17,11 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
 from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
+from shared.adapters.firestore_store import FirestoreStore
+from shared.ports import Transaction
 from tests.conftest import TEST_PROJECT
+from tests.integration.pipeline.test_firestore_store import COMMITS, go_live
+from tests.unit.fakes import FakeWorld
 
 COLLECTION = "rpc_test"
 
@@ -187,3 +191,50 @@ def test_a_conditional_write_holds_only_on_the_version_it_names(rpc: FirestoreRp
         "channels": {"slack": {"state": "sending"}, "chat:#releases": {"state": "delivered"}},
         "kind": "deployment",
     }
+
+
+def test_a_batch_read_answers_each_document_found_or_missing(rpc: FirestoreRpc) -> None:
+    present = rpc.document_path(COLLECTION, "hello@staging")
+    absent = rpc.document_path(COLLECTION, "nobody@nowhere")
+    write(rpc, present, {"n": 1})
+
+    def read_both(reads: TransactionReads) -> tuple[dict[str, Any], dict[str, Any]]:
+        return reads.get_all([absent, present]), {}
+
+    assert rpc.run_transaction(read_both, attempts=1) == {absent: None, present: {"n": 1}}
+
+
+def test_records_read_ahead_take_one_round_trip_and_read_the_same(
+    world: FakeWorld, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = go_live(world, "v1", COMMITS[0])
+    batches: list[list[str]] = []
+    batch_get = store.rpc.batch_get
+
+    def counted(request: Any) -> Any:
+        batches.append(list(request.documents))
+        return batch_get(request)
+
+    monkeypatch.setattr(store.rpc, "batch_get", counted)
+
+    def read(tx: Transaction) -> tuple[object, ...]:
+        return (
+            tx.deployment(live),
+            tx.environment("hello", "staging"),
+            tx.release_for_commit("hello", COMMITS[0]),
+            tx.highest_version("hello"),
+        )
+
+    def read_ahead_then_read(tx: Transaction) -> tuple[object, ...]:
+        tx.read_ahead(
+            deployments=[live], environments=[("hello", "staging")], commits=[("hello", COMMITS[0])]
+        )
+        return read(tx)
+
+    one_by_one = store.atomically(read)
+    assert len(batches) == 5  # deployment, environment, commit index, release, app
+    batches.clear()
+
+    assert store.atomically(read_ahead_then_read) == one_by_one
+    assert [len(batch) for batch in batches] == [4, 1], "four records at once, then the release"
+    assert one_by_one[0] is not None and one_by_one[2] is not None and one_by_one[3] == "1.0.0"

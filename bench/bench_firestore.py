@@ -13,6 +13,7 @@ until it is done, and the emulator's CPU.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from shared.domain.status import DeploymentStatus
 
 PROJECT = "bench-firestore"
 OPERATIONS = 500
+
+Operation = Callable[[], object]
 
 
 def live_deployment() -> Deployment:
@@ -129,65 +132,55 @@ def main() -> None:
                     )
 
                 print(f"{OPERATIONS} of each, on a live deployment's record ({len(fields)} fields)")
-                emulator_pid = emulator.process.pid
-                rows = [
+                # (what, what it is compared with, (name, operation) of the baseline, of the other)
+                comparisons: list[tuple[str, str, tuple[str, Operation], tuple[str, Operation]]] = [
                     (
-                        "point read: library get().to_dict()",
-                        measure(lambda: deployment_ref.get().to_dict(), OPERATIONS, server_pid=emulator_pid),
+                        "a point read",
+                        "the library's objects",
+                        ("point read: library get().to_dict()", lambda: deployment_ref.get().to_dict()),
+                        ("point read: generated GetDocument", lambda: rpc.read(deployment_path)),
                     ),
                     (
-                        "point read: generated GetDocument",
-                        measure(lambda: rpc.read(deployment_path), OPERATIONS, server_pid=emulator_pid),
-                    ),
-                    (
-                        "transaction: library transactional, set(merge)",
-                        measure(
-                            lambda: library_change(client.transaction()), OPERATIONS, server_pid=emulator_pid
+                        "a transaction",
+                        "the library's objects",
+                        (
+                            "transaction: library transactional, set(merge)",
+                            lambda: library_change(client.transaction()),
                         ),
-                    ),
-                    (
-                        "transaction: generated client, field mask",
-                        measure(
+                        (
+                            "transaction: generated client, field mask",
                             lambda: rpc.run_transaction(generated_change, attempts=1),
-                            OPERATIONS,
-                            server_pid=emulator_pid,
                         ),
                     ),
                     (
-                        "ledger update: library update(option)",
-                        measure(library_update, OPERATIONS, server_pid=emulator_pid),
+                        "a conditional update",
+                        "the library's objects",
+                        ("ledger update: library update(option)", library_update),
+                        ("ledger update: generated conditional write", generated_update),
                     ),
                     (
-                        "ledger update: generated conditional write",
-                        measure(generated_update, OPERATIONS, server_pid=emulator_pid),
-                    ),
-                    (
-                        "four reads in a transaction, one by one",
-                        measure(
+                        "four reads read ahead",
+                        "one by one",
+                        (
+                            "four reads in a transaction, one by one",
                             lambda: rpc.run_transaction(one_by_one, attempts=1),
-                            OPERATIONS,
-                            server_pid=emulator_pid,
                         ),
-                    ),
-                    (
-                        "four reads in a transaction, read ahead",
-                        measure(
+                        (
+                            "four reads in a transaction, read ahead",
                             lambda: rpc.run_transaction(read_ahead, attempts=1),
-                            OPERATIONS,
-                            server_pid=emulator_pid,
                         ),
                     ),
                 ]
+                costs = {
+                    name: measure(operation, OPERATIONS, server_pid=emulator.process.pid)
+                    for _, _, *pair in comparisons
+                    for name, operation in pair
+                }
         finally:
             stop_process_group(emulator.process.pid)
-    print_costs(rows, server="emulator")
-    pairs = (
-        ("a point read", "the library's objects", rows[0:2]),
-        ("a transaction", "the library's objects", rows[2:4]),
-        ("a conditional update", "the library's objects", rows[4:6]),
-        ("four reads read ahead", "one by one", rows[6:8]),
-    )
-    for kind, baseline, ((_, before), (_, after)) in pairs:
+    print_costs(list(costs.items()), server="emulator")
+    for kind, baseline, (baseline_name, _), (other_name, _) in comparisons:
+        before, after = costs[baseline_name], costs[other_name]
         emulator_share = (
             f", the emulator {after.server_cpu / before.server_cpu:.2f}x"
             if after.server_cpu and before.server_cpu

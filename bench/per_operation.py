@@ -44,14 +44,11 @@ def measure(
     for _ in range(times):
         operation()
     own, wall = own_cpu_seconds() - cpu, time.monotonic() - started
-    served = None
-    if server is not None and server_pid is not None:
-        served = sum(process_cpu.snapshot([("server", server_pid)]).minus(server).seconds.values())
-    return Cost(
-        cpu=1000 * own / times,
-        wall=1000 * wall / times,
-        server_cpu=None if served is None else 1000 * served / times,
-    )
+    server_cpu = None
+    if server_pid is not None and server is not None:
+        used = process_cpu.snapshot([("server", server_pid)]).minus(server).seconds.values()
+        server_cpu = 1000 * sum(used) / times
+    return Cost(cpu=1000 * own / times, wall=1000 * wall / times, server_cpu=server_cpu)
 
 
 def print_costs(rows: Sequence[tuple[str, Cost]], label: str = "operation", server: str = "") -> None:

@@ -135,13 +135,21 @@ def field_write(path: str, data: Mapping[str, Any]) -> Any:
     >>> sorted(w.update_mask.field_paths), list(w.update.fields)
     (['a', 'gone'], ['a'])
     """
+    return _write_message(path, data, [_field_path(key) for key in data])
+
+
+def _write_message(path: str, data: Mapping[str, Any], field_paths: Sequence[str] | None) -> Any:
+    """A `Write` of `data` to the document at `path`: of the fields `field_paths` names when
+    given (a `firestore.DELETE_FIELD` value among them deletes its field), else of the whole
+    document."""
     encoded = _Write()
     encoded.update.name = path
     fields = encoded.update.fields
     for key, value in data.items():
         if value is not firestore.DELETE_FIELD:
             fields[key].CopyFrom(encode_value(value))
-    encoded.update_mask.field_paths.extend(_field_path(key) for key in data)
+    if field_paths is not None:
+        encoded.update_mask.field_paths.extend(field_paths)
     return encoded
 
 
@@ -267,12 +275,7 @@ class FirestoreRpc:
         if the document does not exist yet (`exists=False`), or was last written at `last_update`:
         otherwise Firestore refuses it (`AlreadyExists` or `FailedPrecondition`).
         """
-        encoded = _Write()
-        encoded.update.name = path
-        for key, value in data.items():
-            encoded.update.fields[key].CopyFrom(encode_value(value))
-        if field_paths is not None:
-            encoded.update_mask.field_paths.extend(field_paths)
+        encoded = _write_message(path, data, field_paths)
         if exists is not None:
             encoded.current_document.exists = exists
         elif last_update is not None:

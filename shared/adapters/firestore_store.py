@@ -113,17 +113,16 @@ class _Transaction:
         self.writes: dict[str, Mapping[str, Any]] = {}
         """Document path → the top-level fields to set (each replaced whole; others stay)."""
         self._highest: dict[str, str | None] = {}
-        self._apps: dict[str, Mapping[str, Any]] = {}
         self._indexed: dict[str, bool] = {}
         self._fetched: dict[str, Mapping[str, Any] | None] = {}
-        """Documents read ahead (path → fields, None if missing), each as of this transaction."""
+        """Every document this attempt has read or read ahead (path → fields, None if missing).
+        Firestore holds each until the transaction ends, so none can have changed since."""
 
     def _get(self, collection: str, document_id: str) -> Mapping[str, Any] | None:
         path = self._store.document_path(collection, document_id)
-        if path in self._fetched:
-            # Read in this transaction already: Firestore holds it, so it cannot have changed.
-            return self._fetched[path]
-        return self._reads.get(path)
+        if path not in self._fetched:
+            self._fetched[path] = self._reads.get(path)
+        return self._fetched[path]
 
     def read_ahead(
         self,
@@ -178,9 +177,7 @@ class _Transaction:
         """apps/{app}, read once per transaction attempt ({} when it does not exist). Reading it in
         the transaction, existing or not, makes two builds that both bump from it conflict, so
         one re-runs and bumps from the other's version."""
-        if app not in self._apps:
-            self._apps[app] = self._get(queries.APPS, app) or {}
-        return self._apps[app]
+        return self._get(queries.APPS, app) or {}
 
     def highest_version(self, app: str) -> str | None:
         if app not in self._highest:

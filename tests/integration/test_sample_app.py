@@ -80,6 +80,24 @@ def test_a_connection_is_kept_for_the_next_request_unless_the_client_closes_it(s
     assert b"Connection: close" in closed and closed.endswith(b"ok\n")
 
 
+def test_connections_open_at_once_are_all_served_and_their_workers_serve_later_ones(
+    start_app: StartApp,
+) -> None:
+    """Workers are reused: every connection open at once has its own, and once they close the
+    next connections are answered by the idle ones (a reserved worker that never came would
+    leave a connection unanswered until the timeout)."""
+    port = start_app()
+    kept = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(6)]
+    for round_ in range(3):
+        for connection in kept:  # each still open, answered in turn while the others wait
+            assert get(connection, "/")[:2] == (200, b"1.4.2\n"), round_
+    for connection in kept:
+        connection.close()
+    for _ in range(20):
+        closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert closed.endswith(b"ok\n")
+
+
 def test_assets_cannot_reach_outside_the_static_folder(start_app: StartApp) -> None:
     port = start_app()
     answer = raw_exchange(port, b"GET /static/../app.py HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +75,15 @@ class HealthChecker:
         if self._session is not None:
             await self._session.close()
 
-    def ensure(self, instance: Instance, spec: ProbeSpec) -> None:
+    def ensure(
+        self, instance: Instance, spec: ProbeSpec, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        """Probe `instance` with `spec` from now on; `on_change` is called whenever its state changes."""
         if spec.path in instance.probe_tasks:
             return
         instance.probes[spec.path] = ProbeState()
         instance.probe_tasks[spec.path] = asyncio.create_task(
-            self._loop(instance, spec), name=f"probe {instance.name} {spec.path}"
+            self._loop(instance, spec, on_change), name=f"probe {instance.name} {spec.path}"
         )
 
     @staticmethod
@@ -97,7 +101,7 @@ class HealthChecker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _loop(self, instance: Instance, spec: ProbeSpec) -> None:
+    async def _loop(self, instance: Instance, spec: ProbeSpec, on_change: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         # The first probe of a freshly started process waits a moment instead of racing its bind.
         first_probe_after = min(spec.interval, _FIRST_PROBE_SECONDS)
@@ -126,6 +130,7 @@ class HealthChecker:
                 # Each change of health is in the instance's log: when it turned healthy is what
                 # a boot-to-healthy measurement needs, and why it turned unhealthy helps a reader.
                 instance.log(f"health {spec.path}: {before} -> {probe.state} ({detail})")
+                on_change()
             await asyncio.sleep(max(0.0, spec.interval - (loop.time() - started)))
 
     async def _probe_once(self, spec: ProbeSpec, port: int) -> tuple[str, str]:

@@ -103,6 +103,16 @@ class Store(Protocol):
         """Run `work` in one transaction; it may run again on contention, so keep it pure."""
         ...
 
+    def update_deployment(
+        self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
+    ) -> tuple[Deployment | None, bool]:
+        """Change one deployment record on its own, without a transaction, so no lock outlives a
+        crash: `change` gets the record and returns what to write, or None to leave it. The write
+        happens only if nobody wrote the record since it was read; otherwise it is read again and
+        `change` runs again, so keep it pure. Returns the record as it now stands (None: there is
+        no such deployment) and whether `change`'s record was written."""
+        ...
+
     def get_deployment(self, deployment_id: str) -> Deployment | None: ...
     def get_environment(self, app: str, environment: str) -> EnvironmentState | None: ...
     def get_release(self, app: str, version: str) -> Release | None: ...

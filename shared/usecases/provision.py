@@ -68,11 +68,10 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
     now = services.clock.now()
     not_before = now + timedelta(seconds=env.cool_down_seconds)
 
-    def work(tx: Transaction) -> Deployment | None:
-        current = tx.deployment(deployment.deployment_id)
-        if current is None or current.status is not DeploymentStatus.PROVISIONING:
+    def to_cooling_down(current: Deployment) -> Deployment | None:
+        if current.status is not DeploymentStatus.PROVISIONING:
             return None
-        cooling = current.advance(
+        return current.advance(
             DeploymentStatus.COOLING_DOWN,
             now,
             f"green {group} requested with {env.instance_count} instances; cool-down {env.cool_down_seconds} s",
@@ -80,16 +79,15 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
             instance_group=group,
             not_before=not_before,
         )
-        tx.put_deployment(cooling)
-        return cooling
 
-    cooling = services.store.atomically(work)
-    if cooling is None:
-        latest = services.store.get_deployment(deployment.deployment_id)
+    # One record changes: a compare-and-set, not a transaction.
+    latest, cooled = services.store.update_deployment(deployment.deployment_id, to_cooling_down)
+    if not cooled or latest is None:
         if latest is not None and latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
             # It ended (e.g. the watchdog failed it) while green was being made: do not leak green.
             delete_green(services, latest)
         return latest
+    cooling = latest
     log.info("green requested; cooling down until %s", not_before.isoformat())
     publish_step(services, topology.COOL_DOWN_COMPLETE, cooling)
     return cooling

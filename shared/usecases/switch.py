@@ -137,20 +137,13 @@ def _smoke_checks(services: Services, env: EnvironmentConfig, group: str) -> str
 def _to_switching(services: Services, deployment: Deployment, detail: str = "") -> Deployment:
     now = services.clock.now()
 
-    def work(tx: Transaction) -> Deployment | None:
-        current = tx.deployment(deployment.deployment_id)
-        if current is None:
-            return None
+    def to_switching(current: Deployment) -> Deployment | None:
         if current.status is not DeploymentStatus.COOLING_DOWN:
-            return current
-        switching = current.advance(
-            DeploymentStatus.SWITCHING, now, f"green healthy{detail}; switching traffic"
-        )
-        tx.put_deployment(switching)
-        return switching
+            return None
+        return current.advance(DeploymentStatus.SWITCHING, now, f"green healthy{detail}; switching traffic")
 
-    result = services.store.atomically(work)
-    return result or deployment
+    latest, _switched = services.store.update_deployment(deployment.deployment_id, to_switching)
+    return latest or deployment
 
 
 def switch_traffic(

@@ -27,6 +27,7 @@ from shared.domain.approval import Decision
 from shared.domain.identity import caller_allowed
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name, instance_template_name
+from shared.domain.records import Deployment
 from shared.domain.status import DeploymentStatus
 from shared.usecases.admit_build import admit_build
 from shared.usecases.approval import decide
@@ -45,22 +46,32 @@ class SimulatedCrash(RuntimeError):
 
 
 class CrashingStore:
-    """Our own Store port, made to die once just before its n-th next transaction."""
+    """Our own Store port, made to die once just before its n-th next write (a transaction or a
+    single-record update)."""
 
     def __init__(self, inner: FirestoreStore) -> None:
         self.inner = inner
         self._countdown: int | None = None
 
-    def crash_before_transaction(self, n: int) -> None:
+    def crash_before_write(self, n: int) -> None:
         self._countdown = n
 
-    def atomically(self, work: Callable[[Any], T]) -> T:
+    def _count_down(self) -> None:
         if self._countdown is not None:
             self._countdown -= 1
             if self._countdown == 0:
                 self._countdown = None
                 raise SimulatedCrash("died after the Compute call, before the Firestore write")
+
+    def atomically(self, work: Callable[[Any], T]) -> T:
+        self._count_down()
         return self.inner.atomically(work)
+
+    def update_deployment(
+        self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
+    ) -> tuple[Deployment | None, bool]:
+        self._count_down()
+        return self.inner.update_deployment(deployment_id, change)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -131,7 +142,7 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
     start = publisher.last(topology.START_ROLLING_REPLACE)
 
     # 1. Green is created, then the process dies before recording it.
-    store.crash_before_transaction(1)
+    store.crash_before_write(1)
     with pytest.raises(SimulatedCrash):
         start_rolling_replace(services, start)
     assert pipeline.group_exists("production", instance_group_name(deployment_id))
@@ -156,7 +167,7 @@ def test_a_crash_between_compute_and_firestore_is_redelivered_and_finishes_once(
         return health.all_healthy and datetime.now(UTC) >= not_before
 
     wait_for(ready, env.provisioning_deadline_seconds, "green to be healthy and the cool-down over")
-    store.crash_before_transaction(2)  # the first is cooling_down → switching; the second is `live`
+    store.crash_before_write(2)  # the first is cooling_down → switching; the second is `live`
     with pytest.raises((SimulatedCrash, NotReadyYet)):
         complete_cool_down(services, cool_down)
     assert (pipeline.deployment(deployment_id) or {})["status"] == "switching"

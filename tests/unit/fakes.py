@@ -116,6 +116,22 @@ class FakeStore:
             self.highest_versions.update(tx.highest)
             return result
 
+    def update_deployment(
+        self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
+    ) -> tuple[Deployment | None, bool]:
+        with self._lock:
+            current = self.deployments.get(deployment_id)
+            if current is None:
+                return None, False
+            changed = change(current)
+            if changed is None:
+                return current, False
+            if self.fail_next_commit is not None:
+                error, self.fail_next_commit = self.fail_next_commit, None
+                raise error
+            self.deployments[deployment_id] = changed
+            return changed, True
+
     def get_deployment(self, deployment_id: str) -> Deployment | None:
         return self.deployments.get(deployment_id)
 

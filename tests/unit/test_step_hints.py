@@ -33,10 +33,14 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def record_reads(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every record read the use cases make: direct reads and transactions."""
+    """Every record read the use cases make: direct reads, transactions and single-record updates."""
     reads: list[str] = []
     store = world.store
-    get_deployment, atomically = store.get_deployment, store.atomically
+    get_deployment, atomically, update_deployment = (
+        store.get_deployment,
+        store.atomically,
+        store.update_deployment,
+    )
 
     def counting_get(deployment_id: str) -> Any:
         reads.append(f"get {deployment_id}")
@@ -46,8 +50,13 @@ def record_reads(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> list[str]
         reads.append("transaction")
         return atomically(work)
 
+    def counting_update(deployment_id: str, change: Callable[[Any], Any]) -> Any:
+        reads.append(f"update {deployment_id}")
+        return update_deployment(deployment_id, change)
+
     monkeypatch.setattr(store, "get_deployment", counting_get)
     monkeypatch.setattr(store, "atomically", counting_atomically)
+    monkeypatch.setattr(store, "update_deployment", counting_update)
     return reads
 
 

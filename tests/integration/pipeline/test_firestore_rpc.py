@@ -3,7 +3,8 @@
 What the library's objects did for the store must still hold: every value the records use comes
 back as it went in, a write leaves fields it does not name alone, concurrent transactions on one
 document both take effect (one retried after Firestore aborted it), and a transaction whose work
-fails releases what it read at once instead of holding it until Firestore times it out.
+fails releases what it read at once instead of holding it until Firestore times it out. A
+single-record update is a compare-and-set that runs again on a record written under it.
 """
 
 from __future__ import annotations
@@ -238,3 +239,34 @@ def test_records_read_ahead_take_one_round_trip_and_read_the_same(
     assert store.atomically(read_ahead_then_read) == one_by_one
     assert [len(batch) for batch in batches] == [4, 1], "four records at once, then the release"
     assert one_by_one[0] is not None and one_by_one[2] is not None and one_by_one[3] == "1.0.0"
+
+
+def test_a_single_record_update_runs_again_on_a_record_written_since_its_read(
+    world: FakeWorld, store: FirestoreStore
+) -> None:
+    live = go_live(world, "v1", COMMITS[0])
+    path = store.document_path("deployments", live)
+    at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert store.update_deployment("hello-staging-nobody", lambda current: current) == (None, False)
+
+    # A change that leaves the record writes nothing.
+    before = store.rpc.read_versioned(path)[1]
+    record, written = store.update_deployment(live, lambda current: None)
+    assert (record, written) == (store.get_deployment(live), False)
+    assert store.rpc.read_versioned(path)[1] == before
+
+    # Another writer between this update's read and its write: the update reads again and
+    # changes the newer record; written blindly, it would have put back the field it cleared.
+    seen: list[datetime | None] = []
+
+    def adopt(current: Any) -> Any:
+        seen.append(current.cleanup_due_at)
+        if len(seen) == 1:
+            store.atomically(lambda tx: tx.put_deployment(current.with_changes(at, cleanup_due_at=at)))
+        return current.with_changes(at, adopted_by="hello-staging-rollback")
+
+    record, written = store.update_deployment(live, adopt)
+    assert written and seen == [None, at]
+    stored = store.get_deployment(live)
+    assert stored == record
+    assert stored is not None and (stored.cleanup_due_at, stored.adopted_by) == (at, "hello-staging-rollback")

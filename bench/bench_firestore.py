@@ -4,7 +4,8 @@ document and transaction objects and through the store's generated-client path
 
 Two operations every step does: a point read of a deployment record, and a read-write
 transaction that reads the record and its environment and writes the record back (the shape of
-a status change); what admission's transaction reads, four records one by one or read ahead in
+a status change); a change of that one record alone, in a transaction or as a compare-and-set
+(a read and a write conditional on the record's update time); what admission's transaction reads, four records one by one or read ahead in
 one batch get; and what every notification does a few times: a write to its ledger record
 conditional on the update time it last saw. Per operation: the calling process's CPU, the time
 until it is done, and the emulator's CPU.
@@ -94,6 +95,20 @@ def main() -> None:
                     reads.get(environment_path)
                     return None, {deployment_path: fields}
 
+                # A status change of one record: provisioning's and the switch's first step.
+                def one_record_transaction(reads: TransactionReads) -> tuple[None, dict[str, Any]]:
+                    reads.get(deployment_path)
+                    return None, {deployment_path: fields}
+
+                def compare_and_set() -> None:
+                    _, version = rpc.read_versioned(deployment_path)
+                    rpc.write(
+                        deployment_path,
+                        fields,
+                        field_paths=[field_path(key) for key in fields],
+                        last_update=version,
+                    )
+
                 # Admission's reads: its deployment, environment, commit index and app records.
                 admission_paths = [
                     deployment_path,
@@ -157,6 +172,15 @@ def main() -> None:
                         "the library's objects",
                         ("ledger update: library update(option)", library_update),
                         ("ledger update: generated conditional write", generated_update),
+                    ),
+                    (
+                        "a one-record status change as a compare-and-set",
+                        "a transaction",
+                        (
+                            "one-record change: transaction",
+                            lambda: rpc.run_transaction(one_record_transaction, attempts=1),
+                        ),
+                        ("one-record change: compare-and-set", compare_and_set),
                     ),
                     (
                         "four reads read ahead",

@@ -211,9 +211,11 @@ class Server(socketserver.TCPServer):
             start_worker = self.idle_workers == 0
             if not start_worker:
                 self.idle_workers -= 1
-        self.waiting.put((request, client_address))
         if start_worker:
+            # Started before the connection is queued: if it cannot start, the server closes the
+            # connection, and no queued connection is left waiting for a worker counted as idle.
             threading.Thread(target=self.work, daemon=True).start()
+        self.waiting.put((request, client_address))
 
     def work(self) -> None:
         while True:

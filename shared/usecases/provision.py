@@ -83,7 +83,12 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
     # One record changes: a compare-and-set, not a transaction.
     latest, cooled = services.store.update_deployment(deployment.deployment_id, to_cooling_down)
     if not cooled or latest is None:
-        if latest is not None and latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
+        if latest is not None and latest.status is DeploymentStatus.COOLING_DOWN:
+            # Cooling down without this write: a duplicate of this step got there first, or this
+            # write landed and only its answer was lost (the retried write then finds the record
+            # changed). Either may have ended before publishing; the cool-down step is idempotent.
+            publish_step(services, topology.COOL_DOWN_COMPLETE, latest)
+        elif latest is not None and latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
             # It ended (e.g. the watchdog failed it) while green was being made: do not leak green.
             delete_green(services, latest)
         return latest

@@ -184,10 +184,13 @@ class ManagedInstanceGroup:
                 settled = False
                 continue
             self._ensure_probes(instance)
+            action_before = instance.current_action
             self._verify_or_heal(instance, loop_now)
+            # An instance that only now left VERIFYING may need healing on the next pass, which
+            # no probe change would wake the group for.
             settled = (
                 settled
-                and instance.current_action == "NONE"
+                and action_before == instance.current_action == "NONE"
                 and not self._in_initial_delay(instance, loop_now)
             )
         return settled

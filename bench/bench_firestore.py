@@ -26,7 +26,7 @@ from devstack.emulators import start_firestore
 from devstack.processes import environment_applied, free_port, stop_process_group
 from shared import queries
 from shared.adapters.firestore_documents import deployment_write
-from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path, top_level_paths
 from shared.domain.records import Deployment, HistoryEntry
 from shared.domain.status import DeploymentStatus
 
@@ -105,7 +105,7 @@ def main() -> None:
                     rpc.write(
                         deployment_path,
                         fields,
-                        field_paths=[field_path(key) for key in fields],
+                        field_paths=top_level_paths(fields),
                         last_update=version,
                     )
 

@@ -105,12 +105,13 @@ class Store(Protocol):
 
     def update_deployment(
         self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
-    ) -> tuple[Deployment | None, bool]:
+    ) -> Deployment | None:
         """Change one deployment record on its own, without a transaction, so no lock outlives a
         crash: `change` gets the record and returns what to write, or None to leave it. The write
         happens only if nobody wrote the record since it was read; otherwise it is read again and
         `change` runs again, so keep it pure. Returns the record as it now stands (None: there is
-        no such deployment) and whether `change`'s record was written."""
+        no such deployment). A write whose answer was lost is retried, finds the record changed
+        and leaves it: callers go by the record's status, not by whether they wrote it."""
         ...
 
     def get_deployment(self, deployment_id: str) -> Deployment | None: ...

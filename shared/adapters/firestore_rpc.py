@@ -135,7 +135,12 @@ def field_write(path: str, data: Mapping[str, Any]) -> Any:
     >>> sorted(w.update_mask.field_paths), list(w.update.fields)
     (['a', 'gone'], ['a'])
     """
-    return _write_message(path, data, [_field_path(key) for key in data])
+    return _write_message(path, data, top_level_paths(data))
+
+
+def top_level_paths(data: Mapping[str, Any]) -> list[str]:
+    """The field mask that replaces each top-level field of `data` whole and leaves the others."""
+    return [_field_path(key) for key in data]
 
 
 def _write_message(path: str, data: Mapping[str, Any], field_paths: Sequence[str] | None) -> Any:

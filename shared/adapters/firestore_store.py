@@ -27,7 +27,7 @@ from shared.adapters.firestore_documents import (
     release_request_to_document,
     release_to_document,
 )
-from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, top_level_paths
 from shared.domain.records import (
     Deployment,
     EnvironmentState,
@@ -275,7 +275,7 @@ class FirestoreStore:
 
     def update_deployment(
         self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
-    ) -> tuple[Deployment | None, bool]:
+    ) -> Deployment | None:
         # A compare-and-set on the record's update time: one read and one write, where a
         # transaction takes three calls and holds its lock until it ends (on the emulator for a
         # minute when its function is killed in between).
@@ -286,21 +286,19 @@ class FirestoreStore:
             except _RETRYABLE as exc:  # transient
                 raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
             if fields is None or update_time is None:
-                return None, False
+                return None
             current = deployment_from_document(deployment_id, fields)
             changed = change(current)
             if changed is None:
-                return current, False
+                return current
             data = deployment_write(changed)
             try:
-                self._rpc.write(
-                    path, data, field_paths=[field_path(key) for key in data], last_update=update_time
-                )
+                self._rpc.write(path, data, field_paths=top_level_paths(data), last_update=update_time)
             except google_exceptions.FailedPrecondition:  # written since it was read: read it again
                 continue
             except _RETRYABLE as exc:  # transient
                 raise StoreUnavailable(f"Firestore write failed: {exc}") from exc
-            return changed, True
+            return changed
         raise StoreUnavailable(f"deployment {deployment_id} kept changing while being updated")
 
     def _read(self, collection: str, document_id: str) -> Mapping[str, Any] | None:

@@ -81,21 +81,18 @@ def start_rolling_replace(services: Services, message: StepMessage) -> Deploymen
         )
 
     # One record changes: a compare-and-set, not a transaction.
-    latest, cooled = services.store.update_deployment(deployment.deployment_id, to_cooling_down)
-    if not cooled or latest is None:
-        if latest is not None and latest.status is DeploymentStatus.COOLING_DOWN:
-            # Cooling down without this write: a duplicate of this step got there first, or this
-            # write landed and only its answer was lost (the retried write then finds the record
-            # changed). Either may have ended before publishing; the cool-down step is idempotent.
-            publish_step(services, topology.COOL_DOWN_COMPLETE, latest)
-        elif latest is not None and latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
-            # It ended (e.g. the watchdog failed it) while green was being made: do not leak green.
-            delete_green(services, latest)
-        return latest
-    cooling = latest
-    log.info("green requested; cooling down until %s", not_before.isoformat())
-    publish_step(services, topology.COOL_DOWN_COMPLETE, cooling)
-    return cooling
+    latest = services.store.update_deployment(deployment.deployment_id, to_cooling_down)
+    if latest is None:
+        return None
+    if latest.status is DeploymentStatus.COOLING_DOWN:
+        # By this write, or by a duplicate of this step that may have ended before publishing:
+        # the cool-down step is idempotent.
+        log.info("green requested; cooling down until %s", latest.not_before)
+        publish_step(services, topology.COOL_DOWN_COMPLETE, latest)
+    elif latest.status in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
+        # It ended (e.g. the watchdog failed it) while green was being made: do not leak green.
+        delete_green(services, latest)
+    return latest
 
 
 def _adopt_retained_group(services: Services, deployment: Deployment) -> Deployment | None:

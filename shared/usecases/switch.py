@@ -142,8 +142,7 @@ def _to_switching(services: Services, deployment: Deployment, detail: str = "") 
             return None
         return current.advance(DeploymentStatus.SWITCHING, now, f"green healthy{detail}; switching traffic")
 
-    latest, _switched = services.store.update_deployment(deployment.deployment_id, to_switching)
-    return latest or deployment
+    return services.store.update_deployment(deployment.deployment_id, to_switching) or deployment
 
 
 def switch_traffic(

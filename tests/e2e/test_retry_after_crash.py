@@ -69,7 +69,7 @@ class CrashingStore:
 
     def update_deployment(
         self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
-    ) -> tuple[Deployment | None, bool]:
+    ) -> Deployment | None:
         self._count_down()
         return self.inner.update_deployment(deployment_id, change)
 

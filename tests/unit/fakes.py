@@ -106,9 +106,7 @@ class FakeStore:
         with self._lock:
             tx = _FakeTransaction(self)
             result = work(tx)
-            if self.fail_next_commit is not None:
-                error, self.fail_next_commit = self.fail_next_commit, None
-                raise error
+            self._fail_if_asked()
             self.deployments.update(tx.deployments)
             self.environments.update(tx.environments)
             # As in Firestore, a committed write replaces the document.
@@ -118,19 +116,23 @@ class FakeStore:
 
     def update_deployment(
         self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
-    ) -> tuple[Deployment | None, bool]:
+    ) -> Deployment | None:
         with self._lock:
             current = self.deployments.get(deployment_id)
             if current is None:
-                return None, False
+                return None
             changed = change(current)
             if changed is None:
-                return current, False
-            if self.fail_next_commit is not None:
-                error, self.fail_next_commit = self.fail_next_commit, None
-                raise error
+                return current
+            self._fail_if_asked()
             self.deployments[deployment_id] = changed
-            return changed, True
+            return changed
+
+    def _fail_if_asked(self) -> None:
+        """A commit fails once when a test set `fail_next_commit`."""
+        if self.fail_next_commit is not None:
+            error, self.fail_next_commit = self.fail_next_commit, None
+            raise error
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:
         return self.deployments.get(deployment_id)

@@ -1,5 +1,5 @@
 """Status changes of one record are a compare-and-set (`Store.update_deployment`): a write whose
-answer is lost is tried again, finds the record changed (by itself) and reports it not written.
+answer is lost is tried again, finds the record changed (by itself) and leaves it.
 The step must still carry on from the record as it stands."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def world() -> FakeWorld:
 
 def lose_the_answer_once(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """The next update is written, its answer lost, and the retried write finds the record
-    changed: what the store reports then is the record as re-read, not written."""
+    changed: the store then answers the record as re-read, left as it was."""
     update = world.store.update_deployment
 
     def written_then_retried(deployment_id: str, change: Callable[[Any], Any]) -> Any:

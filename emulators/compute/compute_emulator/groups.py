@@ -209,9 +209,8 @@ class ManagedInstanceGroup:
             if instance.current_action == "VERIFYING":
                 instance.current_action = "NONE"
             return
-        health_check, initial_delay = autohealing
-        state = instance.probes.get(health_check)
-        in_initial_delay = instance.started_at is not None and now - instance.started_at < initial_delay
+        state = instance.probes.get(autohealing[0])
+        in_initial_delay = self._in_initial_delay(instance, now)
         if instance.current_action == "VERIFYING":
             if (state is not None and state.state == "HEALTHY") or not in_initial_delay:
                 instance.current_action = "NONE"

@@ -75,9 +75,7 @@ class HealthChecker:
         if self._session is not None:
             await self._session.close()
 
-    def ensure(
-        self, instance: Instance, spec: ProbeSpec, on_change: Callable[[], None] = lambda: None
-    ) -> None:
+    def ensure(self, instance: Instance, spec: ProbeSpec, on_change: Callable[[], None]) -> None:
         """Probe `instance` with `spec` from now on; `on_change` is called whenever its state changes."""
         if spec.path in instance.probe_tasks:
             return

@@ -12,7 +12,7 @@ from compute_emulator.instances import Instance, ReleaseMetadata
 _BOUND_SECONDS = 10.0
 
 
-def _spec(healthy_threshold: int = 1, unhealthy_threshold: int = 1) -> ProbeSpec:
+def _spec() -> ProbeSpec:
     return ProbeSpec(
         path="projects/p/global/healthChecks/hc",
         kind="HTTP",
@@ -21,8 +21,8 @@ def _spec(healthy_threshold: int = 1, unhealthy_threshold: int = 1) -> ProbeSpec
         missing_named_port=None,
         interval=0.1,
         timeout=1.0,
-        healthy_threshold=healthy_threshold,
-        unhealthy_threshold=unhealthy_threshold,
+        healthy_threshold=1,
+        unhealthy_threshold=1,
         expected_response=None,
     )
 

@@ -247,12 +247,11 @@ def test_a_single_record_update_runs_again_on_a_record_written_since_its_read(
     live = go_live(world, "v1", COMMITS[0])
     path = store.document_path("deployments", live)
     at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-    assert store.update_deployment("hello-staging-nobody", lambda current: current) == (None, False)
+    assert store.update_deployment("hello-staging-nobody", lambda current: current) is None
 
     # A change that leaves the record writes nothing.
     before = store.rpc.read_versioned(path)[1]
-    record, written = store.update_deployment(live, lambda current: None)
-    assert (record, written) == (store.get_deployment(live), False)
+    assert store.update_deployment(live, lambda current: None) == store.get_deployment(live)
     assert store.rpc.read_versioned(path)[1] == before
 
     # Another writer between this update's read and its write: the update reads again and
@@ -265,8 +264,8 @@ def test_a_single_record_update_runs_again_on_a_record_written_since_its_read(
             store.atomically(lambda tx: tx.put_deployment(current.with_changes(at, cleanup_due_at=at)))
         return current.with_changes(at, adopted_by="hello-staging-rollback")
 
-    record, written = store.update_deployment(live, adopt)
-    assert written and seen == [None, at]
+    record = store.update_deployment(live, adopt)
+    assert seen == [None, at]
     stored = store.get_deployment(live)
     assert stored == record
     assert stored is not None and (stored.cleanup_due_at, stored.adopted_by) == (at, "hello-staging-rollback")

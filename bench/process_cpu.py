@@ -61,13 +61,17 @@ def _all_stats() -> dict[int, Stat]:
     return stats
 
 
+FUNCTION_SERVICE_PREFIX = "function-"
+"""A function's stack service is named after its entry point with this prefix."""
+
+
 def component_of(service: str) -> str:
     """The report column a stack service's processes belong to.
 
     >>> [component_of(s) for s in ("function-on_notify", "compute-emulator", "pubsub-emulator", "scheduler")]
     ['functions', 'compute', 'pubsub', 'other']
     """
-    if service.startswith("function-"):
+    if service.startswith(FUNCTION_SERVICE_PREFIX):
         return "functions"
     for component in ("compute", "pubsub", "firestore"):
         if service.startswith(component):
@@ -75,32 +79,42 @@ def component_of(service: str) -> str:
     return "other"
 
 
-Ticks = dict[tuple[str, int, int], int]
-"""(component, pid, start time) → clock ticks used so far."""
+Ticks = dict[tuple[str, str, int, int], int]
+"""(component, stack service, pid, start time) → clock ticks used so far."""
 
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    ticks: Mapping[tuple[str, int, int], int]
+    ticks: Mapping[tuple[str, str, int, int], int]
     busy_ticks: int
     total_ticks: int
     """Machine-wide, from /proc/stat's first line."""
 
     def minus(self, earlier: CpuSnapshot) -> CpuUse:
-        """What each component used since `earlier`.
+        """What each component used since `earlier`, and each function apart.
 
-        >>> a = CpuSnapshot({("functions", 1, 5): 100, ("functions", 2, 6): 50}, 0, 0)
-        >>> b = CpuSnapshot({("functions", 1, 5): 130, ("functions", 2, 9): 20}, 0, 0)
-        >>> b.minus(a).seconds["functions"] == (30 + 20) / CLOCK_TICKS
+        >>> a = CpuSnapshot({("functions", "function-f", 1, 5): 100, ("functions", "function-g", 2, 6): 50}, 0, 0)
+        >>> b = CpuSnapshot({("functions", "function-f", 1, 5): 130, ("functions", "function-g", 2, 9): 20}, 0, 0)
+        >>> used = b.minus(a)
+        >>> used.seconds["functions"] == (30 + 20) / CLOCK_TICKS
+        True
+        >>> used.by_function == {"f": 30 / CLOCK_TICKS, "g": 20 / CLOCK_TICKS}
         True
         """
         used = dict.fromkeys(COMPONENTS, 0)
+        by_function: dict[str, int] = {}
         for key, ticks in self.ticks.items():
-            used[key[0]] = used.get(key[0], 0) + ticks - min(ticks, earlier.ticks.get(key, 0))
+            spent = ticks - min(ticks, earlier.ticks.get(key, 0))
+            component, service = key[0], key[1]
+            used[component] = used.get(component, 0) + spent
+            if component == "functions":
+                name = service.removeprefix(FUNCTION_SERVICE_PREFIX)
+                by_function[name] = by_function.get(name, 0) + spent
         total = self.total_ticks - earlier.total_ticks
         return CpuUse(
             seconds={c: ticks / CLOCK_TICKS for c, ticks in used.items()},
             machine_busy=(self.busy_ticks - earlier.busy_ticks) / total if total > 0 else 0.0,
+            by_function={name: ticks / CLOCK_TICKS for name, ticks in by_function.items()},
         )
 
 
@@ -109,6 +123,8 @@ class CpuUse:
     seconds: Mapping[str, float] = field(default_factory=dict)
     machine_busy: float = 0.0
     """Share of all cores' time that was not idle (0..1), whatever ran."""
+    by_function: Mapping[str, float] = field(default_factory=dict)
+    """The functions' part of `seconds`, per function (its entry point's name)."""
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -132,15 +148,15 @@ def snapshot(services: Iterable[tuple[str, int]]) -> CpuSnapshot:
             continue
         component = component_of(name)
         below = "instances" if component == "compute" else component
-        ticks[(component, root, stats[root].started)] = stats[root].own
+        ticks[(component, name, root, stats[root].started)] = stats[root].own
         # What the service's process reaped is its children's: the instances, for the emulator.
-        ticks[(below, root, stats[root].started)] = (
-            ticks.get((below, root, stats[root].started), 0) + stats[root].reaped
+        ticks[(below, name, root, stats[root].started)] = (
+            ticks.get((below, name, root, stats[root].started), 0) + stats[root].reaped
         )
         pending = list(children.get(root, []))
         while pending:
             pid = pending.pop()
-            ticks[(below, pid, stats[pid].started)] = stats[pid].own + stats[pid].reaped
+            ticks[(below, name, pid, stats[pid].started)] = stats[pid].own + stats[pid].reaped
             pending.extend(children.get(pid, []))
     busy, total = machine_ticks()
     return CpuSnapshot(ticks, busy, total)

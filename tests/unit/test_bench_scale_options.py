@@ -1,4 +1,5 @@
-"""`python -m bench scale` options: what `--k` and `--repeat` accept (the runs need a stack)."""
+"""`python -m bench scale` options (what `--k` and `--repeat` accept) and its report's arithmetic;
+the runs themselves need a stack."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import argparse
 import pytest
 
 from bench.bench_scale import parse_ks, parse_repeat
-from bench.scale_report import repeat_summary
+from bench.process_cpu import CpuUse
+from bench.rpc_counts import Counts
+from bench.scale_report import Outcome, Result, Round, function_rows, repeat_summary
 
 
 def test_repeat_takes_a_small_count_and_explains_anything_else() -> None:
@@ -30,3 +33,16 @@ def test_the_summary_gives_each_runs_ratio_and_their_median_for_repeated_ks_only
         "K=100 over 3 runs: p50/lone 1.90x 1.60x 1.70x; median 1.70x",
     ]
     assert repeat_summary({100: [None, None]}) == ["K=100 over 2 runs: p50/lone - -; median -"]
+
+
+def _burst(deployments: int, by_function: dict[str, float]) -> Round:
+    outcomes = [Outcome(f"d{i}", "live", "1.0.1", 4.0, 3.0, 1.0, {}) for i in range(deployments)]
+    return Round(outcomes, Counts(), CpuUse(by_function=by_function), 0.0, 8.0, deployments)
+
+
+def test_the_functions_cpu_is_split_per_function_per_deployment_busiest_first() -> None:
+    small = Result(apps=10, lone=[], burst=_burst(10, {"on_notify": 0.1, "on_cool_down_complete": 0.5}))
+    large = Result(apps=100, lone=[], burst=_burst(100, {"on_cool_down_complete": 2.0, "approve": 0.0}))
+    names, rows = function_rows([small, large])
+    assert names == ["on_cool_down_complete", "on_notify"]
+    assert rows == [["10", "0.0500", "0.0100"], ["100", "0.0200", "0.0000"]]

@@ -7,6 +7,8 @@ the Terraform indexes are checked against) is exactly what runs.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,7 +29,7 @@ from shared.adapters.firestore_documents import (
     release_request_to_document,
     release_to_document,
 )
-from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, top_level_paths
+from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, UpdateTime, top_level_paths
 from shared.domain.records import (
     Deployment,
     EnvironmentState,
@@ -45,6 +47,12 @@ from shared.ports import DeadLetteredEvent, RejectedEvent, TransientError
 T = TypeVar("T")
 
 TRANSACTION_ATTEMPTS = 10
+REMEMBERED_READS = 256
+"""Deployment records whose latest read this store keeps, with its update time, so that an update
+right after a read (provisioning, the switch: read, call Compute, then change the record) writes
+without reading the record again. Only a starting point: the write still requires that update
+time, so a record changed since is read again. A few hundred cover every deployment a function
+instance has in hand at once."""
 
 COMMITS_INDEXED = "commits_indexed"
 """apps/{app}: true once every release of the app has its `release_commits` document (an app
@@ -233,6 +241,8 @@ class FirestoreStore:
         # Both find the database the same way: the emulator at FIRESTORE_EMULATOR_HOST, else
         # Firestore's (default) database with the application's default credentials.
         self._rpc = rpc if rpc is not None else FirestoreRpc.for_project(str(client.project))
+        self._remembered: OrderedDict[str, tuple[Deployment, UpdateTime]] = OrderedDict()
+        self._remembered_lock = threading.Lock()
         self.rejected_events = client.collection(queries.REJECTED_EVENTS)
         self.dead_lettered_events = client.collection(queries.DEAD_LETTERED_EVENTS)
         self.release_requests = client.collection(queries.RELEASE_REQUESTS)
@@ -276,18 +286,20 @@ class FirestoreStore:
     def update_deployment(
         self, deployment_id: str, change: Callable[[Deployment], Deployment | None]
     ) -> Deployment | None:
-        # A compare-and-set on the record's update time: one read and one write, where a
-        # transaction takes three calls and holds its lock until it ends (on the emulator for a
-        # minute when its function is killed in between).
+        # A compare-and-set on the record's update time: one read and one write (the write alone
+        # after this store's own read of the record), where a transaction takes three calls and
+        # holds its lock until it ends (on the emulator for a minute when its function is killed
+        # in between).
         path = self.document_path(queries.DEPLOYMENTS, deployment_id)
+        remembered = self._recall(deployment_id)
         for _attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                fields, update_time = self._rpc.read_versioned(path)
-            except _RETRYABLE as exc:  # transient
-                raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
-            if fields is None or update_time is None:
-                return None
-            current = deployment_from_document(deployment_id, fields)
+            if remembered is not None:
+                (current, update_time), remembered = remembered, None
+            else:
+                found = self._read_deployment(deployment_id)
+                if found is None:
+                    return None
+                current, update_time = found
             changed = change(current)
             if changed is None:
                 return current
@@ -314,8 +326,32 @@ class FirestoreStore:
             raise StoreUnavailable(f"Firestore query failed: {exc}") from exc
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:
-        doc = self._read(queries.DEPLOYMENTS, deployment_id)
-        return deployment_from_document(deployment_id, doc) if doc else None
+        found = self._read_deployment(deployment_id)
+        if found is None:
+            return None
+        with self._remembered_lock:
+            self._remembered[deployment_id] = found
+            self._remembered.move_to_end(deployment_id)
+            while len(self._remembered) > REMEMBERED_READS:
+                self._remembered.popitem(last=False)
+        return found[0]
+
+    def _read_deployment(self, deployment_id: str) -> tuple[Deployment, UpdateTime] | None:
+        """The record and its update time, or None if it does not exist."""
+        try:
+            fields, update_time = self._rpc.read_versioned(
+                self.document_path(queries.DEPLOYMENTS, deployment_id)
+            )
+        except _RETRYABLE as exc:  # transient
+            raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
+        if fields is None or update_time is None:
+            return None
+        return deployment_from_document(deployment_id, fields), update_time
+
+    def _recall(self, deployment_id: str) -> tuple[Deployment, UpdateTime] | None:
+        """The remembered read of a record, taken: it serves one update at most."""
+        with self._remembered_lock:
+            return self._remembered.pop(deployment_id, None)
 
     def get_environment(self, app: str, environment: str) -> EnvironmentState | None:
         doc = self._read(queries.ENVIRONMENTS, environment_key(app, environment))

@@ -269,3 +269,48 @@ def test_a_single_record_update_runs_again_on_a_record_written_since_its_read(
     stored = store.get_deployment(live)
     assert stored == record
     assert stored is not None and (stored.cleanup_due_at, stored.adopted_by) == (at, "hello-staging-rollback")
+
+
+class CountingRpc(FirestoreRpc):
+    """The store's connection, counting its point reads."""
+
+    reads = 0
+
+    def read_versioned(self, path: str) -> Any:
+        self.reads += 1
+        return super().read_versioned(path)
+
+
+def test_an_update_right_after_a_read_writes_without_reading_again_unless_the_record_changed(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    live = go_live(world, "v1", COMMITS[0])
+    at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    counting = CountingRpc.for_project(TEST_PROJECT)
+    assert isinstance(counting, CountingRpc)
+    reader = FirestoreStore(firestore_client, counting)
+
+    read = reader.get_deployment(live)
+    assert read is not None and counting.reads == 1
+    updated = reader.update_deployment(live, lambda current: current.with_changes(at, adopted_by="r1"))
+    assert counting.reads == 1, "the update started from the read just made"
+    assert updated is not None and store.get_deployment(live) == updated
+
+    # The remembered read served that update: the next one reads.
+    reader.update_deployment(live, lambda current: current.with_changes(at, adopted_by="r2"))
+    assert counting.reads == 2
+
+    # Changed by another writer since this store's read: the write is refused and the update
+    # applies to the newer record, keeping the other writer's change.
+    reader.get_deployment(live)
+    store.update_deployment(live, lambda current: current.with_changes(at, cleanup_due_at=at))
+    seen: list[tuple[datetime | None, str | None]] = []
+
+    def adopt(current: Any) -> Any:
+        seen.append((current.cleanup_due_at, current.adopted_by))
+        return current.with_changes(at, adopted_by="r3")
+
+    reader.update_deployment(live, adopt)
+    assert seen == [(None, "r2"), (at, "r2")]
+    stored = store.get_deployment(live)
+    assert stored is not None and (stored.cleanup_due_at, stored.adopted_by) == (at, "r3")

@@ -293,6 +293,7 @@ class FirestoreStore:
         path = self.document_path(queries.DEPLOYMENTS, deployment_id)
         remembered = self._recall(deployment_id)
         for _attempt in range(TRANSACTION_ATTEMPTS):
+            recalled = remembered is not None
             if remembered is not None:
                 (current, update_time), remembered = remembered, None
             else:
@@ -301,6 +302,10 @@ class FirestoreStore:
                     return None
                 current, update_time = found
             changed = change(current)
+            if changed is None and recalled:
+                # Nothing to write on what may be an older copy: the answer is the record as
+                # it stands, so read it.
+                continue
             if changed is None:
                 return current
             data = deployment_write(changed)

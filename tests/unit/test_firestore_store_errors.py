@@ -32,6 +32,9 @@ class RaisingRpc:
     def read(self, path: str) -> Any:
         raise self.error
 
+    def read_versioned(self, path: str) -> Any:
+        raise self.error
+
     def run_transaction(self, work: Callable[..., Any], attempts: int) -> Any:
         raise self.error
 
@@ -57,6 +60,8 @@ def test_outages_and_contention_are_transient(error: BaseException) -> None:
         store.atomically(lambda tx: tx.deployment("d-1"))
     with pytest.raises(StoreUnavailable):
         store.get_deployment("d-1")
+    with pytest.raises(StoreUnavailable):
+        store.update_deployment("d-1", lambda current: current)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +79,5 @@ def test_anything_else_propagates_as_it_is(error: BaseException) -> None:
         store.atomically(lambda tx: tx.deployment("d-1"))
     with pytest.raises(type(error)):
         store.get_deployment("d-1")
+    with pytest.raises(type(error)):
+        store.update_deployment("d-1", lambda current: current)

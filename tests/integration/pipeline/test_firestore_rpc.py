@@ -314,3 +314,16 @@ def test_an_update_right_after_a_read_writes_without_reading_again_unless_the_re
     assert seen == [(None, "r2"), (at, "r2")]
     stored = store.get_deployment(live)
     assert stored is not None and (stored.cleanup_due_at, stored.adopted_by) == (at, "r3")
+
+
+def test_an_update_that_changes_nothing_answers_the_record_as_it_stands_not_the_remembered_read(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    live = go_live(world, "v1", COMMITS[0])
+    at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    reader = FirestoreStore(firestore_client)
+    remembered = reader.get_deployment(live)
+    written = store.update_deployment(live, lambda current: current.with_changes(at, adopted_by="other"))
+
+    answer = reader.update_deployment(live, lambda current: None)
+    assert answer == written != remembered

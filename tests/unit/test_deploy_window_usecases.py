@@ -15,16 +15,15 @@ from shared import topology
 from shared.config import parse_pipeline_config
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
-from shared.usecases.admit_build import Outcome
+from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
-from tests.unit.test_pipeline_usecases import (
+from tests.unit.pipeline_driving import (
     COMMIT_B,
     COMMIT_C,
-    admit_build,
     build,
     deploy_to_live,
     notifications,

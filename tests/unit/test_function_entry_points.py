@@ -171,7 +171,7 @@ def test_rollback_maps_each_refusal_to_its_contract_status(
 def test_an_accepted_rollback_answers_202_with_the_deployment_it_will_create(
     world: FakeWorld, rollback_client: FlaskClient
 ) -> None:
-    from tests.unit.test_pipeline_usecases import COMMIT_B, deploy_to_live
+    from tests.unit.pipeline_driving import COMMIT_B, deploy_to_live
 
     first = deploy_to_live(world, "b1")
     second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
@@ -191,7 +191,7 @@ def test_an_accepted_rollback_answers_202_with_the_deployment_it_will_create(
 def test_a_rollback_to_a_release_recorded_before_digests_answers_409_with_the_reason(
     world: FakeWorld, rollback_client: FlaskClient
 ) -> None:
-    from tests.unit.test_pipeline_usecases import COMMIT_B, deploy_to_live, recorded_before_digests
+    from tests.unit.pipeline_driving import COMMIT_B, deploy_to_live, recorded_before_digests
 
     recorded_before_digests(world, deploy_to_live(world, "b1"))
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])

@@ -16,7 +16,7 @@ from shared.domain.status import DeploymentStatus as S
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.test_pipeline_usecases import COMMIT_B, COMMIT_C, build, deploy_to_live, step
+from tests.unit.pipeline_driving import COMMIT_B, COMMIT_C, build, deploy_to_live, step
 
 GRACE = 60  # the test configuration's provisioning deadline
 

@@ -19,8 +19,8 @@ from shared import topology
 from shared.domain.identity import Caller, InvalidTokenError
 from shared.usecases.admit_build import admit_build
 from tests.unit.fakes import FakeWorld, fake_world
+from tests.unit.pipeline_driving import build, deploy_to_live, recorded_before_digests
 from tests.unit.test_function_entry_points import MAIN
-from tests.unit.test_pipeline_usecases import build, deploy_to_live, recorded_before_digests
 
 AUDIENCES = {"promote": ("https://promote.example",), "approve": ("https://approve.example",)}
 IDENTITIES = {

@@ -34,7 +34,7 @@ from shared.usecases.rollback import request_rollback
 from shared.usecases.switch import _bakes, complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world, verified_caller_check
-from tests.unit.test_pipeline_usecases import (
+from tests.unit.pipeline_driving import (
     COMMIT_A,
     COMMIT_B,
     COMMIT_C,

@@ -15,7 +15,7 @@ from shared.domain.status import DeploymentStatus as S
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.switch import complete_cool_down
 from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.test_pipeline_usecases import COMMIT_A, build, step
+from tests.unit.pipeline_driving import COMMIT_A, build, step
 
 
 @pytest.fixture

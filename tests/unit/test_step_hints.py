@@ -21,7 +21,7 @@ from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.test_pipeline_usecases import COMMIT_A, build, notifications, step
+from tests.unit.pipeline_driving import COMMIT_A, build, notifications, step
 
 BAKED = "verified"
 

@@ -18,7 +18,7 @@ from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
-from tests.unit.test_pipeline_usecases import COMMIT_A, COMMIT_B, build, notifications, rollback_by, step
+from tests.unit.pipeline_driving import COMMIT_A, COMMIT_B, build, notifications, rollback_by, step
 
 ENV = "verified"
 

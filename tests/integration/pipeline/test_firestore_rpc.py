@@ -20,8 +20,9 @@ from google.cloud import firestore
 from shared.adapters.firestore_rpc import FirestoreRpc, TransactionReads, field_path
 from shared.adapters.firestore_store import FirestoreStore
 from shared.ports import Transaction
+from shared.usecases.watchdog import run_watchdog
 from tests.conftest import TEST_PROJECT
-from tests.integration.pipeline.test_firestore_store import COMMITS, go_live
+from tests.integration.pipeline.test_firestore_store import COMMITS, go_live, raw
 from tests.unit.fakes import FakeWorld
 
 COLLECTION = "rpc_test"
@@ -327,3 +328,18 @@ def test_an_update_that_changes_nothing_answers_the_record_as_it_stands_not_the_
 
     answer = reader.update_deployment(live, lambda current: None)
     assert answer == written != remembered
+
+
+def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    first = go_live(world, "b1", COMMITS[0])
+    firestore_client.collection("deployments").document(first).update({"audit_note": "checked"})
+    firestore_client.collection("environments").document("hello@staging").update({"url_checked": True})
+    go_live(world, "b2", COMMITS[1])
+    world.clock.advance(60)  # drained and past its retention
+    assert run_watchdog(world.services).cleaned == [first]
+    retired = raw(firestore_client, "deployments", first)
+    assert retired["audit_note"] == "checked" and retired["status"] == "retired"
+    assert "cleanup_due_at" not in retired and "resources_deleted_at" in retired
+    assert raw(firestore_client, "environments", "hello@staging")["url_checked"] is True

@@ -362,27 +362,10 @@ def test_rejected_events_are_recorded_once(store: FirestoreStore, firestore_clie
     assert doc["attributes"] == {"app": "hello"} and doc["payload"] == '{"commit": "x"}'
 
 
-def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
-    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
-) -> None:
-    first = go_live(world, "b1", COMMITS[0])
-    firestore_client.collection("deployments").document(first).update({"audit_note": "checked"})
-    firestore_client.collection("environments").document("hello@staging").update({"url_checked": True})
-    go_live(world, "b2", COMMITS[1])
-    world.clock.advance(60)  # drained and past its retention
-    from shared.usecases.watchdog import run_watchdog
-
-    assert run_watchdog(world.services).cleaned == [first]
-    retired = raw(firestore_client, "deployments", first)
-    assert retired["audit_note"] == "checked" and retired["status"] == "retired"
-    assert "cleanup_due_at" not in retired and "resources_deleted_at" in retired
-    assert raw(firestore_client, "environments", "hello@staging")["url_checked"] is True
-
-
 def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    from tests.unit.test_pipeline_usecases import rollback_by
+    from tests.unit.pipeline_driving import rollback_by
 
     first = go_live(world, "b1", COMMITS[0])
     go_live(world, "b2", COMMITS[1])

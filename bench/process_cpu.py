@@ -105,7 +105,7 @@ class CpuSnapshot:
         by_function: dict[str, int] = {}
         for key, ticks in self.ticks.items():
             spent = ticks - min(ticks, earlier.ticks.get(key, 0))
-            component, service = key[0], key[1]
+            component, service, _, _ = key
             used[component] = used.get(component, 0) + spent
             if component == "functions":
                 name = service.removeprefix(FUNCTION_SERVICE_PREFIX)

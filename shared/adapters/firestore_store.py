@@ -291,23 +291,18 @@ class FirestoreStore:
         # holds its lock until it ends (on the emulator for a minute when its function is killed
         # in between).
         path = self.document_path(queries.DEPLOYMENTS, deployment_id)
-        remembered = self._recall(deployment_id)
+        found, fresh = self._recall(deployment_id), False
         for _attempt in range(TRANSACTION_ATTEMPTS):
-            recalled = remembered is not None
-            if remembered is not None:
-                (current, update_time), remembered = remembered, None
-            else:
-                found = self._read_deployment(deployment_id)
+            if found is None:
+                found, fresh = self._read_deployment(deployment_id), True
                 if found is None:
                     return None
-                current, update_time = found
+            (current, update_time), found = found, None
             changed = change(current)
-            if changed is None and recalled:
-                # Nothing to write on what may be an older copy: the answer is the record as
-                # it stands, so read it.
-                continue
             if changed is None:
-                return current
+                if fresh:
+                    return current
+                continue  # nothing to write on what may be an older copy: answer a fresh read
             data = deployment_write(changed)
             try:
                 self._rpc.write(path, data, field_paths=top_level_paths(data), last_update=update_time)
@@ -319,8 +314,13 @@ class FirestoreStore:
         raise StoreUnavailable(f"deployment {deployment_id} kept changing while being updated")
 
     def _read(self, collection: str, document_id: str) -> Mapping[str, Any] | None:
+        return self._read_versioned(collection, document_id)[0]
+
+    def _read_versioned(
+        self, collection: str, document_id: str
+    ) -> tuple[Mapping[str, Any] | None, UpdateTime | None]:
         try:
-            return self._rpc.read(self.document_path(collection, document_id))
+            return self._rpc.read_versioned(self.document_path(collection, document_id))
         except _RETRYABLE as exc:  # transient
             raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
 
@@ -343,12 +343,7 @@ class FirestoreStore:
 
     def _read_deployment(self, deployment_id: str) -> tuple[Deployment, UpdateTime] | None:
         """The record and its update time, or None if it does not exist."""
-        try:
-            fields, update_time = self._rpc.read_versioned(
-                self.document_path(queries.DEPLOYMENTS, deployment_id)
-            )
-        except _RETRYABLE as exc:  # transient
-            raise StoreUnavailable(f"Firestore read failed: {exc}") from exc
+        fields, update_time = self._read_versioned(queries.DEPLOYMENTS, deployment_id)
         if fields is None or update_time is None:
             return None
         return deployment_from_document(deployment_id, fields), update_time

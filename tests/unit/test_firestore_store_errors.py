@@ -29,9 +29,6 @@ class RaisingRpc:
     def document_path(self, collection: str, document_id: str) -> str:
         return f"{self.database}/documents/{collection}/{document_id}"
 
-    def read(self, path: str) -> Any:
-        raise self.error
-
     def read_versioned(self, path: str) -> Any:
         raise self.error
 

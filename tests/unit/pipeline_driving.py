@@ -96,3 +96,16 @@ def recorded_before_digests(world: FakeWorld, deployment_id: str) -> None:
     world.store.deployments[deployment_id] = replace(deployment, event=event, artifact_sha256="")
     key = f"{deployment.app}@{deployment.version}"
     world.store.releases[key] = replace(world.store.releases[key], artifact_sha256="")
+
+
+def roll_back(
+    world: FakeWorld, *, caller: str = "lead@example.com", **options: Any
+) -> tuple[RollbackAccepted, Any]:
+    """A rollback of hello/staging asked by `caller`, and the admission of the build event it
+    republishes (as Pub/Sub would deliver it): the request's answer and the admission's result."""
+    accepted = rollback_by(world, caller=caller, **options)
+    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
+    admitted = admit_build(
+        world.services, published.data, published.attributes, f"event-{accepted.deployment_id}"
+    )
+    return accepted, admitted

@@ -27,6 +27,7 @@ from tests.unit.pipeline_driving import (
     build,
     deploy_to_live,
     notifications,
+    roll_back,
     rollback_by,
     step,
 )
@@ -223,14 +224,7 @@ def test_a_rollback_during_a_freeze_goes_through() -> None:
     world.clock.current = IN_THE_FREEZE
     assert build(world, "b3", COMMIT_C).outcome is Outcome.QUEUED  # an ordinary build waits
 
-    accepted = rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="lead@example.com",
-    )
-    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
-    result = admit_build(world.services, published.data, published.attributes, "rollback-event")
+    accepted, result = roll_back(world)
 
     assert result.outcome is Outcome.STARTED and result.deployment_id == accepted.deployment_id
     rolled = deployment(world, accepted.deployment_id)

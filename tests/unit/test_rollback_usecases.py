@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,6 @@ from shared import topology
 from shared.domain.naming import instance_group_name, instance_template_name
 from shared.domain.rollback import NothingToRollBack, TargetWithoutDigest, UnknownTarget
 from shared.domain.status import DeploymentStatus as S
-from shared.usecases.admit_build import admit_build
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
@@ -27,6 +25,7 @@ from tests.unit.pipeline_driving import (
     deploy_to_live,
     digest_of,
     recorded_before_digests,
+    roll_back,
     rollback_by,
     step,
 )
@@ -41,16 +40,8 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
     first = deploy_to_live(world, "b1", build_url="https://ci/1")
     second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.publisher.messages.clear()
-    accepted = rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="lead@example.com",
-        reason="errors",
-    )
+    accepted, result = roll_back(world, reason="errors")
     assert accepted.version == "1.0.0" and accepted.rollback_of == second
-    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
-    result = admit_build(world.services, published.data, published.attributes, "rollback-event")
     assert result.deployment_id == accepted.deployment_id and result.version == "1.0.0"
     rolled = world.store.deployments[accepted.deployment_id]
     assert rolled.rollback_of == second and rolled.triggered_by == "lead@example.com"
@@ -61,43 +52,16 @@ def test_rollback_republishes_the_previous_release_as_a_new_build(world: FakeWor
 
 def test_rollback_refusals(world: FakeWorld) -> None:
     with pytest.raises(UnknownTarget):
-        rollback_by(
-            world,
-            app="nope",
-            environment="staging",
-            caller="x@example.com",
-        )
+        rollback_by(world, app="nope", caller="x@example.com")
     with pytest.raises(NothingToRollBack):
-        rollback_by(
-            world,
-            app="hello",
-            environment="staging",
-            caller="x@example.com",
-        )
+        rollback_by(world, caller="x@example.com")
     deploy_to_live(world, "b1")
     with pytest.raises(NothingToRollBack):
-        rollback_by(
-            world,
-            app="hello",
-            environment="staging",
-            caller="x@example.com",
-        )
+        rollback_by(world, caller="x@example.com")
     with pytest.raises(UnknownTarget):
-        rollback_by(
-            world,
-            app="hello",
-            environment="staging",
-            caller="x@example.com",
-            to_version="9.9.9",
-        )
+        rollback_by(world, caller="x@example.com", to_version="9.9.9")
     with pytest.raises(NothingToRollBack):
-        rollback_by(
-            world,
-            app="hello",
-            environment="staging",
-            caller="x@example.com",
-            to_version="1.0.0",
-        )
+        rollback_by(world, caller="x@example.com", to_version="1.0.0")
 
 
 def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(world: FakeWorld) -> None:
@@ -108,13 +72,7 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
 
     for to_version in (None, "1.0.0"):
         with pytest.raises(TargetWithoutDigest) as refused:
-            rollback_by(
-                world,
-                app="hello",
-                environment="staging",
-                caller="x@example.com",
-                to_version=to_version,
-            )
+            rollback_by(world, caller="x@example.com", to_version=to_version)
         assert refused.value.http_status == 409
         assert "1.0.0 was recorded before artifact digests" in str(refused.value)
         assert COMMIT_A[:7] in str(refused.value)
@@ -124,12 +82,7 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
     world.store.releases["hello@1.0.0"] = replace(
         world.store.releases["hello@1.0.0"], artifact_sha256=digest_of(COMMIT_A)
     )
-    accepted = rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="x@example.com",
-    )
+    accepted = rollback_by(world, caller="x@example.com")
     (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
     assert accepted.version == "1.0.0"
     assert json.loads(published.data)["artifact_sha256"] == digest_of(COMMIT_A)
@@ -138,29 +91,14 @@ def test_a_rollback_to_a_release_recorded_before_digests_is_refused_up_front(wor
 def test_a_feature_after_a_rollback_still_moves_forward(world: FakeWorld) -> None:
     deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
-    rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="x@example.com",
-    )
-    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
-    admit_build(world.services, published.data, published.attributes, "e")
+    roll_back(world, caller="x@example.com")
     assert build(world, "b3", COMMIT_C, messages=["feat: y"]).version == "1.2.0"
 
 
-def roll_back(world: FakeWorld, **kwargs: Any) -> str:
-    """Request a rollback and admit its republished event; returns the new deployment's id."""
+def rolled_back(world: FakeWorld) -> str:
+    """The deployment of a rollback to the previous release, admitted (earlier messages dropped)."""
     world.publisher.messages.clear()
-    accepted = rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="lead@example.com",
-        **kwargs,
-    )
-    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
-    admit_build(world.services, published.data, published.attributes, f"event-{accepted.deployment_id}")
+    accepted, _ = roll_back(world)
     return accepted.deployment_id
 
 
@@ -172,7 +110,7 @@ def test_a_rollback_within_retention_adopts_the_retained_group_and_switches_with
     world.clock.advance(20)
     run_watchdog(world.services)
     world.compute.calls.clear()
-    rolled = roll_back(world)
+    rolled = rolled_back(world)
 
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     adopted = world.store.deployments[rolled]
@@ -206,7 +144,7 @@ def test_a_rollback_within_retention_adopts_the_retained_group_and_switches_with
 def test_an_adopted_group_that_is_not_healthy_never_takes_traffic(world: FakeWorld) -> None:
     first = deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
-    rolled = roll_back(world)
+    rolled = rolled_back(world)
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     world.compute.groups[instance_group_name(first)].healthy = 1
     with pytest.raises(NotReadyYet):
@@ -219,7 +157,7 @@ def test_a_retained_group_due_for_clean_up_within_the_margin_is_not_adopted(worl
     first = deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.clock.advance(55)  # clean-up due in 5 s: the watchdog may be deleting it already
-    rolled = roll_back(world)
+    rolled = rolled_back(world)
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     normal = world.store.deployments[rolled]
     assert normal.status is S.COOLING_DOWN and normal.instance_group == instance_group_name(rolled)
@@ -233,7 +171,7 @@ def test_a_rollback_after_retention_builds_a_new_group(world: FakeWorld) -> None
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
     world.clock.advance(60)
     assert run_watchdog(world.services).cleaned == [first]
-    rolled = roll_back(world)
+    rolled = rolled_back(world)
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     assert world.store.deployments[rolled].instance_group == instance_group_name(rolled)
     assert instance_group_name(rolled) in world.compute.groups
@@ -242,7 +180,7 @@ def test_a_rollback_after_retention_builds_a_new_group(world: FakeWorld) -> None
 def test_a_redelivered_start_step_after_adoption_neither_adopts_again_nor_builds(world: FakeWorld) -> None:
     first = deploy_to_live(world, "b1")
     deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
-    rolled = roll_back(world)
+    rolled = rolled_back(world)
     message = step(world, topology.START_ROLLING_REPLACE)
     start_rolling_replace(world.services, message)
     history = world.store.history_of(rolled)

@@ -22,8 +22,9 @@ from shared.adapters.firestore_store import FirestoreStore
 from shared.ports import Transaction
 from shared.usecases.watchdog import run_watchdog
 from tests.conftest import TEST_PROJECT
-from tests.integration.pipeline.test_firestore_store import COMMITS, go_live, raw
+from tests.integration.pipeline.test_firestore_store import COMMITS, raw
 from tests.unit.fakes import FakeWorld
+from tests.unit.pipeline_driving import deploy_to_live
 
 COLLECTION = "rpc_test"
 
@@ -209,7 +210,7 @@ def test_a_batch_read_answers_each_document_found_or_missing(rpc: FirestoreRpc) 
 def test_records_read_ahead_take_one_round_trip_and_read_the_same(
     world: FakeWorld, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live = go_live(world, "v1", COMMITS[0])
+    live = deploy_to_live(world, "v1", COMMITS[0])
     batches: list[list[str]] = []
     batch_get = store.rpc.batch_get
 
@@ -245,7 +246,7 @@ def test_records_read_ahead_take_one_round_trip_and_read_the_same(
 def test_a_single_record_update_runs_again_on_a_record_written_since_its_read(
     world: FakeWorld, store: FirestoreStore
 ) -> None:
-    live = go_live(world, "v1", COMMITS[0])
+    live = deploy_to_live(world, "v1", COMMITS[0])
     path = store.document_path("deployments", live)
     at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
     assert store.update_deployment("hello-staging-nobody", lambda current: current) is None
@@ -285,7 +286,7 @@ class CountingRpc(FirestoreRpc):
 def test_an_update_right_after_a_read_writes_without_reading_again_unless_the_record_changed(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    live = go_live(world, "v1", COMMITS[0])
+    live = deploy_to_live(world, "v1", COMMITS[0])
     at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
     counting = CountingRpc.for_project(TEST_PROJECT)
     assert isinstance(counting, CountingRpc)
@@ -320,7 +321,7 @@ def test_an_update_right_after_a_read_writes_without_reading_again_unless_the_re
 def test_an_update_that_changes_nothing_answers_the_record_as_it_stands_not_the_remembered_read(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    live = go_live(world, "v1", COMMITS[0])
+    live = deploy_to_live(world, "v1", COMMITS[0])
     at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
     reader = FirestoreStore(firestore_client)
     remembered = reader.get_deployment(live)
@@ -333,10 +334,10 @@ def test_an_update_that_changes_nothing_answers_the_record_as_it_stands_not_the_
 def test_writes_keep_fields_other_components_add_and_delete_cleared_ones(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    first = go_live(world, "b1", COMMITS[0])
+    first = deploy_to_live(world, "b1", COMMITS[0])
     firestore_client.collection("deployments").document(first).update({"audit_note": "checked"})
     firestore_client.collection("environments").document("hello@staging").update({"url_checked": True})
-    go_live(world, "b2", COMMITS[1])
+    deploy_to_live(world, "b2", COMMITS[1])
     world.clock.advance(60)  # drained and past its retention
     assert run_watchdog(world.services).cleaned == [first]
     retired = raw(firestore_client, "deployments", first)

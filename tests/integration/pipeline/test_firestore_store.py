@@ -18,7 +18,6 @@ from google.cloud import firestore
 from shared import topology
 from shared.adapters.firestore_documents import release_to_document
 from shared.adapters.firestore_store import FirestoreStore, StoreUnavailable
-from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.records import Release
 from shared.domain.status import DeploymentStatus as S
@@ -26,30 +25,10 @@ from shared.domain.verification import Verification, VerificationState
 from shared.ports import RejectedEvent
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.switch import complete_cool_down
 from tests.unit.fakes import FakeWorld
+from tests.unit.pipeline_driving import build, deploy_to_live, roll_back, step
 
 COMMITS = [f"{i:x}" * 40 for i in range(1, 8)]
-
-
-def publish_build(
-    world: FakeWorld, build_id: str, commit: str, environment: str = "staging", **extra: Any
-) -> Any:
-    body = {
-        "app": "hello",
-        "environment": environment,
-        "commit": commit,
-        "build_id": build_id,
-        "artifact": "file:///artifacts/hello.tar.gz",
-        "artifact_sha256": hashlib.sha256(commit.encode()).hexdigest(),
-        **extra,
-    }
-    return admit_build(
-        world.services,
-        json.dumps(body).encode(),
-        {"app": "hello", "environment": environment},
-        f"evt-{build_id}",
-    )
 
 
 REDELIVERIES = 10
@@ -74,7 +53,7 @@ def redelivered(handle: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def deliver_build(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> Any:
-    return redelivered(publish_build, world, build_id, commit, **extra)
+    return redelivered(build, world, build_id, commit, **extra)
 
 
 CONCURRENT_BOUND_SECONDS = 180
@@ -91,19 +70,6 @@ def run_concurrently(threads: list[threading.Thread]) -> None:
     assert not any(thread.is_alive() for thread in threads), "a delivery was still running at the bound"
 
 
-def take_step(world: FakeWorld, topic: str) -> StepMessage:
-    return StepMessage.from_message(world.publisher.take(topic)[-1].data)
-
-
-def go_live(world: FakeWorld, build_id: str, commit: str, **extra: Any) -> str:
-    result = publish_build(world, build_id, commit, **extra)
-    start_rolling_replace(world.services, take_step(world, topology.START_ROLLING_REPLACE))
-    world.compute.make_healthy(instance_group_name(result.deployment_id))
-    world.clock.advance(5)
-    complete_cool_down(world.services, take_step(world, topology.COOL_DOWN_COMPLETE))
-    return str(result.deployment_id)
-
-
 def raw(client: firestore.Client, collection: str, doc_id: str) -> dict[str, Any]:
     snapshot = client.collection(collection).document(doc_id).get()
     assert snapshot.exists, f"{collection}/{doc_id} missing"
@@ -113,8 +79,8 @@ def raw(client: firestore.Client, collection: str, doc_id: str) -> dict[str, Any
 def test_documents_have_the_contract_fields_with_firestore_timestamps_and_ordered_history(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    first = go_live(world, "b1", COMMITS[0], triggered_by="ci@example.com", build_url="https://ci/1")
-    second = go_live(
+    first = deploy_to_live(world, "b1", COMMITS[0], triggered_by="ci@example.com", build_url="https://ci/1")
+    second = deploy_to_live(
         world, "b2", COMMITS[1], commit_messages=["feat: more"], committed_at="2026-01-05T10:00:09+01:00"
     )
 
@@ -166,7 +132,7 @@ def test_documents_have_the_contract_fields_with_firestore_timestamps_and_ordere
 def test_the_same_build_delivered_three_times_makes_one_deployment(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    outcomes = [publish_build(world, "b1", COMMITS[0]).outcome for _ in range(3)]
+    outcomes = [build(world, "b1", COMMITS[0]).outcome for _ in range(3)]
     assert outcomes == [Outcome.STARTED, Outcome.DUPLICATE, Outcome.DUPLICATE]
     assert len(list(firestore_client.collection("deployments").stream())) == 1
     assert len(list(firestore_client.collection("releases").stream())) == 1
@@ -188,7 +154,7 @@ def test_concurrent_deliveries_of_one_build_make_one_deployment(
 def test_concurrent_builds_of_different_commits_get_distinct_versions_and_one_lock_holder(
     world: FakeWorld, store: FirestoreStore
 ) -> None:
-    go_live(world, "b0", COMMITS[0])
+    deploy_to_live(world, "b0", COMMITS[0])
     results: list[Any] = []
     threads = [
         threading.Thread(
@@ -209,22 +175,22 @@ def test_concurrent_builds_of_different_commits_get_distinct_versions_and_one_lo
 def test_each_new_release_raises_the_apps_highest_version_in_the_same_transaction(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    go_live(world, "b1", COMMITS[0])
-    publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
+    deploy_to_live(world, "b1", COMMITS[0])
+    build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
     app = raw(firestore_client, "apps", "hello")
     assert app["highest_version"] == "1.1.0" and app["app"] == "hello"
     # Promotion reuses the version and leaves the record alone.
-    publish_build(world, "b1", COMMITS[0], environment="production")
+    build(world, "b1", COMMITS[0], environment="production")
     assert raw(firestore_client, "apps", "hello")["highest_version"] == "1.1.0"
 
 
 def test_the_next_version_is_bumped_from_the_apps_record_not_from_the_release_history(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    go_live(world, "b1", COMMITS[0])
+    deploy_to_live(world, "b1", COMMITS[0])
     # Only the record says 3.4.0; the release history holds 1.0.0 alone.
     firestore_client.collection("apps").document("hello").set({"highest_version": "3.4.0"}, merge=True)
-    assert publish_build(world, "b2", COMMITS[1], commit_messages=["fix: y"]).version == "3.4.1"
+    assert build(world, "b2", COMMITS[1], commit_messages=["fix: y"]).version == "3.4.1"
     assert raw(firestore_client, "apps", "hello")["highest_version"] == "3.4.1"
 
 
@@ -236,15 +202,15 @@ def test_releases_recorded_before_the_apps_record_existed_seed_it(
         firestore_client.collection("releases").document(release.key).set(release_to_document(release))
     # A record some other component created without the field is no reason to start over.
     firestore_client.collection("apps").document("hello").set({"owner": "team-hello"})
-    assert publish_build(world, "b1", COMMITS[0], commit_messages=["feat: z"]).version == "1.11.0"
+    assert build(world, "b1", COMMITS[0], commit_messages=["feat: z"]).version == "1.11.0"
     app = raw(firestore_client, "apps", "hello")
     assert app["highest_version"] == "1.11.0" and app["owner"] == "team-hello"
 
 
 def test_the_same_commit_in_production_reuses_the_version(world: FakeWorld) -> None:
-    go_live(world, "b1", COMMITS[0])
-    staging = publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
-    production = publish_build(world, "b2", COMMITS[1], environment="production", commit_messages=["feat: x"])
+    deploy_to_live(world, "b1", COMMITS[0])
+    staging = build(world, "b2", COMMITS[1], commit_messages=["feat: x"])
+    production = build(world, "b2", COMMITS[1], environment="production", commit_messages=["feat: x"])
     assert staging.version == production.version == "1.1.0"
     assert staging.deployment_id != production.deployment_id
 
@@ -255,26 +221,26 @@ def test_a_commit_maps_to_its_version_by_document_and_legacy_releases_are_still_
     # A release recorded before the commit index existed: found by its commit all the same.
     legacy = Release("hello", "1.5.0", COMMITS[1], "file:///old.tar.gz", (), world.clock.now())
     firestore_client.collection("releases").document(legacy.key).set(release_to_document(legacy))
-    go_live(world, "b1", COMMITS[0])
+    deploy_to_live(world, "b1", COMMITS[0])
     assert raw(firestore_client, "release_commits", f"hello@{COMMITS[0]}")["version"] == "1.5.1"
     assert raw(firestore_client, "apps", "hello")["commits_indexed"] is False, "an unindexed release exists"
-    assert publish_build(world, "b2", COMMITS[1], environment="production").version == "1.5.0"
+    assert build(world, "b2", COMMITS[1], environment="production").version == "1.5.0"
 
 
 def test_an_app_whose_first_release_is_indexed_is_marked_so_and_new_commits_still_bump(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    go_live(world, "b1", COMMITS[0])
+    deploy_to_live(world, "b1", COMMITS[0])
     assert raw(firestore_client, "apps", "hello")["commits_indexed"] is True
-    assert publish_build(world, "b2", COMMITS[1], commit_messages=["feat: x"]).version == "1.1.0"
-    assert publish_build(world, "b3", COMMITS[0], environment="production").version == "1.0.0"
+    assert build(world, "b2", COMMITS[1], commit_messages=["feat: x"]).version == "1.1.0"
+    assert build(world, "b3", COMMITS[0], environment="production").version == "1.0.0"
     assert raw(firestore_client, "apps", "hello")["commits_indexed"] is True
 
 
 def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_version(
     world: FakeWorld, firestore_client: firestore.Client
 ) -> None:
-    go_live(world, "b0", COMMITS[0])
+    deploy_to_live(world, "b0", COMMITS[0])
     results: list[Any] = []
     threads = [
         threading.Thread(
@@ -293,9 +259,9 @@ def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_
 def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
     world: FakeWorld, store: FirestoreStore
 ) -> None:
-    running = publish_build(world, "b1", COMMITS[0])
-    older = publish_build(world, "b2", COMMITS[1])
-    newest = publish_build(world, "b3", COMMITS[2])
+    running = build(world, "b1", COMMITS[0])
+    older = build(world, "b2", COMMITS[1])
+    newest = build(world, "b3", COMMITS[2])
     cancelled = store.get_deployment(older.deployment_id)
     assert cancelled is not None and cancelled.status is S.CANCELLED and cancelled.finished_at is not None
     state = store.get_environment("hello", "staging")
@@ -308,8 +274,8 @@ def test_a_busy_environment_queues_the_newest_and_cancels_the_older(
 def test_the_baking_query_finds_only_live_deployments_in_their_bake_window(
     world: FakeWorld, store: FirestoreStore
 ) -> None:
-    baked = go_live(world, "b1", COMMITS[0])
-    baking = go_live(world, "b2", COMMITS[1])
+    baked = deploy_to_live(world, "b1", COMMITS[0])
+    baking = deploy_to_live(world, "b2", COMMITS[1])
     now = world.clock.now()
     for deployment_id, state in ((baked, VerificationState.PASSED), (baking, VerificationState.PENDING)):
         record = store.get_deployment(deployment_id)
@@ -322,8 +288,8 @@ def test_the_baking_query_finds_only_live_deployments_in_their_bake_window(
 def test_a_status_change_from_the_wrong_status_changes_nothing(
     world: FakeWorld, store: FirestoreStore
 ) -> None:
-    result = publish_build(world, "b1", COMMITS[0])
-    message = take_step(world, topology.START_ROLLING_REPLACE)
+    result = build(world, "b1", COMMITS[0])
+    message = step(world, topology.START_ROLLING_REPLACE)
     start_rolling_replace(world.services, message)
     before = store.get_deployment(result.deployment_id)
     start_rolling_replace(world.services, message)  # duplicate delivery
@@ -333,9 +299,9 @@ def test_a_status_change_from_the_wrong_status_changes_nothing(
 
 
 def test_queries_find_in_progress_live_history_and_cleanup(world: FakeWorld, store: FirestoreStore) -> None:
-    first = go_live(world, "b1", COMMITS[0])
-    second = go_live(world, "b2", COMMITS[1])
-    third = publish_build(world, "b3", COMMITS[2]).deployment_id
+    first = deploy_to_live(world, "b1", COMMITS[0])
+    second = deploy_to_live(world, "b2", COMMITS[1])
+    third = build(world, "b3", COMMITS[2]).deployment_id
     assert [d.deployment_id for d in store.deployments_with_status([S.PROVISIONING])] == [third]
     assert [d.deployment_id for d in store.live_history("hello", "staging")] == [second, first]
     assert store.deployments_due_for_cleanup(world.clock.now()) == []
@@ -365,20 +331,11 @@ def test_rejected_events_are_recorded_once(store: FirestoreStore, firestore_clie
 def test_a_rollback_adopts_the_retained_group_in_one_transaction(
     world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
 ) -> None:
-    from tests.unit.pipeline_driving import rollback_by
-
-    first = go_live(world, "b1", COMMITS[0])
-    go_live(world, "b2", COMMITS[1])
+    first = deploy_to_live(world, "b1", COMMITS[0])
+    deploy_to_live(world, "b2", COMMITS[1])
     world.publisher.messages.clear()
-    accepted = rollback_by(
-        world,
-        app="hello",
-        environment="staging",
-        caller="x@example.com",
-    )
-    (published,) = world.publisher.take(topology.BUILD_SUCCEEDED)
-    admit_build(world.services, published.data, published.attributes, "evt-rollback")
-    message = take_step(world, topology.START_ROLLING_REPLACE)
+    accepted, _ = roll_back(world, caller="x@example.com")
+    message = step(world, topology.START_ROLLING_REPLACE)
     start_rolling_replace(world.services, message)
     start_rolling_replace(world.services, message)  # duplicate delivery: adopts once
 
@@ -399,7 +356,7 @@ def test_promotion_approval_and_provenance_records_round_trip_in_firestore(
     from shared.usecases.approval import decide
     from shared.usecases.promote import request_promotion
 
-    go_live(world, "b1", COMMITS[0])
+    deploy_to_live(world, "b1", COMMITS[0])
     world.publisher.messages.clear()
     accepted = request_promotion(
         world.services,
@@ -454,21 +411,21 @@ def test_a_bake_window_breach_is_recorded_once_with_its_numbers_and_a_rollback_r
     from shared.ports import TrafficSample
     from shared.usecases.bake import automatic_rollback_id, check_bake
 
-    first = go_live(world, "v1", COMMITS[0], environment="verified")
+    first = deploy_to_live(world, "v1", COMMITS[0], environment="verified")
     world.metrics.traffic_by_group[instance_group_name(first)] = TrafficSample(400, 0)
     world.clock.advance(31)
-    check_bake(world.services, take_step(world, topology.BAKE_CHECK))
+    check_bake(world.services, step(world, topology.BAKE_CHECK))
     passed = raw(firestore_client, "deployments", first)["verification"]
     assert passed["state"] == "passed" and passed["requests"] == 400
     assert isinstance(passed["checked_at"], DatetimeWithNanoseconds)
 
-    bad = go_live(world, "v2", COMMITS[1], environment="verified")
+    bad = deploy_to_live(world, "v2", COMMITS[1], environment="verified")
     pending = raw(firestore_client, "deployments", bad)
     assert pending["status"] == "live" and pending["verification"]["state"] == "pending"
     assert raw(firestore_client, "environments", "hello@verified")["active_deployment_id"] == bad
     world.metrics.traffic_by_group[instance_group_name(bad)] = TrafficSample(200, 90)
     world.clock.advance(2)
-    message = take_step(world, topology.BAKE_CHECK)
+    message = step(world, topology.BAKE_CHECK)
     threads = [
         threading.Thread(target=redelivered, args=(check_bake, world.services, message)) for _ in range(3)
     ]

@@ -20,6 +20,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 from .clock import new_id, rfc3339_now
+from .forkserver import ForkedProcess, ForkServerError, GuestForkServer, GuestProcess, forkable
 
 STOP_GRACE_SECONDS = 3.0
 INSTANCE_NICENESS = 10
@@ -82,18 +83,49 @@ def _die_with_parent() -> None:
 _SETPRIV = shutil.which("setpriv") if _LIBC is not None else None
 
 
-def spawn_arguments(script: str) -> tuple[list[str], Any]:
-    """The argv and `preexec_fn` that start an instance's shell script so that it dies with the emulator.
+def dying_with_emulator(argv: list[str]) -> tuple[list[str], Any]:
+    """The argv and `preexec_fn` that start `argv` so that it dies with the emulator.
 
-    Where util-linux's `setpriv` is installed it sets the parent-death signal and execs the shell,
-    so the child needs no Python code between fork and exec and can be spawned with vfork: a fork
-    of the whole emulator (page tables copied, then copied-on-write while `prctl` ran in Python) cost
-    milliseconds of the event loop per instance, which a hundred instances starting at once queue on.
-    Elsewhere, `prctl` in the child as before.
+    Where util-linux's `setpriv` is installed it sets the parent-death signal and execs the
+    program, so the child needs no Python code between fork and exec and can be spawned with vfork:
+    a fork of the whole emulator (page tables copied, then copied-on-write while `prctl` ran in
+    Python) cost milliseconds of the event loop per instance, which a hundred instances starting at
+    once queue on. Elsewhere, `prctl` in the child as before.
     """
     if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "KILL", "/bin/sh", "-c", script], None
-    return ["/bin/sh", "-c", script], _die_with_parent
+        return [_SETPRIV, "--pdeathsig", "KILL", *argv], None
+    return argv, _die_with_parent
+
+
+def spawn_arguments(script: str) -> tuple[list[str], Any]:
+    """The argv and `preexec_fn` that start an instance's shell script so that it dies with the emulator."""
+    return dying_with_emulator(["/bin/sh", "-c", script])
+
+
+_forkserver: GuestForkServer | None = None
+
+
+def guest_forkserver() -> GuestForkServer | None:
+    """The emulator's forkserver for Python web processes, or None where it is turned off
+    (`COMPUTE_EMULATOR_FORKSERVER=off`: every instance then starts a fresh interpreter)."""
+    global _forkserver
+    if os.environ.get("COMPUTE_EMULATOR_FORKSERVER", "on") == "off":
+        return None
+    if _forkserver is None:
+        env = dict(os.environ)
+        env["PATH"] = guest_path(env.get("PATH", ""))
+        _forkserver = GuestForkServer(dying_with_emulator, env, INSTANCE_NICENESS)
+    return _forkserver
+
+
+async def close_guest_forkserver() -> None:
+    if _forkserver is not None:
+        await _forkserver.close()
+
+
+def kill_guest_forkserver_now() -> None:
+    if _forkserver is not None:
+        _forkserver.kill_now()
 
 
 def watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> bool:
@@ -169,7 +201,7 @@ class Instance:
     creation_timestamp: str = field(default_factory=rfc3339_now)
     status: str = "PROVISIONING"
     current_action: str = "CREATING"
-    process: asyncio.subprocess.Process | None = None
+    process: GuestProcess | None = None
     port: int | None = None
     started_at: float | None = None  # loop time the web process started, for initialDelaySec
     last_errors: list[dict[str, str]] = field(default_factory=list)
@@ -217,12 +249,32 @@ class Instance:
         env["PATH"] = guest_path(env.get("PATH", ""))
         env["PORT"] = str(self.port)
         env["RELEASE_VERSION"] = self.release.version
+        self.process = await self._start_web_process(command, env)
+        self.started_at = asyncio.get_running_loop().time()
+        self.status = "RUNNING"
+        self.last_errors = []
+        how = " (forked from the warm interpreter)" if isinstance(self.process, ForkedProcess) else ""
+        self.log(f"web process {self.process.pid} started on port {self.port}{how}: {command}")
+        self._exit_watch = asyncio.create_task(self._watch_exit(self.process))
+
+    async def _start_web_process(self, command: str, env: dict[str, str]) -> GuestProcess:
+        """The Procfile's web command, started in a process group of its own: forked from the
+        warm interpreter when it is `python3 SCRIPT.py`, else through `/bin/sh -c`."""
+        app_dir = self.work_dir / "app"
+        forkserver = guest_forkserver()
+        target = forkable(command, app_dir) if forkserver is not None else None
+        if forkserver is not None and target is not None:
+            script, args = target
+            try:
+                return await forkserver.spawn(script, args, app_dir, env, self.log_path)
+            except ForkServerError as exc:
+                self.log(f"{exc}; starting the web process with a fresh interpreter")
         log_handle: IO[Any] = self.log_path.open("ab")
         argv, before_exec = spawn_arguments(shell_command(command))
         try:
-            self.process = await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=self.work_dir / "app",
+                cwd=app_dir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_handle,
@@ -236,12 +288,8 @@ class Instance:
             log_handle.close()
         # Not essential: on failure the instance merely competes with the control plane.
         with contextlib.suppress(OSError):  # the process may already have exited (its exit is watched)
-            os.setpriority(os.PRIO_PROCESS, self.process.pid, INSTANCE_NICENESS)
-        self.started_at = asyncio.get_running_loop().time()
-        self.status = "RUNNING"
-        self.last_errors = []
-        self.log(f"web process {self.process.pid} started on port {self.port}: {command}")
-        self._exit_watch = asyncio.create_task(self._watch_exit(self.process))
+            os.setpriority(os.PRIO_PROCESS, process.pid, INSTANCE_NICENESS)
+        return process
 
     def _prepare_work_dir(self) -> str:
         """Fetch the artifact into the work dir, verify its digest, only then unpack it.
@@ -264,7 +312,7 @@ class Instance:
         self.log(f"artifact verified (sha256 {actual})")
         return unpack(fetched, self.work_dir / "app", self.release.artifact_url or "")
 
-    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+    async def _watch_exit(self, process: GuestProcess) -> None:
         code = await process.wait()
         if self.process is process and self.status == "RUNNING":
             self.log(f"web process {process.pid} exited with code {code}; the instance stays up, unhealthy")

@@ -18,6 +18,7 @@ from ..backends import BackendService, close_all
 from ..errors import invalid
 from ..groups import ManagedInstanceGroup
 from ..health import HealthChecker
+from ..instances import close_guest_forkserver, kill_guest_forkserver_now
 from ..monitoring import RequestCounts
 from ..operations import Operation, OperationRegistry, Work
 
@@ -112,6 +113,7 @@ class Registry:
             LOG.error("instances did not stop within %ss; killing them", _SHUTDOWN_TIMEOUT_SECONDS)
         for group in groups:
             group.kill_now()
+        await close_guest_forkserver()
         await close_all(list(self.services.values()))
         with contextlib.suppress(Exception):
             await self.health.close()
@@ -119,3 +121,4 @@ class Registry:
     def kill_everything_now(self) -> None:
         for group in self.groups.values():
             group.kill_now()
+        kill_guest_forkserver_now()

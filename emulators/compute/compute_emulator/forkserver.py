@@ -1,0 +1,221 @@
+"""The emulator's side of `guest_forkserver.py`: web processes forked from a warm interpreter.
+
+An instance whose Procfile says `python3 SCRIPT.py [ARGS]` is started by asking the guest's
+forkserver for a fork that runs SCRIPT as `__main__`, with the instance's directory, environment
+and log, in a process group of its own, as `/bin/sh -c "exec python3 SCRIPT.py"` would have started
+it. Anything else (another interpreter, shell syntax, a script that is not there) starts as before.
+What differs from a fresh interpreter is what a fork shares: the modules the forkserver imported,
+and the hash seed of `str` hashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+_SERVER_SCRIPT = Path(__file__).with_name("guest_forkserver.py")
+_START_TIMEOUT_SECONDS = 10.0
+_SPAWN_TIMEOUT_SECONDS = 10.0
+_SHELL_SPECIALS = set("$`\\\"'|&;<>(){}*?[]~#\n")
+
+
+class GuestProcess(Protocol):
+    """What an instance needs of its web process: `asyncio`'s subprocess, or a forked one."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class ForkServerError(Exception):
+    """The forkserver cannot start a process (it is gone, or refused); start it the old way."""
+
+
+def forkable(command: str, cwd: Path) -> tuple[Path, list[str]] | None:
+    """The script and arguments of a Procfile command the forkserver can start, or None.
+
+    Only `python3 SCRIPT.py [ARGS]` with plain words, SCRIPT a file in the app: the interpreter the
+    forkserver itself is, run the way it runs it.
+    """
+    if any(character in _SHELL_SPECIALS for character in command):
+        return None
+    words = command.split()
+    if len(words) < 2 or words[0] != "python3" or words[1].startswith("-") or not words[1].endswith(".py"):
+        return None
+    script = (cwd / words[1]).resolve()
+    if not script.is_file():
+        return None
+    return script, words[2:]
+
+
+class ForkedProcess:
+    """An instance's web process started by the forkserver: what `Instance` needs of a process."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = asyncio.Event()
+
+    def _set_exit(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+            self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+class GuestForkServer:
+    """One forkserver per emulator, started at its first use and again after it died."""
+
+    def __init__(
+        self, launch: Callable[[list[str]], tuple[list[str], Any]], env: dict[str, str], niceness: int
+    ) -> None:
+        """`launch` turns an argv into the argv and `preexec_fn` that make a process die with the
+        emulator (`instances.spawn_arguments`); `env` is the guest's environment."""
+        self._launch = launch
+        self._env = env
+        self._niceness = niceness
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}
+        self._next_id = 0
+        self.starts = 0
+
+    async def spawn(
+        self, script: Path, args: list[str], cwd: Path, env: dict[str, str], log: Path
+    ) -> ForkedProcess:
+        """Fork a web process running `script`; ForkServerError when the forkserver cannot."""
+        process = await self._running()
+        assert process.stdin is not None
+        self._next_id += 1
+        request_id = self._next_id
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = reply
+        request = {
+            "id": request_id,
+            "script": str(script),
+            "args": args,
+            "cwd": str(cwd),
+            "env": env,
+            "log": str(log),
+        }
+        try:
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            await process.stdin.drain()
+            answer = await asyncio.wait_for(reply, _SPAWN_TIMEOUT_SECONDS)
+        except (OSError, TimeoutError) as exc:
+            raise ForkServerError(
+                f"the forkserver did not start the process: {exc or type(exc).__name__}"
+            ) from exc
+        finally:
+            self._replies.pop(request_id, None)
+        if "pid" not in answer:
+            raise ForkServerError(str(answer.get("error", answer)))
+        child = ForkedProcess(int(answer["pid"]))
+        self._children[child.pid] = child
+        if child.pid in self._early_exits:
+            child._set_exit(self._early_exits.pop(child.pid))
+        return child
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._process is not None and self._process.returncode is None:
+                return self._process
+            return await self._start()
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        argv, before_exec = self._launch(["python3", str(_SERVER_SCRIPT)])
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=self._env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                cwd="/",
+                # Its own group: stopping an instance signals the instance's group, never this one.
+                process_group=0,
+                preexec_fn=before_exec,
+            )
+        except OSError as exc:
+            raise ForkServerError(f"the forkserver cannot start: {exc}") from exc
+        assert process.stdout is not None
+        with contextlib.suppress(OSError):  # its forks inherit it: instances yield to the control plane
+            os.setpriority(os.PRIO_PROCESS, process.pid, self._niceness)
+        try:
+            ready = await asyncio.wait_for(process.stdout.readline(), _START_TIMEOUT_SECONDS)
+        except TimeoutError:
+            ready = b""
+        if not ready.startswith(b'{"ready"'):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise ForkServerError(f"the forkserver did not start: {ready[:200]!r}")
+        self._process = process
+        self.starts += 1
+        self._reader_task = asyncio.create_task(self._read(process), name="guest forkserver replies")
+        return process
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            with contextlib.suppress(ValueError):
+                self._dispatch(json.loads(line))
+        await process.wait()
+        # Its children die with it (their parent-death signal): each is reported as killed.
+        for child in self._children.values():
+            child._set_exit(-9)
+        self._children.clear()
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_result({"error": f"the forkserver exited with code {process.returncode}"})
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "exit" in message:
+            pid, code = int(message["exit"]), int(message["code"])
+            child = self._children.pop(pid, None)
+            if child is None:
+                self._early_exits[pid] = code
+            else:
+                child._set_exit(code)
+            return
+        reply = self._replies.get(message.get("id", -1))
+        if reply is not None and not reply.done():
+            reply.set_result(message)
+
+    async def close(self) -> None:
+        """End the forkserver (its children die with it) and wait for it, bounded."""
+        process = self._process
+        self._process = None
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._reader_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    def kill_now(self) -> None:
+        """Last-resort synchronous kill, used when the emulator exits."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()

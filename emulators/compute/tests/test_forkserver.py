@@ -1,0 +1,212 @@
+"""Web processes forked from the warm interpreter behave as `/bin/sh -c "exec python3 SCRIPT.py"`
+would have started them: the script as `__main__` with its arguments, the instance's directory,
+environment and log, a process group of its own, an exit code the instance sees, and death with the
+forkserver."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from compute_emulator import instances
+from compute_emulator.forkserver import ForkedProcess, GuestForkServer, forkable
+from compute_emulator.instances import (
+    INSTANCE_NICENESS,
+    Instance,
+    ReleaseMetadata,
+    dying_with_emulator,
+    guest_path,
+)
+from emulator_helpers import build_artifact
+
+_BOUND_SECONDS = 10.0
+
+_REPORTER = """\
+import json, os, sys
+print(json.dumps({
+    "name": __name__,
+    "argv": sys.argv,
+    "cwd": os.getcwd(),
+    "only_given": os.environ.get("FROM_THE_FORKSERVER"),
+    "given": os.environ.get("GIVEN"),
+    "group": os.getpgrp() == os.getpid(),
+    "niceness": os.getpriority(os.PRIO_PROCESS, 0),
+    "path0": sys.path[0],
+}), flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+def _run(scenario: Callable[[GuestForkServer], Coroutine[Any, Any, None]]) -> None:
+    async def with_server() -> None:
+        env = dict(os.environ, FROM_THE_FORKSERVER="yes")
+        env["PATH"] = guest_path(env.get("PATH", ""))
+        server = GuestForkServer(dying_with_emulator, env, INSTANCE_NICENESS)
+        try:
+            await asyncio.wait_for(scenario(server), _BOUND_SECONDS * 2)
+        finally:
+            await server.close()
+
+    asyncio.run(with_server())
+
+
+def _app(tmp_path: Path, source: str) -> Path:
+    app = tmp_path / "app"
+    app.mkdir(exist_ok=True)
+    (app / "app.py").write_text(source)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("python3 app.py", ("app.py", [])),
+        ("python3 app.py --healthz-status 500", ("app.py", ["--healthz-status", "500"])),
+        ("python3 missing.py", None),
+        ("python3 -c 'print(1)'", None),
+        ("python3 -m http.server", None),
+        ("python app.py", None),
+        ("gunicorn app:app", None),
+        ("python3 app.py | tee log", None),
+        ("python3 app.py $PORT", None),
+        ("cd web && python3 app.py", None),
+    ],
+)
+def test_only_a_plain_python3_script_of_the_app_is_forked(
+    tmp_path: Path, command: str, expected: tuple[str, list[str]] | None
+) -> None:
+    app = _app(tmp_path, "")
+    target = forkable(command, app)
+    if expected is None:
+        assert target is None
+    else:
+        assert target == (app / expected[0], expected[1])
+
+
+def test_a_forked_process_runs_the_script_as_main_with_its_own_directory_environment_group_and_log(
+    tmp_path: Path,
+) -> None:
+    app = _app(tmp_path, _REPORTER)
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        process = await server.spawn(
+            app / "app.py", ["3"], app, {"GIVEN": "value", "PATH": "/usr/bin:/bin"}, log
+        )
+        assert isinstance(process, ForkedProcess)
+        assert await process.wait() == 3
+        assert process.returncode == 3
+
+    _run(scenario)
+    report, stderr_line = log.read_text().splitlines()
+    seen = json.loads(report)
+    assert seen == {
+        "name": "__main__",
+        "argv": [str(app / "app.py"), "3"],
+        "cwd": str(app),
+        "only_given": None,
+        "given": "value",
+        "group": True,
+        "niceness": INSTANCE_NICENESS,
+        "path0": str(app),
+    }
+    assert stderr_line == "to stderr"
+
+
+def test_an_uncaught_exception_is_printed_to_the_log_and_exits_1(tmp_path: Path) -> None:
+    app = _app(tmp_path, "raise RuntimeError('the release is broken')\n")
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        process = await server.spawn(app / "app.py", [], app, {}, log)
+        assert await process.wait() == 1
+
+    _run(scenario)
+    text = log.read_text()
+    assert "Traceback" in text and "RuntimeError: the release is broken" in text
+
+
+def test_a_signal_is_reported_as_a_negative_code_and_children_die_with_the_forkserver(tmp_path: Path) -> None:
+    app = _app(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        killed = await server.spawn(app / "app.py", [], app, {}, log)
+        os.killpg(killed.pid, signal.SIGKILL)
+        assert await killed.wait() == -signal.SIGKILL
+        orphaned = await server.spawn(app / "app.py", [], app, {}, log)
+        server.kill_now()  # the forkserver dies: its children die with it, and are reported so
+        assert await orphaned.wait() == -signal.SIGKILL
+        await _until_gone(orphaned.pid)
+        # The next instance starts a new forkserver.
+        again = await server.spawn(app / "app.py", [], app, {}, log)
+        assert server.starts == 2
+        os.killpg(again.pid, signal.SIGTERM)
+        assert await again.wait() == -signal.SIGTERM
+
+    _run(scenario)
+
+
+async def _until_gone(pid: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BOUND_SECONDS
+    while loop.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"process {pid} outlived its forkserver")
+
+
+def _instance(tmp_path: Path) -> Instance:
+    source = tmp_path / "source"
+    _app(tmp_path, "")
+    source.mkdir()
+    (source / "Procfile").write_text("web: python3 app.py\n")
+    (source / "app.py").write_text("import os\nprint('version', os.environ['RELEASE_VERSION'], flush=True)\n")
+    artifact = build_artifact(source, tmp_path / "dist")
+    return Instance(
+        project="p",
+        zone="z",
+        name="vm",
+        template_path="projects/p/global/instanceTemplates/t",
+        release=ReleaseMetadata(
+            artifact_url=f"file://{artifact}",
+            version="1.2.3",
+            artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        ),
+        state_dir=tmp_path / "state",
+    )
+
+
+@pytest.mark.parametrize(("setting", "forked"), [("on", True), ("off", False)])
+def test_an_instance_forks_its_python_web_process_unless_the_forkserver_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, forked: bool
+) -> None:
+    monkeypatch.setenv("COMPUTE_EMULATOR_FORKSERVER", setting)
+    instance = _instance(tmp_path)
+
+    async def scenario() -> None:
+        try:
+            await instance.boot()
+            assert instance.process is not None
+            assert isinstance(instance.process, ForkedProcess) is forked
+            assert await asyncio.wait_for(instance.process.wait(), _BOUND_SECONDS) == 0
+            await instance.stop()
+        finally:
+            await instances.close_guest_forkserver()
+
+    asyncio.run(scenario())
+    log = instance.log_path.read_text()
+    assert "version 1.2.3" in log
+    assert ("(forked from the warm interpreter)" in log) is forked
+    assert instance.status == "TERMINATED"

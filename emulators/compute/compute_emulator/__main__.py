@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gc
 import logging
 import os
 import signal
@@ -63,6 +64,11 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # The Compute message classes that check requests are about 250,000 objects alive as long as
+    # the emulator; frozen, a full collection no longer walks them (about 190 ms of the event loop
+    # each time one ran, with every API call and probe waiting).
+    gc.collect()
+    gc.freeze()
     print(f"compute emulator listening on http://{args.host}:{port} (state in {state_dir})", flush=True)
     await stop.wait()
     LOG.info("stopping: ending every instance's process tree")

@@ -60,7 +60,7 @@ def _run(scenario: Callable[[GuestForkServer], Coroutine[Any, Any, None]]) -> No
 
 def _app(tmp_path: Path, source: str) -> Path:
     app = tmp_path / "app"
-    app.mkdir(exist_ok=True)
+    app.mkdir(parents=True, exist_ok=True)
     (app / "app.py").write_text(source)
     return app
 
@@ -132,6 +132,40 @@ def test_an_uncaught_exception_is_printed_to_the_log_and_exits_1(tmp_path: Path)
     _run(scenario)
     text = log.read_text()
     assert "Traceback" in text and "RuntimeError: the release is broken" in text
+
+
+def test_copies_of_one_script_each_name_their_own_file_in_tracebacks(tmp_path: Path) -> None:
+    # Compiled once for both (same source), yet each copy's traceback names its own path.
+    source = (
+        "import os, sys\nprint(__file__, flush=True)\ndef fail():\n    raise RuntimeError('boom')\nfail()\n"
+    )
+    first, second = _app(tmp_path / "a", source), _app(tmp_path / "b", source)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+
+    async def scenario(server: GuestForkServer) -> None:
+        for app, log in zip((first, second), logs, strict=True):
+            process = await server.spawn(app / "app.py", [], app, {}, log)
+            assert await process.wait() == 1
+
+    _run(scenario)
+    for app, log in zip((first, second), logs, strict=True):
+        text = log.read_text()
+        assert text.splitlines()[0] == str(app / "app.py")
+        assert f'File "{app / "app.py"}", line 5, in <module>' in text
+        assert f'File "{app / "app.py"}", line 4, in fail' in text
+        assert "RuntimeError: boom" in text
+
+
+def test_a_script_that_is_not_python_fails_as_the_interpreter_would(tmp_path: Path) -> None:
+    app = _app(tmp_path, "def broken(:\n")
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        process = await server.spawn(app / "app.py", [], app, {}, log)
+        assert await process.wait() == 1
+
+    _run(scenario)
+    assert "SyntaxError" in log.read_text()
 
 
 def test_a_signal_is_reported_as_a_negative_code_and_children_die_with_the_forkserver(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from bench import process_cpu
 from bench.bench_pipeline import COUNTING_DIR
-from bench.process_cpu import CpuSnapshot, reference_work_ms
+from bench.process_cpu import CpuSnapshot
 from bench.rpc_counts import quiet_counts
 from bench.scale_report import Outcome, Result, Round, report, say, seconds_text
 from devstack.load import percentile
@@ -208,7 +208,6 @@ class ScaleBench:
             return sum(pool.map(check, outcomes))
 
     def round(self, apps: Sequence[str], message: str) -> Round:
-        reference = reference_work_ms()
         before = quiet_counts(self.counts_dir)
         cpu_before = cpu_snapshot(self.stack)
         started = time.monotonic()
@@ -217,7 +216,7 @@ class ScaleBench:
         cpu = cpu_snapshot(self.stack).minus(cpu_before)
         load = os.getloadavg()[0]
         counts = quiet_counts(self.counts_dir).minus(before)
-        return Round(outcomes, counts, cpu, load, wall, self.serving(outcomes), reference)
+        return Round(outcomes, counts, cpu, load, wall, self.serving(outcomes))
 
 
 # ---- main ------------------------------------------------------------------------------------------

@@ -12,15 +12,11 @@ included) says whether the cores were saturated.
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-REFERENCE_ITERATIONS = 200_000
-REFERENCE_REPEATS = 3
 
 COMPONENTS = ("functions", "compute", "instances", "pubsub", "firestore", "other")
 """Column order in reports: the pipeline's functions, the Compute emulator itself, the instance
@@ -164,27 +160,3 @@ def snapshot(services: Iterable[tuple[str, int]]) -> CpuSnapshot:
             pending.extend(children.get(pid, []))
     busy, total = machine_ticks()
     return CpuSnapshot(ticks, busy, total)
-
-
-def _reference_work(iterations: int) -> int:
-    """Plain interpreter work (integers, strings, tuples, hashing), as the stack's Python does."""
-    total = 0
-    for number in range(iterations):
-        total += len(str(number)) + hash((number, "reference")) % 7
-    return total
-
-
-def reference_work_ms(iterations: int = REFERENCE_ITERATIONS, repeats: int = REFERENCE_REPEATS) -> float:
-    """CPU milliseconds this process spends on a fixed piece of work: the median of `repeats`.
-
-    This machine's speed varies by periods for reasons outside the stack (the same burst has cost
-    0.09 CPU seconds per deployment in one hour and 0.13 in the next), and a slow period slows a
-    hundred releases at once more than one alone. Measured right before a round on the idle stack,
-    it tells a slow period from a regression: the same figure, the same machine.
-    """
-    spent = []
-    for _ in range(repeats):
-        started = time.process_time()
-        _reference_work(iterations)
-        spent.append((time.process_time() - started) * 1000)
-    return statistics.median(spent)

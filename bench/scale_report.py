@@ -50,8 +50,6 @@ class Round:
     """First publish → the last deployment ended."""
     serving: int
     """How many apps serve the version they were just given."""
-    reference_ms: float | None = None
-    """`process_cpu.reference_work_ms` right before the round: this machine's speed at the time."""
 
     def values(self, pick: Callable[[Outcome], float | None]) -> list[float]:
         return [value for o in self.outcomes if (value := pick(o)) is not None]
@@ -180,11 +178,7 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
     say(table(["hop", *[f"K={r.label}" for r in results]], hop_rows))
     say()
     say("CPU seconds per deployment by component, and how busy the whole machine was")
-    say(
-        table(
-            ["K", "round", "wall s", "machine busy", "load", *COMPONENTS, "reference ms"], cpu_rows(results)
-        )
-    )
+    say(table(["K", "round", "wall s", "machine busy", "load", *COMPONENTS], cpu_rows(results)))
     names, rows = function_rows(results)
     if names:
         say()
@@ -195,9 +189,7 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
         " boot: MIG requested -> instance healthy; overhead: publish -> live minus the wait for green"
         " (the later of the cool-down and healthy); invocations: push deliveries incl. redeliveries;"
         " CPU s per dep: the functions' processes only; the last table has every component (instances: every"
-        " process the Compute emulator runs; machine busy and load count other work on the machine too);"
-        " reference ms: CPU milliseconds of a fixed piece of Python work just before the round (the lone"
-        " rounds' median), higher in this machine's slow periods, which slow a burst more than a lone release."
+        " process the Compute emulator runs; machine busy and load count other work on the machine too)."
     )
     ratios: dict[int, list[float | None]] = {}
     for result in results:
@@ -237,7 +229,6 @@ def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
             wall = sum(r.wall_seconds for r in rounds)
             busy = sum(r.cpu.machine_busy * r.wall_seconds for r in rounds) / wall if wall else 0.0
             per_component = [sum(r.cpu.seconds.get(c, 0.0) for r in rounds) / max(n, 1) for c in COMPONENTS]
-            references = [r.reference_ms for r in rounds if r.reference_ms is not None]
             rows.append(
                 [
                     result.label,
@@ -246,7 +237,6 @@ def cpu_rows(results: Sequence[Result]) -> list[list[str]]:
                     f"{busy:.0%}",
                     f"{max(r.load_average for r in rounds):.1f}",
                     *(f"{value:.3f}" for value in per_component),
-                    f"{statistics.median(references):.0f}" if references else "-",
                 ]
             )
     return rows

@@ -4,14 +4,13 @@ the runs themselves need a stack."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import pytest
 
 from bench.bench_scale import parse_ks, parse_repeat
-from bench.process_cpu import CpuUse, reference_work_ms
+from bench.process_cpu import CpuUse
 from bench.rpc_counts import Counts
-from bench.scale_report import Outcome, Result, Round, cpu_rows, function_rows, repeat_summary
+from bench.scale_report import Outcome, Result, Round, function_rows, repeat_summary
 
 
 def test_repeat_takes_a_small_count_and_explains_anything_else() -> None:
@@ -47,25 +46,3 @@ def test_the_functions_cpu_is_split_per_function_per_deployment_busiest_first() 
     names, rows = function_rows([small, large])
     assert names == ["on_cool_down_complete", "on_notify"]
     assert rows == [["10", "0.0500", "0.0100"], ["100", "0.0200", "0.0000"]]
-
-
-def test_each_round_shows_the_machine_speed_measured_before_it_the_lone_rounds_their_median() -> None:
-    lone = [
-        Round([], Counts(), CpuUse(), 0.0, 3.5, 1, reference_ms=reference) for reference in (50.0, 70.0, 52.0)
-    ]
-    burst = replace(_burst(100, {}), reference_ms=64.4)
-    unmeasured = Result(apps=10, lone=[Round([], Counts(), CpuUse(), 0.0, 3.5, 1)], burst=_burst(10, {}))
-    rows = cpu_rows([Result(apps=100, lone=lone, burst=burst), unmeasured])
-    assert [(row[0], row[1], row[-1]) for row in rows] == [
-        ("100", "lone", "52"),
-        ("100", "burst", "64"),
-        ("10", "lone", "-"),
-        ("10", "burst", "-"),
-    ]
-
-
-def test_the_reference_work_costs_cpu_in_proportion_to_its_size() -> None:
-    # Not a speed goal: the measure must measure the work (twice the work, more CPU), not a clock.
-    small = reference_work_ms(iterations=20_000, repeats=3)
-    large = reference_work_ms(iterations=200_000, repeats=3)
-    assert 0 < small < large

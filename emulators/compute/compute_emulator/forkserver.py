@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,7 +93,6 @@ class GuestForkServer:
         self._starting: asyncio.Lock | None = None
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._children: dict[int, ForkedProcess] = {}
-        self._early_exits: dict[int, int] = {}
         self._next_id = 0
         self.starts = 0
 
@@ -120,17 +120,20 @@ class GuestForkServer:
             answer = await asyncio.wait_for(reply, _SPAWN_TIMEOUT_SECONDS)
         except (OSError, TimeoutError) as exc:
             raise ForkServerError(
-                f"the forkserver did not start the process: {exc or type(exc).__name__}"
+                f"the forkserver did not start the process: {str(exc) or type(exc).__name__}"
             ) from exc
         finally:
             self._replies.pop(request_id, None)
-        if "pid" not in answer:
+        child = answer.get("process")
+        if not isinstance(child, ForkedProcess):
             raise ForkServerError(str(answer.get("error", answer)))
-        child = ForkedProcess(int(answer["pid"]))
-        self._children[child.pid] = child
-        if child.pid in self._early_exits:
-            child._set_exit(self._early_exits.pop(child.pid))
         return child
+
+    @property
+    def pid(self) -> int | None:
+        """The forkserver's process id while it runs (its forks are its children)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     async def _running(self) -> asyncio.subprocess.Process:
         if self._starting is None:
@@ -187,14 +190,22 @@ class GuestForkServer:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "exit" in message:
-            pid, code = int(message["exit"]), int(message["code"])
-            child = self._children.pop(pid, None)
-            if child is None:
-                self._early_exits[pid] = code
-            else:
-                child._set_exit(code)
+            child = self._children.pop(int(message["exit"]), None)
+            if child is not None:
+                child._set_exit(int(message["code"]))
             return
         reply = self._replies.get(message.get("id", -1))
+        if "pid" in message:
+            # Tracked from its announcement on, before `spawn` resumes, so an exit reported right
+            # after is never missed.
+            child = ForkedProcess(int(message["pid"]))
+            if reply is None or reply.done():
+                # Its `spawn` gave up waiting and started the instance another way: this late
+                # fork must not run beside that one (on the same port).
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            self._children[child.pid] = child
+            message = {**message, "process": child}
         if reply is not None and not reply.done():
             reply.set_result(message)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compute_emulator import instances
-from compute_emulator.forkserver import ForkedProcess, GuestForkServer, forkable
+from compute_emulator import forkserver, instances
+from compute_emulator.forkserver import ForkedProcess, ForkServerError, GuestForkServer, forkable
 from compute_emulator.instances import (
     INSTANCE_NICENESS,
     Instance,
@@ -188,6 +188,48 @@ def test_a_signal_is_reported_as_a_negative_code_and_children_die_with_the_forks
         assert await again.wait() == -signal.SIGTERM
 
     _run(scenario)
+
+
+def test_a_fork_announced_after_its_spawn_gave_up_is_killed_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The instance is then started another way: a late fork would run beside it, on its port.
+    app = _app(tmp_path, "import time\ntime.sleep(60)\n")
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        alive = await server.spawn(app / "app.py", [], app, {}, log)  # starts the forkserver
+        monkeypatch.setattr(forkserver, "_SPAWN_TIMEOUT_SECONDS", 0.0)
+        with pytest.raises(ForkServerError, match="did not start the process: TimeoutError"):
+            await server.spawn(app / "app.py", [], app, {}, log)
+        monkeypatch.undo()
+        # Requests are answered in order: once this one is, the late fork has been announced.
+        later = await server.spawn(app / "app.py", [], app, {}, log)
+        assert server.pid is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _BOUND_SECONDS
+        while _children(server.pid) != sorted([alive.pid, later.pid]):
+            assert loop.time() < deadline, f"forks left running: {_children(server.pid)}"
+            await asyncio.sleep(0.02)
+        for process in (alive, later):
+            os.killpg(process.pid, signal.SIGKILL)
+            assert await process.wait() == -signal.SIGKILL
+
+    _run(scenario)
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not yet reaped, not zombie) children of `pid`, from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                found.append(int(child))
+    return sorted(found)
 
 
 async def _until_gone(pid: int) -> None:

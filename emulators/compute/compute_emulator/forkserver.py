@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+LOG = logging.getLogger(__name__)
 _SERVER_SCRIPT = Path(__file__).with_name("guest_forkserver.py")
 _START_TIMEOUT_SECONDS = 10.0
 _SPAWN_TIMEOUT_SECONDS = 10.0
@@ -115,9 +117,12 @@ class GuestForkServer:
             "log": str(log),
         }
         try:
-            process.stdin.write((json.dumps(request) + "\n").encode())
-            await process.stdin.drain()
-            answer = await asyncio.wait_for(reply, _SPAWN_TIMEOUT_SECONDS)
+            # One bound for both: a forkserver that stopped reading fills the pipe, and then the
+            # write waits as long as the answer would.
+            async with asyncio.timeout(_SPAWN_TIMEOUT_SECONDS):
+                process.stdin.write((json.dumps(request) + "\n").encode())
+                await process.stdin.drain()
+                answer = await reply
         except (OSError, TimeoutError) as exc:
             raise ForkServerError(
                 f"the forkserver did not start the process: {str(exc) or type(exc).__name__}"
@@ -177,8 +182,10 @@ class GuestForkServer:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while line := await process.stdout.readline():
-            with contextlib.suppress(ValueError):
+            try:
                 self._dispatch(json.loads(line))
+            except Exception:  # one unreadable line must not stop hearing of the others
+                LOG.exception("guest forkserver: cannot read %r", line[:200])
         await process.wait()
         # Its children die with it (their parent-death signal): each is reported as killed.
         for child in self._children.values():

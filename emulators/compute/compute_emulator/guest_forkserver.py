@@ -13,6 +13,7 @@ that process ends, `{"exit": 1234, "code": 0}` (a negative code is the signal th
 as `asyncio`'s `returncode` says). The server ends when stdin closes; its children die with it.
 """
 
+import atexit
 import builtins
 import contextlib
 import ctypes
@@ -25,12 +26,13 @@ import runpy
 import selectors
 import signal
 import sys
+import threading
 import traceback
 import types
 
-PRELOADED = ("itertools", "queue", "socket", "socketserver", "threading", "time")
+PRELOADED = ("itertools", "queue", "socket", "socketserver", "time")
 """Imported once here so that no web process pays for them: what a standard-library web server
-imports (the sample app's `socketserver` and threads among them). Not `random` or anything else
+imports (the sample app's `socketserver` among them; `threading` is imported above). Not `random` or anything else
 that keeps a secret state, which every fork would share."""
 
 _PR_SET_PDEATHSIG = 1
@@ -55,8 +57,8 @@ def _compiled(script: str) -> types.CodeType | None:
     if code is None:
         try:
             code = compile(source, script, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            return None
+        except Exception:  # SyntaxError, or RecursionError/MemoryError on a pathological file:
+            return None  # the child compiles again through runpy and fails as `python3` would
         if len(_compiled_by_source) >= _COMPILED_LIMIT:
             del _compiled_by_source[next(iter(_compiled_by_source))]
         _compiled_by_source[key] = code
@@ -108,9 +110,9 @@ def _become_web_process(
     code = 1
     try:
         selector.close()
+        signal.set_wakeup_fd(-1)
         os.close(wake_read)
         os.close(wake_write)
-        signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setpgid(0, 0)  # its own process group, so stopping the instance ends all it spawned
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with this server
@@ -142,6 +144,12 @@ def _become_web_process(
         traceback.print_exc()
         code = 1
     finally:
+        # What the interpreter does before it exits: wait for non-daemon threads (an app may
+        # return from its main code with a server thread running), then run atexit handlers.
+        with contextlib.suppress(BaseException):
+            threading._shutdown()  # type: ignore[attr-defined]
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # a closed stream cannot stop the exit
                 stream.flush()
@@ -213,7 +221,10 @@ def main() -> None:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if line.strip():
-                    _handle(line, wake_read, wake_write, selector)
+                    try:
+                        _handle(line, wake_read, wake_write, selector)
+                    except Exception as exc:  # one bad request must not end every instance
+                        _send({"error": f"request failed: {exc!r}"})
         _reap()
 
 

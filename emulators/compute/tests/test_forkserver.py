@@ -169,6 +169,45 @@ def test_a_script_that_is_not_python_fails_as_the_interpreter_would(tmp_path: Pa
     assert "SyntaxError" in log.read_text()
 
 
+def test_the_process_exits_as_the_interpreter_does_after_its_threads_and_atexit_handlers(
+    tmp_path: Path,
+) -> None:
+    # Main code that returns with a non-daemon thread still serving must not end the process.
+    app = _app(
+        tmp_path,
+        "import atexit, threading, time\n"
+        "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "def serve():\n    time.sleep(0.3)\n    print('thread done', flush=True)\n"
+        "threading.Thread(target=serve).start()\n",
+    )
+    log = tmp_path / "instance.log"
+
+    async def scenario(server: GuestForkServer) -> None:
+        process = await server.spawn(app / "app.py", [], app, {}, log)
+        assert await process.wait() == 0
+
+    _run(scenario)
+    assert log.read_text().splitlines() == ["thread done", "atexit ran"]
+
+
+def test_a_script_the_compiler_cannot_handle_fails_alone_and_the_forkserver_serves_on(tmp_path: Path) -> None:
+    # Deep enough to exhaust the compiler's recursion: a RecursionError, not a SyntaxError.
+    broken = _app(tmp_path / "broken", "x = " + "+".join(["1"] * 100_000) + "\n")
+    sound = _app(tmp_path / "sound", "print('fine', flush=True)\n")
+    logs = [tmp_path / "broken.log", tmp_path / "sound.log"]
+
+    async def scenario(server: GuestForkServer) -> None:
+        failed = await server.spawn(broken / "app.py", [], broken, {}, logs[0])
+        assert await failed.wait() == 1
+        served = await server.spawn(sound / "app.py", [], sound, {}, logs[1])
+        assert await served.wait() == 0
+        assert server.starts == 1
+
+    _run(scenario)
+    assert "RecursionError" in logs[0].read_text()
+    assert logs[1].read_text() == "fine\n"
+
+
 def test_a_signal_is_reported_as_a_negative_code_and_children_die_with_the_forkserver(tmp_path: Path) -> None:
     app = _app(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
     log = tmp_path / "instance.log"
@@ -270,6 +309,7 @@ def test_an_instance_forks_its_python_web_process_unless_the_forkserver_is_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, forked: bool
 ) -> None:
     monkeypatch.setenv("COMPUTE_EMULATOR_FORKSERVER", setting)
+    monkeypatch.setattr(instances, "_forkserver", None)  # its own, in this test's event loop
     instance = _instance(tmp_path)
 
     async def scenario() -> None:

@@ -86,7 +86,7 @@ class GuestForkServer:
         self, launch: Callable[[list[str]], tuple[list[str], Any]], env: dict[str, str], niceness: int
     ) -> None:
         """`launch` turns an argv into the argv and `preexec_fn` that make a process die with the
-        emulator (`instances.spawn_arguments`); `env` is the guest's environment."""
+        emulator (`instances.dying_with_emulator`); `env` is the guest's environment."""
         self._launch = launch
         self._env = env
         self._niceness = niceness
@@ -189,7 +189,7 @@ class GuestForkServer:
         await process.wait()
         # Its children die with it (their parent-death signal): each is reported as killed.
         for child in self._children.values():
-            child._set_exit(-9)
+            child._set_exit(-signal.SIGKILL)
         self._children.clear()
         for reply in self._replies.values():
             if not reply.done():

@@ -15,7 +15,9 @@ message to one consumer at a time), keeps up to ten pushes in flight per subscri
 emulator's own two, and delivers each message exactly as the emulator's push does: the same JSON
 body POSTed to the subscription's push endpoint; a 2xx answer acknowledges it,
 anything else (or no answer) leaves it to be redelivered after the same delay the emulator's push
-uses, one second, or the subscription's retry policy when it has one. Delivery attempts and
+uses, one second, or the subscription's retry policy when it has one, counted as Pub/Sub counts
+a retry policy's backoff: between consecutive deliveries of the message, from when the push went
+out, not from when its answer came. Delivery attempts and
 dead-lettering stay the emulator's: a pulled message counts as an attempt as a pushed one does.
 Acknowledgements go out in batches, as the Pub/Sub client library's subscriber sends them
 (`Acknowledger`). The emulator's own two push loops keep running beside it, so nothing depends
@@ -29,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import heapq
 import http.client
 import json
+import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -175,6 +180,12 @@ ACKNOWLEDGE_WINDOW_SECONDS = 0.05
 """How long an acknowledgement waits for others to share its request."""
 
 
+RELEASE_MARGIN_SECONDS = 0.05
+"""A deferred message is handed back at its exact time only if that comes at least this long
+before its whole-second ack deadline; closer, the deadline brings it back in time anyway, and a
+release racing the deadline could take the message from its next consumer."""
+
+
 class Acknowledger:
     """Acknowledges and defers one subscription's messages in batches.
 
@@ -184,6 +195,13 @@ class Acknowledger:
     ACKNOWLEDGE_WINDOW_SECONDS for others to share its request: nothing waits for it, since the
     function has answered and published its next step. A deferral waits for nothing: it sets when
     the message comes back, so it goes out at once, with whatever is pending.
+
+    An ack deadline is a whole number of seconds, and a delay rarely is: the time since the push
+    went out is subtracted from the backoff. A deferral therefore sets the deadline to the delay
+    rounded up, so the message comes back by then whatever happens to this process, and at the
+    delay itself hands the message back (an ack deadline of zero, Pub/Sub's nack). Otherwise every
+    redelivery of a message that only waits (a cool-down's poll) came the push's answer time late,
+    and those lags added up over the polls of a cool-down.
     """
 
     def __init__(self, subscriber: Any, subscription: str) -> None:
@@ -192,6 +210,8 @@ class Acknowledger:
         self.requests_sent = 0
         self._acks: list[str] = []
         self._deferrals: dict[int, list[str]] = {}
+        self._releases: list[tuple[float, str]] = []
+        """(monotonic time, ack id): when to hand a deferred message back, soonest first."""
         self._closing = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"ack {subscription}", daemon=True)
@@ -202,14 +222,18 @@ class Acknowledger:
             self._acks.append(ack_id)
             self._changed.notify()
 
-    def defer(self, ack_id: str, seconds: int) -> None:
-        """Have the message delivered again `seconds` from now."""
+    def defer(self, ack_id: str, seconds: float) -> None:
+        """Have the message delivered again `seconds` from now (at once if not positive)."""
+        deadline = max(0, math.ceil(seconds))
         with self._changed:
-            self._deferrals.setdefault(seconds, []).append(ack_id)
+            self._deferrals.setdefault(deadline, []).append(ack_id)
+            if 0 < seconds <= deadline - RELEASE_MARGIN_SECONDS:
+                heapq.heappush(self._releases, (time.monotonic() + seconds, ack_id))
             self._changed.notify()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is pending, then stop."""
+        """Send what is pending, then stop. Messages still waiting for their release come back
+        at their ack deadlines, within a second of it."""
         with self._changed:
             self._closing = True
             self._changed.notify()
@@ -218,16 +242,41 @@ class Acknowledger:
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not (self._acks or self._deferrals or self._closing):
-                    self._changed.wait()
-                self._changed.wait_for(lambda: self._deferrals or self._closing, ACKNOWLEDGE_WINDOW_SECONDS)
+                while not (self._acks or self._deferrals or self._closing or self._release_due()):
+                    self._changed.wait(self._until_next_release())
+                next_release = self._until_next_release()
+                self._changed.wait_for(
+                    lambda: self._deferrals or self._closing or self._release_due(),
+                    ACKNOWLEDGE_WINDOW_SECONDS
+                    if next_release is None
+                    else min(ACKNOWLEDGE_WINDOW_SECONDS, next_release),
+                )
                 acks, deferrals = self._acks, self._deferrals
                 self._acks, self._deferrals = [], {}
-                if self._closing and not acks and not deferrals:
+                released = self._take_due_releases()
+                if self._closing and not (acks or deferrals or released):
                     return
             self._send("acknowledge", acks)
             for seconds, ack_ids in deferrals.items():
                 self._send("modify_ack_deadline", ack_ids, ack_deadline_seconds=seconds)
+            if released:
+                self._send("modify_ack_deadline", released, ack_deadline_seconds=0)
+
+    def _until_next_release(self) -> float | None:
+        """Seconds until the soonest release (None if there is none); the caller holds the lock."""
+        if not self._releases:
+            return None
+        return max(0.0, self._releases[0][0] - time.monotonic())
+
+    def _release_due(self) -> bool:
+        return bool(self._releases) and self._releases[0][0] <= time.monotonic()
+
+    def _take_due_releases(self) -> list[str]:
+        now = time.monotonic()
+        due: list[str] = []
+        while self._releases and self._releases[0][0] <= now:
+            due.append(heapq.heappop(self._releases)[1])
+        return due
 
     def _send(self, method: str, ack_ids: list[str], **fields: Any) -> None:
         """`method` for `ack_ids`, in requests of at most ACKNOWLEDGE_BATCH_LIMIT."""
@@ -300,14 +349,16 @@ class Pusher:
     def _deliver(self, received: ReceivedMessage) -> None:
         name = self.subscription.name
         try:
+            pushed_at = time.monotonic()
             status = post(
                 self.subscription.push_config.push_endpoint, push_body(received, name), PUSH_TIMEOUT_SECONDS
             )
             if status in SUCCESS:
                 self.acknowledger.acknowledge(received.ack_id)
             else:
+                # The backoff runs between deliveries: the time the push took is part of it.
                 delay = redelivery_delay(self.subscription, received.delivery_attempt)
-                self.acknowledger.defer(received.ack_id, delay)
+                self.acknowledger.defer(received.ack_id, pushed_at + delay - time.monotonic())
         finally:
             self.slots.release()
 

@@ -68,3 +68,31 @@ def test_acknowledgements_go_out_together_and_deferrals_bring_messages_back(
             }
         )
         assert not set(_pull(subscriber, subscription, 30, 3.0)) & {m for m, _ in to_acknowledge}
+
+
+def test_a_deferral_of_a_fraction_of_a_second_brings_the_message_back_before_its_whole_second_deadline(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    """A backoff counts from the push, so what is left of it is rarely whole seconds: the message
+    must come back when it is over, not when the deadline rounded up to a second ends."""
+    name = f"release-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{TEST_PROJECT}/topics/{name}"
+    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        publisher.create_topic(name=topic)
+        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+        publisher.publish(topic, b"poll").result(timeout=30)
+        [(message_id, ack_id)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
+
+        acknowledger = Acknowledger(subscriber, subscription)
+        deferred_at = time.monotonic()
+        acknowledger.defer(ack_id, 2.1)  # an ack deadline of 3 s, the release at 2.1 s
+        try:
+            assert _pull(subscriber, subscription, 1, 1.5) == {}, "handed back before its time"
+            redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
+            back_after = time.monotonic() - deferred_at
+        finally:
+            acknowledger.close()
+
+    assert set(redelivered) == {message_id}
+    assert back_after < 2.9, f"back after {back_after:.2f} s: the 3 s deadline, not the release, brought it"

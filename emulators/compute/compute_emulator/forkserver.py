@@ -20,10 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .process_groups import signal_group
+
 LOG = logging.getLogger(__name__)
 _SERVER_SCRIPT = Path(__file__).with_name("guest_forkserver.py")
 _START_TIMEOUT_SECONDS = 10.0
 _SPAWN_TIMEOUT_SECONDS = 10.0
+START_RETRY_SECONDS = 60.0
+"""After a forkserver failed to start (a guest `python3` too old for it, say), boots start their
+web process the other way for this long before a start is tried again, rather than each waiting
+up to _START_TIMEOUT_SECONDS for the same failure."""
 _SHELL_SPECIALS = set("$`\\\"'|&;<>(){}*?[]~#\n")
 
 
@@ -96,7 +102,10 @@ class GuestForkServer:
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._children: dict[int, ForkedProcess] = {}
         self._next_id = 0
+        self._start_failed: tuple[float, str] | None = None
+        """When the last start failed (the loop's clock) and why, until one succeeds."""
         self.starts = 0
+        self.start_attempts = 0
 
     async def spawn(
         self, script: Path, args: list[str], cwd: Path, env: dict[str, str], log: Path
@@ -146,10 +155,22 @@ class GuestForkServer:
         async with self._starting:
             if self._process is not None and self._process.returncode is None:
                 return self._process
-            return await self._start()
+            now = asyncio.get_running_loop().time()
+            if self._start_failed is not None and now < self._start_failed[0] + START_RETRY_SECONDS:
+                raise ForkServerError(
+                    f"{self._start_failed[1]}; not tried again for {START_RETRY_SECONDS:.0f} s"
+                )
+            try:
+                process = await self._start()
+            except ForkServerError as exc:
+                self._start_failed = (now, str(exc))
+                raise
+            self._start_failed = None
+            return process
 
     async def _start(self) -> asyncio.subprocess.Process:
         argv, before_exec = self._launch(["python3", str(_SERVER_SCRIPT)])
+        self.start_attempts += 1
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -173,6 +194,8 @@ class GuestForkServer:
         if not ready.startswith(b'{"ready"'):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            with contextlib.suppress(TimeoutError):  # reaped, so no zombie or open pipe is left
+                await asyncio.wait_for(process.wait(), _START_TIMEOUT_SECONDS)
             raise ForkServerError(f"the forkserver did not start: {ready[:200]!r}")
         self._process = process
         self.starts += 1
@@ -209,8 +232,7 @@ class GuestForkServer:
             if reply is None or reply.done():
                 # Its `spawn` gave up waiting and started the instance another way: this late
                 # fork must not run beside that one (on the same port).
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
+                signal_group(child.pid, signal.SIGKILL)
             self._children[child.pid] = child
             message = {**message, "process": child}
         if reply is not None and not reply.done():

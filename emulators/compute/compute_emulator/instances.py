@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from .clock import new_id, rfc3339_now
 from .forkserver import ForkedProcess, ForkServerError, GuestForkServer, GuestProcess, forkable
+from .process_groups import group_exists, running_group_members, signal_group
 
 STOP_GRACE_SECONDS = 3.0
 INSTANCE_NICENESS = 10
@@ -83,6 +84,13 @@ def _die_with_parent() -> None:
 _SETPRIV = shutil.which("setpriv") if _LIBC is not None else None
 
 
+def guest_environment() -> dict[str, str]:
+    """The environment a guest's processes start from: the emulator's, with the guest's PATH."""
+    env = dict(os.environ)
+    env["PATH"] = guest_path(env.get("PATH", ""))
+    return env
+
+
 def dying_with_emulator(argv: list[str]) -> tuple[list[str], Any]:
     """The argv and `preexec_fn` that start `argv` so that it dies with the emulator.
 
@@ -112,9 +120,7 @@ def guest_forkserver() -> GuestForkServer | None:
     if os.environ.get("COMPUTE_EMULATOR_FORKSERVER", "on") == "off":
         return None
     if _forkserver is None:
-        env = dict(os.environ)
-        env["PATH"] = guest_path(env.get("PATH", ""))
-        _forkserver = GuestForkServer(dying_with_emulator, env, INSTANCE_NICENESS)
+        _forkserver = GuestForkServer(dying_with_emulator, guest_environment(), INSTANCE_NICENESS)
     return _forkserver
 
 
@@ -245,8 +251,7 @@ class Instance:
         command = await asyncio.to_thread(self._prepare_work_dir)
         self._release_port()
         self.port = claim_port()
-        env = dict(os.environ)
-        env["PATH"] = guest_path(env.get("PATH", ""))
+        env = guest_environment()
         env["PORT"] = str(self.port)
         env["RELEASE_VERSION"] = self.release.version
         self.process = await self._start_web_process(command, env)
@@ -263,7 +268,8 @@ class Instance:
         app_dir = self.work_dir / "app"
         forkserver = guest_forkserver()
         target = forkable(command, app_dir) if forkserver is not None else None
-        if forkserver is not None and target is not None:
+        if target is not None:
+            assert forkserver is not None  # only a forkserver's instance has a target
             script, args = target
             try:
                 return await forkserver.spawn(script, args, app_dir, env, self.log_path)
@@ -325,13 +331,13 @@ class Instance:
             return
         self.status = "STOPPING"
         group = process.pid
-        _signal_group(group, signal.SIGTERM)
+        signal_group(group, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
         except TimeoutError:
             self.log(f"web process {group} ignored SIGTERM for {STOP_GRACE_SECONDS}s; killing")
         # The leader may be gone while children it spawned still run in its group.
-        _signal_group(group, signal.SIGKILL)
+        signal_group(group, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
         # Orphaned children are reaped by init, not by us: wait until none is left running, so a
@@ -340,11 +346,11 @@ class Instance:
         deadline = loop.time() + _REAP_TIMEOUT_SECONDS
         # A scan of /proc costs milliseconds on a busy machine: only when the group still has
         # members at all, and off the event loop, which every API call and probe shares.
-        while _group_exists(group) and loop.time() < deadline:
+        while group_exists(group) and loop.time() < deadline:
             members: list[int] = await asyncio.to_thread(running_group_members, group)
             if not members:
                 break
-            _signal_group(group, signal.SIGKILL)
+            signal_group(group, signal.SIGKILL)
             await asyncio.sleep(0.02)
         self.log(f"web process {group} stopped (exit code {process.returncode})")
         self.process = None
@@ -359,7 +365,7 @@ class Instance:
     def stop_now(self) -> None:
         """Last-resort synchronous kill, used when the emulator exits."""
         if self.process is not None and self.process.returncode is None:
-            _signal_group(self.process.pid, signal.SIGKILL)
+            signal_group(self.process.pid, signal.SIGKILL)
 
 
 def artifact_path(url: str | None) -> str:
@@ -486,45 +492,3 @@ def _bindable(port: int) -> bool:
             except OSError:  # in use, or lingering
                 return False
     return True
-
-
-def _group_exists(group: int) -> bool:
-    """Whether any process (zombies included) is still in the group: one system call, no scan."""
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def running_group_members(group: int) -> list[int]:
-    """Processes of a process group that are not zombies (Linux /proc; elsewhere, a signal probe)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [group]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(group: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signum)

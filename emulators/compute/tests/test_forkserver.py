@@ -122,16 +122,23 @@ def test_a_forked_process_runs_the_script_as_main_with_its_own_directory_environ
     assert stderr_line == "to stderr"
 
 
-def test_an_uncaught_exception_is_printed_to_the_log_and_exits_1(tmp_path: Path) -> None:
-    app = _app(tmp_path, "raise RuntimeError('the release is broken')\n")
+def _exit_code_and_log(tmp_path: Path, source: str) -> tuple[int, str]:
+    """Fork one web process running `source`; its exit code and what it wrote to its log."""
+    app = _app(tmp_path, source)
     log = tmp_path / "instance.log"
+    codes: list[int] = []
 
     async def scenario(server: GuestForkServer) -> None:
         process = await server.spawn(app / "app.py", [], app, {}, log)
-        assert await process.wait() == 1
+        codes.append(await process.wait())
 
     _run(scenario)
-    text = log.read_text()
+    return codes[0], log.read_text()
+
+
+def test_an_uncaught_exception_is_printed_to_the_log_and_exits_1(tmp_path: Path) -> None:
+    code, text = _exit_code_and_log(tmp_path, "raise RuntimeError('the release is broken')\n")
+    assert code == 1
     assert "Traceback" in text and "RuntimeError: the release is broken" in text
 
 
@@ -158,36 +165,24 @@ def test_copies_of_one_script_each_name_their_own_file_in_tracebacks(tmp_path: P
 
 
 def test_a_script_that_is_not_python_fails_as_the_interpreter_would(tmp_path: Path) -> None:
-    app = _app(tmp_path, "def broken(:\n")
-    log = tmp_path / "instance.log"
-
-    async def scenario(server: GuestForkServer) -> None:
-        process = await server.spawn(app / "app.py", [], app, {}, log)
-        assert await process.wait() == 1
-
-    _run(scenario)
-    assert "SyntaxError" in log.read_text()
+    code, text = _exit_code_and_log(tmp_path, "def broken(:\n")
+    assert code == 1
+    assert "SyntaxError" in text
 
 
 def test_the_process_exits_as_the_interpreter_does_after_its_threads_and_atexit_handlers(
     tmp_path: Path,
 ) -> None:
     # Main code that returns with a non-daemon thread still serving must not end the process.
-    app = _app(
+    code, text = _exit_code_and_log(
         tmp_path,
         "import atexit, threading, time\n"
         "atexit.register(lambda: print('atexit ran', flush=True))\n"
         "def serve():\n    time.sleep(0.3)\n    print('thread done', flush=True)\n"
         "threading.Thread(target=serve).start()\n",
     )
-    log = tmp_path / "instance.log"
-
-    async def scenario(server: GuestForkServer) -> None:
-        process = await server.spawn(app / "app.py", [], app, {}, log)
-        assert await process.wait() == 0
-
-    _run(scenario)
-    assert log.read_text().splitlines() == ["thread done", "atexit ran"]
+    assert code == 0
+    assert text.splitlines() == ["thread done", "atexit ran"]
 
 
 def test_a_script_the_compiler_cannot_handle_fails_alone_and_the_forkserver_serves_on(tmp_path: Path) -> None:
@@ -255,6 +250,35 @@ def test_a_fork_announced_after_its_spawn_gave_up_is_killed_not_left_running(
             assert await process.wait() == -signal.SIGKILL
 
     _run(scenario)
+
+
+def test_a_forkserver_that_cannot_start_is_not_tried_again_at_every_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A guest whose python3 cannot run the forkserver: every boot would wait for the same failure.
+    app = _app(tmp_path, "")
+    launched: list[list[str]] = []
+
+    def failing_launch(argv: list[str]) -> tuple[list[str], Any]:
+        launched.append(argv)
+        return ["python3", "-c", "raise SystemExit(3)"], None
+
+    async def scenario() -> None:
+        server = GuestForkServer(failing_launch, dict(os.environ), INSTANCE_NICENESS)
+        try:
+            with pytest.raises(ForkServerError, match="did not start"):
+                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+            with pytest.raises(ForkServerError, match="not tried again for 60 s"):
+                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+            assert (len(launched), server.start_attempts, server.starts) == (1, 1, 0)
+            monkeypatch.setattr(forkserver, "START_RETRY_SECONDS", 0.0)  # the wait is over
+            with pytest.raises(ForkServerError, match="did not start"):
+                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+            assert (len(launched), server.start_attempts) == (2, 2)
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
 
 
 def _children(pid: int) -> list[int]:

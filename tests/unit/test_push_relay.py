@@ -19,7 +19,9 @@ def test_docstring_examples_hold() -> None:
 def test_a_relayed_push_becomes_the_cloudevent_eventarc_delivers() -> None:
     message = PubsubMessage(data=b"{}", attributes={"app": "hello"}, message_id="42")
     message._pb.publish_time.FromJsonString("2026-12-01T10:00:00.123Z")
-    body = push_body(ReceivedMessage(ack_id="a", message=message), "projects/p/subscriptions/s")
+    body = push_body(
+        ReceivedMessage.pb(ReceivedMessage(ack_id="a", message=message)), "projects/p/subscriptions/s"
+    )
 
     request = eventarc_request(body, "projects/p/topics/notify")
 

@@ -203,12 +203,6 @@ ACKNOWLEDGE_WINDOW_SECONDS = 0.05
 """How long an acknowledgement waits for others to share its request."""
 
 
-RELEASE_MARGIN_SECONDS = 0.05
-"""A deferred message is handed back at its exact time only if that comes at least this long
-before its whole-second ack deadline; closer, the deadline brings it back in time anyway, and a
-release racing the deadline could take the message from its next consumer."""
-
-
 class Acknowledger:
     """Acknowledges and defers one subscription's messages in batches.
 
@@ -216,15 +210,16 @@ class Acknowledger:
     and the emulator (measured: 0.45 ms in the relay, 0.6 ms in the emulator; 0.1 ms together per
     message in requests of ten), about 7 ms per deployment. An acknowledgement waits up to
     ACKNOWLEDGE_WINDOW_SECONDS for others to share its request: nothing waits for it, since the
-    function has answered and published its next step. A deferral waits for nothing: it sets when
-    the message comes back, so it goes out at once, with whatever is pending.
+    function has answered and published its next step.
 
-    An ack deadline is a whole number of seconds, and a delay rarely is: the time since the push
-    went out is subtracted from the backoff. A deferral therefore sets the deadline to the delay
-    rounded up, so the message comes back by then whatever happens to this process, and at the
-    delay itself hands the message back (an ack deadline of zero, Pub/Sub's nack). Otherwise every
-    redelivery of a message that only waits (a cool-down's poll) came the push's answer time late,
-    and those lags added up over the polls of a cool-down.
+    A deferral holds the message until its delay is over, then hands it back (an ack deadline of
+    zero, Pub/Sub's nack), with the others due by then. An ack deadline is a whole number of
+    seconds and a delay rarely is (the time since the push went out is subtracted from the
+    backoff), so setting the deadline instead would bring each message back up to a second late;
+    the polls of a cool-down added those lags up. While held, a message keeps the lease of its
+    pull (the subscription's ack deadline): if this process dies, it comes back when that ends,
+    as a message in flight does. Closing hands back what is held as deadlines, the delay rounded
+    up to whole seconds.
     """
 
     def __init__(self, subscriber: Any, subscription: str) -> None:
@@ -232,7 +227,6 @@ class Acknowledger:
         self.subscription = subscription
         self.requests_sent = 0
         self._acks: list[str] = []
-        self._deferrals: dict[int, list[str]] = {}
         self._releases: list[tuple[float, str]] = []
         """(monotonic time, ack id): when to hand a deferred message back, soonest first."""
         self._closing = False
@@ -247,16 +241,12 @@ class Acknowledger:
 
     def defer(self, ack_id: str, seconds: float) -> None:
         """Have the message delivered again `seconds` from now (at once if not positive)."""
-        deadline = max(0, math.ceil(seconds))
         with self._changed:
-            self._deferrals.setdefault(deadline, []).append(ack_id)
-            if 0 < seconds <= deadline - RELEASE_MARGIN_SECONDS:
-                heapq.heappush(self._releases, (time.monotonic() + seconds, ack_id))
+            heapq.heappush(self._releases, (time.monotonic() + max(0.0, seconds), ack_id))
             self._changed.notify()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is pending, then stop. Messages still waiting for their release come back
-        at their ack deadlines, within a second of it."""
+        """Send what is pending (a message still held, as its deadline), then stop."""
         with self._changed:
             self._closing = True
             self._changed.notify()
@@ -265,25 +255,35 @@ class Acknowledger:
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not (self._acks or self._deferrals or self._closing or self._release_due()):
+                while not (self._acks or self._closing or self._release_due()):
                     self._changed.wait(self._until_next_release())
                 next_release = self._until_next_release()
                 self._changed.wait_for(
-                    lambda: self._deferrals or self._closing or self._release_due(),
+                    lambda: self._closing or self._release_due(),
                     ACKNOWLEDGE_WINDOW_SECONDS
                     if next_release is None
                     else min(ACKNOWLEDGE_WINDOW_SECONDS, next_release),
                 )
-                acks, deferrals = self._acks, self._deferrals
-                self._acks, self._deferrals = [], {}
+                acks = self._acks
+                self._acks = []
                 released = self._take_due_releases()
-                if self._closing and not (acks or deferrals or released):
-                    return
+                held = self._take_all_releases() if self._closing else {}
             self._send("acknowledge", acks)
-            for seconds, ack_ids in deferrals.items():
-                self._send("modify_ack_deadline", ack_ids, ack_deadline_seconds=seconds)
             if released:
                 self._send("modify_ack_deadline", released, ack_deadline_seconds=0)
+            for seconds, ack_ids in held.items():
+                self._send("modify_ack_deadline", ack_ids, ack_deadline_seconds=seconds)
+            if self._closing and not (acks or released):
+                return
+
+    def _take_all_releases(self) -> dict[int, list[str]]:
+        """Every held message by the whole seconds left of its delay; the caller holds the lock."""
+        now = time.monotonic()
+        by_deadline: dict[int, list[str]] = {}
+        for due, ack_id in self._releases:
+            by_deadline.setdefault(max(0, math.ceil(due - now)), []).append(ack_id)
+        self._releases = []
+        return by_deadline
 
     def _until_next_release(self) -> float | None:
         """Seconds until the soonest release (None if there is none); the caller holds the lock."""

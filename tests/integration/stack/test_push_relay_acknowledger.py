@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1 import SubscriberClient
@@ -70,23 +71,28 @@ def test_acknowledgements_go_out_together_and_deferrals_bring_messages_back(
         assert not set(_pull(subscriber, subscription, 30, 3.0)) & {m for m, _ in to_acknowledge}
 
 
-def test_a_deferral_of_a_fraction_of_a_second_brings_the_message_back_before_its_whole_second_deadline(
+def _one_pulled_message(publisher: Any, subscriber: SubscriberClient, prefix: str) -> tuple[str, str, str]:
+    """A new subscription with one message pulled from it: (subscription, message id, ack id)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{TEST_PROJECT}/topics/{name}"
+    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    publisher.publish(topic, b"poll").result(timeout=30)
+    [(message_id, ack_id)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
+    return subscription, message_id, ack_id
+
+
+def test_a_deferral_brings_the_message_back_when_its_delay_is_over_to_a_fraction_of_a_second(
     pubsub_emulator: RunningEmulator,
 ) -> None:
     """A backoff counts from the push, so what is left of it is rarely whole seconds: the message
-    must come back when it is over, not when the deadline rounded up to a second ends."""
-    name = f"release-{uuid.uuid4().hex[:8]}"
-    topic = f"projects/{TEST_PROJECT}/topics/{name}"
-    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
+    must come back when it is over, not at the next whole second, nor sooner."""
     with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
-        publisher.create_topic(name=topic)
-        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
-        publisher.publish(topic, b"poll").result(timeout=30)
-        [(message_id, ack_id)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
-
+        subscription, message_id, ack_id = _one_pulled_message(publisher, subscriber, "release")
         acknowledger = Acknowledger(subscriber, subscription)
         deferred_at = time.monotonic()
-        acknowledger.defer(ack_id, 2.1)  # an ack deadline of 3 s, the release at 2.1 s
+        acknowledger.defer(ack_id, 2.1)
         try:
             assert _pull(subscriber, subscription, 1, 1.5) == {}, "handed back before its time"
             redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
@@ -95,4 +101,24 @@ def test_a_deferral_of_a_fraction_of_a_second_brings_the_message_back_before_its
             acknowledger.close()
 
     assert set(redelivered) == {message_id}
-    assert back_after < 2.9, f"back after {back_after:.2f} s: the 3 s deadline, not the release, brought it"
+    assert back_after < 2.9, f"back after {back_after:.2f} s: a whole-second deadline, not the delay"
+
+
+def test_closing_hands_a_held_message_back_by_its_deadline_not_at_once(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    # A relay that stops must neither keep a deferred message for its pull's whole lease (60 s)
+    # nor have it redelivered before its backoff is over.
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, message_id, ack_id = _one_pulled_message(publisher, subscriber, "closing")
+        acknowledger = Acknowledger(subscriber, subscription)
+        closed_at = time.monotonic()
+        acknowledger.defer(ack_id, 1.5)
+        acknowledger.close()
+
+        assert _pull(subscriber, subscription, 1, 0.5) == {}, "handed back before its time"
+        redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
+        back_after = time.monotonic() - closed_at
+
+    assert set(redelivered) == {message_id}
+    assert back_after < 5.0, f"back after {back_after:.2f} s: the pull's lease, not the deadline"

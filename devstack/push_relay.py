@@ -22,9 +22,9 @@ dead-lettering stay the emulator's: a pulled message counts as an attempt as a p
 Acknowledgements go out in batches, as the Pub/Sub client library's subscriber sends them
 (`Acknowledger`). The emulator's own two push loops keep running beside it, so nothing depends
 on this process being up: when it is down (the supervisor restarts it), delivery is as slow as
-before, never lost. A message it had pulled when it died, or whose acknowledgement it had not
-sent yet, is delivered again once its ack deadline passes (a duplicate, which every function is
-built to take).
+before, never lost. A message it had pulled when it died (being pushed, held until its backoff
+is over, or answered but not yet acknowledged) is delivered again once its ack deadline passes (a
+duplicate when it had been answered, which every function is built to take).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ lint: venv
 # PYTHONPATH of the functions it measures, so its modules are top-level ones and checked as such.
 	$(VENV)/bin/mypy -p bench --exclude bench/rpc_counting
 	$(VENV)/bin/mypy bench/rpc_counting
+	$(VENV)/bin/mypy tests
 	bash scripts/check-infra.sh
 
 fmt: venv

@@ -7,6 +7,7 @@ it needs. Bounded polls everywhere; the one test about time drives a clock, not 
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -214,18 +215,14 @@ def test_forged_provenance_is_rejected_announced_and_deploys_nothing(pipeline: P
         )
     for kind, message_id in message_ids.items():
         record = wait_for(
-            lambda message_id=message_id: pipeline.document("rejected_events", message_id),
-            20,
-            f"{kind} rejected",
+            functools.partial(pipeline.document, "rejected_events", message_id), 20, f"{kind} rejected"
         )
         assert kind.replace("_", " ") in record["reason"].replace("_", " "), record["reason"]
-        wait_for(
-            lambda message_id=message_id: any(
-                n["dedupe_key"] == f"rejected:{message_id}" for n in pipeline.notifications()
-            ),
-            20,
-            f"the {kind} rejection to be announced",
-        )
+
+        def rejection_announced(message_id: str = message_id) -> bool:
+            return any(n["dedupe_key"] == f"rejected:{message_id}" for n in pipeline.notifications())
+
+        wait_for(rejection_announced, 20, f"the {kind} rejection to be announced")
         assert pipeline.deployment(deployment_id_for("hello", "production", build_ids[kind])) is None
 
 

@@ -1,7 +1,7 @@
 """The emulator fixtures really serve the Google client libraries."""
 
 import pytest
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from devstack.emulators import RunningEmulator
 from tests.conftest import TEST_PROJECT, assert_jvm_took_the_emulator_options

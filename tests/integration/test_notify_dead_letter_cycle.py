@@ -20,7 +20,7 @@ import functions_framework
 import pytest
 from flask import Flask
 from google.api_core import exceptions as api_exceptions
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
 from shared import topology
 from shared.domain.notify_message import NotifyRequest

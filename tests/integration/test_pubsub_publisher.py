@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from devstack.processes import free_port
 from shared.adapters.pubsub_publisher import PublishFailed, PubSubPublisher

@@ -349,7 +349,7 @@ class FakeSmokeProbe:
         return self.answers.get(check.path, SmokeAnswer(200, "ok"))
 
 
-TEST_CONFIG = {
+TEST_CONFIG: dict[str, Any] = {
     "apps": {
         "hello": {
             "first_version": "1.0.0",

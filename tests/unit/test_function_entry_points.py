@@ -318,7 +318,12 @@ def test_the_step_helper_binds_the_log_context_and_maps_each_error(world: FakeWo
             and lines.lines[-1]["message"] == "cannot step: hello/staging"
         )
         handle_step_event(
-            step_event(b"{", "evt-2"), world.services, seen.append, topic="some-step", action="x", log=logger
+            step_event(b"{", "evt-2"),
+            world.services,
+            lambda _services, message: seen.append(message),
+            topic="some-step",
+            action="x",
+            log=logger,
         )
         assert lines.lines[-1]["message"].startswith("dropping an undecodable some-step message")
         assert lines.lines[-1]["event_id"] == "evt-2"

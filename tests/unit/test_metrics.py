@@ -197,8 +197,9 @@ def test_deployments_per_day_feed_the_chart() -> None:
     per_day = dict(
         delivery_metrics(RECORDS, app="hello", environment=None, since=SINCE, until=UNTIL).live_per_day
     )
-    assert per_day[D1.went_live_at.date()] == 1  # type: ignore[union-attr]
-    assert per_day[D2.went_live_at.date()] == 2  # type: ignore[union-attr]  (d2 and its rollback d4)
+    assert D1.went_live_at is not None and D2.went_live_at is not None
+    assert per_day[D1.went_live_at.date()] == 1
+    assert per_day[D2.went_live_at.date()] == 2  # d2 and its rollback d4
     assert sum(per_day.values()) == 4
     assert len(per_day) == 11
 

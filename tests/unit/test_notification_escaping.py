@@ -55,7 +55,8 @@ TEXT_FIELDS = (
 
 def hostile_notifications() -> Iterator[tuple[str, Notification]]:
     for name in TEXT_FIELDS:
-        yield name, dataclasses.replace(BASE, **{name: HOSTILE})
+        fields: dict[str, Any] = {name: HOSTILE}
+        yield name, dataclasses.replace(BASE, **fields)
     yield "changelog", dataclasses.replace(BASE, changelog=(HOSTILE, f"fix: {HOSTILE}"))
     yield "status", dataclasses.replace(BASE, status=HOSTILE)
     yield (

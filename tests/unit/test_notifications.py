@@ -304,20 +304,34 @@ class WatchedSender(ScriptedSender):
         super().send(notification)
 
 
+@dataclass
+class ChangeRecordingLedger(FakeLedger):
+    """The in-memory ledger, noting each change it is asked for in order."""
+
+    changes: list[str] = field(default_factory=list)
+
+    def claim(
+        self,
+        notification: Notification,
+        channel_id: str,
+        owner: str,
+        lease_seconds: float,
+        delivered: str | None = None,
+    ) -> ClaimOutcome:
+        self.changes.append(f"claim {channel_id} +{delivered}")
+        return super().claim(notification, channel_id, owner, lease_seconds, delivered)
+
+    def mark_delivered(self, dedupe_key: str, channel_id: str, owner: str) -> None:
+        self.changes.append(f"delivered {channel_id}")
+        super().mark_delivered(dedupe_key, channel_id, owner)
+
+
 def test_a_channel_is_recorded_delivered_with_the_next_claim_before_anything_else_is_sent() -> None:
-    ledger = FakeLedger()
+    ledger = ChangeRecordingLedger()
     slack, chat = WatchedSender("slack", ledger=ledger), WatchedSender("chat", ledger=ledger)
-    changes: list[str] = []
-    claim, mark = ledger.claim, ledger.mark_delivered
-    ledger.claim = lambda n, c, o, lease, delivered=None: (
-        changes.append(f"claim {c} +{delivered}")
-        or claim(  # type: ignore[method-assign]
-            n, c, o, lease, delivered
-        )
-    )
-    ledger.mark_delivered = lambda key, c, o: changes.append(f"delivered {c}") or mark(key, c, o)  # type: ignore[method-assign]
 
     deliver(LIVE, [slack, chat], ledger, sleep=no_sleep)
+    changes = ledger.changes
 
     assert changes == ["claim slack +None", "claim chat +slack", "delivered chat"], "three changes, not four"
     assert chat.seen == [{"slack": "delivered", "chat": "sending"}]

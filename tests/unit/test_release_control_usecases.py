@@ -549,7 +549,7 @@ def test_a_rollback_that_replaces_nothing_never_waits_for_approval(world: FakeWo
 def test_a_rollback_that_replaces_nothing_is_not_judged_by_a_bake_window(world: FakeWorld) -> None:
     verified = world.services.config.environment("hello", "verified")
     assert verified is not None and verified.bake_seconds > 0
-    new = dict(
+    new: dict[str, Any] = dict(
         deployment_id="d",
         app="hello",
         environment="verified",

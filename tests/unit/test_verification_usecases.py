@@ -179,7 +179,7 @@ def test_a_breach_after_the_previous_group_is_gone_redeploys_it_and_says_so(worl
     assert "is being redeployed" in alert.detail
     # With the facts every deployment alert carries: what was deployed, and who asked.
     assert alert.facts is not None and alert.facts.commit == COMMIT_B
-    assert alert.facts.duration_seconds > 0
+    assert alert.facts.duration_seconds is not None and alert.facts.duration_seconds > 0
     # It runs as an ordinary deployment; its switch ends the bad release rolled back.
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     world.compute.make_healthy(instance_group_name(rollback.deployment_id))
@@ -245,7 +245,7 @@ def test_a_rollback_is_not_baked(world: FakeWorld) -> None:
 
 def _config_with(**verified: object) -> dict[str, object]:
     apps = TEST_CONFIG["apps"]
-    hello = dict(apps["hello"])  # type: ignore[call-overload]
+    hello = dict(apps["hello"])
     environments = dict(hello["environments"])
     environments[ENV] = {**environments[ENV], **verified}
     hello["environments"] = environments

@@ -9,6 +9,7 @@ adapters. Reads and writes are counted at the gRPC boundary by the benchmarks' o
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ class Pipeline:
     def notify_all(self) -> None:
         for published in self.publisher.take(topology.NOTIFY):
             request = NotifyRequest.from_json(published.data)
-            self.counted("on_notify", lambda request=request: notify_team(self.notify, request))
+            self.counted("on_notify", functools.partial(notify_team, self.notify, request))
 
     def release(self, build_id: str, commit: str) -> str:
         deployment_id = self.build(build_id, commit)

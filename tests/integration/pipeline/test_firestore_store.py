@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -19,10 +20,10 @@ from shared import topology
 from shared.adapters.firestore_documents import release_to_document
 from shared.adapters.firestore_store import FirestoreStore, StoreUnavailable
 from shared.domain.naming import instance_group_name
-from shared.domain.records import Release
+from shared.domain.records import Deployment, Release
 from shared.domain.status import DeploymentStatus as S
 from shared.domain.verification import Verification, VerificationState
-from shared.ports import RejectedEvent
+from shared.ports import RejectedEvent, Transaction
 from shared.usecases.admit_build import Outcome, admit_build
 from shared.usecases.provision import start_rolling_replace
 from tests.unit.fakes import FakeWorld
@@ -37,6 +38,10 @@ REDELIVERIES = 10
 
 REDELIVERY_BACKOFF_SECONDS = 1.0
 """Up to this long before a redelivery: Pub/Sub never redelivers all duplicates at one instant."""
+
+
+def _put_deployment(deployment: Deployment, tx: Transaction) -> None:
+    tx.put_deployment(deployment)
 
 
 def redelivered(handle: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -252,7 +257,7 @@ def test_the_same_new_commit_admitted_concurrently_in_two_environments_gets_one_
     ]
     run_concurrently(threads)
     assert sorted(r.version for r in results) == ["1.1.0", "1.1.0"]
-    releases = [s.to_dict() for s in firestore_client.collection("releases").stream()]
+    releases = [s.to_dict() or {} for s in firestore_client.collection("releases").stream()]
     assert sorted(r["version"] for r in releases) == ["1.0.0", "1.1.0"]
 
 
@@ -281,7 +286,7 @@ def test_the_baking_query_finds_only_live_deployments_in_their_bake_window(
         record = store.get_deployment(deployment_id)
         assert record is not None
         verification = Verification(state, str(state), now, ends_at=now)
-        store.atomically(lambda tx, r=record, v=verification: tx.put_deployment(replace(r, verification=v)))
+        store.atomically(functools.partial(_put_deployment, replace(record, verification=verification)))
     assert [d.deployment_id for d in store.baking_deployments()] == [baking]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
+from typing import Any
 
 from devstack.eventarc import MESSAGE_PUBLISHED, push_endpoint
 from devstack.services import function_service
@@ -106,11 +107,13 @@ def test_every_push_reaches_its_function_as_the_cloudevent_eventarc_delivers(ech
     topics |= {t.dead_letter_topic: DEAD_LETTER_ENTRY_POINT for t in PUBSUB_TRIGGERS if t.dead_letter_topic}
     published = {topic: _publish(echo_stack, topic, b"{}", marker=marker) for topic in topics}
     for topic, entry_point in topics.items():
-        [record, *_] = echo_stack.wait_for_records(
-            lambda r, topic=topic: (
-                r["attributes"].get("marker") == marker and r["message_id"] == published[topic]
+
+        def this_delivery(record: dict[str, Any], topic: str = topic) -> bool:
+            return bool(
+                record["attributes"].get("marker") == marker and record["message_id"] == published[topic]
             )
-        )
+
+        [record, *_] = echo_stack.wait_for_records(this_delivery)
         assert record["entry_point"] == entry_point
         assert record["event"]["type"] == MESSAGE_PUBLISHED
         assert record["event"]["source"] == f"//pubsub.googleapis.com/projects/{TEST_PROJECT}/topics/{topic}"

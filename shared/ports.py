@@ -155,6 +155,7 @@ class GroupHealth:
 
     exists: bool
     target_size: int
+    """The instances the group keeps (listed, not being deleted or abandoned): its target size."""
     healthy: int
     instances: int
     errors: tuple[str, ...] = ()

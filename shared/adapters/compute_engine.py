@@ -76,6 +76,8 @@ def _translate(exc: BaseException, what: str) -> Exception:
     return ComputeUnavailable(f"{what}: {exc}")
 
 
+_LEAVING_ACTIONS = ("DELETING", "ABANDONING")
+"""A managed instance's `currentAction` while the group lets it go: not part of its target size."""
 _EXISTS = (google_exceptions.Conflict,)
 _GONE = (google_exceptions.NotFound,)
 _API_ERRORS = (
@@ -223,23 +225,23 @@ class ComputeEngine:
         )
 
     def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth:
-        def read() -> tuple[Any, list[Any]]:
-            manager = self.groups.get(
-                request=compute_v1.GetRegionInstanceGroupManagerRequest(
-                    project=self.project, region=env.region, instance_group_manager=name
+        # One call: a group lists every instance it means to have from the moment it decides on
+        # it (CREATING, before the VM exists), so the ones it keeps are its target size; reading
+        # the group itself as well cost each check of green a second round trip.
+        instances = self._call(
+            lambda: list(
+                self.groups.list_managed_instances(
+                    request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
+                        project=self.project, region=env.region, instance_group_manager=name
+                    )
                 )
-            )
-            instances = self.groups.list_managed_instances(
-                request=compute_v1.ListManagedInstancesRegionInstanceGroupManagersRequest(
-                    project=self.project, region=env.region, instance_group_manager=name
-                )
-            )
-            return manager, list(instances)
-
-        found = self._call(read, f"reading instance group {name}", expected=_GONE)
-        if found is None:  # not an error here: the caller decides what a missing group means
+            ),
+            f"reading instance group {name}",
+            expected=_GONE,
+        )
+        if instances is None:  # not an error here: the caller decides what a missing group means
             return GroupHealth(exists=False, target_size=0, healthy=0, instances=0)
-        manager, instances = found
+        kept = [i for i in instances if i.current_action not in _LEAVING_ACTIONS]
         healthy = 0
         errors: list[str] = []
         for instance in instances:
@@ -263,7 +265,7 @@ class ComputeEngine:
                     errors.append(f"{instance.name or instance.instance}: {error.message or error.code}")
         return GroupHealth(
             exists=True,
-            target_size=manager.target_size,
+            target_size=len(kept),
             healthy=healthy,
             instances=len(instances),
             errors=tuple(dict.fromkeys(errors)),

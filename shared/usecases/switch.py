@@ -29,8 +29,8 @@ log = get_logger("switch")
 
 JUST_WAIT_SECONDS = 3.0
 """In the last seconds of a cool-down a poll only waits, without looking at green: the poll at its
-end looks anyway, and failing a release that cannot start a second or two sooner is not worth two
-Compute calls per poll (with a hundred deployments cooling down at once, such polls were most of
+end looks anyway, and failing a release that cannot start a second or two sooner is not worth a
+Compute call per poll (with a hundred deployments cooling down at once, such polls were most of
 the Compute API's work). Earlier in a long cool-down a poll still looks, to fail such a release
 at once."""
 

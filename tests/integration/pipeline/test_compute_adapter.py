@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,6 +158,37 @@ def test_attach_survives_a_concurrent_change_and_keep_only_detaches_the_rest(
     assert compute.keep_only_group(env, "adapter-two-mig") == []
 
 
+def test_a_groups_health_takes_its_target_size_from_the_instances_it_keeps(
+    compute: ComputeEngine, env: EnvironmentConfig, project: str, artifact: str, digest: str
+) -> None:
+    # Green's health is one listing of its instances: the group lists each instance it means to
+    # have from the start, and one it is letting go no longer counts.
+    two = replace(env, instance_count=2)
+    compute.ensure_instance_template(
+        two, "adapter-size-tpl", version="2.3.6", artifact=artifact, artifact_sha256=digest
+    )
+    compute.ensure_instance_group(two, "adapter-size-mig", template="adapter-size-tpl")
+    try:
+        at_once = compute.group_health(two, "adapter-size-mig")
+        assert (at_once.exists, at_once.target_size, at_once.instances) == (True, 2, 2)
+        assert not at_once.all_healthy
+
+        def all_healthy() -> GroupHealth | None:
+            health = compute.group_health(two, "adapter-size-mig")
+            return health if health.all_healthy else None
+
+        both = wait_for(all_healthy, 30, "both instances healthy")
+        assert (both.target_size, both.healthy) == (2, 2)
+        compute.groups.resize(
+            project=project, region=two.region, instance_group_manager="adapter-size-mig", size=1
+        ).result(timeout=30)
+        after = compute.group_health(two, "adapter-size-mig")
+        assert after.target_size == 1 and after.all_healthy
+    finally:
+        compute.delete_instance_group(two, "adapter-size-mig")
+        compute.delete_instance_template(two, "adapter-size-tpl")
+
+
 def test_deleting_is_idempotent(compute: ComputeEngine, env: EnvironmentConfig, project: str) -> None:
     for _ in range(2):
         compute.delete_instance_group(env, "adapter-one-mig")
@@ -167,7 +199,6 @@ def test_deleting_is_idempotent(compute: ComputeEngine, env: EnvironmentConfig, 
 def test_configuration_errors_are_permanent_and_outages_transient(
     compute: ComputeEngine, env: EnvironmentConfig, project: str
 ) -> None:
-    from dataclasses import replace
 
     with pytest.raises(ComputeRefused) as refused:
         compute.ensure_instance_template(

@@ -10,9 +10,22 @@ from collections.abc import Sequence
 import functions_framework
 
 # The server functions-framework's own command runs the app with (gunicorn where available).
-from functions_framework._http import create_server
+from functions_framework._http import HTTPServer, create_server
 
 from devstack.eventarc import EventarcDelivery
+
+REQUESTS_AT_ONCE = 8
+"""Requests a local function server serves at once, each on a thread of its own, as an instance
+on Google Cloud does with Terraform's default `function_request_concurrency` (tests/infra holds
+the two together). By itself functions-framework's server starts four threads per CPU it sees,
+so a bigger machine would run the code more concurrently than Google Cloud does."""
+
+
+def create_function_server(target: str, source: str) -> HTTPServer:
+    """functions-framework's server for `target` of `source`, not yet bound."""
+    app = functions_framework.create_app(target, source)
+    app.wsgi_app = EventarcDelivery(app.wsgi_app)
+    return create_server(app, False, threads=REQUESTS_AT_ONCE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -22,9 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    app = functions_framework.create_app(args.target, args.source)
-    app.wsgi_app = EventarcDelivery(app.wsgi_app)
-    create_server(app, False).run(args.host, args.port)
+    create_function_server(args.target, args.source).run(args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,10 @@ SUCCESS = range(200, 300)
 
 
 PUSHES_IN_FLIGHT = 10
-"""Per subscription, as on Google Cloud with Terraform's default `function_max_instances`: ten
-instances of a function, each serving one request at a time. A local function server has eight
-threads on two cores, so a few wait in its queue at most."""
+"""Per subscription. On Google Cloud a function takes up to `function_max_instances` (10) times
+`function_request_concurrency` (8) requests at once; here one function server with eight threads
+stands for all its instances, on the machine's cores, so more pushes in flight only queue in it:
+sixteen were no faster than ten with a hundred releases at once (README, *Pub/Sub push*)."""
 EMULATOR_PUSH_LOOPS = 2
 """The emulator's own pushes per subscription, which keep running beside the relay."""
 

@@ -151,6 +151,9 @@ locals {
     ID_TOKEN_CERTS_URL   = "https://www.googleapis.com/oauth2/v1/certs"
     ID_TOKEN_ISSUERS     = "accounts.google.com,https://accounts.google.com"
     LOG_LEVEL            = var.log_level
+    # functions-framework's server gets a thread for each request Cloud Run may send an instance
+    # at once; by itself it starts four per CPU it sees.
+    THREADS = tostring(var.function_request_concurrency)
     # The dashboard forwards a user's rollback and approval decisions to these functions.
     DASHBOARD_ROLLBACK_URL = local.release_control_urls["rollback"]
     DASHBOARD_APPROVE_URL  = local.release_control_urls["approve"]
@@ -194,11 +197,15 @@ resource "google_cloudfunctions2_function" "fn" {
   }
 
   service_config {
-    available_memory      = each.value.memory
-    timeout_seconds       = each.value.timeout_seconds
-    min_instance_count    = 0
-    max_instance_count    = var.function_max_instances
-    service_account_email = google_service_account.function[each.key].email
+    available_memory   = each.value.memory
+    timeout_seconds    = each.value.timeout_seconds
+    min_instance_count = 0
+    max_instance_count = var.function_max_instances
+    # A function instance serves several requests at once only with a whole vCPU (Cloud Run's
+    # rule); the code is thread-safe, as the local function servers, eight threads each, show.
+    max_instance_request_concurrency = var.function_request_concurrency
+    available_cpu                    = var.function_request_concurrency > 1 ? "1" : null
+    service_account_email            = google_service_account.function[each.key].email
     # Eventarc and Pub/Sub push count as internal traffic; only the HTTP endpoints (rollback,
     # promote, approve) are reachable from outside, and there IAM admits only their groups.
     ingress_settings               = length(each.value.trigger_topics) > 0 ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"

@@ -105,6 +105,17 @@ variable "function_max_instances" {
   }
 }
 
+variable "function_request_concurrency" {
+  description = "Requests one instance of a function serves at once. Every step waits on Compute Engine operations for seconds and spends little CPU, so a burst of releases (a hundred apps on a Monday morning) would otherwise queue behind function_max_instances requests in all. More than 1 needs a whole vCPU per instance, which Terraform then allocates."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.function_request_concurrency >= 1 && var.function_request_concurrency <= 1000
+    error_message = "function_request_concurrency must be between 1 and 1000 (Cloud Run's limit)."
+  }
+}
+
 variable "rollback_invoker_group" {
   description = "Google group (e-mail) of the team: its members may call the rollback function (which also checks the per-environment allow-list of the pipeline file) and open the release dashboard."
   type        = string

@@ -315,6 +315,34 @@ def env_var_problems(model: Model, required: Iterable[str]) -> list[str]:
     return problems
 
 
+CONCURRENCY_VARIABLE = "function_request_concurrency"
+
+
+def concurrency_problems(model: Model, local_server_threads: int) -> list[str]:
+    """Each instance serves `function_request_concurrency` requests at once, with the whole vCPU
+    Cloud Run requires for more than one and a server thread for each; by default as many as a
+    local function server serves, so the local stack runs the code as concurrently as GCP does."""
+    function = _resource(model, "google_cloudfunctions2_function", "fn")
+    if function is None:
+        return ["no google_cloudfunctions2_function.fn resource"]
+    service = _block(function, "service_config")
+    variable = f"var.{CONCURRENCY_VARIABLE}"
+    problems: list[str] = []
+    if _expression(service.get("max_instance_request_concurrency")) != variable:
+        problems.append(f"max_instance_request_concurrency is not {variable}")
+    if _expression(service.get("available_cpu")) != f'{variable} > 1 ? "1" : null':
+        problems.append(f"available_cpu is not a whole vCPU whenever {variable} > 1")
+    threads = _locals(model).get("function_environment", {}).get("THREADS")
+    if _expression(threads) != f"tostring({variable})":
+        problems.append(f"THREADS (functions-framework's server threads) is not {variable}")
+    default = model.get("variable", {}).get(CONCURRENCY_VARIABLE, {}).get("default")
+    if default != local_server_threads:
+        problems.append(
+            f"{CONCURRENCY_VARIABLE} defaults to {default}, a local function server serves {local_server_threads}"
+        )
+    return problems
+
+
 def webhook_problems(model: Model, url_envs: Iterable[str], notify_entry_point: str) -> list[str]:
     variable = model.get("variable", {}).get("webhook_url_envs", {})
     declared = set(variable.get("default") or [])

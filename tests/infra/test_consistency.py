@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devstack import function_server
 from shared import config, topology
 from tests.infra import consistency as c
 
@@ -300,6 +301,25 @@ def test_a_missing_environment_variable_is_reported(model: c.Model) -> None:
     del broken["locals"]["function_environment"][config.ENV_ROLLBACK_AUDIENCE]
     assert c.env_var_problems(broken, function_env_names()) == [
         f"environment variable {config.ENV_ROLLBACK_AUDIENCE!r} is read by the code but not set on the functions"
+    ]
+
+
+def test_a_function_instance_serves_as_many_requests_at_once_as_a_local_function_server(
+    model: c.Model,
+) -> None:
+    assert c.concurrency_problems(model, function_server.REQUESTS_AT_ONCE) == []
+
+
+def test_a_concurrency_without_a_whole_vcpu_or_threads_is_reported(model: c.Model) -> None:
+    broken = copy.deepcopy(model)
+    service = broken["resource"]["google_cloudfunctions2_function"]["fn"]["service_config"]
+    (service[0] if isinstance(service, list) else service).pop("available_cpu")
+    del broken["locals"]["function_environment"]["THREADS"]
+    assert c.concurrency_problems(broken, function_server.REQUESTS_AT_ONCE + 1) == [
+        "available_cpu is not a whole vCPU whenever var.function_request_concurrency > 1",
+        "THREADS (functions-framework's server threads) is not var.function_request_concurrency",
+        f"function_request_concurrency defaults to {function_server.REQUESTS_AT_ONCE},"
+        f" a local function server serves {function_server.REQUESTS_AT_ONCE + 1}",
     ]
 
 

@@ -203,6 +203,15 @@ ACKNOWLEDGE_BATCH_LIMIT = 1000
 ACKNOWLEDGE_WINDOW_SECONDS = 0.05
 """How long an acknowledgement waits for others to share its request."""
 
+LEASE_MARGIN_SECONDS = 2.0
+"""A deferred message is held only if it is handed back at least this long before its lease ends."""
+
+MAX_ACK_DEADLINE_SECONDS = 600
+"""Pub/Sub's longest ack deadline."""
+
+DEFAULT_ACK_DEADLINE_SECONDS = 10
+"""A subscription's ack deadline when it sets none (Pub/Sub's default)."""
+
 
 class Acknowledger:
     """Acknowledges and defers one subscription's messages in batches.
@@ -219,8 +228,11 @@ class Acknowledger:
     backoff), so setting the deadline instead would bring each message back up to a second late;
     the polls of a cool-down added those lags up. While held, a message keeps the lease of its
     pull (the subscription's ack deadline): if this process dies, it comes back when that ends,
-    as a message in flight does. Closing hands back what is held as deadlines, the delay rounded
-    up to whole seconds.
+    as a message in flight does. A delay that would outlast that lease (a long backoff, a short
+    ack deadline) becomes the message's ack deadline at once instead, rounded up, since a lease
+    that ended first would bring the message back early and its late hand-back would name an ack
+    id the emulator had already given out again. Closing hands back what is held as deadlines
+    the same way; what is acknowledged or deferred after closing is sent at once.
     """
 
     def __init__(self, subscriber: Any, subscription: str) -> None:
@@ -230,6 +242,8 @@ class Acknowledger:
         self._acks: list[str] = []
         self._releases: list[tuple[float, str]] = []
         """(monotonic time, ack id): when to hand a deferred message back, soonest first."""
+        self._deadlines: dict[int, list[str]] = {}
+        """Ack ids by the whole seconds of ack deadline they are to be given."""
         self._closing = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"ack {subscription}", daemon=True)
@@ -237,14 +251,24 @@ class Acknowledger:
 
     def acknowledge(self, ack_id: str) -> None:
         with self._changed:
-            self._acks.append(ack_id)
-            self._changed.notify()
+            if not self._closing:
+                self._acks.append(ack_id)
+                self._changed.notify()
+                return
+        self._send("acknowledge", [ack_id])
 
-    def defer(self, ack_id: str, seconds: float) -> None:
-        """Have the message delivered again `seconds` from now (at once if not positive)."""
+    def defer(self, ack_id: str, seconds: float, *, lease_left: float = math.inf) -> None:
+        """Have the message delivered again `seconds` from now (at once if not positive), its
+        pull's lease ending `lease_left` seconds from now."""
         with self._changed:
-            heapq.heappush(self._releases, (time.monotonic() + max(0.0, seconds), ack_id))
-            self._changed.notify()
+            if not self._closing:
+                if seconds <= lease_left - LEASE_MARGIN_SECONDS:
+                    heapq.heappush(self._releases, (time.monotonic() + max(0.0, seconds), ack_id))
+                else:
+                    self._deadlines.setdefault(_deadline(seconds), []).append(ack_id)
+                self._changed.notify()
+                return
+        self._send("modify_ack_deadline", [ack_id], ack_deadline_seconds=_deadline(seconds))
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is pending (a message still held, as its deadline), then stop."""
@@ -256,7 +280,7 @@ class Acknowledger:
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not (self._acks or self._closing or self._release_due()):
+                while not (self._acks or self._deadlines or self._closing or self._release_due()):
                     self._changed.wait(self._until_next_release())
                 next_release = self._until_next_release()
                 self._changed.wait_for(
@@ -268,13 +292,17 @@ class Acknowledger:
                 acks = self._acks
                 self._acks = []
                 released = self._take_due_releases()
-                held = self._take_all_releases() if self._closing else {}
+                deadlines = self._deadlines
+                self._deadlines = {}
+                if self._closing:
+                    for seconds, ack_ids in self._take_all_releases().items():
+                        deadlines.setdefault(seconds, []).extend(ack_ids)
             self._send("acknowledge", acks)
             if released:
                 self._send("modify_ack_deadline", released, ack_deadline_seconds=0)
-            for seconds, ack_ids in held.items():
+            for seconds, ack_ids in deadlines.items():
                 self._send("modify_ack_deadline", ack_ids, ack_deadline_seconds=seconds)
-            if self._closing and not (acks or released):
+            if self._closing and not (acks or released or deadlines):
                 return
 
     def _take_all_releases(self) -> dict[int, list[str]]:
@@ -282,7 +310,7 @@ class Acknowledger:
         now = time.monotonic()
         by_deadline: dict[int, list[str]] = {}
         for due, ack_id in self._releases:
-            by_deadline.setdefault(max(0, math.ceil(due - now)), []).append(ack_id)
+            by_deadline.setdefault(_deadline(due - now), []).append(ack_id)
         self._releases = []
         return by_deadline
 
@@ -318,6 +346,15 @@ class Acknowledger:
                 sys.stderr.write(f"push-relay: {self.subscription}: {method} failed: {exc}\n")
 
 
+def _deadline(seconds: float) -> int:
+    """An ack deadline that brings a message back `seconds` from now, or soon after.
+
+    >>> _deadline(-1.0), _deadline(0.2), _deadline(3.0), _deadline(1e9)
+    (0, 1, 3, 600)
+    """
+    return min(MAX_ACK_DEADLINE_SECONDS, max(0, math.ceil(seconds)))
+
+
 @dataclass
 class Pusher:
     """Pulls one push subscription's messages and delivers up to `capacity` of them at once."""
@@ -332,6 +369,7 @@ class Pusher:
         self.name: str = self.subscription.name
         self.endpoint: str = self.subscription.push_config.push_endpoint
         self.backoff = Backoff.of(self.subscription)
+        self.lease_seconds: int = self.subscription.ack_deadline_seconds or DEFAULT_ACK_DEADLINE_SECONDS
         self.slots = threading.Semaphore(self.capacity)
         self.pool = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"push {self.name}")
         self.acknowledger = Acknowledger(self.subscriber, self.name)
@@ -351,6 +389,7 @@ class Pusher:
         free = 1
         while free < self.capacity and self.slots.acquire(blocking=False):
             free += 1
+        pulled_at = time.monotonic()  # a pulled message's lease starts after this
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.name, "max_messages": free},
@@ -367,24 +406,30 @@ class Pusher:
             return True
         self._release(free - len(received))
         for message in received:
-            self.pool.submit(self._deliver, message)
+            self.pool.submit(self._deliver, message, pulled_at + self.lease_seconds)
         return True
 
     def _release(self, count: int) -> None:
         for _ in range(count):
             self.slots.release()
 
-    def _deliver(self, received: Any) -> None:
-        """Push one pulled message (its raw `ReceivedMessage`) and acknowledge or defer it."""
+    def _deliver(self, received: Any, lease_ends: float) -> None:
+        """Push one pulled message (its raw `ReceivedMessage`) and acknowledge or defer it;
+        its pull's lease ends at `lease_ends` (monotonic)."""
+        pushed_at = time.monotonic()
         try:
-            pushed_at = time.monotonic()
             status = post(self.endpoint, push_body(received, self.name), PUSH_TIMEOUT_SECONDS)
+        except Exception as exc:  # a message this relay cannot push: said, and redelivered as a failure
+            sys.stderr.write(f"push-relay: {self.name}: cannot push a message: {exc!r}\n")
+            status = 0
+        try:
             if status in SUCCESS:
                 self.acknowledger.acknowledge(received.ack_id)
             else:
                 # The backoff runs between deliveries: the time the push took is part of it.
                 delay = redelivery_delay(self.backoff, received.delivery_attempt)
-                self.acknowledger.defer(received.ack_id, pushed_at + delay - time.monotonic())
+                now = time.monotonic()
+                self.acknowledger.defer(received.ack_id, pushed_at + delay - now, lease_left=lease_ends - now)
         finally:
             self.slots.release()
 

@@ -3,15 +3,18 @@ together share requests, every one holds, and every deferral brings its message 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
 
+import pytest
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1 import SubscriberClient
+from google.pubsub_v1.types import PushConfig, Subscription
 
 from devstack.emulators import RunningEmulator
-from devstack.push_relay import Acknowledger
+from devstack.push_relay import LEASE_MARGIN_SECONDS, Acknowledger, Pusher
 from devstack.subscriptions import emulator_clients
 from tests.conftest import TEST_PROJECT
 
@@ -22,10 +25,12 @@ def _pull(subscriber: SubscriberClient, subscription: str, wanted: int, within: 
     """Message id -> ack id of what can be pulled within `within` seconds, up to `wanted` messages."""
     received: dict[str, str] = {}
     deadline = time.monotonic() + within
-    while len(received) < wanted and time.monotonic() < deadline:
+    while len(received) < wanted and (left := deadline - time.monotonic()) > 0:
         try:
+            # A pull waits for a message up to its timeout: never past `within`.
             response = subscriber.pull(
-                request={"subscription": subscription, "max_messages": wanted - len(received)}, timeout=1.0
+                request={"subscription": subscription, "max_messages": wanted - len(received)},
+                timeout=min(1.0, max(0.1, left)),
             )
         except (api_exceptions.DeadlineExceeded, api_exceptions.RetryError):
             continue  # nothing to pull right now
@@ -122,3 +127,94 @@ def test_closing_hands_a_held_message_back_by_its_deadline_not_at_once(
 
     assert set(redelivered) == {message_id}
     assert back_after < 5.0, f"back after {back_after:.2f} s: the pull's lease, not the deadline"
+
+
+def _wait_until(condition: Any, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_deferral_that_would_outlast_its_lease_becomes_the_ack_deadline_at_once(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    """Held past its pull's lease, a message would come back when the lease ends, early, and
+    its hand-back would then name an ack id already given out again."""
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, message_id, ack_id = _one_pulled_message(publisher, subscriber, "lease")
+        acknowledger = Acknowledger(subscriber, subscription)
+        deferred_at = time.monotonic()
+        acknowledger.defer(ack_id, 1.5, lease_left=LEASE_MARGIN_SECONDS + 1.0)
+        try:
+            # Sent now (a held message is sent when its delay is over, 1.5 s from now).
+            assert _wait_until(lambda: acknowledger.requests_sent == 1, within=1.0)
+            assert _pull(subscriber, subscription, 1, 1.4) == {}, "handed back before its time"
+            redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
+            back_after = time.monotonic() - deferred_at
+        finally:
+            acknowledger.close()
+
+    assert set(redelivered) == {message_id}
+    assert back_after < 5.0, f"back after {back_after:.2f} s: not by the 2 s deadline it was given"
+
+
+def test_what_is_acknowledged_or_deferred_after_closing_still_reaches_pub_sub(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    # A relay that stops lets its pushes in flight finish: their answers must not be dropped.
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, deferred_id, deferred_ack = _one_pulled_message(publisher, subscriber, "late")
+        topic = subscription.replace("/subscriptions/", "/topics/")
+        publisher.publish(topic, b"answered").result(timeout=30)
+        [(answered_id, answered_ack)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
+        acknowledger = Acknowledger(subscriber, subscription)
+        acknowledger.close()
+
+        acknowledger.acknowledge(answered_ack)
+        acknowledger.defer(deferred_ack, 0)
+
+        redelivered = _pull(subscriber, subscription, 1, 5.0)
+        assert set(redelivered) == {deferred_id}
+        subscriber.modify_ack_deadline(
+            request={"subscription": subscription, "ack_ids": [answered_ack], "ack_deadline_seconds": 0}
+        )
+        assert answered_id not in _pull(subscriber, subscription, 1, 2.0), "its acknowledgement was lost"
+
+
+def test_a_message_the_relay_cannot_push_is_reported_and_delivered_again(
+    pubsub_emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, _, ack_id = _one_pulled_message(publisher, subscriber, "unpushable")
+        subscriber.modify_ack_deadline(
+            request={"subscription": subscription, "ack_ids": [ack_id], "ack_deadline_seconds": 0}
+        )
+        # An endpoint whose port is no number: building the request fails before any socket opens.
+        broken = Subscription(
+            name=subscription,
+            push_config=PushConfig(push_endpoint="http://127.0.0.1:no-port/"),
+            ack_deadline_seconds=60,
+        )
+        stopping = threading.Event()
+        pusher = Pusher(subscriber, broken, capacity=2, stopping=stopping)
+        thread = threading.Thread(target=pusher.run, daemon=True)
+        thread.start()
+        try:
+            seen = ""
+
+            def reported_twice() -> bool:
+                nonlocal seen
+                seen += capsys.readouterr().err
+                return seen.count("cannot push a message") >= 2
+
+            # The second report is the message delivered again after its one-second backoff.
+            assert _wait_until(reported_twice, within=10.0), seen
+        finally:
+            stopping.set()
+            subscriber.delete_subscription(request={"subscription": subscription})
+            thread.join(timeout=15.0)
+        assert not thread.is_alive()
+        assert "ValueError" in seen

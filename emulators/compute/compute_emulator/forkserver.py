@@ -26,6 +26,8 @@ LOG = logging.getLogger(__name__)
 _SERVER_SCRIPT = Path(__file__).with_name("guest_forkserver.py")
 _START_TIMEOUT_SECONDS = 10.0
 _SPAWN_TIMEOUT_SECONDS = 10.0
+_REAP_TIMEOUT_SECONDS = 2.0
+"""A killed forkserver is gone within this; every boot waiting on its start waits for it too."""
 START_RETRY_SECONDS = 60.0
 """After a forkserver failed to start (a guest `python3` too old for it, say), boots start their
 web process the other way for this long before a start is tried again, rather than each waiting
@@ -155,15 +157,16 @@ class GuestForkServer:
         async with self._starting:
             if self._process is not None and self._process.returncode is None:
                 return self._process
-            now = asyncio.get_running_loop().time()
-            if self._start_failed is not None and now < self._start_failed[0] + START_RETRY_SECONDS:
+            loop = asyncio.get_running_loop()
+            if self._start_failed is not None and loop.time() < self._start_failed[0] + START_RETRY_SECONDS:
                 raise ForkServerError(
                     f"{self._start_failed[1]}; not tried again for {START_RETRY_SECONDS:.0f} s"
                 )
             try:
                 process = await self._start()
             except ForkServerError as exc:
-                self._start_failed = (now, str(exc))
+                # Counted from the failure, which can take the start's whole bound to show.
+                self._start_failed = (loop.time(), str(exc))
                 raise
             self._start_failed = None
             return process
@@ -195,7 +198,7 @@ class GuestForkServer:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             with contextlib.suppress(TimeoutError):  # reaped, so no zombie or open pipe is left
-                await asyncio.wait_for(process.wait(), _START_TIMEOUT_SECONDS)
+                await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
             raise ForkServerError(f"the forkserver did not start: {ready[:200]!r}")
         self._process = process
         self.starts += 1

@@ -281,6 +281,33 @@ def test_a_forkserver_that_cannot_start_is_not_tried_again_at_every_boot(
     asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
 
 
+def test_the_wait_before_another_start_counts_from_the_failure_not_from_the_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A start that fails slowly (up to its bound) must not use up the wait while it fails.
+    app = _app(tmp_path, "")
+    launched: list[list[str]] = []
+
+    def slowly_failing_launch(argv: list[str]) -> tuple[list[str], Any]:
+        launched.append(argv)
+        return ["python3", "-c", "import time; time.sleep(1.0); raise SystemExit(3)"], None
+
+    monkeypatch.setattr(forkserver, "START_RETRY_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        server = GuestForkServer(slowly_failing_launch, dict(os.environ), INSTANCE_NICENESS)
+        try:
+            with pytest.raises(ForkServerError, match="did not start"):
+                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+            with pytest.raises(ForkServerError, match="not tried again"):
+                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+            assert len(launched) == 1
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
+
+
 def _children(pid: int) -> list[int]:
     """The live (not yet reaped, not zombie) children of `pid`, from /proc."""
     found = []

@@ -61,6 +61,9 @@ REDELIVERY_DELAY_SECONDS = 1
 PUSH_TIMEOUT_SECONDS = ACK_DEADLINE_SECONDS - 5
 """An answer later than this would come after the emulator handed the message out again."""
 ERROR_PAUSE_SECONDS = 0.5
+STOP_WAIT_SECONDS = 4.0
+"""How long a stopping relay waits for its pushes in flight to be answered and their answers
+sent, within the grace the stack gives a stopping service (5 s) before it kills it."""
 SUCCESS = range(200, 300)
 
 
@@ -239,6 +242,7 @@ class Acknowledger:
         self.subscriber = subscriber
         self.subscription = subscription
         self.requests_sent = 0
+        self._counting = threading.Lock()  # requests are sent from the callers' threads after closing
         self._acks: list[str] = []
         self._releases: list[tuple[float, str]] = []
         """(monotonic time, ack id): when to hand a deferred message back, soonest first."""
@@ -338,7 +342,8 @@ class Acknowledger:
                 "ack_ids": ack_ids[start : start + ACKNOWLEDGE_BATCH_LIMIT],
                 **fields,
             }
-            self.requests_sent += 1
+            with self._counting:
+                self.requests_sent += 1
             try:
                 getattr(self.subscriber, method)(request=request, timeout=10)
             except Exception as exc:  # transient or not, this thread must go on acknowledging the rest
@@ -379,9 +384,18 @@ class Pusher:
             while not self.stopping.is_set() and self._pull_and_deliver():
                 pass
         finally:
-            # Deliveries already handed out finish on their own; nothing new is taken.
+            # Nothing new is taken; the pushes in flight are answered, within a bound, before
+            # the acknowledger sends what is pending and stops.
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self._wait_for_deliveries(time.monotonic() + STOP_WAIT_SECONDS)
             self.acknowledger.close()
+
+    def _wait_for_deliveries(self, deadline: float) -> None:
+        """Until every delivery has given its slot back, or `deadline` (monotonic) passes."""
+        taken = 0
+        while taken < self.capacity and self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            taken += 1
+        self._release(taken)
 
     def _pull_and_deliver(self) -> bool:
         """One pull of as many messages as there are free slots; False once the subscription is gone."""
@@ -389,12 +403,15 @@ class Pusher:
         free = 1
         while free < self.capacity and self.slots.acquire(blocking=False):
             free += 1
-        pulled_at = time.monotonic()  # a pulled message's lease starts after this
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.name, "max_messages": free},
                 timeout=PULL_TIMEOUT_SECONDS,
             )
+            # A pull answers as soon as it hands messages out, so their lease starts about now
+            # (LEASE_MARGIN_SECONDS covers the difference); taken before a long poll, it was up to
+            # ten seconds early.
+            pulled_at = time.monotonic()
             received = list(type(response).pb(response).received_messages)
         except api_exceptions.NotFound:  # permanent: the subscription was deleted; stop serving it
             self._release(free)
@@ -404,6 +421,9 @@ class Pusher:
             self._release(free)
             self.stopping.wait(ERROR_PAUSE_SECONDS)
             return True
+        except ValueError:  # the channel was closed under a long poll: the relay is stopping
+            self._release(free)
+            return False
         self._release(free - len(received))
         for message in received:
             self.pool.submit(self._deliver, message, pulled_at + self.lease_seconds)
@@ -458,6 +478,11 @@ def run(emulator_host: str, project: str, capacity: int) -> None:
                 )
                 served[subscription.name].start()
             stopping.wait(DISCOVERY_INTERVAL_SECONDS)
+        # Before the channel closes: each pusher's answers in flight go out (a pusher still in
+        # a long poll when the bound passes stops when the channel closes under it).
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for thread in served.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

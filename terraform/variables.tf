@@ -111,8 +111,8 @@ variable "function_request_concurrency" {
   default     = 8
 
   validation {
-    condition     = var.function_request_concurrency >= 1 && var.function_request_concurrency <= 1000
-    error_message = "function_request_concurrency must be between 1 and 1000 (Cloud Run's limit)."
+    condition     = var.function_request_concurrency >= 1 && var.function_request_concurrency <= 80
+    error_message = "function_request_concurrency must be between 1 and 80: each request is a server thread with its own clients' buffers, and the smallest functions have 256Mi."
   }
 }
 

@@ -25,7 +25,8 @@ def test_a_local_function_server_has_a_thread_for_each_request_an_instance_serve
 ) -> None:
     # functions-framework's own default follows the machine (four threads per CPU, or THREADS).
     monkeypatch.setenv("THREADS", str(function_server.REQUESTS_AT_ONCE * 4))
-    source = tmp_path / "main.py"
+    # Not main.py: functions-framework registers the source as a module under its file's name.
+    source = tmp_path / "concurrency_probe.py"
     source.write_text(SOURCE)
 
     server = function_server.create_function_server("on_event", str(source))

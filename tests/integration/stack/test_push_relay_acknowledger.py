@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -218,3 +219,71 @@ def test_a_message_the_relay_cannot_push_is_reported_and_delivered_again(
             thread.join(timeout=15.0)
         assert not thread.is_alive()
         assert "ValueError" in seen
+
+
+class _HeldAnswers(ThreadingHTTPServer):
+    """Answers each push 204, but only once `release` is set (within a bound)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HeldHandler)
+        self.release = threading.Event()
+        self.pushes = 0
+        self.counting = threading.Lock()
+
+
+class _HeldHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HeldAnswers
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.counting:
+            self.server.pushes += 1
+        self.server.release.wait(10.0)
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_stopping_pusher_sends_the_answers_of_its_pushes_in_flight(
+    pubsub_emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = _HeldAnswers()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"stopping-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{TEST_PROJECT}/topics/{name}"
+    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
+    try:
+        with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+            publisher.create_topic(name=topic)
+            subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+            served = Subscription(
+                name=subscription,
+                push_config=PushConfig(push_endpoint=f"http://127.0.0.1:{server.server_address[1]}/"),
+                ack_deadline_seconds=60,
+            )
+            stopping = threading.Event()
+            pusher = Pusher(subscriber, served, capacity=2, stopping=stopping)
+            thread = threading.Thread(target=pusher.run, daemon=True)
+            thread.start()
+            publisher.publish(topic, b"first").result(timeout=30)
+            assert _wait_until(lambda: server.pushes == 1, within=10.0), "the message was never pushed"
+            stopping.set()  # the relay stops while the function is still working
+            # A second message ends the pusher's long poll; once it is pushed too, the pusher
+            # takes nothing more and is stopping with both pushes unanswered.
+            publisher.publish(topic, b"second").result(timeout=30)
+            assert _wait_until(lambda: server.pushes == 2, within=10.0), "the second was never pushed"
+            server.release.set()
+            thread.join(timeout=10.0)
+
+            assert not thread.is_alive()
+            # The answers reached Pub/Sub: before, they came after the acknowledger had stopped
+            # and were dropped, and both messages came back when their lease ended.
+            assert pusher.acknowledger.requests_sent >= 1
+            assert "failed" not in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()

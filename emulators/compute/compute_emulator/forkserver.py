@@ -194,6 +194,10 @@ class GuestForkServer:
             ready = await asyncio.wait_for(process.stdout.readline(), _START_TIMEOUT_SECONDS)
         except TimeoutError:
             ready = b""
+        except asyncio.CancelledError:  # the boot that started it was called off: nothing owns it now
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()  # the event loop's child watcher reaps it
+            raise
         if not ready.startswith(b'{"ready"'):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

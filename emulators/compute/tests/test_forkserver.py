@@ -308,6 +308,39 @@ def test_the_wait_before_another_start_counts_from_the_failure_not_from_the_atte
     asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
 
 
+def test_a_forkserver_start_called_off_leaves_no_process_behind(tmp_path: Path) -> None:
+    app = _app(tmp_path, "")
+    started = tmp_path / "started"
+
+    def hanging_launch(argv: list[str]) -> tuple[list[str], Any]:
+        # Says it runs, then never answers "ready".
+        return [
+            "python3",
+            "-c",
+            f"import os, time; open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+        ], None
+
+    async def scenario() -> int:
+        server = GuestForkServer(hanging_launch, dict(os.environ), INSTANCE_NICENESS)
+        boot = asyncio.create_task(server.spawn(app / "app.py", [], app, {}, tmp_path / "log"))
+        try:
+            while not started.exists() or not started.read_text():
+                await asyncio.sleep(0.02)
+            pid = int(started.read_text())
+            boot.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await boot
+            deadline = asyncio.get_running_loop().time() + _BOUND_SECONDS
+            while Path(f"/proc/{pid}").exists() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+            return pid
+        finally:
+            await server.close()
+
+    pid = asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
+    assert not Path(f"/proc/{pid}").exists(), "the forkserver whose start was called off still runs"
+
+
 def _children(pid: int) -> list[int]:
     """The live (not yet reaped, not zombie) children of `pid`, from /proc."""
     found = []

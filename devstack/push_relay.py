@@ -296,11 +296,9 @@ class Acknowledger:
                 acks = self._acks
                 self._acks = []
                 released = self._take_due_releases()
-                deadlines = self._deadlines
-                self._deadlines = {}
                 if self._closing:
-                    for seconds, ack_ids in self._take_all_releases().items():
-                        deadlines.setdefault(seconds, []).extend(ack_ids)
+                    self._hold_no_longer()
+                deadlines, self._deadlines = self._deadlines, {}
             self._send("acknowledge", acks)
             if released:
                 self._send("modify_ack_deadline", released, ack_deadline_seconds=0)
@@ -309,14 +307,12 @@ class Acknowledger:
             if self._closing and not (acks or released or deadlines):
                 return
 
-    def _take_all_releases(self) -> dict[int, list[str]]:
-        """Every held message by the whole seconds left of its delay; the caller holds the lock."""
+    def _hold_no_longer(self) -> None:
+        """Give every held message the rest of its delay as its deadline; the caller holds the lock."""
         now = time.monotonic()
-        by_deadline: dict[int, list[str]] = {}
         for due, ack_id in self._releases:
-            by_deadline.setdefault(_deadline(due - now), []).append(ack_id)
+            self._deadlines.setdefault(_deadline(due - now), []).append(ack_id)
         self._releases = []
-        return by_deadline
 
     def _until_next_release(self) -> float | None:
         """Seconds until the soonest release (None if there is none); the caller holds the lock."""
@@ -422,6 +418,8 @@ class Pusher:
             self.stopping.wait(ERROR_PAUSE_SECONDS)
             return True
         except ValueError:  # the channel was closed under a long poll: the relay is stopping
+            if not self.stopping.is_set():
+                raise
             self._release(free)
             return False
         self._release(free - len(received))

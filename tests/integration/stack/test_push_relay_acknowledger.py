@@ -15,6 +15,7 @@ from google.pubsub_v1 import SubscriberClient
 from google.pubsub_v1.types import PushConfig, Subscription
 
 from devstack.emulators import RunningEmulator
+from devstack.processes import wait_until
 from devstack.push_relay import LEASE_MARGIN_SECONDS, Acknowledger, Pusher
 from devstack.subscriptions import emulator_clients
 from tests.conftest import TEST_PROJECT
@@ -39,15 +40,31 @@ def _pull(subscriber: SubscriberClient, subscription: str, wanted: int, within: 
     return received
 
 
+def _new_subscription(publisher: Any, subscriber: SubscriberClient, prefix: str) -> tuple[str, str]:
+    """A new topic and a pull subscription to it with a 60 s ack deadline: (topic, subscription)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{TEST_PROJECT}/topics/{name}"
+    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    return topic, subscription
+
+
+def _handed_back(
+    subscriber: SubscriberClient, subscription: str, since: float, not_within: float
+) -> tuple[set[str], float]:
+    """The message ids handed back after `not_within` seconds in which none may come, and the
+    seconds from `since` (monotonic) until they came."""
+    assert _pull(subscriber, subscription, 1, not_within) == {}, "handed back before its time"
+    redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
+    return set(redelivered), time.monotonic() - since
+
+
 def test_acknowledgements_go_out_together_and_deferrals_bring_messages_back(
     pubsub_emulator: RunningEmulator,
 ) -> None:
-    name = f"acks-{uuid.uuid4().hex[:8]}"
-    topic = f"projects/{TEST_PROJECT}/topics/{name}"
-    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
     with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
-        publisher.create_topic(name=topic)
-        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+        topic, subscription = _new_subscription(publisher, subscriber, "acks")
         for future in [publisher.publish(topic, f"m{n}".encode()) for n in range(40)]:
             future.result(timeout=30)
         pulled = _pull(subscriber, subscription, 40, PULL_SECONDS)
@@ -79,11 +96,7 @@ def test_acknowledgements_go_out_together_and_deferrals_bring_messages_back(
 
 def _one_pulled_message(publisher: Any, subscriber: SubscriberClient, prefix: str) -> tuple[str, str, str]:
     """A new subscription with one message pulled from it: (subscription, message id, ack id)."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    topic = f"projects/{TEST_PROJECT}/topics/{name}"
-    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    topic, subscription = _new_subscription(publisher, subscriber, prefix)
     publisher.publish(topic, b"poll").result(timeout=30)
     [(message_id, ack_id)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
     return subscription, message_id, ack_id
@@ -100,13 +113,11 @@ def test_a_deferral_brings_the_message_back_when_its_delay_is_over_to_a_fraction
         deferred_at = time.monotonic()
         acknowledger.defer(ack_id, 2.1)
         try:
-            assert _pull(subscriber, subscription, 1, 1.5) == {}, "handed back before its time"
-            redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
-            back_after = time.monotonic() - deferred_at
+            redelivered, back_after = _handed_back(subscriber, subscription, deferred_at, not_within=1.5)
         finally:
             acknowledger.close()
 
-    assert set(redelivered) == {message_id}
+    assert redelivered == {message_id}
     assert back_after < 2.9, f"back after {back_after:.2f} s: a whole-second deadline, not the delay"
 
 
@@ -121,22 +132,10 @@ def test_closing_hands_a_held_message_back_by_its_deadline_not_at_once(
         closed_at = time.monotonic()
         acknowledger.defer(ack_id, 1.5)
         acknowledger.close()
+        redelivered, back_after = _handed_back(subscriber, subscription, closed_at, not_within=0.5)
 
-        assert _pull(subscriber, subscription, 1, 0.5) == {}, "handed back before its time"
-        redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
-        back_after = time.monotonic() - closed_at
-
-    assert set(redelivered) == {message_id}
+    assert redelivered == {message_id}
     assert back_after < 5.0, f"back after {back_after:.2f} s: the pull's lease, not the deadline"
-
-
-def _wait_until(condition: Any, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_deferral_that_would_outlast_its_lease_becomes_the_ack_deadline_at_once(
@@ -151,14 +150,12 @@ def test_a_deferral_that_would_outlast_its_lease_becomes_the_ack_deadline_at_onc
         acknowledger.defer(ack_id, 1.5, lease_left=LEASE_MARGIN_SECONDS + 1.0)
         try:
             # Sent now (a held message is sent when its delay is over, 1.5 s from now).
-            assert _wait_until(lambda: acknowledger.requests_sent == 1, within=1.0)
-            assert _pull(subscriber, subscription, 1, 1.4) == {}, "handed back before its time"
-            redelivered = _pull(subscriber, subscription, 1, PULL_SECONDS)
-            back_after = time.monotonic() - deferred_at
+            wait_until(lambda: acknowledger.requests_sent == 1, 1.0, "the deadline sent", interval=0.02)
+            redelivered, back_after = _handed_back(subscriber, subscription, deferred_at, not_within=1.4)
         finally:
             acknowledger.close()
 
-    assert set(redelivered) == {message_id}
+    assert redelivered == {message_id}
     assert back_after < 5.0, f"back after {back_after:.2f} s: not by the 2 s deadline it was given"
 
 
@@ -167,10 +164,12 @@ def test_what_is_acknowledged_or_deferred_after_closing_still_reaches_pub_sub(
 ) -> None:
     # A relay that stops lets its pushes in flight finish: their answers must not be dropped.
     with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
-        subscription, deferred_id, deferred_ack = _one_pulled_message(publisher, subscriber, "late")
-        topic = subscription.replace("/subscriptions/", "/topics/")
-        publisher.publish(topic, b"answered").result(timeout=30)
-        [(answered_id, answered_ack)] = _pull(subscriber, subscription, 1, PULL_SECONDS).items()
+        topic, subscription = _new_subscription(publisher, subscriber, "late")
+        for future in [publisher.publish(topic, b"answered"), publisher.publish(topic, b"deferred")]:
+            future.result(timeout=30)
+        pulled = _pull(subscriber, subscription, 2, PULL_SECONDS)
+        assert len(pulled) == 2
+        (answered_id, answered_ack), (deferred_id, deferred_ack) = pulled.items()
         acknowledger = Acknowledger(subscriber, subscription)
         acknowledger.close()
 
@@ -212,7 +211,7 @@ def test_a_message_the_relay_cannot_push_is_reported_and_delivered_again(
                 return seen.count("cannot push a message") >= 2
 
             # The second report is the message delivered again after its one-second backoff.
-            assert _wait_until(reported_twice, within=10.0), seen
+            wait_until(reported_twice, 10.0, "the message reported as unpushable twice")
         finally:
             stopping.set()
             subscriber.delete_subscription(request={"subscription": subscription})
@@ -253,13 +252,9 @@ def test_a_stopping_pusher_sends_the_answers_of_its_pushes_in_flight(
 ) -> None:
     server = _HeldAnswers()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    name = f"stopping-{uuid.uuid4().hex[:8]}"
-    topic = f"projects/{TEST_PROJECT}/topics/{name}"
-    subscription = f"projects/{TEST_PROJECT}/subscriptions/{name}"
     try:
         with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
-            publisher.create_topic(name=topic)
-            subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+            topic, subscription = _new_subscription(publisher, subscriber, "stopping")
             served = Subscription(
                 name=subscription,
                 push_config=PushConfig(push_endpoint=f"http://127.0.0.1:{server.server_address[1]}/"),
@@ -270,12 +265,12 @@ def test_a_stopping_pusher_sends_the_answers_of_its_pushes_in_flight(
             thread = threading.Thread(target=pusher.run, daemon=True)
             thread.start()
             publisher.publish(topic, b"first").result(timeout=30)
-            assert _wait_until(lambda: server.pushes == 1, within=10.0), "the message was never pushed"
+            wait_until(lambda: server.pushes == 1, 10.0, "the first message pushed", interval=0.02)
             stopping.set()  # the relay stops while the function is still working
             # A second message ends the pusher's long poll; once it is pushed too, the pusher
             # takes nothing more and is stopping with both pushes unanswered.
             publisher.publish(topic, b"second").result(timeout=30)
-            assert _wait_until(lambda: server.pushes == 2, within=10.0), "the second was never pushed"
+            wait_until(lambda: server.pushes == 2, 10.0, "the second message pushed", interval=0.02)
             server.release.set()
             thread.join(timeout=10.0)
 

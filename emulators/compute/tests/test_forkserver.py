@@ -45,11 +45,14 @@ sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 """
 
 
-def _run(scenario: Callable[[GuestForkServer], Coroutine[Any, Any, None]]) -> None:
+def _run(
+    scenario: Callable[[GuestForkServer], Coroutine[Any, Any, None]],
+    launch: Callable[[list[str]], tuple[list[str], Any]] = dying_with_emulator,
+) -> None:
     async def with_server() -> None:
         env = dict(os.environ, FROM_THE_FORKSERVER="yes")
         env["PATH"] = guest_path(env.get("PATH", ""))
-        server = GuestForkServer(dying_with_emulator, env, INSTANCE_NICENESS)
+        server = GuestForkServer(launch, env, INSTANCE_NICENESS)
         try:
             await asyncio.wait_for(scenario(server), _BOUND_SECONDS * 2)
         finally:
@@ -263,22 +266,18 @@ def test_a_forkserver_that_cannot_start_is_not_tried_again_at_every_boot(
         launched.append(argv)
         return ["python3", "-c", "raise SystemExit(3)"], None
 
-    async def scenario() -> None:
-        server = GuestForkServer(failing_launch, dict(os.environ), INSTANCE_NICENESS)
-        try:
-            with pytest.raises(ForkServerError, match="did not start"):
-                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
-            with pytest.raises(ForkServerError, match="not tried again for 60 s"):
-                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
-            assert (len(launched), server.start_attempts, server.starts) == (1, 1, 0)
-            monkeypatch.setattr(forkserver, "START_RETRY_SECONDS", 0.0)  # the wait is over
-            with pytest.raises(ForkServerError, match="did not start"):
-                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
-            assert (len(launched), server.start_attempts) == (2, 2)
-        finally:
-            await server.close()
+    async def scenario(server: GuestForkServer) -> None:
+        with pytest.raises(ForkServerError, match="did not start"):
+            await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+        with pytest.raises(ForkServerError, match="not tried again for 60 s"):
+            await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+        assert (len(launched), server.start_attempts, server.starts) == (1, 1, 0)
+        monkeypatch.setattr(forkserver, "START_RETRY_SECONDS", 0.0)  # the wait is over
+        with pytest.raises(ForkServerError, match="did not start"):
+            await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+        assert (len(launched), server.start_attempts) == (2, 2)
 
-    asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
+    _run(scenario, failing_launch)
 
 
 def test_the_wait_before_another_start_counts_from_the_failure_not_from_the_attempt(
@@ -294,18 +293,14 @@ def test_the_wait_before_another_start_counts_from_the_failure_not_from_the_atte
 
     monkeypatch.setattr(forkserver, "START_RETRY_SECONDS", 0.5)
 
-    async def scenario() -> None:
-        server = GuestForkServer(slowly_failing_launch, dict(os.environ), INSTANCE_NICENESS)
-        try:
-            with pytest.raises(ForkServerError, match="did not start"):
-                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
-            with pytest.raises(ForkServerError, match="not tried again"):
-                await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
-            assert len(launched) == 1
-        finally:
-            await server.close()
+    async def scenario(server: GuestForkServer) -> None:
+        with pytest.raises(ForkServerError, match="did not start"):
+            await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+        with pytest.raises(ForkServerError, match="not tried again"):
+            await server.spawn(app / "app.py", [], app, {}, tmp_path / "log")
+        assert len(launched) == 1
 
-    asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
+    _run(scenario, slowly_failing_launch)
 
 
 def test_a_forkserver_start_called_off_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -320,25 +315,16 @@ def test_a_forkserver_start_called_off_leaves_no_process_behind(tmp_path: Path) 
             f"import os, time; open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
         ], None
 
-    async def scenario() -> int:
-        server = GuestForkServer(hanging_launch, dict(os.environ), INSTANCE_NICENESS)
+    async def scenario(server: GuestForkServer) -> None:
         boot = asyncio.create_task(server.spawn(app / "app.py", [], app, {}, tmp_path / "log"))
-        try:
-            while not started.exists() or not started.read_text():
-                await asyncio.sleep(0.02)
-            pid = int(started.read_text())
-            boot.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await boot
-            deadline = asyncio.get_running_loop().time() + _BOUND_SECONDS
-            while Path(f"/proc/{pid}").exists() and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)
-            return pid
-        finally:
-            await server.close()
+        while not started.exists() or not started.read_text():  # bounded by _run
+            await asyncio.sleep(0.02)
+        boot.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await boot
+        await _until_gone(int(started.read_text()))  # killed and reaped
 
-    pid = asyncio.run(asyncio.wait_for(scenario(), _BOUND_SECONDS * 2))
-    assert not Path(f"/proc/{pid}").exists(), "the forkserver whose start was called off still runs"
+    _run(scenario, hanging_launch)
 
 
 def _children(pid: int) -> list[int]:
@@ -364,7 +350,7 @@ async def _until_gone(pid: int) -> None:
         except ProcessLookupError:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"process {pid} outlived its forkserver")
+    raise AssertionError(f"process {pid} still runs {_BOUND_SECONDS:.0f} s later")
 
 
 def _instance(tmp_path: Path) -> Instance:

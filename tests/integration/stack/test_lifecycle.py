@@ -193,25 +193,28 @@ def answer_ctrl_c() -> None:
 
 def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
     state_dir = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            "up",
-            "--state-dir",
-            str(state_dir),
-            "--functions-source",
-            str(ECHO_SOURCE),
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # As at a terminal. A shell without job control starts background commands with SIGINT
-        # ignored, and a process inherits that: run that way, this test's Ctrl-C would be lost.
-        preexec_fn=answer_ctrl_c,
-    )
+    # Its output goes to a file, not a pipe: a pipe nobody reads while we wait could fill and
+    # stall the start, and the file's tail says where a start that never got far stopped.
+    output_path = tmp_path / "up.log"
+    with output_path.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "up",
+                "--state-dir",
+                str(state_dir),
+                "--functions-source",
+                str(ECHO_SOURCE),
+            ],
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # As at a terminal. A shell without job control starts background commands with SIGINT
+            # ignored, and a process inherits that: run that way, this test's Ctrl-C would be lost.
+            preexec_fn=answer_ctrl_c,
+        )
     state_file = state_dir / "stack.json"
     seen: list[tuple[int, int | None]] = []
 
@@ -226,18 +229,19 @@ def test_an_interrupted_start_leaves_nothing_running(tmp_path: Path) -> None:
         return len(seen) >= 2
 
     try:
-        wait_until(some_services_started, 60, "the first services of the stack", None)
+        wait_until(some_services_started, 60, "the first services of the stack", process, output_path)
         process.send_signal(signal.SIGINT)
-        out, stderr = process.communicate(timeout=60)
-        assert process.returncode == 130, (out, stderr)
-        assert "interrupted" in stderr
+        process.wait(timeout=60)
+        said = output_path.read_text(errors="replace")
+        assert process.returncode == 130, said
+        assert "interrupted" in said
         assert seen and not any(process_matches(pid, start) for pid, start in seen)
         assert not state_file.exists() and not (state_dir / "env").exists()
     finally:
         # Whatever happened above, no stack outlives the test (a failure would leave one running).
         if process.poll() is None:
             process.kill()
-            process.communicate(timeout=30)
+            process.wait(timeout=30)
         Stack(state_dir).stop()
 
 

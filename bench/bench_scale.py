@@ -10,8 +10,9 @@ Per K it prints publish → live p50/p90/max (and its ratio to the lone release 
 green boot-to-healthy under the same load (MIG requested → the instance's health check first
 passes, from the Compute emulator's instance logs), the pipeline's overhead (publish → live minus
 the wait for green), Firestore reads and writes, aborted transactions, function invocations and the
-CPU seconds of the pipeline's own processes (the functions), per deployment, and whether every
-app then serves its new version. Single runs vary, so `--repeat N` runs each K N times (a fresh
+CPU seconds of the pipeline's own processes (the functions), per deployment, whether every
+app then serves its new version, and how fast the machine was before and after (a fixed Python
+workload timed, bench/machine_speed.py: the same code's figures move with it). Single runs vary, so `--repeat N` runs each K N times (a fresh
 stack each) and adds each run's ratio and their median. Prints tables; asserts nothing.
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]
 
-from bench import process_cpu
+from bench import machine_speed, process_cpu
 from bench.bench_pipeline import COUNTING_DIR
 from bench.process_cpu import CpuSnapshot
 from bench.rpc_counts import quiet_counts
@@ -237,6 +238,7 @@ def run_one(apps: int, progress: Callable[[str], None] = say, run: int = 0) -> R
             pipeline_template=template,
             extra_function_env={"PYTHONPATH": pythonpath, "BENCH_RPC_COUNTS_DIR": str(counts_dir)},
         )
+        speed_before = machine_speed.measure()
         progress(f"K={apps}: starting a private stack with {apps} apps…")
         started = time.monotonic()
         stack.start()
@@ -265,10 +267,10 @@ def run_one(apps: int, progress: Callable[[str], None] = say, run: int = 0) -> R
                     f" max {seconds_text(max(totals) if totals else None)} s; {burst.serving}/{apps} serve the new version"
                 )
                 bench.publisher.stop()
-                return Result(apps, lone, burst, run)
         finally:
             progress(f"K={apps}: stopping the private stack…")
             stack.stop()
+        return Result(apps, lone, burst, run, (speed_before, machine_speed.measure()))
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bench.bench_pipeline import say, table
+from bench.machine_speed import MachineSpeed
 from bench.process_cpu import COMPONENTS, CpuUse
 from bench.rpc_counts import Counts
 from devstack.load import percentile
@@ -62,6 +63,8 @@ class Result:
     burst: Round
     run: int = 0
     """Which of several runs of this K (`--repeat`), from 1; 0 when K ran once."""
+    speed: tuple[MachineSpeed, MachineSpeed] | None = None
+    """How fast the machine was before the stack started and after it stopped."""
 
     @property
     def label(self) -> str:
@@ -191,6 +194,12 @@ def report(results: Sequence[Result], cool_down_seconds: int) -> None:
         " CPU s per dep: the functions' processes only; the last table has every component (instances: every"
         " process the Compute emulator runs; machine busy and load count other work on the machine too)."
     )
+    say()
+    say(
+        "How fast the machine was, before the stack started / after it stopped (bench/machine_speed.py;"
+        " lower is faster: runs with different figures ran on a machine of different speed, whatever their code)"
+    )
+    say(table(["K", "Python workload ms", "process round trip µs"], speed_rows(results)))
     ratios: dict[int, list[float | None]] = {}
     for result in results:
         ratios.setdefault(result.apps, []).append(result.p50_ratio)
@@ -219,6 +228,23 @@ def function_rows(results: Sequence[Result]) -> tuple[list[str], list[list[str]]
         used = result.burst.cpu.by_function
         rows.append([result.label, *(f"{used.get(name, 0.0) / n:.4f}" for name in names)])
     return names, rows
+
+
+def speed_rows(results: Sequence[Result]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        if result.speed is None:
+            rows.append([result.label, "-", "-"])
+            continue
+        before, after = result.speed
+        rows.append(
+            [
+                result.label,
+                f"{before.python_ms:.0f}/{after.python_ms:.0f}",
+                f"{before.round_trip_us:.0f}/{after.round_trip_us:.0f}",
+            ]
+        )
+    return rows
 
 
 def cpu_rows(results: Sequence[Result]) -> list[list[str]]:

@@ -23,18 +23,17 @@ Acknowledgements go out in batches, as the Pub/Sub client library's subscriber s
 (`Acknowledger`). The emulator's own two push loops keep running beside it, so nothing depends
 on this process being up: when it is down (the supervisor restarts it), delivery is as slow as
 before, never lost. A message it had pulled when it died (being pushed, held until its backoff
-is over, or answered but not yet acknowledged) is delivered again once its ack deadline passes (a
-duplicate when it had been answered, which every function is built to take).
+is over, or answered but not yet acknowledged) is delivered again when its lease ends, within
+seconds (`Acknowledger`), a duplicate when it had been answered, which every function is built
+to take.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import heapq
 import http.client
 import json
-import math
 import os
 import sys
 import threading
@@ -49,6 +48,7 @@ from urllib.parse import urlsplit
 from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1.types import Subscription
 
+from devstack.acknowledger import DEFAULT_ACK_DEADLINE_SECONDS, Acknowledger
 from devstack.processes import stop_requested
 from devstack.subscriptions import ACK_DEADLINE_SECONDS, emulator_clients
 
@@ -199,163 +199,6 @@ def _exchange(connection: http.client.HTTPConnection, path: str, body: bytes) ->
     return response.status
 
 
-ACKNOWLEDGE_BATCH_LIMIT = 1000
-"""Ack ids per request, well within Pub/Sub's request size limit."""
-
-
-ACKNOWLEDGE_WINDOW_SECONDS = 0.05
-"""How long an acknowledgement waits for others to share its request."""
-
-LEASE_MARGIN_SECONDS = 2.0
-"""A deferred message is held only if it is handed back at least this long before its lease ends."""
-
-MAX_ACK_DEADLINE_SECONDS = 600
-"""Pub/Sub's longest ack deadline."""
-
-DEFAULT_ACK_DEADLINE_SECONDS = 10
-"""A subscription's ack deadline when it sets none (Pub/Sub's default)."""
-
-
-class Acknowledger:
-    """Acknowledges and defers one subscription's messages in batches.
-
-    Acknowledging each message in a request of its own cost about 1 ms of CPU between the relay
-    and the emulator (measured: 0.45 ms in the relay, 0.6 ms in the emulator; 0.1 ms together per
-    message in requests of ten), about 7 ms per deployment. An acknowledgement waits up to
-    ACKNOWLEDGE_WINDOW_SECONDS for others to share its request: nothing waits for it, since the
-    function has answered and published its next step.
-
-    A deferral holds the message until its delay is over, then hands it back (an ack deadline of
-    zero, Pub/Sub's nack), with the others due by then. An ack deadline is a whole number of
-    seconds and a delay rarely is (the time since the push went out is subtracted from the
-    backoff), so setting the deadline instead would bring each message back up to a second late;
-    the polls of a cool-down added those lags up. While held, a message keeps the lease of its
-    pull (the subscription's ack deadline): if this process dies, it comes back when that ends,
-    as a message in flight does. A delay that would outlast that lease (a long backoff, a short
-    ack deadline) becomes the message's ack deadline at once instead, rounded up, since a lease
-    that ended first would bring the message back early and its late hand-back would name an ack
-    id the emulator had already given out again. Closing hands back what is held as deadlines
-    the same way; what is acknowledged or deferred after closing is sent at once.
-    """
-
-    def __init__(self, subscriber: Any, subscription: str) -> None:
-        self.subscriber = subscriber
-        self.subscription = subscription
-        self.requests_sent = 0
-        self._counting = threading.Lock()  # requests are sent from the callers' threads after closing
-        self._acks: list[str] = []
-        self._releases: list[tuple[float, str]] = []
-        """(monotonic time, ack id): when to hand a deferred message back, soonest first."""
-        self._deadlines: dict[int, list[str]] = {}
-        """Ack ids by the whole seconds of ack deadline they are to be given."""
-        self._closing = False
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"ack {subscription}", daemon=True)
-        self._thread.start()
-
-    def acknowledge(self, ack_id: str) -> None:
-        with self._changed:
-            if not self._closing:
-                self._acks.append(ack_id)
-                self._changed.notify()
-                return
-        self._send("acknowledge", [ack_id])
-
-    def defer(self, ack_id: str, seconds: float, *, lease_left: float = math.inf) -> None:
-        """Have the message delivered again `seconds` from now (at once if not positive), its
-        pull's lease ending `lease_left` seconds from now."""
-        with self._changed:
-            if not self._closing:
-                if seconds <= lease_left - LEASE_MARGIN_SECONDS:
-                    heapq.heappush(self._releases, (time.monotonic() + max(0.0, seconds), ack_id))
-                else:
-                    self._deadlines.setdefault(_deadline(seconds), []).append(ack_id)
-                self._changed.notify()
-                return
-        self._send("modify_ack_deadline", [ack_id], ack_deadline_seconds=_deadline(seconds))
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is pending (a message still held, as its deadline), then stop."""
-        with self._changed:
-            self._closing = True
-            self._changed.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not (self._acks or self._deadlines or self._closing or self._release_due()):
-                    self._changed.wait(self._until_next_release())
-                next_release = self._until_next_release()
-                self._changed.wait_for(
-                    lambda: self._closing or self._release_due(),
-                    ACKNOWLEDGE_WINDOW_SECONDS
-                    if next_release is None
-                    else min(ACKNOWLEDGE_WINDOW_SECONDS, next_release),
-                )
-                acks = self._acks
-                self._acks = []
-                released = self._take_due_releases()
-                if self._closing:
-                    self._hold_no_longer()
-                deadlines, self._deadlines = self._deadlines, {}
-            self._send("acknowledge", acks)
-            if released:
-                self._send("modify_ack_deadline", released, ack_deadline_seconds=0)
-            for seconds, ack_ids in deadlines.items():
-                self._send("modify_ack_deadline", ack_ids, ack_deadline_seconds=seconds)
-            if self._closing and not (acks or released or deadlines):
-                return
-
-    def _hold_no_longer(self) -> None:
-        """Give every held message the rest of its delay as its deadline; the caller holds the lock."""
-        now = time.monotonic()
-        for due, ack_id in self._releases:
-            self._deadlines.setdefault(_deadline(due - now), []).append(ack_id)
-        self._releases = []
-
-    def _until_next_release(self) -> float | None:
-        """Seconds until the soonest release (None if there is none); the caller holds the lock."""
-        if not self._releases:
-            return None
-        return max(0.0, self._releases[0][0] - time.monotonic())
-
-    def _release_due(self) -> bool:
-        return bool(self._releases) and self._releases[0][0] <= time.monotonic()
-
-    def _take_due_releases(self) -> list[str]:
-        now = time.monotonic()
-        due: list[str] = []
-        while self._releases and self._releases[0][0] <= now:
-            due.append(heapq.heappop(self._releases)[1])
-        return due
-
-    def _send(self, method: str, ack_ids: list[str], **fields: Any) -> None:
-        """`method` for `ack_ids`, in requests of at most ACKNOWLEDGE_BATCH_LIMIT."""
-        for start in range(0, len(ack_ids), ACKNOWLEDGE_BATCH_LIMIT):
-            request = {
-                "subscription": self.subscription,
-                "ack_ids": ack_ids[start : start + ACKNOWLEDGE_BATCH_LIMIT],
-                **fields,
-            }
-            with self._counting:
-                self.requests_sent += 1
-            try:
-                getattr(self.subscriber, method)(request=request, timeout=10)
-            except Exception as exc:  # transient or not, this thread must go on acknowledging the rest
-                # Unacknowledged, the messages come back when their ack deadline passes.
-                sys.stderr.write(f"push-relay: {self.subscription}: {method} failed: {exc}\n")
-
-
-def _deadline(seconds: float) -> int:
-    """An ack deadline that brings a message back `seconds` from now, or soon after.
-
-    >>> _deadline(-1.0), _deadline(0.2), _deadline(3.0), _deadline(1e9)
-    (0, 1, 3, 600)
-    """
-    return min(MAX_ACK_DEADLINE_SECONDS, max(0, math.ceil(seconds)))
-
-
 @dataclass
 class Pusher:
     """Pulls one push subscription's messages and delivers up to `capacity` of them at once."""
@@ -423,6 +266,7 @@ class Pusher:
             self._release(free)
             return False
         self._release(free - len(received))
+        self.acknowledger.lease([message.ack_id for message in received])
         for message in received:
             self.pool.submit(self._deliver, message, pulled_at + self.lease_seconds)
         return True

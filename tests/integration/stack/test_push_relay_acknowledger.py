@@ -14,9 +14,10 @@ from google.api_core import exceptions as api_exceptions
 from google.pubsub_v1 import SubscriberClient
 from google.pubsub_v1.types import PushConfig, Subscription
 
+from devstack.acknowledger import LEASE_MARGIN_SECONDS, Acknowledger
 from devstack.emulators import RunningEmulator
 from devstack.processes import wait_until
-from devstack.push_relay import LEASE_MARGIN_SECONDS, Acknowledger, Pusher
+from devstack.push_relay import Pusher
 from devstack.subscriptions import emulator_clients
 from tests.conftest import TEST_PROJECT
 
@@ -119,6 +120,86 @@ def test_a_deferral_brings_the_message_back_when_its_delay_is_over_to_a_fraction
 
     assert redelivered == {message_id}
     assert back_after < 2.9, f"back after {back_after:.2f} s: a whole-second deadline, not the delay"
+
+
+class _DiesAt:
+    """The subscriber as seen by a relay that dies at `moment` (monotonic): later requests never arrive."""
+
+    def __init__(self, subscriber: SubscriberClient, moment: float) -> None:
+        self._subscriber = subscriber
+        self._moment = moment
+
+    def modify_ack_deadline(self, **kwargs: Any) -> None:
+        if time.monotonic() < self._moment:
+            self._subscriber.modify_ack_deadline(**kwargs)
+
+    def acknowledge(self, **kwargs: Any) -> None:
+        if time.monotonic() < self._moment:
+            self._subscriber.acknowledge(**kwargs)
+
+
+def test_a_held_message_comes_back_about_when_due_if_the_relay_dies_holding_it(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    """Held, a message's lease is cut to its delay plus a margin at once: a relay that dies before
+    handing it back leaves it for seconds, not for its pull's minute (past a cool-down's deadline)."""
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, message_id, ack_id = _one_pulled_message(publisher, subscriber, "dies")
+        deferred_at = time.monotonic()
+        # It dies half-way through the delay, before it can hand the message back.
+        acknowledger = Acknowledger(_DiesAt(subscriber, deferred_at + 0.5), subscription)
+        acknowledger.defer(ack_id, 1.0)
+        try:
+            redelivered, back_after = _handed_back(subscriber, subscription, deferred_at, not_within=2.0)
+        finally:
+            acknowledger.close()
+
+    assert redelivered == {message_id}
+    lease = 1.0 + LEASE_MARGIN_SECONDS
+    assert back_after < lease + 2.0, f"back after {back_after:.2f} s: the pull's lease, not the delay's"
+
+
+def test_a_message_being_pushed_comes_back_within_its_short_lease_if_the_relay_dies(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    """A message whose push is in flight gets a short lease at once: a relay that dies before the
+    answer leaves it for that lease, not for its pull's minute."""
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, message_id, ack_id = _one_pulled_message(publisher, subscriber, "in-flight")
+        leased_at = time.monotonic()
+        # It dies half a second into the push, long before its answer.
+        acknowledger = Acknowledger(
+            _DiesAt(subscriber, leased_at + 0.5), subscription, in_flight_lease_seconds=2
+        )
+        acknowledger.lease([ack_id])
+        try:
+            redelivered, back_after = _handed_back(subscriber, subscription, leased_at, not_within=1.0)
+        finally:
+            acknowledger.close()
+
+    assert redelivered == {message_id}
+    assert back_after < 2 + 2.0, f"back after {back_after:.2f} s: the pull's lease, not the short one"
+
+
+def test_a_message_being_pushed_is_not_handed_out_again_while_its_push_lasts(
+    pubsub_emulator: RunningEmulator,
+) -> None:
+    """The short lease is renewed while the push lasts: a slow function is not sent a duplicate."""
+    with emulator_clients(pubsub_emulator.host) as (publisher, subscriber):
+        subscription, _, ack_id = _one_pulled_message(publisher, subscriber, "renewed")
+        acknowledger = Acknowledger(
+            subscriber, subscription, in_flight_lease_seconds=2, renew_before_seconds=1
+        )
+        acknowledger.lease([ack_id])
+        try:
+            during_push = _pull(subscriber, subscription, 1, 5.0)  # two and a half leases
+            acknowledger.acknowledge(ack_id)
+        finally:
+            acknowledger.close()
+        after_answer = _pull(subscriber, subscription, 1, 3.0)
+
+    assert during_push == {}, "handed out again while its push was in flight"
+    assert after_answer == {}, "acknowledged, yet handed out again"
 
 
 def test_closing_hands_a_held_message_back_by_its_deadline_not_at_once(

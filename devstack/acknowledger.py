@@ -90,7 +90,7 @@ class Acknowledger:
     def lease(self, ack_ids: list[str]) -> None:
         """Keep these pulled messages on a short lease until each is acknowledged or deferred."""
         with self._changed:
-            if not self._closing:
+            if ack_ids and not self._closing:
                 for ack_id in ack_ids:
                     self._in_flight[ack_id] = 0.0  # due at once
                 self._changed.notify()
@@ -131,21 +131,16 @@ class Acknowledger:
         while True:
             with self._changed:
                 while not (
-                    self._acks
-                    or self._deadlines
-                    or self._leases
-                    or self._closing
-                    or self._release_due()
-                    or self._renewal_due()
+                    self._acks or self._deadlines or self._leases or self._closing or self._timer_due()
                 ):
                     self._changed.wait(self._until_next_timer())
-                next_release = self._until_next_release()
+                next_timer = self._until_next_timer()
                 # Leases go out at once: until they do, the message is on its pull's lease.
                 self._changed.wait_for(
-                    lambda: self._closing or self._release_due() or bool(self._leases) or self._renewal_due(),
+                    lambda: self._closing or bool(self._leases) or self._timer_due(),
                     ACKNOWLEDGE_WINDOW_SECONDS
-                    if next_release is None
-                    else min(ACKNOWLEDGE_WINDOW_SECONDS, next_release),
+                    if next_timer is None
+                    else min(ACKNOWLEDGE_WINDOW_SECONDS, next_timer),
                 )
                 acks = self._acks
                 self._acks = []
@@ -177,10 +172,6 @@ class Acknowledger:
             self._deadlines.setdefault(_deadline(due - now), []).append(ack_id)
         self._releases = []
 
-    def _renewal_due(self) -> bool:
-        now = time.monotonic()
-        return any(due <= now for due in self._in_flight.values())
-
     def _take_due_renewals(self) -> list[str]:
         """The in-flight messages whose lease is to be renewed now, each next due a period on."""
         now = time.monotonic()
@@ -190,20 +181,16 @@ class Acknowledger:
         return due
 
     def _until_next_timer(self) -> float | None:
-        """Seconds until the soonest release or renewal (None if there is neither); the caller holds the lock."""
-        soonest = [due for due, _ in self._releases[:1]] + list(self._in_flight.values())
-        if not soonest:
-            return None
-        return max(0.0, min(soonest) - time.monotonic())
+        """Seconds until the soonest release or lease renewal (None if there is neither); the
+        caller holds the lock."""
+        timers = list(self._in_flight.values())
+        if self._releases:
+            timers.append(self._releases[0][0])  # a heap: the soonest release first
+        return max(0.0, min(timers) - time.monotonic()) if timers else None
 
-    def _until_next_release(self) -> float | None:
-        """Seconds until the soonest release (None if there is none); the caller holds the lock."""
-        if not self._releases:
-            return None
-        return max(0.0, self._releases[0][0] - time.monotonic())
-
-    def _release_due(self) -> bool:
-        return bool(self._releases) and self._releases[0][0] <= time.monotonic()
+    def _timer_due(self) -> bool:
+        """Whether a release or a lease renewal is due; the caller holds the lock."""
+        return self._until_next_timer() == 0.0
 
     def _take_due_releases(self) -> list[str]:
         now = time.monotonic()

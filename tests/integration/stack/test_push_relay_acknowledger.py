@@ -61,6 +61,20 @@ def _handed_back(
     return set(redelivered), time.monotonic() - since
 
 
+def _handed_back_before_closing(
+    acknowledger: Acknowledger,
+    subscriber: SubscriberClient,
+    subscription: str,
+    since: float,
+    not_within: float,
+) -> tuple[set[str], float]:
+    """`_handed_back` while `acknowledger` runs; closed after, whatever happened."""
+    try:
+        return _handed_back(subscriber, subscription, since, not_within)
+    finally:
+        acknowledger.close()
+
+
 def test_acknowledgements_go_out_together_and_deferrals_bring_messages_back(
     pubsub_emulator: RunningEmulator,
 ) -> None:
@@ -113,10 +127,9 @@ def test_a_deferral_brings_the_message_back_when_its_delay_is_over_to_a_fraction
         acknowledger = Acknowledger(subscriber, subscription)
         deferred_at = time.monotonic()
         acknowledger.defer(ack_id, 2.1)
-        try:
-            redelivered, back_after = _handed_back(subscriber, subscription, deferred_at, not_within=1.5)
-        finally:
-            acknowledger.close()
+        redelivered, back_after = _handed_back_before_closing(
+            acknowledger, subscriber, subscription, deferred_at, not_within=1.5
+        )
 
     assert redelivered == {message_id}
     assert back_after < 2.9, f"back after {back_after:.2f} s: a whole-second deadline, not the delay"
@@ -149,10 +162,9 @@ def test_a_held_message_comes_back_about_when_due_if_the_relay_dies_holding_it(
         # It dies half-way through the delay, before it can hand the message back.
         acknowledger = Acknowledger(_DiesAt(subscriber, deferred_at + 0.5), subscription)
         acknowledger.defer(ack_id, 1.0)
-        try:
-            redelivered, back_after = _handed_back(subscriber, subscription, deferred_at, not_within=2.0)
-        finally:
-            acknowledger.close()
+        redelivered, back_after = _handed_back_before_closing(
+            acknowledger, subscriber, subscription, deferred_at, not_within=2.0
+        )
 
     assert redelivered == {message_id}
     lease = 1.0 + LEASE_MARGIN_SECONDS
@@ -172,10 +184,9 @@ def test_a_message_being_pushed_comes_back_within_its_short_lease_if_the_relay_d
             _DiesAt(subscriber, leased_at + 0.5), subscription, in_flight_lease_seconds=2
         )
         acknowledger.lease([ack_id])
-        try:
-            redelivered, back_after = _handed_back(subscriber, subscription, leased_at, not_within=1.0)
-        finally:
-            acknowledger.close()
+        redelivered, back_after = _handed_back_before_closing(
+            acknowledger, subscriber, subscription, leased_at, not_within=1.0
+        )
 
     assert redelivered == {message_id}
     assert back_after < 2 + 2.0, f"back after {back_after:.2f} s: the pull's lease, not the short one"

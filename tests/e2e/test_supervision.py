@@ -11,16 +11,20 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from devstack.processes import port_in_use
+from devstack.services import PUSH_RELAY
 from tests.e2e.conftest import Pipeline, new_commit, wait_for
 
 pytestmark = pytest.mark.stack
 
 RESTART_WITHIN_SECONDS = 15
 """Bound for the poll only (the supervisor restarts at once; the server then imports main.py)."""
+HELD_AFTER_SECONDS = 0.5
+"""How long after a cool-down poll is answered the relay is killed in the relay test."""
 
 
 def test_a_function_killed_during_the_cool_down_is_restarted_and_the_deployment_goes_live(
@@ -63,3 +67,46 @@ def test_a_function_killed_during_the_cool_down_is_restarted_and_the_deployment_
 
     wait_for(live_notifications, 15, "the live notification")
     assert len(live_notifications()) == 1
+
+
+def test_the_push_relay_killed_during_the_cool_down_is_restarted_and_the_deployment_goes_live(
+    pipeline: Pipeline,
+) -> None:
+    """The relay holds a cool-down's poll between its deliveries. Killed, it takes that with it: the
+    message must come back when its next delivery was due, not when its pull's lease ends (a
+    minute, past the local 30 s deadline), and must not be taken by one of the dead relay's pulls,
+    which the emulator goes on serving (`PULL_TIMEOUT_SECONDS`). With ten-second pulls this failed
+    one run in six; with leases sent after the pull's, four runs in four. (A kill in the
+    milliseconds between a pull's answer and the emulator taking the relay's short lease still
+    leaves the message for a minute: the pause below keeps the kill out of that window.)"""
+    stack = pipeline.stack
+    relay = stack.service(PUSH_RELAY)
+    deployment_id = pipeline.publish_build(
+        "staging", new_commit(), f"ci-relay-killed-{time.time_ns()}", messages=["fix: survive the relay"]
+    )
+    cooling = pipeline.wait_status(deployment_id, "cooling_down", "switching", "live", "failed", timeout=60)
+    assert cooling["status"] == "cooling_down", f"expected to catch the cool-down, got {cooling['status']}"
+    # The first poll has been answered and its message is held for the next: kill the relay then.
+    function_log = Path(stack.service("function-on_cool_down_complete").log)
+    wait_for(lambda: _polls(function_log, deployment_id) >= 1, 10, "the cool-down's first poll")
+    # Placing the fault, not waiting for a condition: by now the answered poll is held on its short
+    # lease, past the window between its pull and that lease.
+    time.sleep(HELD_AFTER_SECONDS)
+    os.kill(relay.pid, signal.SIGKILL)
+
+    def back() -> bool:
+        record = stack.service(PUSH_RELAY)
+        return record.pid != relay.pid and record.alive
+
+    wait_for(back, RESTART_WITHIN_SECONDS, "the killed relay to be restarted", 0.1)
+    live = pipeline.wait_status(deployment_id, "live", "failed", timeout=60)
+    story = [(h["status"], h.get("detail")) for h in live["history"]]
+    assert live["status"] == "live", f"the deployment did not survive the relay's death: {story}"
+
+
+def _polls(function_log: Path, deployment_id: str) -> int:
+    """How many of the deployment's cool-down polls the function has answered "not ready yet"."""
+    if not function_log.exists():
+        return 0
+    lines = function_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return sum(1 for line in lines if deployment_id in line and "not ready yet" in line)

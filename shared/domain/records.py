@@ -219,9 +219,28 @@ class Deployment:
         """This deployment with one more decision recorded (no status change by itself)."""
         return replace(self, approvals=(*self.approvals, approval))
 
+    def deadline_at(self, deadline_seconds: int) -> datetime:
+        """When the deployment's provisioning deadline passes: counted from when it took the lock."""
+        return (self.started_at or self.created_at) + timedelta(seconds=deadline_seconds)
+
     def is_past_deadline(self, now: datetime, deadline_seconds: int) -> bool:
-        started = self.started_at or self.created_at
-        return now >= started + timedelta(seconds=deadline_seconds)
+        return now >= self.deadline_at(deadline_seconds)
+
+    def cool_down_over(self, now: datetime) -> bool:
+        return self.not_before is None or now >= self.not_before
+
+    def is_overdue(self, now: datetime, deadline_seconds: int, *, green_ready: bool) -> bool:
+        """Whether a deployment before its switch has run out of time and is to fail.
+
+        Past its deadline it has, unless green is ready to take traffic (every instance healthy,
+        the cool-down over): a poll or a watchdog sweep that comes late (a busy machine, a lost
+        message) must not fail a release that is ready. Ready or not, twice the deadline is the
+        end, so that a switch that keeps being put off (a preview that never routes to green)
+        still ends and frees the environment.
+        """
+        if not self.is_past_deadline(now, deadline_seconds):
+            return False
+        return not green_ready or self.is_past_deadline(now, 2 * deadline_seconds)
 
 
 @dataclass(frozen=True)

@@ -56,16 +56,20 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
     group = deployment.group_name
     if deployment.status is DeploymentStatus.COOLING_DOWN:
         now = services.clock.now()
-        if deployment.is_past_deadline(now, env.provisioning_deadline_seconds):
+        deadline = env.provisioning_deadline_seconds
+        if deployment.is_past_deadline(now, 2 * deadline):  # the end, whatever green is; no Compute call
             return fail_deployment(
-                services,
-                deployment.deployment_id,
-                f"green not healthy within the {env.provisioning_deadline_seconds} s deadline",
+                services, deployment.deployment_id, f"not live within twice the {deadline} s deadline"
             )
         health = services.compute.group_health(env, group)
         if health.errors:
             return fail_deployment(
                 services, deployment.deployment_id, "green cannot start: " + "; ".join(health.errors)
+            )
+        ready = health.all_healthy and deployment.cool_down_over(now)
+        if deployment.is_overdue(now, deadline, green_ready=ready):
+            return fail_deployment(
+                services, deployment.deployment_id, f"green not healthy within the {deadline} s deadline"
             )
         if deployment.not_before is not None and now < deployment.not_before:
             raise NotReadyYet(

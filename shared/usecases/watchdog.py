@@ -1,6 +1,7 @@
 """watchdog: the safety net run on every scheduler tick.
 
-- fails deployments past their provisioning deadline (green deleted, lock freed, next started);
+- fails deployments past their provisioning deadline (green deleted, lock freed, next started),
+  except one whose green is ready, which it sends to its switch, up to twice the deadline;
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
 - re-publishes the bake step of a live release whose bake window stalled;
 - starts a queued deployment whose environment is free once its deploy window is open;
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared import topology
+from shared.config import EnvironmentConfig
 from shared.domain.approval import approval_expires_at
 from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by, with_their_templates
 from shared.domain.notify_message import NotifyRequest
@@ -116,14 +118,25 @@ def _check(
             report.failed.append(deployment.deployment_id)
         return
     status = deployment.status
+    deadline = env.provisioning_deadline_seconds
     if status in (
         DeploymentStatus.PROVISIONING,
         DeploymentStatus.COOLING_DOWN,
-    ) and deployment.is_past_deadline(now, env.provisioning_deadline_seconds):
+    ) and deployment.is_past_deadline(now, deadline):
+        if status is DeploymentStatus.COOLING_DOWN and not deployment.is_overdue(
+            now, deadline, green_ready=_green_ready(services, env, deployment, now)
+        ):
+            # Late, not failed: green is ready. Its cool-down step switches it; published once
+            # more in case the step's own message is what went missing.
+            if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
+                _mark_kicked(services, deployment, now)
+                publish_step(services, topology.COOL_DOWN_COMPLETE, deployment)
+                report.kicked.append(deployment.deployment_id)
+            return
         if fail_deployment(
             services,
             deployment.deployment_id,
-            f"not live within the {env.provisioning_deadline_seconds} s deadline (watchdog)",
+            f"not live within the {deadline} s deadline (watchdog)",
         ):
             report.failed.append(deployment.deployment_id)
         return
@@ -162,6 +175,16 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
     log.info("cancelled a deployment awaiting approval: %s", reason)
     notify_status(services, cancelled)
     return True
+
+
+def _green_ready(services: Services, env: EnvironmentConfig, deployment: Deployment, now: datetime) -> bool:
+    """Whether a cooling-down deployment's green may take traffic now; not asked (False) once
+    past twice the deadline, the end whatever green is, so a Compute outage cannot hold it."""
+    if deployment.is_past_deadline(now, 2 * env.provisioning_deadline_seconds):
+        return False
+    if not deployment.cool_down_over(now):
+        return False
+    return services.compute.group_health(env, deployment.group_name).all_healthy
 
 
 def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:

@@ -1,0 +1,85 @@
+"""A cool-down step or watchdog sweep that comes after the provisioning deadline: a green that is
+ready (healthy, its cool-down over) is switched, not failed; one that is not fails; twice the
+deadline ends any release, ready or not."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import topology
+from shared.domain.naming import instance_group_name
+from shared.domain.status import DeploymentStatus as S
+from shared.usecases.provision import start_rolling_replace
+from shared.usecases.switch import complete_cool_down
+from shared.usecases.watchdog import run_watchdog
+from tests.unit.fakes import FakeWorld, fake_world
+from tests.unit.pipeline_driving import build, notifications, step
+
+DEADLINE_SECONDS = 60
+"""The fake world's provisioning deadline."""
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    return fake_world()
+
+
+def cooling_down(world: FakeWorld) -> str:
+    """A first release of hello to staging, its green requested, its cool-down poll published."""
+    result = build(world, "b1")
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    assert result.deployment_id is not None
+    assert world.store.deployments[result.deployment_id].status is S.COOLING_DOWN
+    return str(result.deployment_id)
+
+
+def test_a_poll_that_comes_after_the_deadline_switches_a_ready_green(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(DEADLINE_SECONDS + 1)  # a busy machine delivered the poll late
+    live = complete_cool_down(world.services, message)
+    assert live is not None and live.status is S.LIVE, live and live.history[-1].detail
+    assert world.store.environments["hello@staging"].live_deployment_id == deployment_id
+    assert [n.status for n in notifications(world)] == ["live"]
+
+
+def test_twice_the_deadline_ends_even_a_ready_release(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(2 * DEADLINE_SECONDS)
+    failed = complete_cool_down(world.services, message)
+    assert failed is not None and failed.status is S.FAILED
+    assert failed.history[-1].detail == f"not live within twice the {DEADLINE_SECONDS} s deadline"
+    assert instance_group_name(deployment_id) not in world.compute.groups
+    assert world.store.environments["hello@staging"].active_deployment_id is None
+
+
+def test_the_watchdog_publishes_a_late_ready_release_once_instead_of_failing_it(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    world.publisher.take(topology.COOL_DOWN_COMPLETE)  # the poll was lost
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(DEADLINE_SECONDS + 1)
+    report = run_watchdog(world.services)
+    assert report.failed == [] and report.kicked == [deployment_id]
+    world.clock.advance(1)
+    assert run_watchdog(world.services).kicked == []  # once: the step it published is on its way
+    live = complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert live is not None and live.status is S.LIVE
+
+
+def test_the_watchdog_fails_a_late_release_whose_green_is_not_healthy(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    world.clock.advance(DEADLINE_SECONDS + 1)
+    assert run_watchdog(world.services).failed == [deployment_id]
+    failed = world.store.deployments[deployment_id]
+    assert failed.history[-1].detail == f"not live within the {DEADLINE_SECONDS} s deadline (watchdog)"
+
+
+def test_the_watchdog_fails_a_ready_release_at_twice_the_deadline(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(2 * DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [deployment_id]
+    assert world.store.deployments[deployment_id].status is S.FAILED

@@ -339,6 +339,33 @@ class _HeldHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _TellsWhenStopping(Pusher):
+    """A pusher that says when it has stopped taking messages and waits for its pushes in flight."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.waiting_for_deliveries = threading.Event()
+
+    def _wait_for_deliveries(self, deadline: float) -> None:
+        self.waiting_for_deliveries.set()
+        super()._wait_for_deliveries(deadline)
+
+
+class _CountsAcknowledgements:
+    """The subscriber, counting the messages acknowledged through it."""
+
+    def __init__(self, subscriber: SubscriberClient) -> None:
+        self._subscriber = subscriber
+        self.acknowledged = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._subscriber, name)
+
+    def acknowledge(self, *, request: dict[str, Any], **kwargs: Any) -> None:
+        self._subscriber.acknowledge(request=request, **kwargs)
+        self.acknowledged += len(request["ack_ids"])
+
+
 def test_a_stopping_pusher_sends_the_answers_of_its_pushes_in_flight(
     pubsub_emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -353,23 +380,25 @@ def test_a_stopping_pusher_sends_the_answers_of_its_pushes_in_flight(
                 ack_deadline_seconds=60,
             )
             stopping = threading.Event()
-            pusher = Pusher(subscriber, served, capacity=2, stopping=stopping)
+            counting = _CountsAcknowledgements(subscriber)
+            pusher = _TellsWhenStopping(counting, served, capacity=3, stopping=stopping)
             thread = threading.Thread(target=pusher.run, daemon=True)
             thread.start()
-            publisher.publish(topic, b"first").result(timeout=30)
-            wait_until(lambda: server.pushes == 1, 10.0, "the first message pushed", interval=0.02)
-            stopping.set()  # the relay stops while the function is still working
-            # A second message ends the pusher's long poll; once it is pushed too, the pusher
-            # takes nothing more and is stopping with both pushes unanswered.
-            publisher.publish(topic, b"second").result(timeout=30)
-            wait_until(lambda: server.pushes == 2, 10.0, "the second message pushed", interval=0.02)
+            for data in (b"first", b"second"):
+                publisher.publish(topic, data).result(timeout=30)
+            wait_until(lambda: server.pushes == 2, 10.0, "both messages pushed", interval=0.02)
+            stopping.set()  # the relay stops while the function is still working on both
+            # Its waiting pull ends (a free slot keeps one waiting) and it takes nothing more.
+            wait_until(
+                pusher.waiting_for_deliveries.is_set, 10.0, "the pusher to stop pulling", interval=0.02
+            )
             server.release.set()
             thread.join(timeout=10.0)
 
             assert not thread.is_alive()
             # The answers reached Pub/Sub: before, they came after the acknowledger had stopped
             # and were dropped, and both messages came back when their lease ended.
-            assert pusher.acknowledger.requests_sent >= 1
+            assert counting.acknowledged == 2
             assert "failed" not in capsys.readouterr().err
     finally:
         server.shutdown()

@@ -123,23 +123,25 @@ def _check(
         DeploymentStatus.PROVISIONING,
         DeploymentStatus.COOLING_DOWN,
     ) and deployment.is_past_deadline(now, deadline):
-        if status is DeploymentStatus.COOLING_DOWN and not deployment.is_overdue(
+        late_but_ready = status is DeploymentStatus.COOLING_DOWN and not deployment.is_overdue(
             now, deadline, green_ready=_green_ready(services, env, deployment, now)
-        ):
-            # Late, not failed: green is ready. Its cool-down step switches it; published once
-            # more in case the step's own message is what went missing.
-            if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
-                _mark_kicked(services, deployment, now)
-                publish_step(services, topology.COOL_DOWN_COMPLETE, deployment)
-                report.kicked.append(deployment.deployment_id)
+        )
+        if not late_but_ready:
+            if fail_deployment(
+                services,
+                deployment.deployment_id,
+                f"not live within the {deadline} s deadline (watchdog)",
+            ):
+                report.failed.append(deployment.deployment_id)
             return
-        if fail_deployment(
-            services,
-            deployment.deployment_id,
-            f"not live within the {deadline} s deadline (watchdog)",
-        ):
-            report.failed.append(deployment.deployment_id)
-        return
+        # Late, not failed: green is ready, and its cool-down step switches it. That step is
+        # published once more at once, in case its own message is what went missing; after
+        # that, as for any step, when it stalls.
+        if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
+            _mark_kicked(services, deployment, now)
+            publish_step(services, topology.COOL_DOWN_COMPLETE, deployment)
+            report.kicked.append(deployment.deployment_id)
+            return
     if status is DeploymentStatus.QUEUED:
         _start_if_orphaned(services, deployment, report)
         return

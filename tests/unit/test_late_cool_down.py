@@ -65,6 +65,9 @@ def test_the_watchdog_publishes_a_late_ready_release_once_instead_of_failing_it(
     assert report.failed == [] and report.kicked == [deployment_id]
     world.clock.advance(1)
     assert run_watchdog(world.services).kicked == []  # once: the step it published is on its way
+    world.publisher.take(topology.COOL_DOWN_COMPLETE)  # lost as well
+    world.clock.advance(20)
+    assert run_watchdog(world.services, stall_seconds=20).kicked == [deployment_id]  # stalled again
     live = complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
     assert live is not None and live.status is S.LIVE
 

@@ -132,12 +132,12 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
     if current is None:
         return None
     if current.status is DeploymentStatus.FAILED:
-        notify_status(services, current)  # a redelivery after a lost notification
+        # A redelivery: after a lost notification, or a crash before green was deleted.
+        delete_green(services, current)
+        notify_status(services, current)
         return current
     if current.status not in FAILABLE:
         return None
-    # Green never received traffic, so it goes at once: no draining to wait for.
-    delete_green(services, current)
     now = services.clock.now()
 
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
@@ -158,4 +158,8 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
     log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
     notify_status(services, failed, reason)
     start_next(services, next_deployment)
+    # Green goes only once the record says failed: a step that switched traffic to it in the
+    # meantime (a late cool-down step that found it ready) keeps it, as the transaction above
+    # then changed nothing. It never received traffic, so it goes at once, without draining.
+    delete_green(services, failed)
     return failed

@@ -4,11 +4,14 @@ deadline ends any release, ready or not."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared import topology
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
+from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
@@ -86,3 +89,24 @@ def test_the_watchdog_fails_a_ready_release_at_twice_the_deadline(world: FakeWor
     world.clock.advance(2 * DEADLINE_SECONDS)
     assert run_watchdog(world.services).failed == [deployment_id]
     assert world.store.deployments[deployment_id].status is S.FAILED
+
+
+def test_a_failure_that_loses_the_race_to_a_switch_leaves_green_alone(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog read the record as cooling down; a late cool-down step switched it before the
+    watchdog's transaction. Green now serves users and must not be deleted."""
+    deployment_id = cooling_down(world)
+    store = world.store
+    atomically = store.atomically
+
+    def switched_first(work: Any) -> Any:
+        current = store.deployments[deployment_id]
+        if current.status is S.COOLING_DOWN:
+            store.deployments[deployment_id] = current.advance(S.SWITCHING, world.clock.now(), "switching")
+        return atomically(work)
+
+    monkeypatch.setattr(store, "atomically", switched_first)
+    assert fail_deployment(world.services, deployment_id, "late") is None
+    assert instance_group_name(deployment_id) in world.compute.groups
+    assert store.deployments[deployment_id].status is S.SWITCHING

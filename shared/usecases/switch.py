@@ -68,9 +68,12 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
             )
         ready = health.all_healthy and deployment.cool_down_over(now)
         if deployment.is_overdue(now, deadline, green_ready=ready):
-            return fail_deployment(
-                services, deployment.deployment_id, f"green not healthy within the {deadline} s deadline"
+            reason = (
+                f"green not healthy within the {deadline} s deadline"
+                if not health.all_healthy
+                else f"cool-down not over within the {deadline} s deadline"  # longer than the deadline
             )
+            return fail_deployment(services, deployment.deployment_id, reason)
         if deployment.not_before is not None and now < deployment.not_before:
             raise NotReadyYet(
                 f"cool-down ends at {deployment.not_before.isoformat()} ({health.healthy}/{health.target_size} healthy)"

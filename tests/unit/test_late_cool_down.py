@@ -4,6 +4,7 @@ deadline ends any release, ready or not."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -45,6 +46,22 @@ def test_a_poll_that_comes_after_the_deadline_switches_a_ready_green(world: Fake
     assert live is not None and live.status is S.LIVE, live and live.history[-1].detail
     assert world.store.environments["hello@staging"].live_deployment_id == deployment_id
     assert [n.status for n in notifications(world)] == ["live"]
+
+
+def test_past_the_deadline_a_healthy_green_still_cooling_down_fails_for_that_reason(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    record = world.store.deployments[deployment_id]
+    assert record.not_before is not None
+    # A cool-down longer than the deadline: a configuration mistake, failed at the deadline.
+    world.store.deployments[deployment_id] = record.with_changes(
+        record.updated_at, not_before=record.not_before + timedelta(seconds=DEADLINE_SECONDS)
+    )
+    world.clock.advance(DEADLINE_SECONDS + 1)
+    failed = complete_cool_down(world.services, message)
+    assert failed is not None and failed.status is S.FAILED
+    assert failed.history[-1].detail == f"cool-down not over within the {DEADLINE_SECONDS} s deadline"
 
 
 def test_twice_the_deadline_ends_even_a_ready_release(world: FakeWorld) -> None:

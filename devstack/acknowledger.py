@@ -183,10 +183,12 @@ class Acknowledger:
     def _until_next_timer(self) -> float | None:
         """Seconds until the soonest release or lease renewal (None if there is neither); the
         caller holds the lock."""
-        timers = list(self._in_flight.values())
-        if self._releases:
-            timers.append(self._releases[0][0])  # a heap: the soonest release first
-        return max(0.0, min(timers) - time.monotonic()) if timers else None
+        # A scan, not a heap, of the renewals: there are never more than the pusher's few pushes
+        # in flight. The releases are a heap: the soonest first.
+        soonest = min(self._in_flight.values(), default=None)
+        if self._releases and (soonest is None or self._releases[0][0] < soonest):
+            soonest = self._releases[0][0]
+        return None if soonest is None else max(0.0, soonest - time.monotonic())
 
     def _timer_due(self) -> bool:
         """Whether a release or a lease renewal is due; the caller holds the lock."""

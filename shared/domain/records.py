@@ -229,18 +229,16 @@ class Deployment:
     def cool_down_over(self, now: datetime) -> bool:
         return self.not_before is None or now >= self.not_before
 
-    def is_overdue(self, now: datetime, deadline_seconds: int, *, green_ready: bool) -> bool:
-        """Whether a deployment before its switch has run out of time and is to fail.
+    def is_past_final_deadline(self, now: datetime, deadline_seconds: int) -> bool:
+        """Whether a deployment before its switch has run out of time whatever its green is.
 
-        Past its deadline it has, unless green is ready to take traffic (every instance healthy,
-        the cool-down over): a poll or a watchdog sweep that comes late (a busy machine, a lost
-        message) must not fail a release that is ready. Ready or not, twice the deadline is the
-        end, so that a switch that keeps being put off (a preview that never routes to green)
-        still ends and frees the environment.
+        Past its deadline a deployment whose green is ready to take traffic (every instance
+        healthy, the cool-down over) is still switched: a poll or a watchdog sweep that comes late
+        (a busy machine, a lost message) must not fail a release that is ready. Twice the deadline
+        is the end, ready or not, so that a switch that keeps being put off (a preview that never
+        routes to green) still ends and frees the environment.
         """
-        if not self.is_past_deadline(now, deadline_seconds):
-            return False
-        return not green_ready or self.is_past_deadline(now, 2 * deadline_seconds)
+        return self.is_past_deadline(now, 2 * deadline_seconds)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ the bake step's verdict (shared/usecases/bake.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared import topology
@@ -55,31 +55,11 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
     env = services.environment_config(deployment.app, deployment.environment)
     group = deployment.group_name
     if deployment.status is DeploymentStatus.COOLING_DOWN:
-        now = services.clock.now()
-        deadline = env.provisioning_deadline_seconds
-        if deployment.is_past_deadline(now, 2 * deadline):  # the end, whatever green is; no Compute call
-            return fail_deployment(
-                services, deployment.deployment_id, f"not live within twice the {deadline} s deadline"
-            )
-        health = services.compute.group_health(env, group)
-        if health.errors:
-            return fail_deployment(
-                services, deployment.deployment_id, "green cannot start: " + "; ".join(health.errors)
-            )
-        ready = health.all_healthy and deployment.cool_down_over(now)
-        if deployment.is_overdue(now, deadline, green_ready=ready):
-            reason = (
-                f"green not healthy within the {deadline} s deadline"
-                if not health.all_healthy
-                else f"cool-down not over within the {deadline} s deadline"  # longer than the deadline
-            )
-            return fail_deployment(services, deployment.deployment_id, reason)
-        if deployment.not_before is not None and now < deployment.not_before:
-            raise NotReadyYet(
-                f"cool-down ends at {deployment.not_before.isoformat()} ({health.healthy}/{health.target_size} healthy)"
-            )
-        if not health.all_healthy:
-            raise NotReadyYet(f"green {health.healthy}/{health.target_size} healthy")
+        verdict = judge_green(services, env, deployment, services.clock.now())
+        if verdict.failure is not None:
+            return fail_deployment(services, deployment.deployment_id, verdict.failure)
+        if verdict.waiting is not None:
+            raise NotReadyYet(verdict.waiting)
         smoke_detail = ""
         if env.smoke_checks and not _adopted(deployment):
             failure = _smoke_checks(services, env, group)
@@ -91,6 +71,43 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         if deployment.status is not DeploymentStatus.SWITCHING:
             return deployment
     return switch_traffic(services, env, deployment, group)
+
+
+@dataclass(frozen=True)
+class GreenVerdict:
+    """What a cooling-down deployment's green allows now: fail the release (`failure`, the
+    reason), wait (`waiting`, why), or, both None, switch traffic to it."""
+
+    failure: str | None = None
+    waiting: str | None = None
+
+
+def judge_green(
+    services: Services, env: EnvironmentConfig, deployment: Deployment, now: datetime
+) -> GreenVerdict:
+    """The one judgement of a cooling-down green, for its cool-down step and for the watchdog.
+
+    Before the deadline green is waited for; past it, a green not ready fails the release and a
+    ready one is still switched; past the final deadline the release fails without asking
+    Compute, so that an outage cannot hold it (`Deployment.is_past_final_deadline`)."""
+    deadline = env.provisioning_deadline_seconds
+    if deployment.is_past_final_deadline(now, deadline):
+        return GreenVerdict(failure=f"not live within twice the {deadline} s deadline")
+    health = services.compute.group_health(env, deployment.group_name)
+    if health.errors:
+        return GreenVerdict(failure="green cannot start: " + "; ".join(health.errors))
+    cooling_until = None if deployment.cool_down_over(now) else deployment.not_before
+    if deployment.is_past_deadline(now, deadline) and (cooling_until or not health.all_healthy):
+        # A healthy green still cooling down past the deadline: a cool-down longer than the deadline.
+        why = "cool-down not over" if health.all_healthy else "green not healthy"
+        return GreenVerdict(failure=f"{why} within the {deadline} s deadline")
+    if cooling_until is not None:
+        return GreenVerdict(
+            waiting=f"cool-down ends at {cooling_until.isoformat()} ({health.healthy}/{health.target_size} healthy)"
+        )
+    if not health.all_healthy:
+        return GreenVerdict(waiting=f"green {health.healthy}/{health.target_size} healthy")
+    return GreenVerdict()
 
 
 def _wait_on_hints(services: Services, message: StepMessage) -> None:

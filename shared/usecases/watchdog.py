@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared import topology
-from shared.config import EnvironmentConfig
 from shared.domain.approval import approval_expires_at
 from shared.domain.leaks import ListedResource, Owner, leaked, names_needed_by, with_their_templates
 from shared.domain.notify_message import NotifyRequest
@@ -29,6 +28,7 @@ from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
+from shared.usecases.switch import judge_green
 
 log = get_logger("watchdog")
 
@@ -71,10 +71,7 @@ def run_watchdog(
             app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
         ):
             try:
-                _mark_kicked(services, deployment, now)
-                publish_step(services, topology.BAKE_CHECK, deployment)
-                log.info("re-published %s for a stalled bake window", topology.BAKE_CHECK)
-                report.kicked.append(deployment.deployment_id)
+                _kick(services, deployment, now, report)
             except (TransientError, PermanentError) as exc:  # either kind: the next tick looks again
                 log.warning("could not resume the bake window: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
@@ -119,42 +116,29 @@ def _check(
         return
     status = deployment.status
     deadline = env.provisioning_deadline_seconds
-    if status in (
-        DeploymentStatus.PROVISIONING,
-        DeploymentStatus.COOLING_DOWN,
-    ) and deployment.is_past_deadline(now, deadline):
-        late_but_ready = status is DeploymentStatus.COOLING_DOWN and not deployment.is_overdue(
-            now, deadline, green_ready=_green_ready(services, env, deployment, now)
-        )
-        if not late_but_ready:
-            if fail_deployment(
-                services,
-                deployment.deployment_id,
-                f"not live within the {deadline} s deadline (watchdog)",
-            ):
+    if status is DeploymentStatus.PROVISIONING and deployment.is_past_deadline(now, deadline):
+        if fail_deployment(
+            services, deployment.deployment_id, f"not live within the {deadline} s deadline (watchdog)"
+        ):
+            report.failed.append(deployment.deployment_id)
+        return
+    if status is DeploymentStatus.COOLING_DOWN and deployment.is_past_deadline(now, deadline):
+        verdict = judge_green(services, env, deployment, now)
+        if verdict.failure is not None:
+            if fail_deployment(services, deployment.deployment_id, f"{verdict.failure} (watchdog)"):
                 report.failed.append(deployment.deployment_id)
             return
         # Late, not failed: green is ready, and its cool-down step switches it. That step is
         # published once more at once, in case its own message is what went missing; after
         # that, as for any step, when it stalls.
         if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
-            _mark_kicked(services, deployment, now)
-            publish_step(services, topology.COOL_DOWN_COMPLETE, deployment)
-            report.kicked.append(deployment.deployment_id)
+            _kick(services, deployment, now, report)
             return
     if status is DeploymentStatus.QUEUED:
         _start_if_orphaned(services, deployment, report)
         return
     if _stalled(deployment, now, stall_seconds):
-        topic = (
-            topology.START_ROLLING_REPLACE
-            if status is DeploymentStatus.PROVISIONING
-            else topology.COOL_DOWN_COMPLETE
-        )
-        _mark_kicked(services, deployment, now)
-        publish_step(services, topic, deployment)
-        log.info("re-published %s for a stalled deployment", topic)
-        report.kicked.append(deployment.deployment_id)
+        _kick(services, deployment, now, report)
 
 
 def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, reason: str) -> bool:
@@ -179,16 +163,6 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
     return True
 
 
-def _green_ready(services: Services, env: EnvironmentConfig, deployment: Deployment, now: datetime) -> bool:
-    """Whether a cooling-down deployment's green may take traffic now; not asked (False) once
-    past twice the deadline, the end whatever green is, so a Compute outage cannot hold it."""
-    if deployment.is_past_deadline(now, 2 * env.provisioning_deadline_seconds):
-        return False
-    if not deployment.cool_down_over(now):
-        return False
-    return services.compute.group_health(env, deployment.group_name).all_healthy
-
-
 def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
     stall = timedelta(seconds=stall_seconds)
     quiet_since = deployment.updated_at
@@ -201,13 +175,25 @@ def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
     return now - quiet_since >= stall
 
 
-def _mark_kicked(services: Services, deployment: Deployment, now: datetime) -> None:
+def _kick(services: Services, deployment: Deployment, now: datetime, report: WatchdogReport) -> None:
+    """Publish the deployment's pending step again, noting when (so it is not re-published on
+    every tick while the step runs)."""
+
     def work(tx: Transaction) -> None:
         current = tx.deployment(deployment.deployment_id)
         if current is not None and current.status is deployment.status:
             tx.put_deployment(replace(current, last_kick_at=now))
 
     services.store.atomically(work)
+    if deployment.baking:
+        topic = topology.BAKE_CHECK
+    elif deployment.status is DeploymentStatus.PROVISIONING:
+        topic = topology.START_ROLLING_REPLACE
+    else:  # cooling down or switching
+        topic = topology.COOL_DOWN_COMPLETE
+    publish_step(services, topic, deployment)
+    log.info("re-published %s", topic)
+    report.kicked.append(deployment.deployment_id)
 
 
 def _start_if_orphaned(services: Services, deployment: Deployment, report: WatchdogReport) -> None:

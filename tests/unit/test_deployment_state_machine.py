@@ -110,12 +110,7 @@ def test_the_deadline_counts_from_when_the_lock_was_taken() -> None:
     assert d.is_past_deadline(T0 + timedelta(seconds=160), 60)
 
 
-@pytest.mark.parametrize(
-    ("seconds_after_start", "green_ready", "overdue"),
-    [(59, False, False), (60, False, True), (60, True, False), (119, True, False), (120, True, True)],
-)
-def test_past_the_deadline_only_a_green_not_ready_is_overdue_until_twice_the_deadline(
-    seconds_after_start: int, green_ready: bool, overdue: bool
-) -> None:
-    d = queued().advance(S.PROVISIONING, T0)
-    assert d.is_overdue(T0 + timedelta(seconds=seconds_after_start), 60, green_ready=green_ready) is overdue
+def test_the_final_deadline_is_twice_the_deadline_from_when_the_lock_was_taken() -> None:
+    d = queued().advance(S.PROVISIONING, T0 + timedelta(seconds=100))
+    assert not d.is_past_final_deadline(T0 + timedelta(seconds=219), 60)
+    assert d.is_past_final_deadline(T0 + timedelta(seconds=220), 60)

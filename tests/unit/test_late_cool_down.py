@@ -12,9 +12,11 @@ import pytest
 from shared import topology
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
+from shared.ports import TransientError
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.switch import complete_cool_down
+from shared.usecases.services import NotReadyYet
+from shared.usecases.switch import complete_cool_down, judge_green
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
 from tests.unit.pipeline_driving import build, notifications, step
@@ -97,7 +99,9 @@ def test_the_watchdog_fails_a_late_release_whose_green_is_not_healthy(world: Fak
     world.clock.advance(DEADLINE_SECONDS + 1)
     assert run_watchdog(world.services).failed == [deployment_id]
     failed = world.store.deployments[deployment_id]
-    assert failed.history[-1].detail == f"not live within the {DEADLINE_SECONDS} s deadline (watchdog)"
+    assert (
+        failed.history[-1].detail == f"green not healthy within the {DEADLINE_SECONDS} s deadline (watchdog)"
+    )
 
 
 def test_the_watchdog_fails_a_ready_release_at_twice_the_deadline(world: FakeWorld) -> None:
@@ -127,3 +131,74 @@ def test_a_failure_that_loses_the_race_to_a_switch_leaves_green_alone(
     assert fail_deployment(world.services, deployment_id, "late") is None
     assert instance_group_name(deployment_id) in world.compute.groups
     assert store.deployments[deployment_id].status is S.SWITCHING
+
+
+@pytest.mark.parametrize(
+    ("seconds_later", "healthy", "failure", "waiting"),
+    [
+        (1, True, None, "cool-down ends at"),
+        (10, False, None, "green 0/2 healthy"),
+        (10, True, None, None),
+        (DEADLINE_SECONDS + 1, False, f"green not healthy within the {DEADLINE_SECONDS} s deadline", None),
+        (DEADLINE_SECONDS + 1, True, None, None),
+        (2 * DEADLINE_SECONDS, True, f"not live within twice the {DEADLINE_SECONDS} s deadline", None),
+    ],
+)
+def test_green_is_waited_for_until_the_deadline_switched_when_ready_until_twice_the_deadline(
+    world: FakeWorld, seconds_later: int, healthy: bool, failure: str | None, waiting: str | None
+) -> None:
+    deployment_id = cooling_down(world)
+    if healthy:
+        world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(seconds_later)
+    env = world.services.environment_config("hello", "staging")
+    verdict = judge_green(world.services, env, world.store.deployments[deployment_id], world.clock.now())
+    assert verdict.failure == failure
+    assert (verdict.waiting or "").startswith(waiting or ""), verdict.waiting
+    assert (verdict.waiting is None) is (waiting is None)
+
+
+def test_at_twice_the_deadline_a_compute_outage_cannot_hold_the_release(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment_id = cooling_down(world)
+
+    def outage(*_: object) -> None:
+        raise TransientError("compute unavailable")
+
+    monkeypatch.setattr(world.compute, "group_health", outage)
+    world.clock.advance(2 * DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [deployment_id]
+
+
+def test_a_kick_before_the_deadline_does_not_stand_for_the_one_at_it(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    world.publisher.take(topology.COOL_DOWN_COMPLETE)  # the poll was lost
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.clock.advance(30)
+    assert run_watchdog(world.services, stall_seconds=20).kicked == [deployment_id]  # stalled
+    world.publisher.take(topology.COOL_DOWN_COMPLETE)  # lost as well
+    world.clock.advance(DEADLINE_SECONDS + 1 - 30)  # 31 s after that kick: not stalled again yet
+    assert run_watchdog(world.services).kicked == [deployment_id]  # the deadline's own
+    world.clock.advance(1)
+    assert run_watchdog(world.services).kicked == []
+    assert world.store.deployments[deployment_id].status is S.COOLING_DOWN
+
+
+def test_a_preview_that_never_routes_to_green_fails_the_release_at_twice_the_deadline(
+    world: FakeWorld,
+) -> None:
+    result = build(world, "b1", environment="verified", messages=["feat: x"])
+    assert result.deployment_id is not None
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.compute.lb_healthy = False  # the preview never sees green healthy
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.clock.advance(DEADLINE_SECONDS + 1)
+    with pytest.raises(NotReadyYet, match="the preview does not route to it yet"):
+        complete_cool_down(world.services, message)
+    world.clock.advance(DEADLINE_SECONDS)
+    failed = complete_cool_down(world.services, message)
+    assert failed is not None and failed.status is S.FAILED
+    assert failed.history[-1].detail == f"not live within twice the {DEADLINE_SECONDS} s deadline"
+    assert world.compute.attached == [], "no user request ever reached it"

@@ -268,8 +268,11 @@ class Pusher:
         except api_exceptions.NotFound:  # permanent: the subscription was deleted; stop serving it
             self._release(free)
             return False
-        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError):
+        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
             # Transient: a pull the busy emulator answered too late (DEADLINE_EXCEEDED), or refused.
+            # Said: messages handed to a pull that ended so are leased to nobody until their ack
+            # deadline passes.
+            sys.stderr.write(f"push-relay: {self.name}: pull failed: {type(exc).__name__}\n")
             self._release(free)
             self.stopping.wait(ERROR_PAUSE_SECONDS)
             return True
@@ -305,6 +308,11 @@ class Pusher:
                 delay = redelivery_delay(self.backoff, received.delivery_attempt)
                 now = time.monotonic()
                 self.acknowledger.defer(received.ack_id, pushed_at + delay - now, lease_left=lease_ends - now)
+                # Said, so that what a death of this process cost can be told from its log.
+                sys.stderr.write(
+                    f"push-relay: {self.name}: message {received.message.message_id} answered {status};"
+                    f" held for {max(0.0, pushed_at + delay - now):.1f} s\n"
+                )
         finally:
             self.slots.release()
 

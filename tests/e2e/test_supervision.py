@@ -8,7 +8,9 @@ restarted process takes it, and the record carries the deployment on from where 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -17,6 +19,8 @@ import pytest
 
 from devstack.processes import port_in_use
 from devstack.services import PUSH_RELAY
+from devstack.subscriptions import push_subscription_name
+from shared import topology
 from tests.e2e.conftest import Pipeline, new_commit, wait_for
 
 pytestmark = pytest.mark.stack
@@ -24,7 +28,8 @@ pytestmark = pytest.mark.stack
 RESTART_WITHIN_SECONDS = 15
 """Bound for the poll only (the supervisor restarts at once; the server then imports main.py)."""
 HELD_AFTER_SECONDS = 0.5
-"""How long after a cool-down poll is answered the relay is killed in the relay test."""
+"""How long after the relay says it holds a cool-down poll it is killed in the relay test (at most
+half the time it holds it)."""
 
 
 def test_a_function_killed_during_the_cool_down_is_restarted_and_the_deployment_goes_live(
@@ -87,12 +92,26 @@ def test_the_push_relay_killed_during_the_cool_down_is_restarted_and_the_deploym
     )
     cooling = pipeline.wait_status(deployment_id, "cooling_down", "switching", "live", "failed", timeout=60)
     assert cooling["status"] == "cooling_down", f"expected to catch the cool-down, got {cooling['status']}"
-    # The first poll has been answered and its message is held for the next: kill the relay then.
-    function_log = Path(stack.service("function-on_cool_down_complete").log)
-    wait_for(lambda: _polls(function_log, deployment_id) >= 1, 10, "the cool-down's first poll")
-    # Placing the fault, not waiting for a condition: by now the answered poll is held on its short
-    # lease, past the window between its pull and that lease.
-    time.sleep(HELD_AFTER_SECONDS)
+    # A poll has been answered through the relay, which holds its message for the next: kill the
+    # relay then. (The emulator's own push loops answer some polls too; one of those would leave
+    # the relay nothing to lose.)
+    provision_log = Path(stack.service("function-on_start_rolling_replace").log)
+    wait_for(
+        lambda: _poll_message_id(provision_log, deployment_id), 10, "the cool-down's poll to be published"
+    )
+    poll_id = _poll_message_id(provision_log, deployment_id)
+    assert poll_id is not None
+    relay_log = Path(relay.log)
+    wait_for(
+        lambda: _held_by_relay(relay_log, poll_id) is not None,
+        20,
+        f"the relay to hold the cool-down's poll {poll_id}",
+        0.05,
+    )
+    held_for = _held_by_relay(relay_log, poll_id) or 0.0
+    # Placing the fault, not waiting for a condition: by then the answered poll is held on its short
+    # lease, past the window between its pull and that lease, and its next delivery is not due yet.
+    time.sleep(min(HELD_AFTER_SECONDS, held_for / 2))
     os.kill(relay.pid, signal.SIGKILL)
 
     def back() -> bool:
@@ -107,9 +126,26 @@ def test_the_push_relay_killed_during_the_cool_down_is_restarted_and_the_deploym
     assert live.get("last_kick_at") is None, f"carried on only by the watchdog's re-publish: {story}"
 
 
-def _polls(function_log: Path, deployment_id: str) -> int:
-    """How many of the deployment's cool-down polls the function has answered "not ready yet"."""
-    if not function_log.exists():
-        return 0
-    lines = function_log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return sum(1 for line in lines if deployment_id in line and "not ready yet" in line)
+def _poll_message_id(provision_log: Path, deployment_id: str) -> str | None:
+    """The Pub/Sub message id of the deployment's cool-down poll, from the log of the step that
+    published it; None before it is published."""
+    for line in provision_log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if deployment_id not in line or "published cool-down-complete" not in line:
+            continue
+        entry = json.loads(line)
+        if entry.get("step_for") == deployment_id:
+            return str(entry["message_id"])
+    return None
+
+
+def _held_by_relay(relay_log: Path, message_id: str) -> float | None:
+    """For how long the relay said it holds `message_id` after an answered delivery (the first
+    time); None if it has not."""
+    if not relay_log.exists():
+        return None
+    subscription = push_subscription_name(topology.COOL_DOWN_COMPLETE, "on_cool_down_complete")
+    held = re.search(
+        rf"{re.escape(subscription)}: message {re.escape(message_id)} answered \d+; held for ([0-9.]+) s",
+        relay_log.read_text(encoding="utf-8", errors="replace"),
+    )
+    return float(held.group(1)) if held else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import config_fields as fields
+from shared import topology
 from shared.config_fields import Channel, ConfigError
 from shared.domain.identifiers import NAME_PATTERN
 from shared.domain.records import environment_key
@@ -75,7 +76,13 @@ GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
 
 MAX_BAKE_SECONDS = 900
-"""The bake step is polled by Pub/Sub redelivery (at most 100 deliveries, backoff up to 10 s)."""
+"""The bake step is polled by Pub/Sub redelivery (at most 100 deliveries, backoff up to 10 s:
+`topology.retries_last_seconds`, 965 s)."""
+MAX_PROVISIONING_DEADLINE_SECONDS = topology.retries_last_seconds(
+    topology.trigger_of(topology.COOL_DOWN_COMPLETE)
+)
+"""The cool-down step is polled by Pub/Sub redelivery as well: a deadline longer than its
+retries last would dead-letter the poll of a green that may still become healthy in time."""
 BAKE_RETENTION_MARGIN_SECONDS = 30
 """The previous group must stay retained this much longer than the bake window: adoption refuses a
 group whose clean-up is due within 10 s, and the last look at green comes up to a poll late."""
@@ -257,6 +264,14 @@ def _environment(
         raise ConfigError(f"{where}.smoke_checks: need a preview_backend_service to run against")
     if smoke_checks and not merged["preview_url"]:
         raise ConfigError(f"{where}.smoke_checks: need the preview_url of the preview backend service")
+    deadline = fields.positive(
+        merged["provisioning_deadline_seconds"], f"{where}.provisioning_deadline_seconds"
+    )
+    if deadline > MAX_PROVISIONING_DEADLINE_SECONDS:
+        raise ConfigError(
+            f"{where}.provisioning_deadline_seconds: at most {MAX_PROVISIONING_DEADLINE_SECONDS}"
+            f" (the cool-down poll's retries last no longer), got {deadline}"
+        )
     bake_seconds = fields.non_negative(merged["bake_seconds"], f"{where}.bake_seconds")
     if bake_seconds > MAX_BAKE_SECONDS:
         raise ConfigError(f"{where}.bake_seconds: at most {MAX_BAKE_SECONDS}, got {bake_seconds}")
@@ -266,9 +281,7 @@ def _environment(
         region=fields.require(str, merged["region"], f"{where}.region"),
         instance_count=fields.positive(merged["instance_count"], f"{where}.instance_count"),
         cool_down_seconds=fields.positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds"),
-        provisioning_deadline_seconds=fields.positive(
-            merged["provisioning_deadline_seconds"], f"{where}.provisioning_deadline_seconds"
-        ),
+        provisioning_deadline_seconds=deadline,
         base_instance_template=fields.gce_name(
             merged["base_instance_template"], f"{where}.base_instance_template"
         ),

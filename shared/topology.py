@@ -44,8 +44,8 @@ class Trigger:
 PUBSUB_TRIGGERS: tuple[Trigger, ...] = (
     Trigger(BUILD_SUCCEEDED, "on_build_succeeded", 1, 60, 10),
     Trigger(START_ROLLING_REPLACE, "on_start_rolling_replace", 1, 60, 10),
-    # Not-ready is the normal state for a while, so allow many polls; the watchdog
-    # bounds a stuck deployment long before these attempts run out.
+    # Not-ready is the normal state for a while, so allow many polls: they last 965 s at least,
+    # which bounds the provisioning deadline (shared/config.py).
     Trigger(COOL_DOWN_COMPLETE, "on_cool_down_complete", 1, 10, 100),
     # The bake window's poll: redelivered (like cool-down-complete) until the window ends or
     # green breaches it. Short backoff: the time to notice a breach is the exposure.
@@ -53,6 +53,25 @@ PUBSUB_TRIGGERS: tuple[Trigger, ...] = (
     Trigger(NOTIFY, "on_notify", 1, 60, 10),
     Trigger(WATCHDOG_TICK, "watchdog", 1, 10, 5, dead_letter=False),
 )
+
+
+def trigger_of(topic: str) -> Trigger:
+    return next(t for t in PUBSUB_TRIGGERS if t.topic == topic)
+
+
+def retries_last_seconds(trigger: Trigger) -> int:
+    """The least time Pub/Sub takes to make all of a trigger's deliveries of a message that keeps
+    failing: the backoffs between them (it may wait longer, never shorter). A poll that must go
+    on for longer is dead-lettered while its step is still waiting.
+
+    >>> retries_last_seconds(trigger_of(COOL_DOWN_COMPLETE))  # 1 + 2 + 4 + 8 + 95 x 10
+    965
+    """
+    return sum(
+        min(trigger.max_backoff_seconds, trigger.min_backoff_seconds * 2**attempt)
+        for attempt in range(trigger.max_delivery_attempts - 1)
+    )
+
 
 DEAD_LETTER_ENTRY_POINT = "on_dead_letter"
 """Announces every dead-lettered event; subscribed to each trigger's dead-letter topic."""

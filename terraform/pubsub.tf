@@ -17,7 +17,8 @@ locals {
       dead_letter_topic     = "start-rolling-replace-dead-letter"
     }
     # The backoff is the polling interval while green warms up, hence the short maximum
-    # and the many attempts; the watchdog bounds a stuck deployment long before they run out.
+    # and the many attempts: 965 s of polls at least, the longest provisioning deadline the
+    # pipeline file accepts (shared/config.py).
     "cool-down-complete" = {
       entry_point           = "on_cool_down_complete"
       min_backoff_seconds   = 1

@@ -74,6 +74,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "resources_deleted_at": d.resources_deleted_at,
         "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
+        "last_polled_at": d.last_polled_at,
         "request_id": d.request_id,
         "is_rollback": d.is_rollback,
         "superseded": list(d.superseded) or None,
@@ -97,6 +98,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "resources_deleted_at",
     "adopted_by",
     "last_kick_at",
+    "last_polled_at",
     "request_id",
     "superseded",
 )
@@ -148,6 +150,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         resources_deleted_at=doc.get("resources_deleted_at"),
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
+        last_polled_at=doc.get("last_polled_at"),
         artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
         verification=verification_from_document(doc.get("verification")),

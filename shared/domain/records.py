@@ -75,6 +75,10 @@ class Deployment:
     cancelled): the group now belongs to that deployment's record."""
     last_kick_at: datetime | None = None
     """When the watchdog last republished this deployment's pending step."""
+    last_polled_at: datetime | None = None
+    """When a poll of its cool-down step last found green not ready to switch, noted at most
+    every `POLL_NOTE_SECONDS`: the watchdog takes a step that is still polled for one that is
+    slow, not lost."""
     artifact_sha256: str = ""
     """SHA-256 of the artifact (from the build, kept by its release): the instance verifies it."""
     committed_at: datetime | None = None
@@ -225,6 +229,20 @@ class Deployment:
 
     def is_past_deadline(self, now: datetime, deadline_seconds: int) -> bool:
         return now >= self.deadline_at(deadline_seconds)
+
+    def quiet_since(self) -> datetime:
+        """Since when nothing shows that its pending step is being worked on: its last change,
+        the end of its cool-down or of its bake window, the watchdog's last re-publish of the step,
+        the last poll noted."""
+        quiet = self.updated_at
+        if self.status is DeploymentStatus.COOLING_DOWN and self.not_before is not None:
+            quiet = max(quiet, self.not_before)
+        if self.baking and self.verification is not None:
+            quiet = max(quiet, self.verification.ends_at)
+        for noted in (self.last_kick_at, self.last_polled_at):
+            if noted is not None:
+                quiet = max(quiet, noted)
+        return quiet
 
     def cool_down_over(self, now: datetime) -> bool:
         return self.not_before is None or now >= self.not_before

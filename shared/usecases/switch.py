@@ -27,6 +27,10 @@ from shared.usecases.services import NotReadyYet, Services, notify_status, publi
 
 log = get_logger("switch")
 
+POLL_NOTE_SECONDS = 20
+"""How often at most a poll notes on its record that the step is still polled. Below the
+watchdog's stall time less the longest poll interval (60 s - 10 s), so a polled step never
+looks stalled."""
 JUST_WAIT_SECONDS = 3.0
 """In the last seconds of a cool-down a poll only waits, without looking at green: the poll at its
 end looks anyway, and failing a release that cannot start a second or two sooner is not worth a
@@ -52,6 +56,15 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         log.info("deployment is %s; nothing to switch", deployment.status)
         return None
 
+    try:
+        return _switch_when_ready(services, deployment)
+    except NotReadyYet:
+        _note_polled(services, deployment)
+        raise
+
+
+def _switch_when_ready(services: Services, deployment: Deployment) -> Deployment | None:
+    """For a cooling-down or switching deployment: its switch, or `NotReadyYet`."""
     env = services.environment_config(deployment.app, deployment.environment)
     group = deployment.group_name
     if deployment.status is DeploymentStatus.COOLING_DOWN:
@@ -71,6 +84,26 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         if deployment.status is not DeploymentStatus.SWITCHING:
             return deployment
     return switch_traffic(services, env, deployment, group)
+
+
+def _note_polled(services: Services, deployment: Deployment) -> None:
+    """Note on the record that its step is still polled, when nothing has shown that for
+    `POLL_NOTE_SECONDS`: a poll of a slow green or switch (its message alive) must not look to the
+    watchdog like a lost one, to be published again beside it. Most polls note nothing: a release
+    that is ready within that time writes no more than before."""
+    now = services.clock.now()
+    if (now - deployment.quiet_since()).total_seconds() < POLL_NOTE_SECONDS:
+        return
+
+    def work(tx: Transaction) -> None:
+        current = tx.deployment(deployment.deployment_id)
+        if current is not None and current.status in (
+            DeploymentStatus.COOLING_DOWN,
+            DeploymentStatus.SWITCHING,
+        ):
+            tx.put_deployment(replace(current, last_polled_at=now))
+
+    services.store.atomically(work)
 
 
 @dataclass(frozen=True)

@@ -164,15 +164,7 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
 
 
 def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
-    stall = timedelta(seconds=stall_seconds)
-    quiet_since = deployment.updated_at
-    if deployment.status is DeploymentStatus.COOLING_DOWN and deployment.not_before is not None:
-        quiet_since = max(quiet_since, deployment.not_before)
-    if deployment.baking and deployment.verification is not None:
-        quiet_since = max(quiet_since, deployment.verification.ends_at)
-    if deployment.last_kick_at is not None:
-        quiet_since = max(quiet_since, deployment.last_kick_at)
-    return now - quiet_since >= stall
+    return now - deployment.quiet_since() >= timedelta(seconds=stall_seconds)
 
 
 def _kick(services: Services, deployment: Deployment, now: datetime, report: WatchdogReport) -> None:

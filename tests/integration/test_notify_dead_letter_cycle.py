@@ -41,9 +41,7 @@ from tests.integration.test_notify import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag is deprecated")
 
 DEAD_LETTER_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "dead_letter.py"
-NOTIFY_ATTEMPTS = next(
-    t.max_delivery_attempts for t in topology.PUBSUB_TRIGGERS if t.topic == topology.NOTIFY
-)
+NOTIFY_ATTEMPTS = topology.trigger_of(topology.NOTIFY).max_delivery_attempts
 
 
 @pytest.fixture

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from shared.config import DEFAULT_CONFIG_PATH, ConfigError, load_pipeline_config, parse_pipeline_config
+from shared import topology
+from shared.config import (
+    DEFAULT_CONFIG_PATH,
+    MAX_BAKE_SECONDS,
+    ConfigError,
+    load_pipeline_config,
+    parse_pipeline_config,
+)
 
 VALID: dict[str, Any] = {
     "apps": {
@@ -151,3 +158,15 @@ def test_the_operations_section_names_channels_in_the_environments_format() -> N
 def test_a_bad_operations_section_is_refused_naming_its_key(operations: Any, named_key: str) -> None:
     with pytest.raises(ConfigError, match=named_key):
         parse_pipeline_config({**VALID, "operations": operations})
+
+
+def test_a_deadline_longer_than_the_cool_down_poll_can_be_retried_is_refused() -> None:
+    deadline = ["apps", "hello", "environments", "staging", "provisioning_deadline_seconds"]
+    last = topology.retries_last_seconds(topology.trigger_of(topology.COOL_DOWN_COMPLETE))
+    assert parse_pipeline_config(with_change(deadline, last)).environment("hello", "staging") is not None
+    with pytest.raises(ConfigError, match=rf"staging\.provisioning_deadline_seconds: at most {last} "):
+        parse_pipeline_config(with_change(deadline, last + 1))
+
+
+def test_a_bake_window_is_never_longer_than_its_poll_can_be_retried() -> None:
+    assert topology.retries_last_seconds(topology.trigger_of(topology.BAKE_CHECK)) >= MAX_BAKE_SECONDS

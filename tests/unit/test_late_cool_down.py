@@ -16,13 +16,15 @@ from shared.ports import TransientError
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet
-from shared.usecases.switch import complete_cool_down, judge_green
-from shared.usecases.watchdog import run_watchdog
+from shared.usecases.switch import POLL_NOTE_SECONDS, complete_cool_down, judge_green
+from shared.usecases.watchdog import STALL_SECONDS, run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
 from tests.unit.pipeline_driving import build, notifications, step
 
 DEADLINE_SECONDS = 60
 """The fake world's provisioning deadline."""
+POLL_INTERVAL_SECONDS = topology.trigger_of(topology.COOL_DOWN_COMPLETE).max_backoff_seconds
+"""The longest wait between two polls of a cool-down step (its retry policy's longest backoff)."""
 
 
 @pytest.fixture
@@ -202,3 +204,37 @@ def test_a_preview_that_never_routes_to_green_fails_the_release_at_twice_the_dea
     assert failed is not None and failed.status is S.FAILED
     assert failed.history[-1].detail == f"not live within twice the {DEADLINE_SECONDS} s deadline"
     assert world.compute.attached == [], "no user request ever reached it"
+
+
+def test_a_switch_that_is_still_polled_is_not_published_again_beside_its_poll(world: FakeWorld) -> None:
+    """The load balancer takes minutes to see green healthy: its poll goes on every 10 s, and the
+    watchdog must not add a copy of it each minute; once the polls stop, it does."""
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.compute.lb_healthy = False
+    kicked: list[str] = []
+    for _ in range(30):  # five minutes of polls and watchdog ticks
+        world.clock.advance(POLL_INTERVAL_SECONDS)
+        with pytest.raises(NotReadyYet):
+            complete_cool_down(world.services, message)
+        kicked += run_watchdog(world.services).kicked
+    assert world.store.deployments[deployment_id].status is S.SWITCHING
+    assert kicked == []
+    world.clock.advance(STALL_SECONDS + POLL_NOTE_SECONDS)  # the poll was lost
+    assert run_watchdog(world.services).kicked == [deployment_id]
+
+
+def test_a_release_ready_at_once_notes_no_poll(world: FakeWorld) -> None:
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    with pytest.raises(NotReadyYet):
+        complete_cool_down(world.services, message)
+    world.clock.advance(10)
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    live = complete_cool_down(world.services, message)
+    assert live is not None and live.status is S.LIVE and live.last_polled_at is None
+
+
+def test_a_polled_step_is_noted_often_enough_never_to_look_stalled() -> None:
+    assert POLL_NOTE_SECONDS + POLL_INTERVAL_SECONDS < STALL_SECONDS

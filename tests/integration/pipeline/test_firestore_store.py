@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
@@ -452,3 +453,24 @@ def test_a_bake_window_breach_is_recorded_once_with_its_numbers_and_a_rollback_r
     assert len(all_rollbacks) == 1, "three concurrent deliveries, one rollback"
     state = raw(firestore_client, "environments", "hello@verified")
     assert state["live_deployment_id"] == rollback_id and state["active_deployment_id"] is None
+
+
+def test_a_poll_noted_on_a_slow_switch_is_stored_and_read_back(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    from shared.usecases.services import NotReadyYet
+    from shared.usecases.switch import POLL_NOTE_SECONDS, complete_cool_down
+
+    result = build(world, "b1", COMMITS[0])
+    assert result.deployment_id is not None
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.compute.lb_healthy = False  # the load balancer does not see green healthy yet
+    world.clock.advance(5 + POLL_NOTE_SECONDS)  # the cool-down, then the time a poll notes after
+    with pytest.raises(NotReadyYet):
+        complete_cool_down(world.services, message)
+    stored = raw(firestore_client, "deployments", result.deployment_id)
+    assert stored["status"] == "switching" and isinstance(stored["last_polled_at"], DatetimeWithNanoseconds)
+    deployment = store.get_deployment(result.deployment_id)
+    assert deployment is not None and deployment.last_polled_at == world.clock.now()

@@ -95,9 +95,9 @@ def test_the_push_relay_killed_during_the_cool_down_is_restarted_and_the_deploym
     relay = stack.service(PUSH_RELAY)
     relay_log = Path(relay.log)
     provision_log = Path(stack.service("function-on_start_rolling_replace").log)
-    # The emulator's own push loops deliver some cool-down polls too, and one that takes a poll's
-    # first delivery keeps its redeliveries: such a release leaves the relay nothing to lose. So
-    # releases go out until the relay holds one's poll (about half of them).
+    # The emulator's own push loops deliver some cool-down polls too (in the runs looked at, one
+    # that took a poll's first delivery also took its redeliveries): such a release leaves the
+    # relay nothing to lose. So releases go out until the relay holds one's poll (about half do).
     for attempt in range(1, RELEASES_TO_CATCH_A_HELD_POLL + 1):
         deployment_id, held_for = _release_and_watch_its_poll(pipeline, relay_log, provision_log)
         if held_for is not None:

@@ -8,7 +8,7 @@
 - `switch.complete_cool_down`: `NotReadyYet` until green is healthy and the cool-down is over;
   then attach green, detach the rest, `live`, retire blue, hand the lock over, notify.
   `switch.judge_green` is its verdict on green (wait, fail, switch), which the watchdog shares.
-- `lifecycle.fail_deployment`: `failed`, hand the lock over, delete green, notify.
+- `lifecycle.fail_deployment`: `failed`, hand the lock over, notify, then delete green.
 - `watchdog.run_watchdog`: deadlines, stalled steps, lost hand-overs, deferred blue cleanup.
 - `rollback.request_rollback`: republish the target release's event as a new build.
 - `promote.request_promotion`: the same for a release live upstream, into the next environment.

@@ -21,7 +21,7 @@ from shared.domain.verification import (
     smoke_check_failure,
 )
 from shared.logging import get_logger
-from shared.ports import PermanentError, Transaction
+from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
@@ -59,7 +59,10 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
     try:
         return _switch_when_ready(services, deployment)
     except NotReadyYet:
-        _note_polled(services, deployment)
+        try:
+            _note_polled(services, deployment)
+        except TransientError as exc:  # only a note: the poll's own answer stays "not ready yet"
+            log.warning("could not note the poll on the record: %s", exc)
         raise
 
 
@@ -86,21 +89,26 @@ def _switch_when_ready(services: Services, deployment: Deployment) -> Deployment
     return switch_traffic(services, env, deployment, group)
 
 
+_POLLED = (DeploymentStatus.COOLING_DOWN, DeploymentStatus.SWITCHING)
+
+
+def _note_due(deployment: Deployment, now: datetime) -> bool:
+    return (now - deployment.quiet_since()).total_seconds() >= POLL_NOTE_SECONDS
+
+
 def _note_polled(services: Services, deployment: Deployment) -> None:
     """Note on the record that its step is still polled, when nothing has shown that for
     `POLL_NOTE_SECONDS`: a poll of a slow green or switch (its message alive) must not look to the
     watchdog like a lost one, to be published again beside it. Most polls note nothing: a release
     that is ready within that time writes no more than before."""
     now = services.clock.now()
-    if (now - deployment.quiet_since()).total_seconds() < POLL_NOTE_SECONDS:
+    if not _note_due(deployment, now):  # as the poll read it: most polls stop here, reading nothing
         return
 
     def work(tx: Transaction) -> None:
+        # Read again: this poll may have moved it to switching, or a duplicate noted it already.
         current = tx.deployment(deployment.deployment_id)
-        if current is not None and current.status in (
-            DeploymentStatus.COOLING_DOWN,
-            DeploymentStatus.SWITCHING,
-        ):
+        if current is not None and current.status in _POLLED and _note_due(current, now):
             tx.put_deployment(replace(current, last_polled_at=now))
 
     services.store.atomically(work)

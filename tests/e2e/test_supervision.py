@@ -108,6 +108,7 @@ def test_the_push_relay_killed_during_the_cool_down_is_restarted_and_the_deploym
     # Placing the fault, not waiting for a condition: by then the answered poll is held on its short
     # lease, past the window between its pull and that lease, and its next delivery is not due yet.
     time.sleep(min(HELD_AFTER_SECONDS, held_for / 2))
+    relay = stack.service(PUSH_RELAY)  # as it is now: the one that holds the poll
     os.kill(relay.pid, signal.SIGKILL)
 
     def back() -> bool:
@@ -127,6 +128,8 @@ def _release_and_watch_its_poll(
 ) -> tuple[str, float | None]:
     """Release to staging and watch its cool-down poll: the deployment, and how long the relay
     said it holds the poll, as soon as it says so; None if the release went live without that."""
+    # Only what the relay says from now on: its log outlives stacks, whose message ids restart at 1.
+    said_before = relay_log.stat().st_size if relay_log.exists() else 0
     deployment_id = pipeline.publish_build(
         "staging", new_commit(), f"ci-relay-killed-{time.time_ns()}", messages=["fix: survive the relay"]
     )
@@ -137,7 +140,7 @@ def _release_and_watch_its_poll(
     )
 
     def held_or_over() -> float | str | None:
-        held = _held_by_relay(relay_log, poll_id)
+        held = _held_by_relay(relay_log, said_before, poll_id)
         if held is not None:
             return held
         record = pipeline.deployment(deployment_id)
@@ -162,15 +165,18 @@ def _poll_message_id(provision_log: Path, deployment_id: str) -> str | None:
     return None
 
 
-def _held_by_relay(relay_log: Path, message_id: str) -> float | None:
-    """For how long the relay said it holds `message_id` after an answered delivery, the first
-    time it was for half a second or more (a push that took its whole backoff is held for 0 s);
-    None if it has not."""
+def _held_by_relay(relay_log: Path, offset: int, message_id: str) -> float | None:
+    """For how long the relay said, past `offset` in its log, it holds `message_id` after an
+    answered delivery, the first time it was for half a second or more (a push that took its
+    whole backoff is held for 0 s); None if it has not."""
     if not relay_log.exists():
         return None
+    with relay_log.open("rb") as log:
+        log.seek(offset)
+        said = log.read().decode("utf-8", errors="replace")
     subscription = push_subscription_name(topology.COOL_DOWN_COMPLETE, "on_cool_down_complete")
     holds = re.findall(
         rf"{re.escape(subscription)}: message {re.escape(message_id)} answered \d+; held for ([0-9.]+) s",
-        relay_log.read_text(encoding="utf-8", errors="replace"),
+        said,
     )
     return next((float(held) for held in holds if float(held) >= MIN_HOLD_SECONDS), None)

@@ -23,6 +23,8 @@ from tests.unit.pipeline_driving import build, notifications, step
 
 DEADLINE_SECONDS = 60
 """The fake world's provisioning deadline."""
+COOL_DOWN_SECONDS = 5
+"""The fake world's staging cool-down."""
 POLL_INTERVAL_SECONDS = topology.trigger_of(topology.COOL_DOWN_COMPLETE).max_backoff_seconds
 """The longest wait between two polls of a cool-down step (its retry policy's longest backoff)."""
 
@@ -225,15 +227,47 @@ def test_a_switch_that_is_still_polled_is_not_published_again_beside_its_poll(wo
     assert run_watchdog(world.services).kicked == [deployment_id]
 
 
-def test_a_release_ready_at_once_notes_no_poll(world: FakeWorld) -> None:
+def test_a_release_ready_within_the_note_interval_notes_no_poll(world: FakeWorld) -> None:
     deployment_id = cooling_down(world)
     message = step(world, topology.COOL_DOWN_COMPLETE)
-    with pytest.raises(NotReadyYet):
-        complete_cool_down(world.services, message)
-    world.clock.advance(10)
+    world.clock.advance(COOL_DOWN_SECONDS + 1)  # the cool-down is over; green is not healthy yet
+    for _ in range(3):  # polls up to 19 s after the cool-down's end
+        with pytest.raises(NotReadyYet, match="healthy"):
+            complete_cool_down(world.services, message)
+        world.clock.advance(6)
+    assert world.store.deployments[deployment_id].last_polled_at is None
     world.compute.make_healthy(instance_group_name(deployment_id))
     live = complete_cool_down(world.services, message)
     assert live is not None and live.status is S.LIVE and live.last_polled_at is None
+
+
+def test_the_poll_that_starts_the_switch_notes_nothing(world: FakeWorld) -> None:
+    """It read the record while cooling down, quiet for long; the record it moved to switching is not."""
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.clock.advance(COOL_DOWN_SECONDS + POLL_NOTE_SECONDS + 1)  # the earlier polls were lost
+    world.compute.make_healthy(instance_group_name(deployment_id))
+    world.compute.lb_healthy = False
+    with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
+        complete_cool_down(world.services, message)
+    switching = world.store.deployments[deployment_id]
+    assert switching.status is S.SWITCHING and switching.last_polled_at is None
+
+
+def test_a_note_that_cannot_be_written_leaves_the_poll_not_ready(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment_id = cooling_down(world)
+    message = step(world, topology.COOL_DOWN_COMPLETE)
+    world.clock.advance(COOL_DOWN_SECONDS + POLL_NOTE_SECONDS)
+
+    def unavailable(*_: object) -> None:
+        raise TransientError("firestore unavailable")
+
+    monkeypatch.setattr(world.store, "atomically", unavailable)
+    with pytest.raises(NotReadyYet, match="healthy"):
+        complete_cool_down(world.services, message)
+    assert world.store.deployments[deployment_id].status is S.COOLING_DOWN
 
 
 def test_a_polled_step_is_noted_often_enough_never_to_look_stalled() -> None:

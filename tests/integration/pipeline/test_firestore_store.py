@@ -467,7 +467,10 @@ def test_a_poll_noted_on_a_slow_switch_is_stored_and_read_back(
     message = step(world, topology.COOL_DOWN_COMPLETE)
     world.compute.make_healthy(instance_group_name(result.deployment_id))
     world.compute.lb_healthy = False  # the load balancer does not see green healthy yet
-    world.clock.advance(5 + POLL_NOTE_SECONDS)  # the cool-down, then the time a poll notes after
+    world.clock.advance(5)  # the cool-down: this poll starts the switch, and waits
+    with pytest.raises(NotReadyYet):
+        complete_cool_down(world.services, message)
+    world.clock.advance(POLL_NOTE_SECONDS)  # still waiting: this poll notes itself
     with pytest.raises(NotReadyYet):
         complete_cool_down(world.services, message)
     stored = raw(firestore_client, "deployments", result.deployment_id)

@@ -272,6 +272,13 @@ def _environment(
             f"{where}.provisioning_deadline_seconds: at most {MAX_PROVISIONING_DEADLINE_SECONDS}"
             f" (the cool-down poll's retries last no longer), got {deadline}"
         )
+    cool_down = fields.positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds")
+    if cool_down >= deadline:
+        # The deadline counts from when the deployment took the lock, so it holds the cool-down.
+        raise ConfigError(
+            f"{where}.cool_down_seconds: must be shorter than provisioning_deadline_seconds ({deadline}),"
+            f" which it is part of; got {cool_down}"
+        )
     bake_seconds = fields.non_negative(merged["bake_seconds"], f"{where}.bake_seconds")
     if bake_seconds > MAX_BAKE_SECONDS:
         raise ConfigError(f"{where}.bake_seconds: at most {MAX_BAKE_SECONDS}, got {bake_seconds}")
@@ -280,7 +287,7 @@ def _environment(
         name=name,
         region=fields.require(str, merged["region"], f"{where}.region"),
         instance_count=fields.positive(merged["instance_count"], f"{where}.instance_count"),
-        cool_down_seconds=fields.positive(merged["cool_down_seconds"], f"{where}.cool_down_seconds"),
+        cool_down_seconds=cool_down,
         provisioning_deadline_seconds=deadline,
         base_instance_template=fields.gce_name(
             merged["base_instance_template"], f"{where}.base_instance_template"

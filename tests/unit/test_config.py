@@ -170,3 +170,13 @@ def test_a_deadline_longer_than_the_cool_down_poll_can_be_retried_is_refused() -
 
 def test_a_bake_window_is_never_longer_than_its_poll_can_be_retried() -> None:
     assert topology.retries_last_seconds(topology.trigger_of(topology.BAKE_CHECK)) >= MAX_BAKE_SECONDS
+
+
+def test_a_cool_down_that_does_not_fit_inside_the_deadline_is_refused() -> None:
+    staging = ["apps", "hello", "environments", "staging"]
+    fitting = with_change([*staging, "provisioning_deadline_seconds"], 60)
+    assert parse_pipeline_config(fitting).environment("hello", "staging") is not None  # cool-down 5 s
+    too_long = copy.deepcopy(fitting)
+    too_long["apps"]["hello"]["environments"]["staging"]["cool_down_seconds"] = 60
+    with pytest.raises(ConfigError, match=r"staging\.cool_down_seconds: must be shorter than"):
+        parse_pipeline_config(too_long)

@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 _SERVER_SCRIPT = Path(__file__).with_name("guest_forkserver.py")
 _START_TIMEOUT_SECONDS = 10.0
 _SPAWN_TIMEOUT_SECONDS = 10.0
-_REAP_TIMEOUT_SECONDS = 2.0
+_FORKSERVER_REAP_TIMEOUT_SECONDS = 2.0
 """A killed forkserver is gone within this; every boot waiting on its start waits for it too."""
 START_RETRY_SECONDS = 60.0
 """After a forkserver failed to start (a guest `python3` too old for it, say), boots start their
@@ -202,7 +202,7 @@ class GuestForkServer:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             with contextlib.suppress(TimeoutError):  # reaped, so no zombie or open pipe is left
-                await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
+                await asyncio.wait_for(process.wait(), _FORKSERVER_REAP_TIMEOUT_SECONDS)
             raise ForkServerError(f"the forkserver did not start: {ready[:200]!r}")
         self._process = process
         self.starts += 1

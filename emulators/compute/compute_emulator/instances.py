@@ -32,7 +32,9 @@ at once took a third of all CPU time, so every API call waited behind them. Unde
 yield; idle, nothing changes. They stay in the emulator's session because Linux schedules each
 session as one group (autogroup): an instance in a session of its own weighed as much as the
 whole emulator, whatever its niceness. (Niceness 19 slowed their start past a 3 s cool-down.)"""
-_REAP_TIMEOUT_SECONDS = 5.0
+_PROCESS_GROUP_REAP_TIMEOUT_SECONDS = 5.0
+"""How long a stopping instance waits for its web process to end, and then for every process left in
+its group (the forkserver that starts them waits for itself with a bound of its own)."""
 _EPHEMERAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 INSTANCE_PORT_SPAN = 8000
 _PORT_ATTEMPTS = 50
@@ -339,11 +341,11 @@ class Instance:
         # The leader may be gone while children it spawned still run in its group.
         signal_group(group, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_SECONDS)
+            await asyncio.wait_for(process.wait(), _PROCESS_GROUP_REAP_TIMEOUT_SECONDS)
         # Orphaned children are reaped by init, not by us: wait until none is left running, so a
         # finished delete really means the processes are gone.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + _REAP_TIMEOUT_SECONDS
+        deadline = loop.time() + _PROCESS_GROUP_REAP_TIMEOUT_SECONDS
         # A scan of /proc costs milliseconds on a busy machine: only when the group still has
         # members at all, and off the event loop, which every API call and probe shares.
         while group_exists(group) and loop.time() < deadline:

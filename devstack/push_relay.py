@@ -307,11 +307,12 @@ class Pusher:
                 # The backoff runs between deliveries: the time the push took is part of it.
                 delay = redelivery_delay(self.backoff, received.delivery_attempt)
                 now = time.monotonic()
-                self.acknowledger.defer(received.ack_id, pushed_at + delay - now, lease_left=lease_ends - now)
+                hold = pushed_at + delay - now
+                self.acknowledger.defer(received.ack_id, hold, lease_left=lease_ends - now)
                 # Said, so that what a death of this process cost can be told from its log.
                 sys.stderr.write(
                     f"push-relay: {self.name}: message {received.message.message_id} answered {status};"
-                    f" held for {max(0.0, pushed_at + delay - now):.1f} s\n"
+                    f" held for {max(0.0, hold):.1f} s\n"
                 )
         finally:
             self.slots.release()

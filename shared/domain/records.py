@@ -244,6 +244,10 @@ class Deployment:
                 quiet = max(quiet, noted)
         return quiet
 
+    def is_quiet_for(self, now: datetime, seconds: float) -> bool:
+        """Whether nothing has shown its pending step being worked on for `seconds` (`quiet_since`)."""
+        return (now - self.quiet_since()).total_seconds() >= seconds
+
     def cool_down_over(self, now: datetime) -> bool:
         return self.not_before is None or now >= self.not_before
 

@@ -92,26 +92,23 @@ def _switch_when_ready(services: Services, deployment: Deployment) -> Deployment
 _POLLED = (DeploymentStatus.COOLING_DOWN, DeploymentStatus.SWITCHING)
 
 
-def _note_due(deployment: Deployment, now: datetime) -> bool:
-    return (now - deployment.quiet_since()).total_seconds() >= POLL_NOTE_SECONDS
-
-
 def _note_polled(services: Services, deployment: Deployment) -> None:
     """Note on the record that its step is still polled, when nothing has shown that for
     `POLL_NOTE_SECONDS`: a poll of a slow green or switch (its message alive) must not look to the
     watchdog like a lost one, to be published again beside it. Most polls note nothing: a release
     that is ready within that time writes no more than before."""
     now = services.clock.now()
-    if not _note_due(deployment, now):  # as the poll read it: most polls stop here, reading nothing
+    if not deployment.is_quiet_for(now, POLL_NOTE_SECONDS):  # as the poll read it: most stop here
         return
 
-    def work(tx: Transaction) -> None:
-        # Read again: this poll may have moved it to switching, or a duplicate noted it already.
-        current = tx.deployment(deployment.deployment_id)
-        if current is not None and current.status in _POLLED and _note_due(current, now):
-            tx.put_deployment(replace(current, last_polled_at=now))
+    def noted(current: Deployment) -> Deployment | None:
+        # Judged again on the record as it stands: this poll may have moved it to switching, or a
+        # duplicate noted it already.
+        if current.status in _POLLED and current.is_quiet_for(now, POLL_NOTE_SECONDS):
+            return replace(current, last_polled_at=now)
+        return None
 
-    services.store.atomically(work)
+    services.store.update_deployment(deployment.deployment_id, noted)
 
 
 @dataclass(frozen=True)

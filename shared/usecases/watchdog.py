@@ -65,7 +65,7 @@ def run_watchdog(
                 log.warning("watchdog could not handle deployment: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
     for deployment in services.store.baking_deployments():
-        if not (deployment.baking and _stalled(deployment, now, stall_seconds)):
+        if not (deployment.baking and deployment.is_quiet_for(now, stall_seconds)):
             continue
         with log_context(
             app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
@@ -137,7 +137,7 @@ def _check(
     if status is DeploymentStatus.QUEUED:
         _start_if_orphaned(services, deployment, report)
         return
-    if _stalled(deployment, now, stall_seconds):
+    if deployment.is_quiet_for(now, stall_seconds):
         _kick(services, deployment, now, report)
 
 
@@ -163,20 +163,14 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
     return True
 
 
-def _stalled(deployment: Deployment, now: datetime, stall_seconds: int) -> bool:
-    return now - deployment.quiet_since() >= timedelta(seconds=stall_seconds)
-
-
 def _kick(services: Services, deployment: Deployment, now: datetime, report: WatchdogReport) -> None:
     """Publish the deployment's pending step again, noting when (so it is not re-published on
     every tick while the step runs)."""
 
-    def work(tx: Transaction) -> None:
-        current = tx.deployment(deployment.deployment_id)
-        if current is not None and current.status is deployment.status:
-            tx.put_deployment(replace(current, last_kick_at=now))
+    def kicked(current: Deployment) -> Deployment | None:
+        return replace(current, last_kick_at=now) if current.status is deployment.status else None
 
-    services.store.atomically(work)
+    services.store.update_deployment(deployment.deployment_id, kicked)
     if deployment.baking:
         topic = topology.BAKE_CHECK
     elif deployment.status is DeploymentStatus.PROVISIONING:

@@ -264,7 +264,7 @@ def test_a_note_that_cannot_be_written_leaves_the_poll_not_ready(
     def unavailable(*_: object) -> None:
         raise TransientError("firestore unavailable")
 
-    monkeypatch.setattr(world.store, "atomically", unavailable)
+    monkeypatch.setattr(world.store, "update_deployment", unavailable)
     with pytest.raises(NotReadyYet, match="healthy"):
         complete_cool_down(world.services, message)
     assert world.store.deployments[deployment_id].status is S.COOLING_DOWN

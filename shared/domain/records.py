@@ -248,6 +248,23 @@ class Deployment:
         """Whether nothing has shown its pending step being worked on for `seconds` (`quiet_since`)."""
         return (now - self.quiet_since()).total_seconds() >= seconds
 
+    @property
+    def switch_started_at(self) -> datetime | None:
+        """When its traffic switch began (its history's entry into `switching`); None if it never
+        got that far."""
+        return next((entry.at for entry in self.history if entry.status is DeploymentStatus.SWITCHING), None)
+
+    def switch_deadline_at(self, deadline_seconds: int) -> datetime | None:
+        """When a switch that has not completed is overdue: the provisioning deadline again,
+        counted from the switch's start (a switch normally takes seconds: the load balancer's
+        first health checks of green)."""
+        started = self.switch_started_at
+        return None if started is None else started + timedelta(seconds=deadline_seconds)
+
+    def is_switch_overdue(self, now: datetime, deadline_seconds: int) -> bool:
+        due = self.switch_deadline_at(deadline_seconds)
+        return due is not None and now >= due
+
     def cool_down_over(self, now: datetime) -> bool:
         return self.not_before is None or now >= self.not_before
 

@@ -4,16 +4,22 @@
     awaiting_approval → cancelled (rejected, expired, or a newer deployment superseded it)
     queued → cancelled (a newer build superseded it)
     queued | provisioning | cooling_down → failed
+    switching → failed (an overdue switch the watchdog abandons; traffic back on the live release)
     live → rolled_back (failed its bake window; traffic went back to the previous release)
 
 `awaiting_approval` is where every deployment but a rollback starts in an environment that is
 not `auto_deploy`; it holds no lock and owns no Compute resources, so leaving it never needs a
 clean-up. Approval moves it to `queued`, from where it runs like any other deployment.
 
-`switching` cannot fail: by then traffic may already reach green, so the switch is retried
-until it completes rather than abandoned half-way. A failing smoke check fails a deployment
-in `cooling_down`, before any user request reaches it; a breach of the bake window happens
-after the switch, so it is not a failure of the switch but a return of traffic: `rolled_back`.
+`switching` is retried until it completes, not abandoned half-way: traffic may already reach
+green. It fails only when its switch is overdue (the load balancer has not seen green healthy
+within the provisioning deadline counted from the switch's start, and still does not): then the
+watchdog commits `failed` first, so that a late switch's own transaction changes nothing, hands
+the traffic back to the live release and deletes green (shared/usecases/abandon.py). Only the
+watchdog fails a `switching` deployment; `fail_deployment` never does. A failing smoke check
+fails a deployment in `cooling_down`, before any user request reaches it; a breach of the bake
+window happens after the switch, so it is not a failure of the switch but a return of traffic:
+`rolled_back`.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ ALLOWED_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     S.QUEUED: frozenset({S.PROVISIONING, S.CANCELLED, S.FAILED}),
     S.PROVISIONING: frozenset({S.COOLING_DOWN, S.FAILED}),
     S.COOLING_DOWN: frozenset({S.SWITCHING, S.FAILED}),
-    S.SWITCHING: frozenset({S.LIVE}),
+    S.SWITCHING: frozenset({S.LIVE, S.FAILED}),
     S.LIVE: frozenset({S.RETIRED, S.ROLLED_BACK}),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -138,11 +139,31 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         return current
     if current.status not in FAILABLE:
         return None
+    result = commit_failure(services, deployment_id, reason, FAILABLE)
+    if result is None:
+        return None
+    failed, next_deployment = result
+    log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
+    notify_status(services, failed, reason)
+    start_next(services, next_deployment)
+    # Green goes only once the record says failed: a step that switched traffic to it in the
+    # meantime (a late cool-down step that found it ready) keeps it, as `commit_failure`
+    # then changed nothing. It never received traffic, so it goes at once, without draining.
+    delete_green(services, failed)
+    return failed
+
+
+def commit_failure(
+    services: Services, deployment_id: str, reason: str, failable: Collection[DeploymentStatus]
+) -> tuple[Deployment, Deployment | None] | None:
+    """In one transaction: the deployment `failed` if it is still in one of `failable`, its lock
+    handed over. Returns it and the deployment the hand-over changed (`start_next` it once this
+    returns); None if it had moved on."""
     now = services.clock.now()
 
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
         deployment = tx.deployment(deployment_id)
-        if deployment is None or deployment.status not in FAILABLE:
+        if deployment is None or deployment.status not in failable:
             return None
         failed = deployment.advance(DeploymentStatus.FAILED, now, reason, resources_deleted_at=now)
         state = tx.environment(deployment.app, deployment.environment)
@@ -151,15 +172,4 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         tx.put_deployment(failed)
         return failed, next_deployment
 
-    result = services.store.atomically(work)
-    if result is None:
-        return None
-    failed, next_deployment = result
-    log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
-    notify_status(services, failed, reason)
-    start_next(services, next_deployment)
-    # Green goes only once the record says failed: a step that switched traffic to it in the
-    # meantime (a late cool-down step that found it ready) keeps it, as the transaction above
-    # then changed nothing. It never received traffic, so it goes at once, without draining.
-    delete_green(services, failed)
-    return failed
+    return services.store.atomically(work)

@@ -22,6 +22,7 @@ from shared.domain.verification import (
 )
 from shared.logging import get_logger
 from shared.ports import PermanentError, Transaction, TransientError
+from shared.usecases.abandon import finish_abandoned_switch
 from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
@@ -50,6 +51,7 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         announce_live(services, deployment)  # a redelivery after a lost notification; deduplicated
         return deployment
     if deployment.status is DeploymentStatus.FAILED:
+        finish_abandoned_switch(services, deployment)  # only for a switch the watchdog abandoned
         notify_status(services, deployment)
         return deployment
     if deployment.status not in (DeploymentStatus.COOLING_DOWN, DeploymentStatus.SWITCHING):
@@ -279,6 +281,10 @@ def switch_traffic(
         latest = services.store.get_deployment(deployment.deployment_id)
         if latest is not None and latest.status is DeploymentStatus.LIVE:
             announce_live(services, latest)
+        elif latest is not None and latest.status is DeploymentStatus.FAILED:
+            # The watchdog abandoned this switch while it ran: the traffic this call may just
+            # have moved to green goes back (shared/usecases/abandon.py).
+            finish_abandoned_switch(services, latest)
         return latest
     live, next_deployment, _rolled_back = result
     log.info("live: %s", live.version)

@@ -2,6 +2,9 @@
 
 - fails deployments past their provisioning deadline (green deleted, lock freed, next started),
   except one whose green is ready, which it sends to its switch, up to twice the deadline;
+- abandons a switch still not complete a deadline after it began (traffic handed back to the
+  live release; shared/usecases/abandon.py), unless the load balancer sees green healthy by then,
+  up to twice that;
 - re-publishes the pending step of a deployment that stalled (a publish lost after a commit);
 - re-publishes the bake step of a live release whose bake window stalled;
 - starts a queued deployment whose environment is free once its deploy window is open;
@@ -26,6 +29,7 @@ from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, UNFINISHED, Deployment
 from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
+from shared.usecases.abandon import abandon_switch, judge_switch
 from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import judge_green
@@ -132,6 +136,18 @@ def _check(
         # published once more at once, in case its own message is what went missing; after
         # that, as for any step, when it stalls.
         if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
+            _kick(services, deployment, now, report)
+            return
+    switch_due = deployment.switch_deadline_at(deadline) if status is DeploymentStatus.SWITCHING else None
+    if switch_due is not None and now >= switch_due:
+        why_abandon = judge_switch(services, env, deployment, now)
+        if why_abandon is not None:
+            if abandon_switch(services, deployment.deployment_id, f"{why_abandon} (watchdog)"):
+                report.failed.append(deployment.deployment_id)
+            return
+        # Late, not stuck: the load balancer sees green healthy. Its step is published once
+        # more at once, in case its own message went missing; after that, when it stalls.
+        if deployment.last_kick_at is None or deployment.last_kick_at < switch_due:
             _kick(services, deployment, now, report)
             return
     if status is DeploymentStatus.QUEUED:

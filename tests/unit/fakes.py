@@ -264,6 +264,8 @@ class FakeCompute:
     def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
         backends = self._backends(env)
         removed = [g for g in backends if g != name]
+        if removed and name not in backends:  # as the adapter: never an empty backend service
+            raise PermanentError(f"{name} is not attached to {env.backend_service}; refusing to empty it")
         backends[:] = [name]
         if removed:
             self.calls.append(f"detach {','.join(removed)} from {env.backend_service}")

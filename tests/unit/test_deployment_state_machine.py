@@ -11,6 +11,7 @@ from shared.domain.status import (
     can_transition,
     is_terminal,
 )
+from shared.usecases.lifecycle import FAILABLE
 
 S = DeploymentStatus
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,8 +62,11 @@ def test_only_a_live_deployment_can_be_rolled_back_by_its_bake_window() -> None:
     assert [s for s in S if can_transition(s, S.ROLLED_BACK)] == [S.LIVE]
 
 
-def test_switching_cannot_fail_because_traffic_may_already_reach_green() -> None:
-    assert not can_transition(S.SWITCHING, S.FAILED)
+def test_switching_can_fail_only_by_an_abandon_that_hands_the_traffic_back() -> None:
+    """Traffic may already reach green: `fail_deployment` (which deletes green) never takes a
+    switching deployment; the watchdog's abandon (shared/usecases/abandon.py) does."""
+    assert can_transition(S.SWITCHING, S.FAILED)
+    assert S.SWITCHING not in FAILABLE
 
 
 def test_no_status_can_skip_the_cool_down() -> None:

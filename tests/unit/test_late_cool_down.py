@@ -4,12 +4,15 @@ deadline ends any release, ready or not."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from shared import topology
+from shared.config import parse_pipeline_config
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
 from shared.ports import TransientError
@@ -18,7 +21,7 @@ from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import POLL_NOTE_SECONDS, complete_cool_down, judge_green
 from shared.usecases.watchdog import STALL_SECONDS, run_watchdog
-from tests.unit.fakes import FakeWorld, fake_world
+from tests.unit.fakes import TEST_CONFIG, FakeWorld, fake_world
 from tests.unit.pipeline_driving import build, notifications, step
 
 DEADLINE_SECONDS = 60
@@ -32,6 +35,14 @@ POLL_INTERVAL_SECONDS = topology.trigger_of(topology.COOL_DOWN_COMPLETE).max_bac
 @pytest.fixture
 def world() -> FakeWorld:
     return fake_world()
+
+
+def with_deadline(world: FakeWorld, seconds: int) -> FakeWorld:
+    """The world with every environment's provisioning deadline set to `seconds`."""
+    document = copy.deepcopy(TEST_CONFIG)
+    document["apps"]["hello"]["defaults"]["provisioning_deadline_seconds"] = seconds
+    world.services = replace(world.services, config=parse_pipeline_config(document))
+    return world
 
 
 def cooling_down(world: FakeWorld) -> str:
@@ -209,8 +220,10 @@ def test_a_preview_that_never_routes_to_green_fails_the_release_at_twice_the_dea
 
 
 def test_a_switch_that_is_still_polled_is_not_published_again_beside_its_poll(world: FakeWorld) -> None:
-    """The load balancer takes minutes to see green healthy: its poll goes on every 10 s, and the
-    watchdog must not add a copy of it each minute; once the polls stop, it does."""
+    """The load balancer takes minutes to see green healthy (within a production-length deadline):
+    its poll goes on every 10 s, and the watchdog must not add a copy of it each minute; once the
+    polls stop, it does."""
+    world = with_deadline(world, 600)
     deployment_id = cooling_down(world)
     message = step(world, topology.COOL_DOWN_COMPLETE)
     world.compute.make_healthy(instance_group_name(deployment_id))

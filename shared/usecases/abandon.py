@@ -1,0 +1,102 @@
+"""A switch that never completes: its bound, and the hand-back of traffic to the live release.
+
+A deployment in `switching` has green attached to the load balancer beside the live release and
+waits for the load balancer to see green healthy before the live release leaves. A backend that
+never does (a named port or firewall mistake, a health check green cannot pass) would hold the
+environment lock for ever. The watchdog ends such a switch once it is overdue (`judge_switch`):
+
+1. it commits `failed` (and frees the lock) first, so that a late poll that finds green healthy
+   at that moment cannot commit `live`: its transaction only accepts `switching`;
+2. it hands the traffic back: the live release's group serves, green does not
+   (`hand_traffic_back`); a late poll whose own `keep_only_group(green)` ran before it saw the
+   record failed does the same, so whichever hands back last leaves the live release serving;
+3. it deletes green (Compute refuses while green is still a backend: a later delivery of the
+   cool-down step, published for that, hands back and deletes again).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared import topology
+from shared.config import EnvironmentConfig
+from shared.domain.records import Deployment
+from shared.domain.status import DeploymentStatus
+from shared.logging import bind, get_logger
+from shared.usecases.lifecycle import commit_failure, delete_green, start_next
+from shared.usecases.services import Services, notify_status, publish_step
+
+log = get_logger("abandon")
+
+
+def judge_switch(
+    services: Services, env: EnvironmentConfig, deployment: Deployment, now: datetime
+) -> str | None:
+    """Why a switching deployment's switch is to be abandoned; None while it may still complete.
+
+    Overdue (the provisioning deadline, counted from the switch's start), a switch whose green the
+    load balancer sees healthy now is late, not stuck: its step completes it. Twice that is the
+    end whatever the load balancer says, so that a Compute outage cannot hold the environment."""
+    deadline = env.provisioning_deadline_seconds
+    if not deployment.is_switch_overdue(now, deadline):
+        return None
+    if deployment.is_switch_overdue(now, 2 * deadline):
+        return f"switch not complete within twice the {deadline} s deadline"
+    if services.compute.serving_healthy(env, deployment.group_name):
+        return None
+    return f"the load balancer did not see green healthy within {deadline} s of the switch"
+
+
+def abandon_switch(services: Services, deployment_id: str, reason: str) -> Deployment | None:
+    """Fail a deployment still `switching`, free its lock, hand the traffic back, delete green.
+
+    Returns the failed deployment, or None if it is no longer switching (its switch completed)."""
+    bind(deployment_id=deployment_id)
+    result = commit_failure(services, deployment_id, reason, (DeploymentStatus.SWITCHING,))
+    if result is None:
+        return None
+    failed, next_deployment = result
+    log.warning("switch abandoned: %s", reason, extra={"fields": {"version": failed.version}})
+    notify_status(services, failed, f"{reason}; the traffic stays on the live release")
+    start_next(services, next_deployment)
+    # Should what follows not get done now (Compute unavailable, a crash), the cool-down step
+    # finishes it for a failed record that went through `switching`, with its own retries.
+    publish_step(services, topology.COOL_DOWN_COMPLETE, failed)
+    finish_abandoned_switch(services, failed)
+    return failed
+
+
+def finish_abandoned_switch(services: Services, failed: Deployment) -> None:
+    """Hand the traffic back and delete green, for a failed deployment whose switch had begun.
+    Safe to repeat, and a no-op for any other failed deployment."""
+    if failed.status is not DeploymentStatus.FAILED or failed.switch_started_at is None:
+        return
+    env = services.environment_config(failed.app, failed.environment)
+    hand_traffic_back(services, env, failed)
+    delete_green(services, failed)
+
+
+def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deployment) -> None:
+    """Make the load balancer serve the environment's live release, not `failed`'s green.
+
+    The live group goes back only when nothing but green (or nothing) is attached: a late poll's
+    `keep_only_group(green)` took it off. When another group is attached beside green, the live
+    one is still there, or a newer deployment has since taken the traffic (and its switch, not
+    this one, decides what serves)."""
+    green = failed.group_name
+    attached = services.compute.attached_groups(env)
+    live_group = _live_group(services, failed)
+    if live_group is not None and live_group != green and not [g for g in attached if g != green]:
+        services.compute.attach_group(env, live_group)
+        log.warning("re-attached the live group %s after a late switch to %s", live_group, green)
+    services.compute.detach_group(env, green)  # reads the backends again: a no-op once green is off
+
+
+def _live_group(services: Services, failed: Deployment) -> str | None:
+    state = services.store.get_environment(failed.app, failed.environment)
+    if state is None or state.live_deployment_id is None:
+        return None
+    live = services.store.get_deployment(state.live_deployment_id)
+    if live is None or live.status is not DeploymentStatus.LIVE:
+        return None
+    return live.group_name

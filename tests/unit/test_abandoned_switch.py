@@ -1,0 +1,317 @@
+"""A switch the load balancer never completes (green attached, never seen healthy) is bounded: a
+deadline after it began, the watchdog fails it, hands the traffic back to the live release and
+frees the environment; a late switch racing it cannot leave users without the live release."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from shared import topology
+from shared.config import EnvironmentConfig
+from shared.domain.messages import StepMessage
+from shared.domain.naming import instance_group_name
+from shared.domain.status import DeploymentStatus as S
+from shared.ports import PermanentError, TrafficSample, TransientError
+from shared.usecases.abandon import abandon_switch
+from shared.usecases.bake import automatic_rollback_id, check_bake
+from shared.usecases.lifecycle import fail_deployment
+from shared.usecases.provision import start_rolling_replace
+from shared.usecases.services import NotReadyYet
+from shared.usecases.switch import complete_cool_down
+from shared.usecases.watchdog import run_watchdog
+from tests.unit.fakes import FakeWorld, fake_world
+from tests.unit.pipeline_driving import (
+    COMMIT_A,
+    COMMIT_B,
+    COMMIT_C,
+    build,
+    deploy_to_live,
+    notifications,
+    step,
+)
+
+DEADLINE_SECONDS = 60
+"""The fake world's provisioning deadline: a switch is overdue this long after it began."""
+COOL_DOWN_SECONDS = 5
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    return fake_world()
+
+
+def stuck_switching(world: FakeWorld) -> tuple[str, str, StepMessage]:
+    """1.0.0 live on staging; 1.0.1 switching, its green attached beside it and healthy, but the
+    load balancer never sees it so (say, a firewall that blocks its health checks). Returns the
+    live deployment, the switching one and its poll."""
+    blue = deploy_to_live(world, "b1")
+    result = build(world, "b2", COMMIT_B)
+    assert result.deployment_id is not None
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    poll = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.compute.lb_healthy = False
+    world.clock.advance(COOL_DOWN_SECONDS)
+    with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
+        complete_cool_down(world.services, poll)
+    assert world.store.deployments[result.deployment_id].status is S.SWITCHING
+    assert world.compute.attached == [instance_group_name(blue), instance_group_name(result.deployment_id)]
+    return blue, result.deployment_id, poll
+
+
+def test_the_watchdog_abandons_an_overdue_switch_and_hands_the_traffic_back(world: FakeWorld) -> None:
+    blue, green, _ = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS - 1)
+    assert run_watchdog(world.services).failed == [], "not overdue yet"
+    assert world.store.deployments[green].status is S.SWITCHING
+
+    world.clock.advance(1)
+    assert run_watchdog(world.services).failed == [green]
+
+    failed = world.store.deployments[green]
+    assert failed.status is S.FAILED
+    reason = (
+        f"the load balancer did not see green healthy within {DEADLINE_SECONDS} s of the switch (watchdog)"
+    )
+    assert failed.history[-1].detail == reason
+    assert world.compute.attached == [instance_group_name(blue)], "the live release serves alone"
+    assert instance_group_name(green) not in world.compute.groups, "green deleted"
+    state = world.store.environments["hello@staging"]
+    assert state.live_deployment_id == blue and state.active_deployment_id is None
+    assert world.store.deployments[blue].status is S.LIVE
+    [alert] = [n for n in notifications(world) if n.status == "failed"]
+    assert alert.deployment_id == green and reason in alert.detail
+    assert step(world, topology.COOL_DOWN_COMPLETE).deployment_id == green, "the hand-back's retry"
+
+
+def test_the_next_deployment_starts_once_the_switch_is_abandoned(world: FakeWorld) -> None:
+    _, green, _ = stuck_switching(world)
+    waiting = build(world, "b3", COMMIT_C)
+    assert world.store.deployments[waiting.deployment_id].status is S.QUEUED
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    assert world.store.deployments[waiting.deployment_id].status is S.PROVISIONING
+    assert step(world, topology.START_ROLLING_REPLACE).deployment_id == waiting.deployment_id
+
+
+def test_an_overdue_switch_the_load_balancer_now_sees_healthy_is_published_not_failed(
+    world: FakeWorld,
+) -> None:
+    _, green, _ = stuck_switching(world)  # its poll is then lost
+    world.clock.advance(DEADLINE_SECONDS)
+    world.compute.lb_healthy = True
+    report = run_watchdog(world.services)
+    assert (report.failed, report.kicked) == ([], [green])
+    live = complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert live is not None and live.status is S.LIVE
+    assert world.compute.attached == [instance_group_name(green)]
+
+
+def test_twice_the_deadline_ends_a_switch_even_while_compute_is_down(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blue, green, _ = stuck_switching(world)
+    outage = Outage()
+    for call in ("serving_healthy", "attached_groups", "attach_group", "detach_group"):
+        monkeypatch.setattr(world.compute, call, outage.wrap(getattr(world.compute, call)))
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [], "it cannot tell whether the switch is stuck"
+    world.clock.advance(DEADLINE_SECONDS)
+    report = run_watchdog(world.services)
+    assert report.failed == [] and report.errors, "failed, but the hand-back could not reach Compute"
+    failed = world.store.deployments[green]
+    assert failed.status is S.FAILED
+    assert (
+        failed.history[-1].detail
+        == f"switch not complete within twice the {DEADLINE_SECONDS} s deadline (watchdog)"
+    )
+    assert world.store.environments["hello@staging"].active_deployment_id is None, "the lock is free"
+
+    outage.over = True  # the cool-down step the watchdog published finishes the hand-back
+    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert world.compute.attached == [instance_group_name(blue)]
+    assert instance_group_name(green) not in world.compute.groups
+
+
+class Outage:
+    """Compute calls that fail until `over`."""
+
+    def __init__(self) -> None:
+        self.over = False
+
+    def wrap(self, call: Callable[..., object]) -> Callable[..., object]:
+        def during_outage(*args: object) -> object:
+            if not self.over:
+                raise TransientError("compute unavailable")
+            return call(*args)
+
+        return during_outage
+
+
+@pytest.mark.parametrize("abandoned", ["before its keep_only_group", "after its keep_only_group"])
+def test_a_late_switch_racing_the_abandon_leaves_the_live_release_serving(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, abandoned: str
+) -> None:
+    """The poll read the record switching and finds green healthy at last, just as the watchdog
+    abandons the switch: whichever order their Compute calls take, the live release serves and
+    green is gone, and the record says failed."""
+    blue, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    world.compute.lb_healthy = True
+    keep_only_group = world.compute.keep_only_group
+
+    def racing(env: EnvironmentConfig, name: str) -> list[str]:
+        if abandoned == "before its keep_only_group":
+            abandon_switch(world.services, green, "abandoned")
+            return keep_only_group(env, name)
+        removed = keep_only_group(env, name)  # users reach green alone for a moment
+        abandon_switch(world.services, green, "abandoned")
+        return removed
+
+    monkeypatch.setattr(world.compute, "keep_only_group", racing)
+    try:
+        complete_cool_down(world.services, poll)
+    except PermanentError:  # the adapter's refusal to leave the backend service empty
+        assert abandoned == "before its keep_only_group"
+    monkeypatch.setattr(world.compute, "keep_only_group", keep_only_group)
+    assert world.store.deployments[green].status is S.FAILED
+    assert world.compute.attached == [instance_group_name(blue)]
+    assert instance_group_name(green) not in world.compute.groups
+    assert world.store.environments["hello@staging"].live_deployment_id == blue
+
+
+def test_a_late_switch_between_the_abandons_look_and_its_detach_hands_the_traffic_back(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst order: the abandon sees the live release still attached, the late poll then takes
+    it off (`keep_only_group(green)`), the abandon detaches green: nothing is attached until the
+    late poll, finding the record failed, hands back itself."""
+    blue, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    world.compute.lb_healthy = True
+    keep_only_group, detach_group = world.compute.keep_only_group, world.compute.detach_group
+    backend = world.services.environment_config("hello", "staging").backend_service
+
+    def poll_keeps_green_first(env: EnvironmentConfig, name: str) -> None:
+        if env.backend_service == backend and name == green_group:
+            removed.extend(keep_only_group(env, name))  # the late poll's, interleaved
+            monkeypatch.setattr(world.compute, "detach_group", detach_group)
+        detach_group(env, name)
+
+    def racing(env: EnvironmentConfig, name: str) -> list[str]:
+        monkeypatch.setattr(world.compute, "detach_group", poll_keeps_green_first)
+        abandon_switch(world.services, green, "abandoned")
+        assert world.compute.attached == [], "the moment with no backend"
+        return removed
+
+    green_group = instance_group_name(green)
+    removed: list[str] = []
+    monkeypatch.setattr(world.compute, "keep_only_group", racing)
+    complete_cool_down(world.services, poll)
+    assert world.store.deployments[green].status is S.FAILED
+    assert world.compute.attached == [instance_group_name(blue)]
+
+
+def test_a_late_hand_back_during_a_newer_release_switch_does_not_bring_back_the_old_release(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer release has just taken the traffic (`keep_only_group`), not yet recorded it: the
+    environment still names the old release live. The abandoned switch's poll, delivered again
+    then, must not attach the old release beside it."""
+    blue, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    world.compute.lb_healthy = True
+    newer = build(world, "b3", COMMIT_C).deployment_id
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    world.compute.make_healthy(instance_group_name(newer))
+    world.clock.advance(COOL_DOWN_SECONDS)
+    keep_only_group = world.compute.keep_only_group
+
+    def then_the_old_poll(env: EnvironmentConfig, name: str) -> list[str]:
+        removed = keep_only_group(env, name)
+        assert world.store.environments["hello@staging"].live_deployment_id == blue
+        complete_cool_down(world.services, poll)
+        return removed
+
+    monkeypatch.setattr(world.compute, "keep_only_group", then_the_old_poll)
+    live = complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert live is not None and live.status is S.LIVE
+    assert world.compute.attached == [instance_group_name(newer)]
+
+
+def test_a_switch_that_completed_first_is_not_abandoned(world: FakeWorld) -> None:
+    _, green, poll = stuck_switching(world)
+    world.compute.lb_healthy = True
+    complete_cool_down(world.services, poll)
+    assert abandon_switch(world.services, green, "too late") is None
+    assert world.store.deployments[green].status is S.LIVE
+    assert world.compute.attached == [instance_group_name(green)]
+
+
+def test_a_late_hand_back_leaves_a_newer_release_serving(world: FakeWorld) -> None:
+    """The abandoned switch's poll comes back after a newer release went live: it changes nothing."""
+    _, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    world.compute.lb_healthy = True
+    newer = deploy_to_live(world, "b3", COMMIT_C)
+    assert world.compute.attached == [instance_group_name(newer)]
+    failed = complete_cool_down(world.services, poll)
+    assert failed is not None and failed.status is S.FAILED
+    assert world.compute.attached == [instance_group_name(newer)]
+
+
+def test_fail_deployment_never_fails_a_switching_deployment(world: FakeWorld) -> None:
+    """Only the abandon, which hands the traffic back, may: `fail_deployment` deletes green."""
+    _, green, _ = stuck_switching(world)
+    assert fail_deployment(world.services, green, "late") is None
+    assert world.store.deployments[green].status is S.SWITCHING
+    assert instance_group_name(green) in world.compute.groups
+
+
+def test_an_automatic_rollback_whose_switch_back_is_stuck_leaves_the_bad_release_serving(
+    world: FakeWorld,
+) -> None:
+    """The previous group, adopted to go back to, is never seen healthy: the rollback fails and
+    says so; the bad release is still what users reach (there is nothing healthier to send them to)."""
+    environment = "verified"
+    first = verified_live(world, "b1", COMMIT_A, environment, bake=True)
+    bad = verified_live(world, "b2", COMMIT_B, environment, bake=False)
+    world.metrics.traffic_by_group[instance_group_name(bad)] = TrafficSample(requests=100, server_errors=60)
+    world.compute.lb_healthy = False
+    world.clock.advance(2)
+    bake_message = step(world, topology.BAKE_CHECK)
+    with pytest.raises(NotReadyYet):
+        check_bake(world.services, bake_message)
+    going_back = automatic_rollback_id(world.store.deployments[bad])
+    assert world.store.deployments[going_back].status is S.SWITCHING
+
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [going_back]
+    assert world.compute.attached == [instance_group_name(bad)]
+    assert instance_group_name(first) not in world.compute.groups, "the group that never came up is gone"
+    assert world.store.environments[f"hello@{environment}"].active_deployment_id is None
+    [alert] = [n for n in notifications(world) if n.status == "failed"]
+    assert alert.deployment_id == going_back
+    # The bake message's redelivery finds the rollback failed and changes nothing.
+    assert check_bake(world.services, bake_message) is not None
+    assert world.compute.attached == [instance_group_name(bad)]
+
+
+def verified_live(world: FakeWorld, build_id: str, commit: str, environment: str, *, bake: bool) -> str:
+    result = build(world, build_id, commit, environment=environment, messages=["feat: x"])
+    assert result.deployment_id is not None
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.clock.advance(COOL_DOWN_SECONDS)
+    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert world.store.deployments[result.deployment_id].status is S.LIVE
+    if bake:
+        group = instance_group_name(result.deployment_id)
+        world.metrics.traffic_by_group[group] = TrafficSample(requests=500, server_errors=2)
+        world.clock.advance(31)
+        check_bake(world.services, step(world, topology.BAKE_CHECK))
+    return result.deployment_id

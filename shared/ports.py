@@ -30,6 +30,11 @@ class PermanentError(Exception):
     """Retrying cannot help (bad configuration, a refused request): fail the deployment."""
 
 
+class PreconditionFailed(Exception):
+    """A guarded change found its caller's precondition gone just before its write, and wrote
+    nothing (see `Compute.keep_only_group`)."""
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """Timezone-aware now."""
@@ -189,16 +194,24 @@ class Compute(Protocol):
         """Whether the backend service sees every instance of the attached group as healthy."""
         ...
 
-    def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
+    def keep_only_group(
+        self, env: EnvironmentConfig, name: str, *, only_while: Callable[[], bool] | None = None
+    ) -> list[str]:
         """Remove every other group from the backend service (their connections drain).
 
-        Returns the names of the groups removed; a repeated call removes nothing.
+        Returns the names of the groups removed; a repeated call removes nothing. `only_while`,
+        when given, is asked after each read of the service, just before the write that removes
+        them: False writes nothing and raises `PreconditionFailed`. A switch passes "still
+        switching", so that once the watchdog has recorded it abandoned, a late poll of it can no
+        longer take the live release off (the moment between the question and the write is
+        ordered by the service's fingerprint against the hand-back's own writes).
         """
         ...
 
-    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
-        """Remove the group from the backend service, even the last one (its connections drain);
-        no-op if it is not there."""
+    def detach_group(self, env: EnvironmentConfig, name: str, *, leave_empty: bool = True) -> None:
+        """Remove the group from the backend service (its connections drain); no-op if it is not
+        there. With `leave_empty=False`, `TransientError` instead when it is the only group there
+        as the write is made (another caller's change since this caller looked)."""
         ...
 
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:

@@ -19,10 +19,16 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
+from shared.adapters.compute_errors import (
+    TRANSIENT_INSTANCE_ERRORS,
+    ComputeRefused,
+    ComputeUnavailable,
+    translate,
+)
 from shared.config import EnvironmentConfig
 from shared.domain.leaks import ListedResource
 from shared.logging import get_logger
-from shared.ports import GroupHealth, PermanentError, TransientError
+from shared.ports import GroupHealth, PreconditionFailed
 
 log = get_logger("compute")
 
@@ -42,40 +48,6 @@ SERVING_PORT = 80
 backend service address the named port `http`."""
 MAX_FINGERPRINT_RETRIES = 5
 API_ROOT = "https://www.googleapis.com/compute/v1/"
-# lastAttempt error codes that say "not now" rather than "never": the deadline bounds them.
-_TRANSIENT_INSTANCE_ERRORS = (
-    "ZONE_RESOURCE_POOL_EXHAUSTED",
-    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-    "QUOTA_EXCEEDED",
-    "RESOURCE_NOT_READY",
-    "RATE_LIMIT_EXCEEDED",
-)
-
-
-class ComputeUnavailable(TransientError):
-    """Compute Engine failed in a way worth retrying."""
-
-
-class ComputeRefused(PermanentError):
-    """Compute Engine refused the request: the configuration or the release is wrong."""
-
-
-def _translate(exc: BaseException, what: str) -> Exception:
-    if isinstance(
-        exc,
-        google_exceptions.ServerError
-        | google_exceptions.TooManyRequests
-        | google_exceptions.RetryError
-        | concurrent.futures.TimeoutError
-        | requests.exceptions.ConnectionError
-        | requests.exceptions.Timeout,
-    ):
-        return ComputeUnavailable(f"{what}: {exc}")
-    if isinstance(exc, google_exceptions.ClientError):
-        return ComputeRefused(f"{what}: {exc.message if hasattr(exc, 'message') else exc}")
-    return ComputeUnavailable(f"{what}: {exc}")
-
-
 _LEAVING_ACTIONS = ("DELETING", "ABANDONING")
 """A managed instance's `currentAction` while the group lets it go: not part of its target size."""
 _EXISTS = (google_exceptions.Conflict,)
@@ -122,7 +94,7 @@ class ComputeEngine:
             log.info("%s: %s", what, exc)
             return None
         except _API_ERRORS as exc:  # translated: 5xx/429/timeouts transient, other 4xx permanent
-            raise _translate(exc, what) from exc
+            raise translate(exc, what) from exc
 
     def _finish(self, operation: Any) -> bool:
         """Wait for a long-running operation, within the timeout (which raises)."""
@@ -261,7 +233,7 @@ class ComputeEngine:
                 continue  # a past failed attempt that a later one overcame
             # What Compute Engine itself could not do (create the VM: quota, image, template...).
             for error in instance.last_attempt.errors.errors:
-                if error.code not in _TRANSIENT_INSTANCE_ERRORS:
+                if error.code not in TRANSIENT_INSTANCE_ERRORS:
                     errors.append(f"{instance.name or instance.instance}: {error.message or error.code}")
         return GroupHealth(
             exists=True,
@@ -413,7 +385,9 @@ class ComputeEngine:
 
         self._change_backends(env, add, f"attaching {name} to {env.backend_service}")
 
-    def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
+    def keep_only_group(
+        self, env: EnvironmentConfig, name: str, *, only_while: Callable[[], bool] | None = None
+    ) -> list[str]:
         removed: list[str] = []
 
         def keep(backends: Sequence[compute_v1.Backend]) -> list[compute_v1.Backend] | None:
@@ -423,19 +397,22 @@ class ComputeEngine:
                 return None
             if not kept:
                 raise ComputeRefused(f"{name} is not attached to {env.backend_service}; refusing to empty it")
+            if only_while is not None and not only_while():  # after each read, so after a 412 too
+                raise PreconditionFailed(f"detaching all but {name} from {env.backend_service}")
             return kept
 
         self._change_backends(env, keep, f"detaching all but {name} from {env.backend_service}")
         return removed
 
-    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
-        # A patch cannot empty the list (an empty repeated field is left out of the request, so it
-        # would change nothing): replace the whole resource instead, guarded by its fingerprint.
+    def detach_group(self, env: EnvironmentConfig, name: str, *, leave_empty: bool = True) -> None:
+        # A patch cannot empty the list (an empty repeated field is left out): replace it all.
         def replace_without_group(service: compute_v1.BackendService) -> Callable[[], bool] | None:
             if not any(self._is_group(b, name) for b in service.backends):
                 return None
             replacement = type(service).deserialize(type(service).serialize(service))
             kept = [b for b in service.backends if not self._is_group(b, name)]
+            if not kept and not leave_empty:  # another caller's change since this one looked
+                raise ComputeUnavailable(f"{name} is the only backend left; not detaching it")
             del replacement.backends[:]
             replacement.backends.extend(kept)
             request = compute_v1.UpdateBackendServiceRequest(

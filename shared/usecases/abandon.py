@@ -10,8 +10,10 @@ environment lock for ever. The watchdog ends such a switch once it is overdue (`
 2. it hands the traffic back: the live release's group serves, green does not
    (`hand_traffic_back`); a late poll whose own `keep_only_group(green)` ran before it saw the
    record failed does the same, so whichever hands back last leaves the live release serving;
-3. it deletes green (Compute refuses while green is still a backend: a later delivery of the
-   cool-down step, published for that, hands back and deletes again).
+3. it deletes green (Compute refuses while green is still a backend).
+
+The cool-down step, published before the commit, finishes steps 2 and 3 with its own retries
+when the watchdog cannot (Compute unavailable, a crash, the live group not yet healthy again).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from shared.config import EnvironmentConfig
 from shared.domain.records import Deployment
 from shared.domain.status import DeploymentStatus
 from shared.logging import bind, get_logger
+from shared.ports import PermanentError, TransientError
 from shared.usecases.lifecycle import commit_failure, delete_green, start_next
-from shared.usecases.services import Services, notify_status, publish_step
+from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
 log = get_logger("abandon")
 
@@ -50,25 +53,40 @@ def judge_switch(
 def abandon_switch(services: Services, deployment_id: str, reason: str) -> Deployment | None:
     """Fail a deployment still `switching`, free its lock, hand the traffic back, delete green.
 
-    Returns the failed deployment, or None if it is no longer switching (its switch completed)."""
+    Returns the failed deployment (also when the hand-back is left to the cool-down step, Compute
+    being unavailable), or None if it is no longer switching (its switch completed)."""
     bind(deployment_id=deployment_id)
+    current = services.store.get_deployment(deployment_id)
+    if current is None or current.status is not DeploymentStatus.SWITCHING:
+        return None
+    # Published before the commit, so that no crash can leave a failed record with nobody to
+    # finish its hand-back: the cool-down step does it, with its own retries, for a failed record
+    # that went through `switching` (and is one more harmless poll if the commit does not happen).
+    publish_step(services, topology.COOL_DOWN_COMPLETE, current)
     result = commit_failure(services, deployment_id, reason, (DeploymentStatus.SWITCHING,))
     if result is None:
         return None
     failed, next_deployment = result
     log.warning("switch abandoned: %s", reason, extra={"fields": {"version": failed.version}})
-    notify_status(services, failed, f"{reason}; the traffic stays on the live release")
+    state = services.store.get_environment(failed.app, failed.environment)
+    serving = state.live_version if state is not None and state.live_version else None
+    notify_status(
+        services,
+        failed,
+        f"{reason}; " + (f"{serving} keeps the traffic" if serving else "nothing was live here"),
+    )
     start_next(services, next_deployment)
-    # Should what follows not get done now (Compute unavailable, a crash), the cool-down step
-    # finishes it for a failed record that went through `switching`, with its own retries.
-    publish_step(services, topology.COOL_DOWN_COMPLETE, failed)
-    finish_abandoned_switch(services, failed)
+    try:
+        finish_abandoned_switch(services, failed)
+    except (TransientError, PermanentError, NotReadyYet) as exc:  # any: the published step retries
+        log.warning("hand-back left to the cool-down step: %s", exc)
     return failed
 
 
 def finish_abandoned_switch(services: Services, failed: Deployment) -> None:
     """Hand the traffic back and delete green, for a failed deployment whose switch had begun.
-    Safe to repeat, and a no-op for any other failed deployment."""
+    Safe to repeat, and a no-op for any other failed deployment. Raises `NotReadyYet` while the
+    live group, put back, is not yet seen healthy (green stays until it is)."""
     if failed.status is not DeploymentStatus.FAILED or failed.switch_started_at is None:
         return
     env = services.environment_config(failed.app, failed.environment)
@@ -82,14 +100,21 @@ def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deploy
     The live group goes back only when nothing but green (or nothing) is attached: a late poll's
     `keep_only_group(green)` took it off. When another group is attached beside green, the live
     one is still there, or a newer deployment has since taken the traffic (and its switch, not
-    this one, decides what serves)."""
+    this one, decides what serves). Green leaves only once the load balancer sees the live group
+    healthy, and never as the last backend while there is a live release: if a late poll took
+    the live group off since this looked, the detach fails and a retry looks again."""
     green = failed.group_name
     attached = services.compute.attached_groups(env)
     live_group = _live_group(services, failed)
     if live_group is not None and live_group != green and not [g for g in attached if g != green]:
         services.compute.attach_group(env, live_group)
+        attached.append(live_group)
         log.warning("re-attached the live group %s after a late switch to %s", live_group, green)
-    services.compute.detach_group(env, green)  # reads the backends again: a no-op once green is off
+    if green in attached and live_group in attached and not services.compute.serving_healthy(env, live_group):
+        raise NotReadyYet(
+            f"the live group {live_group} is back; waiting for the load balancer to see it healthy"
+        )
+    services.compute.detach_group(env, green, leave_empty=live_group is None)
 
 
 def _live_group(services: Services, failed: Deployment) -> str | None:

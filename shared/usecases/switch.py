@@ -21,7 +21,7 @@ from shared.domain.verification import (
     smoke_check_failure,
 )
 from shared.logging import get_logger
-from shared.ports import PermanentError, Transaction, TransientError
+from shared.ports import PermanentError, PreconditionFailed, Transaction, TransientError
 from shared.usecases.abandon import finish_abandoned_switch
 from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
@@ -222,7 +222,15 @@ def switch_traffic(
     services.compute.attach_group(env, group)
     if not services.compute.serving_healthy(env, group):
         raise NotReadyYet("green attached; the backend service does not see it healthy yet")
-    removed = services.compute.keep_only_group(env, group)
+
+    def still_switching() -> bool:
+        current = services.store.get_deployment(deployment.deployment_id)
+        return current is not None and current.status is DeploymentStatus.SWITCHING
+
+    try:
+        removed = services.compute.keep_only_group(env, group, only_while=still_switching)
+    except PreconditionFailed:  # abandoned by the watchdog (or completed by another poll) meanwhile
+        return _after_the_switch_moved_on(services, deployment)
     preview = env.preview()
     if preview is not None:
         # Users reach it now; the preview is for the next release (and a group must leave every
@@ -278,19 +286,24 @@ def switch_traffic(
 
     result = services.store.atomically(work)
     if result is None:
-        latest = services.store.get_deployment(deployment.deployment_id)
-        if latest is not None and latest.status is DeploymentStatus.LIVE:
-            announce_live(services, latest)
-        elif latest is not None and latest.status is DeploymentStatus.FAILED:
-            # The watchdog abandoned this switch while it ran: the traffic this call may just
-            # have moved to green goes back (shared/usecases/abandon.py).
-            finish_abandoned_switch(services, latest)
-        return latest
+        return _after_the_switch_moved_on(services, deployment)
     live, next_deployment, _rolled_back = result
     log.info("live: %s", live.version)
     announce_live(services, live)
     start_next(services, next_deployment)
     return live
+
+
+def _after_the_switch_moved_on(services: Services, deployment: Deployment) -> Deployment | None:
+    """For a switch whose record left `switching` while this call ran: announce it live, or, if
+    the watchdog abandoned it, hand back the traffic this call may have moved to green
+    (shared/usecases/abandon.py)."""
+    latest = services.store.get_deployment(deployment.deployment_id)
+    if latest is not None and latest.status is DeploymentStatus.LIVE:
+        announce_live(services, latest)
+    elif latest is not None and latest.status is DeploymentStatus.FAILED:
+        finish_abandoned_switch(services, latest)
+    return latest
 
 
 def _bakes(env: EnvironmentConfig, deployment: Deployment) -> bool:

@@ -23,8 +23,10 @@ from shared.ports import (
     GroupHealth,
     MetricsUnavailable,
     PermanentError,
+    PreconditionFailed,
     RejectedEvent,
     TrafficSample,
+    TransientError,
 )
 from shared.usecases.services import Services
 
@@ -208,6 +210,8 @@ class FakeCompute:
     preview_attached: dict[str, list[str]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     lb_healthy: bool = True
+    lb_unhealthy: set[str] = field(default_factory=set)
+    """Groups the load balancer never sees healthy, whatever their instances say."""
     refuse_templates: str | None = None
     """When set, template creation is refused as a configuration error with this message."""
     created_at: dict[str, datetime] = field(default_factory=dict)
@@ -259,20 +263,27 @@ class FakeCompute:
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         group = self.groups.get(name)
-        return self.lb_healthy and name in self._backends(env) and group is not None and group.healthy > 0
+        attached = name in self._backends(env) and name not in self.lb_unhealthy
+        return self.lb_healthy and attached and group is not None and group.healthy > 0
 
-    def keep_only_group(self, env: EnvironmentConfig, name: str) -> list[str]:
+    def keep_only_group(
+        self, env: EnvironmentConfig, name: str, *, only_while: Callable[[], bool] | None = None
+    ) -> list[str]:
         backends = self._backends(env)
         removed = [g for g in backends if g != name]
         if removed and name not in backends:  # as the adapter: never an empty backend service
             raise PermanentError(f"{name} is not attached to {env.backend_service}; refusing to empty it")
+        if removed and only_while is not None and not only_while():
+            raise PreconditionFailed(f"detaching all but {name}")
         backends[:] = [name]
         if removed:
             self.calls.append(f"detach {','.join(removed)} from {env.backend_service}")
         return removed
 
-    def detach_group(self, env: EnvironmentConfig, name: str) -> None:
+    def detach_group(self, env: EnvironmentConfig, name: str, *, leave_empty: bool = True) -> None:
         backends = self._backends(env)
+        if backends == [name] and not leave_empty:
+            raise TransientError(f"{name} is the only backend of {env.backend_service}; not detaching it")
         if name in backends:
             backends.remove(name)
             self.calls.append(f"detach {name} from {env.backend_service}")

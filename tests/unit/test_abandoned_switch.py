@@ -5,6 +5,7 @@ frees the environment; a late switch racing it cannot leave users without the li
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from shared.usecases.bake import automatic_rollback_id, check_bake
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.services import NotReadyYet
-from shared.usecases.switch import complete_cool_down
+from shared.usecases.switch import complete_cool_down, switch_traffic
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
 from tests.unit.pipeline_driving import (
@@ -52,7 +53,7 @@ def stuck_switching(world: FakeWorld) -> tuple[str, str, StepMessage]:
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     poll = step(world, topology.COOL_DOWN_COMPLETE)
     world.compute.make_healthy(instance_group_name(result.deployment_id))
-    world.compute.lb_healthy = False
+    world.compute.lb_unhealthy.add(instance_group_name(result.deployment_id))
     world.clock.advance(COOL_DOWN_SECONDS)
     with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
         complete_cool_down(world.services, poll)
@@ -101,7 +102,7 @@ def test_an_overdue_switch_the_load_balancer_now_sees_healthy_is_published_not_f
 ) -> None:
     _, green, _ = stuck_switching(world)  # its poll is then lost
     world.clock.advance(DEADLINE_SECONDS)
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     report = run_watchdog(world.services)
     assert (report.failed, report.kicked) == ([], [green])
     live = complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
@@ -120,7 +121,8 @@ def test_twice_the_deadline_ends_a_switch_even_while_compute_is_down(
     assert run_watchdog(world.services).failed == [], "it cannot tell whether the switch is stuck"
     world.clock.advance(DEADLINE_SECONDS)
     report = run_watchdog(world.services)
-    assert report.failed == [] and report.errors, "failed, but the hand-back could not reach Compute"
+    assert report.failed == [green], "failed; the hand-back is left to the step it published"
+    assert world.compute.attached == [instance_group_name(blue), instance_group_name(green)]
     failed = world.store.deployments[green]
     assert failed.status is S.FAILED
     assert (
@@ -142,10 +144,10 @@ class Outage:
         self.over = False
 
     def wrap(self, call: Callable[..., object]) -> Callable[..., object]:
-        def during_outage(*args: object) -> object:
+        def during_outage(*args: object, **options: object) -> object:
             if not self.over:
                 raise TransientError("compute unavailable")
-            return call(*args)
+            return call(*args, **options)
 
         return during_outage
 
@@ -159,14 +161,14 @@ def test_a_late_switch_racing_the_abandon_leaves_the_live_release_serving(
     green is gone, and the record says failed."""
     blue, green, poll = stuck_switching(world)
     world.clock.advance(DEADLINE_SECONDS)
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     keep_only_group = world.compute.keep_only_group
 
-    def racing(env: EnvironmentConfig, name: str) -> list[str]:
+    def racing(env: EnvironmentConfig, name: str, **options: Any) -> list[str]:
         if abandoned == "before its keep_only_group":
             abandon_switch(world.services, green, "abandoned")
-            return keep_only_group(env, name)
-        removed = keep_only_group(env, name)  # users reach green alone for a moment
+            return keep_only_group(env, name, **options)  # refused: the record is failed
+        removed = keep_only_group(env, name, **options)  # users reach green alone for a moment
         abandon_switch(world.services, green, "abandoned")
         return removed
 
@@ -186,24 +188,26 @@ def test_a_late_switch_between_the_abandons_look_and_its_detach_hands_the_traffi
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worst order: the abandon sees the live release still attached, the late poll then takes
-    it off (`keep_only_group(green)`), the abandon detaches green: nothing is attached until the
-    late poll, finding the record failed, hands back itself."""
+    it off (`keep_only_group(green)`), the abandon detaches green. That detach is refused (green is
+    the only backend by then), so users still reach green, never nothing; the late poll, finding
+    the record failed, hands back itself."""
     blue, green, poll = stuck_switching(world)
     world.clock.advance(DEADLINE_SECONDS)
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     keep_only_group, detach_group = world.compute.keep_only_group, world.compute.detach_group
     backend = world.services.environment_config("hello", "staging").backend_service
 
-    def poll_keeps_green_first(env: EnvironmentConfig, name: str) -> None:
+    def poll_keeps_green_first(env: EnvironmentConfig, name: str, **options: bool) -> None:
         if env.backend_service == backend and name == green_group:
-            removed.extend(keep_only_group(env, name))  # the late poll's, interleaved
+            # The late poll's write, its "still switching" answered before the failure's commit.
+            removed.extend(keep_only_group(env, name))
             monkeypatch.setattr(world.compute, "detach_group", detach_group)
-        detach_group(env, name)
+        detach_group(env, name, **options)
 
-    def racing(env: EnvironmentConfig, name: str) -> list[str]:
+    def racing(env: EnvironmentConfig, name: str, **options: Any) -> list[str]:
         monkeypatch.setattr(world.compute, "detach_group", poll_keeps_green_first)
         abandon_switch(world.services, green, "abandoned")
-        assert world.compute.attached == [], "the moment with no backend"
+        assert world.compute.attached == [green_group], "refused: never an empty backend service"
         return removed
 
     green_group = instance_group_name(green)
@@ -223,15 +227,15 @@ def test_a_late_hand_back_during_a_newer_release_switch_does_not_bring_back_the_
     blue, green, poll = stuck_switching(world)
     world.clock.advance(DEADLINE_SECONDS)
     assert run_watchdog(world.services).failed == [green]
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     newer = build(world, "b3", COMMIT_C).deployment_id
     start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
     world.compute.make_healthy(instance_group_name(newer))
     world.clock.advance(COOL_DOWN_SECONDS)
     keep_only_group = world.compute.keep_only_group
 
-    def then_the_old_poll(env: EnvironmentConfig, name: str) -> list[str]:
-        removed = keep_only_group(env, name)
+    def then_the_old_poll(env: EnvironmentConfig, name: str, **options: Any) -> list[str]:
+        removed = keep_only_group(env, name, **options)
         assert world.store.environments["hello@staging"].live_deployment_id == blue
         complete_cool_down(world.services, poll)
         return removed
@@ -242,9 +246,56 @@ def test_a_late_hand_back_during_a_newer_release_switch_does_not_bring_back_the_
     assert world.compute.attached == [instance_group_name(newer)]
 
 
+def test_green_stays_until_the_load_balancer_sees_the_live_group_healthy_again(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late poll took the live group off; the hand-back puts it back, and green, which served
+    alone meanwhile, leaves only once the load balancer sees the live group healthy."""
+    blue, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    world.compute.lb_unhealthy.clear()
+    keep_only_group = world.compute.keep_only_group
+
+    def and_then_the_abandon(env: EnvironmentConfig, name: str, **options: Any) -> list[str]:
+        removed = keep_only_group(env, name, **options)
+        world.compute.lb_unhealthy.add(instance_group_name(blue))  # re-attached: not seen healthy yet
+        abandon_switch(world.services, green, "abandoned")
+        return removed
+
+    monkeypatch.setattr(world.compute, "keep_only_group", and_then_the_abandon)
+    with pytest.raises(NotReadyYet, match="waiting for the load balancer to see it healthy"):
+        complete_cool_down(world.services, poll)
+    assert world.compute.attached == [instance_group_name(green), instance_group_name(blue)]
+    world.compute.lb_unhealthy.clear()
+    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert world.compute.attached == [instance_group_name(blue)]
+    assert instance_group_name(green) not in world.compute.groups
+
+
+def test_a_stale_poll_cannot_take_the_live_release_off_once_the_switch_is_abandoned(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll read the record while it was switching and comes back after the abandon, whose
+    hand-back could not reach Compute (green still attached): the load balancer sees green healthy
+    now, but the write that would take the live release off asks first, and is refused."""
+    blue, green, _ = stuck_switching(world)
+    stale = world.store.deployments[green]
+    world.clock.advance(DEADLINE_SECONDS)
+    with monkeypatch.context() as outage:
+        outage.setattr(world.compute, "attached_groups", Outage().wrap(world.compute.attached_groups))
+        assert abandon_switch(world.services, green, "abandoned") is not None
+    assert world.compute.attached == [instance_group_name(blue), instance_group_name(green)]
+    world.compute.lb_unhealthy.clear()
+    env = world.services.environment_config("hello", "staging")
+    latest = switch_traffic(world.services, env, stale, stale.group_name)
+    assert latest is not None and latest.status is S.FAILED
+    assert not [c for c in world.compute.calls if c.startswith(f"detach {instance_group_name(blue)}")]
+    assert world.compute.attached == [instance_group_name(blue)], "and it hands back what was left"
+
+
 def test_a_switch_that_completed_first_is_not_abandoned(world: FakeWorld) -> None:
     _, green, poll = stuck_switching(world)
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     complete_cool_down(world.services, poll)
     assert abandon_switch(world.services, green, "too late") is None
     assert world.store.deployments[green].status is S.LIVE
@@ -256,7 +307,7 @@ def test_a_late_hand_back_leaves_a_newer_release_serving(world: FakeWorld) -> No
     _, green, poll = stuck_switching(world)
     world.clock.advance(DEADLINE_SECONDS)
     assert run_watchdog(world.services).failed == [green]
-    world.compute.lb_healthy = True
+    world.compute.lb_unhealthy.clear()
     newer = deploy_to_live(world, "b3", COMMIT_C)
     assert world.compute.attached == [instance_group_name(newer)]
     failed = complete_cool_down(world.services, poll)
@@ -275,13 +326,14 @@ def test_fail_deployment_never_fails_a_switching_deployment(world: FakeWorld) ->
 def test_an_automatic_rollback_whose_switch_back_is_stuck_leaves_the_bad_release_serving(
     world: FakeWorld,
 ) -> None:
-    """The previous group, adopted to go back to, is never seen healthy: the rollback fails and
-    says so; the bad release is still what users reach (there is nothing healthier to send them to)."""
+    """The load balancer never sees the previous group, adopted to go back to, healthy: the
+    rollback fails and says which release keeps the traffic: the bad one, still what users reach
+    (the load balancer sees nothing else healthy to send them to)."""
     environment = "verified"
     first = verified_live(world, "b1", COMMIT_A, environment, bake=True)
     bad = verified_live(world, "b2", COMMIT_B, environment, bake=False)
     world.metrics.traffic_by_group[instance_group_name(bad)] = TrafficSample(requests=100, server_errors=60)
-    world.compute.lb_healthy = False
+    world.compute.lb_unhealthy.add(instance_group_name(first))
     world.clock.advance(2)
     bake_message = step(world, topology.BAKE_CHECK)
     with pytest.raises(NotReadyYet):
@@ -292,10 +344,11 @@ def test_an_automatic_rollback_whose_switch_back_is_stuck_leaves_the_bad_release
     world.clock.advance(DEADLINE_SECONDS)
     assert run_watchdog(world.services).failed == [going_back]
     assert world.compute.attached == [instance_group_name(bad)]
-    assert instance_group_name(first) not in world.compute.groups, "the group that never came up is gone"
+    assert instance_group_name(first) not in world.compute.groups, "deleted, as any abandoned green"
     assert world.store.environments[f"hello@{environment}"].active_deployment_id is None
     [alert] = [n for n in notifications(world) if n.status == "failed"]
     assert alert.deployment_id == going_back
+    assert alert.detail.endswith(f"; {world.store.deployments[bad].version} keeps the traffic")
     # The bake message's redelivery finds the rollback failed and changes nothing.
     assert check_bake(world.services, bake_message) is not None
     assert world.compute.attached == [instance_group_name(bad)]

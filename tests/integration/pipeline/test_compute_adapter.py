@@ -24,7 +24,7 @@ from shared.adapters.compute_engine import ComputeEngine, ComputeRefused, Comput
 from shared.artifact import build_artifact, sha256_of_url
 from shared.config import AppConfig, EnvironmentConfig, PipelineConfig
 from shared.domain.naming import instance_group_name, instance_template_name
-from shared.ports import GroupHealth, PermanentError, TransientError
+from shared.ports import GroupHealth, PermanentError, PreconditionFailed, TransientError
 from shared.usecases.services import Services
 from shared.usecases.watchdog import WatchdogReport, collect_leaks
 from tests.e2e.conftest import REPO_ROOT, wait_for
@@ -156,6 +156,16 @@ def test_attach_survives_a_concurrent_change_and_keep_only_detaches_the_rest(
     wait_for(lambda: compute.serving_healthy(env, "adapter-two-mig"), 30, "the backend to see green healthy")
     assert compute.keep_only_group(env, "adapter-two-mig") == ["adapter-one-mig"]
     assert compute.keep_only_group(env, "adapter-two-mig") == []
+    # An abandoned switch's hand-back never leaves the service without a backend: it retries.
+    with pytest.raises(ComputeUnavailable, match="only backend left"):
+        compute.detach_group(env, "adapter-two-mig", leave_empty=False)
+    assert compute.attached_groups(env) == ["adapter-two-mig"]
+    # A switch the watchdog has abandoned meanwhile: its poll's keep_only_group writes nothing.
+    compute.attach_group(env, "adapter-one-mig")
+    with pytest.raises(PreconditionFailed):
+        compute.keep_only_group(env, "adapter-two-mig", only_while=lambda: False)
+    assert sorted(compute.attached_groups(env)) == ["adapter-one-mig", "adapter-two-mig"]
+    assert compute.keep_only_group(env, "adapter-two-mig", only_while=lambda: True) == ["adapter-one-mig"]
 
 
 def test_a_groups_health_takes_its_target_size_from_the_instances_it_keeps(

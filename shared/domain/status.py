@@ -15,8 +15,8 @@ clean-up. Approval moves it to `queued`, from where it runs like any other deplo
 green. It fails only when its switch is overdue (the load balancer has not seen green healthy
 within the provisioning deadline counted from the switch's start, and still does not, or twice
 that has passed): then the watchdog commits `failed` first, so that a late switch's own
-transaction changes nothing, hands the traffic back to the live release and deletes green
-(shared/usecases/abandon.py). Only the watchdog fails a `switching` deployment;
+transaction changes nothing, hands the traffic back to the live release and lets green drain
+before its clean-up (shared/usecases/abandon.py). Only the watchdog fails a `switching` deployment;
 `fail_deployment` never does. A failing smoke check
 fails a deployment in `cooling_down`, before any user request reaches it; a breach of the bake
 window happens after the switch, so it is not a failure of the switch but a return of traffic:

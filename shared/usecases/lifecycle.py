@@ -9,6 +9,7 @@ from datetime import datetime
 from shared import topology
 from shared.domain.queue import release_lock
 from shared.domain.records import Deployment, EnvironmentState
+from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
 from shared.domain.windows import ALWAYS_OPEN, DeployPolicy, may_start_now, waiting_note
 from shared.logging import bind, get_logger
@@ -154,18 +155,28 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
 
 
 def commit_failure(
-    services: Services, deployment_id: str, reason: str, failable: Collection[DeploymentStatus]
+    services: Services,
+    deployment_id: str,
+    reason: str,
+    failable: Collection[DeploymentStatus],
+    *,
+    drain_seconds: int | None = None,
 ) -> tuple[Deployment, Deployment | None] | None:
     """In one transaction: the deployment `failed` if it is still in one of `failable`, its lock
     handed over. Returns it and the deployment the hand-over changed (`start_next` it once this
-    returns); None if it had moved on."""
+    returns); None if it had moved on. Green is recorded deleted at once, or, with
+    `drain_seconds`, due for the watchdog's clean-up that much later (it may have served)."""
     now = services.clock.now()
+    if drain_seconds is None:
+        green: dict[str, datetime] = {"resources_deleted_at": now}
+    else:
+        green = {"cleanup_due_at": cleanup_due(now, drain_seconds, 0)}
 
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
         deployment = tx.deployment(deployment_id)
         if deployment is None or deployment.status not in failable:
             return None
-        failed = deployment.advance(DeploymentStatus.FAILED, now, reason, resources_deleted_at=now)
+        failed = deployment.advance(DeploymentStatus.FAILED, now, reason, **green)
         state = tx.environment(deployment.app, deployment.environment)
         policy = deploy_policy(services, deployment.app, deployment.environment)
         next_deployment = free_lock(tx, state, deployment_id, now, policy=policy)

@@ -289,6 +289,9 @@ class FakeCompute:
             self.calls.append(f"detach {name} from {env.backend_service}")
 
     def delete_instance_group(self, env: EnvironmentConfig, name: str) -> None:
+        if name in self.attached or any(name in groups for groups in self.preview_attached.values()):
+            # As Compute Engine: resourceInUseByAnotherResource, a 400 the adapter calls refused.
+            raise PermanentError(f"the instance group {name} is still a backend; not deleted")
         if self.groups.pop(name, None) is not None:
             self.calls.append(f"delete group {name}")
 

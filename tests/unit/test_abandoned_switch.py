@@ -36,11 +36,19 @@ from tests.unit.pipeline_driving import (
 DEADLINE_SECONDS = 60
 """The fake world's provisioning deadline: a switch is overdue this long after it began."""
 COOL_DOWN_SECONDS = 5
+DRAINING_SECONDS = 10
+"""The fake world's draining timeout."""
 
 
 @pytest.fixture
 def world() -> FakeWorld:
     return fake_world()
+
+
+def drained(world: FakeWorld) -> None:
+    """The draining timeout passes, and the watchdog sweeps."""
+    world.clock.advance(DRAINING_SECONDS)
+    assert run_watchdog(world.services).errors == []
 
 
 def stuck_switching(world: FakeWorld) -> tuple[str, str, StepMessage]:
@@ -78,7 +86,9 @@ def test_the_watchdog_abandons_an_overdue_switch_and_hands_the_traffic_back(worl
     )
     assert failed.history[-1].detail == reason
     assert world.compute.attached == [instance_group_name(blue)], "the live release serves alone"
-    assert instance_group_name(green) not in world.compute.groups, "green deleted"
+    assert instance_group_name(green) in world.compute.groups, "draining, in case it served requests"
+    drained(world)
+    assert instance_group_name(green) not in world.compute.groups, "deleted once drained"
     state = world.store.environments["hello@staging"]
     assert state.live_deployment_id == blue and state.active_deployment_id is None
     assert world.store.deployments[blue].status is S.LIVE
@@ -130,10 +140,15 @@ def test_twice_the_deadline_ends_a_switch_even_while_compute_is_down(
         == f"switch not complete within twice the {DEADLINE_SECONDS} s deadline (watchdog)"
     )
     assert world.store.environments["hello@staging"].active_deployment_id is None, "the lock is free"
+    world.clock.advance(DRAINING_SECONDS)  # due, counted from the failure, but still a backend
+    assert run_watchdog(world.services).cleaned == []
+    assert instance_group_name(green) in world.compute.groups
 
     outage.over = True  # the cool-down step the watchdog published finishes the hand-back
     complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
     assert world.compute.attached == [instance_group_name(blue)]
+    assert run_watchdog(world.services).cleaned == [], "it drains from when it left, not from the failure"
+    drained(world)
     assert instance_group_name(green) not in world.compute.groups
 
 
@@ -180,6 +195,7 @@ def test_a_late_switch_racing_the_abandon_leaves_the_live_release_serving(
     monkeypatch.setattr(world.compute, "keep_only_group", keep_only_group)
     assert world.store.deployments[green].status is S.FAILED
     assert world.compute.attached == [instance_group_name(blue)]
+    drained(world)
     assert instance_group_name(green) not in world.compute.groups
     assert world.store.environments["hello@staging"].live_deployment_id == blue
 
@@ -269,6 +285,7 @@ def test_green_stays_until_the_load_balancer_sees_the_live_group_healthy_again(
     world.compute.lb_unhealthy.clear()
     complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
     assert world.compute.attached == [instance_group_name(blue)]
+    drained(world)
     assert instance_group_name(green) not in world.compute.groups
 
 
@@ -344,6 +361,7 @@ def test_an_automatic_rollback_whose_switch_back_is_stuck_leaves_the_bad_release
     world.clock.advance(DEADLINE_SECONDS)
     assert run_watchdog(world.services).failed == [going_back]
     assert world.compute.attached == [instance_group_name(bad)]
+    drained(world)
     assert instance_group_name(first) not in world.compute.groups, "deleted, as any abandoned green"
     assert world.store.environments[f"hello@{environment}"].active_deployment_id is None
     [alert] = [n for n in notifications(world) if n.status == "failed"]

@@ -11,25 +11,26 @@ environment lock for ever. The watchdog ends such a switch once it is overdue (`
 2. it hands the traffic back: the live release's group serves, green does not
    (`hand_traffic_back`); a late poll whose own `keep_only_group(green)` ran before it saw the
    record failed does the same, so whichever hands back last leaves the live release serving;
-3. green drains: the watchdog's clean-up deletes it `draining_timeout_seconds` after it left.
+3. green drains: its clean-up is due `draining_timeout_seconds` after it left the backend service.
 
-The cool-down step, published before the commit, finishes step 2 with its own retries
-when the watchdog cannot (Compute unavailable, a crash, the live group not yet healthy again).
+The watchdog's clean-up of the failed record is the retry that never gives up: on each sweep it
+hands back again (Compute unavailable, a crash, the live group not yet healthy again) and deletes
+green only once green is off the backend service and has drained (`green_ready_for_cleanup`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from shared import topology
 from shared.config import EnvironmentConfig
 from shared.domain.records import Deployment
 from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
+from shared.domain.verification import AUTOMATIC_ROLLBACK_ACTOR
 from shared.logging import bind, get_logger
 from shared.ports import PermanentError, TransientError
 from shared.usecases.lifecycle import commit_failure, start_next
-from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
+from shared.usecases.services import NotReadyYet, Services, notify_status
 
 log = get_logger("abandon")
 
@@ -55,17 +56,15 @@ def judge_switch(
 def abandon_switch(services: Services, deployment_id: str, reason: str) -> Deployment | None:
     """Fail a deployment still `switching`, free its lock, hand the traffic back; green drains.
 
-    Returns the failed deployment (also when the hand-back is left to the cool-down step, Compute
-    being unavailable), or None if it is no longer switching (its switch completed)."""
+    Returns the failed deployment (also when the hand-back is left to the watchdog's clean-up,
+    Compute being unavailable), or None if it is no longer switching (its switch completed)."""
     bind(deployment_id=deployment_id)
     current = services.store.get_deployment(deployment_id)
     if current is None or current.status is not DeploymentStatus.SWITCHING:
         return None
-    # Published before the commit, so that no crash can leave a failed record with nobody to
-    # finish its hand-back: the cool-down step does it, with its own retries, for a failed record
-    # that went through `switching` (and is one more harmless poll if the commit does not happen).
-    publish_step(services, topology.COOL_DOWN_COMPLETE, current)
     env = services.environment_config(current.app, current.environment)
+    # Its clean-up is due from the commit on, so the watchdog's sweep finishes the hand-back
+    # whatever happens to this call.
     result = commit_failure(
         services,
         deployment_id,
@@ -79,64 +78,84 @@ def abandon_switch(services: Services, deployment_id: str, reason: str) -> Deplo
     log.warning("switch abandoned: %s", reason, extra={"fields": {"version": failed.version}})
     state = services.store.get_environment(failed.app, failed.environment)
     serving = state.live_version if state is not None and state.live_version else None
-    notify_status(
-        services,
-        failed,
-        f"{reason}; " + (f"{serving} keeps the traffic" if serving else "nothing was live here"),
-    )
+    detail = f"{reason}; " + (f"{serving} keeps the traffic" if serving else "nothing was live here")
+    if failed.triggered_by == AUTOMATIC_ROLLBACK_ACTOR and failed.reason:
+        # Its `rolled_back` alert, which would have told of the breach, will not come.
+        detail += f" (an automatic rollback: {failed.reason})"
+    notify_status(services, failed, detail)
     start_next(services, next_deployment)
     try:
         finish_abandoned_switch(services, failed)
-    except (TransientError, PermanentError, NotReadyYet) as exc:  # any: the published step retries
-        log.warning("hand-back left to the cool-down step: %s", exc)
+    except (TransientError, PermanentError, NotReadyYet) as exc:  # any: the clean-up sweep retries
+        log.warning("hand-back left to the watchdog's clean-up: %s", exc)
     return failed
 
 
 def finish_abandoned_switch(services: Services, failed: Deployment) -> None:
-    """Hand the traffic back, for a failed deployment whose switch had begun, and leave green to
-    drain: the watchdog's clean-up deletes it `draining_timeout_seconds` after it left the backend
-    service (a partly healthy green, or one a late poll switched to, may have served requests).
-    Safe to repeat, and a no-op for any other failed deployment. Raises `NotReadyYet` while the
-    live group, put back, is not yet seen healthy (green stays until it is)."""
+    """Hand the traffic back, for a failed deployment whose switch had begun. Safe to repeat,
+    and a no-op for any other failed deployment. Raises `NotReadyYet` while green is what the
+    load balancer sees healthy and the live group is not (yet)."""
     if failed.status is not DeploymentStatus.FAILED or failed.switch_started_at is None:
         return
     env = services.environment_config(failed.app, failed.environment)
-    if not hand_traffic_back(services, env, failed):
-        return
-    now = services.clock.now()
-    due = cleanup_due(now, env.draining_timeout_seconds, 0)
-
-    def drained_later(current: Deployment) -> Deployment | None:
-        # The due time the failure set counted from its commit; green left the service only now.
-        waiting = current.cleanup_due_at is not None and current.cleanup_due_at < due
-        return current.with_changes(now, cleanup_due_at=due) if waiting else None
-
-    services.store.update_deployment(failed.deployment_id, drained_later)
+    hand_traffic_back(services, env, failed)
 
 
-def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deployment) -> bool:
+def green_ready_for_cleanup(services: Services, failed: Deployment, now: datetime) -> bool:
+    """For the watchdog's clean-up of an abandoned switch's record: hand the traffic back (again),
+    then whether green is off the backend service and drained, so that it may be deleted."""
+    try:
+        finish_abandoned_switch(services, failed)
+    except NotReadyYet as exc:
+        log.info("abandoned green not handed back yet: %s", exc)
+        return False
+    env = services.environment_config(failed.app, failed.environment)
+    if failed.group_name in services.compute.attached_groups(env):
+        return False  # a stale poll attached it again: the next sweep hands back again
+    # Read after that look: a hand-back pushes the due time before it detaches green.
+    latest = services.store.get_deployment(failed.deployment_id)
+    return latest is not None and latest.cleanup_due_at is not None and latest.cleanup_due_at <= now
+
+
+def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deployment) -> None:
     """Make the load balancer serve the environment's live release, not `failed`'s green.
 
-    The live group goes back only when nothing but green (or nothing) is attached: a late poll's
+    The live group goes back only when nothing but green is attached: a late poll's
     `keep_only_group(green)` took it off. When another group is attached beside green, the live
     one is still there, or a newer deployment has since taken the traffic (and its switch, not
-    this one, decides what serves). Green leaves only once the load balancer sees the live group
-    healthy, and never as the last backend while there is a live release: if a late poll took
-    the live group off since this looked, the detach fails and a retry looks again. Returns
-    whether green was attached when this looked (and has now left)."""
+    this one, decides what serves). Green stays while it is what the load balancer sees healthy
+    and the live group is not (`NotReadyYet`), and never leaves as the last backend while there
+    is a live release: if a late poll took the live group off since this looked, the detach
+    fails and a retry looks again. Green's clean-up is pushed to a full draining time from now
+    before it is detached."""
     green = failed.group_name
     attached = services.compute.attached_groups(env)
+    if green not in attached:
+        return
     live_group = _live_group(services, failed)
-    if live_group is not None and live_group != green and not [g for g in attached if g != green]:
+    if live_group is not None and live_group != green and attached == [green]:
         services.compute.attach_group(env, live_group)
         attached.append(live_group)
         log.warning("re-attached the live group %s after a late switch to %s", live_group, green)
-    if green in attached and live_group in attached and not services.compute.serving_healthy(env, live_group):
-        raise NotReadyYet(
-            f"the live group {live_group} is back; waiting for the load balancer to see it healthy"
-        )
+    if (
+        live_group in attached
+        and not services.compute.serving_healthy(env, live_group)
+        and services.compute.serving_healthy(env, green)
+    ):
+        raise NotReadyYet(f"green serves and the live group {live_group} is not seen healthy yet")
+    _drain_from_now(services, env, failed)
     services.compute.detach_group(env, green, leave_empty=live_group is None)
-    return green in attached
+
+
+def _drain_from_now(services: Services, env: EnvironmentConfig, failed: Deployment) -> None:
+    now = services.clock.now()
+    due = cleanup_due(now, env.draining_timeout_seconds, 0)
+
+    def later(current: Deployment) -> Deployment | None:
+        waiting = current.cleanup_due_at is not None and current.cleanup_due_at < due
+        return current.with_changes(now, cleanup_due_at=due) if waiting else None
+
+    services.store.update_deployment(failed.deployment_id, later)
 
 
 def _live_group(services: Services, failed: Deployment) -> str | None:

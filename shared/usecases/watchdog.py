@@ -29,7 +29,7 @@ from shared.domain.status import HOLDS_LOCK, IN_PROGRESS, UNFINISHED, Deployment
 from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
-from shared.usecases.abandon import abandon_switch, judge_switch
+from shared.usecases.abandon import abandon_switch, green_ready_for_cleanup, judge_switch
 from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import judge_green
@@ -248,11 +248,15 @@ def _start_if_orphaned(services: Services, deployment: Deployment, report: Watch
 
 
 def _clean_up(services: Services, deployment: Deployment, now: datetime) -> bool:
-    """Delete a retired group whose draining and retention are over; False if it was adopted."""
+    """Delete a group whose draining (and retention) are over: a retired release's, or an
+    abandoned switch's green once it is handed back. False if it is not to go yet (adopted by a
+    rollback, still attached, its draining pushed back)."""
     # Read again: a rollback may have adopted the group since the sweep's query. Adoption
     # refuses groups due within its margin, so past this point the group is no longer claimable.
     current = services.store.get_deployment(deployment.deployment_id)
     if current is None or current.cleanup_due_at is None or current.cleanup_due_at > now:
+        return False
+    if current.status is DeploymentStatus.FAILED and not green_ready_for_cleanup(services, current, now):
         return False
     delete_green(services, current)
 
@@ -262,7 +266,7 @@ def _clean_up(services: Services, deployment: Deployment, now: datetime) -> bool
             tx.put_deployment(replace(latest, cleanup_due_at=None, resources_deleted_at=now))
 
     services.store.atomically(work)
-    log.info("deleted drained group %s", current.instance_group)
+    log.info("deleted drained group %s", current.group_name)
     return True
 
 

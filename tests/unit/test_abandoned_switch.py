@@ -94,7 +94,6 @@ def test_the_watchdog_abandons_an_overdue_switch_and_hands_the_traffic_back(worl
     assert world.store.deployments[blue].status is S.LIVE
     [alert] = [n for n in notifications(world) if n.status == "failed"]
     assert alert.deployment_id == green and reason in alert.detail
-    assert step(world, topology.COOL_DOWN_COMPLETE).deployment_id == green, "the hand-back's retry"
 
 
 def test_the_next_deployment_starts_once_the_switch_is_abandoned(world: FakeWorld) -> None:
@@ -131,7 +130,7 @@ def test_twice_the_deadline_ends_a_switch_even_while_compute_is_down(
     assert run_watchdog(world.services).failed == [], "it cannot tell whether the switch is stuck"
     world.clock.advance(DEADLINE_SECONDS)
     report = run_watchdog(world.services)
-    assert report.failed == [green], "failed; the hand-back is left to the step it published"
+    assert report.failed == [green], "failed; the hand-back is left to the clean-up sweep"
     assert world.compute.attached == [instance_group_name(blue), instance_group_name(green)]
     failed = world.store.deployments[green]
     assert failed.status is S.FAILED
@@ -140,14 +139,14 @@ def test_twice_the_deadline_ends_a_switch_even_while_compute_is_down(
         == f"switch not complete within twice the {DEADLINE_SECONDS} s deadline (watchdog)"
     )
     assert world.store.environments["hello@staging"].active_deployment_id is None, "the lock is free"
-    world.clock.advance(DRAINING_SECONDS)  # due, counted from the failure, but still a backend
-    assert run_watchdog(world.services).cleaned == []
+    for _ in range(3):  # due, counted from the failure; each sweep tries to hand back again
+        world.clock.advance(DRAINING_SECONDS)
+        assert run_watchdog(world.services).cleaned == []
     assert instance_group_name(green) in world.compute.groups
 
-    outage.over = True  # the cool-down step the watchdog published finishes the hand-back
-    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    outage.over = True
+    assert run_watchdog(world.services).cleaned == [], "handed back; it drains from when it left"
     assert world.compute.attached == [instance_group_name(blue)]
-    assert run_watchdog(world.services).cleaned == [], "it drains from when it left, not from the failure"
     drained(world)
     assert instance_group_name(green) not in world.compute.groups
 
@@ -279,12 +278,47 @@ def test_green_stays_until_the_load_balancer_sees_the_live_group_healthy_again(
         return removed
 
     monkeypatch.setattr(world.compute, "keep_only_group", and_then_the_abandon)
-    with pytest.raises(NotReadyYet, match="waiting for the load balancer to see it healthy"):
+    with pytest.raises(NotReadyYet, match="not seen healthy yet"):
         complete_cool_down(world.services, poll)
     assert world.compute.attached == [instance_group_name(green), instance_group_name(blue)]
+    for _ in range(30):  # long after the poll's retries: the clean-up sweep waits with it
+        world.clock.advance(DRAINING_SECONDS)
+        assert run_watchdog(world.services).cleaned == []
+    assert world.compute.attached == [instance_group_name(green), instance_group_name(blue)]
     world.compute.lb_unhealthy.clear()
-    complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    assert run_watchdog(world.services).cleaned == []
     assert world.compute.attached == [instance_group_name(blue)]
+    drained(world)
+    assert instance_group_name(green) not in world.compute.groups
+
+
+def test_a_live_group_the_load_balancer_does_not_see_healthy_does_not_keep_an_unhealthy_green(
+    world: FakeWorld,
+) -> None:
+    """The same fault hides both from the load balancer: green, serving nothing, leaves at once."""
+    blue, green, _ = stuck_switching(world)
+    world.compute.lb_unhealthy.add(instance_group_name(blue))
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    assert world.compute.attached == [instance_group_name(blue)]
+
+
+def test_the_clean_up_never_deletes_a_green_that_is_still_a_backend(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale poll attached green again after the hand-back: the clean-up hands back again and
+    waits a full draining time, whether or not Compute would refuse the deletion."""
+    blue, green, _ = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    env = world.services.environment_config("hello", "staging")
+    world.compute.attach_group(env, instance_group_name(green))  # the stale poll's first call
+    groups = world.compute.groups
+    monkeypatch.setattr(world.compute, "delete_instance_group", lambda env, name: groups.pop(name, None))
+    world.clock.advance(DRAINING_SECONDS)
+    assert run_watchdog(world.services).cleaned == []
+    assert world.compute.attached == [instance_group_name(blue)]
+    assert instance_group_name(green) in world.compute.groups
     drained(world)
     assert instance_group_name(green) not in world.compute.groups
 
@@ -366,7 +400,8 @@ def test_an_automatic_rollback_whose_switch_back_is_stuck_leaves_the_bad_release
     assert world.store.environments[f"hello@{environment}"].active_deployment_id is None
     [alert] = [n for n in notifications(world) if n.status == "failed"]
     assert alert.deployment_id == going_back
-    assert alert.detail.endswith(f"; {world.store.deployments[bad].version} keeps the traffic")
+    assert f"; {world.store.deployments[bad].version} keeps the traffic" in alert.detail
+    assert "(an automatic rollback: " in alert.detail and "failed its bake window: 5xx 60%" in alert.detail
     # The bake message's redelivery finds the rollback failed and changes nothing.
     assert check_bake(world.services, bake_message) is not None
     assert world.compute.attached == [instance_group_name(bad)]

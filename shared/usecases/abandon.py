@@ -135,8 +135,9 @@ def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deploy
     live_group = _live_group(services, failed)
     if live_group is not None and live_group != green and attached == [green]:
         services.compute.attach_group(env, live_group)
-        attached.append(live_group)
         log.warning("re-attached the live group %s after a late switch to %s", live_group, green)
+        # Green stays at least until a later look: the load balancer has not probed it yet.
+        raise NotReadyYet(f"the live group {live_group} is back; green stays until it is seen healthy")
     if (
         live_group in attached
         and not services.compute.serving_healthy(env, live_group)
@@ -147,7 +148,17 @@ def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deploy
     services.compute.detach_group(env, green, leave_empty=live_group is None)
 
 
+def drain_abandoned_greens(services: Services, env: EnvironmentConfig, groups: list[str]) -> None:
+    """After a switch took other groups than blue off the backend service: an abandoned switch's
+    green among them (one its hand-back was still holding) drains from now, not from before."""
+    for group in groups:
+        deployment = services.store.get_deployment(group.removesuffix("-mig"))
+        if deployment is not None and deployment.group_name == group:
+            _drain_from_now(services, env, deployment)
+
+
 def _drain_from_now(services: Services, env: EnvironmentConfig, failed: Deployment) -> None:
+    """Push a deployment's pending clean-up (if any) to a full draining time from now."""
     now = services.clock.now()
     due = cleanup_due(now, env.draining_timeout_seconds, 0)
 

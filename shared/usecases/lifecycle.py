@@ -134,8 +134,10 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
     if current is None:
         return None
     if current.status is DeploymentStatus.FAILED:
-        # A redelivery: after a lost notification, or a crash before green was deleted.
-        delete_green(services, current)
+        # A redelivery: after a lost notification, or a crash before green was deleted. An
+        # abandoned switch's green (its clean-up due) drains first: the watchdog deletes it.
+        if current.cleanup_due_at is None:
+            delete_green(services, current)
         notify_status(services, current)
         return current
     if current.status not in FAILABLE:

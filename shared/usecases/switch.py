@@ -22,7 +22,7 @@ from shared.domain.verification import (
 )
 from shared.logging import get_logger
 from shared.ports import PermanentError, PreconditionFailed, Transaction, TransientError
-from shared.usecases.abandon import finish_abandoned_switch
+from shared.usecases.abandon import drain_abandoned_greens, finish_abandoned_switch
 from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
@@ -51,7 +51,10 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
         announce_live(services, deployment)  # a redelivery after a lost notification; deduplicated
         return deployment
     if deployment.status is DeploymentStatus.FAILED:
-        finish_abandoned_switch(services, deployment)  # only for a switch the watchdog abandoned
+        try:
+            finish_abandoned_switch(services, deployment)  # only for a switch the watchdog abandoned
+        except (NotReadyYet, TransientError) as exc:  # the watchdog's clean-up sweep retries it
+            log.info("hand-back left to the watchdog: %s", exc)
         notify_status(services, deployment)
         return deployment
     if deployment.status not in (DeploymentStatus.COOLING_DOWN, DeploymentStatus.SWITCHING):
@@ -291,6 +294,8 @@ def switch_traffic(
     log.info("live: %s", live.version)
     announce_live(services, live)
     start_next(services, next_deployment)
+    blue_group = instance_group_name(live.replaced_deployment_id) if live.replaced_deployment_id else None
+    drain_abandoned_greens(services, env, [g for g in removed if g != blue_group])
     return live
 
 

@@ -228,9 +228,40 @@ def test_a_late_switch_between_the_abandons_look_and_its_detach_hands_the_traffi
     green_group = instance_group_name(green)
     removed: list[str] = []
     monkeypatch.setattr(world.compute, "keep_only_group", racing)
-    complete_cool_down(world.services, poll)
+    with pytest.raises(NotReadyYet, match="is back; green stays until it is seen healthy"):
+        complete_cool_down(world.services, poll)
     assert world.store.deployments[green].status is S.FAILED
+    assert world.compute.attached == [green_group, instance_group_name(blue)], "never nothing"
+    complete_cool_down(world.services, poll)  # its redelivery
     assert world.compute.attached == [instance_group_name(blue)]
+
+
+def test_green_leaves_only_after_its_clean_up_is_pushed_back(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The due time moves to a full draining time from now before green is detached, so a sweep
+    that reads the record the moment after the detach does not delete a green still draining."""
+    _, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    env = world.services.environment_config("hello", "staging")
+    with monkeypatch.context() as outage:  # the abandon's own hand-back fails
+        outage.setattr(world.compute, "attached_groups", Outage().wrap(world.compute.attached_groups))
+        assert run_watchdog(world.services).failed == [green]
+    world.clock.advance(2 * DRAINING_SECONDS)  # long past the due time the failure set
+    detach_group = world.compute.detach_group
+    swept: list[list[str]] = []
+
+    def then_a_sweep(env_: EnvironmentConfig, name: str, **options: Any) -> None:
+        detach_group(env_, name, **options)
+        if env_.backend_service == env.backend_service:
+            monkeypatch.setattr(world.compute, "detach_group", detach_group)
+            swept.append(run_watchdog(world.services).cleaned)
+
+    monkeypatch.setattr(world.compute, "detach_group", then_a_sweep)
+    complete_cool_down(world.services, poll)  # the poll's redelivery hands back
+    assert swept == [[]] and instance_group_name(green) in world.compute.groups
+    drained(world)
+    assert instance_group_name(green) not in world.compute.groups
 
 
 def test_a_late_hand_back_during_a_newer_release_switch_does_not_bring_back_the_old_release(
@@ -342,6 +373,24 @@ def test_a_stale_poll_cannot_take_the_live_release_off_once_the_switch_is_abando
     assert latest is not None and latest.status is S.FAILED
     assert not [c for c in world.compute.calls if c.startswith(f"detach {instance_group_name(blue)}")]
     assert world.compute.attached == [instance_group_name(blue)], "and it hands back what was left"
+
+
+def test_a_held_green_a_newer_release_takes_off_drains_from_then(world: FakeWorld) -> None:
+    """The hand-back holds green (the load balancer sees it healthy, not the live release) when a
+    newer release's switch takes both off: green drains from that moment before it is deleted."""
+    blue, green, _ = stuck_switching(world)
+    world.compute.lb_unhealthy = {instance_group_name(blue)}  # green is now seen healthy, blue not
+    world.clock.advance(2 * DEADLINE_SECONDS)  # the end, whatever the load balancer says
+    assert run_watchdog(world.services).failed == [green]
+    assert world.compute.attached == [instance_group_name(blue), instance_group_name(green)], "held"
+    world.compute.lb_unhealthy = set()
+    world.clock.advance(2 * DRAINING_SECONDS)  # long past the due time the failure set
+    newer = deploy_to_live(world, "b3", COMMIT_C)
+    assert world.compute.attached == [instance_group_name(newer)]
+    assert run_watchdog(world.services).cleaned == [], "green has only just left"
+    assert instance_group_name(green) in world.compute.groups
+    drained(world)
+    assert instance_group_name(green) not in world.compute.groups
 
 
 def test_a_switch_that_completed_first_is_not_abandoned(world: FakeWorld) -> None:

@@ -44,5 +44,20 @@ def instance_group_name(deployment_id: str) -> str:
     return _derived(deployment_id, "mig")
 
 
+def deployment_id_of_group(name: str) -> str | None:
+    """The deployment whose derived group name this is; None for a name not derived that way,
+    or shortened with a hash (its deployment is then found through its record).
+
+    >>> deployment_id_of_group("hello-staging-a0ab70131e5c-mig")
+    'hello-staging-a0ab70131e5c'
+    >>> deployment_id_of_group("hello-staging-base") is None
+    True
+    """
+    if not name.endswith("-mig"):
+        return None
+    deployment_id = name.removesuffix("-mig")
+    return deployment_id if instance_group_name(deployment_id) == name else None
+
+
 def is_valid_name(name: str) -> bool:
     return bool(COMPUTE_NAME_PATTERN.fullmatch(name)) and len(name) <= MAX_NAME

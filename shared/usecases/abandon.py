@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.config import EnvironmentConfig
+from shared.domain.naming import deployment_id_of_group
 from shared.domain.records import Deployment
 from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
@@ -105,14 +106,11 @@ def green_ready_for_cleanup(services: Services, failed: Deployment, now: datetim
     """For the watchdog's clean-up of an abandoned switch's record: hand the traffic back (again),
     then whether green is off the backend service and drained, so that it may be deleted."""
     try:
-        finish_abandoned_switch(services, failed)
+        finish_abandoned_switch(services, failed)  # returns once green is off the backend service
     except NotReadyYet as exc:
         log.info("abandoned green not handed back yet: %s", exc)
         return False
-    env = services.environment_config(failed.app, failed.environment)
-    if failed.group_name in services.compute.attached_groups(env):
-        return False  # a stale poll attached it again: the next sweep hands back again
-    # Read after that look: a hand-back pushes the due time before it detaches green.
+    # Read again: a hand-back pushes the due time before it detaches green.
     latest = services.store.get_deployment(failed.deployment_id)
     return latest is not None and latest.cleanup_due_at is not None and latest.cleanup_due_at <= now
 
@@ -144,7 +142,7 @@ def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deploy
         and services.compute.serving_healthy(env, green)
     ):
         raise NotReadyYet(f"green serves and the live group {live_group} is not seen healthy yet")
-    _drain_from_now(services, env, failed)
+    _drain_from_now(services, env, failed.deployment_id)
     services.compute.detach_group(env, green, leave_empty=live_group is None)
 
 
@@ -152,12 +150,12 @@ def drain_abandoned_greens(services: Services, env: EnvironmentConfig, groups: l
     """After a switch took other groups than blue off the backend service: an abandoned switch's
     green among them (one its hand-back was still holding) drains from now, not from before."""
     for group in groups:
-        deployment = services.store.get_deployment(group.removesuffix("-mig"))
-        if deployment is not None and deployment.group_name == group:
-            _drain_from_now(services, env, deployment)
+        deployment_id = deployment_id_of_group(group)
+        if deployment_id is not None:
+            _drain_from_now(services, env, deployment_id)
 
 
-def _drain_from_now(services: Services, env: EnvironmentConfig, failed: Deployment) -> None:
+def _drain_from_now(services: Services, env: EnvironmentConfig, deployment_id: str) -> None:
     """Push a deployment's pending clean-up (if any) to a full draining time from now."""
     now = services.clock.now()
     due = cleanup_due(now, env.draining_timeout_seconds, 0)
@@ -166,7 +164,7 @@ def _drain_from_now(services: Services, env: EnvironmentConfig, failed: Deployme
         waiting = current.cleanup_due_at is not None and current.cleanup_due_at < due
         return current.with_changes(now, cleanup_due_at=due) if waiting else None
 
-    services.store.update_deployment(failed.deployment_id, later)
+    services.store.update_deployment(deployment_id, later)
 
 
 def _live_group(services: Services, failed: Deployment) -> str | None:

@@ -273,9 +273,8 @@ def switch_traffic(
             replaced_deployment_id=blue.deployment_id if blue else None,
             verification=_pending_verification(env, now) if baking else None,
         )
-        rolled_back = None
         if blue is not None and blue.status is DeploymentStatus.LIVE:
-            rolled_back = _replace_blue(tx, env, blue, current, now)
+            _replace_blue(tx, env, blue, current, now)
         next_deployment = handover.next_deployment if handover else None
         if state is not None:
             base = handover.state if handover is not None else replace(state, updated_at=now)
@@ -285,17 +284,16 @@ def switch_traffic(
         if next_deployment is not None:
             tx.put_deployment(next_deployment)
         tx.put_deployment(live)
-        return live, next_deployment, rolled_back
+        return live, next_deployment, blue
 
     result = services.store.atomically(work)
     if result is None:
         return _after_the_switch_moved_on(services, deployment)
-    live, next_deployment, _rolled_back = result
+    live, next_deployment, blue = result
     log.info("live: %s", live.version)
     announce_live(services, live)
     start_next(services, next_deployment)
-    blue_group = instance_group_name(live.replaced_deployment_id) if live.replaced_deployment_id else None
-    drain_abandoned_greens(services, env, [g for g in removed if g != blue_group])
+    drain_abandoned_greens(services, env, [g for g in removed if blue is None or g != blue.group_name])
     return live
 
 
@@ -329,9 +327,9 @@ def _pending_verification(env: EnvironmentConfig, now: datetime) -> Verification
 
 def _replace_blue(
     tx: Transaction, env: EnvironmentConfig, blue: Deployment, current: Deployment, now: datetime
-) -> Deployment | None:
+) -> None:
     """Record what became of the deployment that was live: retired, or rolled back if its bake
-    window failed. Returns it when rolled back."""
+    window failed."""
     verification = blue.verification
     if verification is not None and verification.state is VerificationState.FAILED:
         # A bad release is not worth retaining: its group goes once its connections drained.
@@ -342,7 +340,7 @@ def _replace_blue(
             cleanup_due_at=cleanup_due(now, env.draining_timeout_seconds, 0),
         )
         tx.put_deployment(rolled_back)
-        return rolled_back
+        return
     # Blue's group is deleted (watchdog sweep) only once its connections have drained and
     # its retention is over: until then a rollback to it is a traffic switch.
     due = cleanup_due(now, env.draining_timeout_seconds, env.retain_previous_seconds)

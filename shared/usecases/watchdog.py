@@ -132,11 +132,8 @@ def _check(
             if fail_deployment(services, deployment.deployment_id, f"{verdict.failure} (watchdog)"):
                 report.failed.append(deployment.deployment_id)
             return
-        # Late, not failed: green is ready, and its cool-down step switches it. That step is
-        # published once more at once, in case its own message is what went missing; after
-        # that, as for any step, when it stalls.
-        if deployment.last_kick_at is None or deployment.last_kick_at < deployment.deadline_at(deadline):
-            _kick(services, deployment, now, report)
+        # Late, not failed: green is ready, and its cool-down step switches it.
+        if _kicked_once_since(services, deployment, deployment.deadline_at(deadline), now, report):
             return
     switch_due = deployment.switch_deadline_at(deadline) if status is DeploymentStatus.SWITCHING else None
     if switch_due is not None and now >= switch_due:
@@ -145,10 +142,8 @@ def _check(
             if abandon_switch(services, deployment.deployment_id, f"{why_abandon} (watchdog)"):
                 report.failed.append(deployment.deployment_id)
             return
-        # Late, not stuck: the load balancer sees green healthy. Its step is published once
-        # more at once, in case its own message went missing; after that, when it stalls.
-        if deployment.last_kick_at is None or deployment.last_kick_at < switch_due:
-            _kick(services, deployment, now, report)
+        # Late, not stuck: the load balancer sees green healthy, and its step switches it.
+        if _kicked_once_since(services, deployment, switch_due, now, report):
             return
     if status is DeploymentStatus.QUEUED:
         _start_if_orphaned(services, deployment, report)
@@ -176,6 +171,17 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
         return False
     log.info("cancelled a deployment awaiting approval: %s", reason)
     notify_status(services, cancelled)
+    return True
+
+
+def _kicked_once_since(
+    services: Services, deployment: Deployment, since: datetime, now: datetime, report: WatchdogReport
+) -> bool:
+    """For a late step: publish it once more at `since` (a deadline), in case its own message is
+    what went missing; after that, as for any step, only when it stalls. Whether it published."""
+    if deployment.last_kick_at is not None and deployment.last_kick_at >= since:
+        return False
+    _kick(services, deployment, now, report)
     return True
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
@@ -105,7 +106,7 @@ def pinned_health_check(pipeline: Pipeline) -> Iterator[str]:
 def _serves(pipeline: Pipeline, version: str) -> bool:
     try:
         return pipeline.serving(ENVIRONMENT) == version
-    except Exception:  # any failed request: not yet
+    except requests.RequestException:  # a failed request: not yet
         return False
 
 

@@ -186,8 +186,23 @@ class Compute(Protocol):
 
     def group_health(self, env: EnvironmentConfig, name: str) -> GroupHealth: ...
 
-    def attach_group(self, env: EnvironmentConfig, name: str) -> None:
-        """Add the group to the backend service (no-op if it is there)."""
+    def attach_group(
+        self,
+        env: EnvironmentConfig,
+        name: str,
+        *,
+        only_while: Callable[[], bool] | None = None,
+        only_beside: str | None = None,
+    ) -> None:
+        """Add the group to the backend service (no-op if it is there).
+
+        Both conditions are checked after each read of the service, just before the write that
+        adds it; when one does not hold, nothing is written and `PreconditionFailed` is raised.
+        `only_while` is asked (a switch passes "still switching", so that a poll stale from
+        before the watchdog abandoned it cannot attach green again). `only_beside` demands that
+        exactly that group is attached (an abandoned switch's hand-back puts the live release
+        back only while green alone serves, never beside a newer release that took over since).
+        """
         ...
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:

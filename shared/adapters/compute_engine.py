@@ -372,18 +372,30 @@ class ComputeEngine:
     def attached_groups(self, env: EnvironmentConfig) -> list[str]:
         return [self._group_name(backend) for backend in self._backend_service(env).backends]
 
-    def attach_group(self, env: EnvironmentConfig, name: str) -> None:
+    def attach_group(
+        self,
+        env: EnvironmentConfig,
+        name: str,
+        *,
+        only_while: Callable[[], bool] | None = None,
+        only_beside: str | None = None,
+    ) -> None:
         link = self.group_link(env, name)
+        what = f"attaching {name} to {env.backend_service}"
 
         def add(backends: Sequence[compute_v1.Backend]) -> list[compute_v1.Backend] | None:
             if any(self._is_group(b, name) for b in backends):
                 return None
+            if only_beside is not None and [self._group_name(b) for b in backends] != [only_beside]:
+                raise PreconditionFailed(f"{what}: {only_beside} is no longer the only backend")
+            if only_while is not None and not only_while():  # after each read, so after a 412 too
+                raise PreconditionFailed(what)
             return [
                 *backends,
                 compute_v1.Backend(group=link, balancing_mode="UTILIZATION", capacity_scaler=1.0),
             ]
 
-        self._change_backends(env, add, f"attaching {name} to {env.backend_service}")
+        self._change_backends(env, add, what)
 
     def keep_only_group(
         self, env: EnvironmentConfig, name: str, *, only_while: Callable[[], bool] | None = None

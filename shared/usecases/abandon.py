@@ -29,7 +29,7 @@ from shared.domain.retention import cleanup_due
 from shared.domain.status import DeploymentStatus
 from shared.domain.verification import AUTOMATIC_ROLLBACK_ACTOR
 from shared.logging import bind, get_logger
-from shared.ports import PermanentError, TransientError
+from shared.ports import PermanentError, PreconditionFailed, TransientError
 from shared.usecases.lifecycle import commit_failure, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status
 
@@ -132,7 +132,10 @@ def hand_traffic_back(services: Services, env: EnvironmentConfig, failed: Deploy
         return
     live_group = _live_group(services, failed)
     if live_group is not None and live_group != green and attached == [green]:
-        services.compute.attach_group(env, live_group)
+        try:
+            services.compute.attach_group(env, live_group, only_beside=green)
+        except PreconditionFailed as exc:  # a newer release's switch since the read: look again
+            raise NotReadyYet(f"the backend service changed while handing back: {exc}") from exc
         log.warning("re-attached the live group %s after a late switch to %s", live_group, green)
         # Green stays at least until a later look: the load balancer has not probed it yet.
         raise NotReadyYet(f"the live group {live_group} is back; green stays until it is seen healthy")

@@ -220,17 +220,19 @@ def switch_traffic(
     The one traffic switch: after a cool-down, for a warm rollback and for the automatic
     rollback of a release that failed its bake window. Safe to repeat.
     """
-    # Attach green first; only once the load balancer sees it healthy does blue leave, so
-    # there is never a moment without a healthy backend.
-    services.compute.attach_group(env, group)
-    if not services.compute.serving_healthy(env, group):
-        raise NotReadyYet("green attached; the backend service does not see it healthy yet")
 
     def still_switching() -> bool:
         current = services.store.get_deployment(deployment.deployment_id)
         return current is not None and current.status is DeploymentStatus.SWITCHING
 
+    # Attach green first; only once the load balancer sees it healthy does blue leave, so
+    # there is never a moment without a healthy backend. Both writes ask first whether the
+    # record is still switching: a poll stale from before the watchdog abandoned the switch
+    # must neither put green back beside the live release nor take the live release off.
     try:
+        services.compute.attach_group(env, group, only_while=still_switching)
+        if not services.compute.serving_healthy(env, group):
+            raise NotReadyYet("green attached; the backend service does not see it healthy yet")
         removed = services.compute.keep_only_group(env, group, only_while=still_switching)
     except PreconditionFailed:  # abandoned by the watchdog (or completed by another poll) meanwhile
         return _after_the_switch_moved_on(services, deployment)

@@ -255,11 +255,24 @@ class FakeCompute:
             return self.preview_attached.setdefault(env.backend_service, [])
         return self.attached
 
-    def attach_group(self, env: EnvironmentConfig, name: str) -> None:
-        self.calls.append(f"attach {name} to {env.backend_service}")
+    def attach_group(
+        self,
+        env: EnvironmentConfig,
+        name: str,
+        *,
+        only_while: Callable[[], bool] | None = None,
+        only_beside: str | None = None,
+    ) -> None:
         backends = self._backends(env)
-        if name not in backends:
-            backends.append(name)
+        if name in backends:
+            self.calls.append(f"attach {name} to {env.backend_service}")
+            return
+        if only_beside is not None and backends != [only_beside]:
+            raise PreconditionFailed(f"attaching {name}: {only_beside} is no longer the only backend")
+        if only_while is not None and not only_while():
+            raise PreconditionFailed(f"attaching {name}")
+        self.calls.append(f"attach {name} to {env.backend_service}")
+        backends.append(name)
 
     def serving_healthy(self, env: EnvironmentConfig, name: str) -> bool:
         group = self.groups.get(name)

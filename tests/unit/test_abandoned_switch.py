@@ -15,7 +15,7 @@ from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
 from shared.ports import PermanentError, TrafficSample, TransientError
-from shared.usecases.abandon import abandon_switch
+from shared.usecases.abandon import abandon_switch, finish_abandoned_switch
 from shared.usecases.bake import automatic_rollback_id, check_bake
 from shared.usecases.lifecycle import fail_deployment
 from shared.usecases.provision import start_rolling_replace
@@ -373,6 +373,56 @@ def test_a_stale_poll_cannot_take_the_live_release_off_once_the_switch_is_abando
     assert latest is not None and latest.status is S.FAILED
     assert not [c for c in world.compute.calls if c.startswith(f"detach {instance_group_name(blue)}")]
     assert world.compute.attached == [instance_group_name(blue)], "and it hands back what was left"
+
+
+def test_a_stale_poll_does_not_attach_green_again_once_the_switch_is_abandoned(world: FakeWorld) -> None:
+    """A poll read the record while it was switching and comes back after the abandon handed the
+    traffic back: its first write, attaching green, asks first and is refused, so green never
+    serves beside the live release again."""
+    blue, green, _ = stuck_switching(world)
+    stale = world.store.deployments[green]
+    world.clock.advance(DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [green]
+    assert world.compute.attached == [instance_group_name(blue)]
+    world.compute.lb_unhealthy.clear()
+    world.compute.calls.clear()
+    env = world.services.environment_config("hello", "staging")
+    latest = switch_traffic(world.services, env, stale, stale.group_name)
+    assert latest is not None and latest.status is S.FAILED
+    assert not [c for c in world.compute.calls if c.startswith(f"attach {instance_group_name(green)}")]
+    assert world.compute.attached == [instance_group_name(blue)]
+
+
+def test_a_hand_back_racing_a_newer_release_switch_does_not_attach_the_old_release_beside_it(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-back read green alone on the backend service (a late poll had taken the live group
+    off); a newer release's switch then took the traffic before the hand-back's write. The write
+    re-attaching the live group checks the backends it is made against, so it is not made."""
+    _, green, _ = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    with monkeypatch.context() as outage:
+        outage.setattr(world.compute, "attached_groups", Outage().wrap(world.compute.attached_groups))
+        assert abandon_switch(world.services, green, "abandoned") is not None
+    env = world.services.environment_config("hello", "staging")
+    world.compute.keep_only_group(env, instance_group_name(green))  # the late poll's write
+    newer_group = "hello-staging-newer-mig"
+    attached_groups = world.compute.attached_groups
+
+    def then_a_newer_switch(env: EnvironmentConfig) -> list[str]:
+        seen = attached_groups(env)
+        world.compute.attach_group(env, newer_group)
+        world.compute.keep_only_group(env, newer_group)
+        return seen
+
+    monkeypatch.setattr(world.compute, "attached_groups", then_a_newer_switch)
+    with pytest.raises(NotReadyYet, match="changed while handing back"):
+        finish_abandoned_switch(world.services, world.store.deployments[green])
+    assert world.compute.attached == [newer_group]
+    monkeypatch.undo()
+    drained(world)  # the next sweep finds green gone from the service and deletes it
+    assert world.compute.attached == [newer_group]
+    assert instance_group_name(green) not in world.compute.groups
 
 
 def test_a_held_green_a_newer_release_takes_off_drains_from_then(world: FakeWorld) -> None:

@@ -166,6 +166,15 @@ def test_attach_survives_a_concurrent_change_and_keep_only_detaches_the_rest(
         compute.keep_only_group(env, "adapter-two-mig", only_while=lambda: False)
     assert sorted(compute.attached_groups(env)) == ["adapter-one-mig", "adapter-two-mig"]
     assert compute.keep_only_group(env, "adapter-two-mig", only_while=lambda: True) == ["adapter-one-mig"]
+    # Nor can it attach green again; and a hand-back puts the live group back only beside green
+    # alone (not beside a newer release that took over since it looked).
+    with pytest.raises(PreconditionFailed):
+        compute.attach_group(env, "adapter-one-mig", only_while=lambda: False)
+    with pytest.raises(PreconditionFailed, match="no longer the only backend"):
+        compute.attach_group(env, "adapter-one-mig", only_beside="adapter-three-mig")
+    assert compute.attached_groups(env) == ["adapter-two-mig"]
+    compute.attach_group(env, "adapter-one-mig", only_beside="adapter-two-mig", only_while=lambda: True)
+    assert sorted(compute.attached_groups(env)) == ["adapter-one-mig", "adapter-two-mig"]
 
 
 def test_a_groups_health_takes_its_target_size_from_the_instances_it_keeps(

@@ -154,8 +154,14 @@ def drain_abandoned_greens(services: Services, env: EnvironmentConfig, groups: l
     green among them (one its hand-back was still holding) drains from now, not from before."""
     for group in groups:
         deployment_id = deployment_id_of_group(group)
-        if deployment_id is not None:
-            _drain_from_now(services, env, deployment_id)
+        if deployment_id is None:
+            continue
+        named_after = services.store.get_deployment(deployment_id)
+        if named_after is not None and named_after.adopted_by:
+            # A rollback's green is the retained group it adopted, still named after its first
+            # owner: the clean-up to push back is the rollback's.
+            deployment_id = named_after.adopted_by
+        _drain_from_now(services, env, deployment_id)
 
 
 def _drain_from_now(services: Services, env: EnvironmentConfig, deployment_id: str) -> None:

@@ -30,6 +30,7 @@ from tests.unit.pipeline_driving import (
     build,
     deploy_to_live,
     notifications,
+    roll_back,
     step,
 )
 
@@ -441,6 +442,33 @@ def test_a_held_green_a_newer_release_takes_off_drains_from_then(world: FakeWorl
     assert instance_group_name(green) in world.compute.groups
     drained(world)
     assert instance_group_name(green) not in world.compute.groups
+
+
+def test_a_held_adopted_group_a_newer_release_takes_off_drains_from_then(world: FakeWorld) -> None:
+    """As above, for a rollback that adopted the previous release's retained group: the group is
+    named after that release, and the clean-up that must wait is the rollback's."""
+    first = deploy_to_live(world, "b1")
+    second = deploy_to_live(world, "b2", COMMIT_B, messages=["feat: x"])
+    world.publisher.messages.clear()
+    accepted, _ = roll_back(world)
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    adopted = instance_group_name(first)
+    assert world.store.deployments[accepted.deployment_id].instance_group == adopted
+    world.compute.lb_unhealthy = {adopted}
+    with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
+        complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    world.compute.lb_unhealthy = {instance_group_name(second)}  # the adopted group seen, not live
+    world.clock.advance(2 * DEADLINE_SECONDS)
+    assert run_watchdog(world.services).failed == [accepted.deployment_id]
+    assert world.compute.attached == [instance_group_name(second), adopted], "held"
+    world.compute.lb_unhealthy = set()
+    world.clock.advance(2 * DRAINING_SECONDS)  # long past the due time the failure set
+    newer = deploy_to_live(world, "b3", COMMIT_C)
+    assert world.compute.attached == [instance_group_name(newer)]
+    assert accepted.deployment_id not in run_watchdog(world.services).cleaned, "it has only just left"
+    assert adopted in world.compute.groups
+    drained(world)
+    assert adopted not in world.compute.groups
 
 
 def test_a_switch_that_completed_first_is_not_abandoned(world: FakeWorld) -> None:

@@ -156,6 +156,29 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
     return failed
 
 
+UNCONFIGURED = "environment no longer configured; its Compute resources were left as they are"
+
+
+def fail_unconfigured(services: Services, deployment_id: str) -> Deployment | None:
+    """End an unfinished deployment whose environment was taken out of the pipeline file.
+
+    Without its configuration nothing is known of its region or load balancer, so Compute is
+    left as it is (whoever removes an environment removes what it runs); the record fails, the
+    lock is freed and the team is told. A switch too: without this it would hold the lock for
+    ever. Returns the failed deployment, or None if it had already moved on.
+    """
+    bind(deployment_id=deployment_id)
+    unfinished = (*FAILABLE, DeploymentStatus.SWITCHING)
+    result = commit_failure(services, deployment_id, UNCONFIGURED, unfinished, leave_resources=True)
+    if result is None:
+        return None
+    failed, next_deployment = result
+    log.warning("deployment failed: %s", UNCONFIGURED, extra={"fields": {"version": failed.version}})
+    notify_status(services, failed, UNCONFIGURED)
+    start_next(services, next_deployment)
+    return failed
+
+
 def commit_failure(
     services: Services,
     deployment_id: str,
@@ -163,16 +186,19 @@ def commit_failure(
     failable: Collection[DeploymentStatus],
     *,
     drain_seconds: int | None = None,
+    leave_resources: bool = False,
 ) -> tuple[Deployment, Deployment | None] | None:
     """In one transaction: the deployment `failed` if it is still in one of `failable`, its lock
     handed over. Returns it and the deployment the hand-over changed (`start_next` it once this
     returns); None if it had moved on. Green is recorded deleted at once, or, with
-    `drain_seconds`, due for the watchdog's clean-up that much later (it may have served)."""
+    `drain_seconds`, due for the watchdog's clean-up that much later (it may have served); with
+    `leave_resources`, neither (nothing will delete it)."""
     now = services.clock.now()
-    if drain_seconds is None:
-        green: dict[str, datetime] = {"resources_deleted_at": now}
-    else:
+    green: dict[str, datetime] = {}
+    if drain_seconds is not None:
         green = {"cleanup_due_at": cleanup_due(now, drain_seconds, 0)}
+    elif not leave_resources:
+        green = {"resources_deleted_at": now}
 
     def work(tx: Transaction) -> tuple[Deployment, Deployment | None] | None:
         deployment = tx.deployment(deployment_id)

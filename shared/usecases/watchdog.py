@@ -30,7 +30,13 @@ from shared.domain.windows import may_start_now
 from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.abandon import abandon_switch, green_ready_for_cleanup, judge_switch
-from shared.usecases.lifecycle import delete_green, deploy_policy, fail_deployment, held_for_window
+from shared.usecases.lifecycle import (
+    delete_green,
+    deploy_policy,
+    fail_deployment,
+    fail_unconfigured,
+    held_for_window,
+)
 from shared.usecases.services import Services, notify_status, publish_notify, publish_step
 from shared.usecases.switch import judge_green
 
@@ -114,8 +120,7 @@ def _check(
             report.expired.append(deployment.deployment_id)
         return
     if env is None:
-        if deployment.status is not DeploymentStatus.SWITCHING:
-            fail_deployment(services, deployment.deployment_id, "environment no longer configured")
+        if fail_unconfigured(services, deployment.deployment_id):
             report.failed.append(deployment.deployment_id)
         return
     status = deployment.status

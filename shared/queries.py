@@ -88,6 +88,12 @@ DEPLOYMENTS_DUE_FOR_CLEANUP = FirestoreQuery(
     range=("cleanup_due_at",),
     purpose="watchdog: delete blue groups after draining and retention",
 )
+DEPLOYMENTS_DUE_FOR_ANNOUNCEMENT = FirestoreQuery(
+    name="deployments_due_for_announcement",
+    collection=DEPLOYMENTS,
+    range=("announce_due_at",),
+    purpose="watchdog: announce an outcome whose announcement a crash lost",
+)
 LIVE_HISTORY = FirestoreQuery(
     name="live_history",
     collection=DEPLOYMENTS,
@@ -133,6 +139,7 @@ ALL_QUERIES: tuple[FirestoreQuery, ...] = (
     DEPLOYMENTS_IN_PROGRESS,
     BAKING_DEPLOYMENTS,
     DEPLOYMENTS_DUE_FOR_CLEANUP,
+    DEPLOYMENTS_DUE_FOR_ANNOUNCEMENT,
     LIVE_HISTORY,
     ENVIRONMENT_DEPLOYMENTS,
     ENVIRONMENT_DEPLOYMENTS_WITH_STATUS,

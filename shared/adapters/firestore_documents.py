@@ -75,6 +75,7 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         "adopted_by": d.adopted_by,
         "last_kick_at": d.last_kick_at,
         "last_polled_at": d.last_polled_at,
+        "announce_due_at": d.announce_due_at,
         "request_id": d.request_id,
         "is_rollback": d.is_rollback,
         "superseded": list(d.superseded) or None,
@@ -99,6 +100,7 @@ DEPLOYMENT_OPTIONAL_FIELDS = (
     "adopted_by",
     "last_kick_at",
     "last_polled_at",
+    "announce_due_at",
     "request_id",
     "superseded",
 )
@@ -151,6 +153,7 @@ def deployment_from_document(deployment_id: str, doc: Mapping[str, Any]) -> Depl
         adopted_by=doc.get("adopted_by"),
         last_kick_at=doc.get("last_kick_at"),
         last_polled_at=doc.get("last_polled_at"),
+        announce_due_at=doc.get("announce_due_at"),
         artifact_sha256=doc.get("artifact_sha256") or "",
         committed_at=doc.get("committed_at"),
         verification=verification_from_document(doc.get("verification")),

@@ -381,6 +381,10 @@ class FirestoreStore:
         query = self.query(queries.DEPLOYMENTS_DUE_FOR_CLEANUP, cleanup_due_at=now)
         return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
 
+    def deployments_due_for_announcement(self, now: datetime) -> list[Deployment]:
+        query = self.query(queries.DEPLOYMENTS_DUE_FOR_ANNOUNCEMENT, announce_due_at=now)
+        return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]
+
     def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
         query = self.query(queries.LIVE_HISTORY, app=app, environment=environment).limit(limit)
         return [deployment_from_document(s.id, s.to_dict()) for s in self._stream(query)]

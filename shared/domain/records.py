@@ -98,6 +98,10 @@ class Deployment:
     """A rollback: asked for through a verified rollback request, or started by the pipeline after
     a failed bake window. It holds even when nothing was live to replace (`rollback_of` None);
     it exempts the deployment from approvals, deploy windows and freezes, and from baking."""
+    announce_due_at: datetime | None = None
+    """When the watchdog announces this deployment's outcome itself: set in the transaction that
+    ends it, cleared once the call that ended it has published the announcement, so a crash in
+    between delays the alert instead of losing it (on_notify sends one per status)."""
     superseded: tuple[str, ...] = ()
     """The deployments this one cancelled when it arrived (newest wins among those waiting): a
     retry of the step that cancelled them announces them again, in case the first try died between

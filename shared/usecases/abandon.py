@@ -30,8 +30,8 @@ from shared.domain.status import DeploymentStatus
 from shared.domain.verification import AUTOMATIC_ROLLBACK_ACTOR
 from shared.logging import bind, get_logger
 from shared.ports import PermanentError, PreconditionFailed, TransientError
-from shared.usecases.lifecycle import commit_failure, start_next
-from shared.usecases.services import NotReadyYet, Services, notify_status
+from shared.usecases.lifecycle import announce_outcome, commit_failure, start_next
+from shared.usecases.services import NotReadyYet, Services
 
 log = get_logger("abandon")
 
@@ -83,7 +83,7 @@ def abandon_switch(services: Services, deployment_id: str, reason: str) -> Deplo
     if failed.triggered_by == AUTOMATIC_ROLLBACK_ACTOR and failed.reason:
         # Its `rolled_back` alert, which would have told of the breach, will not come.
         detail += f" (an automatic rollback: {failed.reason})"
-    notify_status(services, failed, detail)
+    announce_outcome(services, failed, detail)
     start_next(services, next_deployment)
     try:
         finish_abandoned_switch(services, failed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared import topology
 from shared.domain.queue import release_lock
@@ -19,6 +19,35 @@ from shared.usecases.services import Services, notify_status, publish_step
 log = get_logger("lifecycle")
 
 FAILABLE = (DeploymentStatus.QUEUED, DeploymentStatus.PROVISIONING, DeploymentStatus.COOLING_DOWN)
+
+ANNOUNCE_GRACE_SECONDS = 60
+"""How long the call that ended a deployment has to announce it before the watchdog does: the
+call publishes within a second; the grace only keeps a sweep from announcing what a slow call is
+about to (harmless either way: on_notify sends one per status)."""
+
+
+def announce_due(now: datetime) -> datetime:
+    """The `announce_due_at` of an outcome committed at `now`."""
+    return now + timedelta(seconds=ANNOUNCE_GRACE_SECONDS)
+
+
+def announce_outcome(services: Services, deployment: Deployment, detail: str = "") -> None:
+    """Announce the deployment's outcome, then record it announced (`announce_due_at` cleared).
+
+    Safe to repeat, and what the watchdog calls for an outcome whose announcement a crash lost
+    (a watchdog sweep that died between its commit and its publish is not redelivered with
+    anything left to do: the record has moved on)."""
+    notify_status(services, deployment, detail)
+    if deployment.announce_due_at is None:
+        return
+    status = deployment.status
+
+    def announced(current: Deployment) -> Deployment | None:
+        if current.status is not status or current.announce_due_at is None:
+            return None
+        return replace(current, announce_due_at=None)
+
+    services.store.update_deployment(deployment.deployment_id, announced)
 
 
 @dataclass(frozen=True)
@@ -138,7 +167,7 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         # abandoned switch's green (its clean-up due) drains first: the watchdog deletes it.
         if current.cleanup_due_at is None:
             delete_green(services, current)
-        notify_status(services, current)
+        announce_outcome(services, current)
         return current
     if current.status not in FAILABLE:
         return None
@@ -147,7 +176,7 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         return None
     failed, next_deployment = result
     log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
-    notify_status(services, failed, reason)
+    announce_outcome(services, failed, reason)
     start_next(services, next_deployment)
     # Green goes only once the record says failed: a step that switched traffic to it in the
     # meantime (a late cool-down step that found it ready) keeps it, as `commit_failure`
@@ -174,7 +203,7 @@ def fail_unconfigured(services: Services, deployment_id: str) -> Deployment | No
         return None
     failed, next_deployment = result
     log.warning("deployment failed: %s", UNCONFIGURED, extra={"fields": {"version": failed.version}})
-    notify_status(services, failed, UNCONFIGURED)
+    announce_outcome(services, failed, UNCONFIGURED)
     start_next(services, next_deployment)
     return failed
 
@@ -204,7 +233,9 @@ def commit_failure(
         deployment = tx.deployment(deployment_id)
         if deployment is None or deployment.status not in failable:
             return None
-        failed = deployment.advance(DeploymentStatus.FAILED, now, reason, **green)
+        failed = deployment.advance(
+            DeploymentStatus.FAILED, now, reason, announce_due_at=announce_due(now), **green
+        )
         state = tx.environment(deployment.app, deployment.environment)
         policy = deploy_policy(services, deployment.app, deployment.environment)
         next_deployment = free_lock(tx, state, deployment_id, now, policy=policy)

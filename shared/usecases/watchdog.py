@@ -11,7 +11,9 @@
 - deletes retired blue groups once their connections have drained and their retention is over;
 - collects what a crash left behind: templates and groups named by the pipeline that no record
   needs (see shared/domain/leaks.py), and announces them in one notification per sweep.
-- cancels deployments still awaiting approval after their environment's approval timeout.
+- cancels deployments still awaiting approval after their environment's approval timeout;
+- announces an outcome whose own announcement was lost (a crash between its commit and its
+  publish: `announce_due_at`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ from shared.logging import get_logger, log_context
 from shared.ports import PermanentError, Transaction, TransientError
 from shared.usecases.abandon import abandon_switch, green_ready_for_cleanup, judge_switch
 from shared.usecases.lifecycle import (
+    announce_due,
+    announce_outcome,
     delete_green,
     deploy_policy,
     fail_deployment,
     fail_unconfigured,
     held_for_window,
 )
-from shared.usecases.services import Services, notify_status, publish_notify, publish_step
+from shared.usecases.services import Services, publish_notify, publish_step
 from shared.usecases.switch import judge_green
 
 log = get_logger("watchdog")
@@ -52,6 +56,8 @@ class WatchdogReport:
     kicked: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    """Outcomes the call that committed them did not announce (it died first)."""
     collected: list[str] = field(default_factory=list)
     """Leaked templates and groups deleted in this sweep."""
     errors: list[str] = field(default_factory=list)
@@ -84,6 +90,16 @@ def run_watchdog(
                 _kick(services, deployment, now, report)
             except (TransientError, PermanentError) as exc:  # either kind: the next tick looks again
                 log.warning("could not resume the bake window: %s", exc)
+                report.errors.append(f"{deployment.deployment_id}: {exc}")
+    for deployment in services.store.deployments_due_for_announcement(now):
+        with log_context(
+            app=deployment.app, environment=deployment.environment, deployment_id=deployment.deployment_id
+        ):
+            try:
+                announce_outcome(services, deployment)
+                report.announced.append(deployment.deployment_id)
+            except (TransientError, PermanentError) as exc:  # either kind: the next tick tries again
+                log.warning("could not announce the outcome: %s", exc)
                 report.errors.append(f"{deployment.deployment_id}: {exc}")
     for deployment in services.store.deployments_due_for_cleanup(now):
         with log_context(
@@ -167,7 +183,9 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
         state = tx.environment(current.app, current.environment)
         if state is not None and state.awaiting_deployment_id == current.deployment_id:
             tx.put_environment(replace(state, awaiting_deployment_id=None, updated_at=now))
-        cancelled = current.advance(DeploymentStatus.CANCELLED, now, reason)
+        cancelled = current.advance(
+            DeploymentStatus.CANCELLED, now, reason, announce_due_at=announce_due(now)
+        )
         tx.put_deployment(cancelled)
         return cancelled
 
@@ -175,7 +193,7 @@ def _cancel_waiting(services: Services, deployment: Deployment, now: datetime, r
     if cancelled is None:
         return False
     log.info("cancelled a deployment awaiting approval: %s", reason)
-    notify_status(services, cancelled)
+    announce_outcome(services, cancelled)
     return True
 
 

@@ -159,6 +159,11 @@ class FakeStore:
             d for d in self.deployments.values() if d.cleanup_due_at is not None and d.cleanup_due_at <= now
         ]
 
+    def deployments_due_for_announcement(self, now: datetime) -> list[Deployment]:
+        return [
+            d for d in self.deployments.values() if d.announce_due_at is not None and d.announce_due_at <= now
+        ]
+
     def live_history(self, app: str, environment: str, limit: int = 50) -> list[Deployment]:
         went_live = [
             d

@@ -21,7 +21,7 @@ QUERY_METHODS = {"where", "order_by"}
 
 
 def test_every_declared_query_filters_and_orders_on_fields_the_store_writes() -> None:
-    deployment = replace(went_live("d1", "1.0.0", 1), cleanup_due_at=T0)
+    deployment = replace(went_live("d1", "1.0.0", 1), cleanup_due_at=T0, announce_due_at=T0)
     release = Release("hello", "1.0.0", "a" * 40, "file:///a.tar.gz", (), T0)
     fields = {
         queries.DEPLOYMENTS: set(deployment_to_document(deployment)),

@@ -26,6 +26,7 @@ from shared.domain.status import DeploymentStatus as S
 from shared.domain.verification import Verification, VerificationState
 from shared.ports import RejectedEvent, Transaction
 from shared.usecases.admit_build import Outcome, admit_build
+from shared.usecases.lifecycle import ANNOUNCE_GRACE_SECONDS, FAILABLE, announce_outcome, commit_failure
 from shared.usecases.provision import start_rolling_replace
 from tests.unit.fakes import FakeWorld
 from tests.unit.pipeline_driving import build, deploy_to_live, roll_back, step
@@ -316,6 +317,25 @@ def test_queries_find_in_progress_live_history_and_cleanup(world: FakeWorld, sto
     world.clock.advance(50)
     assert [d.deployment_id for d in store.deployments_due_for_cleanup(world.clock.now())] == [first]
     assert sorted(store.released_versions("hello")) == ["1.0.0", "1.0.1", "1.0.2"]
+
+
+def test_an_unannounced_outcome_is_found_once_due_and_unmarked_once_announced(
+    world: FakeWorld, store: FirestoreStore, firestore_client: firestore.Client
+) -> None:
+    deploy_to_live(world, "b1", COMMITS[0])
+    late = build(world, "b2", COMMITS[1]).deployment_id
+    assert late is not None
+    committed = commit_failure(world.services, late, "not live within the deadline", FAILABLE)
+    assert committed is not None  # and its call dies here, before announcing it
+    failed, _ = committed
+    assert isinstance(raw(firestore_client, "deployments", late)["announce_due_at"], DatetimeWithNanoseconds)
+    assert store.deployments_due_for_announcement(world.clock.now()) == []
+    world.clock.advance(ANNOUNCE_GRACE_SECONDS)
+    due = store.deployments_due_for_announcement(world.clock.now())
+    assert [d.deployment_id for d in due] == [late] and due[0].announce_due_at == failed.announce_due_at
+    announce_outcome(world.services, due[0])
+    assert "announce_due_at" not in raw(firestore_client, "deployments", late)
+    assert store.deployments_due_for_announcement(world.clock.now()) == []
 
 
 def test_rejected_events_are_recorded_once(store: FirestoreStore, firestore_client: firestore.Client) -> None:

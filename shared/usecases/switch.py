@@ -91,6 +91,7 @@ def _switch_when_ready(services: Services, deployment: Deployment) -> Deployment
         deployment = _to_switching(services, deployment, smoke_detail)
         if deployment.status is not DeploymentStatus.SWITCHING:
             return deployment
+        return switch_traffic(services, env, deployment, group, switched_by_this_call=True)
     return switch_traffic(services, env, deployment, group)
 
 
@@ -213,12 +214,19 @@ def _to_switching(services: Services, deployment: Deployment, detail: str = "") 
 
 
 def switch_traffic(
-    services: Services, env: EnvironmentConfig, deployment: Deployment, group: str
+    services: Services,
+    env: EnvironmentConfig,
+    deployment: Deployment,
+    group: str,
+    *,
+    switched_by_this_call: bool = False,
 ) -> Deployment | None:
     """Move the environment's traffic to `group` for a deployment in `switching`, and record it.
 
     The one traffic switch: after a cool-down, for a warm rollback and for the automatic
-    rollback of a release that failed its bake window. Safe to repeat.
+    rollback of a release that failed its bake window. Safe to repeat. `switched_by_this_call`:
+    the caller's own compare-and-set made the record `switching` a moment ago, so attaching green
+    need not read it again first (a stale poll, the case that read is for, is not this call).
     """
 
     def still_switching() -> bool:
@@ -230,7 +238,9 @@ def switch_traffic(
     # record is still switching: a poll stale from before the watchdog abandoned the switch
     # must neither put green back beside the live release nor take the live release off.
     try:
-        services.compute.attach_group(env, group, only_while=still_switching)
+        services.compute.attach_group(
+            env, group, only_while=None if switched_by_this_call else still_switching
+        )
         if not services.compute.serving_healthy(env, group):
             raise NotReadyYet("green attached; the backend service does not see it healthy yet")
         removed = services.compute.keep_only_group(env, group, only_while=still_switching)

@@ -8,13 +8,17 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from shared import topology
 from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.notify_message import NotifyRequest
+from shared.domain.status import DeploymentStatus
 from shared.usecases.admit_build import admit_build
 from shared.usecases.provision import start_rolling_replace
 from shared.usecases.rollback import RollbackAccepted, request_rollback
+from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from tests.unit.fakes import FakeWorld, verified_caller_check
 
@@ -109,3 +113,22 @@ def roll_back(
         world.services, published.data, published.attributes, f"event-{accepted.deployment_id}"
     )
     return accepted, admitted
+
+
+def stuck_switching(world: FakeWorld) -> tuple[str, str, StepMessage]:
+    """1.0.0 live on staging; 1.0.1 switching, its green attached beside it and healthy, but the
+    load balancer never sees it so (say, a firewall that blocks its health checks). Returns the
+    live deployment, the switching one and its poll."""
+    blue = deploy_to_live(world, "b1")
+    result = build(world, "b2", COMMIT_B)
+    assert result.deployment_id is not None
+    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
+    poll = step(world, topology.COOL_DOWN_COMPLETE)
+    world.compute.make_healthy(instance_group_name(result.deployment_id))
+    world.compute.lb_unhealthy.add(instance_group_name(result.deployment_id))
+    world.clock.advance(5)  # the fake world's cool-down
+    with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
+        complete_cool_down(world.services, poll)
+    assert world.store.deployments[result.deployment_id].status is DeploymentStatus.SWITCHING
+    assert world.compute.attached == [instance_group_name(blue), instance_group_name(result.deployment_id)]
+    return blue, result.deployment_id, poll

@@ -11,7 +11,6 @@ import pytest
 
 from shared import topology
 from shared.config import EnvironmentConfig
-from shared.domain.messages import StepMessage
 from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
 from shared.ports import PermanentError, TrafficSample, TransientError
@@ -32,6 +31,7 @@ from tests.unit.pipeline_driving import (
     notifications,
     roll_back,
     step,
+    stuck_switching,
 )
 
 DEADLINE_SECONDS = 60
@@ -50,25 +50,6 @@ def drained(world: FakeWorld) -> None:
     """The draining timeout passes, and the watchdog sweeps."""
     world.clock.advance(DRAINING_SECONDS)
     assert run_watchdog(world.services).errors == []
-
-
-def stuck_switching(world: FakeWorld) -> tuple[str, str, StepMessage]:
-    """1.0.0 live on staging; 1.0.1 switching, its green attached beside it and healthy, but the
-    load balancer never sees it so (say, a firewall that blocks its health checks). Returns the
-    live deployment, the switching one and its poll."""
-    blue = deploy_to_live(world, "b1")
-    result = build(world, "b2", COMMIT_B)
-    assert result.deployment_id is not None
-    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
-    poll = step(world, topology.COOL_DOWN_COMPLETE)
-    world.compute.make_healthy(instance_group_name(result.deployment_id))
-    world.compute.lb_unhealthy.add(instance_group_name(result.deployment_id))
-    world.clock.advance(COOL_DOWN_SECONDS)
-    with pytest.raises(NotReadyYet, match="backend service does not see it healthy"):
-        complete_cool_down(world.services, poll)
-    assert world.store.deployments[result.deployment_id].status is S.SWITCHING
-    assert world.compute.attached == [instance_group_name(blue), instance_group_name(result.deployment_id)]
-    return blue, result.deployment_id, poll
 
 
 def test_the_watchdog_abandons_an_overdue_switch_and_hands_the_traffic_back(world: FakeWorld) -> None:

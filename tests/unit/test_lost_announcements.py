@@ -13,11 +13,10 @@ from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
 from shared.usecases.lifecycle import ANNOUNCE_GRACE_SECONDS
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.services import NotReadyYet
 from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.pipeline_driving import COMMIT_B, build, deploy_to_live, notifications, step
+from tests.unit.pipeline_driving import COMMIT_B, build, deploy_to_live, notifications, step, stuck_switching
 
 DEADLINE_SECONDS = 60
 """The fake world's provisioning deadline."""
@@ -91,15 +90,7 @@ def test_an_announced_outcome_is_not_announced_again(world: FakeWorld) -> None:
 def test_an_abandoned_switch_whose_announcement_died_is_announced_later(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deploy_to_live(world, "b1")
-    green = build(world, "b2", COMMIT_B).deployment_id
-    assert green is not None
-    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
-    world.compute.make_healthy(instance_group_name(green))
-    world.compute.lb_unhealthy.add(instance_group_name(green))
-    world.clock.advance(5)
-    with pytest.raises(NotReadyYet):
-        complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
+    _, green, _ = stuck_switching(world)
     world.clock.advance(DEADLINE_SECONDS)
     dies_on_its_next_announcement(world, monkeypatch)
     with pytest.raises(Killed):

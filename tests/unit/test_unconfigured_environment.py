@@ -9,15 +9,20 @@ from dataclasses import replace
 import pytest
 
 from shared import topology
-from shared.domain.naming import instance_group_name
 from shared.domain.status import DeploymentStatus as S
 from shared.usecases.lifecycle import UNCONFIGURED
 from shared.usecases.provision import start_rolling_replace
-from shared.usecases.services import NotReadyYet
-from shared.usecases.switch import complete_cool_down
 from shared.usecases.watchdog import run_watchdog
 from tests.unit.fakes import FakeWorld, fake_world
-from tests.unit.pipeline_driving import COMMIT_B, COMMIT_C, build, deploy_to_live, notifications, step
+from tests.unit.pipeline_driving import (
+    COMMIT_B,
+    COMMIT_C,
+    build,
+    deploy_to_live,
+    notifications,
+    step,
+    stuck_switching,
+)
 
 
 @pytest.fixture
@@ -40,16 +45,7 @@ def failure_alerts(world: FakeWorld, deployment_id: str) -> list[str]:
 
 
 def test_a_switch_whose_environment_was_removed_ends_and_frees_the_lock(world: FakeWorld) -> None:
-    blue = deploy_to_live(world, "b1")
-    green = build(world, "b2", COMMIT_B).deployment_id
-    assert green is not None
-    start_rolling_replace(world.services, step(world, topology.START_ROLLING_REPLACE))
-    world.compute.make_healthy(instance_group_name(green))
-    world.compute.lb_unhealthy.add(instance_group_name(green))
-    world.clock.advance(5)
-    with pytest.raises(NotReadyYet):
-        complete_cool_down(world.services, step(world, topology.COOL_DOWN_COMPLETE))
-    assert world.store.deployments[green].status is S.SWITCHING
+    blue, green, _ = stuck_switching(world)
     attached = list(world.compute.attached)
     without_staging(world)
     world.compute.calls.clear()

@@ -171,13 +171,9 @@ def fail_deployment(services: Services, deployment_id: str, reason: str) -> Depl
         return current
     if current.status not in FAILABLE:
         return None
-    result = commit_failure(services, deployment_id, reason, FAILABLE)
-    if result is None:
+    failed = _announced(services, commit_failure(services, deployment_id, reason, FAILABLE), reason)
+    if failed is None:
         return None
-    failed, next_deployment = result
-    log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
-    announce_outcome(services, failed, reason)
-    start_next(services, next_deployment)
     # Green goes only once the record says failed: a step that switched traffic to it in the
     # meantime (a late cool-down step that found it ready) keeps it, as `commit_failure`
     # then changed nothing. It never received traffic, so it goes at once, without draining.
@@ -198,12 +194,20 @@ def fail_unconfigured(services: Services, deployment_id: str) -> Deployment | No
     """
     bind(deployment_id=deployment_id)
     unfinished = (*FAILABLE, DeploymentStatus.SWITCHING)
-    result = commit_failure(services, deployment_id, UNCONFIGURED, unfinished, leave_resources=True)
-    if result is None:
+    committed = commit_failure(services, deployment_id, UNCONFIGURED, unfinished, leave_resources=True)
+    return _announced(services, committed, UNCONFIGURED)
+
+
+def _announced(
+    services: Services, committed: tuple[Deployment, Deployment | None] | None, reason: str
+) -> Deployment | None:
+    """After `commit_failure`: the failure logged and announced, the next deployment started.
+    The failed deployment, or None if nothing was committed."""
+    if committed is None:
         return None
-    failed, next_deployment = result
-    log.warning("deployment failed: %s", UNCONFIGURED, extra={"fields": {"version": failed.version}})
-    announce_outcome(services, failed, UNCONFIGURED)
+    failed, next_deployment = committed
+    log.warning("deployment failed: %s", reason, extra={"fields": {"version": failed.version}})
+    announce_outcome(services, failed, reason)
     start_next(services, next_deployment)
     return failed
 

@@ -23,7 +23,7 @@ from shared.domain.verification import (
 from shared.logging import get_logger
 from shared.ports import PermanentError, PreconditionFailed, Transaction, TransientError
 from shared.usecases.abandon import drain_abandoned_greens, finish_abandoned_switch
-from shared.usecases.lifecycle import fail_deployment, hand_over_lock, start_next
+from shared.usecases.lifecycle import announce_outcome, fail_deployment, hand_over_lock, start_next
 from shared.usecases.services import NotReadyYet, Services, notify_status, publish_step
 
 log = get_logger("switch")
@@ -55,7 +55,7 @@ def complete_cool_down(services: Services, message: StepMessage) -> Deployment |
             finish_abandoned_switch(services, deployment)  # only for a switch the watchdog abandoned
         except (NotReadyYet, TransientError) as exc:  # the watchdog's clean-up sweep retries it
             log.info("hand-back left to the watchdog: %s", exc)
-        notify_status(services, deployment)
+        announce_outcome(services, deployment)  # a redelivery after a lost announcement
         return deployment
     if deployment.status not in (DeploymentStatus.COOLING_DOWN, DeploymentStatus.SWITCHING):
         log.info("deployment is %s; nothing to switch", deployment.status)

@@ -101,6 +101,23 @@ def test_an_abandoned_switch_whose_announcement_died_is_announced_later(
     assert report.announced == [green] and outcomes(world, green) == ["failed"]
 
 
+def test_the_abandoned_switchs_own_poll_announces_what_the_sweep_could_not(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cool-down poll, delivered again after the sweep died, announces the failure and marks
+    it announced: a later sweep has nothing left to announce."""
+    _, green, poll = stuck_switching(world)
+    world.clock.advance(DEADLINE_SECONDS)
+    dies_on_its_next_announcement(world, monkeypatch)
+    with pytest.raises(Killed):
+        run_watchdog(world.services, look_for_leaks=False)
+    complete_cool_down(world.services, poll)
+    assert outcomes(world, green) == ["failed"]
+    assert world.store.deployments[green].announce_due_at is None
+    world.clock.advance(ANNOUNCE_GRACE_SECONDS)
+    assert run_watchdog(world.services, look_for_leaks=False).announced == []
+
+
 def test_a_failure_announced_by_its_own_step_clears_the_due_time(world: FakeWorld) -> None:
     """Not only the watchdog's: a cool-down poll that fails green announces and clears too."""
     deploy_to_live(world, "b1")
